@@ -1,0 +1,303 @@
+"""The run-directory protocol shared by the trainer-side agent and the supervisor.
+
+Standard library only: the agent imports this inside the training process, and
+policies import the record types, so nothing here may pull in pydantic, rich,
+keras or tensorflow. docs/protocol.md is the prose version of this module; keep
+the two in step and bump ``PROTOCOL_VERSION`` on any incompatible change.
+
+Every line of every ``.jsonl`` file is one JSON object terminated by ``\\n`` and
+carrying ``v`` (the protocol version) and ``type`` (records) or ``cmd``
+(commands). Non-finite floats are written as the bare tokens ``NaN``,
+``Infinity`` and ``-Infinity`` (what Python's json module writes and reads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping
+
+PROTOCOL_VERSION = 1
+
+# Environment variable through which the supervisor hands the run directory to the trainer.
+ENV_RUN_DIR = "LRSUP_RUN_DIR"
+
+# File names inside a run directory.
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CONTROL_FILE = "control.jsonl"
+JOURNAL_FILE = "journal.jsonl"
+TRAINER_LOG = "trainer.log"
+STATE_FILE = "supervisor.json"
+CHECKPOINT_DIR = "checkpoints"
+
+# A line longer than this is garbage, whatever it holds.
+MAX_LINE_BYTES = 1 << 20
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid record or command."""
+
+
+def dumps(obj: Mapping[str, Any]) -> str:
+    """One protocol line (without the newline). NaN and infinities are kept as bare tokens."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True, default=_json_default)
+
+
+def loads(line: str | bytes) -> dict[str, Any]:
+    """Parse one line; raise ProtocolError unless it is a JSON object."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"not a JSON object: {type(obj).__name__}")
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays (the agent may hand them over) without importing numpy.
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------
+# Field checking shared by records and commands. Deliberately small: a type per
+# field, unknown fields refused. bool is not accepted where a number is asked.
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int?": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "float": _is_number,
+    "float?": lambda v: v is None or _is_number(v),
+    "str": lambda v: isinstance(v, str),
+    "str?": lambda v: v is None or isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "metrics": lambda v: isinstance(v, dict)
+    and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
+    "any": lambda v: True,
+}
+
+
+def _check_fields(kind: str, obj: Mapping[str, Any], spec: Mapping[str, str], required: set[str]) -> None:
+    unknown = set(obj) - set(spec)
+    if unknown:
+        raise ProtocolError(f"{kind}: unknown field(s) {sorted(unknown)}")
+    for name in required:
+        if name not in obj:
+            raise ProtocolError(f"{kind}: missing field {name!r}")
+    for name, value in obj.items():
+        if not _CHECKS[spec[name]](value):
+            raise ProtocolError(f"{kind}: field {name!r} has invalid value {value!r} (expected {spec[name]})")
+
+
+# ---------------------------------------------------------------------------
+# Records: trainer -> supervisor, in metrics.jsonl.
+
+
+@dataclass(frozen=True)
+class Record:
+    """Base of all records. ``time`` is the trainer's wall clock (Unix seconds)."""
+
+    type: ClassVar[str] = ""
+    _spec: ClassVar[dict[str, str]] = {}
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": self.type}
+        for f in fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True)
+class StartRecord(Record):
+    """Written once per ``fit`` (and per trainer attempt) when training begins."""
+
+    type: ClassVar[str] = "start"
+    pid: int = 0
+    optimizer: str | None = None
+    optimizer_config: dict = field(default_factory=dict)
+    lr: float | None = None
+    lr_schedule: str | None = None
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    initial_epoch: int = 0
+    step: int = 0
+    keras_version: str | None = None
+    backend: str | None = None
+    agent: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord(Record):
+    """Every ``batch_every`` batches: Keras's batch logs after optimizer step ``step``."""
+
+    type: ClassVar[str] = "batch"
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    lr: float | None = None
+    logs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochRecord(Record):
+    """At each epoch end: Keras's epoch logs (loss, metrics, val_*), ``epoch`` 0-based as Keras counts."""
+
+    type: ClassVar[str] = "epoch"
+    epoch: int = 0
+    step: int = 0
+    lr: float | None = None
+    logs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeartbeatRecord(Record):
+    type: ClassVar[str] = "heartbeat"
+    epoch: int | None = None
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class AckRecord(Record):
+    """A command was applied: ``epoch``/``step`` is where it took effect (before step ``step + 1``)."""
+
+    type: ClassVar[str] = "ack"
+    seq: int = 0
+    cmd: str = ""
+    epoch: int | None = None
+    step: int = 0
+    lr: float | None = None
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class ErrorRecord(Record):
+    """A command (or the agent itself) failed; training goes on."""
+
+    type: ClassVar[str] = "error"
+    seq: int | None = None
+    cmd: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EndRecord(Record):
+    """``fit`` returned (``reason``: completed, stopped) or raised (exception)."""
+
+    type: ClassVar[str] = "end"
+    reason: str = "completed"
+    epoch: int | None = None
+    step: int = 0
+
+
+_RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
+    StartRecord: (
+        {
+            "pid": "int", "optimizer": "str?", "optimizer_config": "dict", "lr": "float?",
+            "lr_schedule": "str?", "steps_per_epoch": "int?", "epochs": "int?", "initial_epoch": "int",
+            "step": "int", "keras_version": "str?", "backend": "str?", "agent": "str?",
+        },
+        {"pid"},
+    ),
+    BatchRecord: (
+        {"epoch": "int", "batch": "int", "step": "int", "lr": "float?", "logs": "metrics"},
+        {"epoch", "step"},
+    ),
+    EpochRecord: (
+        {"epoch": "int", "step": "int", "lr": "float?", "logs": "metrics"},
+        {"epoch", "step"},
+    ),
+    HeartbeatRecord: ({"epoch": "int?", "step": "int"}, set()),
+    AckRecord: (
+        {"seq": "int", "cmd": "str", "epoch": "int?", "step": "int", "lr": "float?", "late": "bool"},
+        {"seq", "cmd", "step"},
+    ),
+    ErrorRecord: ({"seq": "int?", "cmd": "str?", "message": "str"}, {"message"}),
+    EndRecord: ({"reason": "str", "epoch": "int?", "step": "int"}, {"reason"}),
+}
+
+RECORD_TYPES: dict[str, type[Record]] = {cls.type: cls for cls in _RECORD_SPECS}
+
+
+def register_record_type(cls: type[Record], spec: dict[str, str], required: set[str]) -> None:
+    """Add a record kind (used by later protocol extensions such as checkpoints)."""
+    _RECORD_SPECS[cls] = (spec, required)
+    RECORD_TYPES[cls.type] = cls
+
+
+def parse_record(obj: Mapping[str, Any]) -> Record:
+    """Validate a decoded metrics line and build its record. Raises ProtocolError."""
+    obj = dict(obj)
+    version = obj.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {version!r} (this lrsup speaks {PROTOCOL_VERSION})")
+    kind = obj.pop("type", None)
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown record type {kind!r}")
+    spec, required = _RECORD_SPECS[cls]
+    spec = {"time": "float", **spec}
+    _check_fields(f"{kind} record", obj, spec, required)
+    return cls(**obj)
+
+
+# ---------------------------------------------------------------------------
+# Commands: supervisor -> trainer, in control.jsonl. ``seq`` increases by one from 1.
+
+COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
+    # Set the effective learning rate. With a LearningRateSchedule the agent turns it into a multiplier.
+    "set_lr": ({"lr": "float"}, {"lr"}),
+    # Multiply the effective learning rate (or the schedule's multiplier) by ``factor``.
+    "scale_lr": ({"factor": "float"}, {"factor"}),
+    # Set another optimizer hyperparameter the optimizer has (momentum, weight_decay, beta_1, ...).
+    "set_hparam": ({"name": "str", "value": "float"}, {"name", "value"}),
+    # Finish the current epoch, then end fit cleanly.
+    "stop": ({}, set()),
+    # The supervisor has decided everything it will on epoch ``epoch``: the agent may go on.
+    "verdict": ({"epoch": "int"}, {"epoch"}),
+}
+
+_COMMAND_COMMON = {"v": "int", "seq": "int", "cmd": "str", "time": "float", "reason": "str?"}
+
+
+def make_command(seq: int, cmd: str, *, time: float, reason: str | None = None, **args: Any) -> dict[str, Any]:
+    """Build a command line's object and validate it (the supervisor's side of the check)."""
+    obj = {"v": PROTOCOL_VERSION, "seq": seq, "cmd": cmd, "time": time, **args}
+    if reason is not None:
+        obj["reason"] = reason
+    validate_command(obj)
+    return obj
+
+
+def validate_command(obj: Mapping[str, Any]) -> None:
+    """Raise ProtocolError unless ``obj`` is a well-formed command of a known kind."""
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str) or cmd not in COMMAND_SPECS:
+        raise ProtocolError(f"unknown command {cmd!r}")
+    spec, required = COMMAND_SPECS[cmd]
+    _check_fields(f"{cmd} command", obj, {**_COMMAND_COMMON, **spec}, {"seq", "cmd", *required})
+    if obj["seq"] < 1:
+        raise ProtocolError(f"{cmd} command: seq must be >= 1, got {obj['seq']}")
+    if cmd in ("set_lr",) and not (math.isfinite(obj["lr"]) and obj["lr"] >= 0):
+        raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {obj['lr']!r}")
+    if cmd == "scale_lr" and not (math.isfinite(obj["factor"]) and obj["factor"] > 0):
+        raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {obj['factor']!r}")
