@@ -1,0 +1,271 @@
+"""lrsup's configuration: the policy stack, the agent's and the run's settings.
+
+Read from ``lrsup.toml`` (keys at top level) or from the ``[tool.lrsup]`` table of
+pyproject.toml, validated once with pydantic (unknown keys refused everywhere), each
+policy's table by that policy's own Settings model. Nothing is read or built at
+import time: :func:`load_config` does it when the command runs.
+
+Example lrsup.toml::
+
+    [[policy]]
+    use = "plateau"
+    monitor = "val_loss"
+    factor = 0.5
+    patience = 2
+
+    [agent]
+    batch_every = 20
+
+    [run]
+    grace_period = 30.0
+
+Without a ``policy`` key the stack is :data:`DEFAULT_STACK`; ``policy = []`` means no
+policies at all.
+
+Example (Python)::
+
+    config = load_config(None, cwd=Path.cwd())
+    engine = Engine(config.build_policies())
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lrsup.policies.base import Policy, PolicySettings
+from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
+
+CONFIG_NAME = "lrsup.toml"
+PYPROJECT_NAME = "pyproject.toml"
+DEFAULTS_SOURCE = "(built-in defaults)"
+
+# The stack used when the configuration has no `policy` key: the unattended-night
+# default. Halve the LR after 3 epochs without val_loss improvement, down to 1e-6.
+# (Later: divergence rollback goes in front of it.)
+DEFAULT_STACK: list[dict[str, Any]] = [
+    {"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 3, "cooldown": 0, "min_lr": 1e-6},
+]
+
+
+class AgentSettings(BaseModel):
+    """How the trainer-side agent behaves (the ``[agent]`` table).
+
+    Args:
+        batch_every: int. Write a batch record every this many batches (>= 1). Default 10.
+        verdict_timeout: float. Seconds the agent waits at each epoch end for the
+            supervisor's verdict (> 0). Default 10.0.
+        heartbeat_interval: float. Seconds between heartbeat records (> 0). Default 5.0.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_every: int = Field(10, strict=True, ge=1)
+    verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
+    heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
+
+
+class RunSettings(BaseModel):
+    """How the supervisor runs the trainer (the ``[run]`` table).
+
+    Args:
+        grace_period: float. Seconds the trainer gets to exit after a stop before it is
+            killed (> 0). Default 10.0.
+        poll_interval: float. Period, in seconds, of the file follower's polling
+            fallback (> 0). Default 0.05.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
+    poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False)
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"agent": AgentSettings, "run": RunSettings}
+_TOP_KEYS = ("agent", "policy", "run")
+
+
+class ConfigError(ValueError):
+    """An invalid or unreadable configuration; ``str()`` is one bullet per problem.
+
+    Args:
+        source: str. The file the configuration came from (or the defaults).
+        problems: list of str. Each ``"field.path: message"``.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"- {source}: {problem}" for problem in self.problems))
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated configuration.
+
+    Args:
+        source: str. Where it came from: a file path, or ``"(built-in defaults)"``.
+        agent: AgentSettings.
+        run: RunSettings.
+        policies: list of (name, Policy class, settings), in stack order; ``name`` is
+            the ``use`` value as written.
+    """
+
+    source: str
+    agent: AgentSettings
+    run: RunSettings
+    policies: list[tuple[str, type[Policy], PolicySettings]]
+
+    def build_policies(self) -> list[Policy]:
+        """Fresh policy instances, in stack order."""
+        return [cls(settings) for _, cls, settings in self.policies]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict (what goes to config.json); non-finite floats are kept as floats."""
+        return {
+            "source": self.source,
+            "agent": self.agent.model_dump(),
+            "run": self.run.model_dump(),
+            "policies": [{"use": name, **settings.model_dump()} for name, _, settings in self.policies],
+        }
+
+
+def load_config(path: Path | None, cwd: Path) -> ResolvedConfig:
+    """Find, read and validate the configuration.
+
+    ``path`` given: that file (``[tool.lrsup]`` if it is named pyproject.toml, else the
+    whole file). Otherwise ``cwd/lrsup.toml`` if it exists, else the ``[tool.lrsup]``
+    table of ``cwd/pyproject.toml`` if there is one, else the defaults.
+
+    Example::
+
+        load_config(Path("night.toml"), cwd=Path.cwd()).to_json()
+
+    Args:
+        path: Path or None. The ``--config`` file; relative paths are taken from ``cwd``.
+        cwd: Path. The directory to look in when ``path`` is None.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not TOML, or the settings are invalid.
+    """
+    if path is not None:
+        path = Path(cwd, path)
+        if not path.is_file():
+            why = "is a directory, not a file" if path.is_dir() else "file not found"
+            raise ConfigError(str(path), [why])
+        if path.name == PYPROJECT_NAME:
+            data = _read_toml(path)
+            if "tool" not in data or not isinstance(data["tool"], dict) or "lrsup" not in data["tool"]:
+                raise ConfigError(str(path), ["no [tool.lrsup] table"])
+            return _resolve(data["tool"]["lrsup"], str(path), "tool.lrsup")
+        return _resolve(_read_toml(path), str(path), "")
+    candidate = Path(cwd, CONFIG_NAME)
+    if candidate.is_file():
+        return _resolve(_read_toml(candidate), str(candidate), "")
+    candidate = Path(cwd, PYPROJECT_NAME)
+    if candidate.is_file():
+        tool = _read_toml(candidate).get("tool")
+        if isinstance(tool, dict) and "lrsup" in tool:
+            return _resolve(tool["lrsup"], str(candidate), "tool.lrsup")
+    return _resolve({}, DEFAULTS_SOURCE, "")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _join(prefix: str, loc: tuple) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str, model: type[BaseModel]) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = _join(prefix, error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            problems.append(f"{where}: {message}")
+        elif error["type"] == "extra_forbidden":
+            known = ", ".join(sorted(model.model_fields)) or "(none)"
+            problems.append(f"{where}: unknown setting (got {_got(error['input'])}); known settings: {known}")
+        else:
+            problems.append(f"{where}: {message} (got {_got(error['input'])})")
+    return problems
+
+
+def _resolve(data: Any, source: str, prefix: str) -> ResolvedConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"{prefix or 'configuration'}: expected a table (got {_got(data)})"])
+    problems: list[str] = []
+    for key in sorted(set(data) - set(_TOP_KEYS)):
+        problems.append(
+            f"{_join(prefix, (key,))}: unknown key (got {_got(data[key])}); expected one of: {', '.join(_TOP_KEYS)}"
+        )
+    sections: dict[str, BaseModel] = {}
+    for key, model in _SECTIONS.items():
+        raw = data.get(key, {})
+        where = _join(prefix, (key,))
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: expected a table [{key}] (got {_got(raw)})")
+            continue
+        try:
+            sections[key] = model.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, where, model))
+    policies = _resolve_policies(data.get("policy", DEFAULT_STACK), _join(prefix, ("policy",)), problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return ResolvedConfig(source, sections["agent"], sections["run"], policies)  # type: ignore[arg-type]
+
+
+def _resolve_policies(raw: Any, where: str, problems: list[str]) -> list[tuple[str, type[Policy], PolicySettings]]:
+    if not isinstance(raw, list):
+        problems.append(f"{where}: expected an array of tables ([[policy]]) (got {_got(raw)})")
+        return []
+    out = []
+    for index, entry in enumerate(raw):
+        here = f"{where}[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{here}: expected a table with a `use` key (got {_got(entry)})")
+            continue
+        entry = dict(entry)
+        if "use" not in entry:
+            problems.append(f'{here}.use: missing: the policy\'s name, e.g. use = "plateau"')
+            continue
+        name = entry.pop("use")
+        if not isinstance(name, str):
+            problems.append(f"{here}.use: expected a string (got {_got(name)})")
+            continue
+        try:
+            cls = load_policy_class(name)
+        except PolicyLoadError as exc:
+            problems.append(f"{here}.use: {exc}")
+            continue
+        try:
+            settings = cls.Settings.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, here, cls.Settings))
+            continue
+        out.append((name, cls, settings))
+    return out

@@ -1,0 +1,167 @@
+"""The shared improvement rule, on its own (Keras's MonitorCallback semantics)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lrsup.policies.monitor import Monitor, infer_direction, resolve_mode, to_float32
+
+NAN = math.nan
+INF = math.inf
+
+
+@pytest.mark.parametrize(
+    "monitor, direction",
+    [
+        ("loss", "min"),
+        ("val_loss", "min"),
+        ("val_mae", "min"),
+        ("mse", "min"),
+        ("val_sparse_categorical_crossentropy", "min"),
+        ("accuracy", "max"),
+        ("val_accuracy", "max"),
+        ("acc", "max"),
+        ("val_acc", "max"),
+        ("val_auc", "max"),
+        ("auc_1", "max"),  # a second AUC instance
+        ("AUC", "max"),  # compile(metrics=["AUC"]) names the metric "AUC"
+        ("MeanSquaredError", "min"),
+        ("val_top_k_categorical_accuracy", "max"),
+        ("dense_accuracy", "max"),  # multi-output: <output>_<metric>
+        ("val_out_loss", "min"),
+        ("f1_score", "max"),
+        ("r2_score", "max"),
+    ],
+)
+def test_infer_direction_known_names(monitor, direction):
+    assert infer_direction(monitor) == direction
+    assert resolve_mode(monitor, "auto") == direction
+
+
+@pytest.mark.parametrize("monitor", ["my_score", "val_true_positives", "learning_rate", "val_"])
+def test_infer_direction_unknown_names(monitor):
+    assert infer_direction(monitor) is None
+    with pytest.raises(ValueError, match=f"monitor='{monitor}'.*set mode to 'min' or 'max'"):
+        resolve_mode(monitor, "auto")
+
+
+def test_explicit_mode_wins_over_the_name():
+    assert resolve_mode("val_accuracy", "min") == "min"
+    assert resolve_mode("my_score", "max") == "max"
+
+
+def test_bad_mode_is_refused_with_its_value():
+    with pytest.raises(ValueError, match="mode='up'"):
+        resolve_mode("val_loss", "up")
+    with pytest.raises(ValueError, match="mode='up'"):
+        Monitor("val_loss", mode="up")
+
+
+def test_to_float32():
+    assert to_float32(0.1) == 0.10000000149011612
+    assert to_float32(1.5) == 1.5
+    assert to_float32(1e39) == INF
+    assert to_float32(-1e39) == -INF
+    assert to_float32(INF) == INF
+    assert math.isnan(to_float32(NAN))
+    assert to_float32(1e-50) == 0.0
+
+
+def test_first_value_is_always_an_improvement_even_nan():
+    m = Monitor("val_loss")
+    assert m.is_improvement(1.0, None)
+    assert m.is_improvement(NAN, None)
+    assert m.is_improvement(INF, None)
+
+
+def test_min_mode_with_min_delta():
+    m = Monitor("val_loss", min_delta=0.1)
+    assert m.is_improvement(0.85, best=1.0)
+    assert not m.is_improvement(0.95, best=1.0)  # better, but by less than min_delta
+    assert not m.is_improvement(1.0, best=1.0)
+    assert not m.is_improvement(1.2, best=1.0)
+
+
+def test_max_mode_with_min_delta():
+    m = Monitor("val_accuracy", min_delta=0.01)
+    assert m.direction == "max"
+    assert m.is_improvement(0.92, best=0.9)
+    assert not m.is_improvement(0.905, best=0.9)
+    assert not m.is_improvement(0.8, best=0.9)
+
+
+def test_negative_min_delta_is_taken_as_its_absolute_value():
+    m = Monitor("val_loss", min_delta=-0.1)
+    assert m.min_delta == 0.1
+    assert not m.is_improvement(0.95, best=1.0)
+
+
+def test_zero_min_delta_needs_a_strict_improvement():
+    m = Monitor("val_loss", min_delta=0)
+    assert m.is_improvement(0.999, best=1.0)
+    assert not m.is_improvement(1.0, best=1.0)
+
+
+def test_nan_never_improves_and_a_nan_best_is_never_beaten():
+    for mode in ("min", "max"):
+        m = Monitor("x", mode=mode, min_delta=0)
+        assert not m.is_improvement(NAN, best=1.0)
+        assert not m.is_improvement(0.0, best=NAN)
+        assert not m.is_improvement(-INF if mode == "min" else INF, best=NAN)
+
+
+def test_infinities():
+    m = Monitor("val_loss", min_delta=1e-4)
+    assert m.is_improvement(1e30, best=INF)
+    assert not m.is_improvement(INF, best=INF)
+    assert m.is_improvement(-INF, best=0.0)
+
+
+def test_comparison_is_in_float32_like_keras():
+    # 1.0 + 1e-9 and 1.0 are the same float32: not an improvement in max mode, as in Keras
+    # (ops.greater on float32 tensors), although the doubles differ.
+    m = Monitor("val_accuracy", min_delta=0)
+    assert not m.is_improvement(1.0 + 1e-9, best=1.0)
+    # min_delta is applied in double precision first, then the sum is rounded.
+    m = Monitor("val_loss", min_delta=1e-9)
+    assert not m.is_improvement(0.5, best=0.5 + 1e-8)  # both sides round to 0.5f
+
+
+def test_value_reads_logs():
+    m = Monitor("val_loss")
+    assert m.value({"val_loss": 1}) == 1.0
+    assert isinstance(m.value({"val_loss": 1}), float)
+    assert m.value({"loss": 1.0}) is None
+
+
+@pytest.mark.keras
+def test_direction_table_agrees_with_keras_metrics():
+    """Every built-in Keras metric that declares a direction gets the same one here."""
+    keras = pytest.importorskip("keras")
+    import inspect
+
+    checked = 0
+    for attr in dir(keras.metrics):
+        cls = getattr(keras.metrics, attr)
+        if not (inspect.isclass(cls) and issubclass(cls, keras.metrics.Metric)):
+            continue
+        for kwargs in ({}, {"num_classes": 2, "target_class_ids": [0]}, {"num_classes": 2}, {"recall": 0.5},
+                       {"precision": 0.5}, {"specificity": 0.5}, {"sensitivity": 0.5}):
+            try:
+                metric = cls(**kwargs)
+                break
+            except (TypeError, ValueError):
+                continue
+        else:
+            continue
+        direction = getattr(metric, "_direction", None)
+        if direction is None:
+            continue
+        expected = "max" if direction == "up" else "min"
+        assert infer_direction(metric.name) == expected, metric.name
+        assert infer_direction("val_" + metric.name) == expected, metric.name
+        assert infer_direction(cls.__name__) == expected, cls.__name__
+        checked += 1
+    assert checked >= 30
