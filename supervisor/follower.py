@@ -1,0 +1,218 @@
+"""Follow metrics.jsonl as the trainer appends to it.
+
+Example::
+
+    with Follower(paths.metrics) as follower:
+        while running:
+            follower.wait(0.5)           # wakes early when the file changes
+            for record in follower.read():
+                ...
+
+``wait`` uses a watchdog Observer on the file's directory when it can and falls
+back to polling the file's size when it cannot (no inotify instances left, a
+missing directory) or when asked (``use_watchdog=False``). ``read`` reads only
+the bytes appended since the last call; a line is parsed once its newline has
+arrived. Garbage lines are skipped and counted in ``stats``, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lrsup.supervisor.jsonl import LineSplitter
+from lrsup.supervisor.protocol import ProtocolError, Record, loads, parse_record
+
+CHUNK = 1 << 16
+
+
+@dataclass
+class FollowStats:
+    """What the follower read and skipped; ``last_errors`` holds the newest few messages."""
+
+    records: int = 0
+    garbage: int = 0  # every skipped line, over-long ones included
+    overlong: int = 0
+    restarts: int = 0  # the file shrank or was replaced: read again from its start
+    last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+
+    def bad(self, message: str) -> None:
+        self.garbage += 1
+        self.last_errors.append(message)
+
+
+class Follower:
+    """Reads new records from a JSON-lines file that another process appends to.
+
+    Args:
+        path: Path, the file to follow (it need not exist yet).
+        use_watchdog: bool, watch the directory with watchdog; False polls.
+        poll_interval: float, seconds between size checks when polling.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, use_watchdog: bool = True, poll_interval: float = 0.1) -> None:
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
+        self.path = Path(path)
+        self.poll_interval = poll_interval
+        self.stats = FollowStats()
+        self.mode = "polling"
+        self._want_watchdog = use_watchdog
+        self._changed = threading.Event()
+        self._observer = None
+        self._file = None
+        self._ino: int | None = None
+        self._offset = 0
+        self._splitter = LineSplitter()
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> "Follower":
+        """Start watching (watchdog if possible, else polling). Idempotent."""
+        if self._observer is None and self._want_watchdog:
+            self._start_observer()
+        return self
+
+    def _start_observer(self) -> None:
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            return
+        # watchdog logs a benign stop-time race at ERROR; without this Python's last-resort
+        # handler would print it on the user's terminal. Configured logging still sees it.
+        quiet = logging.getLogger("watchdog")
+        if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+            quiet.addHandler(logging.NullHandler())
+        target = os.path.abspath(self.path)
+        changed = self._changed
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:  # created, modified, moved, closed...
+                paths = (event.src_path, getattr(event, "dest_path", ""))
+                if any(os.fsdecode(p) == target for p in paths if p):
+                    changed.set()
+
+        observer = Observer()
+        try:
+            observer.schedule(_Handler(), os.path.dirname(target), recursive=False)
+            observer.start()
+        except (OSError, RuntimeError):  # inotify limits, missing directory, no thread
+            self._stop_observer(observer)
+            return
+        self._observer = observer
+        self.mode = "watchdog"
+
+    @staticmethod
+    def _stop_observer(observer) -> None:
+        try:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
+        except (OSError, RuntimeError):
+            pass
+
+    def stop(self) -> None:
+        """Stop the observer thread and close the file. Safe to call twice."""
+        if self._observer is not None:
+            self._stop_observer(self._observer)
+            self._observer = None
+            self.mode = "polling"
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._changed.set()  # release a waiter
+
+    def __enter__(self) -> "Follower":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- waiting --------------------------------------------------------------
+    def wake(self) -> None:
+        """Make a pending or the next ``wait`` return now (e.g. trainer output arrived)."""
+        self._changed.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds until the file may have changed; True if it may have."""
+        if self._observer is not None and not self._observer.is_alive():
+            self._observer, self.mode = None, "polling"  # the observer died (inotify error): poll
+        if self._observer is not None:
+            fired = self._changed.wait(timeout)
+            self._changed.clear()
+            return fired
+        remaining = timeout
+        while True:
+            if self._changed.is_set() or self._size_changed():
+                self._changed.clear()
+                return True
+            if remaining <= 0:
+                return False
+            step = min(self.poll_interval, remaining)
+            if self._changed.wait(step):
+                continue
+            remaining -= step
+
+    def _size_changed(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return st.st_size != self._offset or st.st_ino != self._ino
+
+    # -- reading --------------------------------------------------------------
+    def read(self) -> list[Record]:
+        """Records from the complete lines appended since the last call (maybe none)."""
+        f = self._open()
+        if f is None:
+            return []
+        records: list[Record] = []
+        overlong_before = self._splitter.overlong
+        while chunk := f.read(CHUNK):
+            self._offset += len(chunk)
+            for line in self._splitter.feed(chunk):
+                record = self._parse(line)
+                if record is not None:
+                    records.append(record)
+        new_overlong = self._splitter.overlong - overlong_before
+        if new_overlong:
+            self.stats.overlong += new_overlong
+            for _ in range(new_overlong):
+                self.stats.bad(f"line longer than the protocol's limit skipped near byte {self._offset}")
+        self.stats.records += len(records)
+        return records
+
+    def _open(self):
+        """The open file, reopened from the start when it was replaced or truncated."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self._file  # gone or not there yet: keep reading what we have open
+        if self._file is not None and (st.st_ino != self._ino or st.st_size < self._offset):
+            self._file.close()
+            self._file = None
+            self.stats.restarts += 1
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except OSError:
+                return None
+            self._ino = os.fstat(self._file.fileno()).st_ino
+            self._offset = 0
+            self._splitter = LineSplitter()
+        return self._file
+
+    def _parse(self, line: bytes) -> Record | None:
+        if not line.strip():
+            return None
+        try:
+            return parse_record(loads(line))
+        except ProtocolError as exc:
+            self.stats.bad(str(exc))
+        except (TypeError, ValueError) as exc:  # belt and braces: never fatal
+            self.stats.bad(f"unreadable record: {exc}")
+        return None
