@@ -52,3 +52,62 @@ class Stop(Action):
     """End training cleanly at the end of the current epoch (exit status 0)."""
 
     kind: ClassVar[str] = "stop"
+    # A stop that gives up on a run (repeated divergence past the cap): exit status 3.
+    give_up: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollback(Action):
+    """Restore weights and optimizer state from a checkpoint in the running trainer.
+
+    Args:
+        checkpoint: a checkpoint name; None picks the newest known-good checkpoint
+            taken at or before ``before_step`` (or any step when that is None too).
+        before_step: see ``checkpoint``.
+        best: pick the best checkpoint by the monitored metric instead.
+        lr: the LR to train on with after the restore; or
+        lr_factor: multiply the LR the checkpoint was taken at by this factor.
+        skip_batches: batches to skip after the restore (the data iterator is not
+            rewound, so training after a rollback always sees new batches).
+    """
+
+    kind: ClassVar[str] = "rollback"
+    checkpoint: str | None = None
+    before_step: int | None = None
+    best: bool = False
+    lr: float | None = None
+    lr_factor: float | None = None
+    skip_batches: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveCheckpoint(Action):
+    """Ask the trainer for a checkpoint now (besides the regular cadence)."""
+
+    kind: ClassVar[str] = "checkpoint"
+
+
+# Schedules: the spec format and its checks live in lrsup.supervisor.schedules (standard
+# library only, shared with the agent, which evaluates the spec at every batch).
+from lrsup.supervisor.schedules import validate_spec as _validate_schedule  # noqa: E402
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetSchedule(Action):
+    """Drive the learning rate by ``schedule``, a spec the agent evaluates at every step.
+
+    The effective LR becomes ``evaluate(schedule, step) * multiplier``, where the
+    multiplier is what ScaleLR and SetLR act on. ``schedule`` is validated (a bad spec
+    raises ValueError here, in the policy) and stored normalised, defaults filled in.
+
+    Example::
+
+        SetSchedule(schedule={"kind": "cosine_decay", "initial_learning_rate": 0.1,
+                              "decay_steps": 5000}, reason="cosine over 50 epochs")
+    """
+
+    kind: ClassVar[str] = "set_schedule"
+    schedule: dict
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", _validate_schedule(self.schedule))

@@ -1,0 +1,1 @@
+"""Tests of lrsup.supervisor.schedules, the schedule policies and their Keras equivalence."""
