@@ -1,0 +1,358 @@
+"""The Keras side of the agent: a callback over the Keras-free core, and the optimizer handle.
+
+Under ``lrsup run`` the launcher appends one ``LrsupCallback`` to every ``Model.fit``; a
+script may also pass one itself (it is then not added twice)::
+
+    model.fit(x, y, epochs=10, callbacks=[LrsupCallback()])   # run dir from $LRSUP_RUN_DIR
+
+Without a run directory the callback warns once and does nothing, so the script runs
+standalone. One ``Agent`` per run directory is shared by all fits of the process, so that
+commands are handled once across fits.
+
+Keras facts this relies on (Keras 3.15, TensorFlow backend):
+
+- ``CallbackList`` converts batch logs to Python floats (``pythonify_logs``) before calling
+  ``on_train_batch_end``; the callback passes that dict on, and the core only reads it
+  for the batches it records.
+- ``fit`` calls ``make_train_function()`` and then ``on_train_begin``, before the first call
+  of the train function, so a schedule wrapped there is traced into the graph.
+- A Python-float hyperparameter (``momentum``, ``beta_1``...) is a constant in the traced
+  train function: after ``set_hparam`` the train function is rebuilt (traced again on the
+  next batch). Learning rates live in variables and need no retrace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import warnings
+from typing import Any, Mapping
+
+import keras
+from keras.optimizers.schedules import LearningRateSchedule
+
+from lrsup.supervisor.agent.core import Agent, check_setting
+from lrsup.supervisor.protocol import ENV_RUN_DIR
+
+# Attributes that look like numbers but are structure, not hyperparameters.
+_NOT_HPARAMS = frozenset({"learning_rate", "iterations", "gradient_accumulation_steps", "ema_overwrite_frequency"})
+
+_agents: dict[str, Agent] = {}
+_warned_standalone = False
+
+
+@keras.saving.register_keras_serializable(package="lrsup")
+class ScaledSchedule(LearningRateSchedule):
+    """A LearningRateSchedule times a multiplier variable that lrsup can change during fit.
+
+    Example::
+
+        schedule = ScaledSchedule(keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5))
+        schedule.multiplier.assign(0.5)   # halves every later learning rate
+
+    Args:
+        inner: LearningRateSchedule, the schedule the script built.
+        multiplier: a float32 keras Variable, or a float to create one with (default 1.0).
+    """
+
+    def __init__(self, inner: LearningRateSchedule, multiplier: Any = 1.0) -> None:
+        if not isinstance(inner, LearningRateSchedule):
+            raise TypeError(f"ScaledSchedule wraps a LearningRateSchedule, got {inner!r}")
+        self.inner = inner
+        if not isinstance(multiplier, keras.Variable):
+            multiplier = keras.Variable(
+                float(multiplier), dtype="float32", trainable=False, name="lrsup_lr_multiplier"
+            )
+        self.multiplier = multiplier
+
+    def __call__(self, step: Any) -> Any:
+        return keras.ops.multiply(keras.ops.cast(self.inner(step), "float32"), self.multiplier)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "inner": keras.optimizers.schedules.serialize(self.inner),
+            "multiplier": _to_float(self.multiplier),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ScaledSchedule":
+        return cls(keras.optimizers.schedules.deserialize(config["inner"]), config["multiplier"])
+
+
+def _to_float(value: Any) -> float:
+    """A scalar tensor, variable or number as a float (``float(x)`` works on each backend's scalars)."""
+    try:
+        return float(value)
+    except TypeError:
+        return float(keras.ops.convert_to_numpy(value))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every leaf a JSON type: numpy and tensor scalars as numbers, others as str.
+
+    Args:
+        value: a config value (dicts and lists are walked).
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return json_safe(value.tolist())
+    try:
+        return _to_float(value)
+    except Exception:
+        return str(value)
+
+
+class KerasOptimizerHandle:
+    """Changes a Keras optimizer's learning rate and hyperparameters for the agent.
+
+    A float learning rate is assigned to the optimizer's variable. A LearningRateSchedule is
+    wrapped once in a ``ScaledSchedule`` (Keras refuses to assign a learning rate under a
+    schedule) and lrsup sets its multiplier; the effective rate is schedule(step) * multiplier.
+
+    Args:
+        optimizer: keras.optimizers.Optimizer (a LossScaleOptimizer is driven through its
+            inner optimizer).
+        model: keras.Model or None, whose train function is rebuilt after ``set_hparam``.
+
+    Attributes:
+        schedule: the ScaledSchedule in use, or None with a float learning rate.
+        wrapped: bool, True when this handle installed the ScaledSchedule (a train function
+            traced before then must be rebuilt).
+        stop_requested: bool, set by ``request_stop``.
+    """
+
+    def __init__(self, optimizer: Any, model: Any = None) -> None:
+        self.optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        self.model = model
+        self.stop_requested = False
+        self.wrapped = False
+        current = self.optimizer._learning_rate
+        if isinstance(current, ScaledSchedule):
+            self.schedule: ScaledSchedule | None = current
+        elif isinstance(current, LearningRateSchedule):
+            self.schedule = ScaledSchedule(current)
+            self.optimizer._learning_rate = self.schedule
+            self.wrapped = True
+        else:
+            self.schedule = None
+
+    def get_lr(self) -> float | None:
+        """The effective learning rate (the schedule's value at the current step times the multiplier)."""
+        return _to_float(self.optimizer.learning_rate)
+
+    def set_lr(self, lr: float) -> None:
+        """Set the effective learning rate; under a schedule, multiplier = lr / schedule(step)."""
+        if self.schedule is not None:
+            base = _to_float(self.schedule.inner(self.optimizer._iterations))
+            if not (math.isfinite(base) and base > 0):
+                raise ValueError(
+                    f"the schedule {type(self.schedule.inner).__name__} gives learning rate {base!r} "
+                    f"at this step; no multiplier turns it into {lr!r}"
+                )
+            self.schedule.multiplier.assign(lr / base)
+        elif isinstance(self.optimizer._learning_rate, keras.Variable):
+            self.optimizer.learning_rate = lr
+        else:
+            raise ValueError(
+                f"the optimizer's learning_rate is {self.optimizer._learning_rate!r}: lrsup can change "
+                "a float learning rate or a LearningRateSchedule, not a plain callable"
+            )
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the effective learning rate (under a schedule: the multiplier) by ``factor``."""
+        if self.schedule is not None:
+            self.schedule.multiplier.assign(_to_float(self.schedule.multiplier) * factor)
+        else:
+            self.set_lr(self.get_lr() * factor)
+
+    def set_hparam(self, name: str, value: float) -> None:
+        """Set a numeric hyperparameter the optimizer has (momentum, beta_1, weight_decay...).
+
+        Raises:
+            ValueError: no such attribute, not a number, a structural one (learning_rate,
+                iterations...), or one that is 0 now (the optimizer may have built no state
+                for it, as SGD does for momentum 0).
+        """
+        kind = type(self.optimizer).__name__
+        if name.startswith("_") or name in _NOT_HPARAMS:
+            raise ValueError(f"{kind}: {name!r} cannot be set with set_hparam")
+        if not hasattr(self.optimizer, name):
+            raise ValueError(f"{kind} has no hyperparameter {name!r}")
+        current = getattr(self.optimizer, name)
+        if isinstance(current, keras.Variable):
+            current.assign(value)
+            return
+        if isinstance(current, bool) or not isinstance(current, (int, float)):
+            raise ValueError(f"{kind}.{name} is {current!r}, not a number that set_hparam can change")
+        if current == 0 and value != 0:
+            raise ValueError(f"{kind}.{name} is 0, so the optimizer may hold no state for it; cannot set {value!r}")
+        setattr(self.optimizer, name, value)
+        # A Python number is a constant in the traced train function: trace it again.
+        if self.model is not None and getattr(self.model, "train_function", None) is not None:
+            self.model.make_train_function(force=True)
+
+    def request_stop(self) -> None:
+        """Ask for the end of fit after the current epoch (the callback acts on it at epoch end)."""
+        self.stop_requested = True
+
+
+def _shared_agent(run_dir: str, settings: Mapping[str, Any]) -> Agent:
+    """The process's agent for ``run_dir``, created on first use (later settings are ignored)."""
+    key = os.path.realpath(run_dir)
+    agent = _agents.get(key)
+    if agent is None:
+        agent = _agents[key] = Agent(run_dir, **settings)
+    return agent
+
+
+@atexit.register
+def _close_agents() -> None:
+    for agent in _agents.values():
+        agent.close()
+    _agents.clear()
+
+
+class LrsupCallback(keras.callbacks.Callback):
+    """Reports a fit to the lrsup supervisor and applies its commands.
+
+    Example::
+
+        model.fit(x, y, epochs=10, callbacks=[LrsupCallback(verdict_timeout=2.0)])
+
+    Args:
+        run_dir: str, PathLike or None, the run directory; None reads ``$LRSUP_RUN_DIR``. With
+            neither, the callback does nothing (one warning per process).
+        batch_every: int or None, a batch record every this many steps (None: config.json or 10).
+        verdict_timeout: float or None, seconds to wait for each epoch's verdict (None: config.json or 10.0).
+        heartbeat_interval: float or None, seconds between heartbeats (None: config.json or 5.0).
+
+    The global step is ``optimizer.iterations`` read once at train begin plus the batches run
+    since (counted, not read: reading the variable costs about 20 us a batch). With
+    ``gradient_accumulation_steps`` it therefore counts batches, not optimizer updates.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        batch_every: int | None = None,
+        verdict_timeout: float | None = None,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        self._settings = {
+            name: check_setting(name, value, "LrsupCallback") if value is not None else None
+            for name, value in (
+                ("batch_every", batch_every),
+                ("verdict_timeout", verdict_timeout),
+                ("heartbeat_interval", heartbeat_interval),
+            )
+        }
+        self.run_dir = os.fspath(run_dir) if run_dir is not None else (os.environ.get(ENV_RUN_DIR) or None)
+        if self.run_dir is None:
+            _warn_standalone()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._agent: Agent | None = None
+        self._handle: KerasOptimizerHandle | None = None
+        self._start_info: dict[str, Any] | None = None
+        self._epoch = 0
+        self._epoch_base = 0
+        self._step = 0
+        self._running = False
+
+    @property
+    def agent(self) -> Agent | None:
+        """The agent of the current (or last) fit; None before it or without a run dir."""
+        return self._agent
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        if self.run_dir is None:
+            return
+        model = self.model
+        optimizer = model.optimizer
+        config = json_safe(optimizer.get_config())
+        self._handle = handle = KerasOptimizerHandle(optimizer, model=model)
+        if handle.wrapped and getattr(model, "train_function", None) is not None:
+            model.make_train_function(force=True)  # a function traced by an earlier fit knows no multiplier
+        self._agent = _shared_agent(self.run_dir, self._settings)
+        self._step = self._epoch_base = int(_to_float(optimizer.iterations))
+        params = self.params or {}
+        # Written at the first on_epoch_begin, right after this, which knows fit's initial_epoch.
+        self._start_info = dict(
+            optimizer=type(optimizer).__name__,
+            optimizer_config=config,
+            lr_schedule=type(handle.schedule.inner).__name__ if handle.schedule is not None else None,
+            steps_per_epoch=params.get("steps"),
+            epochs=params.get("epochs"),
+            step=self._step,
+            keras_version=keras.version(),
+            backend=keras.backend.backend(),
+        )
+        self._running = True
+
+    def _write_start(self, initial_epoch: int) -> None:
+        if self._start_info is None:
+            return
+        info, self._start_info = self._start_info, None
+        self._epoch = initial_epoch
+        self._agent.start(self._handle, initial_epoch=initial_epoch, **info)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._agent is None:
+            return
+        self._write_start(epoch)
+        self._epoch = epoch
+        self._epoch_base = self._step
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Every step goes through here: no model or optimizer access, no conversion.
+        agent = self._agent
+        if agent is None:
+            return
+        step = self._step = self._epoch_base + batch + 1
+        agent.batch_end(self._handle, epoch=self._epoch, batch=batch, step=step, logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._agent is None:
+            return
+        self._agent.epoch_end(self._handle, epoch=epoch, step=self._step, logs=logs)
+        if self._handle.stop_requested:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if not self._running:
+            return
+        self._running = False
+        self._write_start((self.params or {}).get("epochs") or 0)  # fit ran no epoch
+        reason = "stopped" if self._handle.stop_requested else "completed"
+        self._agent.end(reason=reason, epoch=self._epoch, step=self._step)
+
+    def report_exception(self) -> None:
+        """Write the end record with reason "exception" if fit raised while this callback ran."""
+        if not self._running:
+            return
+        self._running = False
+        self._write_start(self._epoch)
+        self._agent.end(reason="exception", epoch=self._epoch, step=self._step)
+
+
+def _warn_standalone() -> None:
+    global _warned_standalone
+    if _warned_standalone:
+        return
+    _warned_standalone = True
+    warnings.warn(
+        f"lrsup: ${ENV_RUN_DIR} is not set and no run_dir was given; LrsupCallback does nothing "
+        "(run the script with `lrsup run` to supervise it)",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -1,0 +1,306 @@
+"""LrsupCallback in real Keras fits, with a thread playing a minimal supervisor.
+
+The model is one weight ``w`` (Dense(1), no bias, starting at 0) trained on x = 1 with the
+loss mean(y_pred) = w, so every gradient is 1 and plain SGD moves ``w`` by exactly ``-lr``
+per step: the per-step weight deltas show which learning rate each update really used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+keras = pytest.importorskip("keras")
+np = pytest.importorskip("numpy")
+
+from lrsup.supervisor.agent import keras_callback  # noqa: E402
+from lrsup.supervisor.agent import launcher  # noqa: E402
+from lrsup.supervisor.agent.keras_callback import KerasOptimizerHandle, LrsupCallback, ScaledSchedule  # noqa: E402
+from lrsup.supervisor.jsonl import Appender, LineSplitter, iter_objects  # noqa: E402
+from lrsup.supervisor.protocol import (  # noqa: E402
+    CONTROL_FILE,
+    ENV_RUN_DIR,
+    METRICS_FILE,
+    loads,
+    make_command,
+    parse_record,
+)
+
+pytestmark = [pytest.mark.keras, pytest.mark.timeout(180)]
+
+STEPS = 8  # steps per epoch: 64 samples, batch size 8
+
+
+class MiniSupervisor(threading.Thread):
+    """Follows metrics.jsonl; after each epoch record writes the planned commands, then the verdict.
+
+    Args:
+        run_dir: Path.
+        plan: dict, epoch -> list of (cmd, args) to send after that epoch's record.
+    """
+
+    def __init__(self, run_dir: Path, plan: dict[int, list[tuple[str, dict]]] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.run_dir = run_dir
+        self.plan = plan or {}
+        self.seq = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        splitter, offset = LineSplitter(), 0
+        path = self.run_dir / METRICS_FILE
+        with Appender(self.run_dir / CONTROL_FILE) as control:
+            while not self.done.is_set():
+                try:
+                    data = path.read_bytes()[offset:]
+                except FileNotFoundError:
+                    data = b""
+                offset += len(data)
+                for line in splitter.feed(data):
+                    record = loads(line)
+                    if record["type"] == "epoch":
+                        epoch = record["epoch"]
+                        for cmd, args in self.plan.get(epoch, []):
+                            control.write(self._command(cmd, **args))
+                        control.write(self._command("verdict", epoch=epoch))
+                time.sleep(0.002)
+
+    def _command(self, cmd: str, **args) -> dict:
+        self.seq += 1
+        return make_command(self.seq, cmd, time=time.time(), **args)
+
+    def __enter__(self) -> "MiniSupervisor":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join(timeout=10)
+
+
+class WeightProbe(keras.callbacks.Callback):
+    """Records the single weight after every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.weights.append(float(self.model.layers[0].kernel.numpy()[0, 0]))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append(float(self.model.layers[0].kernel.numpy()[0, 0]))
+
+    def deltas(self) -> np.ndarray:
+        return -np.diff(np.array(self.weights))  # = the learning rate of each step
+
+
+def records(run_dir: Path, kind: str | None = None) -> list[dict]:
+    out = []
+    for obj in iter_objects(run_dir / METRICS_FILE):
+        parse_record(obj)
+        if kind is None or obj["type"] == kind:
+            out.append(obj)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_agents():
+    yield
+    keras_callback._close_agents()
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0}}))
+    return path
+
+
+def make_model(learning_rate, momentum: float = 0.0):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum), loss=lambda y, p: keras.ops.mean(p))
+    return model
+
+
+def fit(model, *callbacks, epochs: int, initial_epoch: int = 0):
+    x = np.ones((STEPS * 8, 1), "float32")
+    return model.fit(
+        x, np.zeros_like(x), batch_size=8, epochs=epochs, initial_epoch=initial_epoch,
+        verbose=0, shuffle=False, callbacks=list(callbacks),
+    )
+
+
+def test_set_lr_with_a_float_lr_takes_effect_after_the_epoch(run_dir):
+    model, probe = make_model(0.1), WeightProbe()
+    with MiniSupervisor(run_dir, {0: [("set_lr", {"lr": 0.01})]}):
+        fit(model, probe, LrsupCallback(run_dir), epochs=2)
+    np.testing.assert_allclose(probe.deltas(), [0.1] * STEPS + [0.01] * STEPS, rtol=1e-5)
+    (ack,) = records(run_dir, "ack")
+    assert (ack["epoch"], ack["step"], ack["late"]) == (0, STEPS, False)
+    assert ack["lr"] == pytest.approx(0.01)
+    start, end = records(run_dir, "start")[0], records(run_dir, "end")[0]
+    assert (start["optimizer"], start["lr_schedule"], start["steps_per_epoch"]) == ("SGD", None, STEPS)
+    assert start["epochs"] == 2
+    assert start["lr"] == pytest.approx(0.1) and start["backend"] == "tensorflow"
+    assert (end["reason"], end["epoch"], end["step"]) == ("completed", 1, 2 * STEPS)
+    assert [b["step"] for b in records(run_dir, "batch")] == [10]
+    assert [e["lr"] for e in records(run_dir, "epoch")] == pytest.approx([0.1, 0.01])  # written before the command
+
+
+def test_set_lr_and_scale_lr_under_a_schedule_set_the_multiplier(run_dir):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=STEPS, decay_rate=0.5)
+    model, probe = make_model(schedule), WeightProbe()
+    plan = {0: [("set_lr", {"lr": 0.01})], 1: [("scale_lr", {"factor": 0.5})]}
+    with MiniSupervisor(run_dir, plan):
+        fit(model, probe, LrsupCallback(run_dir), epochs=3)
+    scheduled = 0.1 * 0.5 ** (np.arange(3 * STEPS) / STEPS)  # schedule(iterations) for each step
+    multiplier = np.repeat([1.0, 0.01 / 0.05, 0.01 / 0.05 * 0.5], STEPS)
+    np.testing.assert_allclose(probe.deltas(), scheduled * multiplier, rtol=1e-4)
+    acks = records(run_dir, "ack")
+    assert [(a["cmd"], a["step"]) for a in acks] == [("set_lr", STEPS), ("scale_lr", 2 * STEPS)]
+    assert acks[0]["lr"] == pytest.approx(0.01, rel=1e-5)
+    assert acks[1]["lr"] == pytest.approx(0.1 * 0.25 * 0.2 * 0.5, rel=1e-5)
+    assert records(run_dir, "start")[0]["lr_schedule"] == "ExponentialDecay"
+    optimizer = model.optimizer
+    assert isinstance(optimizer._learning_rate, ScaledSchedule)
+    assert float(optimizer.learning_rate) == pytest.approx(0.1 * 0.125 * 0.1, rel=1e-5)
+
+
+def test_a_schedule_is_wrapped_once_and_a_function_traced_before_is_rebuilt(run_dir, monkeypatch):
+    monkeypatch.setattr(keras_callback, "_warned_standalone", True)
+    monkeypatch.delenv(ENV_RUN_DIR, raising=False)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=STEPS, decay_rate=0.5)
+    model, probe = make_model(schedule), WeightProbe()
+    fit(model, LrsupCallback(), epochs=1)  # no run dir: traced with the bare schedule
+    assert model.optimizer._learning_rate is schedule
+    with MiniSupervisor(run_dir, {1: [("set_lr", {"lr": 0.01})]}):
+        fit(model, probe, LrsupCallback(run_dir), epochs=3, initial_epoch=1)
+        wrapper = model.optimizer._learning_rate
+        fit(model, LrsupCallback(run_dir), epochs=4, initial_epoch=3)
+    assert model.optimizer._learning_rate is wrapper and wrapper.inner is schedule
+    scheduled = 0.1 * 0.5 ** (np.arange(STEPS, 3 * STEPS) / STEPS)
+    multiplier = np.repeat([1.0, 0.01 / 0.025], STEPS)
+    np.testing.assert_allclose(probe.deltas(), scheduled * multiplier, rtol=1e-4)
+    assert [(s["initial_epoch"], s["step"]) for s in records(run_dir, "start")] == [(1, STEPS), (3, 3 * STEPS)]
+
+
+def test_set_hparam_retraces_and_unknown_names_are_refused(run_dir):
+    model, probe = make_model(0.1, momentum=0.9), WeightProbe()
+    plan = {0: [("set_hparam", {"name": "bogus", "value": 1.0}), ("set_hparam", {"name": "momentum", "value": 0.0})]}
+    with MiniSupervisor(run_dir, plan):
+        fit(model, probe, LrsupCallback(run_dir), epochs=2)
+    deltas = probe.deltas()
+    assert deltas[STEPS - 1] > 0.5  # momentum 0.9 built up speed
+    np.testing.assert_allclose(deltas[STEPS:], [0.1] * STEPS, rtol=1e-5)  # plain SGD afterwards
+    (error,) = records(run_dir, "error")
+    assert error["seq"] == 1 and "bogus" in error["message"]
+    assert [a["seq"] for a in records(run_dir, "ack")] == [2]
+    assert model.optimizer.momentum == 0.0
+
+
+def test_stop_finishes_the_epoch_and_ends_fit(run_dir):
+    model, probe = make_model(0.1), WeightProbe()
+    with MiniSupervisor(run_dir, {1: [("stop", {})]}):
+        history = fit(model, probe, LrsupCallback(run_dir), epochs=5)
+    assert len(history.epoch) == 2 and len(probe.deltas()) == 2 * STEPS
+    (end,) = records(run_dir, "end")
+    assert (end["reason"], end["epoch"], end["step"]) == ("stopped", 1, 2 * STEPS)
+
+
+def test_handle_refuses_what_it_cannot_change():
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.0)
+    handle = KerasOptimizerHandle(optimizer)
+    for name, match in [("momentum", "is 0"), ("nesterov", "not a number"), ("iterations", "cannot be set"),
+                        ("weight_decay", "None"), ("nothing", "no hyperparameter")]:
+        with pytest.raises(ValueError, match=match):
+            handle.set_hparam(name, 0.5)
+    handle.set_lr(0.02)
+    handle.scale_lr(0.5)
+    assert handle.get_lr() == pytest.approx(0.01)
+
+
+def test_wrapping_adds_no_optimizer_variable():
+    # The multiplier stays out of optimizer.variables, so weights saved with and without
+    # lrsup load into each other.
+    optimizer = keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
+    optimizer.build([keras.Variable(np.zeros(3, "float32"))])
+    before = len(optimizer.variables)
+    handle = KerasOptimizerHandle(optimizer)
+    assert handle.wrapped and len(optimizer.variables) == before
+    assert not KerasOptimizerHandle(optimizer).wrapped  # never wrapped twice
+
+
+def test_json_safe_makes_optimizer_configs_serializable():
+    value = {"a": np.float32(0.5), "b": (1, np.int64(2)), "c": keras.Variable(0.25), "d": object, "e": None}
+    out = keras_callback.json_safe(value)
+    assert out == {"a": 0.5, "b": [1, 2], "c": 0.25, "d": str(object), "e": None}
+    json.dumps(out)
+
+
+def test_schedule_serialization_round_trips():
+    schedule = ScaledSchedule(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5), 0.25)
+    config = keras.optimizers.schedules.serialize(schedule)
+    again = keras.optimizers.schedules.deserialize(json.loads(json.dumps(config)))
+    assert isinstance(again, ScaledSchedule)
+    assert float(again(10)) == pytest.approx(0.1 * 0.5 * 0.25)
+
+
+@pytest.fixture
+def patched_fit():
+    had_own = "fit" in keras.Model.__dict__
+    before = keras.Model.fit
+    launcher.patch_keras_fit(keras)
+    yield
+    if had_own:
+        keras.Model.fit = before
+    else:
+        del keras.Model.fit
+
+
+def test_the_launcher_patch_adds_exactly_one_agent_per_fit(run_dir, monkeypatch, patched_fit):
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0}}))
+    monkeypatch.setenv(ENV_RUN_DIR, str(run_dir))
+    model = make_model(0.1)
+    explicit = LrsupCallback(run_dir)
+    fit(model, explicit, epochs=1)  # the script's own callback: none added
+    fit(model, epochs=1)  # callbacks=[]: one added
+    model.fit(np.ones((8, 1)), np.zeros((8, 1)), verbose=0)  # callbacks=None
+    callback_list = keras.callbacks.CallbackList([keras.callbacks.History()], model=model)
+    model.fit(np.ones((8, 1)), np.zeros((8, 1)), verbose=0, callbacks=callback_list)
+    assert sum(isinstance(c, LrsupCallback) for c in callback_list.callbacks) == 1
+    assert [s["pid"] for s in records(run_dir, "start")] == [os.getpid()] * 4
+    assert [e["reason"] for e in records(run_dir, "end")] == ["completed"] * 4
+
+
+def test_a_fit_that_raises_ends_with_reason_exception(run_dir, monkeypatch, patched_fit):
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0}}))
+    monkeypatch.setenv(ENV_RUN_DIR, str(run_dir))
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(make_model(0.1), Boom(), epochs=3)
+    (end,) = records(run_dir, "end")
+    assert (end["reason"], end["epoch"], end["step"]) == ("exception", 0, STEPS)
+
+
+def test_without_a_run_dir_the_callback_warns_once_and_fit_runs(monkeypatch):
+    monkeypatch.delenv(ENV_RUN_DIR, raising=False)
+    monkeypatch.setattr(keras_callback, "_warned_standalone", False)
+    with pytest.warns(RuntimeWarning, match=ENV_RUN_DIR) as caught:
+        first, second = LrsupCallback(), LrsupCallback()
+        history = fit(make_model(0.1), first, second, epochs=2)
+    assert len([w for w in caught if "LrsupCallback" in str(w.message)]) == 1
+    assert len(history.epoch) == 2 and first.agent is None
