@@ -46,6 +46,9 @@ def test_help_lists_commands():
     result = cli.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "run" in result.stdout and "policies" in result.stdout
+    for command in ("ls", "status", "logs", "watch", "set-lr", "hold", "release", "stop", "resume", "replay",
+                    "report", "export"):
+        assert command in result.stdout, command
 
 
 @pytest.mark.parametrize(
@@ -168,7 +171,8 @@ def test_importing_the_cli_loads_no_keras_tensorflow_or_heavy_modules():
     assert result.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["policies"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["policies"], ["--version"],
+                                  ["ls", "--runs-dir", "/nonexistent"], ["status", "/nonexistent"]])
 def test_commands_never_import_keras_or_tensorflow(argv):
     code = (
         "import sys\n"
