@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--poison-epoch", type=int, default=None,
+        help="fault injection: after batch 3 of this epoch (0-based), set the first layer's kernel to NaN "
+        "once, as one poisoned batch would",
+    )
+    parser.add_argument(
         "--schedule", action="store_true", help="decay the LR with ExponentialDecay (0.9 per epoch) instead of a float"
     )
     return parser.parse_args(argv)
@@ -69,6 +74,24 @@ def build_optimizer(args: argparse.Namespace, steps_per_epoch: int) -> keras.opt
     return keras.optimizers.SGD(learning_rate, momentum=0.9)
 
 
+class PoisonOnce(keras.callbacks.Callback):
+    """Fault injection for tests of lrsup's rollback: NaN weights after batch 3 of one epoch, once."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.target, self.epoch, self.done = epoch, -1, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.done and self.epoch == self.target and batch == 3:
+            self.done = True
+            kernel = self.model.layers[0].kernel
+            kernel.assign(keras.ops.full(kernel.shape, float("nan")))
+            print(f"poisoned the weights at epoch {self.epoch} batch {batch}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> float:
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> float:
     model.fit(
         x_train, y_train, validation_data=(x_val, y_val),
         epochs=args.epochs, batch_size=args.batch_size, verbose=2,
+        callbacks=[PoisonOnce(args.poison_epoch)] if args.poison_epoch is not None else [],
     )
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     print(f"final val accuracy: {accuracy:.4f}")

@@ -35,14 +35,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Union
 
 from lrsup.supervisor import __version__
+from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.jsonl import Appender, LineSplitter
 from lrsup.supervisor.protocol import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CONTROL_FILE,
     ENV_RUN_DIR,
     METRICS_FILE,
     AckRecord,
     BatchRecord,
+    CheckpointRecord,
     EndRecord,
     EpochRecord,
     ErrorRecord,
@@ -53,10 +56,18 @@ from lrsup.supervisor.protocol import (
     loads,
     validate_command,
 )
+from lrsup.supervisor.schedules import Schedule
 
 DEFAULT_BATCH_EVERY = 10
 DEFAULT_VERDICT_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_CHECKPOINT_EVERY_EPOCHS = 1
+DEFAULT_CHECKPOINT_EVERY_STEPS = 0
+DEFAULT_KEEP_LAST = 3
+
+# Environment variables the supervisor sets when it restarts a crashed trainer.
+ENV_RESTORE = "LRSUP_RESTORE"   # the name of the checkpoint to load before the first batch
+ENV_ATTEMPT = "LRSUP_ATTEMPT"   # the trainer attempt, 1 for the first (informational)
 
 # The verdict wait polls control.jsonl, sleeping FIRST_DELAY at first and growing to MAX_DELAY.
 FIRST_DELAY = 0.0005
@@ -89,6 +100,28 @@ class OptimizerHandle(Protocol):
     def request_stop(self) -> None:
         """Finish this epoch, then end fit cleanly."""
 
+    # -- checkpoints (used when the agent saves, rolls back or restores) --
+
+    state_suffix: str
+    """The file-name ending of ``save_state`` files (".weights.h5" for Keras)."""
+
+    native_schedule: str | None
+    """The class name of the optimizer's own LR schedule, or None for a plain float LR
+    (lrsup's ``set_schedule`` drives float learning rates only)."""
+
+    def save_state(self, path: str) -> Mapping[str, Any] | None:
+        """Write the weights and the optimizer state to ``path``; return extra meta to keep
+        with it (JSON-safe: e.g. ``{"multiplier": 0.5}``)."""
+
+    def load_state(self, path: str, meta: Mapping[str, Any]) -> None:
+        """Load what ``save_state`` wrote to ``path`` (weights, optimizer state, its step counter
+        included) and the meta it returned."""
+
+    def set_step(self, step: int) -> None:
+        """After a rollback: the global step is now ``step`` (the checkpoint's). The handle sets
+        the optimizer's step counter and tells its training loop, whose next batch is ``step + 1``
+        (and resets running metrics, if it keeps any)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -98,22 +131,37 @@ class Settings:
         batch_every: int, a batch record every this many optimizer steps (>= 1).
         verdict_timeout: float, seconds to wait at an epoch end for the verdict (>= 0; 0 does not wait).
         heartbeat_interval: float, seconds between heartbeat records (> 0).
+        checkpoint_every_epochs: int, a checkpoint at the end of every this many epochs (0: off).
+        checkpoint_every_steps: int, a checkpoint every this many optimizer steps (0: off).
+        keep_last: int, checkpoints kept besides the retained ones (>= 1).
     """
 
     batch_every: int = DEFAULT_BATCH_EVERY
     verdict_timeout: float = DEFAULT_VERDICT_TIMEOUT
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    checkpoint_every_epochs: int = DEFAULT_CHECKPOINT_EVERY_EPOCHS
+    checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS
+    keep_last: int = DEFAULT_KEEP_LAST
 
 
 def check_setting(name: str, value: Any, source: str) -> Any:
     """``value`` as setting ``name`` takes it; ValueError quoting it when out of range.
 
     Args:
-        name: str, batch_every, verdict_timeout or heartbeat_interval (else TypeError).
+        name: str, a ``Settings`` field (else TypeError).
         value: the value given.
         source: str, where it came from, for the message.
     """
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
+        if not (is_int and value >= 0):
+            raise ValueError(f"{source}: {name} must be an integer >= 0 (0: off), got {value!r}")
+        return value
+    if name == "keep_last":
+        if not (is_int and value >= 1):
+            raise ValueError(f"{source}: keep_last must be an integer >= 1, got {value!r}")
+        return value
     if name == "batch_every":
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise ValueError(f"{source}: batch_every must be an integer >= 1, got {value!r}")
@@ -134,7 +182,7 @@ def load_settings(run_dir: str | os.PathLike[str], **overrides: Any) -> Settings
 
     Args:
         run_dir: str or PathLike, the run directory.
-        **overrides: batch_every, verdict_timeout, heartbeat_interval; None means "not given".
+        **overrides: ``Settings`` fields; None means "not given".
 
     Raises:
         AgentError: config.json exists but cannot be read, is not JSON, or has a bad agent value.
@@ -261,7 +309,31 @@ class Agent:
         heartbeat_interval: float or None, seconds between heartbeat records.
 
     Settings left None come from the "agent" object of ``run_dir/config.json``, else the
-    built-in defaults (10, 10.0, 5.0).
+    built-in defaults (10, 10.0, 5.0, checkpoints every epoch, none by steps, keep 3).
+
+    Checkpoints, rollback and lrsup schedules:
+
+    - ``start`` checkpoints the state before the first batch (``step-0000000``), ``epoch_end``
+      every ``checkpoint_every_epochs`` epochs before the epoch record (``epoch-0003``: the
+      weights after epoch 3), ``batch_end`` every ``checkpoint_every_steps`` steps, and the
+      ``checkpoint`` command on demand. After each save the checkpoints beyond the last
+      ``keep_last`` that the latest ``retain`` command does not name are deleted, except the
+      latest start checkpoint (or the one restored at start): the state a run that never
+      learned is rolled back to stays available whatever the retain list says.
+    - ``rollback`` verifies the checkpoint, loads weights and optimizer state and **sets the
+      global step back to the checkpoint's** (``handle.set_step``; a Keras schedule and
+      lrsup's schedule restart from there, as the supervisor's engine expects). The epoch does
+      not go back: the ack carries the current epoch and the checkpoint's step, the next
+      batch is step + 1, and the Keras handle resets the model's metrics, so the running
+      means of later batch records count from the rollback. lrsup's schedule and multiplier
+      are restored as they were at the checkpoint, then the command's ``lr`` is applied.
+      The data iterator is not rewound, so the batches trained since the checkpoint are never
+      trained on again: that is how ``skip_batches`` is honoured; a ``skip_batches`` larger
+      than that count is only reported on stderr.
+    - ``set_schedule`` makes the LR ``schedule(step) * multiplier`` at every ``batch_begin``
+      (the caller calls it only while ``schedule_active``); ``set_lr`` then sets the multiplier
+      to ``lr / schedule(step)``, ``scale_lr`` multiplies it, ``clear_schedule`` keeps the LR
+      where it is. Refused (error record) for a handle whose ``native_schedule`` is set.
 
     Raises:
         AgentError: the run directory is missing or metrics.jsonl cannot be opened for writing.
@@ -274,6 +346,9 @@ class Agent:
         batch_every: int | None = None,
         verdict_timeout: float | None = None,
         heartbeat_interval: float | None = None,
+        checkpoint_every_epochs: int | None = None,
+        checkpoint_every_steps: int | None = None,
+        keep_last: int | None = None,
     ) -> None:
         self.run_dir = os.fspath(run_dir)
         if not os.path.isdir(self.run_dir):
@@ -283,7 +358,20 @@ class Agent:
             batch_every=batch_every,
             verdict_timeout=verdict_timeout,
             heartbeat_interval=heartbeat_interval,
+            checkpoint_every_epochs=checkpoint_every_epochs,
+            checkpoint_every_steps=checkpoint_every_steps,
+            keep_last=keep_last,
         )
+        self.checkpoints = CheckpointStore(self.run_dir)
+        self._retain: frozenset[str] = frozenset()
+        # lrsup's own schedule (set_schedule): the LR is schedule(step) * multiplier, set at each batch begin.
+        self._schedule: Schedule | None = None
+        self._multiplier = 1.0
+        # The next step at which batch_end has more to do than a poll (a batch record or a checkpoint).
+        self._next_event = 0
+        self._ckpt_bucket = 0
+        self._warned_no_state = False
+        self._pinned: str | None = None  # the latest start (or restored) checkpoint: never pruned
         metrics_path = os.path.join(self.run_dir, METRICS_FILE)
         try:
             self._out = Appender(metrics_path)
@@ -334,8 +422,9 @@ class Agent:
         step: int = 0,
         keras_version: str | None = None,
         backend: str | None = None,
+        checkpoint: bool = True,
     ) -> None:
-        """Begin one fit: apply what is pending, write the start record, start heartbeats.
+        """Begin one fit: apply what is pending, write the start record, start heartbeats, checkpoint.
 
         Args:
             handle: OptimizerHandle, the optimizer this fit trains with.
@@ -348,6 +437,8 @@ class Agent:
             step: int, the global optimizer step before this fit's first batch.
             keras_version: str or None.
             backend: str or None, the Keras backend.
+            checkpoint: bool, save a checkpoint of the state before the first batch (skipped by
+                a caller that has just restored one).
         """
         # Verdicts read so far belong to an earlier fit; a new fit's epochs start again.
         self._poll(handle)
@@ -355,6 +446,11 @@ class Agent:
         self._late_epoch = None
         self._position = (initial_epoch, step)
         self._batch_bucket = step // self.batch_every
+        every = self.settings.checkpoint_every_steps
+        self._ckpt_bucket = step // every if every else 0
+        self._plan_next_event()
+        if self._schedule is not None:
+            self._apply_schedule(handle, step)
         self._write(
             StartRecord(
                 time=time.time(),
@@ -373,6 +469,24 @@ class Agent:
             )
         )
         self._start_heartbeat()
+        if checkpoint:
+            entry = self.checkpoint(handle, epoch=None, step=step, pin=True)
+
+    @property
+    def schedule_active(self) -> bool:
+        """True while an lrsup schedule drives the LR: call ``batch_begin`` before every batch then."""
+        return self._schedule is not None
+
+    def batch_begin(self, handle: OptimizerHandle, step: int) -> None:
+        """Before the update after ``step`` updates: set the LR from lrsup's schedule, if one is active.
+
+        Args:
+            handle: OptimizerHandle.
+            step: int, the global optimizer step before this batch.
+        """
+        schedule = self._schedule
+        if schedule is not None:
+            handle.set_lr(schedule(step) * self._multiplier)
 
     def batch_end(self, handle: OptimizerHandle, *, epoch: int, batch: int, step: int, logs: Logs = None) -> None:
         """After each batch: a batch record when ``step`` enters a new block of ``batch_every``, then a poll.
@@ -389,18 +503,28 @@ class Agent:
                 when a record is written).
         """
         self._position = (epoch, step)
-        bucket = step // self.settings.batch_every
-        if bucket > self._batch_bucket:
-            self._batch_bucket = bucket
-            self._write(
-                BatchRecord(
-                    time=time.time(), epoch=epoch, batch=batch, step=step, lr=self._lr(handle), logs=metrics_of(logs)
+        if step >= self._next_event:
+            bucket = step // self.settings.batch_every
+            if bucket > self._batch_bucket:
+                self._batch_bucket = bucket
+                self._write(
+                    BatchRecord(
+                        time=time.time(), epoch=epoch, batch=batch, step=step, lr=self._lr(handle),
+                        logs=metrics_of(logs),
+                    )
                 )
-            )
+            every = self.settings.checkpoint_every_steps
+            if every and step // every > self._ckpt_bucket:
+                self._ckpt_bucket = step // every
+                self.checkpoint(handle, epoch=epoch, step=step)
+            self._plan_next_event()
         self._poll(handle)
 
     def epoch_end(self, handle: OptimizerHandle, *, epoch: int, step: int, logs: Logs) -> None:
-        """Write the epoch record, then apply commands until the verdict for ``epoch`` arrives.
+        """Checkpoint (every ``checkpoint_every_epochs``), write the epoch record, then apply
+        commands until the verdict for ``epoch`` arrives.
+
+        The checkpoint comes first so that the supervisor knows it when it judges the epoch.
 
         Waits at most ``verdict_timeout`` seconds. On timeout training goes on, a warning is
         printed, and commands applied before that verdict arrives are acked with ``late``.
@@ -412,6 +536,9 @@ class Agent:
             logs: the epoch logs (loss, metrics, val_*), or a callable returning them.
         """
         self._position = (epoch, step)
+        every = self.settings.checkpoint_every_epochs
+        if every and (epoch + 1) % every == 0:
+            self.checkpoint(handle, epoch=epoch, step=step, epoch_end=True)
         self._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=self._lr(handle), logs=metrics_of(logs)))
         if self._wait_for_verdict(handle, epoch):
             return
@@ -421,6 +548,149 @@ class Agent:
                 f"no verdict from the supervisor for epoch {epoch} after {self.verdict_timeout:g} s; "
                 "training goes on (commands for it will be applied late)"
             )
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def checkpoint(
+        self,
+        handle: OptimizerHandle,
+        name: str | None = None,
+        *,
+        epoch: int | None,
+        step: int,
+        epoch_end: bool = False,
+        seq: int | None = None,
+        pin: bool = False,
+    ) -> CheckpointEntry | None:
+        """Save a checkpoint, write its ``checkpoint`` record, prune old ones; None when it failed.
+
+        A failed save (a full disk...) writes an ``error`` record and a stderr line; training
+        goes on and earlier checkpoints are untouched.
+
+        Args:
+            handle: OptimizerHandle, whose ``save_state`` writes the file.
+            name: str or None, the name (None: ``epoch-EEEE`` at an epoch end, else
+                ``step-SSSSSSS``, with ``.2``, ``.3``... added when the name is taken).
+            epoch: int or None, the epoch it is taken in (None before the first batch).
+            step: int, the optimizer step of the weights.
+            epoch_end: bool, taken at the end of ``epoch``.
+            seq: int or None, the ``checkpoint`` command it answers (for the error record).
+            pin: bool, exempt it from retention (the start checkpoint of a fit: the fallback a
+                supervisor rolls a run that never learned back to).
+
+        A handle without ``save_state`` (a custom loop's) takes no checkpoints: one warning,
+        and ``checkpoint`` commands are refused.
+        """
+        if not hasattr(handle, "save_state"):
+            if seq is not None:
+                self._error(seq, "checkpoint", f"checkpoint failed: {type(handle).__name__} has no save_state")
+            elif not self._warned_no_state:
+                self._warned_no_state = True
+                _warn(f"{type(handle).__name__} has no save_state: no checkpoints are taken")
+            return None
+        if name is None:
+            name = self._fresh_name(f"epoch-{epoch:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
+        lr = self._lr(handle)
+        meta = {"lrsup_schedule": self._schedule.spec if self._schedule is not None else None,
+                "lrsup_multiplier": self._multiplier}
+        try:
+            entry = self.checkpoints.save(
+                name, handle.save_state, suffix=getattr(handle, "state_suffix", ".state"),
+                epoch=epoch, step=step, lr=lr, multiplier=None, epoch_end=epoch_end, meta=meta,
+            )
+        except (CheckpointError, Exception) as exc:
+            self._error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")
+            return None
+        if pin:
+            self._pinned = entry.name
+        multiplier = self._multiplier if self._schedule is not None else entry.meta.get("multiplier")
+        self._write(
+            CheckpointRecord(
+                time=entry.time, name=entry.name, epoch=entry.epoch, step=entry.step, lr=entry.lr,
+                multiplier=float(multiplier) if multiplier is not None else None,
+                file=entry.file, sha256=entry.sha256,
+            )
+        )
+        self._prune()
+        return entry
+
+    def restore(self, handle: OptimizerHandle, name: str) -> CheckpointEntry | None:
+        """Load checkpoint ``name`` before a fit's first batch (``LRSUP_RESTORE`` on a restart).
+
+        Verifies it, loads weights and optimizer state (its step counter included: training
+        continues from the checkpoint's step) and lrsup's schedule and multiplier. A missing or
+        unverified checkpoint writes an ``error`` record and a stderr line and returns None:
+        the fit starts from scratch.
+
+        Args:
+            handle: OptimizerHandle.
+            name: str, the checkpoint's name.
+        """
+        try:
+            entry = self.checkpoints.verify(name)
+            handle.load_state(self.checkpoints.path_of(entry), entry.meta)
+        except Exception as exc:
+            self._error(None, None, f"restore of checkpoint {name!r} failed, starting from scratch: "
+                                    f"{type(exc).__name__}: {exc}")
+            return None
+        self._restore_schedule(entry)
+        self._pinned = entry.name
+        _warn(f"restored checkpoint {name!r} (epoch {entry.epoch}, step {entry.step})")
+        return entry
+
+    def _restore_schedule(self, entry: CheckpointEntry) -> None:
+        spec = entry.meta.get("lrsup_schedule")
+        self._schedule = Schedule(spec) if spec else None
+        multiplier = entry.meta.get("lrsup_multiplier")
+        self._multiplier = float(multiplier) if multiplier is not None else 1.0
+
+    def _fresh_name(self, base: str) -> str:
+        taken = {e.name for e in self.checkpoints.entries()}
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    def _prune(self) -> None:
+        try:
+            retain = self._retain | {self._pinned} if self._pinned else self._retain
+            deleted = self.checkpoints.prune(self.settings.keep_last, retain)
+        except (OSError, CheckpointError) as exc:
+            _warn(f"checkpoint retention failed: {exc}")
+            return
+        if deleted:
+            _warn(f"deleted checkpoint(s) {', '.join(deleted)} (keep_last={self.settings.keep_last})")
+
+    def _plan_next_event(self) -> None:
+        nxt = (self._batch_bucket + 1) * self.settings.batch_every
+        every = self.settings.checkpoint_every_steps
+        if every:
+            nxt = min(nxt, (self._ckpt_bucket + 1) * every)
+        self._next_event = nxt
+
+    # -- the learning rate under lrsup's schedule --------------------------------------
+
+    def _apply_schedule(self, handle: OptimizerHandle, step: int) -> None:
+        handle.set_lr(self._schedule(step) * self._multiplier)
+
+    def _set_lr(self, handle: OptimizerHandle, lr: float) -> None:
+        if self._schedule is None:
+            handle.set_lr(lr)
+            return
+        step = self._position[1]
+        base = self._schedule(step)
+        if not (math.isfinite(base) and base > 0):
+            raise ValueError(f"lrsup's schedule gives {base!r} at step {step}; no multiplier turns it into {lr!r}")
+        self._multiplier = lr / base
+        self._apply_schedule(handle, step)
+
+    def _scale_lr(self, handle: OptimizerHandle, factor: float) -> None:
+        if self._schedule is None:
+            handle.scale_lr(factor)
+            return
+        self._multiplier *= factor
+        self._apply_schedule(handle, self._position[1])
 
     def end(self, *, reason: str, epoch: int | None, step: int) -> None:
         """Stop heartbeats and write the end record.
@@ -499,26 +769,91 @@ class Agent:
                 self._late_epoch = None
             return
         late = self._late_epoch is not None
+        epoch, step = self._position
         try:
             if cmd == "set_lr":
-                handle.set_lr(float(obj["lr"]))
+                self._set_lr(handle, float(obj["lr"]))
             elif cmd == "scale_lr":
-                handle.scale_lr(float(obj["factor"]))
+                self._scale_lr(handle, float(obj["factor"]))
             elif cmd == "set_hparam":
                 handle.set_hparam(obj["name"], float(obj["value"]))
+            elif cmd == "checkpoint":
+                if self.checkpoint(handle, obj.get("name"), epoch=epoch, step=step, seq=seq) is None:
+                    return  # the error record is written
+            elif cmd == "rollback":
+                self._rollback(handle, obj)
+            elif cmd == "set_schedule":
+                self._set_schedule(handle, obj["schedule"])
+            elif cmd == "clear_schedule":
+                self._schedule = None
+                self._multiplier = 1.0
+            elif cmd == "retain":
+                self._retain = frozenset(obj["keep"])
+                self._prune()
+            elif cmd == "configure":
+                self._configure(obj)
         except Exception as exc:  # a refused command never stops training
             self._error(seq, cmd, f"{cmd} failed: {type(exc).__name__}: {exc}")
             return
-        epoch, step = self._position
+        epoch, step = self._position  # a rollback moved it
         lr = self._lr(handle)
         self._write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
         _warn(_describe(obj, epoch, step, lr, late))
         if cmd == "stop":
             handle.request_stop()
 
+    def _rollback(self, handle: OptimizerHandle, obj: Mapping[str, Any]) -> None:
+        """Load checkpoint ``obj["checkpoint"]`` in the running process (see ``Agent`` docs)."""
+        name = obj["checkpoint"]
+        entry = self.checkpoints.verify(name)  # CheckpointError: refused, nothing loaded
+        epoch, now = self._position
+        handle.load_state(self.checkpoints.path_of(entry), entry.meta)
+        step = entry.step
+        handle.set_step(step)  # the global step goes back to the checkpoint's
+        self._position = (epoch, step)
+        self._batch_bucket = step // self.settings.batch_every
+        every = self.settings.checkpoint_every_steps
+        self._ckpt_bucket = step // every if every else 0
+        self._plan_next_event()
+        self._restore_schedule(entry)
+        if self._schedule is not None:
+            self._apply_schedule(handle, step)
+        if obj.get("lr") is not None:
+            self._set_lr(handle, float(obj["lr"]))
+        skip = obj.get("skip_batches") or 0
+        since = now - entry.step
+        if skip > since:
+            _warn(f"rollback to {name!r}: skip_batches={skip}, but the data is not rewound: the {since} "
+                  f"batch(es) trained since the checkpoint are the ones skipped")
+
+    def _set_schedule(self, handle: OptimizerHandle, spec: Mapping[str, Any]) -> None:
+        native = getattr(handle, "native_schedule", None)
+        if native is not None:
+            raise ValueError(
+                f"the optimizer's learning rate is a {native}; lrsup schedules drive a float learning "
+                "rate only (use set_lr / scale_lr, which scale the optimizer's own schedule)"
+            )
+        self._schedule = Schedule(spec)
+        self._multiplier = 1.0
+        self._apply_schedule(handle, self._position[1])
+
+    def _configure(self, obj: Mapping[str, Any]) -> None:
+        from dataclasses import replace
+
+        changes = {k: obj[k] for k in ("batch_every", "checkpoint_every_epochs", "checkpoint_every_steps")
+                   if obj.get(k) is not None}
+        for name, value in changes.items():
+            check_setting(name, value, "configure")
+        self.settings = replace(self.settings, **changes)
+        step = self._position[1]
+        self._batch_bucket = step // self.settings.batch_every
+        every = self.settings.checkpoint_every_steps
+        self._ckpt_bucket = step // every if every else 0
+        self._plan_next_event()
+
     def _error(self, seq: int | None, cmd: str | None, message: str) -> None:
         self._write(ErrorRecord(time=time.time(), seq=seq, cmd=cmd, message=message))
-        _warn(f"command refused: {message}")
+        _warn(f"{'command refused' if seq is not None else 'error'}: {message}")
 
     # -- output ------------------------------------------------------------------------
 
@@ -565,7 +900,7 @@ class Agent:
 
 def _describe(obj: Mapping[str, Any], epoch: int | None, step: int, lr: float | None, late: bool) -> str:
     """One line for the trainer's log: what was applied, where, and the supervisor's reason."""
-    args = " ".join(f"{k}={obj[k]}" for k in ("lr", "factor", "name", "value") if k in obj)
+    args = " ".join(f"{k}={obj[k]}" for k in ("checkpoint", "lr", "factor", "name", "value", "keep") if k in obj)
     text = f"epoch {epoch} step {step}: {obj['cmd']}{' ' + args if args else ''}"
     if lr is not None:
         text += f" (lr now {lr:.6g})"

@@ -32,7 +32,8 @@ from typing import Any, Mapping
 import keras
 from keras.optimizers.schedules import LearningRateSchedule
 
-from lrsup.supervisor.agent.core import Agent, check_setting
+from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
+from lrsup.supervisor.agent.core import ENV_RESTORE, Agent, check_setting
 from lrsup.supervisor.protocol import ENV_RUN_DIR
 
 # Attributes that look like numbers but are structure, not hyperparameters.
@@ -132,6 +133,7 @@ class KerasOptimizerHandle:
         self.model = model
         self.stop_requested = False
         self.wrapped = False
+        self.rewound_to: int | None = None
         current = self.optimizer._learning_rate
         if isinstance(current, ScaledSchedule):
             self.schedule: ScaledSchedule | None = current
@@ -201,6 +203,87 @@ class KerasOptimizerHandle:
         """Ask for the end of fit after the current epoch (the callback acts on it at epoch end)."""
         self.stop_requested = True
 
+    # -- checkpoints: Keras's own weights format, never a pickle --
+
+    state_suffix = ".weights.h5"
+
+    @property
+    def native_schedule(self) -> str | None:
+        """The class name of the optimizer's LearningRateSchedule, or None for a float LR."""
+        return type(self.schedule.inner).__name__ if self.schedule is not None else None
+
+    def save_state(self, path: str) -> dict[str, Any]:
+        """``model.save_weights(path)``: the weights and the optimizer's variables (iterations,
+        learning rate, slots) in one ``.weights.h5``; returns the schedule multiplier, if any."""
+        self._require_model()
+        self.model.save_weights(path)
+        return {"multiplier": _to_float(self.schedule.multiplier)} if self.schedule is not None else {}
+
+    def load_state(self, path: str, meta: Mapping[str, Any]) -> None:
+        """``model.load_weights(path)`` after building the optimizer if no step has built it yet;
+        then the schedule multiplier from ``meta``."""
+        self._require_model()
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(path)
+        if self.schedule is not None and meta.get("multiplier") is not None:
+            self.schedule.multiplier.assign(float(meta["multiplier"]))
+
+    def set_step(self, step: int) -> None:
+        """After a rollback: ``optimizer.iterations = step``, reset the model's metrics (later batch
+        logs are means since the rollback) and leave ``rewound_to`` for the callback."""
+        self.optimizer.iterations.assign(step)
+        if self.model is not None:
+            self.model.reset_metrics()
+        self.rewound_to = step
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise ValueError("this KerasOptimizerHandle has no model: checkpoints need one")
+
+
+class _RestorePlan:
+    """``$LRSUP_RESTORE`` as read once per process: the checkpoint the first fit starts from."""
+
+    def __init__(self) -> None:
+        self.name = os.environ.get(ENV_RESTORE) or None
+        run_dir = os.environ.get(ENV_RUN_DIR) or None
+        self.entry: CheckpointEntry | None = None
+        self.used = False
+        if self.name and run_dir:
+            try:
+                self.entry = CheckpointStore(run_dir).verify(self.name)
+            except CheckpointError:
+                self.entry = None  # the agent reports it when it tries the restore
+
+
+_plan: _RestorePlan | None = None
+
+
+def _restore_plan() -> _RestorePlan:
+    global _plan
+    if _plan is None:
+        _plan = _RestorePlan()
+    return _plan
+
+
+def restore_initial_epoch(initial_epoch: int) -> int:
+    """The ``initial_epoch`` for the process's first fit under ``$LRSUP_RESTORE``.
+
+    The epoch after the checkpoint's (an epoch-end checkpoint of epoch 4 resumes at 5; one
+    taken inside epoch 4 runs epoch 4 again; a step-0 checkpoint changes nothing), unless the
+    script asked for a later one. Without a verified checkpoint to restore: ``initial_epoch``.
+
+    Args:
+        initial_epoch: int, what the script passed to fit (0 by default).
+    """
+    plan = _restore_plan()
+    if plan.used or plan.entry is None:
+        return initial_epoch
+    resume = plan.entry.resume_epoch()
+    return initial_epoch if resume is None else max(initial_epoch, resume)
+
 
 def _shared_agent(run_dir: str, settings: Mapping[str, Any]) -> Agent:
     """The process's agent for ``run_dir``, created on first use (later settings are ignored)."""
@@ -235,6 +318,10 @@ class LrsupCallback(keras.callbacks.Callback):
     The global step is ``optimizer.iterations`` read once at train begin plus the batches run
     since (counted, not read: reading the variable costs about 20 us a batch). With
     ``gradient_accumulation_steps`` it therefore counts batches, not optimizer updates.
+
+    Per-batch work is in ``on_train_batch_end``. Moving it to ``on_train_batch_begin`` (so
+    that Keras may dispatch batch ends asynchronously) was measured and is slower: Keras's
+    async dispatch costs more per batch than the synchronous log conversion it avoids.
     """
 
     def __init__(
@@ -267,6 +354,7 @@ class LrsupCallback(keras.callbacks.Callback):
         self._epoch_base = 0
         self._step = 0
         self._running = False
+        self._restored = False
 
     @property
     def agent(self) -> Agent | None:
@@ -283,7 +371,12 @@ class LrsupCallback(keras.callbacks.Callback):
         self._handle = handle = KerasOptimizerHandle(optimizer, model=model)
         if handle.wrapped and getattr(model, "train_function", None) is not None:
             model.make_train_function(force=True)  # a function traced by an earlier fit knows no multiplier
-        self._agent = _shared_agent(self.run_dir, self._settings)
+        self._agent = agent = _shared_agent(self.run_dir, self._settings)
+        plan = _restore_plan()
+        self._restored = False
+        if plan.name and not plan.used:
+            plan.used = True  # the first fit of the process only
+            self._restored = agent.restore(handle, plan.name) is not None
         self._step = self._epoch_base = int(_to_float(optimizer.iterations))
         params = self.params or {}
         # Written at the first on_epoch_begin, right after this, which knows fit's initial_epoch.
@@ -304,7 +397,7 @@ class LrsupCallback(keras.callbacks.Callback):
             return
         info, self._start_info = self._start_info, None
         self._epoch = initial_epoch
-        self._agent.start(self._handle, initial_epoch=initial_epoch, **info)
+        self._agent.start(self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored, **info)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._agent is None:
@@ -313,18 +406,33 @@ class LrsupCallback(keras.callbacks.Callback):
         self._epoch = epoch
         self._epoch_base = self._step
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras calls every callback's batch-begin hook anyway; this one costs a call and a
+        # test unless an lrsup schedule is active.
+        agent = self._agent
+        if agent is not None and agent._schedule is not None:
+            agent.batch_begin(self._handle, self._epoch_base + batch)
+
     def on_train_batch_end(self, batch, logs=None):
         # Every step goes through here: no model or optimizer access, no conversion.
         agent = self._agent
         if agent is None:
             return
+        handle = self._handle
         step = self._step = self._epoch_base + batch + 1
-        agent.batch_end(self._handle, epoch=self._epoch, batch=batch, step=step, logs=logs)
+        agent.batch_end(handle, epoch=self._epoch, batch=batch, step=step, logs=logs)
+        if handle.rewound_to is not None:  # a rollback: the next batch is the checkpoint's step + 1
+            self._step = handle.rewound_to
+            self._epoch_base = handle.rewound_to - batch - 1
+            handle.rewound_to = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self._agent is None:
             return
         self._agent.epoch_end(self._handle, epoch=epoch, step=self._step, logs=logs)
+        if self._handle.rewound_to is not None:
+            self._step = self._handle.rewound_to  # on_epoch_begin bases the next epoch on it
+            self._handle.rewound_to = None
         if self._handle.stop_requested:
             self.model.stop_training = True
 

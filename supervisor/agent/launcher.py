@@ -114,10 +114,14 @@ def patch_keras_fit(keras: Any) -> None:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError:
             return original(self, *args, **kwargs)  # let fit raise its own error
-        from lrsup.supervisor.agent.keras_callback import LrsupCallback
+        from lrsup.supervisor.agent.keras_callback import LrsupCallback, restore_initial_epoch
 
         callbacks, callback = with_lrsup_callback(bound.arguments.get("callbacks"), self, LrsupCallback)
         bound.arguments["callbacks"] = callbacks
+        initial_epoch = bound.arguments.get("initial_epoch", 0)
+        resumed = restore_initial_epoch(initial_epoch)
+        if resumed != initial_epoch:  # $LRSUP_RESTORE: continue the epoch numbering
+            bound.arguments["initial_epoch"] = resumed
         try:
             return original(*bound.args, **bound.kwargs)
         except BaseException:

@@ -304,3 +304,113 @@ def test_without_a_run_dir_the_callback_warns_once_and_fit_runs(monkeypatch):
         history = fit(make_model(0.1), first, second, epochs=2)
     assert len([w for w in caught if "LrsupCallback" in str(w.message)]) == 1
     assert len(history.epoch) == 2 and first.agent is None
+
+
+# -- checkpoints, rollback, restore, lrsup schedules ----------------------------------------
+
+
+def kernel(model) -> float:
+    return float(model.layers[0].kernel.numpy()[0, 0])
+
+
+def test_checkpoints_at_train_begin_and_epoch_end_hold_weights_and_optimizer_state(run_dir):
+    model, probe = make_model(0.1, momentum=0.9), WeightProbe()
+    with MiniSupervisor(run_dir):
+        fit(model, probe, LrsupCallback(run_dir), epochs=2)
+    from lrsup.supervisor.agent.checkpoints import CheckpointStore
+
+    store = CheckpointStore(run_dir)
+    assert [e.name for e in store.entries()] == ["step-0000000", "epoch-0000", "epoch-0001"]
+    kinds = [r["type"] for r in records(run_dir) if r["type"] in ("checkpoint", "epoch")]
+    assert kinds == ["checkpoint", "checkpoint", "epoch", "checkpoint", "epoch"]
+    entry = store.verify("epoch-0000")
+    assert (entry.epoch, entry.step, entry.file) == (0, STEPS, "checkpoints/epoch-0000.weights.h5")
+    other = make_model(0.5, momentum=0.9)
+    other.optimizer.build(other.trainable_variables)
+    other.load_weights(str(store.path_of(entry)))
+    assert kernel(other) == pytest.approx(probe.weights[STEPS])
+    assert int(other.optimizer.iterations.numpy()) == STEPS
+    assert float(other.optimizer.learning_rate) == pytest.approx(0.1)
+    momentum = [v for v in other.optimizer.variables if "momentum" in v.path]
+    assert momentum and float(momentum[0].numpy()[0, 0]) != 0.0  # the optimizer's slots came back
+
+
+def test_rollback_restores_exact_weights_and_sets_the_lr(run_dir):
+    model, probe = make_model(0.1), WeightProbe()
+    plan = {1: [("rollback", {"checkpoint": "epoch-0000", "lr": 0.01, "skip_batches": 0})]}
+    with MiniSupervisor(run_dir, plan):
+        fit(model, probe, LrsupCallback(run_dir), epochs=3)
+    w = probe.weights
+    assert kernel(model) == pytest.approx(w[STEPS] - 0.01 * STEPS, abs=1e-6)  # from epoch 0's weights
+    np.testing.assert_allclose(probe.deltas()[:2 * STEPS], [0.1] * 2 * STEPS, rtol=1e-5)
+    (ack,) = records(run_dir, "ack")
+    assert (ack["cmd"], ack["epoch"], ack["step"]) == ("rollback", 1, STEPS) and ack["lr"] == pytest.approx(0.01)
+    assert int(model.optimizer.iterations.numpy()) == 2 * STEPS  # the step went back to the checkpoint's
+    assert [e["lr"] for e in records(run_dir, "epoch")] == pytest.approx([0.1, 0.1, 0.01])
+    assert [e["step"] for e in records(run_dir, "epoch")] == [STEPS, 2 * STEPS, 2 * STEPS]
+
+
+def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0,
+                                                                "batch_every": 1}}))
+
+    class Sender(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2 and self.epoch == 1:
+                with Appender(run_dir / CONTROL_FILE) as control:
+                    control.write(make_command(1000, "rollback", time=time.time(), checkpoint="epoch-0000"))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    model = make_model(0.1)
+    fit(model, Sender(), LrsupCallback(run_dir), epochs=2)
+    batches = [(b["epoch"], b["batch"], b["step"]) for b in records(run_dir, "batch") if b["epoch"] == 1]
+    assert batches == [(1, 0, 9), (1, 1, 10), (1, 2, 11), (1, 3, 9), (1, 4, 10), (1, 5, 11), (1, 6, 12), (1, 7, 13)]
+    (ack,) = records(run_dir, "ack")
+    assert (ack["epoch"], ack["step"]) == (1, STEPS)
+    loss = [b["logs"]["loss"] for b in records(run_dir, "batch") if b["epoch"] == 1]
+    # loss = w; after the reset the running mean starts again at the restored weights
+    assert loss[2] == pytest.approx(-0.9, abs=1e-5)  # mean of -0.8, -0.9, -1.0
+    assert loss[3] == pytest.approx(-0.8, abs=1e-5)  # the restored w alone, not a mean with the abandoned batches
+    assert int(model.optimizer.iterations.numpy()) == 13
+
+
+def test_set_schedule_drives_the_lr_at_every_step(run_dir):
+    from lrsup.supervisor.schedules import Schedule
+
+    spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
+    model, probe = make_model(0.1), WeightProbe()
+    plan = {0: [("set_schedule", {"schedule": spec})], 1: [("scale_lr", {"factor": 0.5})], 2: [("clear_schedule", {})]}
+    with MiniSupervisor(run_dir, plan):
+        fit(model, probe, LrsupCallback(run_dir), epochs=4)
+    s = Schedule(spec)
+    expected = ([0.1] * STEPS + [s(k) for k in range(STEPS, 2 * STEPS)]
+                + [0.5 * s(k) for k in range(2 * STEPS, 3 * STEPS)] + [0.5 * s(3 * STEPS - 1)] * STEPS)
+    np.testing.assert_allclose(probe.deltas(), expected, rtol=1e-4)
+    assert [a["cmd"] for a in records(run_dir, "ack")] == ["set_schedule", "scale_lr", "clear_schedule"]
+
+
+def test_restore_at_start_continues_weights_step_and_epochs(run_dir, monkeypatch, patched_fit):
+    monkeypatch.setenv(ENV_RUN_DIR, str(run_dir))
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0}}))
+    first = make_model(0.1, momentum=0.9)
+    fit(first, epochs=2)
+    saved = kernel(first)
+    keras_callback._close_agents()
+    monkeypatch.setenv("LRSUP_RESTORE", "epoch-0001")
+    monkeypatch.setattr(keras_callback, "_plan", None)
+    second, probe = make_model(0.7, momentum=0.9), WeightProbe()
+    history = fit(second, probe, epochs=4)
+    assert history.epoch == [2, 3]
+    assert kernel(second) != pytest.approx(saved)
+    starts = records(run_dir, "start")
+    assert (starts[-1]["initial_epoch"], starts[-1]["step"]) == (2, 2 * STEPS)
+    assert starts[-1]["lr"] == pytest.approx(0.1)
+    assert int(second.optimizer.iterations.numpy()) == 4 * STEPS
+    # the same run continued without a restart: weights match exactly (momentum slots restored)
+    third = make_model(0.1, momentum=0.9)
+    monkeypatch.delenv("LRSUP_RESTORE")
+    monkeypatch.setattr(keras_callback, "_plan", None)
+    fit(third, epochs=4)
+    assert kernel(second) == pytest.approx(kernel(third), rel=1e-5)

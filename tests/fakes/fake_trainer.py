@@ -5,6 +5,12 @@ optimizer holding one float learning rate, so a ``set_lr`` / ``scale_lr`` applie
 an epoch end shows in the next epoch's records. The validation loss of each epoch
 comes from ``--val-loss`` (the last value repeats).
 
+Checkpoints (``--checkpoints``): the fake optimizer holds one fake weight ``w`` (each step
+does ``w -= lr``; the batch and epoch logs carry it) and saves ``{weights, lr, iterations}``
+as JSON through ``save_state``, so checkpoint, rollback and ``$LRSUP_RESTORE`` (restart from
+a checkpoint, resuming at its epoch) work as with Keras, without TensorFlow. Without the flag
+the handle has no ``save_state`` and the agent takes no checkpoints.
+
 Example::
 
     lrsup run tests/fakes/fake_trainer.py -- --epochs 6 --val-loss 0.9,0.8,0.8,0.8,0.8
@@ -12,7 +18,7 @@ Example::
 Options:
     --epochs N, --steps N (batches per epoch), --lr X, --val-loss "a,b,c",
     --sleep S (seconds per step), --exit-code N (exit with it after training),
-    --crash-at-epoch N (raise in epoch N, 0-based), --ignore-sigint (keep training on
+    --checkpoints (checkpointable fake state), --crash-at-epoch N (raise in epoch N, 0-based), --ignore-sigint (keep training on
     Ctrl-C, to test escalation), --spawn-child (start a sleeping child in the same
     process group and print its pid, to test that no orphan survives).
 """
@@ -20,13 +26,14 @@ Options:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from lrsup.supervisor.agent.core import Agent
+from lrsup.supervisor.agent.core import ENV_RESTORE, Agent
 
 
 class FakeOptimizer:
@@ -36,6 +43,8 @@ class FakeOptimizer:
         self.lr = lr
         self.hparams: dict[str, float] = {"momentum": 0.0}
         self.stop_requested = False
+        self.weights: dict[str, float] = {"w": 0.0}
+        self.iterations = 0
 
     def get_lr(self) -> float:
         return self.lr
@@ -54,6 +63,40 @@ class FakeOptimizer:
     def request_stop(self) -> None:
         self.stop_requested = True
 
+    def train_step(self) -> None:
+        """One fake update: ``w -= lr``, ``iterations += 1``."""
+        self.weights["w"] -= self.lr
+        self.iterations += 1
+
+
+class CheckpointingFakeOptimizer(FakeOptimizer):
+    """A FakeOptimizer whose state can be checkpointed (``--checkpoints``).
+
+    The fake "weights" (one float moved by -lr per step), the LR, the step and the
+    hyperparameters go to a small JSON file, so supervisor-side tests can save, roll back and
+    restore without TensorFlow.
+    """
+
+    state_suffix = ".json"
+    native_schedule = None
+
+    def save_state(self, path: str) -> dict:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"weights": self.weights, "lr": self.lr, "iterations": self.iterations,
+                       "hparams": self.hparams}, f)
+        return {}
+
+    def load_state(self, path: str, meta: dict) -> None:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        self.weights = dict(state["weights"])
+        self.lr = float(state["lr"])
+        self.iterations = int(state["iterations"])
+        self.hparams = dict(state["hparams"])
+
+    def set_step(self, step: int) -> None:
+        self.iterations = int(step)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="fake lrsup trainer")
@@ -66,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crash-at-epoch", type=int, default=None)
     p.add_argument("--ignore-sigint", action="store_true")
     p.add_argument("--spawn-child", action="store_true")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="let the agent checkpoint the fake state (start, epoch ends, commands; restore on restart)")
     return p.parse_args(argv)
 
 
@@ -77,27 +122,43 @@ def main(argv: list[str] | None = None) -> int:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
         print(f"fake: child pid {child.pid}", flush=True)
     val_losses = [float(x) for x in args.val_loss.split(",")]
-    opt = FakeOptimizer(args.lr)
+    opt = (CheckpointingFakeOptimizer if args.checkpoints else FakeOptimizer)(args.lr)
     agent = Agent.from_env()
     print(f"fake: pid {os.getpid()} training {args.epochs} epochs x {args.steps} steps", flush=True)
+    first_epoch, restored = 0, None
+    restore = os.environ.get(ENV_RESTORE)
+    if agent is not None and restore:
+        restored = agent.restore(opt, restore)  # None (and an error record) when unverified
+        if restored is not None:
+            first_epoch = restored.resume_epoch() or 0
+            print(f"fake: restored {restore} at step {opt.iterations}, epoch {first_epoch}", flush=True)
     if agent is not None:
         agent.start(opt, optimizer="FakeSGD", optimizer_config={"learning_rate": args.lr},
-                    steps_per_epoch=args.steps, epochs=args.epochs)
-    step, epoch, reason = 0, None, "completed"
+                    steps_per_epoch=args.steps, epochs=args.epochs, initial_epoch=first_epoch,
+                    step=opt.iterations, checkpoint=restored is None)
+    def weight_logs() -> dict:
+        return {"w": opt.weights["w"]} if args.checkpoints else {}
+
+    step, epoch, reason = opt.iterations, None, "completed"
     try:
-        for epoch in range(args.epochs):
+        for epoch in range(first_epoch, args.epochs):
             if args.crash_at_epoch == epoch:
                 raise RuntimeError(f"fake crash at epoch {epoch}")
             val_loss = val_losses[min(epoch, len(val_losses) - 1)]
             for batch in range(args.steps):
                 time.sleep(args.sleep)
-                step += 1
+                if agent is not None and agent.schedule_active:
+                    agent.batch_begin(opt, step)
+                opt.train_step()
+                step = opt.iterations  # a rollback sets it back to the checkpoint's step
                 if agent is not None:
                     agent.batch_end(opt, epoch=epoch, batch=batch, step=step,
-                                    logs=lambda: {"loss": val_loss + 0.1, "lr_seen": opt.lr})
+                                    logs=lambda: {"loss": val_loss + 0.1, "lr_seen": opt.lr, **weight_logs()})
             print(f"fake: epoch {epoch} val_loss={val_loss} lr={opt.lr:g}", flush=True)
             if agent is not None:
-                agent.epoch_end(opt, epoch=epoch, step=step, logs={"loss": val_loss + 0.1, "val_loss": val_loss})
+                agent.epoch_end(opt, epoch=epoch, step=step,
+                                logs={"loss": val_loss + 0.1, "val_loss": val_loss, **weight_logs()})
+                step = opt.iterations
             if opt.stop_requested:
                 reason = "stopped"
                 break
