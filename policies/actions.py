@@ -82,9 +82,59 @@ class Rollback(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class SaveCheckpoint(Action):
-    """Ask the trainer for a checkpoint now (besides the regular cadence)."""
+    """Ask the trainer for a checkpoint now (besides the regular cadence).
+
+    Args:
+        name: the checkpoint's name (1 to 100 of ``A-Z a-z 0-9 _ . -``); None lets the
+            agent pick one. A name already in use replaces that checkpoint.
+    """
 
     kind: ClassVar[str] = "checkpoint"
+    name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClearSchedule(Action):
+    """Drop lrsup's schedule (set by SetSchedule); the effective LR stays where it is."""
+
+    kind: ClassVar[str] = "clear_schedule"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Configure(Action):
+    """Change the agent's cadence; None leaves a setting as it is.
+
+    Args:
+        batch_every: a batch record every this many steps (>= 1).
+        checkpoint_every_epochs: a checkpoint every this many epochs (0: off).
+        checkpoint_every_steps: a checkpoint every this many steps (0: off).
+    """
+
+    kind: ClassVar[str] = "configure"
+    batch_every: int | None = None
+    checkpoint_every_epochs: int | None = None
+    checkpoint_every_steps: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Keep(Action):
+    """The checkpoints this policy needs kept: replaces the policy's previous set.
+
+    The engine sends the agent the union of every policy's set, with the known-good and
+    the best checkpoint, in a ``retain`` command. ``Keep(checkpoints=())`` releases them.
+    A name may be one asked for with SaveCheckpoint whose record has not arrived yet.
+    """
+
+    kind: ClassVar[str] = "keep"
+    checkpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retain(Action):
+    """Decided by the engine (policy ``"engine"``), never by a policy: the agent's retain list."""
+
+    kind: ClassVar[str] = "retain"
+    keep: tuple[str, ...] = ()
 
 
 # Schedules: the spec format and its checks live in lrsup.supervisor.schedules (standard

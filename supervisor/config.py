@@ -25,7 +25,7 @@ policies at all.
 Example (Python)::
 
     config = load_config(None, cwd=Path.cwd())
-    engine = Engine(config.build_policies())
+    engine = Engine.from_config(config)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrsup.policies.base import Policy, PolicySettings
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
@@ -44,10 +44,19 @@ CONFIG_NAME = "lrsup.toml"
 PYPROJECT_NAME = "pyproject.toml"
 DEFAULTS_SOURCE = "(built-in defaults)"
 
-# The stack used when the configuration has no `policy` key: the unattended-night
-# default. Halve the LR after 3 epochs without val_loss improvement, down to 1e-6.
-# (Later: divergence rollback goes in front of it.)
+# The stack used when the configuration has no `policy` key: the unattended-night default,
+# in priority order (the engine lets the first policy win; rollbacks beat LR changes anyway).
+# - divergence: on NaN/inf, a loss spike, a collapse or an exploding val_loss, roll back to
+#   the newest known-good checkpoint with a cut LR (x0.1 SGD, x0.5 Adam-family); give up
+#   (exit status 3) after 5 rollbacks in 10 epochs.
+# - lr_find (raise_only): an LR range test on the first 100 steps; when it suggests an LR
+#   more than 10x the script's, go back to the start with it (rescues a run that learns
+#   far too slowly; an LR too high is divergence's to cut).
+# - plateau: halve the LR after 3 epochs without val_loss improvement, down to 1e-6.
+# They rely on the agent's checkpoints: [agent] checkpoint_every_epochs = 1, keep_last = 3.
 DEFAULT_STACK: list[dict[str, Any]] = [
+    {"use": "divergence"},
+    {"use": "lr_find", "mode": "raise_only"},
     {"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 3, "cooldown": 0, "min_lr": 1e-6},
 ]
 
@@ -60,6 +69,12 @@ class AgentSettings(BaseModel):
         verdict_timeout: float. Seconds the agent waits at each epoch end for the
             supervisor's verdict (> 0). Default 10.0.
         heartbeat_interval: float. Seconds between heartbeat records (> 0). Default 5.0.
+        checkpoint_every_epochs: int. Save a checkpoint at the end of every this many
+            epochs (>= 0; 0: off). Default 1: rollbacks need somewhere to go.
+        checkpoint_every_steps: int. Save a checkpoint every this many optimizer steps
+            (>= 0; 0: off). Default 0.
+        keep_last: int. Checkpoints kept on disk besides those the supervisor asks to
+            retain (the known-good and the best) (>= 1). Default 3.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -67,6 +82,9 @@ class AgentSettings(BaseModel):
     batch_every: int = Field(10, strict=True, ge=1)
     verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
     heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
+    checkpoint_every_epochs: int = Field(1, strict=True, ge=0)
+    checkpoint_every_steps: int = Field(0, strict=True, ge=0)
+    keep_last: int = Field(3, strict=True, ge=1)
 
 
 class RunSettings(BaseModel):
@@ -77,12 +95,39 @@ class RunSettings(BaseModel):
             killed (> 0). Default 10.0.
         poll_interval: float. Period, in seconds, of the file follower's polling
             fallback (> 0). Default 0.05.
+        max_restarts: int. Restarts of a dead or hung trainer allowed within
+            ``restart_window`` before the run is given up (>= 0; 0 never restarts).
+            Default 5.
+        restart_window: float. Seconds over which restarts are counted (> 0). Default 3600.
+        backoff_base: float. Seconds before the first restart; doubled for each further
+            restart within the window (> 0). Default 5.
+        backoff_cap: float. Longest wait before a restart (>= backoff_base). Default 300.
+        hang_timeout: float. Seconds without any record or heartbeat before the trainer
+            is killed as hung and restarted (> 0). Default 120.
+        stall_timeout: float. Seconds with heartbeats but no step progress (counted from
+            the first batch of an attempt) before the trainer is killed as stalled (> 0).
+            A slow trainer whose batches keep coming is never killed. Default 1800.
+        stop_timeout: float. Seconds an operator's graceful stop (``lrsup stop``) waits for
+            the trainer to finish its epoch before forcing it (> 0). Default 120.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
     poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False)
+    max_restarts: int = Field(5, strict=True, ge=0)
+    restart_window: float = Field(3600.0, gt=0, allow_inf_nan=False)
+    backoff_base: float = Field(5.0, gt=0, allow_inf_nan=False)
+    backoff_cap: float = Field(300.0, gt=0, allow_inf_nan=False)
+    hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
+    stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False)
+    stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> "RunSettings":
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError(f"backoff_cap ({self.backoff_cap!r}) must be >= backoff_base ({self.backoff_base!r})")
+        return self
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"agent": AgentSettings, "run": RunSettings}
@@ -172,6 +217,28 @@ def load_config(path: Path | None, cwd: Path) -> ResolvedConfig:
         if isinstance(tool, dict) and "lrsup" in tool:
             return _resolve(tool["lrsup"], str(candidate), "tool.lrsup")
     return _resolve({}, DEFAULTS_SOURCE, "")
+
+
+def config_from_json(data: Any, source: str) -> ResolvedConfig:
+    """Validate again a configuration written by :meth:`ResolvedConfig.to_json` (a run's config.json).
+
+    Example::
+
+        config = config_from_json(json.loads((run_dir / "config.json").read_text()), str(run_dir))
+
+    Args:
+        data: the decoded JSON object.
+        source: str. Where it came from, for messages.
+
+    Raises:
+        ConfigError: it is not such an object, or its settings are invalid here.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"expected a JSON object (got {_got(data)})"])
+    table = {key: data[key] for key in ("agent", "run") if key in data}
+    if "policies" in data:
+        table["policy"] = data["policies"]
+    return _resolve(table, source, "")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
@@ -88,6 +89,9 @@ _CHECKS = {
     "str?": lambda v: v is None or isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "dict": lambda v: isinstance(v, dict),
+    "dict?": lambda v: v is None or isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
+    "names": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "metrics": lambda v: isinstance(v, dict)
     and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
     "any": lambda v: True,
@@ -207,6 +211,27 @@ class EndRecord(Record):
     step: int = 0
 
 
+@dataclass(frozen=True)
+class CheckpointRecord(Record):
+    """A checkpoint was saved, verified and entered in ``checkpoints/manifest.json``.
+
+    ``epoch`` is the epoch it was taken in (an epoch-end checkpoint: that epoch; None
+    for one taken before the first batch of a fit), ``step`` the optimizer step of its
+    weights, ``lr`` the effective LR and ``multiplier`` lrsup's LR multiplier then (None
+    when lrsup has none), ``file`` its path relative to the run directory and ``sha256``
+    the hex digest of that file's bytes.
+    """
+
+    type: ClassVar[str] = "checkpoint"
+    name: str = ""
+    epoch: int | None = None
+    step: int = 0
+    lr: float | None = None
+    multiplier: float | None = None
+    file: str = ""
+    sha256: str = ""
+
+
 _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
     StartRecord: (
         {
@@ -231,6 +256,13 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
     ),
     ErrorRecord: ({"seq": "int?", "cmd": "str?", "message": "str"}, {"message"}),
     EndRecord: ({"reason": "str", "epoch": "int?", "step": "int"}, {"reason"}),
+    CheckpointRecord: (
+        {
+            "name": "str", "epoch": "int?", "step": "int", "lr": "float?", "multiplier": "float?",
+            "file": "str", "sha256": "str",
+        },
+        {"name", "step", "file", "sha256"},
+    ),
 }
 
 RECORD_TYPES: dict[str, type[Record]] = {cls.type: cls for cls in _RECORD_SPECS}
@@ -255,7 +287,33 @@ def parse_record(obj: Mapping[str, Any]) -> Record:
     spec, required = _RECORD_SPECS[cls]
     spec = {"time": "float", **spec}
     _check_fields(f"{kind} record", obj, spec, required)
+    if cls is CheckpointRecord:
+        _check_checkpoint_record(obj)
     return cls(**obj)
+
+
+# Checkpoint names: what the supervisor sends back in rollback and retain commands, and
+# what the agent may use in a file name.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_checkpoint_name(name: Any) -> bool:
+    """True for a valid checkpoint name: 1 to 100 of ``A-Z a-z 0-9 _ . -``, not starting with ``.`` or ``-``."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def _check_checkpoint_record(obj: Mapping[str, Any]) -> None:
+    if not is_checkpoint_name(obj["name"]):
+        raise ProtocolError(f"checkpoint record: invalid name {obj['name']!r}")
+    if obj["step"] < 0:
+        raise ProtocolError(f"checkpoint record: step must be >= 0, got {obj['step']}")
+    file = obj["file"]
+    parts = file.replace("\\", "/").split("/")
+    if not file or file.startswith("/") or ".." in parts or ":" in file:
+        raise ProtocolError(f"checkpoint record: file must be a path inside the run directory, got {file!r}")
+    if not _SHA256.fullmatch(obj["sha256"]):
+        raise ProtocolError(f"checkpoint record: sha256 must be 64 lower-case hex digits, got {obj['sha256']!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -272,6 +330,21 @@ COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
     "stop": ({}, set()),
     # The supervisor has decided everything it will on epoch ``epoch``: the agent may go on.
     "verdict": ({"epoch": "int"}, {"epoch"}),
+    # Save a checkpoint now (``name``: the agent picks one when it is absent).
+    "checkpoint": ({"name": "str?"}, set()),
+    # Restore weights and optimizer state from a checkpoint, then set ``lr`` if given.
+    "rollback": ({"checkpoint": "str", "lr": "float?", "skip_batches": "int"}, {"checkpoint"}),
+    # Drive the LR by a schedule spec (lrsup.supervisor.schedules) times lrsup's multiplier.
+    "set_schedule": ({"schedule": "dict"}, {"schedule"}),
+    # Drop lrsup's schedule; the effective LR stays where it is.
+    "clear_schedule": ({}, set()),
+    # Checkpoints the agent must not delete under its keep-last-K retention (replaces the last list).
+    "retain": ({"keep": "names"}, {"keep"}),
+    # The agent's cadence: batch records every ``batch_every`` steps, checkpoints every N epochs / steps (0: off).
+    "configure": (
+        {"batch_every": "int?", "checkpoint_every_epochs": "int?", "checkpoint_every_steps": "int?"},
+        set(),
+    ),
 }
 
 _COMMAND_COMMON = {"v": "int", "seq": "int", "cmd": "str", "time": "float", "reason": "str?"}
@@ -301,3 +374,59 @@ def validate_command(obj: Mapping[str, Any]) -> None:
         raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {obj['lr']!r}")
     if cmd == "scale_lr" and not (math.isfinite(obj["factor"]) and obj["factor"] > 0):
         raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {obj['factor']!r}")
+    check = _COMMAND_VALUE_CHECKS.get(cmd)
+    if check is not None:
+        check(obj)
+
+
+def _check_checkpoint_command(obj: Mapping[str, Any]) -> None:
+    name = obj.get("name")
+    if name is not None and not is_checkpoint_name(name):
+        raise ProtocolError(f"checkpoint command: invalid name {name!r}")
+
+
+def _check_rollback(obj: Mapping[str, Any]) -> None:
+    if not is_checkpoint_name(obj["checkpoint"]):
+        raise ProtocolError(f"rollback command: invalid checkpoint name {obj['checkpoint']!r}")
+    lr = obj.get("lr")
+    if lr is not None and not (math.isfinite(lr) and lr >= 0):
+        raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {lr!r}")
+    if obj.get("skip_batches", 0) < 0:
+        raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {obj['skip_batches']!r}")
+
+
+def _check_set_schedule(obj: Mapping[str, Any]) -> None:
+    # Standard library only, like this module; imported here so that protocol loads alone.
+    from lrsup.supervisor.schedules import validate_spec
+
+    try:
+        validate_spec(obj["schedule"])
+    except ValueError as exc:
+        raise ProtocolError(f"set_schedule command: invalid schedule: {exc}") from None
+
+
+def _check_retain(obj: Mapping[str, Any]) -> None:
+    bad = [name for name in obj["keep"] if not is_checkpoint_name(name)]
+    if bad:
+        raise ProtocolError(f"retain command: invalid checkpoint name(s) {bad!r}")
+
+
+def _check_configure(obj: Mapping[str, Any]) -> None:
+    given = {k: obj.get(k) for k in ("batch_every", "checkpoint_every_epochs", "checkpoint_every_steps")}
+    if all(v is None for v in given.values()):
+        raise ProtocolError("configure command: give at least one of batch_every, checkpoint_every_epochs, "
+                            "checkpoint_every_steps")
+    if given["batch_every"] is not None and given["batch_every"] < 1:
+        raise ProtocolError(f"configure command: batch_every must be >= 1, got {given['batch_every']!r}")
+    for key in ("checkpoint_every_epochs", "checkpoint_every_steps"):
+        if given[key] is not None and given[key] < 0:
+            raise ProtocolError(f"configure command: {key} must be >= 0 (0: off), got {given[key]!r}")
+
+
+_COMMAND_VALUE_CHECKS = {
+    "checkpoint": _check_checkpoint_command,
+    "rollback": _check_rollback,
+    "set_schedule": _check_set_schedule,
+    "retain": _check_retain,
+    "configure": _check_configure,
+}

@@ -1,0 +1,238 @@
+"""lr_find: the suggestion functions on plain curves, and the range test in a simulated trainer."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from pydantic import ValidationError
+
+from lrsup.policies.actions import ClearSchedule, Configure, Keep, Rollback, SaveCheckpoint
+from lrsup.policies.base import RunView
+from lrsup.policies.divergence import Divergence
+from lrsup.policies.lr_find import LRFind, LRFindSettings, min_loss, smooth, steepest, suggest, valley
+from lrsup.supervisor.engine import Engine
+from lrsup.supervisor.protocol import EpochRecord, StartRecord, dumps, loads
+from tests.supervisor.test_engine import SimTrainer, quadratic
+
+# -- pure functions ------------------------------------------------------------------------
+
+
+def test_smooth_is_a_bias_corrected_ema():
+    beta = 0.9
+    assert smooth([2.0], beta) == [pytest.approx(2.0)]  # no start-up bias towards 0
+    avg1 = 0.1 * 2.0
+    avg2 = 0.9 * avg1 + 0.1 * 4.0
+    assert smooth([2.0, 4.0], beta) == pytest.approx([avg1 / 0.1, avg2 / (1 - 0.81)])
+
+
+LRS = [10 ** (-6 + i / 2) for i in range(12)]
+CURVE = [3.0, 3.0, 2.9, 2.7, 2.4, 2.0, 1.6, 1.2, 0.9, 0.8, 1.5, 6.0]
+
+
+def test_steepest_min_loss_and_valley_on_one_curve():
+    assert steepest(LRS, CURVE) == LRS[4]  # 2.4 -> 2.0: the first of the steepest slopes (-0.4 per half decade)
+    assert min_loss(LRS, CURVE) == pytest.approx(LRS[9] / 10)
+    assert valley(LRS, CURVE) == LRS[4]  # valley 0..9 (length 9): 0 + int(3) + int(1.5)
+
+
+def test_valley_follows_fastai_arithmetic_on_a_valley_from_the_first_point():
+    # strictly decreasing from index 0: fastai's start is end - L = -1; the index is clamped
+    assert valley([1, 2, 3, 4, 5], [5.0, 4.0, 3.0, 2.0, 1.0]) == 1  # -1 + int(5/3) + int(5/6) = 0
+    assert steepest([1.0], [1.0]) is None and valley([], []) is None and min_loss([], []) is None
+
+
+def test_suggest_trims_like_fastai_and_cuts_at_the_first_nan():
+    lrs = [10 ** (-7 + 8 * i / 99) for i in range(100)]
+    losses = [2.0 - i / 100 for i in range(60)] + [1.5 + (i / 10) ** 2 for i in range(40)]
+    got = suggest(lrs, losses, "min_loss", num_steps=100)
+    assert got == pytest.approx(lrs[59] / 10)
+    # the last 5 points are never used, the first num_steps // 10 neither
+    assert suggest(lrs, [0.0] * 10 + losses[10:], "min_loss", num_steps=100) == pytest.approx(lrs[59] / 10)
+    nan_at_30 = losses[:30] + [math.nan] + losses[31:]
+    assert suggest(lrs, nan_at_30, "min_loss", num_steps=100) == pytest.approx(lrs[29] / 10)
+    assert suggest(lrs[:12], losses[:12], "valley", num_steps=100) is None  # too few points left
+    with pytest.raises(ValueError, match="method must be one of"):
+        suggest(lrs, losses, "median")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_defaults():
+    s = LRFindSettings()
+    assert (s.mode, s.raise_threshold, s.num_steps, s.beta, s.stop_factor, s.suggestion) == (
+        "always", 10.0, 100, 0.98, 4.0, "valley")
+    assert (s.min_lr, s.max_lr) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        ({"min_lr": 1.0, "max_lr": 0.1}, "min_lr must be below max_lr; got min_lr=1.0 and max_lr=0.1"),
+        ({"raise_threshold": 1.0}, "greater than 1"),
+        ({"num_steps": 5}, "greater than or equal to 20"),
+        ({"beta": 1.0}, "less than 1"),
+        ({"mode": "sometimes"}, "'always' or 'raise_only'"),
+        ({"suggestion": "median"}, "'valley', 'steepest' or 'min_loss'"),
+        ({"steps": 100}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_settings_are_refused_quoting_the_value(kwargs, text):
+    with pytest.raises(ValidationError, match=text):
+        LRFind(**kwargs)
+
+
+# -- the test in a run ---------------------------------------------------------------------------
+
+
+def noisy(h, amp=0.02):
+    """The quadratic of test_engine with +-2% deterministic noise on the loss (the valley needs some)."""
+    base = quadratic(h=h)
+
+    def step(w, lr, t):
+        loss, w = base(w, lr, t)
+        return loss * (1 + random.Random(t).uniform(-amp, amp)), w
+
+    return step
+
+
+def run(policy, lr, h=10.0, epochs=4, stack=()):
+    engine = Engine([*stack, policy], batch_every=10)
+    return SimTrainer(engine, noisy(h), w=5.0, lr=lr, steps_per_epoch=50, epochs=epochs, batch_every=10).run()
+
+
+def commands(sim, policy="lr_find"):
+    return [d.command["cmd"] for d in sim.decided() if d.action.policy == policy]
+
+
+def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
+    policy = LRFind(mode="raise_only")
+    sim = run(policy, lr=1e-4)
+    assert commands(sim) == ["checkpoint", "retain", "configure", "set_schedule",
+                             "clear_schedule", "rollback", "configure"]
+    ramp = next(d for d in sim.decided("set_schedule")).command["schedule"]
+    assert ramp == {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
+                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 1}  # SGD: 1e-5 .. 10
+    rollback = sim.decided("rollback")[0]
+    suggestion = policy.result["suggestion"]
+    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
+    assert 1e-3 < suggestion < 0.2  # above 10 x 1e-4, below the stability limit 2 / h
+    # the test ended when the loss blew up, before 100 steps
+    assert "passed 4 x its best" in policy.result["why"] and policy.result["points"] < 100
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10}
+    # after the rollback the run trains at the suggestion, from step 0, and converges
+    after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)):]]
+    assert set(after) == {suggestion} and sim.schedule is None
+    assert [r for r in sim.records if isinstance(r, EpochRecord)][-1].logs["loss"] < 0.2
+    assert not policy.probing and policy.phase == "done"
+
+
+def test_raise_only_leaves_a_good_lr_alone_and_restores_the_start():
+    policy = LRFind(mode="raise_only")
+    sim = run(policy, lr=0.05)
+    rollback = sim.decided("rollback")[0]
+    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0}
+    assert "not more than 10 x the run's LR 0.05: back to the start at the run's LR" in rollback.action.reason
+    assert sim.lr == 0.05 and policy.result["lr"] is None
+
+
+def test_always_takes_the_suggestion_and_an_adam_run_searches_lower():
+    policy = LRFind(mode="always", suggestion="steepest")
+    sim = run(policy, lr=0.05)
+    assert sim.decided("rollback")[0].command["lr"] == policy.result["suggestion"] == sim.lr
+    engine = Engine([LRFind()], batch_every=10)
+    sim = SimTrainer(engine, noisy(10.0), lr=1e-3, optimizer="Adam", steps_per_epoch=50, epochs=3, batch_every=10).run()
+    ramp = sim.decided("set_schedule")[0].command["schedule"]
+    assert (ramp["initial_learning_rate"], ramp["decay_rate"]) == (1e-7, pytest.approx(1e7))  # Adam-family: 1e-7 .. 1
+
+
+def test_while_testing_divergence_stands_down_and_others_cannot_change_the_lr():
+    class CutEveryBatch(Divergence):  # a policy that would cut the LR on every record
+        name = "cutter"
+
+        def on_batch(self, record, run):
+            from lrsup.policies.actions import ScaleLR
+            return [ScaleLR(factor=0.5, reason="cut")]
+
+    policy = LRFind(mode="raise_only")
+    sim = run(policy, lr=1e-4, stack=(Divergence(), CutEveryBatch()))
+    assert sim.decided("rollback")[0].action.policy == "lr_find"  # divergence did not react to the ramp's blow-up
+    probing = [d for d in sim.journal if d.action.policy == "cutter" and d.suppressed
+               and d.suppressed.startswith("policy lr_find is probing")]
+    assert len(probing) > 50
+    assert not [d for d in sim.journal if d.action.policy == "divergence"]
+
+
+def test_the_test_is_called_off_when_no_checkpoint_arrives():
+    policy = LRFind()
+    engine = Engine([policy], batch_every=10)
+    decisions = engine.feed(StartRecord(pid=1, lr=0.01, optimizer="SGD"))
+    assert [type(d.action) for d in decisions] == [SaveCheckpoint, Keep, Configure]
+    decisions = engine.feed(EpochRecord(epoch=0, step=50, lr=0.01, logs={"loss": 1.0}))
+    configure, keep = [d for d in decisions if d.action.policy == "lr_find"]
+    assert configure.command == {"cmd": "configure", "batch_every": 10}
+    assert keep.command == {"cmd": "retain", "keep": []} and policy.phase == "done"
+    assert configure.action.reason.startswith("LR range test called off: epoch 1 ended before the checkpoint lr_find-0")
+
+
+def test_runs_once_per_run():
+    policy = LRFind()
+    view = RunView(lr=0.1, batch_every=1)
+    assert len(policy.on_start(StartRecord(pid=1, lr=0.1), view)) == 2  # no Configure: already every batch
+    policy.phase = "done"
+    assert policy.on_start(StartRecord(pid=2, lr=0.1, step=500), view) == ()
+
+
+def test_state_round_trips_in_the_middle_of_the_test():
+    def drive(split):
+        policy = LRFind(mode="always")
+        engine = Engine([policy], batch_every=10)
+
+        class Resuming(SimTrainer):
+            count = 0
+
+            def emit(self, record):
+                Resuming.count += 1
+                if Resuming.count == split:
+                    state = loads(dumps(self.engine.state_dict()))
+                    self.engine = Engine([LRFind(mode="always")], batch_every=10)
+                    self.engine.load_state_dict(state)
+                super().emit(record)
+
+        sim = Resuming(engine, noisy(10.0), w=5.0, lr=1e-4, steps_per_epoch=50, epochs=3, batch_every=10).run()
+        return [d.command for d in sim.decided()]
+
+    assert drive(60) == drive(None)
+    with pytest.raises(ValueError, match="unknown phase 'warming'"):
+        LRFind().load_state_dict({**LRFind().state_dict(), "phase": "warming"})
+
+
+def test_actions_end_with_clear_schedule_before_the_rollback():
+    # the order matters to the agent: clear the ramp, then restore (LR state included), then set lr
+    policy = LRFind(mode="always")
+    sim = run(policy, lr=1e-3)
+    ending = [d.action for d in sim.journal if d.action.policy == "lr_find"][-4:]
+    assert [type(a) for a in ending] == [ClearSchedule, Rollback, Configure, Keep]
+
+
+def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
+    from lrsup.policies.actions import Stop
+    from lrsup.policies.base import Policy
+
+    class StopAtStep20(Policy):  # a stop on the record where the ramp is decided suppresses it
+        name = "stopper"
+
+        def on_batch(self, record, run):
+            return [Stop(reason="enough")] if record.step == 1 else []
+
+    policy = LRFind()
+    engine = Engine([StopAtStep20(), policy], batch_every=10)
+    sim = SimTrainer(engine, noisy(10.0), w=5.0, lr=0.01, steps_per_epoch=50, epochs=2, batch_every=10).run()
+    [schedule] = [d for d in sim.journal if d.action.kind == "set_schedule"]
+    assert schedule.suppressed == "stop (policy stopper) decided at step 1"
+    assert policy.phase == "done" and not policy.probing
+    assert policy.result["why"].startswith("its ramp is not in force")
+    assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10}
