@@ -52,9 +52,12 @@ class Follower:
         path: Path, the file to follow (it need not exist yet).
         use_watchdog: bool, watch the directory with watchdog; False polls.
         poll_interval: float, seconds between size checks when polling.
+        offset: int, where to start reading (resume: the end of the records replayed);
+            a file replaced or truncated later is read again from its start.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, use_watchdog: bool = True, poll_interval: float = 0.1) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, use_watchdog: bool = True, poll_interval: float = 0.1,
+                 offset: int = 0) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         self.path = Path(path)
@@ -67,6 +70,7 @@ class Follower:
         self._file = None
         self._ino: int | None = None
         self._offset = 0
+        self._start_offset = offset
         self._splitter = LineSplitter()
 
     # -- lifecycle ------------------------------------------------------------
@@ -197,12 +201,15 @@ class Follower:
             self._file = None
             self.stats.restarts += 1
         if self._file is None:
-            try:
-                self._file = open(self.path, "rb")
+            try:  # never through a symlink: the runner refuses one, this closes the race
+                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
             except OSError:
                 return None
-            self._ino = os.fstat(self._file.fileno()).st_ino
-            self._offset = 0
+            self._file = os.fdopen(fd, "rb")
+            self._ino = os.fstat(fd).st_ino
+            self._offset, self._start_offset = self._start_offset, 0
+            if self._offset:
+                self._file.seek(self._offset)
             self._splitter = LineSplitter()
         return self._file
 

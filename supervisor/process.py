@@ -17,13 +17,16 @@ Example::
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
+import time as _time
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, Mapping, Protocol, Sequence
 
 OutputSink = Callable[[str], None]
 MAX_LINE = 1 << 16
+CHUNK = 1 << 16
 
 
 class Handle(Protocol):
@@ -41,40 +44,71 @@ class Spawner(Protocol):
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Handle: ...
 
 
+class LogTail:
+    """Follows the trainer log from ``offset`` on a thread and hands each line, decoded, to ``sink``.
+
+    The trainer writes its output straight into the log file (not through a pipe to
+    the supervisor), so it keeps running, and logging, if the supervisor dies.
+    ``close`` reads what is left and stops the thread.
+    """
+
+    def __init__(self, path: Path, offset: int, sink: OutputSink | None, interval: float = 0.05) -> None:
+        self.path, self.offset, self._sink, self._interval = path, offset, sink, interval
+        self._stop = threading.Event()
+        self._tail = b""
+        self._thread = threading.Thread(target=self._run, name="lrsup-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return
+        try:
+            while True:
+                stopping = self._stop.wait(self._interval)
+                while data := os.pread(fd, CHUNK, self.offset):
+                    self.offset += len(data)
+                    self._emit(data)
+                if stopping:
+                    if self._tail:
+                        self._emit(b"\n")
+                    return
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
+    def _emit(self, data: bytes) -> None:
+        lines = (self._tail + data).split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > MAX_LINE:  # a line longer than MAX_LINE comes in pieces
+            lines.append(self._tail)
+            self._tail = b""
+        for raw in lines:
+            if self._sink is not None:
+                try:
+                    self._sink(raw.decode("utf-8", "replace").rstrip("\r"))
+                except Exception:  # a broken display must not stop the tail
+                    pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+
 class ProcessHandle:
     """A child started in its own session (so its own process group, pgid == pid).
 
-    Its stdout and stderr (merged) are read by a thread that appends each line to
-    the trainer log and hands it, decoded, to the sink.
+    Its stdout and stderr (merged) go straight to the trainer log; a :class:`LogTail`
+    hands each new line of the log to the sink.
     """
 
-    def __init__(self, popen: subprocess.Popen, log: BinaryIO | None, sink: OutputSink | None) -> None:
+    def __init__(self, popen: subprocess.Popen, log_path: Path | None, offset: int, sink: OutputSink | None) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.pgid = popen.pid  # start_new_session=True: the child leads its own group
-        self._sink = sink
-        self._log = log
-        self._reader = threading.Thread(target=self._pump, name=f"lrsup-output-{self.pid}", daemon=True)
-        self._reader.start()
-
-    def _pump(self) -> None:
-        stream = self._popen.stdout
-        assert stream is not None
-        try:
-            # A line longer than MAX_LINE comes in pieces rather than growing without bound.
-            for raw in iter(lambda: stream.readline(MAX_LINE), b""):
-                if self._log is not None:
-                    self._log.write(raw)
-                    self._log.flush()
-                if self._sink is not None:
-                    try:
-                        self._sink(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                    except Exception:  # a broken display must not stop the log
-                        pass
-        except (OSError, ValueError):
-            pass  # pipe closed under us during close()
-        finally:
-            stream.close()
+        self._tail = LogTail(log_path, offset, sink) if log_path is not None else None
 
     def poll(self) -> int | None:
         """The return code once the child has exited (negative: killed by that signal)."""
@@ -86,13 +120,7 @@ class ProcessHandle:
 
     def signal_group(self, sig: int) -> bool:
         """Signal the child's whole process group; False when no member is left."""
-        try:
-            os.killpg(self.pgid, sig)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # the pgid no longer names a group of ours
-            return False
-        return True
+        return _signal_group(self.pgid, sig)
 
     def group_alive(self) -> bool:
         """True while some process of the child's group is still there."""
@@ -102,11 +130,75 @@ class ProcessHandle:
         return self._popen.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Wait for the output thread to finish (pipe closed), then close the log."""
-        self._reader.join(timeout)
-        if self._log is not None and not self._reader.is_alive():
-            self._log.close()
-            self._log = None
+        """Pass on the rest of the log's output and stop following it."""
+        if self._tail is not None:
+            self._tail.close(timeout)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the pgid no longer names a group of ours
+        return False
+    return True
+
+
+class AttachedHandle:
+    """A trainer this supervisor did not start (``lrsup resume``): polled by pid and start time.
+
+    It cannot be waited for, so its exit status is unknown (``exit_unknown``): the
+    lifecycle decides from the trainer's end record. Signals go to its process group
+    only while the (pid, start time) pair still names it.
+    """
+
+    exit_unknown = True
+
+    def __init__(self, pid: int, start_time: int | None, log_path: Path | None = None,
+                 sink: OutputSink | None = None) -> None:
+        self.pid = self.pgid = pid
+        self.start_time = start_time
+        offset = os.path.getsize(log_path) if log_path is not None and os.path.exists(log_path) else 0
+        self._tail = LogTail(log_path, offset, sink) if log_path is not None else None
+        self._gone = False
+
+    def _alive(self) -> bool:
+        from lrsup.supervisor.statefile import same_process
+
+        self._gone = self._gone or not same_process(self.pid, self.start_time)
+        return not self._gone
+
+    def poll(self) -> int | None:
+        return None if self._alive() else 0
+
+    def send_signal(self, sig: int) -> None:
+        if self._alive():
+            os.kill(self.pid, sig)
+
+    def signal_group(self, sig: int) -> bool:
+        if not self._alive():
+            return False
+        return _signal_group(self.pgid, sig)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._tail is not None:
+            self._tail.close(timeout)
+
+
+def _pump_pipe(stream: BinaryIO, sink: OutputSink | None) -> None:
+    """Hand each output line of a piped child (no log file) to ``sink``."""
+    try:
+        for raw in iter(lambda: stream.readline(MAX_LINE), b""):
+            if sink is not None:
+                try:
+                    sink(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                except Exception:
+                    pass
+    except (OSError, ValueError):
+        pass
+    finally:
+        stream.close()
 
 
 def _open_log(path: Path) -> BinaryIO:
@@ -116,7 +208,10 @@ def _open_log(path: Path) -> BinaryIO:
 
 
 class ProcessSpawner:
-    """Starts processes in their own session with merged, piped output.
+    """Starts processes in their own session, stdout and stderr merged into the log file.
+
+    The output goes straight to the file, so a trainer outlives a dead supervisor
+    without a broken pipe; without ``log_path`` it is piped to ``sink`` instead.
 
     Args:
         log_path: Path | None, file that receives every output line (appended).
@@ -131,18 +226,61 @@ class ProcessSpawner:
         """Start ``argv``; raises OSError (e.g. FileNotFoundError) when it cannot be started."""
         log = _open_log(self.log_path) if self.log_path is not None else None  # before the child exists
         try:
+            offset = os.fstat(log.fileno()).st_size if log is not None else 0
             popen = subprocess.Popen(
                 list(argv),
                 env=dict(env),
                 cwd=os.fspath(cwd),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=log if log is not None else subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
             )
-        except BaseException:
+        finally:
             if log is not None:
-                log.close()
-            raise
-        return ProcessHandle(popen, log, self.sink)
+                log.close()  # the child has its own copy
+        handle = ProcessHandle(popen, self.log_path, offset, self.sink)
+        if log is None and popen.stdout is not None:  # no log file: read the pipe instead
+            threading.Thread(target=_pump_pipe, args=(popen.stdout, self.sink), daemon=True).start()
+        return handle
+
+
+class SystemClock:
+    """The real clocks; tests pass an object with the same three methods."""
+
+    monotonic = staticmethod(_time.monotonic)
+    time = staticmethod(_time.time)
+    sleep = staticmethod(_time.sleep)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 from the start (never through a symlink) and write ``text``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def install_signal_handlers(runner: Any) -> Callable[[], None]:
+    """Record SIGINT/SIGTERM (and SIGHUP unless ignored, as under nohup) for the loop.
+
+    Returns a function restoring the previous handlers.
+    """
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: object) -> None:
+        runner.signals.append(signum)  # only record it: the loop acts
+
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None or (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
+            continue
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (embedded use): no handlers
+            break
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -62,6 +62,53 @@ class RunPaths:
     def trainer_log(self) -> Path:
         return self.root / protocol.TRAINER_LOG
 
+    @property
+    def state(self) -> Path:
+        return self.root / protocol.STATE_FILE
+
+    @property
+    def requests(self) -> Path:
+        return self.root / "requests.jsonl"
+
+
+# The files whose content steers the run: refused when a symlink or another user's.
+CONTROLLED_FILES = (protocol.CONTROL_FILE, protocol.METRICS_FILE, "requests.jsonl", protocol.JOURNAL_FILE,
+                    protocol.STATE_FILE, protocol.CONFIG_FILE)
+
+
+def check_run_file(path: Path) -> None:
+    """Refuse a run file that is a symbolic link, not a regular file, or owned by another user (absent is fine)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise RunDirError(f"{str(path)!r} is a symbolic link; refusing to follow it (someone may be "
+                          "redirecting the run's files)")
+    if not stat.S_ISREG(st.st_mode):
+        raise RunDirError(f"{str(path)!r} is not a regular file")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise RunDirError(f"{str(path)!r} belongs to another user (uid {st.st_uid}, you are {os.getuid()})")
+
+
+def check_existing_run_dir(path: Path) -> RunPaths:
+    """Check a run directory being resumed: ours, a real directory, not world-writable, safe files."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise RunDirError(f"run directory {str(path)!r} cannot be inspected: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise RunDirError(f"run directory {str(path)!r} is not a directory (or is a symbolic link)")
+    if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
+        raise RunDirError(f"run directory {str(path)!r} is writable by others (mode "
+                          f"{stat.S_IMODE(st.st_mode):04o}); anyone could write commands into it")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise RunDirError(f"run directory {str(path)!r} belongs to another user (uid {st.st_uid})")
+    paths = RunPaths(Path(os.path.abspath(path)))
+    for name in CONTROLLED_FILES:
+        check_run_file(paths.root / name)
+    return paths
+
 
 def default_run_dir(script: Path, cwd: Path, now: datetime | None = None) -> Path:
     """``cwd/runs/<YYYYmmddTHHMMSSZ>-<script stem>``; a ``-2``, ``-3``... suffix if that exists."""

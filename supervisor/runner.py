@@ -5,14 +5,23 @@ Example::
     status = run(config, script=Path("train.py"), args=["--epochs", "3"],
                  run_dir=RunDir.prepare(None, script=Path("train.py"), cwd=Path.cwd()))
 
-One tick of the loop: act on a recorded Ctrl-C / SIGTERM (``lifecycle.request_stop``),
-advance the lifecycle (exit noticed, stop escalated), show the trainer's output,
+One tick of the loop: act on a recorded Ctrl-C / SIGTERM (``lifecycle.request_stop``)
+and on operator requests (requests.jsonl: set_lr, hold, release, stop), kill a hung or
+stalled trainer (the watchdog), advance the lifecycle (exit noticed, stop escalated,
+a failed attempt restarted after its backoff), show the trainer's output,
 read new records and answer them (engine decisions become commands in
 control.jsonl and lines in journal.jsonl; every epoch record gets its ``verdict``
 once its decisions are written, which releases the trainer), then wait on the
 follower until metrics.jsonl changes or ``tick`` seconds pass. After the
 trainer exits, the rest of its records and output are drained. Whatever happens,
-the trainer's process group is gone when ``run`` returns.
+the trainer's process group is gone when ``run`` returns. supervisor.json is
+rewritten on every change of state (lrsup.supervisor.statefile).
+
+Restarts: attempt ``n`` gets ``LRSUP_ATTEMPT=n`` and, when ``restore_point()`` names a
+known-good checkpoint, ``LRSUP_RESTORE=<name>`` (a name from checkpoints/manifest.json);
+once its start record arrives, the commands the dead attempt never acknowledged are
+re-sent (lrsup.supervisor.commands). ``resume(run_dir)`` takes over a run whose
+supervisor died (lrsup.supervisor.resume).
 """
 
 from __future__ import annotations
@@ -22,40 +31,41 @@ import os
 import queue
 import signal
 import sys
-import time as _time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.commands import CommandChannel
 from lrsup.supervisor.display import Display, make_display
 from lrsup.supervisor.follower import Follower
 from lrsup.supervisor.jsonl import Appender
+from lrsup.supervisor.launch import (  # noqa: F401  (re-exported: the runner's public names)
+    ENV_ATTEMPT,
+    ENV_RESTORE,
+    LAUNCHER,
+    build_engine,
+    engine_restore_point,
+    trainer_argv,
+    trainer_env,
+)
 from lrsup.supervisor.lifecycle import Lifecycle, State
-from lrsup.supervisor.process import ProcessSpawner, Spawner
-from lrsup.supervisor.protocol import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record
-from lrsup.supervisor.rundir import RunDir, RunPaths
-
-LAUNCHER = "lrsup.supervisor.agent.launcher"
-
-
-class SystemClock:
-    """The real clocks; tests pass an object with the same three methods."""
-
-    monotonic = staticmethod(_time.monotonic)
-    time = staticmethod(_time.time)
-    sleep = staticmethod(_time.sleep)
-
-
-def trainer_argv(script: Path | str, args: Sequence[str]) -> list[str]:
-    """The trainer's command line: the user's script under the agent's launcher."""
-    return [sys.executable, "-m", LAUNCHER, os.fspath(script), *args]
+from lrsup.supervisor.operator import RequestReader, apply_requests
+from lrsup.supervisor.process import (  # noqa: F401  (SystemClock, install_signal_handlers: re-exported)
+    ProcessSpawner,
+    Spawner,
+    SystemClock,
+    install_signal_handlers,
+    write_private,
+)
+from lrsup.supervisor.protocol import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
+from lrsup.supervisor.recovery import fatal_report
+from lrsup.supervisor.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.rundir import RunDir, RunPaths, check_run_file
+from lrsup.supervisor.statefile import write_runner_state
 
 
-def trainer_env(run_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env[protocol.ENV_RUN_DIR] = os.path.abspath(run_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+# Journal events that name a condition the display shows instead of the lifecycle state.
+_CONDITION_EVENTS = frozenset({"hold", "released", "degraded", "recovered"})
 
 
 class Runner:
@@ -74,54 +84,128 @@ class Runner:
         tick: float, longest wait between two passes of the loop (bounds how late a
             Ctrl-C is acted on); new records or output end the wait at once.
         use_watchdog: bool, follow metrics.jsonl with watchdog (False: polling).
+        restore_point: callable() -> str | None, the checkpoint a restarted attempt loads
+            (``LRSUP_RESTORE``); default: the engine's newest known-good checkpoint.
+        writers: (control, journal) | None, writers with ``write(obj)``/``close()``
+            (default: Appenders; tests inject a full disk).
+        script: str | None, the user's script, for supervisor.json.
+        offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
     """
 
     def __init__(self, config: Any, engine: Any, paths: RunPaths, argv: Sequence[str], env: dict[str, str],
                  cwd: Path, *, spawner: Spawner | None = None, display: Display | None = None, clock: Any = None,
                  grace: float = 10.0, poll_interval: float = 0.05, tick: float = 0.25,
-                 use_watchdog: bool = True) -> None:
+                 use_watchdog: bool = True, restore_point: Callable[[], str | None] | None = None,
+                 writers: tuple[Any, Any] | None = None, script: str | None = None, offset: int = 0) -> None:
         self.config, self.engine, self.paths = config, engine, paths
-        self.argv, self.env, self.cwd = list(argv), env, cwd
+        self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
         self.output: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.follower = Follower(paths.metrics, use_watchdog=use_watchdog, poll_interval=poll_interval)
+        self.follower = Follower(paths.metrics, use_watchdog=use_watchdog, poll_interval=poll_interval, offset=offset)
         self.spawner = spawner or ProcessSpawner(log_path=paths.trainer_log, sink=self._on_output)
         self.display = display
         self.clock = clock or SystemClock()
         self.grace, self.tick_interval = grace, tick
-        self.lifecycle = Lifecycle(self.spawner, grace=grace)
-        self.seq = 0
+        settings = config.run
+        restart = None
+        if getattr(settings, "max_restarts", 0) > 0:
+            restart = RestartPolicy(settings.max_restarts, settings.restart_window, settings.backoff_base,
+                                    settings.backoff_cap)
+        self.lifecycle = Lifecycle(self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for,
+                                   drain=self._read_records)
+        self.watchdog = Watchdog(getattr(settings, "hang_timeout", 120.0), getattr(settings, "stall_timeout", 1800.0))
+        self.restore_point = restore_point or (lambda: engine_restore_point(engine))
+        self.requests = RequestReader(paths.requests)
+        self.held_by: str | None = None
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
+        self._writers = writers  # (control, journal) writers; default: Appenders (tests inject failing ones)
         self._handled_signals = 0
         self._garbage_seen = 0
+        self._attempt_seen = 0
+        self._resend_on_start = False
+        self._state_key: tuple | None = None
+        self._recoveries_seen = 0
+        self._degraded_shown = False
+        self.started = self.clock.time()
+
+    def _env_for(self, attempt: int) -> dict[str, str]:
+        """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
+        env = dict(self.env)
+        env[ENV_ATTEMPT] = str(attempt)
+        restore = self.restore_point() if attempt > 1 else None
+        if restore:
+            env[ENV_RESTORE] = restore
+        self._restore = restore
+        return env
 
     # -- the loop -------------------------------------------------------------
-    def run(self) -> int:
-        """Start the trainer, supervise it to the end, return the exit status."""
+    def open(self, seq: int = 0) -> None:
+        """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
         self.display = self.display or make_display()
-        self.control = Appender(self.paths.control)
-        self.journal = Appender(self.paths.journal)
+        for path in (self.paths.control, self.paths.journal, self.paths.metrics, self.paths.requests):
+            check_run_file(path)
+        control, journal = self._writers or (Appender(self.paths.control), Appender(self.paths.journal))
+        self.channel = CommandChannel(control, journal, self.clock, seq=seq)
+
+    def run(self, start: Callable[[], None] | None = None) -> int:
+        """Start the trainer (or ``start()``: resume), supervise it to the end, return the exit status."""
         try:
-            _write_private(self.paths.config, json.dumps(self.config.to_json(), indent=2) + "\n")
-            self.follower.start()
-            self.lifecycle.start(self.argv, self.env, self.cwd)
+            if start is None:
+                self.open()
+                write_private(self.paths.config, json.dumps(self.config.to_json(), indent=2) + "\n")
+                self.follower.start()
+                self.lifecycle.start(self.argv, self.env, self.cwd, self.clock.monotonic())
+            else:
+                start()
             while not self.tick():
                 self.follower.wait(self.tick_interval)
             self._finish()
             outcome = self.lifecycle.outcome()
+            gave_up = getattr(self.engine, "exit_status", None)
+            if gave_up and outcome.status == 0:  # a policy gave the run up (engine.exit_status)
+                outcome = type(outcome)(gave_up, f"{outcome.reason}; a policy gave the run up")
+            if self.lifecycle.state is State.FATAL:
+                self._fatal_report(outcome.reason)
             self._event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
+            self._write_state(outcome.status, outcome.reason)
             return outcome.status
         finally:
             self._cleanup()
             self._close()
 
     def tick(self) -> bool:
-        """One pass of the loop; True once the trainer is gone."""
+        """One pass of the loop; True once the trainer is gone for good."""
+        now = self.clock.monotonic()
         while self._handled_signals < len(self.signals):
             sig = self.signals[self._handled_signals]
             self._handled_signals += 1
-            self.lifecycle.request_stop(self.clock.monotonic(), f"interrupted by the user ({signal.Signals(sig).name})")
-        self.lifecycle.transition(self.clock.monotonic())
+            self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
+        apply_requests(self, now)
+        if self.lifecycle.state in (State.STARTING, State.RUNNING):
+            reason = self.watchdog.check(now)
+            if reason is not None:
+                self.lifecycle.kill(now, reason)
+        self.lifecycle.transition(now)
+        new_attempt = self.lifecycle.attempt != self._attempt_seen
+        if new_attempt:  # a new attempt was spawned: time it afresh, re-send what it never acked
+            self._attempt_seen, self._resend_on_start = self.lifecycle.attempt, self.lifecycle.attempt > 1
+            self.watchdog.reset()
+            self._drain_events()
+            if self.lifecycle.attempt > 1:
+                restore = getattr(self, "_restore", None)
+                self._event("restarted", f"attempt {self.lifecycle.attempt}: " + (
+                    f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
+                    attempt=self.lifecycle.attempt, restore=restore)
         self._pump()
+        self.channel.flush()
+        if self.channel.degraded is not None and not self._degraded_shown:
+            self._degraded_shown = True  # journaled (late) once space returns
+            self._event("degraded", f"DEGRADED: {self.channel.degraded}; no commands are sent until it clears, "
+                        "training goes on")
+        if self.channel.recoveries != self._recoveries_seen:
+            self._degraded_shown = False
+            self._recoveries_seen = self.channel.recoveries
+            self._event("recovered", "disk space is back: the journal is written again")
+        self._write_state()
         return self.lifecycle.state.done
 
     def _finish(self) -> None:
@@ -144,13 +228,26 @@ class Runner:
             except queue.Empty:
                 break
             self.display.on_output_line(line)
-        for record in self.follower.read():
-            self._on_record(record)
+        self._read_records()
         self._drain_events()
 
+    def _read_records(self) -> None:
+        for record in self.follower.read():
+            self._on_record(record)
+
     # -- records --------------------------------------------------------------
-    def _on_record(self, record: Record) -> None:
+    def _on_record(self, record: Record, live: bool = True) -> None:
+        """One record: journal acks/errors, feed the engine, answer epoch records with their verdict.
+
+        ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
+        """
         self.lifecycle.on_record(record)
+        if isinstance(record, (AckRecord, ErrorRecord)):
+            self.channel.settled(record.seq)
+        if not live:
+            self.engine.feed(record)
+            return
+        self.watchdog.on_record(record, self.clock.monotonic())
         self.display.on_record(record)
         if isinstance(record, AckRecord):
             self._journal("applied", seq=record.seq, cmd=record.cmd, epoch=record.epoch, step=record.step,
@@ -162,33 +259,60 @@ class Runner:
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
             self._command("verdict", epoch=record.epoch)
+        if isinstance(record, StartRecord) and self._resend_on_start:
+            self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
+            for old, new, what in self.channel.resend_unacked():
+                self._event("resent", f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
+                            seq=new, original_seq=old)
 
     def _on_decision(self, decision: Any) -> None:
         action, seq, suppressed = decision.action, None, decision.suppressed
         if decision.command is not None:
-            args = dict(decision.command)
-            args.setdefault("reason", action.reason)
-            try:
-                seq = self._command(args.pop("cmd"), **args)
-            except ProtocolError as exc:  # an engine bug must not end the run
-                suppressed = f"invalid command not sent: {exc}"
+            if self.held_by is not None:
+                suppressed = f"held by {self.held_by}"
+            elif self.channel.degraded is not None:
+                suppressed = f"not sent: {self.channel.degraded}"
+            else:
+                args = dict(decision.command)
+                args.setdefault("reason", action.reason)
+                try:
+                    seq = self._command(args.pop("cmd"), **args)
+                except ProtocolError as exc:  # an engine bug must not end the run
+                    suppressed = f"invalid command not sent: {exc}"
+                if seq is None and suppressed is None:
+                    suppressed = f"not sent: {self.channel.degraded}"
         self._journal("decision", seq=seq, policy=action.policy, action=action.kind, lr=decision.lr,
                       reason=action.reason, epoch=decision.epoch, step=decision.step, suppressed=suppressed)
         self.display.on_decision(decision)
 
-    def _command(self, cmd: str, **args: Any) -> int:
-        obj = protocol.make_command(self.seq + 1, cmd, time=self.clock.time(), **args)
-        self.control.write(obj)
-        self.seq += 1
-        return self.seq
+    def _command(self, cmd: str, **args: Any) -> int | None:
+        return self.channel.send(cmd, **args)
 
-    # -- journal and events ---------------------------------------------------
+    @property
+    def seq(self) -> int:
+        return self.channel.seq
+
+    # -- journal, events, state file ------------------------------------------
     def _journal(self, kind: str, **fields: Any) -> None:
-        self.journal.write({"v": protocol.PROTOCOL_VERSION, "type": kind, "time": self.clock.time(), **fields})
+        self.channel.journal(kind, **fields)
+
+    def _write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
+        """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""
+        key = (self.lifecycle.state, self.lifecycle.attempt, self.held_by, self.channel.degraded, exit_status)
+        if key != self._state_key and write_runner_state(self, exit_status, reason):
+            self._state_key = key
+
+    def _fatal_report(self, reason: str) -> None:
+        """Tell the person reading stderr in the morning why the run was given up."""
+        print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
 
     def _event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
         self._journal("event", event=event, detail=detail, **extra)
-        self.display.on_state((state or self.lifecycle.state).value, detail)
+        # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
+        shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
+        self.display.on_state(shown, detail)
+        if event in ("backoff", "restarted") and hasattr(self.display, "on_time_lost"):
+            self.display.on_time_lost(self.lifecycle.time_lost)
 
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():
@@ -204,7 +328,8 @@ class Runner:
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
         """Runs always: a trainer still alive (the loop failed) is stopped, then its group killed."""
-        if self.lifecycle.handle is not None and not self.lifecycle.state.done:
+        live = self.lifecycle.state not in (State.BACKOFF,) and not self.lifecycle.state.done
+        if self.lifecycle.handle is not None and live:
             self.lifecycle.terminate(self.clock.monotonic(), "the supervisor is shutting down after an error")
             deadline = self.clock.monotonic() + 2 * self.grace + 5
             while not self.lifecycle.transition(self.clock.monotonic()).done:
@@ -228,52 +353,19 @@ class Runner:
         handle.signal_group(signal.SIGKILL)
 
     def _close(self) -> None:
-        self.control.close()
-        self.journal.close()
+        if hasattr(self, "channel"):
+            self.channel.close()
         if self.display is not None:
             self.display.close()
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600 from the start (never through a symlink) and write ``text``."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def install_signal_handlers(runner: Runner) -> Callable[[], None]:
-    """Record SIGINT/SIGTERM (and SIGHUP unless ignored, as under nohup) for the loop.
-
-    Returns a function restoring the previous handlers.
-    """
-    previous: dict[int, Any] = {}
-
-    def handler(signum: int, frame: object) -> None:
-        runner.signals.append(signum)  # only record it: the loop acts
-
-    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is None or (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
-            continue
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (embedded use): no handlers
-            break
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
 
 
 def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd: Path | None = None,
         display: Display | None = None, spawner: Spawner | None = None, clock: Any = None,
         handle_signals: bool = True, **options: Any) -> int:
     """Create the run directory, supervise ``script args`` to the end, return the exit status."""
-    from lrsup.supervisor.engine import Engine
-
     cwd = cwd or Path.cwd()
-    engine = Engine(config.build_policies())  # before the run directory: a failure leaves nothing
+    # Before the run directory: a failure leaves nothing.
+    engine = build_engine(config)
     paths = run_dir.create()
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
@@ -281,7 +373,7 @@ def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd:
     restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
         runner = Runner(config, engine, paths, trainer_argv(script, args), trainer_env(paths.root), cwd,
-                        spawner=spawner, display=display, clock=clock, **options)
+                        spawner=spawner, display=display, clock=clock, script=os.fspath(script), **options)
         if handle_signals:
             restore = install_signal_handlers(runner)
         return runner.run()
@@ -291,3 +383,10 @@ def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd:
         raise
     finally:
         restore()
+
+
+def resume(run_dir: str | os.PathLike[str], **options: Any) -> int:
+    """Take over a run whose supervisor died; the exit status (2: refused). See lrsup.supervisor.resume."""
+    from lrsup.supervisor.resume import resume_run
+
+    return resume_run(Path(run_dir), **options)

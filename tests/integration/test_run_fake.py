@@ -122,6 +122,8 @@ def test_plain_output_when_not_a_tty(workdir):
     ],
 )
 def test_trainer_status_passes_through(workdir, args, status, reason):
+    # Restarts off: a crash is final and its status passes through (tests/faults cover restarts).
+    (workdir / "lrsup.toml").write_text(PLATEAU + "max_restarts = 0\n")
     result = lrsup("run", str(FAKE), "--", "--epochs", "3", *args, cwd=workdir)
     assert result.returncode == status, result.stdout + result.stderr
     finished = read_jsonl(only_run_dir(workdir) / "journal.jsonl")[-1]

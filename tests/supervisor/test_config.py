@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lrsup.supervisor.registry import available
+
 from lrsup.policies.plateau import Plateau, PlateauSettings
 from lrsup.supervisor.config import (
     DEFAULT_STACK,
@@ -50,9 +52,11 @@ def test_defaults_when_there_is_no_file(tmp_path):
     assert config.agent == AgentSettings() and config.run == RunSettings()
     assert (config.agent.batch_every, config.agent.verdict_timeout, config.agent.heartbeat_interval) == (10, 10.0, 5.0)
     assert (config.run.grace_period, config.run.poll_interval) == (10.0, 0.05)
-    [(name, cls, settings)] = config.policies
+    assert [name for name, _, _ in config.policies] == ["divergence", "lr_find", "plateau"]
+    name, cls, settings = config.policies[-1]
     assert (name, cls) == ("plateau", Plateau)
     assert settings == PlateauSettings(monitor="val_loss", factor=0.5, patience=3, cooldown=0, min_lr=1e-6)
+    assert config.policies[1][2].mode == "raise_only"  # the range test only ever raises a far too small LR
 
 
 def test_lrsup_toml_in_cwd(tmp_path):
@@ -76,7 +80,7 @@ def test_pyproject_tool_lrsup_in_cwd(tmp_path):
     config = load_config(None, tmp_path)
     assert config.source == str(tmp_path / "pyproject.toml")
     assert config.agent.batch_every == 3
-    assert [name for name, _, _ in config.policies] == ["plateau"]  # no `policy` key: the default stack
+    assert [name for name, _, _ in config.policies] == [spec["use"] for spec in DEFAULT_STACK]  # no `policy` key
 
 
 def test_pyproject_without_tool_lrsup_means_defaults(tmp_path):
@@ -107,7 +111,7 @@ def test_explicit_empty_policy_list_means_no_policies(tmp_path):
 
 def test_an_empty_file_means_the_default_stack(tmp_path):
     write(tmp_path / "lrsup.toml", "")
-    assert [name for name, _, _ in load_config(None, tmp_path).policies] == ["plateau"]
+    assert [name for name, _, _ in load_config(None, tmp_path).policies] == [spec["use"] for spec in DEFAULT_STACK]
 
 
 def test_module_class_spec(tmp_path):
@@ -130,8 +134,11 @@ def test_to_json(tmp_path):
     data = load_config(None, tmp_path).to_json()
     assert data == {
         "source": str(tmp_path / "lrsup.toml"),
-        "agent": {"batch_every": 10, "verdict_timeout": 10.0, "heartbeat_interval": 5.0},
-        "run": {"grace_period": 10.0, "poll_interval": 0.05},
+        "agent": {"batch_every": 10, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
+                  "checkpoint_every_epochs": 1, "checkpoint_every_steps": 0, "keep_last": 3},
+        "run": {"grace_period": 10.0, "poll_interval": 0.05, "max_restarts": 5, "restart_window": 3600.0,
+                "backoff_base": 5.0, "backoff_cap": 300.0, "hang_timeout": 120.0, "stall_timeout": 1800.0,
+                "stop_timeout": 120.0},
         "policies": [{"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 2, "mode": "auto",
                       "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}],
     }
@@ -183,11 +190,11 @@ use = "platau"
         "polcy: unknown key (got 1); expected one of: agent, policy, run",
         "agent.batch_every: Input should be greater than or equal to 1 (got 0)",
         "agent.verdict_timeout: Input should be greater than 0 (got -1.0)",
-        "agent.bogus: unknown setting (got True); known settings: batch_every, heartbeat_interval, verdict_timeout",
+        "agent.bogus: unknown setting (got True); known settings: " + ", ".join(sorted(AgentSettings.model_fields)),
         "run.poll_interval: Input should be a valid number (got 'fast')",
         "policy[0].patience: Input should be greater than or equal to 0 (got -1)",
         "policy[0].mode: Input should be 'auto', 'min' or 'max' (got 'up')",
-        "policy[1].use: unknown policy 'platau'; available: plateau (or give a 'module:Class' spec)",
+        f"policy[1].use: unknown policy 'platau'; available: {', '.join(sorted(available()))} (or give a 'module:Class' spec)",
     ]
     assert str(err).count("\n- ") == len(err.problems) - 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.lifecycle import EXIT_INTERRUPTED, Lifecycle, State, StopPhase, describe_returncode
+from lrsup.supervisor.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
 from lrsup.supervisor.protocol import EndRecord, EpochRecord, StartRecord
 from tests.fakes import FakeClock, FakeSpawner
 
@@ -237,3 +237,130 @@ def test_describe_returncode():
     assert describe_returncode(0) == "trainer exited with status 0"
     assert describe_returncode(-2) == "trainer killed by signal SIGINT (2)"
     assert describe_returncode(-200).startswith("trainer killed by signal")
+
+
+# -- restarts: BACKOFF and FATAL ---------------------------------------------------------
+
+from lrsup.supervisor.lifecycle import EXIT_FATAL, EXIT_UNKNOWN  # noqa: E402
+from lrsup.supervisor.restart import RestartPolicy  # noqa: E402
+
+
+def restartable(max_restarts: int = 3, base: float = 5.0, drain=None) -> tuple[Lifecycle, FakeSpawner, list]:
+    spawner = FakeSpawner(exit_on={signal.SIGTERM: -signal.SIGTERM})
+    envs: list[int] = []
+
+    def env_for(attempt: int) -> dict:
+        envs.append(attempt)
+        return {"LRSUP_ATTEMPT": str(attempt)}
+
+    life = Lifecycle(spawner, grace=2.0, restart=RestartPolicy(max_restarts, 3600.0, base, 60.0),
+                     env_for_attempt=env_for, drain=drain)
+    life.start(ARGV, {}, Path("/tmp"), now=0.0)
+    return life, spawner, envs
+
+
+def test_crash_after_progress_backs_off_then_restarts_on_the_clock():
+    life, spawner, envs = restartable()
+    life.on_record(START)
+    life.on_record(EpochRecord(epoch=0, step=10))
+    spawner.handle.exit(1, leave_children=1)
+    assert life.transition(100.0) is State.BACKOFF
+    assert spawner.spawned[0][3].group_signals == [signal.SIGKILL]  # leftovers of the dead attempt
+    assert life.transition(104.9) is State.BACKOFF and len(spawner.spawned) == 1
+    assert life.transition(105.0) is State.STARTING
+    assert len(spawner.spawned) == 2 and spawner.spawned[1][1] == {"LRSUP_ATTEMPT": "2"} and envs == [1, 2]
+    assert spawner.spawned[0][3].closed  # the old attempt's output is no longer followed
+    names = events(life)
+    assert names[-4:] == ["trainer_exited", "backoff", "restarting", "spawned"] or names[-3:] == [
+        "backoff", "restarting", "spawned"]
+    assert life.attempt == 2 and life.restarts == 1 and life.time_lost == pytest.approx(105.0)
+
+
+def test_two_fast_failures_are_fatal_with_status_3():
+    life, spawner, _ = restartable()
+    spawner.handle.exit(1)
+    assert life.transition(1.0) is State.BACKOFF
+    life.transition(10.0)
+    spawner.handle.exit(1)
+    assert life.transition(11.0) is State.FATAL
+    outcome = life.outcome()
+    assert outcome.status == EXIT_FATAL == 3
+    assert outcome.reason.startswith("gave up after 1 restart(s): trainer exited with status 1; the trainer "
+                                     "failed before its first epoch 2 times in a row")
+
+
+def test_restarts_used_up_is_fatal():
+    life, spawner, _ = restartable(max_restarts=1)
+    for now in (0.0, 100.0):
+        life.on_record(EpochRecord(epoch=0, step=1))
+        spawner.handle.exit(-9)
+        life.transition(now + 1)
+        life.transition(now + 50)
+    assert life.state is State.FATAL and "1 restarts within 3600 s (max_restarts = 1)" in life.fatal_reason
+
+
+def test_clean_end_with_nonzero_status_passes_through_without_restart():
+    drained = []
+    life, spawner, _ = restartable(drain=lambda: (drained.append(1), life.on_record(EndRecord(reason="completed"))))
+    spawner.handle.exit(4)
+    assert life.transition(1.0) is State.FAILED and drained == [1]  # the end record was read first
+    assert life.outcome().status == 4
+
+
+def test_kill_of_a_hung_trainer_escalates_then_takes_the_restart_path():
+    life, spawner, _ = restartable()
+    spawner.exit_on = {}
+    life.on_record(START)
+    spawner.handle.exit_on = {}
+    life.kill(10.0, "trainer hung: no record")
+    assert life.state is State.STOPPING and spawner.handle.group_signals == [signal.SIGTERM]
+    life.transition(12.0)  # grace 2 s: SIGKILL
+    assert spawner.handle.group_signals == [signal.SIGTERM, signal.SIGKILL]
+    assert life.transition(12.1) is State.BACKOFF
+    assert "killing" in [e for e in events(life)]
+
+
+def test_graceful_operator_stop_is_forced_after_its_timeout_and_not_restarted():
+    life, spawner, _ = restartable()
+    spawner.handle.exit_on = {}
+    life.on_record(START)
+    life.request_graceful_stop(0.0, "stopped by ana@gpu3", timeout=30.0)
+    assert life.state is State.STOPPING and life.phase is StopPhase.COMMAND
+    assert life.transition(29.0) is State.STOPPING and spawner.handle.group_signals == []
+    life.transition(30.0)
+    assert spawner.handle.group_signals == [signal.SIGTERM]
+    spawner.handle.exit(0)
+    assert life.transition(31.0) is State.EXITED
+    assert life.outcome() == Outcome(0, "stopped by ana@gpu3")
+
+
+def test_stop_during_backoff():
+    life, spawner, _ = restartable()
+    life.on_record(EpochRecord(epoch=0, step=1))
+    spawner.handle.exit(1)
+    life.transition(1.0)
+    life.request_stop(2.0, "interrupted by the user (SIGINT)")
+    assert life.state is State.FAILED and life.outcome().status == EXIT_INTERRUPTED
+    assert life.transition(100.0) is State.FAILED and len(spawner.spawned) == 1
+
+
+def test_attached_trainer_vanishing_without_end_record_is_restarted():
+    life, spawner, _ = restartable()
+
+    class Gone:
+        pid, exit_unknown, closed = 77, True, False
+
+        def poll(self):
+            return 0
+
+        def signal_group(self, sig):
+            return False
+
+        def close(self, timeout=5.0):
+            self.closed = True
+
+    life2 = Lifecycle(spawner, restart=RestartPolicy(), grace=1.0)
+    life2.set_command(ARGV, {}, Path("/tmp"))
+    life2.attach(Gone(), 0.0)
+    life2.on_record(EpochRecord(epoch=3, step=40))
+    assert life2.transition(1.0) is State.BACKOFF and life2.returncode == EXIT_UNKNOWN

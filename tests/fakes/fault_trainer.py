@@ -1,0 +1,95 @@
+"""A protocol-speaking trainer that misbehaves on request, for the fault tests (tests/faults).
+
+Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkpoints
+(a restart starts from scratch) and with faults:
+
+    --die-at-epoch N      SIGKILL itself right after writing epoch N's record, before
+                          acknowledging anything (only in attempt 1, $LRSUP_ATTEMPT)
+    --stall-at-epoch N    stop making steps at epoch N (heartbeats go on): a stall
+    --import-error        fail at import time, before any record (a broken script)
+
+Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
+(seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from lrsup.supervisor.agent.core import Agent
+from lrsup.supervisor.protocol import EpochRecord
+
+
+class Optimizer:
+    """The OptimizerHandle of a plain float learning rate (no checkpoint support)."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr, self.stop_requested = lr, False
+
+    def get_lr(self) -> float:
+        return self.lr
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+
+    def scale_lr(self, factor: float) -> None:
+        self.lr *= float(factor)
+
+    def set_hparam(self, name: str, value: float) -> None:
+        raise ValueError(f"no hyperparameter {name!r}")
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="misbehaving lrsup trainer")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--val-loss", default="1.0")
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--die-at-epoch", type=int, default=None)
+    p.add_argument("--stall-at-epoch", type=int, default=None)
+    p.add_argument("--import-error", action="store_true")
+    args = p.parse_args(argv)
+    attempt = os.environ.get("LRSUP_ATTEMPT", "1")
+    print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
+    if args.import_error:
+        import lrsup_no_such_module  # noqa: F401  (the broken script)
+    losses = [float(x) for x in args.val_loss.split(",")]
+    opt, agent = Optimizer(args.lr), Agent.from_env()
+    assert agent is not None, "run me under lrsup"
+    agent.start(opt, optimizer="FaultSGD", steps_per_epoch=args.steps, epochs=args.epochs, checkpoint=False)
+    step, reason = 0, "completed"
+    for epoch in range(args.epochs):
+        loss = losses[min(epoch, len(losses) - 1)]
+        if args.stall_at_epoch == epoch and attempt == "1":
+            while True:  # no more steps; the heartbeat thread keeps beating
+                time.sleep(1)
+        for batch in range(args.steps):
+            time.sleep(args.sleep)
+            step += 1
+            agent.batch_end(opt, epoch=epoch, batch=batch, step=step, logs={"loss": loss + 0.1})
+        logs = {"loss": loss + 0.1, "val_loss": loss}
+        if args.die_at_epoch == epoch and attempt == "1":
+            agent._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
+            time.sleep(1.0)  # the supervisor decides and writes its commands; none is applied
+            os.kill(os.getpid(), signal.SIGKILL)
+        agent.epoch_end(opt, epoch=epoch, step=step, logs=logs)
+        print(f"fault: epoch {epoch} lr={opt.lr:g}", flush=True)
+        if opt.stop_requested:
+            reason = "stopped"
+            break
+    agent.end(reason=reason, epoch=epoch, step=step)
+    agent.close()
+    print(f"fault: done ({reason}) lr={opt.lr:g}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
