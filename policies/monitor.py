@@ -70,6 +70,9 @@ _DIRECTIONS: dict[str, Direction] = {
 _NUMBERED = re.compile(r"_\d+$")
 
 
+_F32_MIN_NORMAL = 1.1754943508222875e-38
+
+
 def to_float32(x: float) -> float:
     """Round ``x`` to the nearest float32, as a Python float (what a float32 tensor holds).
 
@@ -82,9 +85,14 @@ def to_float32(x: float) -> float:
         x: float. Any double, NaN and infinities included.
     """
     try:
-        return _F32.unpack(_F32.pack(x))[0]
+        y = _F32.unpack(_F32.pack(x))[0]
     except OverflowError:
         return math.copysign(math.inf, x)
+    # TensorFlow's CPU kernels run with flush-to-zero and denormals-are-zero: a float32
+    # subnormal compares as zero in Keras's monitor ops, so it must here too.
+    if 0.0 < abs(y) < _F32_MIN_NORMAL:
+        return math.copysign(0.0, y)
+    return y
 
 
 def infer_direction(monitor: str) -> Direction | None:

@@ -165,3 +165,11 @@ def test_direction_table_agrees_with_keras_metrics():
         assert infer_direction(cls.__name__) == expected, cls.__name__
         checked += 1
     assert checked >= 30
+
+
+def test_float32_subnormals_compare_as_zero_like_tensorflow():
+    # TensorFlow's CPU kernels flush float32 subnormals to zero; Keras's ReduceLROnPlateau
+    # therefore sees no improvement from 0.0 to -1.17e-38 (found by the differential test).
+    assert to_float32(-1.1709838513253188e-38) == 0.0
+    assert to_float32(1.2e-38) == 1.2e-38 or to_float32(1.2e-38) > 0.0
+    assert not Monitor("val_loss", "min", 0.0).is_improvement(-1.1709838513253188e-38, 0.0)
