@@ -215,17 +215,14 @@ class KerasOptimizerHandle:
     def save_state(self, path: str) -> dict[str, Any]:
         """``model.save_weights(path)``: the weights and the optimizer's variables (iterations,
         learning rate, slots) in one ``.weights.h5``; returns the schedule multiplier, if any."""
-        self._require_model()
+        self._build_optimizer()
         self.model.save_weights(path)
         return {"multiplier": _to_float(self.schedule.multiplier)} if self.schedule is not None else {}
 
     def load_state(self, path: str, meta: Mapping[str, Any]) -> None:
         """``model.load_weights(path)`` after building the optimizer if no step has built it yet;
         then the schedule multiplier from ``meta``."""
-        self._require_model()
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+        self._build_optimizer()
         self.model.load_weights(path)
         if self.schedule is not None and meta.get("multiplier") is not None:
             self.schedule.multiplier.assign(float(meta["multiplier"]))
@@ -238,9 +235,18 @@ class KerasOptimizerHandle:
             self.model.reset_metrics()
         self.rewound_to = step
 
-    def _require_model(self) -> None:
+    def _build_optimizer(self) -> None:
+        """Build the optimizer's slots (momentum, moments) if no step has built them yet.
+
+        A checkpoint taken before the first step must hold the optimizer's initial state:
+        without the slots, restoring it would keep whatever momentum the run built since
+        (after an LR range test that ramped to LR 10, enough to wreck the restored weights).
+        """
         if self.model is None:
             raise ValueError("this KerasOptimizerHandle has no model: checkpoints need one")
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
 
 
 class _RestorePlan:
@@ -392,12 +398,13 @@ class LrsupCallback(keras.callbacks.Callback):
         )
         self._running = True
 
-    def _write_start(self, initial_epoch: int) -> None:
+    def _write_start(self, initial_epoch: int, barrier: bool = True) -> None:
         if self._start_info is None:
             return
         info, self._start_info = self._start_info, None
         self._epoch = initial_epoch
-        self._agent.start(self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored, **info)
+        self._agent.start(self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored,
+                          barrier=barrier, **info)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._agent is None:
@@ -440,7 +447,7 @@ class LrsupCallback(keras.callbacks.Callback):
         if not self._running:
             return
         self._running = False
-        self._write_start((self.params or {}).get("epochs") or 0)  # fit ran no epoch
+        self._write_start((self.params or {}).get("epochs") or 0, barrier=False)  # fit ran no epoch
         reason = "stopped" if self._handle.stop_requested else "completed"
         self._agent.end(reason=reason, epoch=self._epoch, step=self._step)
 
@@ -449,7 +456,7 @@ class LrsupCallback(keras.callbacks.Callback):
         if not self._running:
             return
         self._running = False
-        self._write_start(self._epoch)
+        self._write_start(self._epoch, barrier=False)
         self._agent.end(reason="exception", epoch=self._epoch, step=self._step)
 
 
