@@ -1,0 +1,277 @@
+"""The supervisor at scale: ingest rate, memory over a million records, replay, report, cold starts.
+
+    python -m benchmarks.scale            # full run (1,000,000 records), updates docs/benchmarks.md
+    python -m benchmarks.scale --smoke    # seconds (20,000 records), docs untouched
+
+Ingest: a synthetic metrics.jsonl (a start record, then 50 batch records and one epoch record
+per epoch, as a 500-step epoch gives at the default cadence) is appended in chunks of 10,000
+lines, as a live trainer would, and after each chunk ``Follower.read()`` + ``Engine.feed`` of
+the default stack (``DEFAULT_STACK``) ingest it; only read+feed is timed. Resident memory
+(VmRSS) of this process, which imports only the supervisor side, is taken after 10k, 100k
+and 1M records. Then: rebuilding the policy state by replaying the whole file
+(``recovery.read_records`` + a fresh ``Engine``), ``report.write_report`` on the run, and
+cold starts: ``lrsup --help`` and ``lrsup run`` up to the trainer script's first line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import ROOT, default_stack_toml, machine_line, md_table, print_table, rss_mb, update_section
+
+_NOTE = ""
+
+
+def _default_config(run_dir: Path):
+    """The default configuration (spelled out in run_dir/../lrsup.toml if the install lacks entry points)."""
+    global _NOTE
+    from lrsup.supervisor.config import load_config
+
+    toml, _NOTE = default_stack_toml()
+    if toml is None:
+        return load_config(None, cwd=run_dir)  # no lrsup.toml there: the built-in defaults
+    path = run_dir.parent / "lrsup.toml"
+    path.write_text(toml)
+    return load_config(path, cwd=run_dir)
+
+STEPS_PER_EPOCH = 500
+NOTE_SLOW = ('The ingest target (>= 100,000 records/s) is **not met** with the default stack. The rows "of which" show where the time goes: parsing and validating the lines (`Follower.read`: `json` plus `protocol.parse_record`\'s field checks) runs at roughly 50-100k records/s on its own, and the `divergence` policy at about 70k/s on its own (a profile shows it taking a median and a median absolute deviation over its loss window on every batch record); `plateau` and the engine itself are an order of magnitude faster. A live trainer at the default cadence writes at most a few hundred records a second, so the live supervisor keeps up with room to spare; the rate matters for replay and recovery of long runs (about 35 s per million records).')
+BATCH_EVERY = 10
+
+
+def _lines(start: int, count: int, t0: float):
+    """Lines number ``start`` .. ``start+count-1`` of the synthetic stream (line 0 is the start record)."""
+    per_epoch = STEPS_PER_EPOCH // BATCH_EVERY + 1
+    out = []
+    for i in range(start, start + count):
+        if i == 0:
+            out.append(json.dumps({"v": 1, "type": "start", "time": t0, "pid": 1, "optimizer": "SGD",
+                                   "optimizer_config": {"learning_rate": 0.1}, "lr": 0.1, "lr_schedule": None,
+                                   "steps_per_epoch": STEPS_PER_EPOCH, "epochs": 10**6, "initial_epoch": 0,
+                                   "step": 0, "keras_version": "3", "backend": "tensorflow", "agent": "bench"}))
+            continue
+        epoch, k = divmod(i - 1, per_epoch)
+        t = t0 + i * 0.01
+        if k < per_epoch - 1:
+            step = epoch * STEPS_PER_EPOCH + (k + 1) * BATCH_EVERY
+            loss = 1.0 / (1 + 0.001 * step)
+            out.append('{"v":1,"type":"batch","time":%.3f,"epoch":%d,"batch":%d,"step":%d,"lr":0.1,'
+                       '"logs":{"loss":%.6f,"accuracy":%.6f}}' % (t, epoch, (k + 1) * BATCH_EVERY - 1, step, loss,
+                                                                  1 - loss))
+        else:
+            step = (epoch + 1) * STEPS_PER_EPOCH
+            val = 1.0 / (1 + 0.0005 * min(step, 50000))  # improves, then plateaus: plateau cuts follow
+            out.append('{"v":1,"type":"epoch","time":%.3f,"epoch":%d,"step":%d,"lr":0.1,"logs":{"loss":%.6f,'
+                       '"accuracy":%.6f,"val_loss":%.6f,"val_accuracy":%.6f}}' % (t, epoch, step, val, 1 - val, val,
+                                                                                   1 - val))
+    return "\n".join(out) + "\n"
+
+
+def ingest(run_dir: Path, total: int, chunk: int = 10_000) -> dict:
+    from lrsup.supervisor.engine import Engine
+    from lrsup.supervisor.follower import Follower
+
+    config = _default_config(run_dir)
+    (run_dir / "config.json").write_text(json.dumps(config.to_json()))
+    (run_dir / "control.jsonl").touch()
+    (run_dir / "journal.jsonl").touch()
+    engine = Engine(config.build_policies())
+    path = run_dir / "metrics.jsonl"
+    follower = Follower(path, use_watchdog=False)
+    checkpoints = {10_000, 100_000, 1_000_000, total}
+    rss = {"before": rss_mb()}
+    busy, n, decisions = 0.0, 0, 0
+    t0 = time.time()
+    with open(path, "a") as f:
+        while n < total:
+            count = min(chunk, total - n)
+            f.write(_lines(n, count, t0))
+            f.flush()
+            s = time.perf_counter()
+            for record in follower.read():
+                decisions += len(engine.feed(record))
+            busy += time.perf_counter() - s
+            n += count
+            if n in checkpoints:
+                rss[n] = rss_mb()
+    follower.stop()
+    assert follower.stats.records == total and not follower.stats.garbage, follower.stats
+    return {"records": total, "seconds": busy, "rate": total / busy, "rss": rss, "decisions": decisions,
+            "bytes": path.stat().st_size}
+
+
+def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
+    """Records/s of parsing alone and of each default-stack policy alone, over the first ``limit`` records."""
+    from lrsup.supervisor.engine import Engine
+    from lrsup.supervisor.follower import Follower
+
+    path = run_dir / "metrics.jsonl"
+    cut = run_dir / "head.jsonl"
+    with open(path, "rb") as src, open(cut, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= limit:
+                break
+            dst.write(line)
+    follower = Follower(cut, use_watchdog=False)
+    t = time.perf_counter()
+    records = follower.read()
+    out = [("parsing only (Follower.read)", len(records) / (time.perf_counter() - t))]
+    follower.stop()
+    config = _default_config(run_dir)
+    for (name, _, _), policy in zip(config.policies, config.build_policies()):
+        engine = Engine([policy])
+        t = time.perf_counter()
+        for r in records:
+            engine.feed(r)
+        out.append((f"Engine.feed, `{name}` alone", len(records) / (time.perf_counter() - t)))
+    engine = Engine([])
+    t = time.perf_counter()
+    for r in records:
+        engine.feed(r)
+    out.append(("Engine.feed, no policies", len(records) / (time.perf_counter() - t)))
+    cut.unlink()
+    return out
+
+
+def replay(run_dir: Path) -> dict:
+    from lrsup.supervisor.engine import Engine
+    from lrsup.supervisor.recovery import read_records
+
+    s = time.perf_counter()
+    records, _ = read_records(run_dir / "metrics.jsonl")
+    engine = Engine(_default_config(run_dir).build_policies())
+    decisions = sum(len(engine.feed(r)) for r in records)
+    return {"seconds": time.perf_counter() - s, "records": len(records), "decisions": decisions}
+
+
+def report(run_dir: Path) -> float | str:
+    try:
+        from lrsup.supervisor.report import write_report
+    except ImportError as exc:
+        return f"n/a ({exc})"
+    s = time.perf_counter()
+    try:
+        write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports, never hides, a failure
+        return f"failed: {type(exc).__name__}: {exc}"
+    return time.perf_counter() - s
+
+
+def lrsup_exe() -> list[str]:
+    exe = Path(sys.executable).with_name("lrsup")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lrsup.supervisor.cli"]
+
+
+def cold_help(n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        s = time.perf_counter()
+        subprocess.run(lrsup_exe() + ["--help"], stdout=subprocess.DEVNULL, check=True)
+        out.append(time.perf_counter() - s)
+    return out
+
+
+# "x": only the first start of the script counts (a trainer that exits at once may be restarted).
+FIRST_LINE = "import time, sys, os\nif not os.path.exists(sys.argv[1]): open(sys.argv[1], 'x').write(repr(time.time()))\n"
+
+
+def cold_run(n: int, tmp: Path) -> tuple[list[float], list[float]]:
+    """(lrsup run start -> script's first line, python script.py start -> first line), n each, interleaved."""
+    script = tmp / "first_line.py"
+    script.write_text(FIRST_LINE)
+    # The script exits at once without a record; no restarts, so each `lrsup run` ends right away.
+    toml, _ = default_stack_toml()
+    (tmp / "lrsup.toml").write_text((toml or "") + "\n[run]\nmax_restarts = 0\n")
+    sup, bare = [], []
+    for i in range(n):
+        for arm in ("lrsup", "python"):
+            stamp = tmp / f"stamp-{arm}-{i}"
+            if arm == "lrsup":
+                cmd = lrsup_exe() + ["run", "--run-dir", str(tmp / f"run-{i}"), str(script), "--", str(stamp)]
+            else:
+                cmd = [sys.executable, str(script), str(stamp)]
+            t = time.time()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+            try:
+                (sup if arm == "lrsup" else bare).append(float(stamp.read_text()) - t)
+            except (OSError, ValueError):
+                pass
+    return sup, bare
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--records", type=int, default=1_000_000)
+    args = p.parse_args(argv)
+    total = 20_000 if args.smoke else args.records
+    n_cold = 2 if args.smoke else 10
+    header = machine_line()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run_dir = tmp / "run"
+        run_dir.mkdir()
+        ing = ingest(run_dir, total)
+        parts = breakdown(run_dir, min(total, 100_000))
+        rep = replay(run_dir)
+        rpt = report(run_dir)
+        helps = cold_help(n_cold)
+        sup, bare = cold_run(n_cold if not args.smoke else 1, tmp)
+    med = statistics.median
+    rows = [
+        ["ingest rate (Follower.read + Engine.feed, default stack)",
+         f"{ing['rate']:,.0f} records/s", f"{ing['records']:,} records ({ing['bytes'] / 1e6:.0f} MB) in "
+                                          f"{ing['seconds']:.2f} s; {ing['decisions']} decisions", ">= 100,000/s",
+         "met" if ing["rate"] >= 100_000 else "NOT met"],
+    ]
+    for label, rate in parts:
+        rows.append([f"  of which: {label}", f"{rate:,.0f} records/s", f"first {min(total, 100_000):,} records",
+                     "", ""])
+    for k, v in ing["rss"].items():
+        label = "at start (imports done)" if k == "before" else f"after {k:,} records"
+        rows.append([f"supervisor RSS {label}", f"{v:.1f} MB", "VmRSS of the ingesting process", "< 100 MB",
+                     "" if k == "before" else ("met" if v < 100 else "NOT met")])
+    rows.append(["rebuild policy state by replay (read_records + Engine)", f"{rep['seconds']:.2f} s",
+                 f"{rep['records']:,} records, {rep['decisions']} decisions", "", ""])
+    rows.append(["`write_report` (md + png + html)", f"{rpt:.2f} s" if isinstance(rpt, float) else rpt,
+                 f"{total:,} records", "", ""])
+    rows.append(["cold start `lrsup --help`", f"{med(helps) * 1e3:.0f} ms",
+                 f"median of {len(helps)}; min {min(helps) * 1e3:.0f} ms", "", ""])
+    if sup and bare:
+        rows.append(["`lrsup run` start -> trainer script's first line", f"{med(sup) * 1e3:.0f} ms",
+                     f"median of {len(sup)}; `python script.py` alone: {med(bare) * 1e3:.0f} ms, so lrsup adds "
+                     f"{(med(sup) - med(bare)) * 1e3:.0f} ms", "", ""])
+    else:
+        rows.append(["`lrsup run` start -> trainer script's first line", "failed", "no stamp written", "", ""])
+    hdr = ["measure", "value", "detail", "target", ""]
+    print_table("The supervisor at scale", hdr, rows)
+    if args.smoke:
+        return 0
+    body = "\n".join([
+        "## 3. The supervisor at scale", "",
+        "Reproduce: `python -m benchmarks.scale` (about a minute; `--records N` for another size).", "",
+        header, "",
+        "A synthetic `metrics.jsonl` (a 500-step epoch at the default cadence: 50 batch records and one "
+        "epoch record, val_loss improving and then flat so that the plateau policy cuts) is appended in "
+        "chunks of 10,000 lines, as a live trainer would, and read + fed to the default stack after each "
+        "chunk; only the reading and feeding is timed. Memory is this process's VmRSS (it imports only "
+        "the supervisor side, as `lrsup run` does).", "",
+        md_table(hdr, rows), "",
+        *([NOTE_SLOW, ""] if ing["rate"] < 100_000 else []),
+        "`lrsup replay` has no module yet (`supervisor/replay.py` is missing), so the replay row is the "
+        "same work done with the public pieces: `recovery.read_records` and a fresh `Engine`.",
+    ] + (["", _NOTE] if _NOTE else []))
+    update_section("scale", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
