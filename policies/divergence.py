@@ -81,6 +81,7 @@ Example (Python)::
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from typing import Any, ClassVar, Literal, Sequence
@@ -224,6 +225,13 @@ class DivergenceSettings(PolicySettings):
         return self
 
 
+def _median_of_sorted(values: list[float]) -> float:
+    """``statistics.median`` of an already sorted list."""
+    n = len(values)
+    mid = n // 2
+    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def _g(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.4g}"
 
@@ -247,6 +255,7 @@ class Divergence(Policy):
         """Forget everything about the run (each fit starts afresh, as Keras callbacks do)."""
         self.losses = RunningMeanLoss(per_batch=self.settings.batch_logs == "per_batch")
         self.history: list[list[float]] = []  # [step, loss] of normal batch intervals, oldest first
+        self._sorted: list[float] = []  # the same losses, sorted: the median without a sort per record
         self.spiky = 0  # spiky records in a row
         self.spike_from: int | None = None  # last normal step before the current spiky stretch
         self.last_good_step: int | None = None  # last normal batch or healthy epoch
@@ -273,6 +282,7 @@ class Divergence(Policy):
         # The run is back at record.step: what came after it never happened.
         self.losses.restarted(record.epoch, record.step)
         self.history = [h for h in self.history if h[0] <= record.step]
+        self._sorted = sorted(h[1] for h in self.history)
         self.spiky, self.spike_from = 0, None
         if self.last_good_step is not None:
             self.last_good_step = min(self.last_good_step, record.step)
@@ -294,11 +304,12 @@ class Divergence(Policy):
             before = self._before(self.last_good_step)
             return self._trouble(f"loss is {loss} at step {record.step} (epoch {record.epoch + 1})",
                                  before, record.epoch, run)
-        values = [h[1] for h in self.history]
-        if len(values) >= s.min_history:
-            median = statistics.median(values)
-            mad = statistics.median(abs(v - median) for v in values)
-            threshold = median + max(s.k * mad, s.rel_floor * abs(median))
+        if len(self.history) >= s.min_history and loss > (median := _median_of_sorted(self._sorted)):
+            # threshold = max(floor, median + k * MAD): below the floor no MAD is needed, which
+            # spares the second median on nearly every record (the supervisor's hot path).
+            floor = median + s.rel_floor * abs(median)
+            mad = statistics.median(abs(v - median) for v in self._sorted) if loss > floor else 0.0
+            threshold = max(floor, median + s.k * mad)
             if loss > threshold:
                 if self.spiky == 0:
                     self.spike_from = self.last_good_step
@@ -308,12 +319,15 @@ class Divergence(Policy):
                 why = (
                     f"loss spike: batch loss {loss:.4g} at step {record.step} (epoch {record.epoch + 1}) is above "
                     f"{threshold:.4g} = median {median:.4g} + max({s.k:g} x MAD {mad:.3g}, {s.rel_floor:g} x "
-                    f"|median|) of the last {len(values)} batch losses, for {self.spiky} records in a row"
+                    f"|median|) of the last {len(self.history)} batch losses, for {self.spiky} records in a row"
                 )
                 return self._trouble(why, self._before(self.spike_from), record.epoch, run)
         self.spiky, self.spike_from = 0, None
         self.history.append([record.step, loss])
-        del self.history[: -s.window]
+        bisect.insort(self._sorted, loss)
+        if len(self.history) > s.window:
+            oldest = self.history.pop(0)[1]
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         self.last_good_step = record.step
         return ()
 
@@ -435,6 +449,7 @@ class Divergence(Policy):
         for key in self._STATE:
             setattr(self, key, state[key])
         self.history = [list(h) for h in self.history]
+        self._sorted = sorted(h[1] for h in self.history)
         self.rollbacks = [list(r) for r in self.rollbacks]
         self.losses.load_state_dict(state["losses"])
 

@@ -337,3 +337,32 @@ def test_a_run_that_diverges_whatever_the_lr_is_given_up_with_a_diagnosis():
     [stop] = sim.decided("stop")
     assert stop.exit_status == 3 and sim.stop and engine.exit_status == 3
     assert "Cutting the LR has not kept the run finite" in stop.action.reason
+
+
+def test_the_sorted_window_mirrors_the_history_through_slides_rollbacks_and_state_reloads():
+    import random
+    import statistics
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(0.01, 5.0), min_size=1, max_size=120), st.integers(5, 30))
+    def check(losses, window):
+        policy = Divergence(batch_logs="per_batch", window=window, min_history=3, spike_patience=99)
+        run = RunView(lr=0.1, optimizer="SGD")
+        policy.on_start(StartRecord(pid=1, lr=0.1), run)
+        for i, loss in enumerate(losses):
+            policy.on_batch(BatchRecord(epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": loss}), run)
+            assert policy._sorted == sorted(h[1] for h in policy.history)
+            assert len(policy.history) <= window
+        clone = Divergence(batch_logs="per_batch", window=window, min_history=3, spike_patience=99)
+        clone.load_state_dict(loads(dumps(policy.state_dict())))
+        assert clone._sorted == policy._sorted
+        if policy._sorted:
+            from lrsup.policies.divergence import _median_of_sorted
+
+            assert _median_of_sorted(policy._sorted) == statistics.median(h[1] for h in policy.history)
+
+    random.seed(0)
+    check()
