@@ -6,6 +6,7 @@ Usage::
     lrsup run --config lrsup.toml train.py
     lrsup run --run-dir runs/night-1 train.py
     lrsup run --detach train.py -- --epochs 30 # in the background; prints the run directory
+    lrsup lr-find train.py --steps 100         # LR range test: the suggested LR and lr_find.png
     lrsup ls                                  # the runs under runs/, newest first
     lrsup status 20261126T1                   # RUN: a run directory or a unique prefix of its name
     lrsup logs -f RUN / lrsup watch RUN       # follow a run another process supervises
@@ -88,6 +89,46 @@ def run(
     if detach:
         raise typer.Exit(_run_detached(script, args, config, run_dir))
     raise typer.Exit(_run(script, args, config, run_dir))
+
+
+@app.command("lr-find", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                          "allow_interspersed_args": False})
+def lr_find(
+    ctx: typer.Context,
+    script: Path = typer.Argument(..., metavar="SCRIPT", help="The training script (an ordinary Keras script)."),
+    steps: int = typer.Option(100, "--steps", help="Steps of the LR ramp (>= 20); the script must train at least that many."),
+    min_lr: Optional[float] = typer.Option(None, "--min-lr", help="The ramp's start (default: by optimizer, SGD 1e-5, Adam 1e-7)."),
+    max_lr: Optional[float] = typer.Option(None, "--max-lr", help="The ramp's end (default: by optimizer, SGD 10, Adam 1)."),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="Where the run's files go (default: runs/<UTC time>-<script>); must be new or empty."
+    ),
+) -> None:
+    """LR range test: ramp the LR over --steps steps, stop, print the suggested LR and write lr_find.png."""
+    args = list(ctx.args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    raise typer.Exit(_lr_find(script, args, steps, min_lr, max_lr, run_dir))
+
+
+def _lr_find(script: Path, args: list[str], steps: int, min_lr: float | None, max_lr: float | None,
+             run_dir: Path | None) -> int:
+    """Check the options and the script, then run the range test (lrsup.supervisor.lr_find_cmd)."""
+    from lrsup.supervisor.lr_find_cmd import range_test_config, run_range_test
+    from lrsup.supervisor.rundir import RunDir, RunDirError
+
+    cwd = Path.cwd()
+    try:
+        config = range_test_config(steps, min_lr, max_lr)
+    except ValueError as err:
+        _fail(str(err))
+    script_path = Path(cwd, script)
+    if not script_path.is_file():
+        _fail(f"script {str(script)!r} " + ("is a directory, not a script" if script_path.is_dir() else "not found"))
+    try:
+        prepared = RunDir.prepare(run_dir, script=script, cwd=cwd)
+        return run_range_test(script, args, prepared, config, cwd)
+    except RunDirError as err:
+        _fail(str(err))
 
 
 @app.command()

@@ -19,6 +19,10 @@ Example lrsup.toml::
     [run]
     grace_period = 30.0
 
+    [notify]                      # optional: lrsup.supervisor.notify
+    webhook = "https://hooks.example.com/lrsup"
+    on = ["end", "give_up"]
+
 Without a ``policy`` key the stack is :data:`DEFAULT_STACK`; ``policy = []`` means no
 policies at all.
 
@@ -38,6 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lrsup.policies.base import Policy, PolicySettings
+from lrsup.supervisor.notify import NotifySettings
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
 CONFIG_NAME = "lrsup.toml"
@@ -131,7 +136,7 @@ class RunSettings(BaseModel):
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"agent": AgentSettings, "run": RunSettings}
-_TOP_KEYS = ("agent", "policy", "run")
+_TOP_KEYS = ("agent", "notify", "policy", "run")
 
 
 class ConfigError(ValueError):
@@ -158,25 +163,33 @@ class ResolvedConfig:
         run: RunSettings.
         policies: list of (name, Policy class, settings), in stack order; ``name`` is
             the ``use`` value as written.
+        notify: NotifySettings or None. The ``[notify]`` table; None when there is none.
     """
 
     source: str
     agent: AgentSettings
     run: RunSettings
     policies: list[tuple[str, type[Policy], PolicySettings]]
+    notify: NotifySettings | None = None
 
     def build_policies(self) -> list[Policy]:
         """Fresh policy instances, in stack order."""
         return [cls(settings) for _, cls, settings in self.policies]
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-safe dict (what goes to config.json); non-finite floats are kept as floats."""
-        return {
+        """A JSON-safe dict (what goes to config.json); non-finite floats are kept as floats.
+
+        ``notify`` is there only when the configuration has a ``[notify]`` table.
+        """
+        data = {
             "source": self.source,
             "agent": self.agent.model_dump(),
             "run": self.run.model_dump(),
             "policies": [{"use": name, **settings.model_dump()} for name, _, settings in self.policies],
         }
+        if self.notify is not None:
+            data["notify"] = self.notify.model_dump(mode="json")
+        return data
 
 
 def load_config(path: Path | None, cwd: Path) -> ResolvedConfig:
@@ -236,6 +249,8 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, [f"expected a JSON object (got {_got(data)})"])
     table = {key: data[key] for key in ("agent", "run") if key in data}
+    if data.get("notify") is not None:
+        table["notify"] = data["notify"]
     if "policies" in data:
         table["policy"] = data["policies"]
     return _resolve(table, source, "")
@@ -300,10 +315,25 @@ def _resolve(data: Any, source: str, prefix: str) -> ResolvedConfig:
             sections[key] = model.model_validate(raw)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, where, model))
+    notify = _resolve_notify(data.get("notify"), _join(prefix, ("notify",)), problems)
     policies = _resolve_policies(data.get("policy", DEFAULT_STACK), _join(prefix, ("policy",)), problems)
     if problems:
         raise ConfigError(source, problems)
-    return ResolvedConfig(source, sections["agent"], sections["run"], policies)  # type: ignore[arg-type]
+    return ResolvedConfig(source, sections["agent"], sections["run"], policies, notify)  # type: ignore[arg-type]
+
+
+def _resolve_notify(raw: Any, where: str, problems: list[str]) -> NotifySettings | None:
+    """The ``[notify]`` table, or None when there is none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table [notify] (got {_got(raw)})")
+        return None
+    try:
+        return NotifySettings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, where, NotifySettings))
+        return None
 
 
 def _resolve_policies(raw: Any, where: str, problems: list[str]) -> list[tuple[str, type[Policy], PolicySettings]]:

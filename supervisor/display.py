@@ -38,6 +38,7 @@ from lrsup.supervisor.protocol import (
     AckRecord,
     BatchRecord,
     EndRecord,
+    HOUSEKEEPING_COMMANDS,
     EpochRecord,
     ErrorRecord,
     Record,
@@ -105,8 +106,15 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 SPARK_NAN = "×"
 SPARK_WIDTH = 40
 _LR_KEYS = frozenset({"lr", "learning_rate"})
-# Bookkeeping decisions (checkpoint retention, cadence): printed dimmed, kept out of the feed.
-_HOUSEKEEPING = frozenset({"retain", "keep", "configure", "checkpoint"})
+# Bookkeeping (checkpoints, retention, cadence): the protocol's housekeeping commands and a
+# policy's Keep action. Neither display prints their decisions or acks (the journal has them);
+# the live one keeps them out of its feed.
+_HOUSEKEEPING = HOUSEKEEPING_COMMANDS | {"keep"}
+
+
+def is_housekeeping(decision: Any) -> bool:
+    """True for a decision that manages checkpoints or cadence, not the training."""
+    return getattr(decision.action, "kind", None) in _HOUSEKEEPING
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = False) -> str:
@@ -239,6 +247,9 @@ class PlainDisplay:
         self.stream = stream if stream is not None else sys.stdout
         self.epochs: int | None = None
         self.time_lost = 0.0
+        # Commands whose decision line is printed and whose ack has not come: cmd -> count.
+        # Their ack gets no line of its own unless it is late (an operator's command still does).
+        self._announced: dict[str, int] = {}
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -248,11 +259,24 @@ class PlainDisplay:
             return
         if isinstance(record, StartRecord):
             self.epochs = record.epochs
+        elif isinstance(record, AckRecord):
+            if record.cmd in _HOUSEKEEPING:
+                return
+            pending = self._announced.get(record.cmd, 0)
+            if pending:
+                self._announced[record.cmd] = pending - 1
+                if not record.late:
+                    return  # the decision line said it
         line = describe_record(record, self.epochs)
         if line is not None:
             self._print(line)
 
     def on_decision(self, decision: Any) -> None:
+        if is_housekeeping(decision):
+            return
+        command = getattr(decision, "command", None)
+        if command and not decision.suppressed and isinstance(command.get("cmd"), str):
+            self._announced[command["cmd"]] = self._announced.get(command["cmd"], 0) + 1
         self._print(format_decision(decision))
 
     def on_output_line(self, line: str) -> None:
@@ -358,12 +382,13 @@ class LiveDisplay:
         tag, style = _decision_style(decision)
         epoch = getattr(decision, "epoch", None)
         where = f"ep {epoch + 1:<3} " if isinstance(epoch, int) else " " * 7
-        housekeeping = getattr(decision.action, "kind", None) in _HOUSEKEEPING
+        housekeeping = is_housekeeping(decision)
         with self._lock:
             self.decisions = (*self.decisions, text)[-5:]
             if not housekeeping:
                 self._push_feed(f"{where}{tag + ' ' if tag else ''}{text}", style)
-        self._print(f"lrsup: {text}", "dim" if housekeeping else style or "bold")
+        if not housekeeping:
+            self._print(f"lrsup: {text}", style or "bold")
 
     def on_output_line(self, line: str) -> None:
         self.console.print(line, highlight=False, markup=False, emoji=False)

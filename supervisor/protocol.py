@@ -349,6 +349,10 @@ COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
 
 _COMMAND_COMMON = {"v": "int", "seq": "int", "cmd": "str", "time": "float", "reason": "str?"}
 
+# Commands that manage checkpoints and the agent's cadence, not the training: applied quietly
+# (no line in the trainer's log, none in the supervisor's display; the journal keeps them).
+HOUSEKEEPING_COMMANDS = frozenset({"retain", "configure", "checkpoint"})
+
 
 def make_command(seq: int, cmd: str, *, time: float, reason: str | None = None, **args: Any) -> dict[str, Any]:
     """Build a command line's object and validate it (the supervisor's side of the check)."""

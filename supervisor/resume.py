@@ -97,12 +97,13 @@ def _take_over(runner: Any, state: dict, history: Any, records: list, torn: dict
     life, channel = runner.lifecycle, runner.channel
     channel.unacked = dict(history.commands)
     life.attempt = int(state.get("attempt") or 1)
-    # Replay: the records decided on before the crash (up to the V-th epoch record) silently.
+    # Replay: the records decided on before the crash (up to the V-th start or epoch record: each
+    # gets one verdict, the start record's being the start barrier's) silently.
     epochs_left, split = history.verdicts, 0
     for index, record in enumerate(records):
         if epochs_left <= 0:
             break
-        if isinstance(record, EpochRecord):
+        if isinstance(record, (StartRecord, EpochRecord)):
             epochs_left -= 1
         split = index + 1
     for record in records[:split]:

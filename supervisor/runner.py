@@ -22,6 +22,12 @@ known-good checkpoint, ``LRSUP_RESTORE=<name>`` (a name from checkpoints/manifes
 once its start record arrives, the commands the dead attempt never acknowledged are
 re-sent (lrsup.supervisor.commands). ``resume(run_dir)`` takes over a run whose
 supervisor died (lrsup.supervisor.resume).
+
+At the end: a ``[notify]`` table gets its ``end`` (and ``give_up`` on exit status 3)
+notification, with the run's summary (lrsup.supervisor.notify); ``rollback`` and
+``restart`` are sent as they happen. ``run`` and ``resume`` then write the morning
+report (report.md, report.html, report.png) into the run directory; neither a failed
+notification nor a failed report changes the exit status.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ from lrsup.supervisor.rundir import RunDir, RunPaths, check_run_file
 from lrsup.supervisor.statefile import write_runner_state
 
 
+EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
+NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
+
 # Journal events that name a condition the display shows instead of the lifecycle state.
 _CONDITION_EVENTS = frozenset({"hold", "released", "degraded", "recovered"})
 
@@ -90,13 +99,16 @@ class Runner:
             (default: Appenders; tests inject a full disk).
         script: str | None, the user's script, for supervisor.json.
         offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
+        notifier: Notifier | None, where notifications go (default: built from ``config.notify``).
+        report: bool, write report.md/.html/.png into the run directory when the run ends.
     """
 
     def __init__(self, config: Any, engine: Any, paths: RunPaths, argv: Sequence[str], env: dict[str, str],
                  cwd: Path, *, spawner: Spawner | None = None, display: Display | None = None, clock: Any = None,
                  grace: float = 10.0, poll_interval: float = 0.05, tick: float = 0.25,
                  use_watchdog: bool = True, restore_point: Callable[[], str | None] | None = None,
-                 writers: tuple[Any, Any] | None = None, script: str | None = None, offset: int = 0) -> None:
+                 writers: tuple[Any, Any] | None = None, script: str | None = None, offset: int = 0,
+                 notifier: Any = None, report: bool = False) -> None:
         self.config, self.engine, self.paths = config, engine, paths
         self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
         self.output: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -126,6 +138,9 @@ class Runner:
         self._recoveries_seen = 0
         self._degraded_shown = False
         self.started = self.clock.time()
+        self.report = report
+        self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
+        self.notifier = notifier if notifier is not None else self._make_notifier()
 
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
@@ -148,6 +163,7 @@ class Runner:
 
     def run(self, start: Callable[[], None] | None = None) -> int:
         """Start the trainer (or ``start()``: resume), supervise it to the end, return the exit status."""
+        ended = False
         try:
             if start is None:
                 self.open()
@@ -167,10 +183,14 @@ class Runner:
                 self._fatal_report(outcome.reason)
             self._event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
             self._write_state(outcome.status, outcome.reason)
+            ended = True
+            self._notify_end(outcome.status)
             return outcome.status
         finally:
             self._cleanup()
             self._close()
+            if self.report and ended:
+                self._write_report()
 
     def tick(self) -> bool:
         """One pass of the loop; True once the trainer is gone for good."""
@@ -195,7 +215,9 @@ class Runner:
                 self._event("restarted", f"attempt {self.lifecycle.attempt}: " + (
                     f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
                     attempt=self.lifecycle.attempt, restore=restore)
+                self._notify("restart", {"attempt": self.lifecycle.attempt, "restore": restore})
         self._pump()
+        self._journal_notify_failures()
         self.channel.flush()
         if self.channel.degraded is not None and not self._degraded_shown:
             self._degraded_shown = True  # journaled (late) once space returns
@@ -264,6 +286,9 @@ class Runner:
             for old, new, what in self.channel.resend_unacked():
                 self._event("resent", f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
                             seq=new, original_seq=old)
+        if isinstance(record, StartRecord):
+            # The start barrier: decisions on the start record (and resent commands) go first.
+            self._command("verdict", epoch=record.initial_epoch - 1)
 
     def _on_decision(self, decision: Any) -> None:
         action, seq, suppressed = decision.action, None, decision.suppressed
@@ -284,6 +309,10 @@ class Runner:
         self._journal("decision", seq=seq, policy=action.policy, action=action.kind, lr=decision.lr,
                       reason=action.reason, epoch=decision.epoch, step=decision.step, suppressed=suppressed)
         self.display.on_decision(decision)
+        if action.kind == "rollback" and seq is not None:
+            self._notify("rollback", {"seq": seq, "policy": action.policy, "reason": action.reason,
+                                      "lr": decision.lr, "epoch": decision.epoch, "step": decision.step,
+                                      "checkpoint": (decision.command or {}).get("checkpoint")})
 
     def _command(self, cmd: str, **args: Any) -> int | None:
         return self.channel.send(cmd, **args)
@@ -324,6 +353,62 @@ class Runner:
             self._event("garbage", f"skipped a bad line in {protocol.METRICS_FILE}: {message}")
         if new > len(stats.last_errors):
             self._event("garbage", f"... {new - len(stats.last_errors)} more bad lines skipped")
+
+    # -- notifications and the report -----------------------------------------
+    def _make_notifier(self) -> Any:
+        settings = getattr(self.config, "notify", None)
+        if settings is None or not settings.enabled:
+            return None
+        from lrsup.supervisor.notify import Notifier
+
+        return Notifier(settings, self._notify_failures.put, run_dir=self.paths.root)
+
+    def _notify(self, event: str, payload: dict) -> None:
+        """Start one notification; never lets a failure reach the run (the notifier journals its own)."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.notify(event, payload)
+        except Exception as exc:  # a broken notifier must not disturb the run
+            self._notify_failures.put({"type": "event", "event": "notify_failed", "detail": f"{event}: {exc}"})
+
+    def _journal_notify_failures(self) -> None:
+        """Journal the failures the delivery threads reported (the journal is written from this thread only)."""
+        while True:
+            try:
+                entry = self._notify_failures.get_nowait()
+            except queue.Empty:
+                return
+            fields = {k: v for k, v in entry.items() if k not in ("type", "v", "time")}
+            self._journal(entry.get("type", "event"), **fields)
+
+    def _notify_end(self, status: int) -> None:
+        """``end`` with the run's summary (and ``give_up`` on exit status 3); wait briefly for delivery."""
+        if self.notifier is None:
+            return
+        try:
+            from lrsup.supervisor.notify import summary_payload
+            from lrsup.supervisor.runinfo import load_run
+
+            payload = summary_payload(load_run(self.paths.root))
+        except Exception as exc:  # the summary is a courtesy: notify without it
+            payload = {"exit_status": status, "detail": f"no summary: {type(exc).__name__}: {exc}"}
+        if status == EXIT_GIVE_UP:
+            self._notify("give_up", payload)
+        self._notify("end", payload)
+        self.notifier.flush(min(NOTIFY_FLUSH, self.notifier.settings.timeout + 0.5))
+        self._journal_notify_failures()
+
+    def _write_report(self) -> None:
+        """The morning report, best effort: a failure is one line on stderr, never a changed status."""
+        try:
+            from lrsup.supervisor.report import write_report
+
+            paths = write_report(self.paths.root)
+        except Exception as exc:
+            print(f"lrsup: report not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        print(f"lrsup: report: {paths.md}", file=sys.stderr, flush=True)
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
@@ -369,6 +454,7 @@ def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd:
     paths = run_dir.create()
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
+    options.setdefault("report", True)
     runner: Runner | None = None
     restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -389,4 +475,5 @@ def resume(run_dir: str | os.PathLike[str], **options: Any) -> int:
     """Take over a run whose supervisor died; the exit status (2: refused). See lrsup.supervisor.resume."""
     from lrsup.supervisor.resume import resume_run
 
+    options.setdefault("report", True)
     return resume_run(Path(run_dir), **options)

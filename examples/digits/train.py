@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3, not 2: also hides "failed call to cuInit" on a machine without a GPU. TensorFlow 2.21 still
+# prints a few INFO lines (oneDNN, cudart) from C++ before its logging is set up; no setting
+# silences those short of turning oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), which changes the numbers.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import argparse  # noqa: E402

@@ -48,6 +48,7 @@ from lrsup.supervisor.protocol import (
     CheckpointRecord,
     EndRecord,
     EpochRecord,
+    HOUSEKEEPING_COMMANDS,
     ErrorRecord,
     HeartbeatRecord,
     ProtocolError,
@@ -72,6 +73,9 @@ ENV_ATTEMPT = "LRSUP_ATTEMPT"   # the trainer attempt, 1 for the first (informat
 # The verdict wait polls control.jsonl, sleeping FIRST_DELAY at first and growing to MAX_DELAY.
 FIRST_DELAY = 0.0005
 MAX_DELAY = 0.005
+# Between the barriers batch_end polls control.jsonl at most once per POLL_INTERVAL seconds of
+# wall time (a monotonic-clock compare, ~50 ns, instead of an os.stat, ~2-15 us, per batch).
+POLL_INTERVAL = 0.001
 
 AGENT_NAME = f"lrsup {__version__}"
 
@@ -239,6 +243,9 @@ def metrics_of(logs: Logs) -> dict[str, float]:
     return out
 
 
+_monotonic = time.monotonic
+
+
 def _warn(message: str) -> None:
     print(f"lrsup: {message}", file=sys.stderr, flush=True)
 
@@ -384,6 +391,8 @@ class Agent:
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
         self._position: tuple[int | None, int] = (None, 0)
         self._batch_bucket = 0
+        self.poll_interval = POLL_INTERVAL  # seconds; 0 polls at every batch end
+        self._next_poll = 0.0  # time.monotonic() from which batch_end polls again
         self._verdict_epoch = -1
         self._late_epoch: int | None = None
         self._heartbeat: tuple[threading.Thread, threading.Event] | None = None
@@ -423,8 +432,10 @@ class Agent:
         keras_version: str | None = None,
         backend: str | None = None,
         checkpoint: bool = True,
+        barrier: bool = True,
     ) -> None:
-        """Begin one fit: apply what is pending, write the start record, start heartbeats, checkpoint.
+        """Begin one fit: apply what is pending, write the start record, start heartbeats,
+        checkpoint, then wait for the supervisor's verdict on the start record (the start barrier).
 
         Args:
             handle: OptimizerHandle, the optimizer this fit trains with.
@@ -439,10 +450,15 @@ class Agent:
             backend: str or None, the Keras backend.
             checkpoint: bool, save a checkpoint of the state before the first batch (skipped by
                 a caller that has just restored one).
+            barrier: bool, wait for the verdict on the start record (``verdict {epoch:
+                initial_epoch - 1}``, at most ``verdict_timeout``), applying commands as they
+                come, so that decisions on the start record (an LR range test, a schedule) are in
+                effect from the first batch. False for a fit that will run no batch.
         """
-        # Verdicts read so far belong to an earlier fit; a new fit's epochs start again.
+        # Verdicts read so far belong to an earlier fit; a new fit's epochs start again (below the
+        # start barrier's epoch, initial_epoch - 1, so that only a verdict read from now on counts).
         self._poll(handle)
-        self._verdict_epoch = -1
+        self._verdict_epoch = initial_epoch - 2
         self._late_epoch = None
         self._position = (initial_epoch, step)
         self._batch_bucket = step // self.batch_every
@@ -470,7 +486,9 @@ class Agent:
         )
         self._start_heartbeat()
         if checkpoint:
-            entry = self.checkpoint(handle, epoch=None, step=step, pin=True)
+            self.checkpoint(handle, epoch=None, step=step, pin=True)
+        if barrier:
+            self._barrier(handle, initial_epoch - 1, "the start of training")
 
     @property
     def schedule_active(self) -> bool:
@@ -489,7 +507,8 @@ class Agent:
             handle.set_lr(schedule(step) * self._multiplier)
 
     def batch_end(self, handle: OptimizerHandle, *, epoch: int, batch: int, step: int, logs: Logs = None) -> None:
-        """After each batch: a batch record when ``step`` enters a new block of ``batch_every``, then a poll.
+        """After each batch: a batch record when ``step`` enters a new block of ``batch_every``, then a
+        poll of control.jsonl if ``poll_interval`` seconds have passed since the last one.
 
         Batch records land on the first step at or past each multiple of ``batch_every``
         (10, 20, ... with the default), so they line up across resumed runs.
@@ -518,7 +537,10 @@ class Agent:
                 self._ckpt_bucket = step // every
                 self.checkpoint(handle, epoch=epoch, step=step)
             self._plan_next_event()
-        self._poll(handle)
+        now = _monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_interval
+            self._poll(handle)
 
     def epoch_end(self, handle: OptimizerHandle, *, epoch: int, step: int, logs: Logs) -> None:
         """Checkpoint (every ``checkpoint_every_epochs``), write the epoch record, then apply
@@ -540,14 +562,20 @@ class Agent:
         if every and (epoch + 1) % every == 0:
             self.checkpoint(handle, epoch=epoch, step=step, epoch_end=True)
         self._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=self._lr(handle), logs=metrics_of(logs)))
-        if self._wait_for_verdict(handle, epoch):
+        self._barrier(handle, epoch, f"epoch {epoch + 1}")
+
+    def _barrier(self, handle: OptimizerHandle, epoch: int, what: str) -> None:
+        """Apply commands until the verdict for ``epoch`` arrives; on timeout, mark later ones late.
+
+        A ``verdict_timeout`` of 0 turns the barriers off: one poll, no wait, nothing marked late.
+        """
+        if self._wait_for_verdict(handle, epoch) or self.verdict_timeout <= 0:
             return
         self._late_epoch = epoch
-        if self.verdict_timeout > 0:
-            _warn(
-                f"no verdict from the supervisor for epoch {epoch} after {self.verdict_timeout:g} s; "
-                "training goes on (commands for it will be applied late)"
-            )
+        _warn(
+            f"no verdict from the supervisor for {what} after {self.verdict_timeout:g} s; "
+            "training goes on (commands for it will be applied late)"
+        )
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -655,12 +683,9 @@ class Agent:
     def _prune(self) -> None:
         try:
             retain = self._retain | {self._pinned} if self._pinned else self._retain
-            deleted = self.checkpoints.prune(self.settings.keep_last, retain)
+            self.checkpoints.prune(self.settings.keep_last, retain)  # the manifest says what is left
         except (OSError, CheckpointError) as exc:
             _warn(f"checkpoint retention failed: {exc}")
-            return
-        if deleted:
-            _warn(f"deleted checkpoint(s) {', '.join(deleted)} (keep_last={self.settings.keep_last})")
 
     def _plan_next_event(self) -> None:
         nxt = (self._batch_bucket + 1) * self.settings.batch_every
@@ -798,7 +823,8 @@ class Agent:
         epoch, step = self._position  # a rollback moved it
         lr = self._lr(handle)
         self._write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
-        _warn(_describe(obj, epoch, step, lr, late))
+        if cmd not in HOUSEKEEPING_COMMANDS:  # checkpoints and cadence: the ack record is enough
+            _warn(_describe(obj, epoch, step, lr, late))
         if cmd == "stop":
             handle.request_stop()
 
@@ -899,9 +925,17 @@ class Agent:
 
 
 def _describe(obj: Mapping[str, Any], epoch: int | None, step: int, lr: float | None, late: bool) -> str:
-    """One line for the trainer's log: what was applied, where, and the supervisor's reason."""
-    args = " ".join(f"{k}={obj[k]}" for k in ("checkpoint", "lr", "factor", "name", "value", "keep") if k in obj)
-    text = f"epoch {epoch} step {step}: {obj['cmd']}{' ' + args if args else ''}"
+    """One line for the trainer's log: what was applied, where, and the supervisor's reason.
+
+    The epoch is shown 1-based, as Keras's progress bar and lrsup's display show it.
+    """
+    def shown(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    args = " ".join(f"{k}={shown(obj[k])}" for k in ("checkpoint", "lr", "factor", "name", "value", "keep")
+                    if obj.get(k) is not None)
+    where = f"epoch {epoch + 1} step {step}" if epoch is not None else f"step {step}"
+    text = f"{where}: {obj['cmd']}{' ' + args if args else ''}"
     if lr is not None:
         text += f" (lr now {lr:.6g})"
     if late:

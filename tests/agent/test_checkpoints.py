@@ -130,7 +130,9 @@ def run_dir(tmp_path: Path) -> Path:
 def make_agent(run_dir: Path, **kw) -> Agent:
     kw.setdefault("verdict_timeout", 0)
     kw.setdefault("heartbeat_interval", 60)
-    return Agent(run_dir, **kw)
+    agent = Agent(run_dir, **kw)
+    agent.poll_interval = 0.0  # poll at every batch end: the tests write a command, then call batch_end
+    return agent
 
 
 # -- the store ----------------------------------------------------------------------------

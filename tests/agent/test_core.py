@@ -98,6 +98,7 @@ def agent_factory(run_dir: Path):
         kwargs.setdefault("verdict_timeout", 0.0)
         kwargs.setdefault("heartbeat_interval", 60.0)
         agent = Agent(run_dir, **kwargs)
+        agent.poll_interval = 0.0  # poll at every batch end: the tests write a command, then call batch_end
         agents.append(agent)
         return agent
 
@@ -253,7 +254,7 @@ def test_a_replaced_control_file_is_read_again_without_replaying(run_dir, agent_
 def test_epoch_end_returns_as_soon_as_the_verdict_is_there(run_dir, agent_factory):
     agent = agent_factory(verdict_timeout=10.0)
     handle = FakeHandle()
-    agent.start(handle)
+    agent.start(handle, barrier=False)
     control = Control(run_dir)
 
     def supervisor():
@@ -283,13 +284,13 @@ def test_epoch_end_returns_as_soon_as_the_verdict_is_there(run_dir, agent_factor
 def test_a_verdict_timeout_warns_and_later_commands_are_acked_late(run_dir, agent_factory, capsys):
     agent = agent_factory(verdict_timeout=0.05)
     handle = FakeHandle()
-    agent.start(handle)
+    agent.start(handle, barrier=False)
     control = Control(run_dir)
     t0 = time.monotonic()
     agent.epoch_end(handle, epoch=0, step=5, logs={"loss": 1.0})
     assert 0.05 <= time.monotonic() - t0 < 1.0
     err = capsys.readouterr().err
-    assert err.count("no verdict") == 1 and "epoch 0" in err
+    assert err.count("no verdict") == 1 and "for epoch 1 after" in err  # shown 1-based, as Keras does
     control.send("set_lr", lr=0.02)
     agent.batch_end(handle, epoch=1, batch=0, step=6)
     control.send("verdict", epoch=0)
@@ -447,6 +448,7 @@ def test_commands_split_anywhere_are_applied_once_each_in_order(cuts, factors):
         points = sorted({min(c, len(text)) for c in cuts} | {len(text)})
         handle = FakeHandle()
         with Agent(run_dir, verdict_timeout=0, heartbeat_interval=60) as agent:
+            agent.poll_interval = 0.0
             agent.start(handle)
             start = 0
             for step, point in enumerate(points, 1):
@@ -456,3 +458,119 @@ def test_commands_split_anywhere_are_applied_once_each_in_order(cuts, factors):
                 agent.batch_end(handle, epoch=0, batch=step, step=step)
         assert handle.calls == [("scale_lr", f) for f in factors]
         assert records(run_dir, "error") == []
+
+
+# -- the start barrier ---------------------------------------------------------------
+
+
+def _answer_start(run_dir: Path, control: Control, commands: list[tuple[str, dict]], delay: float = 0.1):
+    """A supervisor thread: once the start record is there, wait ``delay``, send ``commands``
+    and then the verdict on the start record (epoch initial_epoch - 1)."""
+
+    def supervisor():
+        while not records(run_dir, "start"):
+            time.sleep(0.002)
+        (start,) = records(run_dir, "start")[-1:]
+        time.sleep(delay)
+        for cmd, args in commands:
+            control.send(cmd, **args)
+        control.send("verdict", epoch=start["initial_epoch"] - 1)
+
+    thread = threading.Thread(target=supervisor)
+    thread.start()
+    return thread
+
+
+def test_start_waits_for_the_verdict_and_applies_commands_before_the_first_batch(run_dir, agent_factory, capsys):
+    agent = agent_factory(verdict_timeout=10.0)
+    handle = FakeHandle(0.1)
+    control = Control(run_dir)
+    thread = _answer_start(run_dir, control, [("set_lr", {"lr": 0.01, "reason": "range test"})])
+    t0 = time.monotonic()
+    agent.start(handle, step=0)
+    elapsed = time.monotonic() - t0
+    thread.join()
+    assert 0.1 <= elapsed < 5.0
+    assert handle.lr == 0.01 and handle.calls == [("set_lr", 0.01)]  # before any batch
+    (ack,) = records(run_dir, "ack")
+    assert (ack["epoch"], ack["step"], ack["late"]) == (0, 0, False)
+    agent.batch_end(handle, epoch=0, batch=0, step=1)
+    assert [r["type"] for r in records(run_dir)] == ["start", "ack"]  # no batch record yet (every 10)
+    assert "no verdict" not in capsys.readouterr().err
+
+
+def test_the_start_barrier_of_a_resumed_fit_waits_for_initial_epoch_minus_one(run_dir, agent_factory):
+    agent = agent_factory(verdict_timeout=10.0)
+    handle = FakeHandle(0.1)
+    thread = _answer_start(run_dir, Control(run_dir), [("scale_lr", {"factor": 0.5})], delay=0.05)
+    agent.start(handle, initial_epoch=4, step=40)
+    thread.join()
+    assert handle.lr == pytest.approx(0.05)
+    (ack,) = records(run_dir, "ack")
+    assert (ack["epoch"], ack["step"], ack["late"]) == (4, 40, False)
+
+
+def test_a_verdict_read_before_the_start_record_does_not_release_it(run_dir, agent_factory, capsys):
+    agent = agent_factory(verdict_timeout=0.1)
+    handle = FakeHandle()
+    agent.start(handle, barrier=False)
+    control = Control(run_dir)
+    control.send("verdict", epoch=5)  # an earlier fit's, read by the next start's first poll
+    t0 = time.monotonic()
+    agent.start(handle, step=3)
+    assert time.monotonic() - t0 >= 0.1
+    assert "no verdict from the supervisor for the start of training" in capsys.readouterr().err
+    # The timeout marks what comes before the verdict late, as at an epoch end.
+    control.send("set_lr", lr=0.02)
+    agent.batch_end(handle, epoch=0, batch=0, step=4)
+    control.send("verdict", epoch=-1)
+    control.send("set_lr", lr=0.03)
+    agent.batch_end(handle, epoch=0, batch=1, step=5)
+    assert [(a["lr"], a["late"]) for a in records(run_dir, "ack")] == [(0.02, True), (0.03, False)]
+
+
+def test_no_barrier_wait_with_verdict_timeout_zero(run_dir, agent_factory):
+    agent = agent_factory(verdict_timeout=0.0)
+    handle = FakeHandle()
+    t0 = time.monotonic()
+    agent.start(handle)
+    assert time.monotonic() - t0 < 0.5
+    Control(run_dir).send("set_lr", lr=0.02)
+    agent.batch_end(handle, epoch=0, batch=0, step=1)
+    assert [a["late"] for a in records(run_dir, "ack")] == [False]
+
+
+# -- quiet housekeeping and the poll cadence -------------------------------------------
+
+
+def test_housekeeping_commands_are_acked_without_a_line_on_stderr(run_dir, agent_factory, capsys):
+    agent = agent_factory()
+    handle = FakeHandle()
+    agent.start(handle)
+    capsys.readouterr()
+    control = Control(run_dir)
+    control.send("retain", keep=["a"], reason="keep the best")
+    control.send("configure", batch_every=1, reason="range test")
+    control.send("checkpoint", name="x")  # refused (no save_state): errors still get a line
+    control.send("set_lr", lr=0.05, reason="plateau")
+    agent.batch_end(handle, epoch=0, batch=0, step=1)
+    assert [a["cmd"] for a in records(run_dir, "ack")] == ["retain", "configure", "set_lr"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("lrsup: command refused: checkpoint failed")
+    assert err[1] == "lrsup: epoch 1 step 1: set_lr lr=0.05 (lr now 0.05): plateau"
+
+
+def test_batch_end_polls_at_most_once_per_poll_interval(run_dir, agent_factory):
+    agent = agent_factory()
+    agent.poll_interval = 60.0
+    handle = FakeHandle()
+    agent.start(handle)
+    agent.batch_end(handle, epoch=0, batch=0, step=1)  # polls, and not again for a minute
+    control = Control(run_dir)
+    control.send("set_lr", lr=0.05)
+    for step in range(2, 50):
+        agent.batch_end(handle, epoch=0, batch=step - 1, step=step)
+    assert handle.lr == 0.1
+    agent.epoch_end(handle, epoch=0, step=49, logs={})  # the epoch barrier always polls
+    assert handle.lr == 0.05

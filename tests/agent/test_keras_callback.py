@@ -65,6 +65,8 @@ class MiniSupervisor(threading.Thread):
                 offset += len(data)
                 for line in splitter.feed(data):
                     record = loads(line)
+                    if record["type"] == "start":  # the start barrier: nothing planned, just release it
+                        control.write(self._command("verdict", epoch=record["initial_epoch"] - 1))
                     if record["type"] == "epoch":
                         epoch = record["epoch"]
                         for cmd, args in self.plan.get(epoch, []):
@@ -203,8 +205,8 @@ def test_set_hparam_retraces_and_unknown_names_are_refused(run_dir):
     assert deltas[STEPS - 1] > 0.5  # momentum 0.9 built up speed
     np.testing.assert_allclose(deltas[STEPS:], [0.1] * STEPS, rtol=1e-5)  # plain SGD afterwards
     (error,) = records(run_dir, "error")
-    assert error["seq"] == 1 and "bogus" in error["message"]
-    assert [a["seq"] for a in records(run_dir, "ack")] == [2]
+    assert error["seq"] == 2 and "bogus" in error["message"]  # seq 1: the verdict on the start record
+    assert [a["seq"] for a in records(run_dir, "ack")] == [3]
     assert model.optimizer.momentum == 0.0
 
 

@@ -126,7 +126,7 @@ def test_garbage_in_metrics_and_control_is_skipped_and_reported(workdir, procs):
     garbage = [e["detail"] for e in events(run_dir) if e["event"] == "garbage"]
     assert len(garbage) == 2 and "not JSON" in garbage[0]
     verdicts = [c["epoch"] for c in read_jsonl(run_dir / "control.jsonl") if c.get("cmd") == "verdict"]
-    assert verdicts == list(range(6))  # the run went on to the end
+    assert verdicts == [-1, *range(6)]  # the run went on to the end (-1: the verdict on the start record)
 
 
 def test_operator_requests_from_another_process(workdir, procs):

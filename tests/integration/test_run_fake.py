@@ -97,10 +97,40 @@ def test_plateau_cut_lands_at_the_decided_step(workdir):
     assert len(after) == 8 + 2 and after == pytest.approx([0.05] * len(after))  # 2 epochs x 4 batches + 2 epochs
     assert [r["lr"] for r in records if r["type"] == "epoch"] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
     control = read_jsonl(run_dir / "control.jsonl")
-    assert [c["epoch"] for c in control if c["cmd"] == "verdict"] == [0, 1, 2, 3, 4, 5]
+    assert [c["epoch"] for c in control if c["cmd"] == "verdict"] == [-1, 0, 1, 2, 3, 4, 5]  # -1: the start
     events = [x["event"] for x in journal if x["type"] == "event"]
     assert events[:2] == ["spawned", "started"] and events[-1] == "finished"
     assert "fake: done (completed) final lr=0.05" in (run_dir / "trainer.log").read_text()
+
+
+WARMUP = """
+[[policy]]
+use = "warmup"
+steps = 4
+start_lr = 0.01
+target = 0.05
+
+[agent]
+batch_every = 1
+"""
+
+
+def test_a_schedule_decided_on_the_start_record_drives_the_first_batch(tmp_path):
+    (tmp_path / "lrsup.toml").write_text(WARMUP)
+    result = lrsup("run", str(FAKE), "--", "--epochs", "2", "--steps", "4", "--lr", "0.1", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = only_run_dir(tmp_path)
+    control = read_jsonl(run_dir / "control.jsonl")
+    assert [c["cmd"] for c in control][:2] == ["set_schedule", "verdict"]  # the decision, then the start's verdict
+    assert control[1]["epoch"] == -1
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    (ack,) = [r for r in records if r["type"] == "ack"]
+    assert (ack["cmd"], ack["step"], ack["late"]) == ("set_schedule", 0, False)
+    batches = [r for r in records if r["type"] == "batch"]
+    # Step 1 trained at the warmup's first LR (start_lr), not the script's 0.1; then the ramp.
+    assert batches[0]["step"] == 1 and batches[0]["logs"]["lr_seen"] == pytest.approx(0.01)
+    assert [b["logs"]["lr_seen"] for b in batches[:5]] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert "no verdict" not in (run_dir / "trainer.log").read_text()
 
 
 def test_plain_output_when_not_a_tty(workdir):

@@ -187,7 +187,7 @@ mode = "up"
 use = "platau"
 """)
     assert err.problems == [
-        "polcy: unknown key (got 1); expected one of: agent, policy, run",
+        "polcy: unknown key (got 1); expected one of: agent, notify, policy, run",
         "agent.batch_every: Input should be greater than or equal to 1 (got 0)",
         "agent.verdict_timeout: Input should be greater than 0 (got -1.0)",
         "agent.bogus: unknown setting (got True); known settings: " + ", ".join(sorted(AgentSettings.model_fields)),
@@ -255,7 +255,7 @@ def test_pyproject_problems_carry_the_table_path(tmp_path):
                       name="pyproject.toml")
     assert err.source == str(tmp_path / "pyproject.toml")
     assert err.problems == [
-        "tool.lrsup.surprise: unknown key (got 1); expected one of: agent, policy, run",
+        "tool.lrsup.surprise: unknown key (got 1); expected one of: agent, notify, policy, run",
         "tool.lrsup.policy[0].factor: Plateau does not support a factor >= 1.0; got factor=2.0 (got 2)",
     ]
 

@@ -54,7 +54,7 @@ def feed_run(display, *, epochs=8, steps=50):
             display.on_decision(decision(SetHparam(name="momentum", value=0.9, reason="warm", policy="mom"),
                                          epoch=epoch, suppressed="held by alice"))
             lr = 0.05
-            display.on_record(AckRecord(time=T0 + step / 10, seq=3, cmd="set_lr", epoch=epoch, step=step, lr=lr))
+            display.on_record(AckRecord(time=T0 + step / 10, seq=3, cmd="scale_lr", epoch=epoch, step=step, lr=lr))
     display.on_decision(decision(Rollback(checkpoint="epoch-2", lr=0.01, reason="val_loss is NaN",
                                           policy="divergence"), lr=0.01, epoch=2))
     display.on_state("degraded", "disk full: the journal cannot be written")
@@ -239,7 +239,6 @@ def test_plain_display_one_line_per_epoch_decision_and_state():
         "epoch 2/3 loss=0.9 accuracy=0.7 val_loss=0.8 val_accuracy=0.65 lr=0.1",
         "decision plateau scale_lr 0.05: val_loss 0.8 has not improved",
         "decision mom set_hparam momentum=0.9 [suppressed: held by alice]: warm",
-        "applied set_lr (seq 3) after step 10 lr=0.05",
         "epoch 3/3 loss=0.8 accuracy=0.6 val_loss=nan val_accuracy=0.55 lr=0.05",
         "decision divergence rollback 0.01: val_loss is NaN",
         "lrsup: disk full: the journal cannot be written",
@@ -247,6 +246,40 @@ def test_plain_display_one_line_per_epoch_decision_and_state():
         "training ended: completed",
         "lrsup: training completed (exit status 0)",
     ]
+
+
+def test_plain_display_leaves_housekeeping_and_announced_acks_out():
+    from lrsup.policies.actions import Keep, Retain
+
+    out = io.StringIO()
+    display = PlainDisplay(out)
+    display.on_decision(decision(Retain(keep=("epoch-0001",), reason="keep newest", policy="engine")))
+    display.on_decision(decision(Keep(checkpoints=("lr_find-0",), reason="range test", policy="lr_find")))
+    display.on_record(AckRecord(time=T0, seq=1, cmd="retain", epoch=0, step=5, lr=0.1))
+    display.on_record(AckRecord(time=T0, seq=2, cmd="configure", epoch=0, step=5, lr=0.1, late=True))
+    display.on_record(AckRecord(time=T0, seq=3, cmd="checkpoint", epoch=0, step=5, lr=0.1))
+    display.on_decision(decision(ScaleLR(factor=0.5, reason="plateau", policy="plateau"), lr=0.05))
+    display.on_decision(decision(ScaleLR(factor=0.5, reason="again", policy="plateau"), lr=0.025))
+    display.on_record(AckRecord(time=T0, seq=4, cmd="scale_lr", epoch=0, step=5, lr=0.05))
+    display.on_record(AckRecord(time=T0, seq=5, cmd="scale_lr", epoch=0, step=6, lr=0.025, late=True))
+    display.on_record(AckRecord(time=T0, seq=6, cmd="scale_lr", epoch=0, step=7, lr=0.0125))  # an operator's
+    assert out.getvalue().splitlines() == [
+        "decision plateau scale_lr 0.05: plateau",
+        "decision plateau scale_lr 0.025: again",
+        "applied scale_lr (seq 5) after step 6 lr=0.025 (late)",
+        "applied scale_lr (seq 6) after step 7 lr=0.0125",
+    ]
+
+
+def test_live_display_prints_no_housekeeping_decision():
+    from lrsup.policies.actions import Retain
+
+    console = Console(record=True, width=120, file=io.StringIO())
+    live = LiveDisplay(console, start=False)
+    live.on_decision(decision(Retain(keep=("epoch-0001",), reason="keep newest", policy="engine")))
+    live.on_decision(decision(ScaleLR(factor=0.5, reason="plateau", policy="plateau"), lr=0.05))
+    assert console.export_text().splitlines() == ["lrsup: decision plateau scale_lr 0.05: plateau"]
+    assert len(live.feed) == 1
 
 
 def test_sparkline():

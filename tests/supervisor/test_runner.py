@@ -174,7 +174,7 @@ def test_plateau_cut_is_commanded_journaled_and_applied_before_the_next_epoch(tm
     cmds = commands(runner)
     assert [c["seq"] for c in cmds] == list(range(1, len(cmds) + 1))
     verdicts = [c["epoch"] for c in cmds if c["cmd"] == "verdict"]
-    assert verdicts == [0, 1, 2, 3, 4]
+    assert verdicts == [-1, 0, 1, 2, 3, 4]  # -1: the verdict on the start record (the start barrier)
     (cut,) = [c for c in cmds if c["cmd"] == "set_lr"]
     assert cut["lr"] == pytest.approx(0.05) and "val_loss" in cut["reason"]
     # The cut of epoch 2 comes before epoch 2's verdict, so epoch 3 already runs at 0.05.
@@ -233,9 +233,9 @@ def test_policy_stop_ends_with_status_0_and_suppressed_decisions_are_journaled(t
     runner, _, trainer = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0, 1.0]), engine=engine)
     assert runner.run() == 0
     assert trainer.epoch_lrs == [0.1]  # stopped after epoch 0
-    assert [c["cmd"] for c in commands(runner)] == ["stop", "verdict"]
+    assert [c["cmd"] for c in commands(runner)] == ["verdict", "stop", "verdict"]  # the start's, then epoch 0's
     stop_line, cut_line = journal(runner, "decision")
-    assert (stop_line["seq"], stop_line["action"], stop_line["policy"]) == (1, "stop", "budget")
+    assert (stop_line["seq"], stop_line["action"], stop_line["policy"]) == (2, "stop", "budget")
     assert (cut_line["seq"], cut_line["suppressed"], cut_line["lr"]) == (None, "stop decided", None)
     assert journal(runner, "event")[-1]["detail"] == "training stopped early by a policy (exit status 0)"
     assert any(isinstance(r, AckRecord) for r in engine.fed)  # every record reaches the engine
@@ -246,7 +246,7 @@ def test_invalid_command_is_journaled_not_sent(tmp_path):
     engine = FakeEngine([decision(bad, {"cmd": "set_lr", "lr": -1.0}, lr=-1.0)], [])
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     assert runner.run() == 0
-    assert [c["cmd"] for c in commands(runner)] == ["verdict", "verdict"]
+    assert [c["cmd"] for c in commands(runner)] == ["verdict", "verdict", "verdict"]  # start, epochs 0 and 1
     (line,) = journal(runner, "decision")
     assert line["seq"] is None and line["suppressed"].startswith("invalid command not sent: set_lr command: lr")
 
@@ -257,7 +257,7 @@ def test_trainer_error_record_is_journaled_and_shown(tmp_path):
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     runner.run()
     (err,) = journal(runner, "command_error")
-    assert (err["seq"], err["cmd"], err["message"]) == (1, "set_hparam", "not supported")
+    assert (err["seq"], err["cmd"], err["message"]) == (2, "set_hparam", "not supported")  # seq 1: the start's verdict
     assert any(isinstance(r, ErrorRecord) for r in runner.display.records)
 
 
@@ -473,7 +473,7 @@ def test_plain_display_lines():
         "epoch 3/15 loss=0.41 val_loss=0.43 lr=0.01",
         "decision plateau scale_lr 0.005: val_loss 0.8 has not improved",
         "decision mom set_hparam momentum=0.95 [suppressed: another momentum change]: warm",
-        "applied set_lr (seq 4) after step 300 lr=0.005",
+        # no "applied set_lr" line: the decision line said it (only a late ack gets one)
         "trainer error set_hparam (seq 5): no such hyperparameter",
         "trainer says hi",
         "lrsup: trainer exited with status 0",
@@ -623,3 +623,104 @@ def test_run_keeps_the_directory_when_the_trainer_cannot_start(tmp_path):
                  handle_signals=False)
     assert status == 126
     assert "failed_to_start" in (prepared.path / protocol.JOURNAL_FILE).read_text()
+
+
+# -- notifications and the report at the end ----------------------------------
+
+
+class RecordingNotifier:
+    """A Notifier's interface: records (event, payload); ``fail`` makes notify raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        from lrsup.supervisor.notify import NotifySettings
+
+        self.settings = NotifySettings(webhook="http://127.0.0.1:9/")
+        self.sent: list[tuple[str, dict]] = []
+        self.flushed: list[float] = []
+        self.fail = fail
+
+    def notify(self, event: str, payload: dict | None = None) -> bool:
+        if self.fail:
+            raise RuntimeError("receiver exploded")
+        self.sent.append((event, dict(payload or {})))
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        self.flushed.append(timeout)
+        return True
+
+
+class RollbackOnFirstEpoch:
+    """An engine that decides one rollback on epoch 0 (the scripted trainer refuses it)."""
+
+    exit_status = None
+
+    def feed(self, record):
+        if isinstance(record, EpochRecord) and record.epoch == 0:
+            from lrsup.policies.actions import Rollback
+
+            action = Rollback(checkpoint="c1", lr=0.01, reason="loss spike", policy="divergence")
+            return [Decision(action=action, command={"cmd": "rollback", "checkpoint": "c1", "lr": 0.01}, lr=0.01,
+                             epoch=0, step=record.step)]
+        return []
+
+
+def test_a_sent_rollback_and_the_end_are_notified(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]),
+                               engine=RollbackOnFirstEpoch())
+    runner.notifier = notifier = RecordingNotifier()
+    assert runner.run() == 0
+    assert [event for event, _ in notifier.sent] == ["rollback", "end"]
+    rollback, end = notifier.sent[0][1], notifier.sent[1][1]
+    assert (rollback["policy"], rollback["checkpoint"], rollback["lr"], rollback["epoch"]) == ("divergence", "c1",
+                                                                                                0.01, 0)
+    assert rollback["seq"] == [c for c in commands(runner) if c["cmd"] == "rollback"][0]["seq"]
+    assert (end["outcome"], end["exit_status"], end["summary"]["epochs"]) == ("completed", 0, 2)
+    assert notifier.flushed and notifier.flushed[0] <= 10
+
+
+def test_a_held_rollback_is_not_notified(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]),
+                               engine=RollbackOnFirstEpoch())
+    runner.notifier = notifier = RecordingNotifier()
+    runner.held_by = "alice@host"
+    assert runner.run() == 0
+    assert [event for event, _ in notifier.sent] == ["end"]
+
+
+def test_a_broken_notifier_is_journaled_and_never_changes_the_status(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0], exit_code=3))
+    runner.notifier = RecordingNotifier(fail=True)
+    assert runner.run() == 3
+    failed = [e for e in journal(runner, "event") if e["event"] == "notify_failed"]
+    assert [f["detail"] for f in failed] == ["give_up: receiver exploded", "end: receiver exploded"]
+
+
+def test_no_notify_table_means_no_notifier(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0]))
+    assert runner.notifier is None
+    (tmp_path / "b").mkdir()
+    runner, _, _ = make_runner(tmp_path / "b", lambda root: ScriptedTrainer(root, [1.0]),
+                               toml='[notify]\nwebhook = "http://127.0.0.1:9/"\n')
+    assert runner.notifier is not None and runner.notifier.settings.on == ["end", "give_up"]
+
+
+def test_the_report_is_written_at_the_end_and_its_path_printed(tmp_path, capsys):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]))
+    runner.report = True
+    assert runner.run() == 0
+    assert (runner.paths.root / "report.md").is_file() and (runner.paths.root / "report.html").is_file()
+    assert capsys.readouterr().err == f"lrsup: report: {runner.paths.root / 'report.md'}\n"
+
+
+def test_a_failing_report_is_one_line_and_keeps_the_status(tmp_path, capsys, monkeypatch):
+    import lrsup.supervisor.report as report
+
+    def boom(*args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(report, "write_report", boom)
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0], exit_code=5))
+    runner.report = True
+    assert runner.run() == 5
+    assert capsys.readouterr().err == "lrsup: report not written: OSError: disk on fire\n"
