@@ -363,7 +363,7 @@ class LRFind(Policy):
             max_lr = min_lr * high / low
         self.ramp = validate_spec({
             "kind": "exponential_decay", "initial_learning_rate": min_lr, "decay_steps": s.num_steps,
-            "decay_rate": max_lr / min_lr, "start_step": step,
+            "decay_rate": max_lr / min_lr, "start_step": step, "end_step": step + s.num_steps,
         })
         self.phase = "ramp"
         reason = (f"LR range test: LR from {min_lr:.3g} to {max_lr:.3g} exponentially over {s.num_steps} steps "

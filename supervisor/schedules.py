@@ -10,6 +10,9 @@ the number of updates applied so far), so ``schedule(step)`` is the LR of the up
 that comes next, exactly what a ``keras.optimizers.schedules.LearningRateSchedule``
 is called with. Every spec has ``start_step`` (default 0): the schedule sees the
 local step ``step - start_step``, and before ``start_step`` it holds its step-0 value.
+An optional ``end_step`` (> start_step) freezes it: from ``end_step`` on it holds its
+value at ``end_step`` (the LR range test's ramp stops at its top, however late the
+supervisor's ``clear_schedule`` arrives).
 
 Kinds and their fields (defaults after ``=``; LRs are finite and >= 0):
 
@@ -556,7 +559,7 @@ _FIELDS: dict[str, dict[str, tuple[Callable[[str, str, Any], Any], Any]]] = {
 
 KINDS: tuple[str, ...] = tuple(_FIELDS)
 
-_COMMON = {"start_step": (_int_at_least(0), 0)}
+_COMMON = {"start_step": (_int_at_least(0), 0), "end_step": (_int_at_least(0), None)}
 
 
 def _check_piecewise(spec: dict) -> None:
@@ -626,6 +629,10 @@ def _validate(spec: Any, depth: int) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{kind}: unknown field(s) {unknown}; known: {sorted(fields)}")
     out: dict[str, Any] = {"kind": kind}
+    end_step = spec.get("end_step")
+    fields.pop("end_step")  # optional, and absent from the normalised spec when not given
+    if end_step is not None:
+        out["end_step"] = _int_at_least(0)(kind, "end_step", end_step)
     for name, (check, default) in fields.items():
         if name in spec:
             out[name] = check(kind, name, spec[name])
@@ -641,6 +648,8 @@ def _validate(spec: Any, depth: int) -> dict[str, Any]:
         _check_one_cycle(out)
     elif kind == "warmup":
         _check_warmup(out, depth)
+    if out.get("end_step") is not None and out["end_step"] <= out["start_step"]:
+        raise ValueError(f"{kind}: end_step must be > start_step={out['start_step']!r}, got {out['end_step']!r}")
     return out
 
 
@@ -663,13 +672,14 @@ def _compile(spec: dict[str, Any]) -> Callable[[int], float]:
     """A function of the global step for an already validated spec."""
     function = _FUNCTIONS[spec["kind"]]
     start_step = spec["start_step"]
-    params = {k: v for k, v in spec.items() if k not in ("kind", "start_step")}
+    end_step = spec.get("end_step") or math.inf  # past it, the schedule holds its value there
+    params = {k: v for k, v in spec.items() if k not in ("kind", "start_step", "end_step")}
     if spec["kind"] == "warmup" and params["then"] is not None:
         params["then"] = _compile(params["then"])
 
     def schedule(step: int) -> float:
         try:
-            return float(function(max(step - start_step, 0), **params))
+            return float(function(max(min(step, end_step) - start_step, 0), **params))
         except OverflowError:  # a growing schedule (decay_rate > 1) past the float range
             return math.inf
 

@@ -114,7 +114,8 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
                              "clear_schedule", "rollback", "configure"]
     ramp = next(d for d in sim.decided("set_schedule")).command["schedule"]
     assert ramp == {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
-                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 1}  # SGD: 1e-5 .. 10
+                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 1,
+                    "end_step": 101}  # SGD: 1e-5 .. 10, frozen at the top
     rollback = sim.decided("rollback")[0]
     suggestion = policy.result["suggestion"]
     assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}

@@ -324,7 +324,8 @@ def test_cosine_restarts_cycles_tile_the_steps_and_stay_in_range(lr0, first, t_m
     index, start, length = cosine_restarts_cycle(step, first, t_mul)
     assert start - 1e-9 * max(step, 1) <= step < start + length  # a start a hair above a step is on it
     assert length == pytest.approx(first * t_mul**index)
-    nxt = cosine_restarts_cycle(math.ceil(start + length), first, t_mul)
+    # The first step of the next cycle, with the same slack as a start a hair above a step.
+    nxt = cosine_restarts_cycle(math.ceil(start + length - 1e-9 * max(start + length, 1)), first, t_mul)
     assert nxt[0] == index + 1 and nxt[1] == pytest.approx(start + length)
     spec = {"kind": "cosine_restarts", "initial_learning_rate": lr0, "first_decay_steps": first,
             "t_mul": t_mul, "m_mul": m_mul, "alpha": alpha}
@@ -351,3 +352,16 @@ def test_warmup_without_target_ends_on_the_then_schedule(n, lr, decay_steps):
     assert evaluate(spec, n) == evaluate(then, 0) == lr
     if n:
         assert evaluate(spec, n - 1) <= lr
+
+
+def test_end_step_freezes_a_schedule_at_its_value_there():
+    from lrsup.supervisor.schedules import Schedule, validate_spec
+
+    spec = {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
+            "decay_rate": 1e6, "start_step": 10, "end_step": 110}
+    ramp = Schedule(spec)
+    assert ramp(10) == pytest.approx(1e-5) and ramp(110) == pytest.approx(10.0)
+    assert ramp(500) == ramp(110)  # a late clear_schedule cannot let the ramp run on
+    assert "end_step" not in validate_spec({k: v for k, v in spec.items() if k != "end_step"})
+    with pytest.raises(ValueError, match="end_step must be > start_step=10, got 10"):
+        validate_spec({**spec, "end_step": 10})
