@@ -46,12 +46,24 @@ def dumps(obj: Mapping[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True, default=_json_default)
 
 
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _decode(text: str) -> Any:
+    """``json.loads`` for one line, minus its per-call encoding detection and regex scans."""
+    text = text.strip()
+    obj, end = _raw_decode(text)
+    if end != len(text):
+        raise ValueError(f"extra data after the JSON value at column {end + 1}")
+    return obj
+
+
 def loads(line: str | bytes) -> dict[str, Any]:
     """Parse one line; raise ProtocolError unless it is a JSON object."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
     try:
-        obj = json.loads(line)
+        obj = _decode(line.decode() if isinstance(line, (bytes, bytearray)) else line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -77,7 +89,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    kind = type(value)  # the exact-type tests are the fast path; subclasses (numpy floats) still pass
+    return kind is float or kind is int or (isinstance(value, (int, float)) and kind is not bool)
 
 
 _CHECKS = {
@@ -99,15 +112,16 @@ _CHECKS = {
 
 
 def _check_fields(kind: str, obj: Mapping[str, Any], spec: Mapping[str, str], required: set[str]) -> None:
-    unknown = set(obj) - set(spec)
-    if unknown:
-        raise ProtocolError(f"{kind}: unknown field(s) {sorted(unknown)}")
-    for name in required:
-        if name not in obj:
-            raise ProtocolError(f"{kind}: missing field {name!r}")
+    # One pass over the fields: this runs for every record the supervisor reads.
     for name, value in obj.items():
-        if not _CHECKS[spec[name]](value):
-            raise ProtocolError(f"{kind}: field {name!r} has invalid value {value!r} (expected {spec[name]})")
+        expected = spec.get(name)
+        if expected is None:
+            raise ProtocolError(f"{kind}: unknown field(s) {sorted(set(obj) - set(spec))}")
+        if not _CHECKS[expected](value):
+            raise ProtocolError(f"{kind}: field {name!r} has invalid value {value!r} (expected {expected})")
+    if len(required) > len(obj) or not required.issubset(obj.keys()):
+        missing = sorted(required - obj.keys())
+        raise ProtocolError(f"{kind}: missing field {missing[0]!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -265,12 +279,14 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
     ),
 }
 
+# Every record has a ``time``: merged into each spec once, not per record.
+_RECORD_SPECS = {cls: ({"time": "float", **spec}, required) for cls, (spec, required) in _RECORD_SPECS.items()}
 RECORD_TYPES: dict[str, type[Record]] = {cls.type: cls for cls in _RECORD_SPECS}
 
 
 def register_record_type(cls: type[Record], spec: dict[str, str], required: set[str]) -> None:
     """Add a record kind (used by later protocol extensions such as checkpoints)."""
-    _RECORD_SPECS[cls] = (spec, required)
+    _RECORD_SPECS[cls] = ({"time": "float", **spec}, required)
     RECORD_TYPES[cls.type] = cls
 
 
@@ -285,7 +301,6 @@ def parse_record(obj: Mapping[str, Any]) -> Record:
     if cls is None:
         raise ProtocolError(f"unknown record type {kind!r}")
     spec, required = _RECORD_SPECS[cls]
-    spec = {"time": "float", **spec}
     _check_fields(f"{kind} record", obj, spec, required)
     if cls is CheckpointRecord:
         _check_checkpoint_record(obj)
