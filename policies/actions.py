@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+# Schedules: the spec format and its checks live in lrsup.supervisor.schedules (standard
+# library only, shared with the agent, which evaluates the spec at every batch).
+from lrsup.supervisor.schedules import validate_spec as _validate_schedule
+
 
 @dataclass(frozen=True, kw_only=True)
 class Action:
@@ -135,11 +139,6 @@ class Retain(Action):
 
     kind: ClassVar[str] = "retain"
     keep: tuple[str, ...] = ()
-
-
-# Schedules: the spec format and its checks live in lrsup.supervisor.schedules (standard
-# library only, shared with the agent, which evaluates the spec at every batch).
-from lrsup.supervisor.schedules import validate_spec as _validate_schedule  # noqa: E402
 
 
 @dataclass(frozen=True, kw_only=True)
