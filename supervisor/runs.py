@@ -160,6 +160,11 @@ def _parse_lines(data: bytes, *, first_is_partial: bool) -> list[dict]:
     lines.pop()  # no newline yet: not a line
     if first_is_partial and lines:
         lines.pop(0)
+    return _objects(lines)
+
+
+def _objects(lines: list[bytes]) -> list[dict]:
+    """The JSON objects among ``lines``; blank and garbage lines are skipped."""
     out = []
     for line in lines:
         if not line.strip():
@@ -608,15 +613,7 @@ class TailReader:
         return lines
 
     def read(self) -> list[dict]:
-        out = []
-        for line in self.read_lines():
-            if not line.strip():
-                continue
-            try:
-                out.append(protocol.loads(line))
-            except protocol.ProtocolError:
-                continue
-        return out
+        return _objects(self.read_lines())
 
 
 def _ends_with_newline(path: Path, offset: int) -> bool:
