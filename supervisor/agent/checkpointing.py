@@ -1,0 +1,130 @@
+"""Checkpoints from the agent's side: when to save, what to record, what to prune.
+
+Owns ``Checkpointing``, the part of ``Agent`` that saves a checkpoint through the
+handle's ``save_state`` (writing its ``checkpoint`` record, or an ``error`` record when
+the save fails), restores one before a fit's first batch (``LRSUP_RESTORE``) and prunes
+old ones after each save. The files and the manifest are ``CheckpointStore``'s
+(``checkpoints.py``). Standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
+from lrsup.supervisor.agent.handle import OptimizerHandle
+from lrsup.supervisor.agent.records import warn
+from lrsup.supervisor.protocol import CheckpointRecord
+
+
+class Checkpointing:
+    """Checkpoint saving, restoring and retention for ``Agent`` (which provides ``checkpoints``,
+    ``settings``, ``_write``, ``_error``, ``_lr`` and the schedule state of ``LrControl``)."""
+
+    checkpoints: CheckpointStore
+    settings: Any
+    _retain: frozenset[str]
+    _pinned: str | None
+    _warned_no_state: bool
+
+    def checkpoint(
+        self,
+        handle: OptimizerHandle,
+        name: str | None = None,
+        *,
+        epoch: int | None,
+        step: int,
+        epoch_end: bool = False,
+        seq: int | None = None,
+        pin: bool = False,
+    ) -> CheckpointEntry | None:
+        """Save a checkpoint, write its ``checkpoint`` record, prune old ones; None when it failed.
+
+        A failed save (a full disk...) writes an ``error`` record and a stderr line; training
+        goes on and earlier checkpoints are untouched.
+
+        Args:
+            handle: OptimizerHandle, whose ``save_state`` writes the file.
+            name: str or None, the name (None: ``epoch-EEEE`` at an epoch end, else
+                ``step-SSSSSSS``, with ``.2``, ``.3``... added when the name is taken).
+            epoch: int or None, the epoch it is taken in (None before the first batch).
+            step: int, the optimizer step of the weights.
+            epoch_end: bool, taken at the end of ``epoch``.
+            seq: int or None, the ``checkpoint`` command it answers (for the error record).
+            pin: bool, exempt it from retention (the start checkpoint of a fit: the fallback a
+                supervisor rolls a run that never learned back to).
+
+        A handle without ``save_state`` (a custom loop's) takes no checkpoints: one warning,
+        and ``checkpoint`` commands are refused.
+        """
+        if not hasattr(handle, "save_state"):
+            if seq is not None:
+                self._error(seq, "checkpoint", f"checkpoint failed: {type(handle).__name__} has no save_state")
+            elif not self._warned_no_state:
+                self._warned_no_state = True
+                warn(f"{type(handle).__name__} has no save_state: no checkpoints are taken")
+            return None
+        if name is None:
+            name = self._fresh_name(f"epoch-{epoch:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
+        lr = self._lr(handle)
+        meta = {"lrsup_schedule": self._schedule.spec if self._schedule is not None else None,
+                "lrsup_multiplier": self._multiplier}
+        try:
+            entry = self.checkpoints.save(
+                name, handle.save_state, suffix=getattr(handle, "state_suffix", ".state"),
+                epoch=epoch, step=step, lr=lr, multiplier=None, epoch_end=epoch_end, meta=meta,
+            )
+        except (CheckpointError, Exception) as exc:
+            self._error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")
+            return None
+        if pin:
+            self._pinned = entry.name
+        multiplier = self._multiplier if self._schedule is not None else entry.meta.get("multiplier")
+        self._write(
+            CheckpointRecord(
+                time=entry.time, name=entry.name, epoch=entry.epoch, step=entry.step, lr=entry.lr,
+                multiplier=float(multiplier) if multiplier is not None else None,
+                file=entry.file, sha256=entry.sha256,
+            )
+        )
+        self._prune()
+        return entry
+
+    def restore(self, handle: OptimizerHandle, name: str) -> CheckpointEntry | None:
+        """Load checkpoint ``name`` before a fit's first batch (``LRSUP_RESTORE`` on a restart).
+
+        Verifies it, loads weights and optimizer state (its step counter included: training
+        continues from the checkpoint's step) and lrsup's schedule and multiplier. A missing or
+        unverified checkpoint writes an ``error`` record and a stderr line and returns None:
+        the fit starts from scratch.
+
+        Args:
+            handle: OptimizerHandle.
+            name: str, the checkpoint's name.
+        """
+        try:
+            entry = self.checkpoints.verify(name)
+            handle.load_state(self.checkpoints.path_of(entry), entry.meta)
+        except Exception as exc:
+            self._error(None, None, f"restore of checkpoint {name!r} failed, starting from scratch: "
+                                    f"{type(exc).__name__}: {exc}")
+            return None
+        self._restore_schedule(entry)
+        self._pinned = entry.name
+        warn(f"restored checkpoint {name!r} (epoch {entry.epoch}, step {entry.step})")
+        return entry
+
+    def _fresh_name(self, base: str) -> str:
+        taken = {e.name for e in self.checkpoints.entries()}
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    def _prune(self) -> None:
+        try:
+            retain = self._retain | {self._pinned} if self._pinned else self._retain
+            self.checkpoints.prune(self.settings.keep_last, retain)  # the manifest says what is left
+        except (OSError, CheckpointError) as exc:
+            warn(f"checkpoint retention failed: {exc}")

@@ -1,0 +1,103 @@
+"""What the agent writes: records to metrics.jsonl, lines to the trainer's stderr.
+
+Owns ``metrics_of`` (Keras-style logs as ``{name: float}``), ``warn`` (one ``lrsup:``
+line on stderr), ``describe_command`` (the log line for an applied command) and
+``RecordWriter``, the part of ``Agent`` that writes records under its lock (``_write``,
+``_error``, ``_lr``). Standard library only.
+
+Example::
+
+    metrics_of(lambda: {"loss": tensor})  # {"loss": 0.25}: called, then float() on each value
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable, Mapping, Union
+
+from lrsup.supervisor import __version__
+from lrsup.supervisor.agent.handle import OptimizerHandle
+from lrsup.supervisor.agent.settings import AgentError
+from lrsup.supervisor.jsonl import Appender
+from lrsup.supervisor.protocol import ErrorRecord, Record
+
+AGENT_NAME = f"lrsup {__version__}"
+
+Logs = Union[Mapping[str, Any], Callable[[], Mapping[str, Any]], None]
+
+
+def metrics_of(logs: Logs) -> dict[str, float]:
+    """Keras-style logs as ``{name: float}``: tensors and numpy scalars through ``float()``.
+
+    Non-finite values are kept (the protocol writes NaN and Infinity); values that do not
+    convert to one float (strings, arrays of several elements) are left out.
+
+    Args:
+        logs: a mapping, a zero-argument callable returning one, or None.
+    """
+    if callable(logs):
+        logs = logs()
+    if not logs:
+        return {}
+    out: dict[str, float] = {}
+    for key, value in logs.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def warn(message: str) -> None:
+    """One ``lrsup: message`` line on the trainer's stderr."""
+    print(f"lrsup: {message}", file=sys.stderr, flush=True)
+
+
+def describe_command(obj: Mapping[str, Any], epoch: int | None, step: int, lr: float | None, late: bool) -> str:
+    """One line for the trainer's log: what was applied, where, and the supervisor's reason.
+
+    The epoch is shown 1-based, as Keras's progress bar and lrsup's display show it.
+    """
+    def shown(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    args = " ".join(f"{k}={shown(obj[k])}" for k in ("checkpoint", "lr", "factor", "name", "value", "keep")
+                    if obj.get(k) is not None)
+    where = f"epoch {epoch + 1} step {step}" if epoch is not None else f"step {step}"
+    text = f"{where}: {obj['cmd']}{' ' + args if args else ''}"
+    if lr is not None:
+        text += f" (lr now {lr:.6g})"
+    if late:
+        text += " [late]"
+    if obj.get("reason"):
+        text += f": {obj['reason']}"
+    return text
+
+
+class RecordWriter:
+    """Record output for ``Agent``: one record a line, under a lock (the heartbeat thread writes too)."""
+
+    run_dir: str
+    _out: Appender
+    _write_lock: threading.Lock
+    _closed: bool
+
+    def _write(self, record: Record) -> None:
+        with self._write_lock:
+            if self._closed:
+                raise AgentError(f"agent for {self.run_dir!r} is closed; cannot write a {record.type} record")
+            self._out.write(record.to_json())
+
+    def _error(self, seq: int | None, cmd: str | None, message: str) -> None:
+        self._write(ErrorRecord(time=time.time(), seq=seq, cmd=cmd, message=message))
+        warn(f"{'command refused' if seq is not None else 'error'}: {message}")
+
+    @staticmethod
+    def _lr(handle: OptimizerHandle) -> float | None:
+        try:
+            lr = handle.get_lr()
+        except Exception:
+            return None
+        return None if lr is None else float(lr)
