@@ -114,11 +114,12 @@ def steepest(lrs: Sequence[float], losses: Sequence[float]) -> float | None:
     """
     if len(lrs) < 2:
         return None
-    slopes = [
-        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+    slopes = {
+        i: (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
         for i in range(len(lrs) - 1)
-    ]
-    return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
+        if lrs[i + 1] != lrs[i]  # no slope between two points at one LR
+    }
+    return lrs[min(slopes, key=slopes.__getitem__)] if slopes else None
 
 
 def min_loss(lrs: Sequence[float], losses: Sequence[float]) -> float | None:
@@ -328,7 +329,7 @@ class LRFind(Policy):
         if len(self.smoothed) > 1 and current > s.stop_factor * best:
             return self._finish(f"the smoothed loss {current:.4g} passed {s.stop_factor:g} x its best {best:.4g} "
                                 f"at LR {lr:.3g}", run)
-        if record.step - self.test_start >= s.num_steps:  # type: ignore[operator]
+        if record.step - 1 >= self.ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
             return self._finish(f"the ramp reached LR {lr:.3g} after {s.num_steps} steps", run)
         return ()
 

@@ -237,3 +237,9 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
     assert policy.result["why"].startswith("its ramp is not in force")
     assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
     assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10}
+
+
+def test_steepest_skips_points_at_one_lr():
+    # A ramp frozen at its top (end_step) repeats its last LR: no slope, no ZeroDivisionError.
+    assert steepest([1e-3, 1e-2, 1e-1, 1e-1], [2.0, 1.0, 3.0, 3.5]) == 1e-3
+    assert steepest([0.1, 0.1], [1.0, 2.0]) is None
