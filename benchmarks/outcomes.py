@@ -84,6 +84,16 @@ def run_one(cell: dict, tmp: Path, epochs: int) -> dict:
     return out
 
 
+def _short(lr: float) -> str:
+    """A tick label for a starting LR on the log grid: 1e-4, 3e-4, 0.01, 0.3, 1, 10."""
+    if lr >= 1:
+        return f"{lr:.0f}"
+    if lr >= 0.01:
+        return f"{lr:.1g}"
+    mantissa, exponent = f"{lr:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def heatmap(results: list[dict], lrs: list[float], datasets: list[str], path: Path) -> None:
     import matplotlib
 
@@ -92,7 +102,7 @@ def heatmap(results: list[dict], lrs: list[float], datasets: list[str], path: Pa
     import numpy as np
 
     opts = ["sgd", "adam"]
-    fig, axes = plt.subplots(len(datasets), len(ARMS), figsize=(4.2 * len(ARMS), 1.9 + 1.3 * len(datasets)),
+    fig, axes = plt.subplots(len(datasets), len(ARMS), figsize=(4.6 * len(ARMS), 1.2 + 2.1 * len(datasets)),
                              squeeze=False)
     for r, ds in enumerate(datasets):
         for c, arm in enumerate(ARMS):
@@ -105,15 +115,15 @@ def heatmap(results: list[dict], lrs: list[float], datasets: list[str], path: Pa
             for i in range(len(opts)):
                 for j in range(len(lrs)):
                     if not math.isnan(grid[i, j]):
-                        ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        ax.text(j, i, f"{100 * grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
                                 color="white" if grid[i, j] < 0.92 else "black")
-            ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], rotation=45, fontsize=7)
+            ax.set_xticks(range(len(lrs)), [_short(lr) for lr in lrs], rotation=45, fontsize=7)
             ax.set_yticks(range(len(opts)), ["SGD m=0.9", "Adam"] if c == 0 else ["", ""], fontsize=8)
             ax.set_title(f"{ARM_TITLES[arm]}\n{ds}", fontsize=8)
             if r == len(datasets) - 1:
                 ax.set_xlabel("starting LR", fontsize=8)
-    fig.subplots_adjust(wspace=0.08)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="final val accuracy (0.85 and below: darkest)")
+    fig.subplots_adjust(wspace=0.08, hspace=0.75)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="final val accuracy (cells in %; 0.85 and below: darkest)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
