@@ -297,6 +297,11 @@ class LRFind(Policy):
         ]
         if run.batch_every != 1:
             actions.append(Configure(batch_every=1, reason="LR range test: a batch record every step"))
+        # The ramp goes out with the checkpoint, inside the start barrier: the trainer saves the
+        # checkpoint first (commands apply in order), and the very first step already runs at
+        # the ramp's LR. Waiting for the checkpoint's record would let the script's own LR train
+        # (and, when it is far too high, wreck) the first steps the test measures.
+        actions.extend(self._start_ramp(record.step, run))
         return actions
 
     def on_ack(self, record: AckRecord, run: RunView) -> Sequence[Action]:
@@ -349,11 +354,18 @@ class LRFind(Policy):
         reason = f"LR range test called off: {why}"
         actions: list[Action] = []
         if ramped:
-            actions.append(Rollback(checkpoint=self.checkpoint, reason=f"{reason}; back to its start"))
+            actions.append(self._back(run, lr=None, reason=f"{reason}; back to its start"))
         if self.batch_every is not None and self.batch_every != 1:
             actions.append(Configure(batch_every=self.batch_every, reason=reason))
         actions.append(Keep(checkpoints=(), reason=reason))
         return actions
+
+    def _back(self, run: RunView, *, lr: float | None, reason: str) -> Rollback:
+        """Back to the test's checkpoint; if it was never saved (a full disk), to the newest
+        good checkpoint from before the ramp (the engine falls back to the start one)."""
+        if any(c.name == self.checkpoint for c in run.checkpoints) or self.ramp is None:
+            return Rollback(checkpoint=self.checkpoint, lr=lr, reason=reason)
+        return Rollback(before_step=self.ramp["start_step"], lr=lr, reason=reason)
 
     def _start_ramp(self, step: int, run: RunView) -> Sequence[Action]:
         s = self.settings
@@ -380,7 +392,7 @@ class LRFind(Policy):
         text = f"LR range test over {len(self.lrs)} steps ended: {why}; {verdict}"
         actions: list[Action] = [
             ClearSchedule(reason="LR range test over: its ramp ends"),
-            Rollback(checkpoint=self.checkpoint, lr=lr, reason=text),
+            self._back(run, lr=lr, reason=text),
         ]
         if self.batch_every is not None and self.batch_every != 1:
             actions.append(Configure(batch_every=self.batch_every,

@@ -60,10 +60,11 @@ def test_lr_find_prints_the_suggestion_it_rolled_back_with(fake_run):
     # The curve read back is the one the policy decided on.
     curve = range_test_curve(run_dir)
     assert curve.finished and curve.suggestion == pytest.approx(rollback["lr"])
-    assert len(curve.lrs) == len(curve.losses) == len(curve.smoothed) == 20
-    # The fake's family range, 1e-7 .. 10 over 20 steps: x 10**0.4 a step, from where the ramp's ack came.
-    assert curve.lrs[0] >= 1e-7 * (1 - 1e-9)
-    assert [b / a for a, b in zip(curve.lrs, curve.lrs[1:])] == pytest.approx([10 ** 0.4] * 19)
+    # The fake's family range, 1e-7 .. 10 over 20 steps, ramped from the very first update (the
+    # ramp goes out in the start barrier): 21 updates from 1e-7 to 10, x 10**0.4 a step.
+    assert len(curve.lrs) == len(curve.losses) == len(curve.smoothed) == 21
+    assert curve.lrs[0] == pytest.approx(1e-7) and curve.lrs[-1] == pytest.approx(10.0)
+    assert [b / a for a, b in zip(curve.lrs, curve.lrs[1:])] == pytest.approx([10 ** 0.4] * 20)
 
 
 def test_lr_find_stops_the_run_once_the_test_is_over(fake_run):

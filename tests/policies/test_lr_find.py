@@ -8,8 +8,8 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from lrsup.policies.actions import ClearSchedule, Configure, Keep, Rollback, SaveCheckpoint
-from lrsup.policies.base import RunView
+from lrsup.policies.actions import ClearSchedule, Configure, Keep, Rollback, SaveCheckpoint, SetSchedule
+from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence
 from lrsup.policies.lr_find import LRFind, LRFindSettings, min_loss, smooth, steepest, suggest, valley
 from lrsup.supervisor.engine import Engine
@@ -114,8 +114,8 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
                              "clear_schedule", "rollback", "configure"]
     ramp = next(d for d in sim.decided("set_schedule")).command["schedule"]
     assert ramp == {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
-                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 1,
-                    "end_step": 101}  # SGD: 1e-5 .. 10, frozen at the top
+                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 0,
+                    "end_step": 100}  # SGD: 1e-5 .. 10 from the first step, frozen at the top
     rollback = sim.decided("rollback")[0]
     suggestion = policy.result["suggestion"]
     assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
@@ -166,22 +166,23 @@ def test_while_testing_divergence_stands_down_and_others_cannot_change_the_lr():
     assert not [d for d in sim.journal if d.action.policy == "divergence"]
 
 
-def test_the_test_is_called_off_when_no_checkpoint_arrives():
+def test_the_ramp_goes_out_with_its_checkpoint_and_falls_back_when_that_never_arrives():
     policy = LRFind()
     engine = Engine([policy], batch_every=10)
     decisions = engine.feed(StartRecord(pid=1, lr=0.01, optimizer="SGD"))
-    assert [type(d.action) for d in decisions] == [SaveCheckpoint, Keep, Configure]
-    decisions = engine.feed(EpochRecord(epoch=0, step=50, lr=0.01, logs={"loss": 1.0}))
-    configure, keep = [d for d in decisions if d.action.policy == "lr_find"]
-    assert configure.command == {"cmd": "configure", "batch_every": 10}
-    assert keep.command == {"cmd": "retain", "keep": []} and policy.phase == "done"
-    assert configure.action.reason.startswith("LR range test called off: epoch 1 ended before the checkpoint lr_find-0")
+    # Inside the start barrier, in this order: the trainer saves, then ramps from step 0.
+    assert [type(d.action) for d in decisions] == [SaveCheckpoint, Keep, Configure, SetSchedule]
+    assert decisions[-1].command["schedule"]["start_step"] == 0 and policy.phase == "ramp"
+    # Its checkpoint was saved: back to it. Never saved (a full disk): back to before the ramp.
+    saved = RunView(lr=0.01, checkpoints=(CheckpointInfo(name="lr_find-0", step=0, good=True),))
+    assert policy._back(saved, lr=0.1, reason="r") == Rollback(checkpoint="lr_find-0", lr=0.1, reason="r")
+    assert policy._back(RunView(lr=0.01), lr=0.1, reason="r") == Rollback(before_step=0, lr=0.1, reason="r")
 
 
 def test_runs_once_per_run():
     policy = LRFind()
     view = RunView(lr=0.1, batch_every=1)
-    assert len(policy.on_start(StartRecord(pid=1, lr=0.1), view)) == 2  # no Configure: already every batch
+    assert len(policy.on_start(StartRecord(pid=1, lr=0.1), view)) == 3  # no Configure: already every batch
     policy.phase = "done"
     assert policy.on_start(StartRecord(pid=2, lr=0.1, step=500), view) == ()
 
@@ -222,17 +223,17 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
     from lrsup.policies.actions import Stop
     from lrsup.policies.base import Policy
 
-    class StopAtStep20(Policy):  # a stop on the record where the ramp is decided suppresses it
+    class StopAtStart(Policy):  # a stop on the record where the ramp is decided suppresses it
         name = "stopper"
 
-        def on_batch(self, record, run):
-            return [Stop(reason="enough")] if record.step == 1 else []
+        def on_start(self, record, run):
+            return [Stop(reason="enough")]
 
     policy = LRFind()
-    engine = Engine([StopAtStep20(), policy], batch_every=10)
+    engine = Engine([StopAtStart(), policy], batch_every=10)
     sim = SimTrainer(engine, noisy(10.0), w=5.0, lr=0.01, steps_per_epoch=50, epochs=2, batch_every=10).run()
     [schedule] = [d for d in sim.journal if d.action.kind == "set_schedule"]
-    assert schedule.suppressed == "stop (policy stopper) decided at step 1"
+    assert schedule.suppressed == "stop (policy stopper) decided at step 0"
     assert policy.phase == "done" and not policy.probing
     assert policy.result["why"].startswith("its ramp is not in force")
     assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
