@@ -28,7 +28,9 @@ trouble:
     ``(1 - collapse_drop) * L0`` (it learned), ``collapse_patience`` epochs in a row are
     near L0 again (typically dead units after a too-high LR); the run is **stuck** when
     its first ``stuck_epochs`` epochs since the start (or the last rollback) were all
-    near L0 while the LR is at least ``stuck_min_lr`` (by default the optimizer family's
+    within ``stuck_tol`` of L0 (a wider band: a network that collapsed to predicting the
+    class prior sits at ln C, below the loss of its fresh initialisation, e.g. 2.30 against
+    2.67 for a small MLP on digits) while the LR is at least ``stuck_min_lr`` (by default the optimizer family's
     "high" LR, see lrsup.policies.presets): a run that never learned at a high LR is
     rolled back to the start with a cut. A stuck run at a modest LR is not this
     policy's business (lr_find's raise_only mode handles "far too slow").
@@ -170,6 +172,8 @@ class DivergenceSettings(PolicySettings):
             (>= 1). Default 2.
         stuck_epochs: int. Epochs near L0 from the start, at a high LR, that make a stuck
             run (0: off). Default 3.
+        stuck_tol: float. For the stuck check, "near L0" is within this fraction of it,
+            in [collapse_tol, collapse_drop). Default 0.2.
         stuck_min_lr: float or None. A "high" LR for the stuck check; None: the optimizer
             family's (presets). Default None.
         cut: float or None. The LR factor of a rollback, in (0, 1); None: the optimizer
@@ -191,6 +195,7 @@ class DivergenceSettings(PolicySettings):
     collapse_drop: float = Field(0.5, strict=True, gt=0, lt=1)
     collapse_patience: int = Field(2, strict=True, ge=1)
     stuck_epochs: int = Field(3, strict=True, ge=0)
+    stuck_tol: float = Field(0.2, strict=True, gt=0, lt=1)
     stuck_min_lr: float | None = Field(None, strict=True, ge=0, allow_inf_nan=False)
     cut: float | None = Field(None, strict=True)
     skip_batches: int = Field(0, strict=True, ge=0)
@@ -221,6 +226,11 @@ class DivergenceSettings(PolicySettings):
             raise ValueError(
                 f"collapse_drop must be > collapse_tol (learned is below the near-untrained band); got "
                 f"collapse_drop={self.collapse_drop!r} and collapse_tol={self.collapse_tol!r}"
+            )
+        if not self.collapse_tol <= self.stuck_tol < self.collapse_drop:
+            raise ValueError(
+                f"stuck_tol must be in [collapse_tol, collapse_drop); got stuck_tol={self.stuck_tol!r} with "
+                f"collapse_tol={self.collapse_tol!r} and collapse_drop={self.collapse_drop!r}"
             )
         return self
 
@@ -295,11 +305,13 @@ class Divergence(Policy):
 
     def on_batch(self, record: BatchRecord, run: RunView) -> Sequence[Action]:
         loss = self.losses.interval(record)
+        if loss is not None and self.untrained is None and math.isfinite(loss) and loss > 0:
+            # The first loss seen, also while another policy probes: an LR range test starts
+            # its ramp tiny, so its first records measure the untrained weights best.
+            self.untrained = loss
         if loss is None or self.gave_up or run.probing is not None:
             return ()
         s = self.settings
-        if self.untrained is None and math.isfinite(loss) and loss > 0:
-            self.untrained = loss
         if not math.isfinite(loss):
             before = self._before(self.last_good_step)
             return self._trouble(f"loss is {loss} at step {record.step} (epoch {record.epoch + 1})",
@@ -382,7 +394,7 @@ class Divergence(Policy):
         elif not near:
             self.near = 0
         if self.learned_step is None and s.stuck_epochs > 0:
-            self.stuck = self.stuck + 1 if near else 0
+            self.stuck = self.stuck + 1 if loss >= (1 - s.stuck_tol) * untrained else 0
             high = s.stuck_min_lr if s.stuck_min_lr is not None else preset(run.optimizer).high_lr
             lr = record.lr if record.lr is not None else run.lr
             if self.stuck >= s.stuck_epochs and lr is not None and lr >= high:

@@ -366,3 +366,23 @@ def test_the_sorted_window_mirrors_the_history_through_slides_rollbacks_and_stat
 
     random.seed(0)
     check()
+
+
+def test_a_run_stuck_at_the_class_prior_below_its_initial_loss_is_stuck():
+    # A small MLP on digits at SGD LR 1: initial loss 2.67, then stuck at ln 10 = 2.30-2.39,
+    # more than collapse_tol below the initial loss but within stuck_tol of it.
+    policy = Divergence()
+    run = RunView(lr=1.0, optimizer="SGD", checkpoints=(CheckpointInfo(name="step-0", step=0, good=True, start=True),))
+    policy.on_start(StartRecord(pid=1, lr=1.0, optimizer="SGD"), run)
+    actions = []
+    for epoch, loss in enumerate([2.669, 2.391, 2.389, 2.388]):
+        actions = policy.on_epoch(EpochRecord(epoch=epoch, step=43 * (epoch + 1), lr=1.0, logs={"loss": loss}), run)
+        if actions:
+            break
+    assert actions and isinstance(actions[0], Rollback) and actions[0].reason.startswith("stuck:")
+    assert epoch == 2 and actions[0].lr_factor == pytest.approx(0.1)  # 3 epochs from the start; SGD cuts by 0.1
+
+
+def test_stuck_tol_is_checked_against_the_other_bands():
+    with pytest.raises(ValidationError, match="stuck_tol must be in"):
+        DivergenceSettings(stuck_tol=0.05)
