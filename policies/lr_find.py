@@ -264,8 +264,10 @@ class LRFind(Policy):
     Settings: ClassVar[type[PolicySettings]] = LRFindSettings
     settings: LRFindSettings
 
-    # Phases: idle -> checkpoint (waiting for the checkpoint) -> ramp (waiting for the
-    # ramp's ack) -> test -> done. A resumed supervisor goes on where it was.
+    # Phases: idle -> ramp (checkpoint and ramp sent together at the start; waiting for the
+    # ramp's ack) -> test -> done. "checkpoint" (waiting for the checkpoint before ramping)
+    # is only met in the state of a supervisor from before the ramp went out at the start.
+    # A resumed supervisor goes on where it was.
     def reset(self) -> None:
         self.phase = "idle"
         self.checkpoint: str | None = None

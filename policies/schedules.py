@@ -72,7 +72,7 @@ class SchedulePolicy(Policy):
 
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         """The spec (without ``start_step``) for this run, and a sentence saying what it does."""
-        raise NotImplementedError(f"{type(self).__name__} must implement build()")
+        raise NotImplementedError  # abstract
 
     @property
     def schedule(self) -> dict[str, Any] | None:

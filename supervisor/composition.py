@@ -124,10 +124,10 @@ class Composer:
     _exit_status: int | None
 
     def _probing(self) -> str | None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def _retain_set(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def _resolve(
         self, actions: list[Action], epoch: int | None, step: int, probing_before: str | None
