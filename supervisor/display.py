@@ -38,7 +38,7 @@ from lrsup.supervisor.protocol import (
     AckRecord,
     BatchRecord,
     EndRecord,
-    HOUSEKEEPING_COMMANDS,
+    HOUSEKEEPING_ACTIONS,
     EpochRecord,
     ErrorRecord,
     Record,
@@ -109,7 +109,7 @@ _LR_KEYS = frozenset({"lr", "learning_rate"})
 # Bookkeeping (checkpoints, retention, cadence): the protocol's housekeeping commands and a
 # policy's Keep action. Neither display prints their decisions or acks (the journal has them);
 # the live one keeps them out of its feed.
-_HOUSEKEEPING = HOUSEKEEPING_COMMANDS | {"keep"}
+_HOUSEKEEPING = HOUSEKEEPING_ACTIONS
 
 
 def is_housekeeping(decision: Any) -> bool:

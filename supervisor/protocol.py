@@ -367,6 +367,9 @@ _COMMAND_COMMON = {"v": "int", "seq": "int", "cmd": "str", "time": "float", "rea
 # Commands that manage checkpoints and the agent's cadence, not the training: applied quietly
 # (no line in the trainer's log, none in the supervisor's display; the journal keeps them).
 HOUSEKEEPING_COMMANDS = frozenset({"retain", "configure", "checkpoint"})
+# The journal's action names for the same bookkeeping (a policy's ``keep`` becomes a retain):
+# left out of displays, figures and report tables, kept in the journal.
+HOUSEKEEPING_ACTIONS = HOUSEKEEPING_COMMANDS | {"keep"}
 
 
 def make_command(seq: int, cmd: str, *, time: float, reason: str | None = None, **args: Any) -> dict[str, Any]:

@@ -119,8 +119,9 @@ def decision_markers(info: RunInfo) -> list[Marker]:
 
 
 def _marked(d: Decision) -> bool:
-    """Decisions drawn on the figure: those that produced a command the trainer did not refuse."""
-    return not d.suppressed and d.error is None and d.epoch is not None
+    """Decisions drawn on the figure: those that produced a command the trainer did not refuse,
+    checkpoint bookkeeping left out."""
+    return not d.suppressed and d.error is None and d.epoch is not None and not d.housekeeping
 
 
 def plotted_metric(info: RunInfo) -> str | None:

@@ -102,10 +102,13 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     rows.append(("Started", _utc(info.first_time)))
     rows.append(("Wall time", fmt_duration(info.wall_time)))
     rows.append(("Time per epoch", f"{fmt_duration(info.time_per_epoch)} (median)"))
-    active = info.active_decisions
+    active = [d for d in info.active_decisions if not d.housekeeping]
+    shown = [d for d in info.decisions if not d.housekeeping]
     late = sum(1 for d in active if d.late)
+    bookkeeping = len(info.decisions) - len(shown)
     rows.append(("Decisions", f"{len(active)}" + (f" ({late} late)" if late else "")
-                 + (f", {len(info.decisions) - len(active)} suppressed" if len(active) < len(info.decisions) else "")))
+                 + (f", {len(shown) - len(active)} suppressed" if len(active) < len(shown) else "")
+                 + (f"; {bookkeeping} on checkpoint bookkeeping (in the journal)" if bookkeeping else "")))
     lost = info.time_lost
     approx = "≈ " if any(i.estimated for i in info.interruptions) else ""
     rows.append(("Restarts / rollbacks", f"{len(info.restarts)} / {len(info.rollbacks)}"
@@ -130,6 +133,8 @@ def metric_table(info: RunInfo) -> tuple[list[str], list[list[str]]]:
 def decision_rows(info: RunInfo) -> list[list[str]]:
     rows = []
     for d in info.decisions:
+        if d.housekeeping:
+            continue
         action = d.label if d.label == d.action else f"{d.label} ({d.action})"
         rows.append(["–" if d.seq is None else str(d.seq), fmt_epoch(d.epoch),
                      "–" if d.step is None else str(d.step), d.policy or "–", action,

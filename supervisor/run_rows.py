@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterator
 
+from lrsup.supervisor.protocol import HOUSEKEEPING_ACTIONS
+
 
 class RunInfoError(ValueError):
     """A path that is not a readable lrsup run directory; the message says why."""
@@ -109,6 +111,11 @@ class Decision:
     applied: Applied | None = None
     error: str | None = None
     label: str = ""  # short name for plots: cut, raise, stop, give up, rollback...
+
+    @property
+    def housekeeping(self) -> bool:
+        """Checkpoint retention and cadence: in the journal, not on figures or in report tables."""
+        return self.action in HOUSEKEEPING_ACTIONS
 
     @property
     def status(self) -> str:
