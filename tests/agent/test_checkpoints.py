@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ import pytest
 from lrsup.supervisor.agent import checkpoints as ckmod
 from lrsup.supervisor.agent.checkpoints import CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.core import Agent
-from lrsup.supervisor.jsonl import iter_objects
-from lrsup.supervisor.protocol import CONTROL_FILE, METRICS_FILE, dumps, make_command, parse_record
 from lrsup.supervisor.schedules import Schedule
+from tests.agent.test_core import Control, records  # the same protocol helpers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,27 +79,6 @@ def writer_of(payload: bytes):
 def save(store: CheckpointStore, name: str, payload: bytes = b"x", step: int = 0, **kw):
     return store.save(name, writer_of(payload), suffix=".bin", epoch=kw.get("epoch"), step=step, lr=0.1,
                       multiplier=None, epoch_end=kw.get("epoch_end", False))
-
-
-def records(run_dir: Path, kind: str | None = None) -> list[dict]:
-    out = []
-    for obj in iter_objects(run_dir / METRICS_FILE):
-        parse_record(obj)
-        if kind is None or obj["type"] == kind:
-            out.append(obj)
-    return out
-
-
-class Control:
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / CONTROL_FILE
-        self.seq = 0
-
-    def send(self, cmd: str, **args) -> int:
-        self.seq += 1
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(dumps(make_command(self.seq, cmd, time=time.time(), **args)) + "\n")
-        return self.seq
 
 
 def train(agent: Agent, handle: StateHandle, *, epochs: int, steps: int, first_epoch: int = 0, step: int = 0,
