@@ -249,9 +249,12 @@ class Engine(Composer):
         return decisions
 
     def _view(self) -> RunView:
-        return RunView(
+        # Built once per record on the hot path: filled in directly instead of through the
+        # frozen dataclass's __init__ (which sets each field the slow way); still immutable.
+        view = object.__new__(RunView)
+        view.__dict__.update(
+            self._run,
             lr=self._lr,
-            **self._run,
             step=self._step,
             checkpoints=self._book.infos(),
             schedule=self._schedule,
@@ -260,6 +263,7 @@ class Engine(Composer):
             probing=self._probing(),
             start_step=self._start_step,
         )
+        return view
 
     def _probing(self) -> str | None:
         for policy in self._probers:

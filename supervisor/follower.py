@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrsup.supervisor.jsonl import LineSplitter
-from lrsup.supervisor.protocol import ProtocolError, Record, loads, parse_record
+from lrsup.supervisor.protocol import ProtocolError, Record, loads_many, parse_fast, parse_record
 
 CHUNK = 1 << 16
 
@@ -178,9 +178,11 @@ class Follower:
         overlong_before = self._splitter.overlong
         while chunk := f.read(CHUNK):
             self._offset += len(chunk)
-            for line in self._splitter.feed(chunk):
-                record = self._parse(line)
-                if record is not None:
+            lines = [line for line in self._splitter.feed(chunk) if line.strip()]
+            for obj in loads_many(lines):
+                if type(obj) is dict and (record := parse_fast(obj)) is not None:
+                    records.append(record)  # the common case, without the checked path's try
+                elif (record := self._parse(obj)) is not None:
                     records.append(record)
         new_overlong = self._splitter.overlong - overlong_before
         if new_overlong:
@@ -213,11 +215,11 @@ class Follower:
             self._splitter = LineSplitter()
         return self._file
 
-    def _parse(self, line: bytes) -> Record | None:
-        if not line.strip():
-            return None
+    def _parse(self, obj: dict | ProtocolError) -> Record | None:
         try:
-            return parse_record(loads(line))
+            if isinstance(obj, ProtocolError):
+                raise obj
+            return parse_record(obj)
         except ProtocolError as exc:
             self.stats.bad(str(exc))
         except (TypeError, ValueError) as exc:  # belt and braces: never fatal

@@ -17,7 +17,9 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Mapping
+from itertools import product
+from operator import itemgetter
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 PROTOCOL_VERSION = 1
 
@@ -70,6 +72,32 @@ def loads(line: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"not a JSON object: {type(obj).__name__}")
     return obj
 
+
+
+def loads_many(lines: Sequence[bytes]) -> list[dict[str, Any] | ProtocolError]:
+    """``loads`` for many lines at once: per line, its object or the ProtocolError ``loads`` raises.
+
+    The lines are decoded as one JSON array (one call into the C decoder instead of one per
+    line); if that fails, or a line held more than one value, each line is decoded on its own,
+    so a garbage line costs its chunk the slow path and never loses a good line.
+    """
+    if not lines:
+        return []
+    objs = None
+    if max(map(len, lines)) <= MAX_LINE_BYTES:
+        try:
+            objs = json.loads(b"[" + b",".join(lines) + b"]")
+        except (ValueError, UnicodeDecodeError):
+            objs = None
+    if objs is None or len(objs) != len(lines):
+        out: list[dict[str, Any] | ProtocolError] = []
+        for line in lines:
+            try:
+                out.append(loads(line))
+            except ProtocolError as exc:
+                out.append(exc)
+        return out
+    return [obj if type(obj) is dict else ProtocolError(f"not a JSON object: {type(obj).__name__}") for obj in objs]
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars and arrays (the agent may hand them over) without importing numpy.
@@ -288,10 +316,82 @@ def register_record_type(cls: type[Record], spec: dict[str, str], required: set[
     """Add a record kind (used by later protocol extensions such as checkpoints)."""
     _RECORD_SPECS[cls] = ({"time": "float", **spec}, required)
     RECORD_TYPES[cls.type] = cls
+    fast = _FastShape.of(cls)
+    if fast is not None:
+        _FAST[cls.type] = fast
+    else:
+        _FAST.pop(cls.type, None)
 
 
 def parse_record(obj: Mapping[str, Any]) -> Record:
     """Validate a decoded metrics line and build its record. Raises ProtocolError."""
+    record = parse_fast(obj)
+    return record if record is not None else _parse_checked(obj)
+
+
+# The fast path: what JSON decoding gives for a valid record (exact built-in types, string
+# keys) is accepted by a few C-level set and type tests, and the frozen record is built
+# without its generated ``__init__`` (which costs more than the checks). Anything else, an
+# invalid line included, takes ``_parse_checked``, which says what is wrong. The supervisor
+# reads every record through here, so this is what bounds ingest and replay speed.
+_NONE = type(None)
+_FAST_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "int?": (int, _NONE), "float": (float, int), "float?": (float, int, _NONE), "str": (str,),
+    "str?": (str, _NONE), "bool": (bool,), "dict": (dict,), "dict?": (dict, _NONE), "list": (list,),
+    "metrics": (dict,),
+}
+_NUMBER_TYPES = frozenset({float, int})
+_MAX_SHAPES = 4096
+
+
+@dataclass(frozen=True)
+class _FastShape:
+    """A record kind's fast path: every field present, each value of an exact JSON type."""
+
+    cls: type[Record]
+    keys: frozenset[str]
+    values: Callable[[Mapping[str, Any]], tuple]
+    shapes: frozenset[tuple[type, ...]]  # the allowed types of ``values``, one tuple per combination
+    metrics: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record_cls: type[Record]) -> "_FastShape | None":
+        spec, _ = _RECORD_SPECS[record_cls]
+        if record_cls is CheckpointRecord or any(kind not in _FAST_TYPES for kind in spec.values()):
+            return None
+        names = sorted(spec)
+        choices = [_FAST_TYPES[spec[name]] for name in names]
+        if math.prod(len(c) for c in choices) > _MAX_SHAPES:
+            return None
+        return cls(record_cls, frozenset(names) | {"v", "type"}, itemgetter(*names), frozenset(product(*choices)),
+                   tuple(name for name in names if spec[name] == "metrics"))
+
+
+def parse_fast(obj: Mapping[str, Any]) -> Record | None:
+    """The record of ``obj`` if it takes the fast path (see above), else None: then ask ``parse_record``."""
+    if type(obj) is not dict or type(kind := obj.get("type")) is not str:
+        return None
+    fast = _FAST.get(kind)
+    if fast is None or obj.keys() != fast.keys or obj["v"] != PROTOCOL_VERSION or type(obj["v"]) is not int:
+        return None
+    if tuple(map(type, fast.values(obj))) not in fast.shapes:
+        return None
+    for name in fast.metrics:
+        for key, value in obj[name].items():
+            if type(key) is not str or type(value) not in _NUMBER_TYPES:
+                return None
+    record = object.__new__(fast.cls)
+    values = record.__dict__  # frozen: the generated __init__ would set each field the slow way
+    values.update(obj)
+    del values["v"], values["type"]
+    return record
+
+
+_FAST: dict[str, _FastShape] = {}
+_FAST.update({cls.type: fast for cls in _RECORD_SPECS if (fast := _FastShape.of(cls)) is not None})
+
+
+def _parse_checked(obj: Mapping[str, Any]) -> Record:
     obj = dict(obj)
     version = obj.pop("v", None)
     if version != PROTOCOL_VERSION:

@@ -23,6 +23,9 @@ from lrsup.supervisor.jsonl import ReadStats, iter_objects
 from lrsup.supervisor.protocol import ProtocolError, Record, parse_record
 
 
+_DECODE_BATCH = 1024  # lines per JSON array: one garbage line sends only its batch down the slow path
+
+
 def complete_length(data: bytes) -> int:
     """Length of the prefix of ``data`` made of complete lines (up to and including the last ``\\n``)."""
     return data.rfind(b"\n") + 1
@@ -103,17 +106,17 @@ def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
 
 def iter_objects_bytes(data: bytes, stats: ReadStats) -> list[dict[str, Any]]:
     """The JSON objects of the complete lines in ``data`` (garbage skipped and counted)."""
-    from lrsup.supervisor.protocol import loads
+    from lrsup.supervisor.protocol import loads_many
 
+    lines = [line for line in data[:complete_length(data)].split(b"\n")[:-1] if line.strip()]
+    stats.lines += len(lines)
     out = []
-    for line in data[:complete_length(data)].split(b"\n")[:-1]:
-        if not line.strip():
-            continue
-        stats.lines += 1
-        try:
-            out.append(loads(line))
-        except ProtocolError as exc:
-            stats.bad(str(exc))
+    for start in range(0, len(lines), _DECODE_BATCH):
+        for obj in loads_many(lines[start:start + _DECODE_BATCH]):
+            if isinstance(obj, ProtocolError):
+                stats.bad(str(obj))
+            else:
+                out.append(obj)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -9,7 +10,7 @@ from typing import ClassVar
 import pytest
 
 from lrsup.policies.actions import Action, ScaleLR, SetHparam, SetLR, Stop
-from lrsup.policies.base import Policy
+from lrsup.policies.base import Policy, RunView
 from lrsup.policies.monitor import to_float32
 from lrsup.policies.plateau import Plateau
 from lrsup.supervisor.engine import Decision, Engine
@@ -939,3 +940,14 @@ def test_sim_trainer_follows_a_schedule_a_cut_and_a_rollback():
     assert lrs[80] == pytest.approx(0.1)  # the schedule keeps its shape: halved at step 80
     assert sim.step == 120 - 20  # 6 epochs of 20 steps, 20 of them replayed after the rollback
     assert engine.lr == pytest.approx(sim.effective_lr())
+
+
+def test_the_view_has_every_runview_field_and_stays_frozen():
+    # The engine fills RunView without its __init__ (hot path): a new field must not be missed.
+    engine = Engine([])
+    engine.feed(StartRecord(time=1.0, pid=1, optimizer="SGD", lr=0.1, steps_per_epoch=10, epochs=3))
+    view = engine._view()
+    assert set(vars(view)) == {f.name for f in dataclasses.fields(RunView)}
+    assert view == RunView(**vars(view)) and view.lr == 0.1 and view.optimizer == "SGD"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        view.lr = 1.0  # type: ignore[misc]
