@@ -29,9 +29,18 @@ The LR it picks (``mode``):
 
 - ``"always"``: the suggestion.
 - ``"raise_only"``: the suggestion only when it is more than ``raise_threshold`` (10)
-  times the optimizer's LR, else the LR the run had. This is the default stack's
-  rescue of a run that learns far too slowly (SGD with momentum at 1e-4 gets raised);
-  an LR that is too high is left alone here: that is the divergence policy's to cut.
+  times the optimizer's LR, else the LR the run had: a far too small LR is raised, a
+  too high one is left to the divergence policy.
+- ``"auto"`` (the default stack's): raise as ``raise_only`` does, and also *lower* the
+  LR to the suggestion when the test shows the script's LR is clearly too high: it is
+  more than ``lower_threshold`` (10) times the suggestion, or at or past the LR where
+  the test saw the loss blow up (non-finite, or the smoothed loss above ``stop_factor``
+  times its best). An LR within a decade either side of the suggestion is left alone.
+  Why: a too high LR seldom shows as NaN. On digits, Adam at 0.1 to 10 and SGD at 0.3
+  settle at the class prior (a loss near ln 10, finite), which the divergence policy
+  only sees after epochs stuck there, and its cuts (x0.5 for Adam) then take several
+  rounds to reach a usable LR; the range test has measured the curve already, and the
+  suggestion is one rollback away.
 
 Suggestions (pure functions below; ``suggestion`` picks one): ``"valley"`` (default),
 ``"steepest"``, ``"min_loss"``. They see fastai's window of the curve: the first
@@ -50,7 +59,7 @@ Config example (lrsup.toml)::
 
     [[policy]]
     use = "lr_find"
-    mode = "raise_only"      # or "always"
+    mode = "auto"            # or "raise_only", "always"
     num_steps = 100
     suggestion = "valley"    # or "steepest", "min_loss"
     # min_lr = 1e-7          # default: by optimizer family
@@ -216,8 +225,11 @@ class LRFindSettings(PolicySettings):
 
     Args:
         mode: str. ``"always"`` takes the suggestion; ``"raise_only"`` only when it is
-            more than ``raise_threshold`` times the LR the run had. Default ``"always"``.
+            more than ``raise_threshold`` times the LR the run had; ``"auto"`` also when
+            the run's LR is more than ``lower_threshold`` times the suggestion or at or
+            past the LR where the test's loss blew up. Default ``"always"``.
         raise_threshold: float. See ``mode`` (> 1). Default 10.0.
+        lower_threshold: float. See ``mode`` (> 1). Default 10.0.
         min_lr: float or None. The ramp's start (> 0); None: by optimizer family.
         max_lr: float or None. The ramp's end (> min_lr); None: by optimizer family.
         num_steps: int. Steps of the ramp (>= 20). Default 100.
@@ -227,8 +239,9 @@ class LRFindSettings(PolicySettings):
         suggestion: str. ``"valley"``, ``"steepest"`` or ``"min_loss"``. Default ``"valley"``.
     """
 
-    mode: Literal["always", "raise_only"] = "always"
+    mode: Literal["always", "raise_only", "auto"] = "always"
     raise_threshold: float = Field(10.0, strict=True, gt=1, allow_inf_nan=False)
+    lower_threshold: float = Field(10.0, strict=True, gt=1, allow_inf_nan=False)
     min_lr: float | None = Field(None, strict=True, gt=0, allow_inf_nan=False)
     max_lr: float | None = Field(None, strict=True, gt=0, allow_inf_nan=False)
     num_steps: int = Field(100, strict=True, ge=20)
@@ -254,7 +267,7 @@ class LRFind(Policy):
 
     Example::
 
-        engine = Engine([Divergence(), LRFind(mode="raise_only"), Plateau(factor=0.5, patience=3)])
+        engine = Engine([Divergence(), LRFind(mode="auto"), Plateau(factor=0.5, patience=3)])
 
     Args:
         settings: LRFindSettings, or the same fields as keyword arguments.
@@ -327,7 +340,7 @@ class LRFind(Policy):
         s = self.settings
         lr = evaluate(self.ramp, record.step - 1)  # the LR of update `step` (schedule(step) is the next one's)
         if not math.isfinite(loss):
-            return self._finish(f"the loss became {loss} at LR {lr:.3g} (step {record.step})", run)
+            return self._finish(f"the loss became {loss} at LR {lr:.3g} (step {record.step})", run, blow_up=lr)
         self.lrs.append(lr)
         self.raw.append(loss)
         self.avg = s.beta * self.avg + (1 - s.beta) * loss
@@ -335,7 +348,7 @@ class LRFind(Policy):
         current, best = self.smoothed[-1], min(self.smoothed)
         if len(self.smoothed) > 1 and current > s.stop_factor * best:
             return self._finish(f"the smoothed loss {current:.4g} passed {s.stop_factor:g} x its best {best:.4g} "
-                                f"at LR {lr:.3g}", run)
+                                f"at LR {lr:.3g}", run, blow_up=lr)
         if record.step - 1 >= self.ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
             return self._finish(f"the ramp reached LR {lr:.3g} after {s.num_steps} steps", run)
         return ()
@@ -385,12 +398,13 @@ class LRFind(Policy):
                   f"({run.optimizer or 'optimizer'} range), from step {step}")
         return [SetSchedule(schedule=self.ramp, reason=reason)]
 
-    def _finish(self, why: str, run: RunView) -> Sequence[Action]:
+    def _finish(self, why: str, run: RunView, blow_up: float | None = None) -> Sequence[Action]:
+        """End the test with a suggestion; ``blow_up`` is the LR at which the loss blew up, if it did."""
         s = self.settings
         suggestion = suggest(self.lrs, self.smoothed, s.suggestion, s.num_steps)
-        lr, verdict = self._choose(suggestion)
+        lr, verdict = self._choose(suggestion, blow_up)
         self.phase = "done"
-        self.result = {"suggestion": suggestion, "lr": lr, "why": why, "points": len(self.lrs)}
+        self.result = {"suggestion": suggestion, "lr": lr, "why": why, "points": len(self.lrs), "blow_up": blow_up}
         text = f"LR range test over {len(self.lrs)} steps ended: {why}; {verdict}"
         actions: list[Action] = [
             ClearSchedule(reason="LR range test over: its ramp ends"),
@@ -402,17 +416,26 @@ class LRFind(Policy):
         actions.append(Keep(checkpoints=(), reason="LR range test over: its checkpoint may go"))
         return actions
 
-    def _choose(self, suggestion: float | None) -> tuple[float | None, str]:
+    def _choose(self, suggestion: float | None, blow_up: float | None = None) -> tuple[float | None, str]:
         """(the LR to roll back with, None for the run's own; a sentence saying why)."""
         s = self.settings
         if suggestion is None:
             return None, f"too few points for a suggestion: back to the start at the run's LR {_g(self.lr)}"
         found = f"{s.suggestion} suggests {suggestion:.3g}"
+        back = f"back to the start with LR {suggestion:.3g}"
         if s.mode == "always":
-            return suggestion, f"{found}: back to the start with LR {suggestion:.3g}"
+            return suggestion, f"{found}: {back}"
         if self.lr is None or suggestion > s.raise_threshold * self.lr:
-            return suggestion, (f"{found}, more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the "
-                                f"start with LR {suggestion:.3g}")
+            return suggestion, f"{found}, more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: {back}"
+        if s.mode == "auto":
+            if self.lr > s.lower_threshold * suggestion:
+                return suggestion, (f"{found}; the run's LR {_g(self.lr)} is more than {s.lower_threshold:g} x "
+                                    f"that: {back}")
+            if blow_up is not None and self.lr >= blow_up:
+                return suggestion, (f"{found}; the run's LR {_g(self.lr)} is at or past LR {blow_up:.3g}, where "
+                                    f"the loss blew up: {back}")
+            return None, (f"{found}; the run's LR {_g(self.lr)} is neither more than {s.raise_threshold:g} x below "
+                          f"it nor more than {s.lower_threshold:g} x above it: back to the start at the run's LR")
         return None, (f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
                       f"at the run's LR")
 

@@ -62,8 +62,8 @@ def test_suggest_trims_like_fastai_and_cuts_at_the_first_nan():
 
 def test_defaults():
     s = LRFindSettings()
-    assert (s.mode, s.raise_threshold, s.num_steps, s.beta, s.stop_factor, s.suggestion) == (
-        "always", 10.0, 100, 0.98, 4.0, "valley")
+    assert (s.mode, s.raise_threshold, s.lower_threshold, s.num_steps, s.beta, s.stop_factor, s.suggestion) == (
+        "always", 10.0, 10.0, 100, 0.98, 4.0, "valley")
     assert (s.min_lr, s.max_lr) == (None, None)
 
 
@@ -74,7 +74,8 @@ def test_defaults():
         ({"raise_threshold": 1.0}, "greater than 1"),
         ({"num_steps": 5}, "greater than or equal to 20"),
         ({"beta": 1.0}, "less than 1"),
-        ({"mode": "sometimes"}, "'always' or 'raise_only'"),
+        ({"mode": "sometimes"}, "'always', 'raise_only' or 'auto'"),
+        ({"lower_threshold": 0.5}, "lower_threshold\n  Input should be greater than 1"),
         ({"suggestion": "median"}, "'valley', 'steepest' or 'min_loss'"),
         ({"steps": 100}, "Extra inputs are not permitted"),
     ],
@@ -137,6 +138,76 @@ def test_raise_only_leaves_a_good_lr_alone_and_restores_the_start():
     assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0}
     assert "not more than 10 x the run's LR 0.05: back to the start at the run's LR" in rollback.action.reason
     assert sim.lr == 0.05 and policy.result["lr"] is None
+
+
+def test_auto_lowers_a_far_too_high_lr_to_the_suggestion_and_the_run_converges():
+    # h = 10: stable below 0.2. LR 1 makes every step blow up; the test measures the curve from 1e-5.
+    policy = LRFind(mode="auto")
+    sim = run(policy, lr=1.0)
+    suggestion = policy.result["suggestion"]
+    assert 1e-3 < suggestion < 0.1  # 1.0 is more than 10 x it
+    rollback = sim.decided("rollback")[0]
+    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
+    assert f"the run's LR 1 is more than 10 x that: back to the start with LR {suggestion:.3g}" in \
+        rollback.action.reason
+    assert sim.lr == suggestion and policy.result["lr"] == suggestion
+    assert [r for r in sim.records if isinstance(r, EpochRecord)][-1].logs["loss"] < 0.2
+    # the same run in raise_only mode keeps the LR that blows up
+    keep = LRFind(mode="raise_only")
+    sim = run(keep, lr=1.0)
+    assert keep.result["lr"] is None and sim.lr == 1.0
+
+
+def test_auto_lowers_an_lr_at_or_past_the_blow_up_even_within_the_threshold():
+    policy = LRFind(mode="auto", lower_threshold=1e4)  # only the blow-up rule can lower it
+    sim = run(policy, lr=5.0)
+    blow_up = policy.result["blow_up"]
+    assert "passed 4 x its best" in policy.result["why"] and blow_up is not None and blow_up <= 5.0
+    rollback = sim.decided("rollback")[0]
+    assert rollback.command["lr"] == policy.result["suggestion"] == sim.lr
+    assert f"the run's LR 5 is at or past LR {blow_up:.3g}, where the loss blew up" in rollback.action.reason
+
+
+def test_auto_raises_a_far_too_low_lr_and_leaves_a_reasonable_one_alone():
+    policy = LRFind(mode="auto")
+    run(policy, lr=1e-4)
+    assert policy.result["lr"] == policy.result["suggestion"] > 1e-3
+    for lr in (0.005, 0.05):  # within a decade either side of the suggestion (about 0.007)
+        policy = LRFind(mode="auto")
+        sim = run(policy, lr=lr)
+        rollback = sim.decided("rollback")[0]
+        assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0}
+        assert "neither more than 10 x below it nor more than 10 x above it" in rollback.action.reason
+        assert sim.lr == lr and policy.result["lr"] is None
+
+
+@pytest.mark.parametrize(
+    "mode, lr, suggestion, blow_up, chosen",
+    [
+        ("auto", 1.0, 0.01, None, 0.01),      # 100 x the suggestion: lowered
+        ("auto", 0.1, 0.01, None, None),      # 10 x: not more than 10 x, left alone
+        ("auto", 0.1, 0.01, 0.1, 0.01),       # at the blow-up: lowered
+        ("auto", 0.05, 0.01, 0.1, None),      # below the blow-up, within 10 x: left alone
+        ("auto", 1e-4, 0.01, None, 0.01),     # far too small: raised
+        ("auto", 0.1, None, 0.05, None),      # no suggestion: the run's LR
+        ("raise_only", 1.0, 0.01, 0.1, None), # raise_only never lowers
+        ("always", 0.01, 0.02, None, 0.02),
+    ],
+)
+def test_choose_raises_lowers_or_keeps(mode, lr, suggestion, blow_up, chosen):
+    policy = LRFind(mode=mode)
+    policy.lr = lr
+    assert policy._choose(suggestion, blow_up)[0] == chosen
+
+
+def test_an_lr_find_in_auto_mode_pickles_mid_test():
+    import pickle
+
+    policy = LRFind(mode="auto")
+    run(policy, lr=1.0, epochs=1)  # 50 steps of a 100-step ramp
+    assert policy.probing
+    copy = pickle.loads(pickle.dumps(policy))
+    assert copy.state_dict() == policy.state_dict() and copy.settings == policy.settings
 
 
 def test_always_takes_the_suggestion_and_an_adam_run_searches_lower():
