@@ -39,10 +39,19 @@ trouble:
 The act: ``Rollback(before_step=<the step trouble started>, lr_factor=cut ** n)``: the
 engine takes the newest known-good checkpoint at or before that step (a start
 checkpoint if none is good yet), and restores it with its LR times the factor. ``cut``
-is optimizer-aware (0.1 for SGD, 0.5 for Adam-family; see presets); ``n`` is 1 plus the
-number of earlier rollbacks to that same checkpoint, so that a cut that was not enough
-is compounded, while a new good checkpoint (taken at the already cut LR) starts again
-at one cut. ``skip_batches`` defaults to 0: the agent does not rewind the data
+is optimizer-aware (0.1 for SGD, 0.5 for Adam-family; see presets). ``n`` is 1 for the
+first rollback to a checkpoint; a cut that was not enough is compounded: a later
+rollback to that same checkpoint takes ``n + 1`` when the run *recovered* in between
+(some batch or epoch loss went below ``(1 - collapse_drop) * L0`` after the previous
+rollback), and ``2 * n + 1`` when it did not (``escalate``, on by default): each
+unrecovered repeat squares the step, ``cut``, then ``cut ** 2``, then ``cut ** 4`` below
+the LR before it (exponents 1, 3, 7). Why: a run that stays at its untrained loss after
+a rollback (Adam at LR 1 on digits sits at the class prior) was not helped by the cut
+at all; halving again every three epochs (1, 0.5, 0.25, 0.125: the stuck check's pace)
+ends a 15-epoch run before it reaches a usable LR, where the escalation gets to 0.125
+at the second rollback and 0.008 at the third. A run that learned and then spiked again
+keeps the gentle compounding. A new good checkpoint
+(taken at the already cut LR) starts again at one cut. ``skip_batches`` defaults to 0: the agent does not rewind the data
 iterator, so training after a rollback sees new batches anyway (PaLM's skipping
 mattered because its data order was deterministic).
 
@@ -179,6 +188,9 @@ class DivergenceSettings(PolicySettings):
         cut: float or None. The LR factor of a rollback, in (0, 1); None: the optimizer
             family's (0.1 SGD, 0.5 Adam-family). Default None.
         skip_batches: int. Batches the agent skips after a rollback (>= 0). Default 0.
+        escalate: bool. A rollback to the checkpoint of the previous one, with no loss below
+            ``(1 - collapse_drop) * L0`` in between, takes the cut's exponent from ``n`` to
+            ``2 * n + 1`` instead of ``n + 1``. Default True.
         max_rollbacks: int. Rollbacks allowed within ``rollback_window`` epochs (>= 0). Default 5.
         rollback_window: int. The window of the cap, in epochs (>= 1). Default 10.
     """
@@ -199,6 +211,7 @@ class DivergenceSettings(PolicySettings):
     stuck_min_lr: float | None = Field(None, strict=True, ge=0, allow_inf_nan=False)
     cut: float | None = Field(None, strict=True)
     skip_batches: int = Field(0, strict=True, ge=0)
+    escalate: bool = Field(True, strict=True)
     max_rollbacks: int = Field(5, strict=True, ge=0)
     rollback_window: int = Field(10, strict=True, ge=1)
 
@@ -276,7 +289,8 @@ class Divergence(Policy):
         self.near = 0  # epochs in a row near the untrained level, after having learned
         self.stuck = 0  # epochs near the untrained level since the start or the last rollback
         self.best_val: float | None = None
-        self.rollbacks: list[list[Any]] = []  # [epoch, checkpoint name, checkpoint step]
+        self.rollbacks: list[list[Any]] = []  # [epoch, checkpoint name, checkpoint step, cut exponent]
+        self.recovered = True  # a loss below the "learned" level since the last rollback (or none yet)
         self.gave_up = False
 
     # -- hooks ---------------------------------------------------------------------------
@@ -312,6 +326,8 @@ class Divergence(Policy):
         if loss is None or self.gave_up or run.probing is not None:
             return ()
         s = self.settings
+        if self._learned(loss):
+            self.recovered = True
         if not math.isfinite(loss):
             before = self._before(self.last_good_step)
             return self._trouble(f"loss is {loss} at step {record.step} (epoch {record.epoch + 1})",
@@ -383,7 +399,7 @@ class Divergence(Policy):
         near = loss >= (1 - s.collapse_tol) * untrained
         where = f"epoch {record.epoch + 1} (step {record.step})"
         if loss < (1 - s.collapse_drop) * untrained:
-            self.learned_step, self.near = record.step, 0
+            self.learned_step, self.near, self.recovered = record.step, 0, True
         elif near and self.learned_step is not None:
             self.near += 1
             if self.near >= s.collapse_patience:
@@ -404,6 +420,21 @@ class Divergence(Policy):
                 return self._trouble(why, self.start_step, record.epoch, run)
         return ()
 
+    def _learned(self, loss: float) -> bool:
+        """Whether a loss is below the "learned" level ``(1 - collapse_drop) * L0`` (False when L0 is unknown)."""
+        untrained = self.untrained
+        return untrained is not None and untrained > 0 and loss < (1 - self.settings.collapse_drop) * untrained
+
+    def _exponent(self, name: str, step: int) -> int:
+        """The cut's exponent for a rollback to the checkpoint ``name`` at ``step``."""
+        earlier = [r for r in self.rollbacks if r[1] == name and r[2] == step]
+        if not earlier:
+            return 1
+        last = earlier[-1][3] if len(earlier[-1]) > 3 else len(earlier)  # a state from before the exponent was kept
+        if self.settings.escalate and not self.recovered and self.rollbacks[-1] is earlier[-1]:
+            return 2 * last + 1  # the previous rollback went here and the run has not learned since: square the step
+        return last + 1
+
     def _before(self, step: int | None) -> int:
         return self.start_step if step is None else step
 
@@ -423,11 +454,14 @@ class Divergence(Policy):
                                 reason=f"{why}; roll back to before step {before_step}")
             return [rollback, Stop(give_up=True, reason=f"gave up: {why}, and there is no checkpoint to roll "
                                                         f"back to: {where}")]
-        n = 1 + sum(1 for r in self.rollbacks if r[1] == target.name and r[2] == target.step)
+        n = self._exponent(target.name, target.step)
+        count = 1 + sum(1 for r in self.rollbacks if r[1] == target.name and r[2] == target.step)
+        unrecovered = " without having learned since the last one" if n > 1 and not self.recovered else ""
         factor = cut**n
-        self.rollbacks.append([epoch, target.name, target.step])
+        self.rollbacks.append([epoch, target.name, target.step, n])
+        self.recovered = False
         lr = None if target.lr is None else target.lr * factor
-        again = f" (rollback {n} to it: x{cut:g}^{n})" if n > 1 else ""
+        again = f" (rollback {count} to it{unrecovered}: x{cut:g}^{n})" if count > 1 else ""
         reason = (f"{why}; rolling back to {target.name} (step {target.step}), LR {_g(target.lr)} -> {_g(lr)}"
                   f"{again}")
         return [Rollback(before_step=before_step, lr_factor=factor, skip_batches=s.skip_batches, reason=reason)]
@@ -447,7 +481,7 @@ class Divergence(Policy):
     # -- state ---------------------------------------------------------------------------
 
     _STATE = ("history", "spiky", "spike_from", "last_good_step", "last_good_epoch_step", "start_step",
-              "untrained", "learned_step", "near", "stuck", "best_val", "rollbacks", "gave_up")
+              "untrained", "learned_step", "near", "stuck", "best_val", "rollbacks", "recovered", "gave_up")
 
     def state_dict(self) -> dict[str, Any]:
         state = {key: getattr(self, key) for key in self._STATE}
@@ -456,8 +490,9 @@ class Divergence(Policy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         expected = {*self._STATE, "losses"}
-        if set(state) != expected:
+        if set(state) not in (expected, expected - {"recovered"}):  # a state from before `recovered` was kept
             raise ValueError(f"policy 'divergence' state must have keys {sorted(expected)}; got {sorted(state)}")
+        state = {"recovered": True, **state}
         for key in self._STATE:
             setattr(self, key, state[key])
         self.history = [list(h) for h in self.history]

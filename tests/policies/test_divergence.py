@@ -53,7 +53,7 @@ def actions(decisions):
 def test_defaults():
     s = DivergenceSettings()
     assert (s.window, s.k, s.min_history, s.spike_patience, s.max_rollbacks, s.rollback_window) == (50, 6.0, 20, 2, 5, 10)
-    assert (s.cut, s.skip_batches, s.val_factor, s.batch_logs) == (None, 0, 5.0, "running_mean")
+    assert (s.cut, s.skip_batches, s.val_factor, s.batch_logs, s.escalate) == (None, 0, 5.0, "running_mean", True)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +68,7 @@ def test_defaults():
         ({"max_rollbacks": -1}, "greater than or equal to 0"),
         ({"batch_logs": "mean"}, "'running_mean' or 'per_batch'"),
         ({"windwo": 3}, "Extra inputs are not permitted"),
+        ({"escalate": 1}, "escalate\n  Input should be a valid boolean"),
     ],
 )
 def test_invalid_settings_are_refused_quoting_the_value(kwargs, text):
@@ -232,7 +233,7 @@ def test_no_checkpoint_gives_up_at_once_with_exit_status_3():
 
 def test_repeated_rollbacks_to_one_checkpoint_compound_the_cut_then_give_up():
     engine = Engine([Divergence(max_rollbacks=3, rollback_window=10)])
-    good_start(engine, lr=0.1)
+    good_start(engine, lr=0.1)  # the untrained loss is 1.0 (the first batch's)
     lrs = []
     for attempt in range(4):
         out = actions(engine.feed(EpochRecord(epoch=1 + attempt, step=40, lr=0.1, logs={"loss": NAN})))
@@ -240,6 +241,8 @@ def test_repeated_rollbacks_to_one_checkpoint_compound_the_cut_then_give_up():
             [d] = out
             lrs.append(d.command["lr"])
             engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=1 + attempt, step=20, lr=d.command["lr"]))
+            # after each rollback the run learns (a batch loss below half the untrained level), then blows up again
+            engine.feed(BatchRecord(epoch=1 + attempt, batch=9, step=30, lr=d.command["lr"], logs={"loss": 0.4}))
         else:
             [d] = out
             assert d.action == Stop(give_up=True, policy="divergence", reason=d.action.reason)
@@ -249,6 +252,49 @@ def test_repeated_rollbacks_to_one_checkpoint_compound_the_cut_then_give_up():
     assert lrs == pytest.approx([0.01, 0.001, 0.0001])
     # once given up, nothing more
     assert actions(engine.feed(EpochRecord(epoch=6, step=40, lr=0.1, logs={"loss": NAN}))) == []
+
+
+def test_rollbacks_without_recovery_in_between_square_the_step_of_the_cut():
+    # Adam (cut 0.5) stuck at its untrained loss: 3 epochs, rollback, 3 epochs still stuck, rollback, ...
+    policy = Divergence(stuck_epochs=3, max_rollbacks=5)
+    engine = Engine([policy])
+    engine.feed(StartRecord(pid=1, lr=1.0, optimizer="Adam"))
+    engine.feed(ckpt("start-0", 0, lr=1.0))
+    lrs, reasons, epoch = [], [], 0
+    for attempt in range(3):
+        out = []
+        for _ in range(3):
+            lr = lrs[-1] if lrs else 1.0
+            out += actions(engine.feed(EpochRecord(epoch=epoch, step=10 * (epoch + 1), lr=lr,
+                                                   logs={"loss": 2.3, "val_loss": 2.3})))
+            epoch += 1
+        [d] = out
+        lrs.append(d.command["lr"])
+        reasons.append(d.action.reason)
+        engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=epoch, step=0, lr=d.command["lr"]))
+    # exponents 1, 3 (= 2 * 1 + 1), 7 (= 2 * 3 + 1): steps of x0.5, x0.25, x0.0625
+    assert lrs == pytest.approx([0.5, 0.125, 0.0078125])
+    assert reasons[1].endswith("LR 1 -> 0.125 (rollback 2 to it without having learned since the last one: x0.5^3)")
+    assert [r[3] for r in policy.rollbacks] == [1, 3, 7]
+    # escalate = false: the gentle compounding, 1, 2, 3
+    policy = Divergence(stuck_epochs=3, escalate=False)
+    engine = Engine([policy])
+    engine.feed(StartRecord(pid=1, lr=1.0, optimizer="Adam"))
+    engine.feed(ckpt("start-0", 0, lr=1.0))
+    for epoch in range(9):
+        engine.feed(EpochRecord(epoch=epoch, step=10 * (epoch + 1), lr=1.0, logs={"loss": 2.3}))
+        if (epoch + 1) % 3 == 0:
+            engine.feed(AckRecord(seq=epoch, cmd="rollback", epoch=epoch, step=0, lr=1.0))
+    assert [r[3] for r in policy.rollbacks] == [1, 2, 3]
+
+
+def test_a_state_from_before_the_exponent_was_kept_still_loads_and_compounds():
+    policy = Divergence()
+    state = policy.state_dict()
+    del state["recovered"]
+    state["rollbacks"] = [[1, "e1", 20], [2, "e1", 20]]  # two rollbacks to e1, exponents not recorded
+    policy.load_state_dict(state)
+    assert policy.recovered and policy._exponent("e1", 20) == 3 and policy._exponent("e2", 40) == 1
 
 
 def test_the_cap_counts_only_rollbacks_within_the_window():
