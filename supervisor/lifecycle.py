@@ -9,6 +9,9 @@ States (supervisord style)::
                                                    after ``stop_timeout``, SIGKILL after ``grace``)
     STARTING/RUNNING --kill (hung/stalled)--> STOPPING (SIGTERM to the group, SIGKILL after
                                                    ``grace``); its exit takes the restart path
+    STARTING/RUNNING/STOPPING --terminate (the supervisor fails)--> STOPPING (SIGTERM to the group,
+                                                   SIGKILL after ``grace``); its exit is final, never
+                                                   restarted (BACKOFF --terminate--> FAILED)
     STARTING/RUNNING/STOPPING --exit 0--> EXITED
     STARTING/RUNNING/STOPPING --exit != 0 or signal, restartable--> BACKOFF
     STARTING/RUNNING/STOPPING --exit != 0 or signal, restarts used up / fast failures--> FATAL
@@ -126,6 +129,7 @@ class Lifecycle:
         self.fatal_reason: str | None = None
         self.kill_reason: str | None = None  # set by kill(): hung/stalled, restart after the exit
         self.operator_stop: str | None = None  # set by request_graceful_stop
+        self.shutdown_reason: str | None = None  # set by terminate: the supervisor is going away
         self._argv: list[str] = []
         self._env: Mapping[str, str] = {}
         self._cwd = Path(".")
@@ -214,7 +218,7 @@ class Lifecycle:
         self.phase, self._deadline = None, None
         detail = describe_returncode(returncode)
         clean = self._end_reason in ("completed", "stopped") and self.kill_reason is None
-        asked = self.stop_reason is not None or self.operator_stop is not None
+        asked = any(why is not None for why in (self.stop_reason, self.operator_stop, self.shutdown_reason))
         if (returncode == 0 and self.kill_reason is None) or asked or clean or self.restart is None:
             # STARTING/RUNNING/STOPPING -> EXITED on status 0, FAILED otherwise (no restart wanted).
             self.change_state(State.EXITED if returncode == 0 else State.FAILED, detail)
@@ -223,8 +227,11 @@ class Lifecycle:
             self.time_lost += max(0.0, now - self._spawned_at)
         cause = f"{self.kill_reason}; {detail}" if self.kill_reason else detail
         verdict = self.restart.on_failure(now, reached_epoch=self._epoch_seen)
-        if self.handle is not None:
-            self.handle.signal_group(signal.SIGKILL)  # what the dead attempt left behind
+        if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
+            # What the dead attempt left in its group (a data loader, a forked child): not kept
+            # alive beside the next attempt.
+            self._events.append(Event("leftovers", f"SIGKILL to what attempt {self.attempt} left in its "
+                                                   f"process group (pgid {self.handle.pid})", self.state))
         if verdict.give_up:
             # STARTING/RUNNING/STOPPING -> FATAL: restarts used up, or failing before any epoch.
             self.fatal_reason = f"{cause}; {verdict.reason}"
@@ -280,8 +287,17 @@ class Lifecycle:
         self._signal(StopPhase.INTERRUPT, now)
 
     def terminate(self, now: float, reason: str) -> None:
-        """Emergency stop (the supervisor itself failed): SIGTERM the group now, SIGKILL after grace."""
+        """Emergency stop (the supervisor itself failed): SIGTERM the group now, SIGKILL after grace.
+
+        The exit that follows is final: a supervisor shutting down never restarts the trainer.
+        """
         if self.state.done or self.handle is None:
+            return
+        self.shutdown_reason = reason
+        if self.state is State.BACKOFF:
+            # BACKOFF -> FAILED: shutting down while waiting to restart; nothing is running.
+            self._deadline = None
+            self.change_state(State.FAILED, f"{reason} (during backoff)")
             return
         # STARTING/RUNNING/STOPPING -> STOPPING, skipping the polite SIGINT (or keeping a later phase).
         self.change_state(State.STOPPING, reason)

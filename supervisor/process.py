@@ -5,12 +5,17 @@ returns, so its tests swap in a fake that records signals (supervisord's
 ``ProcessSpawner`` / dummy-options idea). Only the process started here and its
 own process group are ever signalled, by pid / pgid.
 
+``reap_group`` is how every exit path of the supervisor ends: whatever is left in the
+trainer's group gets SIGTERM, then SIGKILL after the grace period, and the supervisor
+waits until the group is gone (zombies do not count), so no trainer outlives it.
+
 Example::
 
     spawner = ProcessSpawner(log_path=paths.trainer_log, sink=print)
     handle = spawner.spawn([sys.executable, "train.py"], env=os.environ.copy(), cwd=Path.cwd())
     while handle.poll() is None:
         time.sleep(0.1)
+    reap_group(handle, SystemClock(), grace=10.0)
     handle.close()
 """
 
@@ -29,8 +34,14 @@ MAX_LINE = 1 << 16
 CHUNK = 1 << 16
 
 
+KILL_WAIT = 5.0  # seconds to wait for the group to be gone after SIGKILL (a process in D state may take a while)
+
+
 class Handle(Protocol):
-    """What the lifecycle needs from a started process."""
+    """What the lifecycle needs from a started process.
+
+    ``group_alive`` is optional (``reap_group`` falls back to ``signal_group(0)``).
+    """
 
     pid: int
 
@@ -123,8 +134,8 @@ class ProcessHandle:
         return _signal_group(self.pgid, sig)
 
     def group_alive(self) -> bool:
-        """True while some process of the child's group is still there."""
-        return self.signal_group(0)
+        """True while some process of the child's group is still running (zombies do not count)."""
+        return group_alive(self.pgid)
 
     def wait(self, timeout: float | None = None) -> int:
         return self._popen.wait(timeout)
@@ -133,6 +144,100 @@ class ProcessHandle:
         """Pass on the rest of the log's output and stop following it."""
         if self._tail is not None:
             self._tail.close(timeout)
+
+
+def group_members(pgid: int) -> list[int] | None:
+    """The pids of the live (not zombie) processes in group ``pgid``; None where /proc cannot tell.
+
+    ``killpg(pgid, 0)`` also succeeds while a member is a zombie nobody reaps (an orphan
+    of the trainer under a container's init that does not reap), so a wait for "the group
+    is gone" would never end; /proc tells a zombie from a live process.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After the command's closing parenthesis: state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[0] != b"Z" and fields[2] == str(pgid).encode():
+            members.append(int(name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process of group ``pgid`` is left."""
+    if not _signal_group(pgid, 0):
+        return False
+    members = group_members(pgid)
+    return True if members is None else bool(members)
+
+
+def reap_group(handle: Any, clock: Any, grace: float, report: Callable[[str, str], None] | None = None,
+               hurry: Callable[[], bool] | None = None, kill_wait: float = KILL_WAIT) -> str:
+    """Make sure nothing of ``handle``'s process group is left: SIGTERM, ``grace``, SIGKILL, wait.
+
+    Every exit path of the supervisor ends here. The signals go out before anything is
+    reported, and a failing ``report`` (a display writing to a closed pipe) is ignored,
+    so reporting can never leave the group running.
+
+    Args:
+        handle: Handle, the trainer (``group_alive()`` if it has one, else ``signal_group(0)``).
+        clock: object with ``monotonic()`` and ``sleep()``.
+        grace: float, seconds the group gets after SIGTERM before SIGKILL.
+        report: callable(event, detail) | None, told what was done (``leftovers``,
+            ``leftovers_killed``, ``leftovers_gone`` or ``leftovers_survived``).
+        hurry: callable() -> bool | None, True to SIGKILL at once (a second signal to the supervisor).
+        kill_wait: float, seconds to wait for the group to be gone after SIGKILL.
+
+    Returns:
+        str: ``"none"`` (nothing was left), ``"terminated"`` (gone after SIGTERM),
+        ``"killed"`` (gone after SIGKILL) or ``"survived"`` (still there after ``kill_wait``).
+    """
+    alive = getattr(handle, "group_alive", None) or (lambda: handle.signal_group(0))
+    pgid = getattr(handle, "pgid", handle.pid)
+
+    def tell(event: str, detail: str) -> None:
+        if report is not None:
+            try:
+                report(event, detail)
+            except Exception:  # a broken display must not leave an orphan behind
+                pass
+
+    def wait(seconds: float, check_hurry: bool) -> bool:
+        """Wait up to ``seconds`` for the group to be gone; True when it is."""
+        deadline = clock.monotonic() + seconds
+        while alive():
+            if clock.monotonic() >= deadline or (check_hurry and hurry is not None and hurry()):
+                return False
+            clock.sleep(0.05)
+        return True
+
+    if not alive():
+        return "none"
+    handle.signal_group(signal.SIGTERM)
+    tell("leftovers", f"processes left in the trainer's group (pgid {pgid}): SIGTERM, SIGKILL after {grace:g} s")
+    started = clock.monotonic()
+    if wait(grace, True):
+        tell("leftovers_gone", f"the trainer's group (pgid {pgid}) is gone after SIGTERM "
+                               f"({clock.monotonic() - started:.1f} s)")
+        return "terminated"
+    handle.signal_group(signal.SIGKILL)
+    why = "asked again to stop" if hurry is not None and hurry() else f"still there after {grace:g} s"
+    tell("leftovers_killed", f"the trainer's group (pgid {pgid}) {why}: SIGKILL")
+    if wait(kill_wait, False):
+        tell("leftovers_gone", f"the trainer's group (pgid {pgid}) is gone after SIGKILL")
+        return "killed"
+    tell("leftovers_survived", f"processes of the trainer's group (pgid {pgid}) still there {kill_wait:g} s "
+                               "after SIGKILL (uninterruptible sleep?)")
+    return "survived"
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -150,7 +255,8 @@ class AttachedHandle:
 
     It cannot be waited for, so its exit status is unknown (``exit_unknown``): the
     lifecycle decides from the trainer's end record. Signals go to its process group
-    only while the (pid, start time) pair still names it.
+    while the (pid, start time) pair still names it, and after it exited only while
+    processes it left in its group are still there (``_leftovers``).
     """
 
     exit_unknown = True
@@ -177,9 +283,22 @@ class AttachedHandle:
             os.kill(self.pid, sig)
 
     def signal_group(self, sig: int) -> bool:
-        if not self._alive():
+        if not self._alive() and not self._leftovers():
             return False
         return _signal_group(self.pgid, sig)
+
+    def group_alive(self) -> bool:
+        return group_alive(self.pgid) if self._alive() else self._leftovers()
+
+    def _leftovers(self) -> bool:
+        """Once the trainer is gone: are live processes of its group left?
+
+        Linux does not reuse a pid while a process group of that id exists, so members of
+        group ``pgid`` whose own pid is not ``pgid`` are the trainer's leftovers; a process
+        now holding the pid itself is someone else's (the pid was reused: not ours).
+        """
+        members = group_members(self.pgid)
+        return bool(members) and self.pid not in members
 
     def close(self, timeout: float = 5.0) -> None:
         if self._tail is not None:

@@ -412,36 +412,54 @@ class Runner:
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
-        """Runs always: a trainer still alive (the loop failed) is stopped, then its group killed."""
-        live = self.lifecycle.state not in (State.BACKOFF,) and not self.lifecycle.state.done
-        if self.lifecycle.handle is not None and live:
-            self.lifecycle.terminate(self.clock.monotonic(), "the supervisor is shutting down after an error")
-            deadline = self.clock.monotonic() + 2 * self.grace + 5
-            while not self.lifecycle.transition(self.clock.monotonic()).done:
-                if self.clock.monotonic() > deadline:
-                    break
-                self.clock.sleep(0.05)
-            self._reap_group()
-            self.lifecycle.handle.close(timeout=1.0)
-        self.follower.stop()
+        """Runs always: a trainer still alive (the loop failed) is stopped, then its group is reaped.
+
+        Nothing here may raise before the group is gone: a failing drain or display (a
+        closed stdout) ends the polite stop early, never the reaping.
+        """
+        try:
+            live = self.lifecycle.state not in (State.BACKOFF,) and not self.lifecycle.state.done
+            if self.lifecycle.handle is not None and live:
+                try:
+                    self.lifecycle.terminate(self.clock.monotonic(), "the supervisor is shutting down after an error")
+                    deadline = self.clock.monotonic() + 2 * self.grace + 5
+                    while not self.lifecycle.transition(self.clock.monotonic()).done:
+                        if self.clock.monotonic() > deadline:
+                            break
+                        self.clock.sleep(0.05)
+                    self._drain_events()  # the stop and the exit, into the journal
+                except Exception:
+                    pass  # the reaping below still SIGTERMs and SIGKILLs the group
+            self._reap_group()  # also when the state is done: _finish may not have run or got through
+            if self.lifecycle.handle is not None:
+                self.lifecycle.handle.close(timeout=1.0)
+        finally:
+            self.follower.stop()
 
     def _reap_group(self) -> None:
-        """SIGTERM what is left of the trainer's process group, SIGKILL it after a short grace."""
+        """Whatever is left of the trainer's group: SIGTERM, SIGKILL after ``grace``, wait until gone.
+
+        Signals first, journal after (a failing display cannot stop it); a signal to the
+        supervisor meanwhile (Ctrl-C again) SIGKILLs at once. See process.reap_group.
+        """
+        from lrsup.supervisor.process import reap_group
+
         handle = self.lifecycle.handle
-        if handle is None or not handle.signal_group(0):
+        if handle is None:
             return
-        self._event("leftovers", f"processes left in the trainer's group (pgid {handle.pid}): terminating")
-        handle.signal_group(signal.SIGTERM)
-        deadline = self.clock.monotonic() + min(self.grace, 2.0)
-        while handle.signal_group(0) and self.clock.monotonic() < deadline:
-            self.clock.sleep(0.05)
-        handle.signal_group(signal.SIGKILL)
+        signals_before = len(self.signals)
+        reap_group(handle, self.clock, self.grace, self._event, hurry=lambda: len(self.signals) > signals_before)
 
     def _close(self) -> None:
-        if hasattr(self, "channel"):
-            self.channel.close()
-        if self.display is not None:
-            self.display.close()
+        try:
+            if hasattr(self, "channel"):
+                self.channel.close()
+        finally:
+            if self.display is not None:
+                try:
+                    self.display.close()
+                except OSError:  # stdout closed under us (its reader died): nothing left to show
+                    pass
 
 
 def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd: Path | None = None,

@@ -51,6 +51,7 @@ class FakeHandle:
         self.signals: list[int] = []  # sent to the process itself
         self.group_signals: list[int] = []  # sent to its group (signal 0 not recorded)
         self.group_members = 1  # the process itself, plus children still alive
+        self.unkillable = False  # True: even SIGKILL leaves the group (a process stuck in D state)
         self.closed = False
 
     def exit(self, returncode: int, *, leave_children: int = 0) -> None:
@@ -80,12 +81,16 @@ class FakeHandle:
         if sig == signal.SIGKILL:
             if self.returncode is None:
                 self.returncode = -signal.SIGKILL
-            self.group_members = 0
+            if not self.unkillable:
+                self.group_members = 0
         elif sig in self.exit_on:
             if self.returncode is None:
                 self.returncode = self.exit_on[sig]
             self.group_members = 0
         return True
+
+    def group_alive(self) -> bool:
+        return self.group_members > 0
 
     def close(self, timeout: float = 5.0) -> None:
         self.closed = True

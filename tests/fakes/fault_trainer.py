@@ -7,6 +7,11 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
                           acknowledging anything (only in attempt 1, $LRSUP_ATTEMPT)
     --stall-at-epoch N    stop making steps at epoch N (heartbeats go on): a stall
     --import-error        fail at import time, before any record (a broken script)
+    --start-delay S       sleep S seconds before the start record (data loading that
+                          hangs before fit; only in attempt 1)
+    --stubborn-child      start a child in the trainer's process group that ignores SIGINT
+                          and SIGTERM (a data loader that outlives its parent); it prints
+                          ``fault: child pid C``
 
 Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
 (seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
@@ -17,11 +22,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 
 from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.protocol import EpochRecord
+
+
+STUBBORN_CHILD = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "print(f'fault: child pid {os.getpid()}', flush=True)\n"
+    "time.sleep(600)\n"
+)
 
 
 class Optimizer:
@@ -56,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--die-at-epoch", type=int, default=None)
     p.add_argument("--stall-at-epoch", type=int, default=None)
     p.add_argument("--import-error", action="store_true")
+    p.add_argument("--start-delay", type=float, default=0.0)
+    p.add_argument("--stubborn-child", action="store_true")
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
     if args.import_error:
         import lrsup_no_such_module  # noqa: F401  (the broken script)
+    if args.stubborn_child:
+        subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])  # same process group, output to the log
+    if args.start_delay and attempt == "1":
+        time.sleep(args.start_delay)  # hangs before fit: no start record, no heartbeat
     losses = [float(x) for x in args.val_loss.split(",")]
     opt, agent = Optimizer(args.lr), Agent.from_env()
     assert agent is not None, "run me under lrsup"
