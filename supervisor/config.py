@@ -54,14 +54,15 @@ DEFAULTS_SOURCE = "(built-in defaults)"
 # - divergence: on NaN/inf, a loss spike, a collapse or an exploding val_loss, roll back to
 #   the newest known-good checkpoint with a cut LR (x0.1 SGD, x0.5 Adam-family); give up
 #   (exit status 3) after 5 rollbacks in 10 epochs.
-# - lr_find (raise_only): an LR range test on the first 100 steps; when it suggests an LR
-#   more than 10x the script's, go back to the start with it (rescues a run that learns
-#   far too slowly; an LR too high is divergence's to cut).
+# - lr_find (auto): an LR range test on the first 100 steps; when it suggests an LR more
+#   than 10x the script's, or the script's LR is more than 10x its suggestion or at or past
+#   where the test's loss blew up, go back to the start with the suggestion (rescues a run
+#   that learns far too slowly, and one whose LR is far too high before it collapses).
 # - plateau: halve the LR after 3 epochs without val_loss improvement, down to 1e-6.
 # They rely on the agent's checkpoints: [agent] checkpoint_every_epochs = 1, keep_last = 3.
 DEFAULT_STACK: list[dict[str, Any]] = [
     {"use": "divergence"},
-    {"use": "lr_find", "mode": "raise_only"},
+    {"use": "lr_find", "mode": "auto"},
     {"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 3, "cooldown": 0, "min_lr": 1e-6},
 ]
 
@@ -114,6 +115,13 @@ class RunSettings(BaseModel):
             A slow trainer whose batches keep coming is never killed. Default 1800.
         stop_timeout: float. Seconds an operator's graceful stop (``lrsup stop``) waits for
             the trainer to finish its epoch before forcing it (> 0). Default 120.
+        start_timeout: float. Seconds from starting the trainer to its start record (the
+            first ``fit``) before it is killed as hung before training and restarted
+            (>= 0; 0: never). Covers imports, data loading and model building, which no
+            heartbeat covers. Default 1800.
+        snapshot_interval: float. Seconds between two snapshots of the policies' state
+            (snapshot.json), from which ``lrsup resume`` continues without replaying the
+            whole run (>= 0; 0 writes none: resume replays every record). Default 30.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -127,6 +135,8 @@ class RunSettings(BaseModel):
     hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
     stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False)
     stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
+    start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False)
+    snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> "RunSettings":

@@ -3,8 +3,10 @@
 Each test runs the supervisor CLI in a subprocess (``python -m lrsup.supervisor.cli run``)
 with ``--run-dir`` under tmp_path and reads the run's journal.jsonl and metrics.jsonl:
 
-- SGD at lr 1.0 diverges; the default stack rolls back with a cut and finishes > 85%;
-- SGD at lr 1e-4 barely learns; the default stack (lr_find, raise_only) raises it: > 90%;
+- SGD at lr 1.0 and Adam at lr 1.0 collapse on their own; the default stack's range test
+  (lr_find, auto) sees the LR far above its suggestion and goes back to the start with the
+  suggestion: > 85%;
+- SGD at lr 1e-4 barely learns; the default stack's range test raises it: > 90%;
 - a NaN injected mid-run (``--poison-epoch``) is rolled back; the final accuracy is within
   2 points of the clean run's;
 - a plateau config on a float-LR and on an ExponentialDecay run: the trainer's own epoch
@@ -39,7 +41,7 @@ EXPLICIT_DEFAULTS = """
 use = "lrsup.policies.divergence:Divergence"
 [[policy]]
 use = "lrsup.policies.lr_find:LRFind"
-mode = "raise_only"
+mode = "auto"
 [[policy]]
 use = "plateau"
 monitor = "val_loss"
@@ -91,15 +93,17 @@ def records(run: dict, kind: str) -> list[dict]:
     return [r for r in run["metrics"] if r.get("type") == kind]
 
 
-def test_sgd_lr_1_diverges_and_is_rescued(tmp_path):
-    run = lrsup_run(tmp_path, "--optimizer", "sgd", "--lr", "1.0", "--epochs", "15")
+@pytest.mark.parametrize("optimizer, epochs", [("sgd", "15"), ("adam", "8")])
+def test_an_lr_far_too_high_is_lowered_by_the_range_test_and_learns(tmp_path, optimizer, epochs):
+    run = lrsup_run(tmp_path, "--optimizer", optimizer, "--lr", "1.0", "--epochs", epochs)
     assert run["rc"] == 0, run["out"][-3000:]
     rollbacks = decisions(run, "rollback")
     assert rollbacks, run["journal"]
-    assert any(d.get("lr") is not None and d["lr"] < 1.0 for d in rollbacks) or any(
-        a["cmd"] == "rollback" and a["lr"] is not None and a["lr"] < 1.0 for a in records(run, "ack")
-    )
-    assert [a for a in records(run, "ack") if a["cmd"] == "rollback"]
+    first = rollbacks[0]
+    assert first["policy"] == "lr_find" and "the run's LR 1 is more than 10 x that" in first["reason"], first
+    assert first["lr"] is not None and first["lr"] < 0.1
+    acks = [a for a in records(run, "ack") if a["cmd"] == "rollback"]
+    assert acks and acks[0]["lr"] == pytest.approx(first["lr"], rel=1e-4)  # the trainer runs at the suggestion
     assert run["accuracy"] is not None and run["accuracy"] > 0.85, run["out"][-3000:]
 
 
