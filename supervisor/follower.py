@@ -71,6 +71,7 @@ class Follower:
         self._ino: int | None = None
         self._offset = 0
         self._start_offset = offset
+        self._consumed = offset
         self._splitter = LineSplitter()
 
     # -- lifecycle ------------------------------------------------------------
@@ -169,6 +170,11 @@ class Follower:
         return st.st_size != self._offset or st.st_ino != self._ino
 
     # -- reading --------------------------------------------------------------
+    @property
+    def consumed(self) -> int:
+        """The offset after the last complete line ``read`` returned: where a new reader would go on."""
+        return self._consumed
+
     def read(self) -> list[Record]:
         """Records from the complete lines appended since the last call (maybe none)."""
         f = self._open()
@@ -184,6 +190,7 @@ class Follower:
                     records.append(record)  # the common case, without the checked path's try
                 elif (record := self._parse(obj)) is not None:
                     records.append(record)
+        self._consumed = self._offset - self._splitter.pending
         new_overlong = self._splitter.overlong - overlong_before
         if new_overlong:
             self.stats.overlong += new_overlong
@@ -210,6 +217,7 @@ class Follower:
             self._file = os.fdopen(fd, "rb")
             self._ino = os.fstat(fd).st_ino
             self._offset, self._start_offset = self._start_offset, 0
+            self._consumed = self._offset
             if self._offset:
                 self._file.seek(self._offset)
             self._splitter = LineSplitter()

@@ -81,17 +81,20 @@ def read_control(path: str | os.PathLike[str]) -> ControlHistory:
     return history
 
 
-def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -> tuple[list[Record], int]:
-    """Every valid record of the complete lines of ``path`` and the byte length they span.
+def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None,
+                 start: int = 0) -> tuple[list[Record], int]:
+    """Every valid record of the complete lines of ``path`` after byte ``start``, and the offset they end at.
 
     The follower continues from that offset, so a line being written while we read is
-    read once, live.
+    read once, live. ``start`` must be the start of a line (a snapshot's offset).
     """
     stats = stats if stats is not None else ReadStats()
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
     except FileNotFoundError:
-        return [], 0
+        return [], start
     end = complete_length(data)
     records = []
     for obj in iter_objects_bytes(data[:end], stats):
@@ -101,7 +104,7 @@ def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
             stats.bad(str(exc))
     if end < len(data):
         stats.torn_tail += 1
-    return records, end
+    return records, start + end
 
 
 def iter_objects_bytes(data: bytes, stats: ReadStats) -> list[dict[str, Any]]:

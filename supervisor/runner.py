@@ -67,6 +67,7 @@ from lrsup.supervisor.protocol import AckRecord, EpochRecord, ErrorRecord, Proto
 from lrsup.supervisor.recovery import fatal_report
 from lrsup.supervisor.restart import RestartPolicy, Watchdog
 from lrsup.supervisor.rundir import RunDir, RunPaths, check_run_file
+from lrsup.supervisor.snapshot import Progress, SnapshotWriter
 from lrsup.supervisor.statefile import write_runner_state
 
 
@@ -124,8 +125,11 @@ class Runner:
                                     settings.backoff_cap)
         self.lifecycle = Lifecycle(self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for,
                                    drain=self._read_records)
-        self.watchdog = Watchdog(getattr(settings, "hang_timeout", 120.0), getattr(settings, "stall_timeout", 1800.0))
+        self.watchdog = Watchdog(getattr(settings, "hang_timeout", 120.0), getattr(settings, "stall_timeout", 1800.0),
+                                 getattr(settings, "start_timeout", 0.0))
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
+        self.progress = Progress()  # what the records handled so far said (resume: from the snapshot on)
+        self.snapshots = SnapshotWriter(paths.root, getattr(settings, "snapshot_interval", 30.0))
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
@@ -227,8 +231,21 @@ class Runner:
             self._degraded_shown = False
             self._recoveries_seen = self.channel.recoveries
             self._event("recovered", "disk space is back: the journal is written again")
+        self._snapshot()
         self._write_state()
         return self.lifecycle.state.done
+
+    def _snapshot(self) -> None:
+        """Every ``snapshot_interval`` seconds: the engine's state after every record read so far.
+
+        Only when every command decided on them is written (not degraded), so that what the
+        snapshot says was sent is in control.jsonl; ``lrsup resume`` then replays only what
+        came after it (see lrsup.supervisor.snapshot).
+        """
+        if self.channel.degraded is None and hasattr(self.engine, "state_dict"):
+            self.snapshots.maybe_write(self.clock.monotonic(), engine=self.engine, progress=self.progress,
+                                       offset=self.follower.consumed, max_seq=self.channel.seq,
+                                       unacked=list(self.channel.unacked), wall_time=self.clock.time())
 
     def _finish(self) -> None:
         """The trainer exited: kill what it left in its group, then drain output and records."""
@@ -264,6 +281,7 @@ class Runner:
         ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
         """
         self.lifecycle.on_record(record)
+        self.progress.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
             self.channel.settled(record.seq)
         if not live:
