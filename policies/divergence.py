@@ -33,7 +33,8 @@ trouble:
     2.67 for a small MLP on digits) while the LR is at least ``stuck_min_lr`` (by default the optimizer family's
     "high" LR, see lrsup.policies.presets): a run that never learned at a high LR is
     rolled back to the start with a cut. A stuck run at a modest LR is not this
-    policy's business (lr_find's raise_only mode handles "far too slow").
+    policy's business (lr_find's raise_only and auto modes handle "far too slow"; in the
+    default stack, auto also lowers an LR far above its suggestion before the run is stuck).
 (d) **val_loss explosion**: ``val_loss > val_factor * best val_loss`` of the fit.
 
 The act: ``Rollback(before_step=<the step trouble started>, lr_factor=cut ** n)``: the
