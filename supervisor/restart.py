@@ -11,7 +11,12 @@ Two small objects the runner and the lifecycle consult:
   (SIGSTOPped, deadlocked with its heartbeat thread) is hung; one whose records show no
   larger ``step`` for ``stall_timeout`` seconds is stalled. Stall timing starts at the
   first batch/epoch record of an attempt, so compiling the first batch never counts,
-  and a slow trainer whose batches keep coming is never killed.
+  and a slow trainer whose batches keep coming is never killed. Hang timing starts at
+  the start record (the agent beats only while a fit runs), so the time before it is
+  timed on its own: an attempt with no start record ``start_timeout`` seconds after it
+  was spawned (data loading or model building that hangs before ``fit``) is hung too.
+  An end record stops hang and stall timing until the next start record (evaluating or
+  saving after ``fit`` beats no heart, and is not a hang).
 
 Example::
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lrsup.supervisor.protocol import BatchRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.protocol import BatchRecord, EndRecord, EpochRecord, Record, StartRecord
 
 FAST_FAILURES_TO_GIVE_UP = 2
 
@@ -82,41 +87,56 @@ class RestartPolicy:
 
 
 class Watchdog:
-    """Hang and stall detection for one trainer attempt (monotonic seconds passed in).
+    """Hang, stall and start detection for one trainer attempt (monotonic seconds passed in).
 
     Args:
         hang_timeout: float, seconds without any record (heartbeats included) before
             the trainer is declared hung (> 0).
         stall_timeout: float, seconds without a record showing a larger step, counted
             from the attempt's first batch/epoch record, before it is declared stalled (> 0).
+        start_timeout: float, seconds from the attempt's spawn to its start record before
+            it is declared hung (>= 0; 0: never). A trainer that is alive but has not
+            started ``fit`` is not hung while it lasts, whatever it writes meanwhile.
     """
 
-    def __init__(self, hang_timeout: float = 120.0, stall_timeout: float = 1800.0) -> None:
+    def __init__(self, hang_timeout: float = 120.0, stall_timeout: float = 1800.0,
+                 start_timeout: float = 1800.0) -> None:
         if not hang_timeout > 0:
             raise ValueError(f"hang_timeout must be > 0 seconds, got {hang_timeout!r}")
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
-        self.hang_timeout, self.stall_timeout = hang_timeout, stall_timeout
+        if not start_timeout >= 0:
+            raise ValueError(f"start_timeout must be >= 0 seconds (0: off), got {start_timeout!r}")
+        self.hang_timeout, self.stall_timeout, self.start_timeout = hang_timeout, stall_timeout, start_timeout
         self.reset()
 
-    def reset(self) -> None:
-        """A new attempt: nothing is timed until its start record."""
+    def reset(self, now: float | None = None) -> None:
+        """A new attempt, spawned at ``now``: nothing but its start is timed until its start record.
+
+        Without ``now`` the start is timed from the first ``check`` (the runner checks every tick).
+        """
         self.last_record: float | None = None
         self.progress_at: float | None = None
         self.step: int | None = None
+        self.started = False  # a start record of this attempt was seen
+        self.spawned_at = now
 
     def arm(self, now: float, step: int, progressed: bool) -> None:
         """Time an attempt already under way (a resumed supervisor reattaching to its trainer)."""
-        self.last_record, self.step = now, step
+        self.last_record, self.step, self.started = now, step, True
         self.progress_at = now if progressed else None
 
     def on_record(self, record: Record, now: float) -> None:
         """Any record proves the trainer alive; a larger step (or the first batch/epoch) is progress."""
         if isinstance(record, StartRecord):
-            self.last_record, self.step = now, record.step
+            self.last_record, self.step, self.started = now, record.step, True
+            self.progress_at = None  # a new fit: its first batch compiles again
+            return
+        if isinstance(record, EndRecord):
+            self.last_record = self.progress_at = None  # fit is over: no heartbeats until the next one
             return
         if self.last_record is None:
-            return  # records of an attempt that had not started (replayed history)
+            return  # records of an attempt that had not started (replayed history), or between fits
         self.last_record = now
         step = getattr(record, "step", None)
         if self.progress_at is None:
@@ -127,7 +147,13 @@ class Watchdog:
             self.progress_at, self.step = now, step
 
     def check(self, now: float) -> str | None:
-        """Why the trainer must be killed (hung / stalled), or None."""
+        """Why the trainer must be killed (hung / stalled / never started), or None."""
+        if not self.started and self.start_timeout > 0:
+            if self.spawned_at is None:
+                self.spawned_at = now
+            elif now - self.spawned_at > self.start_timeout:
+                return (f"trainer hung before training: no start record {now - self.spawned_at:.0f} s after it "
+                        f"was started (start_timeout = {self.start_timeout:g} s)")
         if self.last_record is not None and now - self.last_record > self.hang_timeout:
             return (f"trainer hung: no record or heartbeat for {now - self.last_record:.0f} s "
                     f"(hang_timeout = {self.hang_timeout:g} s)")

@@ -138,7 +138,7 @@ def test_to_json(tmp_path):
                   "checkpoint_every_epochs": 1, "checkpoint_every_steps": 0, "keep_last": 3},
         "run": {"grace_period": 10.0, "poll_interval": 0.05, "max_restarts": 5, "restart_window": 3600.0,
                 "backoff_base": 5.0, "backoff_cap": 300.0, "hang_timeout": 120.0, "stall_timeout": 1800.0,
-                "stop_timeout": 120.0},
+                "stop_timeout": 120.0, "start_timeout": 1800.0, "snapshot_interval": 30.0},
         "policies": [{"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 2, "mode": "auto",
                       "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}],
     }
