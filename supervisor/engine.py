@@ -205,6 +205,8 @@ class Engine(Composer):
             record: Record. The next record from metrics.jsonl, in order.
         """
         kind = type(record)
+        if kind is BatchRecord and self._pending is None:
+            return self._feed_batch(record)  # type: ignore[arg-type]
         if kind is CheckpointRecord:
             return self._on_checkpoint(record)  # type: ignore[arg-type]
         if kind is ErrorRecord:
@@ -231,22 +233,43 @@ class Engine(Composer):
         decisions: list[Decision] = []
         if hooks:
             view = self._view()
-            actions: list[Action] = []
-            for policy, hook in hooks:
-                for action in hook(record, view) or ():
-                    if not isinstance(action, Action):
-                        raise TypeError(
-                            f"policy {policy.name!r} returned {action!r} from "
-                            f"{HOOKS[kind]}; expected Action instances"
-                        )
-                    if not action.policy:
-                        action = dataclasses.replace(action, policy=policy.name)
-                    actions.append(action)
+            actions = self._ask(hooks, kind, record, view)
             if actions:
                 decisions = self._resolve(actions, epoch, step, view.probing)
         if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
             decisions.extend(self._retain_decisions(epoch, step))
         return decisions
+
+    def _feed_batch(self, record: BatchRecord) -> list[Decision]:
+        """``feed`` for a batch record outside a rollback: the same steps, minus the tests that cannot apply."""
+        if record.lr is not None:
+            self._lr = float(record.lr)
+        self._step = record.step
+        hooks = self._hooks.get(BatchRecord)
+        if not hooks:
+            return []
+        view = self._view()
+        actions = self._ask(hooks, BatchRecord, record, view)
+        if not actions:
+            return []
+        decisions = self._resolve(actions, record.epoch, record.step, view.probing)
+        if decisions:
+            decisions.extend(self._retain_decisions(record.epoch, record.step))
+        return decisions
+
+    @staticmethod
+    def _ask(hooks: list, kind: type, record: Record, view: RunView) -> list[Action]:
+        """Every interested policy's actions on ``record``, stamped with the policy's name."""
+        actions: list[Action] = []
+        for policy, hook in hooks:
+            for action in hook(record, view) or ():
+                if not isinstance(action, Action):
+                    raise TypeError(f"policy {policy.name!r} returned {action!r} from {HOOKS[kind]}; "
+                                    "expected Action instances")
+                if not action.policy:
+                    action = dataclasses.replace(action, policy=policy.name)
+                actions.append(action)
+        return actions
 
     def _view(self) -> RunView:
         # Built once per record on the hot path: filled in directly instead of through the

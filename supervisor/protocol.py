@@ -359,12 +359,12 @@ class _FastShape:
         spec, _ = _RECORD_SPECS[record_cls]
         if record_cls is CheckpointRecord or any(kind not in _FAST_TYPES for kind in spec.values()):
             return None
-        names = sorted(spec)
-        choices = [_FAST_TYPES[spec[name]] for name in names]
+        names = ["v", *sorted(spec)]
+        choices = [(int,), *(_FAST_TYPES[spec[name]] for name in names[1:])]
         if math.prod(len(c) for c in choices) > _MAX_SHAPES:
             return None
         return cls(record_cls, frozenset(names) | {"v", "type"}, itemgetter(*names), frozenset(product(*choices)),
-                   tuple(name for name in names if spec[name] == "metrics"))
+                   tuple(name for name in names[1:] if spec[name] == "metrics"))
 
 
 def parse_fast(obj: Mapping[str, Any]) -> Record | None:
@@ -372,9 +372,9 @@ def parse_fast(obj: Mapping[str, Any]) -> Record | None:
     if type(obj) is not dict or type(kind := obj.get("type")) is not str:
         return None
     fast = _FAST.get(kind)
-    if fast is None or obj.keys() != fast.keys or obj["v"] != PROTOCOL_VERSION or type(obj["v"]) is not int:
+    if fast is None or obj.keys() != fast.keys or tuple(map(type, fast.values(obj))) not in fast.shapes:
         return None
-    if tuple(map(type, fast.values(obj))) not in fast.shapes:
+    if obj["v"] != PROTOCOL_VERSION:  # an int, by its shape
         return None
     for name in fast.metrics:
         for key, value in obj[name].items():
