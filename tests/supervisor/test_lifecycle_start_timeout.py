@@ -72,17 +72,27 @@ def test_a_new_attempt_is_start_timed_afresh():
     assert dog.check(249.0) is None and dog.check(251.0) is not None
 
 
-def test_after_the_end_record_nothing_is_timed_until_the_next_fit():
-    """Evaluating or saving after fit writes no heartbeat; it is not a hang (it used to be one)."""
+def test_after_the_end_record_only_start_timeout_bounds_the_time_outside_fit():
+    """Evaluating or saving after fit writes no heartbeat: not a hang (it used to be one) while
+    start_timeout lasts; past it, a trainer that neither fits again nor exits is hung."""
     dog = Watchdog(hang_timeout=10.0, stall_timeout=30.0, start_timeout=50.0)
     dog.reset(now=0.0)
     dog.on_record(START, 1.0)
     dog.on_record(BatchRecord(epoch=0, batch=0, step=1), 2.0)
     dog.on_record(EpochRecord(epoch=0, step=1), 3.0)
     dog.on_record(EndRecord(reason="completed", epoch=0, step=1), 4.0)
-    assert dog.check(4.0 + 10_000.0) is None
-    dog.on_record(START, 20_000.0)  # a second fit: timed again, its compile not a stall
-    assert dog.check(20_009.0) is None and dog.check(20_011.0) is not None
+    assert dog.check(4.0 + 49.0) is None  # far past hang_timeout: an evaluate, a save
+    assert "hung after fit" in dog.check(4.0 + 51.0)
+    dog.on_record(START, 40.0)  # a second fit in time: timed again, its compile not a stall
+    assert dog.check(49.0) is None and "no record or heartbeat" in dog.check(51.0)
+
+
+def test_with_start_timeout_off_nothing_is_timed_after_fit():
+    dog = Watchdog(hang_timeout=10.0, stall_timeout=30.0, start_timeout=0)
+    dog.reset(now=0.0)
+    dog.on_record(START, 1.0)
+    dog.on_record(EndRecord(reason="completed", epoch=0, step=1), 4.0)
+    assert dog.check(10_000.0) is None
 
 
 def test_start_timeout_is_checked_by_name():
