@@ -37,20 +37,20 @@ Example (Python)::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Sequence
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from lrsup.policies.actions import Action, Keep, Rollback, SaveCheckpoint, Stop
-from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.policies.monitor import Monitor, resolve_mode
+from lrsup.policies.base import PolicySettings, RunView
+from lrsup.policies.monitor import MonitorPolicy, MonitorSettings
 from lrsup.supervisor.protocol import EpochRecord, StartRecord
 
 # The checkpoint asked for when the agent made none at a best epoch's end.
 BEST_CHECKPOINT = "early_stop-best"
 
 
-class EarlyStopSettings(PolicySettings):
+class EarlyStopSettings(MonitorSettings):
     """Settings of :class:`EarlyStop`: EarlyStopping's names and defaults.
 
     Example::
@@ -71,24 +71,15 @@ class EarlyStopSettings(PolicySettings):
             (>= 0). Defaults to 0.
     """
 
-    monitor: str = Field("val_loss", strict=True, min_length=1)
     min_delta: float = Field(0.0, strict=True, allow_inf_nan=False)
     patience: int = Field(0, strict=True, ge=0)
-    mode: Literal["auto", "min", "max"] = Field("auto", validate_default=True)
     baseline: float | None = Field(None, strict=True)
     restore_best_weights: bool = Field(False, strict=True)
     start_from_epoch: int = Field(0, strict=True, ge=0)
 
-    @field_validator("mode")
-    @classmethod
-    def _check_mode(cls, mode: str, info: ValidationInfo) -> str:
-        monitor = info.data.get("monitor")
-        if isinstance(monitor, str):
-            resolve_mode(monitor, mode)  # raises ValueError naming the monitor
-        return mode
 
 
-class EarlyStop(Policy):
+class EarlyStop(MonitorPolicy):
     """Stop training when ``monitor`` has stopped improving (EarlyStopping).
 
     Example::
@@ -102,11 +93,6 @@ class EarlyStop(Policy):
     name: ClassVar[str] = "early_stop"
     Settings: ClassVar[type[PolicySettings]] = EarlyStopSettings
     settings: EarlyStopSettings
-
-    def __init__(self, settings: EarlyStopSettings | None = None, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
-        s = self.settings
-        self._monitor = Monitor(s.monitor, s.mode, s.min_delta)
 
     def reset(self) -> None:
         """Keras's ``on_train_begin``: every counter and the best afresh."""

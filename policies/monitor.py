@@ -32,7 +32,11 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from lrsup.policies.base import Policy, PolicySettings
 
 Direction = Literal["min", "max"]
 MODES = ("auto", "min", "max")
@@ -202,3 +206,36 @@ class Monitor:
         """
         value = logs.get(self.monitor)
         return None if value is None else float(value)
+
+
+class MonitorSettings(PolicySettings):
+    """The settings every policy that watches one quantity shares: ``monitor`` and its ``mode``.
+
+    ``mode`` is checked against ``monitor`` here, once (``"auto"`` must be able to tell the
+    direction from the name), so the error names both whichever policy is configured.
+    """
+
+    monitor: str = Field("val_loss", strict=True, min_length=1)
+    mode: Literal["auto", "min", "max"] = Field("auto", validate_default=True)
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, mode: str, info: ValidationInfo) -> str:
+        monitor = info.data.get("monitor")
+        if isinstance(monitor, str):
+            resolve_mode(monitor, mode)  # raises ValueError naming the monitor
+        return mode
+
+
+class MonitorPolicy(Policy):
+    """A policy deciding on one monitored quantity, as Keras's ``MonitorCallback``: holds its :class:`Monitor`.
+
+    Subclasses' settings derive from :class:`MonitorSettings` and add ``min_delta``.
+    """
+
+    settings: MonitorSettings
+
+    def __init__(self, settings: MonitorSettings | None = None, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        s = self.settings
+        self._monitor = Monitor(s.monitor, s.mode, getattr(s, "min_delta", 0.0))

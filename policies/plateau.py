@@ -27,17 +27,17 @@ Example (Python)::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Sequence
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from lrsup.policies.actions import Action, ScaleLR
-from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.policies.monitor import Monitor, resolve_mode, to_float32
+from lrsup.policies.base import PolicySettings, RunView
+from lrsup.policies.monitor import MonitorPolicy, MonitorSettings, to_float32
 from lrsup.supervisor.protocol import EpochRecord, StartRecord
 
 
-class PlateauSettings(PolicySettings):
+class PlateauSettings(MonitorSettings):
     """Settings of :class:`Plateau`: ReduceLROnPlateau's names and defaults.
 
     Example::
@@ -56,10 +56,8 @@ class PlateauSettings(PolicySettings):
         min_lr: float. Lower bound on the learning rate (>= 0). Defaults to 0.0.
     """
 
-    monitor: str = Field("val_loss", strict=True, min_length=1)
     factor: float = Field(0.1, strict=True)
     patience: int = Field(10, strict=True, ge=0)
-    mode: Literal["auto", "min", "max"] = Field("auto", validate_default=True)
     min_delta: float = Field(1e-4, strict=True, allow_inf_nan=False)
     cooldown: int = Field(0, strict=True, ge=0)
     min_lr: float = Field(0.0, strict=True, ge=0.0, allow_inf_nan=False)
@@ -73,16 +71,9 @@ class PlateauSettings(PolicySettings):
             raise ValueError(f"factor must be > 0; got factor={factor!r}")
         return factor
 
-    @field_validator("mode")
-    @classmethod
-    def _check_mode(cls, mode: str, info: ValidationInfo) -> str:
-        monitor = info.data.get("monitor")
-        if isinstance(monitor, str):
-            resolve_mode(monitor, mode)  # raises ValueError naming the monitor
-        return mode
 
 
-class Plateau(Policy):
+class Plateau(MonitorPolicy):
     """Reduce the learning rate when ``monitor`` has stopped improving (ReduceLROnPlateau).
 
     Example::
@@ -96,11 +87,6 @@ class Plateau(Policy):
     name: ClassVar[str] = "plateau"
     Settings: ClassVar[type[PolicySettings]] = PlateauSettings
     settings: PlateauSettings
-
-    def __init__(self, settings: PlateauSettings | None = None, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
-        s = self.settings
-        self._monitor = Monitor(s.monitor, s.mode, s.min_delta)
 
     def reset(self) -> None:
         """Forget the best value and the counters (Keras's ``_reset`` at train begin)."""

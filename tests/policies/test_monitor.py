@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from lrsup.policies.monitor import Monitor, infer_direction, resolve_mode, to_float32
+from lrsup.policies.early_stop import EarlyStop
+from lrsup.policies.monitor import Monitor, MonitorSettings, infer_direction, resolve_mode, to_float32
+from lrsup.policies.plateau import Plateau
 
 NAN = math.nan
 INF = math.inf
@@ -173,3 +175,14 @@ def test_float32_subnormals_compare_as_zero_like_tensorflow():
     assert to_float32(-1.1709838513253188e-38) == 0.0
     assert to_float32(1.2e-38) == 1.2e-38 or to_float32(1.2e-38) > 0.0
     assert not Monitor("val_loss", "min", 0.0).is_improvement(-1.1709838513253188e-38, 0.0)
+
+
+@pytest.mark.parametrize("cls", [Plateau, EarlyStop])
+def test_every_monitor_policy_checks_mode_against_its_monitor_the_same_way(cls):
+    # The rule lives once, in MonitorSettings; each policy's error names the monitor.
+    with pytest.raises(ValueError, match=r"mode='auto' cannot tell whether monitor='f1_weird'"):
+        cls(monitor="f1_weird")
+    policy = cls(monitor="f1_weird", mode="max", min_delta=0.5)
+    assert isinstance(policy.settings, MonitorSettings)
+    assert policy._monitor == Monitor("f1_weird", "max", 0.5)
+    assert policy._monitor.is_improvement(2.0, 1.0) and not policy._monitor.is_improvement(1.2, 1.0)
