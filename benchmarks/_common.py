@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import re
@@ -205,3 +206,27 @@ def default_stack_toml() -> tuple[str | None, str]:
     note = ("The default stack's names did not all resolve in this install (entry points not yet "
             "installed), so it was spelled out in an lrsup.toml: " + ", ".join(mapped) + ".")
     return "\n".join(lines), note
+
+
+def median_ci(xs: Sequence[float], conf: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: a pair of order statistics.
+
+    The interval [x_(l), x_(n+1-l)] (1-based, sorted) with the largest l whose coverage,
+    1 - 2 P(B <= l - 1) for B ~ Binomial(n, 1/2), is still at least ``conf``. Assumes only
+    independent samples from one distribution. (nan, nan) when n is too small for ``conf``.
+    """
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    s = sorted(xs)
+    alpha = 1.0 - conf
+    total = 2 ** n
+    cdf, best = 0, 0  # cdf = sum_{i < l} C(n, i)
+    for l in range(1, n // 2 + 1):
+        cdf += math.comb(n, l - 1)
+        if 2 * cdf / total > alpha:
+            break
+        best = l
+    if best == 0:
+        return float("nan"), float("nan")
+    return s[best - 1], s[n - best]

@@ -1,0 +1,114 @@
+"""The overhead benchmark's own machinery: the median's confidence interval, the verdicts, and
+(with Keras) the interleaved fit that alternates the arms every block of steps.
+
+These check the measuring instrument, not any timing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import agent_overhead as ao  # noqa: E402
+from benchmarks._common import median_ci  # noqa: E402
+
+
+def test_median_ci_is_the_textbook_order_statistics() -> None:
+    # n = 10: [x_(2), x_(9)] covers 1 - 2 * 11 / 1024 = 97.9%; [x_(3), x_(8)] would be 89%
+    assert median_ci(list(range(1, 11))) == (2, 9)
+    assert median_ci(list(range(100))) == (39, 60)
+    lo, hi = median_ci([float("nan")] * 0 + [1, 2, 3, 4, 5])  # n = 5 cannot reach 95%
+    assert lo != lo and hi != hi
+
+
+def test_median_ci_covers_the_median_about_95_percent_of_the_time() -> None:
+    rng = random.Random(0)
+    hits = 0
+    for _ in range(1000):
+        lo, hi = median_ci([rng.expovariate(1.0) for _ in range(41)])
+        hits += lo <= 0.6931471805599453 <= hi  # the median of Exp(1) is ln 2
+    assert 0.93 <= hits / 1000 <= 0.99
+
+
+def _result(median: float, ci: tuple[float, float]) -> dict:
+    stats = {"median": median, "iqr": (ci[0] - 0.01, ci[1] + 0.01), "ci": ci, "n": 100}
+    return {"cpu": stats, "wall": stats, "rounds": 100, "hook_mean": 50e-6,
+            "per_step": {"without": {"wall": 5e-3, "cpu": 5e-3}}}
+
+
+@pytest.mark.parametrize(
+    "ci, word",
+    [((0.001, 0.004), "**met**"), ((0.012, 0.02), "**not met**"), ((0.004, 0.015), "**not resolved**"),
+     ((float("nan"), float("nan")), "**not resolved**")],
+)
+def test_verdict_follows_the_cpu_confidence_interval(ci, word) -> None:
+    (line,) = ao._verdicts({"medium": _result(0.008, ci)})  # medium: target 1%
+    assert word in line
+    if word == "**met**":
+        assert "not met" not in line
+
+
+def test_arm_orders_cycle_through_every_permutation() -> None:
+    assert sorted(ao.ORDERS) == sorted({tuple(p) for p in ao.ORDERS})
+    assert len(ao.ORDERS) == 6
+    for order in ao.ORDERS:
+        assert sorted(order) == sorted(ao.ARMS)
+
+
+@pytest.mark.keras
+def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agent_one_record_per_block(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("sklearn")
+    keras = ao._setup_tf()
+    timed, noop_cls, interleaver = ao._callbacks(keras)
+    x, y = ao._data(smoke=True)  # 320 samples: 10 steps an epoch
+    steps = len(x) // ao.BATCH
+    run = tmp_path / "run"
+    run.mkdir()
+    answerer = subprocess.Popen([sys.executable, "-m", "benchmarks._verdicts", str(run)], cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while not (run / "answerer-ready").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        model.fit(x[:64], y[:64], batch_size=ao.BATCH, epochs=1, verbose=0)  # 2 steps: blocks start mid-bucket
+        agent = timed(run, verdict_timeout=10.0)
+        epochs = 7
+        cbl = interleaver(model, agent, noop_cls(), epochs=epochs, steps=steps,
+                          start_step=int(model.optimizer.iterations))
+        model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
+    finally:
+        (run / "stop-answerer").touch()
+        answerer.wait(10)
+
+    blocks = cbl.blocks
+    assert sum(b["steps"] for b in blocks) == epochs * steps
+    # block b holds the batches ending at steps 10b .. 10b + 9 (the agent's bucket b), arms as ORDERS says
+    for b in blocks:
+        r, pos = divmod(b["block"], 3)
+        assert b["arm"] == ao.ORDERS[r % 6][pos]
+        assert b["cpu"] > 0 and b["wall"] > 0
+    assert all(b["steps"] == ao.BLOCK for b in blocks[1:-1])
+    assert len(agent.hook) == sum(b["steps"] for b in blocks if b["arm"] == "with")
+    assert len(agent.epoch_end) == epochs
+    # one batch record in each of the agent's blocks, none elsewhere, at the steps the optimizer counts
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    batch_steps = [rec["step"] for rec in records if rec.get("type") == "batch"]
+    with_blocks = [b["block"] for b in blocks if b["arm"] == "with"]
+    assert sorted(s // ao.BLOCK for s in batch_steps) == with_blocks
+    epoch_steps = [rec["step"] for rec in records if rec.get("type") == "epoch"]
+    assert epoch_steps == [2 + steps * (e + 1) for e in range(epochs)]
+    rounds = cbl.rounds(skip_epoch=0)
+    assert rounds and all(set(r) == set(ao.ARMS) for r in rounds)
