@@ -35,23 +35,41 @@ MAX_DELAY = 0.005
 class ControlReader:
     """The complete lines appended to control.jsonl since the last read.
 
-    Cheap when nothing changed: one ``os.stat`` and a comparison. A file that shrank or was
-    replaced (another inode) is read again from its start; the caller's seq check keeps that
-    idempotent.
+    Cheap when nothing changed: one ``os.fstat`` of the open file and a comparison (the
+    agent polls on nearly every batch, so this is on the training step's path). The path
+    itself is looked at again (``os.stat``) at most every ``path_check`` seconds, or at
+    once while the file is not open: a file replaced (another inode) is then read again
+    from its start, as is one that shrank; the caller's seq check keeps that idempotent.
+
+    Args:
+        path: str, control.jsonl.
+        path_check: float, seconds between looks at the path for a replaced file.
+        clock: callable returning monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, path_check: float = 0.5, clock: Any = time.monotonic) -> None:
         self.path = path
+        self.path_check = path_check
+        self._clock = clock
+        self._next_path_check = 0.0
         self._fd = -1
         self._ino: int | None = None
         self._offset = 0
         self._splitter = LineSplitter()
 
     def read_lines(self) -> list[bytes]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
+        st = None
+        if self._fd >= 0:
+            now = self._clock()
+            if now < self._next_path_check:
+                st = os.fstat(self._fd)  # the same file, unless replaced: checked below in time
+            else:
+                self._next_path_check = now + self.path_check
+        if st is None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return []
         if st.st_ino != self._ino or st.st_size < self._offset:
             if not self._reopen():
                 return []
