@@ -56,7 +56,7 @@ def test_defaults_when_there_is_no_file(tmp_path):
     name, cls, settings = config.policies[-1]
     assert (name, cls) == ("plateau", Plateau)
     assert settings == PlateauSettings(monitor="val_loss", factor=0.5, patience=3, cooldown=0, min_lr=1e-6)
-    assert config.policies[1][2].mode == "raise_only"  # the range test only ever raises a far too small LR
+    assert config.policies[1][2].mode == "auto"  # the range test raises a far too small LR, lowers a far too high one
 
 
 def test_lrsup_toml_in_cwd(tmp_path):
@@ -192,8 +192,8 @@ use = "platau"
         "agent.verdict_timeout: Input should be greater than 0 (got -1.0)",
         "agent.bogus: unknown setting (got True); known settings: " + ", ".join(sorted(AgentSettings.model_fields)),
         "run.poll_interval: Input should be a valid number (got 'fast')",
-        "policy[0].patience: Input should be greater than or equal to 0 (got -1)",
         "policy[0].mode: Input should be 'auto', 'min' or 'max' (got 'up')",
+        "policy[0].patience: Input should be greater than or equal to 0 (got -1)",
         f"policy[1].use: unknown policy 'platau'; available: {', '.join(sorted(available()))} (or give a 'module:Class' spec)",
     ]
     assert str(err).count("\n- ") == len(err.problems) - 1
