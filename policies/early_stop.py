@@ -93,9 +93,13 @@ class EarlyStop(MonitorPolicy):
     name: ClassVar[str] = "early_stop"
     Settings: ClassVar[type[PolicySettings]] = EarlyStopSettings
     settings: EarlyStopSettings
+    # Not rewound by a rollback: its best weights live in one checkpoint name that each new best
+    # overwrites, so an older state could name weights that are gone.
+    rewinds: ClassVar[bool] = False
 
     def reset(self) -> None:
         """Keras's ``on_train_begin``: every counter and the best afresh."""
+        super().reset()
         self.wait = 0
         self.stopped_epoch = 0
         self.best: float | None = None
@@ -107,7 +111,7 @@ class EarlyStop(MonitorPolicy):
         self.reset()
         return ()
 
-    def on_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
+    def decide_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
         s = self.settings
         epoch = record.epoch
         current = self._monitor.value(record.logs)
@@ -166,7 +170,7 @@ class EarlyStop(MonitorPolicy):
             actions = actions + self._restore(f"the last epoch, {record.epoch + 1}, has ended")
         return actions
 
-    def state_dict(self) -> dict[str, Any]:
+    def own_state(self) -> dict[str, Any]:
         return {
             "wait": self.wait,
             "stopped_epoch": self.stopped_epoch,
@@ -176,8 +180,8 @@ class EarlyStop(MonitorPolicy):
             "has_best_weights": self.has_best_weights,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = set(self.state_dict())
+    def load_own_state(self, state: dict[str, Any]) -> None:
+        expected = set(self.own_state())
         if set(state) != expected:
             raise ValueError(f"policy 'early_stop' state must have keys {sorted(expected)}; got {sorted(state)}")
         for key in ("wait", "stopped_epoch", "best_epoch"):

@@ -32,11 +32,13 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from lrsup.policies.base import Policy, PolicySettings
+from lrsup.policies.actions import Action
+from lrsup.policies.base import Policy, PolicySettings, RunView
+from lrsup.supervisor.protocol import AckRecord, EpochRecord
 
 Direction = Literal["min", "max"]
 MODES = ("auto", "min", "max")
@@ -230,12 +232,66 @@ class MonitorSettings(PolicySettings):
 class MonitorPolicy(Policy):
     """A policy deciding on one monitored quantity, as Keras's ``MonitorCallback``: holds its :class:`Monitor`.
 
-    Subclasses' settings derive from :class:`MonitorSettings` and add ``min_delta``.
+    Its state goes back with the weights: after each epoch it remembers its state, and when a
+    rollback takes the run back to step ``S`` (its ack), it continues from the state it had
+    after the last epoch at or before ``S`` (or from scratch). Epochs of an abandoned stretch,
+    such as an LR range test's or a diverging run's, then count for nothing: their best value,
+    their patience, their checkpoints are forgotten with them.
+
+    Subclasses' settings derive from :class:`MonitorSettings` (and add ``min_delta``); they
+    implement ``decide_epoch`` (what ``on_epoch`` would be), ``own_state`` and
+    ``load_own_state`` (their ``state_dict`` without the history), and call ``super().reset()``.
     """
 
     settings: MonitorSettings
+    rewinds: ClassVar[bool] = True  # False: keep the state through rollbacks (no history kept)
 
     def __init__(self, settings: MonitorSettings | None = None, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         s = self.settings
         self._monitor = Monitor(s.monitor, s.mode, getattr(s, "min_delta", 0.0))
+
+    def reset(self) -> None:
+        self._history: list[tuple[int, dict[str, Any]]] = []  # (epoch record's step, own state after it)
+
+    def decide_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
+        raise NotImplementedError
+
+    def own_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_own_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def on_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
+        actions = self.decide_epoch(record, run)
+        if self.rewinds:
+            self._history.append((record.step, self.own_state()))
+        return actions
+
+    def on_ack(self, record: AckRecord, run: RunView) -> Sequence[Action]:
+        if record.cmd == "rollback" and self.rewinds:
+            self._rewind(record.step)
+        return ()
+
+    def _rewind(self, step: int) -> None:
+        history = self._history
+        while history and history[-1][0] > step:
+            history.pop()
+        if history:
+            self.load_own_state(dict(history[-1][1]))
+        else:
+            self.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.own_state(), "history": [[step, dict(state)] for step, state in self._history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        history = state.pop("history", [])  # a state saved before the history existed has none
+        if not isinstance(history, list) or not all(
+                isinstance(h, (list, tuple)) and len(h) == 2 and isinstance(h[0], int) and isinstance(h[1], dict)
+                for h in history):
+            raise ValueError(f"policy {self.name!r} state: history must be a list of [step, state]; got {history!r}")
+        self.load_own_state(state)
+        self._history = [(int(step), dict(own)) for step, own in history]

@@ -90,6 +90,7 @@ class Plateau(MonitorPolicy):
 
     def reset(self) -> None:
         """Forget the best value and the counters (Keras's ``_reset`` at train begin)."""
+        super().reset()
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
@@ -99,7 +100,7 @@ class Plateau(MonitorPolicy):
         self.reset()
         return ()
 
-    def on_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
+    def decide_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
         s = self.settings
         current = self._monitor.value(record.logs)
         if current is None:
@@ -138,7 +139,7 @@ class Plateau(MonitorPolicy):
         new_lr = max(old_lr * s.factor, s.min_lr)
         return f"{text}; LR {old_lr:.4g} -> {new_lr:.4g}"
 
-    def state_dict(self) -> dict[str, Any]:
+    def own_state(self) -> dict[str, Any]:
         return {
             "best": self.best,
             "best_epoch": self.best_epoch,
@@ -146,7 +147,7 @@ class Plateau(MonitorPolicy):
             "cooldown_counter": self.cooldown_counter,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_own_state(self, state: dict[str, Any]) -> None:
         expected = {"best", "best_epoch", "wait", "cooldown_counter"}
         if set(state) != expected:
             raise ValueError(

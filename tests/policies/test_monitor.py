@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from lrsup.policies.early_stop import EarlyStop
 from lrsup.policies.monitor import Monitor, MonitorSettings, infer_direction, resolve_mode, to_float32
+from lrsup.policies.base import RunView
 from lrsup.policies.plateau import Plateau
+from lrsup.supervisor.protocol import AckRecord, EpochRecord
 
 NAN = math.nan
 INF = math.inf
@@ -186,3 +189,59 @@ def test_every_monitor_policy_checks_mode_against_its_monitor_the_same_way(cls):
     assert isinstance(policy.settings, MonitorSettings)
     assert policy._monitor == Monitor("f1_weird", "max", 0.5)
     assert policy._monitor.is_improvement(2.0, 1.0) and not policy._monitor.is_improvement(1.2, 1.0)
+
+
+def epoch(n: int, step: int, value: float) -> EpochRecord:
+    return EpochRecord(epoch=n, step=step, lr=0.1, logs={"val_loss": value})
+
+
+def rollback_ack(step: int) -> AckRecord:
+    return AckRecord(seq=9, cmd="rollback", step=step)
+
+
+def test_plateau_forgets_the_epochs_a_rollback_abandons():
+    # An LR range test (or a diverging stretch) ran epochs 0-2, then the run went back to step 0:
+    # their best value and patience must not carry over, or the next epoch would cut at once.
+    policy, view = Plateau(factor=0.5, patience=3), RunView(lr=0.1)
+    for n, value in enumerate([0.2, 0.9, 0.95]):
+        policy.on_epoch(epoch(n, 10 * (n + 1), value), view)
+    assert (policy.best, policy.wait) == (0.2, 2)
+    assert policy.on_ack(rollback_ack(0), view) == ()
+    assert (policy.best, policy.wait, policy.state_dict()["history"]) == (None, 0, [])
+    assert policy.on_epoch(epoch(0, 10, 0.5), view) == ()  # a fresh best, not "no improvement for 3"
+
+
+def test_plateau_goes_back_to_its_state_at_the_rollbacks_step():
+    policy, view = Plateau(factor=0.5, patience=3), RunView(lr=0.1)
+    for n, value in enumerate([0.5, 0.4, 0.45, 0.46]):
+        policy.on_epoch(epoch(n, 10 * (n + 1), value), view)
+    assert policy.wait == 2
+    policy.on_ack(rollback_ack(25), view)  # back to a checkpoint between epochs 2 and 3 (steps 20 and 30)
+    assert (policy.best, policy.best_epoch, policy.wait) == (0.4, 1, 0)
+    policy.on_ack(AckRecord(seq=10, cmd="set_lr", step=25), view)  # other acks change nothing
+    assert policy.wait == 0 and len(policy.state_dict()["history"]) == 2
+
+
+def test_early_stop_keeps_its_state_through_a_rollback():
+    # Its best weights live under one checkpoint name each new best overwrites: not rewound.
+    policy, view = EarlyStop(patience=5, restore_best_weights=True), RunView(lr=0.1)
+    policy.on_epoch(epoch(0, 10, 0.5), view)
+    policy.on_epoch(epoch(1, 20, 0.3), view)
+    policy.on_ack(rollback_ack(10), view)
+    assert (policy.best, policy.best_epoch) == (0.3, 1) and policy.state_dict()["history"] == []
+
+
+def test_the_history_goes_through_a_snapshot_and_old_states_still_load():
+    policy, view = Plateau(factor=0.5, patience=3), RunView(lr=0.1)
+    for n, value in enumerate([0.5, 0.4, 0.45]):
+        policy.on_epoch(epoch(n, 10 * (n + 1), value), view)
+    resumed = Plateau(factor=0.5, patience=3)
+    resumed.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    resumed.on_ack(rollback_ack(20), view)
+    assert (resumed.best, resumed.wait) == (0.4, 0)
+    old = {k: v for k, v in policy.state_dict().items() if k != "history"}
+    older = Plateau(factor=0.5, patience=3)
+    older.load_state_dict(old)  # saved before the history existed
+    assert older.wait == 1 and older.state_dict()["history"] == []
+    with pytest.raises(ValueError, match="history must be a list"):
+        older.load_state_dict({**old, "history": [[1]]})

@@ -181,7 +181,7 @@ def test_a_new_fit_starts_afresh():
         policy.on_epoch(EpochRecord(epoch=epoch, lr=1.0, logs={"val_loss": value}), view)
     assert policy.wait == 1
     policy.on_start(StartRecord(pid=1, lr=1.0), view)
-    assert policy.state_dict() == {"best": None, "best_epoch": None, "wait": 0, "cooldown_counter": 0}
+    assert policy.state_dict() == {"best": None, "best_epoch": None, "wait": 0, "cooldown_counter": 0, "history": []}
 
 
 def test_unknown_lr_still_decides_and_says_so():
