@@ -233,6 +233,10 @@ class LRFindSettings(PolicySettings):
         min_lr: float or None. The ramp's start (> 0); None: by optimizer family.
         max_lr: float or None. The ramp's end (> min_lr); None: by optimizer family.
         num_steps: int. Steps of the ramp (>= 20). Default 100.
+        max_share: float. At most this share of the run's steps (``epochs`` times
+            ``steps_per_epoch`` from the start record, when known) goes to the ramp, and
+            never fewer than 20 steps: on a run of a few hundred steps a 100-step test
+            would eat half the budget (in (0, 1]). Default 0.25.
         beta: float. The loss EMA's weight on the past, in [0, 1). Default 0.98.
         stop_factor: float. End early once the smoothed loss is above this times its
             best (> 1). Default 4.0.
@@ -245,6 +249,7 @@ class LRFindSettings(PolicySettings):
     min_lr: float | None = Field(None, strict=True, gt=0, allow_inf_nan=False)
     max_lr: float | None = Field(None, strict=True, gt=0, allow_inf_nan=False)
     num_steps: int = Field(100, strict=True, ge=20)
+    max_share: float = Field(0.25, strict=True, gt=0, le=1)
     beta: float = Field(0.98, strict=True, ge=0, lt=1)
     stop_factor: float = Field(4.0, strict=True, gt=1, allow_inf_nan=False)
     suggestion: Literal["valley", "steepest", "min_loss"] = "valley"
@@ -294,6 +299,7 @@ class LRFind(Policy):
         self.avg = 0.0
         self.losses = RunningMeanLoss()
         self.result: dict[str, Any] | None = None
+        self.steps = self.settings.num_steps  # the ramp's length for this run (see max_share)
 
     @property
     def probing(self) -> bool:
@@ -303,6 +309,7 @@ class LRFind(Policy):
         if self.phase != "idle":
             return ()  # once per run: a later fit keeps the LR found
         self.phase = "checkpoint"
+        self.steps = self._ramp_steps(record, run)
         self.checkpoint = f"lr_find-{record.step}"
         self.batch_every = run.batch_every
         self.lr = record.lr if record.lr is not None else run.lr
@@ -350,7 +357,7 @@ class LRFind(Policy):
             return self._finish(f"the smoothed loss {current:.4g} passed {s.stop_factor:g} x its best {best:.4g} "
                                 f"at LR {lr:.3g}", run, blow_up=lr)
         if record.step - 1 >= self.ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
-            return self._finish(f"the ramp reached LR {lr:.3g} after {s.num_steps} steps", run)
+            return self._finish(f"the ramp reached LR {lr:.3g} after {self.steps} steps", run)
         return ()
 
     def on_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
@@ -382,6 +389,16 @@ class LRFind(Policy):
             return Rollback(checkpoint=self.checkpoint, lr=lr, reason=reason)
         return Rollback(before_step=self.ramp["start_step"], lr=lr, reason=reason)
 
+    def _ramp_steps(self, record: StartRecord, run: RunView) -> int:
+        """``num_steps``, cut to ``max_share`` of the run's steps when the start record tells them."""
+        s = self.settings
+        epochs = record.epochs if record.epochs is not None else run.epochs
+        per_epoch = record.steps_per_epoch if record.steps_per_epoch is not None else run.steps_per_epoch
+        if not epochs or not per_epoch:
+            return s.num_steps
+        total = (epochs - (record.initial_epoch or 0)) * per_epoch
+        return max(20, min(s.num_steps, int(total * s.max_share)))
+
     def _start_ramp(self, step: int, run: RunView) -> Sequence[Action]:
         s = self.settings
         low, high = preset(run.optimizer).range
@@ -390,18 +407,18 @@ class LRFind(Policy):
         if max_lr <= min_lr:  # a min_lr set above the family's max_lr: keep the family's span
             max_lr = min_lr * high / low
         self.ramp = validate_spec({
-            "kind": "exponential_decay", "initial_learning_rate": min_lr, "decay_steps": s.num_steps,
-            "decay_rate": max_lr / min_lr, "start_step": step, "end_step": step + s.num_steps,
+            "kind": "exponential_decay", "initial_learning_rate": min_lr, "decay_steps": self.steps,
+            "decay_rate": max_lr / min_lr, "start_step": step, "end_step": step + self.steps,
         })
         self.phase = "ramp"
-        reason = (f"LR range test: LR from {min_lr:.3g} to {max_lr:.3g} exponentially over {s.num_steps} steps "
+        reason = (f"LR range test: LR from {min_lr:.3g} to {max_lr:.3g} exponentially over {self.steps} steps "
                   f"({run.optimizer or 'optimizer'} range), from step {step}")
         return [SetSchedule(schedule=self.ramp, reason=reason)]
 
     def _finish(self, why: str, run: RunView, blow_up: float | None = None) -> Sequence[Action]:
         """End the test with a suggestion; ``blow_up`` is the LR at which the loss blew up, if it did."""
         s = self.settings
-        suggestion = suggest(self.lrs, self.smoothed, s.suggestion, s.num_steps)
+        suggestion = suggest(self.lrs, self.smoothed, s.suggestion, self.steps)
         lr, verdict = self._choose(suggestion, blow_up)
         self.phase = "done"
         self.result = {"suggestion": suggestion, "lr": lr, "why": why, "points": len(self.lrs), "blow_up": blow_up}
@@ -439,7 +456,8 @@ class LRFind(Policy):
         return None, (f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
                       f"at the run's LR")
 
-    _STATE = ("phase", "checkpoint", "batch_every", "lr", "ramp", "test_start", "lrs", "raw", "avg", "result")
+    _STATE = ("phase", "checkpoint", "batch_every", "lr", "ramp", "test_start", "lrs", "raw", "avg", "result",
+              "steps")
 
     def state_dict(self) -> dict[str, Any]:
         state = {key: getattr(self, key) for key in self._STATE}
@@ -447,6 +465,7 @@ class LRFind(Policy):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = {"steps": self.settings.num_steps, **state}  # saved before max_share: the full length
         expected = {*self._STATE, "losses"}
         if set(state) != expected:
             raise ValueError(f"policy 'lr_find' state must have keys {sorted(expected)}; got {sorted(state)}")

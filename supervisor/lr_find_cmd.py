@@ -55,7 +55,7 @@ def range_test_config(num_steps: int = 100, min_lr: float | None = None, max_lr:
     Raises:
         ValueError: a setting is invalid; the message names the option (``--steps: ...``).
     """
-    raw: dict[str, Any] = {"mode": "always", "num_steps": num_steps}
+    raw: dict[str, Any] = {"mode": "always", "num_steps": num_steps, "max_share": 1.0}  # asked for: all of it
     if min_lr is not None:
         raw["min_lr"] = float(min_lr)
     if max_lr is not None:
@@ -143,15 +143,15 @@ def range_test_curve(run_dir: str | os.PathLike[str]) -> RangeTestCurve:
         engine.feed(record)
     s = policy.settings
     result = policy.result or {}
-    others = {m: suggest(policy.lrs, policy.smoothed, m, s.num_steps) for m in SUGGESTIONS}
+    others = {m: suggest(policy.lrs, policy.smoothed, m, policy.steps) for m in SUGGESTIONS}
     finished = policy.phase == "done"
     if finished:
         why = str(result.get("why", ""))
     elif policy.phase in ("idle", "checkpoint"):
         why = "the run ended before the range test started (no checkpoint to come back to arrived)"
     else:
-        why = f"the run ended after {len(policy.lrs)} of the test's {s.num_steps} steps"
-    return RangeTestCurve(list(policy.lrs), list(policy.raw), list(policy.smoothed), s.num_steps, s.suggestion,
+        why = f"the run ended after {len(policy.lrs)} of the test's {policy.steps} steps"
+    return RangeTestCurve(list(policy.lrs), list(policy.raw), list(policy.smoothed), policy.steps, s.suggestion,
                           result.get("suggestion") if finished else None, others, finished, why, optimizer)
 
 
