@@ -140,6 +140,18 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
             "decisions": decisions, "bytes": path.stat().st_size, "snapshot": snapshots.written > 0}
 
 
+def ingest_repeats(tmp: Path, records: int, repeats: int) -> list[float]:
+    """CPU-time ingest rates of ``repeats`` fresh runs of ``records`` records each (the spread of one machine)."""
+    rates = []
+    for i in range(repeats):
+        run_dir = tmp / f"repeat-{i}"
+        run_dir.mkdir()
+        rates.append(ingest(run_dir, records)["cpu_rate"])
+        for name in ("metrics.jsonl", "control.jsonl"):
+            (run_dir / name).unlink()
+    return rates
+
+
 def _ack(seq: int, cmd: str, record) -> str:
     """The line a trainer writes when it has applied command ``seq`` at the step of ``record``."""
     return json.dumps({"v": 1, "type": "ack", "time": record.time, "seq": seq, "cmd": cmd,
@@ -273,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = tmp / "run"
         run_dir.mkdir()
         ing = ingest(run_dir, total)
+        repeats = ingest_repeats(tmp, 20_000 if args.smoke else 200_000, 2 if args.smoke else 5)
         parts = breakdown(run_dir, min(total, 100_000))
         snap = rebuild(run_dir, use_snapshot=True)
         full = rebuild(run_dir, use_snapshot=False)
@@ -280,11 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         helps = cold_help(n_cold)
         sup, bare = cold_run(n_cold if not args.smoke else 1, tmp)
     med = statistics.median
+    rate = med(repeats + [ing["cpu_rate"]])
     rows = [
-        ["ingest rate (Follower.read + Engine.feed, default stack), CPU time",
-         f"{ing['cpu_rate']:,.0f} records/s", f"{ing['records']:,} records ({ing['bytes'] / 1e6:.0f} MB) in "
-                                              f"{ing['cpu']:.2f} s of CPU; {ing['decisions']} decisions",
-         ">= 100,000/s", "met" if ing["cpu_rate"] >= 100_000 else "NOT met"],
+        ["ingest rate (Follower.read + Engine.feed, default stack), CPU time", f"{rate:,.0f} records/s",
+         f"median of {len(repeats) + 1} runs: the {total:,}-record one and {len(repeats)} fresh ones of "
+         f"{200_000 if not args.smoke else 20_000:,}; range {min(repeats + [ing['cpu_rate']]):,.0f} .. "
+         f"{max(repeats + [ing['cpu_rate']]):,.0f}", ">= 100,000/s", "met" if rate >= 100_000 else "NOT met"],
+        [f"  the {total:,}-record run, CPU time", f"{ing['cpu_rate']:,.0f} records/s",
+         f"{ing['records']:,} records ({ing['bytes'] / 1e6:.0f} MB) in {ing['cpu']:.2f} s of CPU; "
+         f"{ing['decisions']} decisions", "", ""],
         ["  the same, wall clock", f"{ing['rate']:,.0f} records/s", f"{ing['seconds']:.2f} s (other processes' "
                                                                       "load included)", "", ""],
     ]
@@ -335,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "trainer). Without a snapshot (`snapshot_interval = 0`, or a snapshot that does not fit the run "
         "directory) it replays the whole file: the row below it.", "",
         md_table(hdr, rows), "",
-        *([NOTE_SLOW, ""] if ing["cpu_rate"] < 100_000 else []),
+        *([NOTE_SLOW, ""] if rate < 100_000 else []),
     ] + (["", _NOTE] if _NOTE else []))
     update_section("scale", body)
     return 0
