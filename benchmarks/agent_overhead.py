@@ -399,6 +399,23 @@ def _ratios(rounds: list[dict], num: str, den: str, clock: str) -> list[float]:
     return [r[num][clock] / r[den][clock] - 1 for r in rounds]
 
 
+@contextlib.contextmanager
+def answering(run: Path):
+    """A stand-in supervisor (``benchmarks/_verdicts.py``) answering the agent's epoch records in ``run``."""
+    answerer = subprocess.Popen([sys.executable, "-m", "benchmarks._verdicts", str(run)], cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while not (run / "answerer-ready").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        yield answerer
+    finally:
+        (run / "stop-answerer").touch()
+        try:
+            answerer.wait(10)
+        except subprocess.TimeoutExpired:
+            answerer.kill()
+
+
 def step_overhead(rounds: dict[str, int], smoke: bool = False,
                   budget: dict[str, float] | None = None) -> dict[str, dict]:
     """Run one interleaved fit per model; return the per-model measurements.
@@ -415,11 +432,7 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         run.mkdir()
-        answerer = subprocess.Popen([sys.executable, "-m", "benchmarks._verdicts", str(run)], cwd=ROOT)
-        try:
-            deadline = time.time() + 30
-            while not (run / "answerer-ready").exists() and time.time() < deadline:
-                time.sleep(0.05)
+        with answering(run):
             for name, widths in MODELS.items():
                 keras.utils.set_random_seed(0)
                 layers = [keras.Input((64,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
@@ -453,12 +466,6 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                     "epoch_end_cpu": median([c for _, c in agent.epoch_end[1:]]),
                 }
                 print(f"{name}: {epochs} epochs, {len(got)} rounds in {elapsed:.0f} s", flush=True)
-        finally:
-            (run / "stop-answerer").touch()
-            try:
-                answerer.wait(10)
-            except subprocess.TimeoutExpired:
-                answerer.kill()
     return results
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,11 +72,7 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agent_one_record_per_
     steps = len(x) // ao.BATCH
     run = tmp_path / "run"
     run.mkdir()
-    answerer = subprocess.Popen([sys.executable, "-m", "benchmarks._verdicts", str(run)], cwd=ROOT)
-    try:
-        deadline = time.time() + 30
-        while not (run / "answerer-ready").exists() and time.time() < deadline:
-            time.sleep(0.05)
+    with ao.answering(run):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
                                   keras.layers.Dense(10, activation="softmax")])
@@ -89,9 +83,6 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agent_one_record_per_
         cbl = interleaver(model, agent, noop_cls(), epochs=epochs, steps=steps,
                           start_step=int(model.optimizer.iterations))
         model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
-    finally:
-        (run / "stop-answerer").touch()
-        answerer.wait(10)
 
     blocks = cbl.blocks
     assert sum(b["steps"] for b in blocks) == epochs * steps

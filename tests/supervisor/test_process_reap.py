@@ -204,15 +204,22 @@ def test_a_display_on_a_closed_pipe_cannot_leave_the_group_behind(tmp_path):
     assert "leftovers_gone" in events(runner)  # journaled even though the display failed
 
 
+class BreakingDisplay(RecordingDisplay):
+    """A display whose every ``on_*`` raises BrokenPipeError once ``broken["on"]`` (stdout's reader died)."""
+
+    def __init__(self, broken: dict) -> None:
+        super().__init__()
+        self._broken = broken
+
+    def __getattribute__(self, name):
+        if name.startswith("on_") and object.__getattribute__(self, "_broken")["on"]:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().__getattribute__(name)
+
+
 def test_a_display_breaking_during_a_stop_still_ends_in_sigkill(tmp_path):
     holder: dict = {}
     broken = {"on": False}
-
-    class Breaking(RecordingDisplay):
-        def __getattribute__(self, name):
-            if name.startswith("on_") and broken["on"]:
-                raise BrokenPipeError(32, "Broken pipe")
-            return super().__getattribute__(name)
 
     def extra(poll):
         if poll == 3:
@@ -221,7 +228,7 @@ def test_a_display_breaking_during_a_stop_still_ends_in_sigkill(tmp_path):
 
     runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0], extra=extra,
                                                                            hang_after_start=True),
-                                     display=Breaking(), grace=1.0)
+                                     display=BreakingDisplay(broken), grace=1.0)
     holder["runner"] = runner
     with pytest.raises(BrokenPipeError):
         runner.run()
@@ -329,18 +336,12 @@ def test_a_supervisor_failing_mid_run_never_restarts_the_trainer_while_shutting_
     holder: dict = {}
     broken = {"on": False}
 
-    class Breaking(RecordingDisplay):
-        def __getattribute__(self, name):
-            if name.startswith("on_") and broken["on"]:
-                raise BrokenPipeError(32, "Broken pipe")
-            return super().__getattribute__(name)
-
     def extra(poll):
         if poll == 3:
             broken["on"] = True
 
     runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0] * 50, extra=extra),
-                                     display=Breaking(), exit_on={signal.SIGTERM: -signal.SIGTERM}, grace=1.0)
+                                     display=BreakingDisplay(broken), exit_on={signal.SIGTERM: -signal.SIGTERM}, grace=1.0)
     with pytest.raises(BrokenPipeError):
         runner.run()
     assert len(spawner.spawned) == 1, "a new attempt was spawned during the shutdown"
