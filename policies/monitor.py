@@ -245,6 +245,7 @@ class MonitorPolicy(Policy):
 
     settings: MonitorSettings
     rewinds: ClassVar[bool] = True  # False: keep the state through rollbacks (no history kept)
+    history_limit: ClassVar[int] = 1000  # epochs remembered: memory and snapshot.json stay bounded
 
     def __init__(self, settings: MonitorSettings | None = None, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
@@ -267,6 +268,8 @@ class MonitorPolicy(Policy):
         actions = self.decide_epoch(record, run)
         if self.rewinds:
             self._history.append((record.step, self.own_state()))
+            if len(self._history) > self.history_limit:
+                del self._history[0]  # a rollback further back than this starts the policy afresh
         return actions
 
     def on_ack(self, record: AckRecord, run: RunView) -> Sequence[Action]:

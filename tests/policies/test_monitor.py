@@ -245,3 +245,15 @@ def test_the_history_goes_through_a_snapshot_and_old_states_still_load():
     assert older.wait == 1 and older.state_dict()["history"] == []
     with pytest.raises(ValueError, match="history must be a list"):
         older.load_state_dict({**old, "history": [[1]]})
+
+
+def test_the_history_is_bounded_and_a_rollback_past_it_starts_afresh(monkeypatch):
+    monkeypatch.setattr(Plateau, "history_limit", 3)
+    policy, view = Plateau(factor=0.5, patience=100), RunView(lr=0.1)
+    for n in range(10):
+        policy.on_epoch(epoch(n, 10 * (n + 1), 1.0 - n / 100), view)
+    assert [step for step, _ in policy.state_dict()["history"]] == [80, 90, 100]
+    policy.on_ack(rollback_ack(85), view)
+    assert policy.best == pytest.approx(0.93)  # epoch 7's state (step 80)
+    policy.on_ack(rollback_ack(20), view)  # further back than remembered
+    assert (policy.best, policy.wait) == (None, 0)
