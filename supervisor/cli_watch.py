@@ -3,13 +3,21 @@
 Owns reading trainer.log (once, or following it until the run ends), and the live view
 of a detached run: the recent past from metrics.jsonl and journal.jsonl, then their new
 lines fed to the same display ``lrsup run`` uses. Ctrl-C stops following, never the run.
+
+Ctrl-C (SIGINT) and SIGTERM only set a flag that the follow loop checks between reads, as
+the supervisor's own loop does: a KeyboardInterrupt raised at an arbitrary point could land
+inside the display while it holds its console lock, and closing the display would then wait
+on that lock for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 
@@ -30,6 +38,21 @@ def logs(
 def watch(run: str = RunArgument, runs_dir: Path = RunsDirOption) -> None:
     """The live view of a run supervised elsewhere (lrsup run --detach); Ctrl-C leaves the run alone."""
     raise typer.Exit(_watch(resolve(run, runs_dir)))
+
+
+@contextlib.contextmanager
+def _stop_requested() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (handlers restored after it)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread (tests call in threads)
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_is_live(run_dir: Path) -> bool:
@@ -60,17 +83,17 @@ def _logs(run_dir: Path, follow: bool, poll: float = 0.2) -> int:
     if not follow:
         return 0
     last_check = time.monotonic()
-    live = _run_is_live(run_dir)
-    try:
-        while live:
-            time.sleep(poll)
+    with _stop_requested() as stop:
+        live = _run_is_live(run_dir)
+        try:
+            while live and not stop.wait(poll):
+                pump()
+                if time.monotonic() - last_check >= 1.0:
+                    last_check = time.monotonic()
+                    live = _run_is_live(run_dir)
             pump()
-            if time.monotonic() - last_check >= 1.0:
-                last_check = time.monotonic()
-                live = _run_is_live(run_dir)
-        pump()
-    except KeyboardInterrupt:
-        pass
+        except KeyboardInterrupt:  # before the handlers were in place
+            pass
     return 0
 
 
@@ -104,6 +127,11 @@ def _feed_journal(display: Any, entry: dict) -> None:
 
 
 def _watch(run_dir: Path, poll: float = 0.25, display: Any = None) -> int:
+    with _stop_requested() as stop:
+        return _watch_until(run_dir, poll, display, stop)
+
+
+def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event) -> int:
     import time
 
     from lrsup.supervisor import protocol
@@ -139,15 +167,15 @@ def _watch(run_dir: Path, poll: float = 0.25, display: Any = None) -> int:
                 _feed_journal(display, entry)
             for line in followers[2].read_lines():
                 display.on_output_line(line.decode("utf-8", "replace"))
-            if not live:
+            if not live or stop.wait(poll):
                 break
-            time.sleep(poll)
             if time.monotonic() - last_check >= 1.0:
                 last_check = time.monotonic()
                 live = _run_is_live(run_dir)  # one more pass after it ends drains the files
-        final = summarize(run_dir, scan_best=False)
-        display.on_state(final.state, f"{final.name}: {state_text(final)}")
-    except KeyboardInterrupt:
+        if not stop.is_set():  # Ctrl-C: stop following quietly, the run goes on
+            final = summarize(run_dir, scan_best=False)
+            display.on_state(final.state, f"{final.name}: {state_text(final)}")
+    except KeyboardInterrupt:  # before the handlers were in place
         pass
     finally:
         display.close()

@@ -143,3 +143,15 @@ def test_ctrl_c_on_watch_and_logs_leaves_the_run_alone(tmp_path):
         for p in pids + (trainer_pids(run_dir) if run_dir else []):
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_ctrl_c_while_following_only_sets_a_flag_the_loop_checks():
+    # No KeyboardInterrupt at an arbitrary point (it could land inside the display holding its lock).
+    from lrsup.supervisor.cli_watch import _stop_requested
+
+    before = signal.getsignal(signal.SIGINT)
+    with _stop_requested() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.wait(5.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is before
