@@ -256,13 +256,13 @@ class MonitorPolicy(Policy):
         self._history: list[tuple[int, dict[str, Any]]] = []  # (epoch record's step, own state after it)
 
     def decide_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def own_state(self) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def load_own_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def on_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
         actions = self.decide_epoch(record, run)

@@ -119,7 +119,7 @@ class Watchdog:
         self.progress_at: float | None = None
         self.step: int | None = None
         self.started = False  # a start record of this attempt was seen (and no end record since)
-        self.spawned_at = now  # when the time outside fit began: the spawn, or the last end record
+        self.outside_since = now  # when the time outside fit began: the spawn, or the last end record (None: first check)
         self.ended = False  # a fit of this attempt ended: the time outside fit is after it
 
     def arm(self, now: float, step: int, progressed: bool) -> None:
@@ -136,7 +136,7 @@ class Watchdog:
         if isinstance(record, EndRecord):
             self.last_record = self.progress_at = None  # fit is over: no heartbeats until the next one
             # Outside fit again (an evaluate, a save, the next fit's data): start_timeout bounds it.
-            self.started, self.spawned_at, self.ended = False, now, True
+            self.started, self.outside_since, self.ended = False, now, True
             return
         if self.last_record is None:
             return  # records of an attempt that had not started (replayed history), or between fits
@@ -152,13 +152,13 @@ class Watchdog:
     def check(self, now: float) -> str | None:
         """Why the trainer must be killed (hung / stalled / never started), or None."""
         if not self.started and self.start_timeout > 0:
-            if self.spawned_at is None:
-                self.spawned_at = now
-            elif now - self.spawned_at > self.start_timeout:
+            if self.outside_since is None:
+                self.outside_since = now
+            elif now - self.outside_since > self.start_timeout:
                 if self.ended:
-                    return (f"trainer hung after fit: neither a new fit nor an exit {now - self.spawned_at:.0f} s "
+                    return (f"trainer hung after fit: neither a new fit nor an exit {now - self.outside_since:.0f} s "
                             f"after fit ended (start_timeout = {self.start_timeout:g} s)")
-                return (f"trainer hung before training: no start record {now - self.spawned_at:.0f} s after it "
+                return (f"trainer hung before training: no start record {now - self.outside_since:.0f} s after it "
                         f"was started (start_timeout = {self.start_timeout:g} s)")
         if self.last_record is not None and now - self.last_record > self.hang_timeout:
             return (f"trainer hung: no record or heartbeat for {now - self.last_record:.0f} s "
