@@ -18,12 +18,12 @@ from pathlib import Path
 def main(run_dir: str) -> int:
     from lrsup.supervisor import protocol
     from lrsup.supervisor.follower import Follower
-    from lrsup.supervisor.jsonl import Appender
+    from lrsup.supervisor.doorbell import BELL_FILE, ControlWriter
     from lrsup.supervisor.protocol import EpochRecord, StartRecord
 
     root = Path(run_dir)
     stop = root / "stop-answerer"
-    control = Appender(root / protocol.CONTROL_FILE)
+    control = ControlWriter(root / protocol.CONTROL_FILE, root / BELL_FILE)  # rings the bell, as the runner's
     seq = 0
     (root / "answerer-ready").write_text("1")
     with Follower(root / protocol.METRICS_FILE, use_watchdog=True, poll_interval=0.01) as follower:

@@ -14,7 +14,7 @@ suppressed), and training is never killed for it. Other OSErrors propagate.
 
 Example::
 
-    channel = CommandChannel(Appender(paths.control), Appender(paths.journal), clock)
+    channel = CommandChannel(ControlWriter(paths.control, paths.bell), Appender(paths.journal), clock)
     seq = channel.send("set_lr", lr=0.01, reason="plateau")
     channel.journal("event", event="started", detail="...")
 """

@@ -105,7 +105,10 @@ class Appender:
         self._fd = os.open(self.path, flags, 0o600)
 
     def write(self, obj: Mapping[str, Any]) -> None:
-        data = (dumps(obj) + "\n").encode()
+        self.write_line((dumps(obj) + "\n").encode())
+
+    def write_line(self, data: bytes) -> None:
+        """Append one line already encoded, newline included."""
         view = memoryview(data)
         while view:  # a regular file takes it whole; loop only for the pathological short write
             n = os.write(self._fd, view)

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 from lrsup.supervisor import protocol
 from lrsup.supervisor.commands import CommandChannel
 from lrsup.supervisor.display import Display, make_display
+from lrsup.supervisor.doorbell import ControlWriter
 from lrsup.supervisor.follower import Follower
 from lrsup.supervisor.jsonl import Appender
 from lrsup.supervisor.launch import (  # noqa: F401  (re-exported: the runner's public names)
@@ -160,9 +161,10 @@ class Runner:
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
         self.display = self.display or make_display()
-        for path in (self.paths.control, self.paths.journal, self.paths.metrics, self.paths.requests):
+        for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
-        control, journal = self._writers or (Appender(self.paths.control), Appender(self.paths.journal))
+        control, journal = self._writers or (ControlWriter(self.paths.control, self.paths.bell),
+                                             Appender(self.paths.journal))
         self.channel = CommandChannel(control, journal, self.clock, seq=seq)
 
     def run(self, start: Callable[[], None] | None = None) -> int:

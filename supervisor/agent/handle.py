@@ -20,6 +20,11 @@ class OptimizerHandle(Protocol):
     def set_lr(self, lr: float) -> None:
         """Set the effective learning rate; under a schedule it becomes a multiplier."""
 
+    # Optional: ``recent_lr() -> float | None``, the learning rate as last read or set, when that
+    # is recent enough to stand for the current one; the agent uses it for batch records when the
+    # handle has it (reading the LR can cost far more than the rest of a record), ``get_lr``
+    # otherwise and for every other record.
+
     def scale_lr(self, factor: float) -> None:
         """Multiply the effective learning rate (or the schedule's multiplier)."""
 

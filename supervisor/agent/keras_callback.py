@@ -26,6 +26,8 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import struct
+import time
 import warnings
 from typing import Any, Mapping
 
@@ -81,6 +83,25 @@ class ScaledSchedule(LearningRateSchedule):
         return cls(keras.optimizers.schedules.deserialize(config["inner"]), config["multiplier"])
 
 
+# How long a learning rate read or set by KerasOptimizerHandle stands for the current one in
+# batch records (recent_lr); seconds.
+LR_MAX_AGE = 1.0
+_F32 = struct.Struct("<f")
+
+
+def _as_dtype(value: float, dtype: Any) -> float | None:
+    """``value`` as a variable of ``dtype`` holds it (rounded to float32 for "float32"); None
+    for another dtype or a value float32 cannot hold (read the variable instead)."""
+    if str(dtype) == "float64":
+        return float(value)
+    if str(dtype) != "float32":
+        return None
+    try:
+        return _F32.unpack(_F32.pack(value))[0]
+    except OverflowError:
+        return None
+
+
 def _to_float(value: Any) -> float:
     """A scalar tensor, variable or number as a float (``float(x)`` works on each backend's scalars)."""
     try:
@@ -134,6 +155,7 @@ class KerasOptimizerHandle:
         self.stop_requested = False
         self.wrapped = False
         self.rewound_to: int | None = None
+        self._lr_seen: tuple[float, float] | None = None  # (lr, time.monotonic()) as last read or set
         current = self.optimizer._learning_rate
         if isinstance(current, ScaledSchedule):
             self.schedule: ScaledSchedule | None = current
@@ -146,7 +168,25 @@ class KerasOptimizerHandle:
 
     def get_lr(self) -> float | None:
         """The effective learning rate (the schedule's value at the current step times the multiplier)."""
-        return _to_float(self.optimizer.learning_rate)
+        lr = _to_float(self.optimizer.learning_rate)
+        self._lr_seen = (lr, time.monotonic())
+        return lr
+
+    def recent_lr(self) -> float | None:
+        """The learning rate as this handle last read or set it, if less than ``LR_MAX_AGE`` s ago.
+
+        For batch records: reading the LR variable dispatches a TensorFlow op (20 us in a tight
+        loop, 60-130 us between training steps), several times the rest of a record. A float
+        learning rate changes only when someone sets it: lrsup sets it through this handle,
+        which remembers the value (rounded to the variable's dtype); another callback of the
+        script that sets it shows in the batch records at most ``LR_MAX_AGE`` s later (epoch
+        records and acks always read it). Under a LearningRateSchedule, which moves at every
+        step, this is ``get_lr()``.
+        """
+        seen = self._lr_seen
+        if self.schedule is None and seen is not None and time.monotonic() - seen[1] < LR_MAX_AGE:
+            return seen[0]
+        return self.get_lr()
 
     def set_lr(self, lr: float) -> None:
         """Set the effective learning rate; under a schedule, multiplier = lr / schedule(step)."""
@@ -160,6 +200,9 @@ class KerasOptimizerHandle:
             self.schedule.multiplier.assign(lr / base)
         elif isinstance(self.optimizer._learning_rate, keras.Variable):
             self.optimizer.learning_rate = lr
+            held = _as_dtype(lr, self.optimizer._learning_rate.dtype)
+            self._lr_seen = (held, time.monotonic()) if held is not None else None
+            return
         else:
             raise ValueError(
                 f"the optimizer's learning_rate is {self.optimizer._learning_rate!r}: lrsup can change "
@@ -222,6 +265,7 @@ class KerasOptimizerHandle:
     def load_state(self, path: str, meta: Mapping[str, Any]) -> None:
         """``model.load_weights(path)`` after building the optimizer if no step has built it yet;
         then the schedule multiplier from ``meta``."""
+        self._lr_seen = None  # the checkpoint's learning rate: read it again
         self._build_optimizer()
         self.model.load_weights(path)
         if self.schedule is not None and meta.get("multiplier") is not None:
@@ -231,6 +275,7 @@ class KerasOptimizerHandle:
         """After a rollback: ``optimizer.iterations = step``, reset the model's metrics (later batch
         logs are means since the rollback) and leave ``rewound_to`` for the callback."""
         self.optimizer.iterations.assign(step)
+        self._lr_seen = None
         if self.model is not None:
             self.model.reset_metrics()
         self.rewound_to = step

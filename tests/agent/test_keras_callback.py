@@ -416,3 +416,64 @@ def test_restore_at_start_continues_weights_step_and_epochs(run_dir, monkeypatch
     monkeypatch.setattr(keras_callback, "_plan", None)
     fit(third, epochs=4)
     assert kernel(second) == pytest.approx(kernel(third), rel=1e-5)
+
+
+# -- the learning rate in batch records (KerasOptimizerHandle.recent_lr) -------------------
+
+
+def test_recent_lr_reuses_what_the_handle_read_or_set_until_it_is_too_old(monkeypatch):
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build([keras.Variable(0.0)])
+    handle = KerasOptimizerHandle(optimizer)
+    assert handle.recent_lr() == pytest.approx(0.1)  # nothing seen yet: read
+    handle.set_lr(0.3)
+    assert handle.recent_lr() == handle.get_lr() == float(np.float32(0.3))  # as the float32 variable holds it
+    optimizer.learning_rate = 0.7  # another callback of the script sets it behind the handle's back
+    assert handle.recent_lr() == float(np.float32(0.3))  # within LR_MAX_AGE: the value seen
+    monkeypatch.setattr(keras_callback, "LR_MAX_AGE", 0.0)
+    assert handle.recent_lr() == float(np.float32(0.7))  # too old: read again
+    monkeypatch.setattr(keras_callback, "LR_MAX_AGE", 3600.0)
+    handle.set_step(5)  # a rollback: read again
+    optimizer.learning_rate = 0.2
+    handle.set_step(5)
+    assert handle.recent_lr() == float(np.float32(0.2))
+
+
+def test_recent_lr_under_a_keras_schedule_reads_at_every_call():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
+    optimizer = keras.optimizers.SGD(schedule)
+    optimizer.build([keras.Variable(0.0)])
+    handle = KerasOptimizerHandle(optimizer)
+    assert handle.recent_lr() == pytest.approx(0.1)
+    optimizer.iterations.assign(2)
+    assert handle.recent_lr() == pytest.approx(0.025)
+
+
+def test_batch_records_carry_the_lr_that_lrsup_schedule_set_at_each_step(run_dir):
+    from lrsup.supervisor.schedules import Schedule
+
+    spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
+                                                               "batch_every": 1}}))
+    model = make_model(0.1)
+    with MiniSupervisor(run_dir, {0: [("set_schedule", {"schedule": spec})]}):
+        fit(model, LrsupCallback(run_dir), epochs=2)
+    s = Schedule(spec)
+    second = [b for b in records(run_dir, "batch") if b["epoch"] == 1]
+    assert [b["step"] for b in second] == list(range(STEPS + 1, 2 * STEPS + 1))
+    # the LR of the update that ended at step k was set at its batch begin: schedule(k - 1), as float32 holds it
+    assert [b["lr"] for b in second] == [float(np.float32(s(b["step"] - 1))) for b in second]
+
+
+def test_batch_records_show_a_script_callback_changing_the_lr_within_lr_max_age(run_dir, monkeypatch):
+    monkeypatch.setattr(keras_callback, "LR_MAX_AGE", 0.0)  # every batch record reads the variable
+
+    class Warmup(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate = 0.01 * (batch + 1)
+
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
+                                                               "batch_every": 1}}))
+    with MiniSupervisor(run_dir):
+        fit(make_model(0.1), Warmup(), LrsupCallback(run_dir), epochs=1)
+    assert [b["lr"] for b in records(run_dir, "batch")] == pytest.approx([0.01 * (k + 1) for k in range(STEPS)])
