@@ -1,4 +1,4 @@
-"""Follower: incremental, torn-line-safe, garbage-tolerant reading in both wake-up modes."""
+"""Follower: incremental, torn-line-safe, garbage-tolerant reading in its three wake-up modes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor import protocol
+from lrsup.supervisor import inotify, protocol
 from lrsup.supervisor.follower import Follower
 from lrsup.supervisor.protocol import BatchRecord, EpochRecord, StartRecord
 
-MODES = [pytest.param(True, id="watchdog"), pytest.param(False, id="polling")]
+MODES = [
+    pytest.param({}, id="inotify",
+                 marks=pytest.mark.skipif(not inotify.available(), reason="no inotify on this system")),
+    pytest.param({"use_inotify": False}, id="watchdog"),
+    pytest.param({"use_watchdog": False}, id="polling"),
+]
+
+
+def mode_of(options: dict) -> str:
+    if not options.get("use_watchdog", True):
+        return "polling"
+    return "inotify" if options.get("use_inotify", True) else "watchdog"
 
 
 def line(record) -> bytes:
@@ -150,11 +161,11 @@ def test_bad_poll_interval_refused():
         Follower("x", poll_interval=0)
 
 
-@pytest.mark.parametrize("use_watchdog", MODES)
-def test_wait_wakes_on_append_from_another_thread(tmp_path, use_watchdog):
+@pytest.mark.parametrize("options", MODES)
+def test_wait_wakes_on_append_from_another_thread(tmp_path, options):
     path = tmp_path / "metrics.jsonl"
-    with Follower(path, use_watchdog=use_watchdog, poll_interval=0.02) as follower:
-        assert follower.mode == ("watchdog" if use_watchdog else "polling")
+    with Follower(path, poll_interval=0.02, **options) as follower:
+        assert follower.mode == mode_of(options)
         writer = threading.Timer(0.2, append, args=(path, line(StartRecord(pid=1))))
         writer.start()
         t0 = time.monotonic()
@@ -167,11 +178,11 @@ def test_wait_wakes_on_append_from_another_thread(tmp_path, use_watchdog):
         assert time.monotonic() - t0 < 4, "wait() did not wake on the append"
 
 
-@pytest.mark.parametrize("use_watchdog", MODES)
-def test_wait_times_out_when_nothing_changes(tmp_path, use_watchdog):
+@pytest.mark.parametrize("options", MODES)
+def test_wait_times_out_when_nothing_changes(tmp_path, options):
     path = tmp_path / "metrics.jsonl"
     append(path, line(BATCH))
-    with Follower(path, use_watchdog=use_watchdog, poll_interval=0.02) as follower:
+    with Follower(path, poll_interval=0.02, **options) as follower:
         follower.read()
         follower.wait(0.05)  # may report a stale event from the append above
         t0 = time.monotonic()
@@ -179,9 +190,10 @@ def test_wait_times_out_when_nothing_changes(tmp_path, use_watchdog):
         assert time.monotonic() - t0 >= 0.15
 
 
-@pytest.mark.parametrize("use_watchdog", MODES)
-def test_wake_releases_wait(tmp_path, use_watchdog):
-    with Follower(tmp_path / "m.jsonl", use_watchdog=use_watchdog) as follower:
+@pytest.mark.parametrize("options", MODES)
+def test_wake_releases_wait(tmp_path, options):
+    with Follower(tmp_path / "m.jsonl", **options) as follower:
+        assert follower.mode == mode_of(options)
         threading.Timer(0.1, follower.wake).start()
         t0 = time.monotonic()
         assert follower.wait(5.0) is True
@@ -202,6 +214,7 @@ def test_falls_back_to_polling_when_watchdog_cannot_start(tmp_path, monkeypatch)
             return False
 
     monkeypatch.setattr(watchdog.observers, "Observer", Broken)
+    monkeypatch.setattr(inotify, "available", lambda: False)
     path = tmp_path / "metrics.jsonl"
     with Follower(path, use_watchdog=True, poll_interval=0.02) as follower:
         assert follower.mode == "polling"
@@ -218,7 +231,7 @@ def test_missing_directory_falls_back_to_polling(tmp_path):
 
 def test_stop_ends_the_observer_thread(tmp_path):
     before = set(threading.enumerate())
-    follower = Follower(tmp_path / "metrics.jsonl", use_watchdog=True).start()
+    follower = Follower(tmp_path / "metrics.jsonl", use_watchdog=True, use_inotify=False).start()
     assert follower.mode == "watchdog"
     follower.stop()
     follower.stop()
@@ -228,7 +241,7 @@ def test_stop_ends_the_observer_thread(tmp_path):
 
 def test_a_dead_observer_degrades_to_polling(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    with Follower(path, use_watchdog=True, poll_interval=0.02) as follower:
+    with Follower(path, use_inotify=False, poll_interval=0.02) as follower:
         assert follower.mode == "watchdog"
         observer = follower._observer
         observer.stop()
@@ -237,3 +250,134 @@ def test_a_dead_observer_degrades_to_polling(tmp_path):
         assert follower.wait(2.0) is True
         assert follower.mode == "polling"
         assert follower.read() == [BATCH]
+
+
+# -- inotify mode ----------------------------------------------------------------------
+
+needs_inotify = pytest.mark.skipif(not inotify.available(), reason="no inotify on this system")
+
+
+def read_some(follower, timeout: float = 10.0) -> list:
+    """Wait and read until a record comes: a wake may come between a writer's open and its write."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        follower.wait(deadline - time.monotonic())
+        if got := follower.read():
+            return got
+    return []
+
+
+@needs_inotify
+def test_inotify_mode_reads_every_record_a_writer_thread_appends(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [BatchRecord(time=float(i), epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": 1.0})
+               for i in range(200)]
+
+    def writer():
+        for record in records:
+            append(path, line(record))
+
+    with Follower(path, poll_interval=10.0) as follower:  # polling would take 10 s a look
+        assert follower.mode == "inotify"
+        thread = threading.Thread(target=writer)
+        thread.start()
+        got = []
+        t0 = time.monotonic()
+        while len(got) < len(records) and time.monotonic() - t0 < 30:
+            follower.wait(5.0)
+            got.extend(follower.read())
+        thread.join()
+    assert got == records
+
+
+@needs_inotify
+def test_inotify_mode_sees_the_file_replaced(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append(path, line(BATCH))
+    with Follower(path, poll_interval=10.0) as follower:
+        assert follower.read() == [BATCH]
+        follower.wait(0.05)  # the append above, maybe
+        tmp = tmp_path / "new"
+        tmp.write_bytes(line(START))
+        os.replace(tmp, path)
+        assert follower.wait(10.0) is True
+        assert follower.read() == [START]
+        assert follower.stats.restarts == 1
+
+
+@needs_inotify
+def test_inotify_mode_waits_through_writes_to_other_files(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with Follower(path, poll_interval=10.0) as follower:
+        writes = threading.Timer(0.05, append, args=(tmp_path / "control.jsonl", b"{}\n"))
+        writes.start()
+        assert follower.wait(0.5) is False  # control.jsonl's events are read and dropped
+        writes.join()
+        assert follower.mode == "inotify"
+
+
+@needs_inotify
+def test_inotify_wake_before_start_and_many_wakes(tmp_path):
+    follower = Follower(tmp_path / "metrics.jsonl", poll_interval=10.0)
+    follower.wake()
+    with follower:
+        assert follower.mode == "inotify"
+        assert follower.wait(5.0) is True  # the wake from before start
+        for _ in range(70_000):  # more than a pipe holds: a full pipe is a pending wake, never an error
+            follower.wake()
+        assert follower.wait(5.0) is True
+        assert follower.wait(0.05) is False  # every pending wake was read with the first
+
+
+@needs_inotify
+def test_inotify_mode_degrades_to_polling_when_the_directory_goes(tmp_path):
+    directory = tmp_path / "run"
+    directory.mkdir()
+    path = directory / "metrics.jsonl"
+    with Follower(path, poll_interval=0.02) as follower:
+        assert follower.mode == "inotify"
+        os.rename(directory, tmp_path / "gone")
+        assert follower.wait(10.0) is True
+        assert follower.mode == "polling"
+        directory.mkdir()
+        append(path, line(BATCH))
+        assert read_some(follower) == [BATCH]
+
+
+def test_falls_back_to_watchdog_when_inotify_is_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setattr(inotify, "available", lambda: False)
+    path = tmp_path / "metrics.jsonl"
+    with Follower(path, poll_interval=10.0) as follower:
+        assert follower.mode == "watchdog"
+        threading.Timer(0.1, append, args=(path, line(BATCH))).start()
+        assert read_some(follower) == [BATCH]
+
+
+@needs_inotify
+def test_falls_back_to_watchdog_when_the_watch_cannot_be_added(tmp_path, monkeypatch):
+    def refuse(path):
+        raise OSError(28, "inotify watch limit reached")
+
+    monkeypatch.setattr(inotify, "FileWatch", refuse)
+    with Follower(tmp_path / "metrics.jsonl") as follower:
+        assert follower.mode == "watchdog"
+
+
+@needs_inotify
+def test_inotify_mode_closes_its_descriptors(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    append(path, line(BATCH))
+    before = set(os.listdir("/proc/self/fd"))
+    threads = set(threading.enumerate())
+    for _ in range(150):  # more than the default 128 inotify instances
+        follower = Follower(path).start()
+        assert follower.mode == "inotify"
+        follower.wake()
+        assert follower.wait(5.0) is True
+        assert follower.read() == [BATCH]
+        follower.stop()
+        follower.stop()
+        follower.wake()  # after stop: no write to a closed (or reused) descriptor
+        assert follower.mode == "polling"
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert set(threading.enumerate()) == threads  # no thread in this mode
