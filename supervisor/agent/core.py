@@ -323,7 +323,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
                 self.checkpoint(handle, epoch=epoch, step=step)
             self._plan_next_event()
         bell = self._bell
-        if bell is not None and bell.changed():
+        if bell is not None and bell.changed():  # the common case: one compare of 8 mapped bytes
             self._poll(handle)
             return
         now = _monotonic()
