@@ -94,7 +94,8 @@ class Runner:
         poll_interval: float, how often the follower checks metrics.jsonl when polling.
         tick: float, longest wait between two passes of the loop (bounds how late a
             Ctrl-C is acted on); new records or output end the wait at once.
-        use_watchdog: bool, follow metrics.jsonl with watchdog (False: polling).
+        use_watchdog: bool, wake on changes to metrics.jsonl (inotify, else a watchdog observer;
+            False: polling).
         restore_point: callable() -> str | None, the checkpoint a restarted attempt loads
             (``LRSUP_RESTORE``); default: the engine's newest known-good checkpoint.
         writers: (control, journal) | None, writers with ``write(obj)``/``close()``
