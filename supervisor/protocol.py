@@ -2,8 +2,11 @@
 
 Standard library only: the agent imports this inside the training process, and
 policies import the record types, so nothing here may pull in pydantic, rich,
-keras or tensorflow. docs/protocol.md is the prose version of this module; keep
-the two in step and bump ``PROTOCOL_VERSION`` on any incompatible change.
+keras or tensorflow. One optional exception, never imported by the agent:
+``loads_many``, the supervisor's batched reader, decodes with orjson when it is
+installed (a dependency of lrsup; the json module otherwise). docs/protocol.md is
+the prose version of this module; keep the two in step and bump
+``PROTOCOL_VERSION`` on any incompatible change.
 
 Every line of every ``.jsonl`` file is one JSON object terminated by ``\\n`` and
 carrying ``v`` (the protocol version) and ``type`` (records) or ``cmd``
@@ -13,6 +16,7 @@ carrying ``v`` (the protocol version) and ``type`` (records) or ``cmd``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -73,22 +77,19 @@ def loads(line: str | bytes) -> dict[str, Any]:
     return obj
 
 
-
 def loads_many(lines: Sequence[bytes]) -> list[dict[str, Any] | ProtocolError]:
     """``loads`` for many lines at once: per line, its object or the ProtocolError ``loads`` raises.
 
-    The lines are decoded as one JSON array (one call into the C decoder instead of one per
-    line); if that fails, or a line held more than one value, each line is decoded on its own,
-    so a garbage line costs its chunk the slow path and never loses a good line.
+    The lines are decoded as one JSON array (one call into a C decoder instead of one per
+    line: see ``_decode_array``); if that fails, or a line held more than one value, each
+    line is decoded on its own, so a garbage line costs its chunk the slow path and never
+    loses a good line.
     """
     if not lines:
         return []
     objs = None
     if max(map(len, lines)) <= MAX_LINE_BYTES:
-        try:
-            objs = json.loads(b"[" + b",".join(lines) + b"]")
-        except (ValueError, UnicodeDecodeError):
-            objs = None
+        objs = _decode_array(b"[" + b",".join(lines) + b"]")
     if objs is None or len(objs) != len(lines):
         out: list[dict[str, Any] | ProtocolError] = []
         for line in lines:
@@ -98,6 +99,47 @@ def loads_many(lines: Sequence[bytes]) -> list[dict[str, Any] | ProtocolError]:
                 out.append(exc)
         return out
     return [obj if type(obj) is dict else ProtocolError(f"not a JSON object: {type(obj).__name__}") for obj in objs]
+
+
+@functools.cache
+def _orjson_loads() -> Callable[[bytes], Any] | None:
+    """``orjson.loads`` if orjson is installed, else None (imported on first use: the agent never needs it)."""
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson.loads
+
+
+# orjson reads an integer beyond 64 bits as a float where the json module keeps it exact:
+# such an integer has 19 digits or more, not after a decimal point. ``_decode_array`` looks
+# for one as the needle below in the text mapped through this table (digits to "0", the
+# point kept, any other byte to "x"); a float's long fraction never matches, a long string
+# of digits may (and is then decoded by the json module: slower, never wrong).
+_DIGIT_RUNS = bytes(ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("x")
+                    for i in range(256))
+_LONG_INTEGER = b"x" + b"0" * 19
+
+
+def _decode_array(data: bytes) -> list | None:
+    """The JSON array ``data`` as the json module decodes it, or None when that refuses it.
+
+    orjson decodes it when installed (about twice as fast) unless it holds a long integer
+    (see ``_DIGIT_RUNS``); what orjson refuses (the bare ``NaN`` and ``Infinity`` that
+    non-finite losses are written as, numbers beyond its range, lone surrogates) goes to the
+    json module, which accepts more, so the result never depends on orjson being there.
+    """
+    fast = _orjson_loads()
+    if fast is not None and _LONG_INTEGER not in data.translate(_DIGIT_RUNS):
+        try:
+            return fast(data)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
+    try:
+        return json.loads(data.decode())  # decoded as ``loads`` does (json.loads of bytes would let surrogates in)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars and arrays (the agent may hand them over) without importing numpy.
@@ -349,8 +391,8 @@ class _FastShape:
     """A record kind's fast path: every field present, each value of an exact JSON type."""
 
     cls: type[Record]
-    keys: frozenset[str]
-    values: Callable[[Mapping[str, Any]], tuple]
+    size: int  # the number of keys: ``v``, ``type`` and every field
+    values: Callable[[Mapping[str, Any]], tuple]  # ``v`` and every field, ``type`` aside
     shapes: frozenset[tuple[type, ...]]  # the allowed types of ``values``, one tuple per combination
     metrics: tuple[str, ...]
 
@@ -363,7 +405,7 @@ class _FastShape:
         choices = [(int,), *(_FAST_TYPES[spec[name]] for name in names[1:])]
         if math.prod(len(c) for c in choices) > _MAX_SHAPES:
             return None
-        return cls(record_cls, frozenset(names) | {"v", "type"}, itemgetter(*names), frozenset(product(*choices)),
+        return cls(record_cls, len(names) + 1, itemgetter(*names), frozenset(product(*choices)),
                    tuple(name for name in names[1:] if spec[name] == "metrics"))
 
 
@@ -372,9 +414,13 @@ def parse_fast(obj: Mapping[str, Any]) -> Record | None:
     if type(obj) is not dict or type(kind := obj.get("type")) is not str:
         return None
     fast = _FAST.get(kind)
-    if fast is None or obj.keys() != fast.keys or tuple(map(type, fast.values(obj))) not in fast.shapes:
+    if fast is None or len(obj) != fast.size:
         return None
-    if obj["v"] != PROTOCOL_VERSION:  # an int, by its shape
+    try:  # with ``type`` there and as many keys as that, every field present means no other key is
+        shape = tuple(map(type, fast.values(obj)))
+    except KeyError:
+        return None
+    if shape not in fast.shapes or obj["v"] != PROTOCOL_VERSION:  # ``v``: an int, by its shape
         return None
     for name in fast.metrics:
         for key, value in obj[name].items():

@@ -8,12 +8,15 @@ same records, and never lose a good line next to a bad one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lrsup.supervisor import protocol
 from lrsup.supervisor.protocol import (
     RECORD_TYPES,
     BatchRecord,
@@ -103,21 +106,92 @@ def test_a_missing_optional_field_still_parses_through_the_checked_path():
     assert epoch == EpochRecord(epoch=3, step=40) and epoch.logs == {}
 
 
+@pytest.fixture(params=["orjson", "json"])
+def decoder(request, monkeypatch):
+    """``loads_many`` with orjson (skipped where it is not installed), then with the json module alone."""
+    if request.param == "orjson":
+        pytest.importorskip("orjson")
+        assert protocol._orjson_loads() is not None
+    else:
+        monkeypatch.setattr(protocol, "_orjson_loads", lambda: None)
+    return request.param
+
+
+def strictly_equal(a, b) -> bool:
+    """Equal values of the same types (1 is not 1.0), keys in the same order, floats bit for bit (NaN too)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(strictly_equal(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(strictly_equal, a, b))
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
 lines = st.one_of(
     st.just(dumps(BATCH).encode()), st.just(b'{"v":1,"type":"heartbeat","step":3}'), st.just(b"{not json"),
     st.just(b"[1, 2]"), st.just(b"7"), st.just(b'{"a":1},{"b":2}'), st.just(b'{"a":NaN}'), st.just(b"\xff\xfe"),
     st.just(b'{"a":"\xc3\xa9"}'), st.just(b"  {\"a\": 1}  "),
+    # what orjson refuses or reads otherwise: the json module's answer stands
+    st.just(b'{"a":Infinity,"b":-Infinity}'), st.just(b'{"a":1e400}'), st.just(b'{"a":18446744073709551616}'),
+    st.just(b'{"a":-9223372036854775809}'), st.just(b'{"a":9223372036854775807}'), st.just(b'{"a":"\\ud800"}'),
+    st.just(b'{"a":"\xed\xa0\x80"}'), st.just(b'\xef\xbb\xbf{"a":1}'), st.just(b'{"a":0.00012345678901234567}'),
+    st.just(b'{"a":"12345678901234567890"}'), st.just(b'{"a":1,"a":2}'), st.just(b'{"a":-0}'),
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(lines, min_size=1, max_size=8))
-def test_loads_many_is_loads_line_by_line(batch):
+def test_loads_many_is_loads_line_by_line(decoder, batch):
     expected = [outcome(loads, line) for line in batch]
     got = [("refused", type(x)) if isinstance(x, ProtocolError) else x for x in loads_many(batch)]
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert (g == e) or (isinstance(g, dict) and math.isnan(g.get("a", 0.0)) and math.isnan(e.get("a", 0.0)))
+        assert g == e if isinstance(e, tuple) else strictly_equal(g, e), (batch, g, e)
+
+
+# Number literals as a trainer may write them, and some it never would: long integers,
+# long fractions, exponents past the float range.
+numbers = st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][-+]?[0-9]{1,3})?", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(numbers, st.integers().map(str), st.floats().map(repr).map(
+    lambda r: {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(r, r))), min_size=1, max_size=6))
+def test_loads_many_reads_numbers_as_the_json_module_does(decoder, texts):
+    batch = [b'{"v":1,"x":%s,"logs":{"loss":%s}}' % (t.encode(), t.encode()) for t in texts]
+    for got, line in zip(loads_many(batch), batch):
+        assert strictly_equal(got, json.loads(line)), (line, got)
+
+
+@pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
+def test_non_finite_losses_parse_as_line_by_line(decoder, loss):
+    bad = {**BATCH, "step": 20, "logs": {"loss": loss, "accuracy": 0.5}}
+    epoch = {"v": 1, "type": "epoch", "time": 6.0, "epoch": 0, "step": 20, "lr": 0.1,
+             "logs": {"loss": loss, "val_loss": loss}}
+    batch = [dumps(BATCH).encode(), dumps(bad).encode(), dumps(epoch).encode()]
+    got = [parse_record(obj) for obj in loads_many(batch)]
+    assert all(same(g, parse_record(loads(line))) for g, line in zip(got, batch))
+    assert got[0] == parse_record(dict(BATCH))
+    assert strictly_equal(got[1].logs["loss"], loss) and strictly_equal(got[2].logs["val_loss"], loss)
+
+
+def test_orjson_decodes_unless_a_long_integer_is_there(monkeypatch):
+    orjson = pytest.importorskip("orjson")
+    calls = []
+
+    def counting(data):
+        calls.append(data)
+        return orjson.loads(data)
+
+    monkeypatch.setattr(protocol, "_orjson_loads", lambda: counting)
+    good = dumps(BATCH).encode()
+    assert loads_many([good, good]) == [BATCH, BATCH] and len(calls) == 1
+    big = b'{"a":123456789012345678901}'
+    assert loads_many([good, big])[1] == {"a": 123456789012345678901} and len(calls) == 1  # not asked
+    assert loads_many([b'{"a":0.00012345678901234567}'])[0] == {"a": 0.00012345678901234567} and len(calls) == 2
 
 
 def test_loads_many_of_nothing_and_overlong_lines():
