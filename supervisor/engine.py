@@ -162,6 +162,7 @@ class Engine(Composer):
         self._keeps: dict[str, tuple[str, ...]] = {}
         self._retained: tuple[str, ...] = ()
         self._exit_status: int | None = None
+        self._view_fields: dict[str, Any] | None = None  # see _view
 
     # -- what the runner and tests read ------------------------------------------------
 
@@ -207,6 +208,7 @@ class Engine(Composer):
         kind = type(record)
         if kind is BatchRecord and self._pending is None:
             return self._feed_batch(record)  # type: ignore[arg-type]
+        self._view_fields = None  # any record but a batch record may change what the view shows
         if kind is CheckpointRecord:
             return self._on_checkpoint(record)  # type: ignore[arg-type]
         if kind is ErrorRecord:
@@ -236,6 +238,7 @@ class Engine(Composer):
             actions = self._ask(hooks, kind, record, view)
             if actions:
                 decisions = self._resolve(actions, epoch, step, view.probing)
+                self._view_fields = None
         if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
             decisions.extend(self._retain_decisions(epoch, step))
         return decisions
@@ -253,6 +256,7 @@ class Engine(Composer):
         if not actions:
             return []
         decisions = self._resolve(actions, record.epoch, record.step, view.probing)
+        self._view_fields = None
         if decisions:
             decisions.extend(self._retain_decisions(record.epoch, record.step))
         return decisions
@@ -274,18 +278,27 @@ class Engine(Composer):
     def _view(self) -> RunView:
         # Built once per record on the hot path: filled in directly instead of through the
         # frozen dataclass's __init__ (which sets each field the slow way); still immutable.
+        # The fields that change only with a decision or a record other than a batch record
+        # (run, checkpoints, schedule, multiplier, cadence, start step) are kept from one view
+        # to the next in _view_fields, which ``feed`` clears on such a record and after every
+        # decision, and ``_reset_supervision`` on a new or loaded state; lr, step and probing
+        # are read afresh.
+        fields = self._view_fields
+        if fields is None:
+            fields = self._view_fields = {
+                **self._run,
+                "checkpoints": self._book.infos(),
+                "schedule": self._schedule,
+                "multiplier": self._multiplier,
+                "batch_every": self._cadence["batch_every"],
+                "start_step": self._start_step,
+            }
         view = object.__new__(RunView)
-        view.__dict__.update(
-            self._run,
-            lr=self._lr,
-            step=self._step,
-            checkpoints=self._book.infos(),
-            schedule=self._schedule,
-            multiplier=self._multiplier,
-            batch_every=self._cadence["batch_every"],
-            probing=self._probing(),
-            start_step=self._start_step,
-        )
+        values = view.__dict__
+        values.update(fields)
+        values["lr"] = self._lr
+        values["step"] = self._step
+        values["probing"] = self._probing()
         return view
 
     def _probing(self) -> str | None:

@@ -441,7 +441,7 @@ from lrsup.policies.actions import (  # noqa: E402
 from lrsup.policies.base import CheckpointInfo, pick_checkpoint  # noqa: E402
 from lrsup.supervisor.engine import GIVE_UP_STATUS  # noqa: E402
 from lrsup.supervisor.protocol import CheckpointRecord, validate_command  # noqa: E402
-from lrsup.supervisor.schedules import evaluate  # noqa: E402
+from lrsup.supervisor.schedules import evaluate, validate_spec  # noqa: E402
 
 
 def quadratic(h=1.0, target=0.0, floor=0.1, kicks=None):
@@ -951,3 +951,74 @@ def test_the_view_has_every_runview_field_and_stays_frozen():
     assert view == RunView(**vars(view)) and view.lr == 0.1 and view.optimizer == "SGD"
     with pytest.raises(dataclasses.FrozenInstanceError):
         view.lr = 1.0  # type: ignore[misc]
+
+
+class ViewChecker(Policy):
+    """Compares every view it is given with one built afresh from the engine's state (none of it cached)."""
+
+    name = "view_checker"
+
+    def __init__(self):
+        super().__init__()
+        self.engine = None
+        self.checked = []
+
+    def _check(self, record, run):
+        e = self.engine
+        fresh = RunView(**e._run, lr=e._lr, step=e._step, checkpoints=e._book.infos(), schedule=e._schedule,
+                        multiplier=e._multiplier, batch_every=e._cadence["batch_every"], probing=e._probing(),
+                        start_step=e._start_step)
+        assert run == fresh, (record, run, fresh)
+        self.checked.append(type(record).__name__)
+        return ()
+
+    on_start = on_batch = on_epoch = on_end = on_ack = _check
+
+
+def test_the_view_fields_kept_between_records_are_never_stale():
+    # The engine keeps the view's slow fields (run, checkpoints, schedule, cadence...) from one
+    # record to the next: through a range test (schedule, cadence, rollback) and divergence
+    # rollbacks (checkpoints dropped, multiplier), every view still equals a fresh one.
+    from lrsup.policies.divergence import Divergence
+    from lrsup.policies.lr_find import LRFind
+
+    checker = ViewChecker()
+    engine = Engine([checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)], batch_every=5)
+    checker.engine = engine
+    sim = SimTrainer(engine, quadratic(h=1.0, kicks={150: 40.0, 260: 60.0}), w=2.0, lr=0.05, steps_per_epoch=30,
+                     epochs=10, batch_every=5, val=lambda w: w * w).run()
+    cmds = {c["cmd"] for c in sim.commands}
+    assert {"set_schedule", "clear_schedule", "configure", "rollback", "retain"} <= cmds
+    assert len(sim.decided("rollback")) >= 2 and engine.checkpoints
+    assert checker.checked.count("BatchRecord") > 100 and "AckRecord" in checker.checked
+    # and after a state reload
+    clone_checker = ViewChecker()
+    clone = Engine([clone_checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)],
+                   batch_every=5)
+    clone_checker.engine = clone
+    clone.feed(BatchRecord(epoch=0, batch=0, step=1, lr=0.5, logs={"loss": 1.0}))  # fills the kept fields
+    clone.load_state_dict(loads(dumps(engine.state_dict())))
+    clone.feed(BatchRecord(epoch=9, batch=4, step=sim.step + 5, lr=0.5, logs={"loss": 1.0}))
+    assert clone_checker.checked == ["BatchRecord", "BatchRecord"]
+
+
+def test_a_decision_shows_in_the_next_batch_records_view_before_its_ack():
+    spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 40}
+    checker = ViewChecker()
+    spy = Spy({
+        ("batch", 10): [SetSchedule(schedule=spec, reason="s")],
+        ("epoch", 30): [ScaleLR(factor=0.5, reason="cut")],
+        ("batch", 40): [Configure(batch_every=2, reason="c")],
+    })
+    engine = Engine([checker, spy], batch_every=10)
+    checker.engine = engine
+    engine.feed(StartRecord(pid=1, lr=0.1, optimizer="SGD", step=0))
+    for step in range(10, 61, 10):  # no acks: the trainer has not applied anything yet
+        engine.feed(BatchRecord(epoch=0, batch=step - 1, step=step, lr=0.1, logs={"loss": 1.0}))
+        if step == 30:
+            engine.feed(EpochRecord(epoch=0, step=30, lr=0.1, logs={"loss": 1.0}))
+    views = {view.step: view for view in spy.views}
+    assert views[10].schedule is None and views[20].schedule == validate_spec(spec)
+    assert views[20].multiplier == 1.0 and views[40].multiplier == 0.5
+    assert views[40].batch_every == 10 and views[50].batch_every == 2
+    assert checker.checked.count("BatchRecord") == 6
