@@ -469,6 +469,8 @@ class Divergence(Policy):
 
     def _diagnosis(self, why: str, recent: list[list[Any]], run: RunView) -> str:
         s = self.settings
+        if not recent:  # max_rollbacks = 0
+            return f"gave up: {why}; max_rollbacks is 0: no rollback is tried; LR now {_g(run.lr)}"
         epochs = sorted(r[0] + 1 for r in recent)
         span = f"epoch {epochs[0]}" if epochs[0] == epochs[-1] else f"epochs {epochs[0]}-{epochs[-1]}"
         targets = sorted({f"{r[1]}" for r in recent})

@@ -432,3 +432,12 @@ def test_a_run_stuck_at_the_class_prior_below_its_initial_loss_is_stuck():
 def test_stuck_tol_is_checked_against_the_other_bands():
     with pytest.raises(ValidationError, match="stuck_tol must be in"):
         DivergenceSettings(stuck_tol=0.05)
+
+
+def test_max_rollbacks_zero_gives_up_at_the_first_trouble():
+    policy = Divergence(max_rollbacks=0)
+    run = RunView(lr=0.1, optimizer="SGD", checkpoints=(CheckpointInfo(name="start-0", step=0, good=True, start=True),))
+    policy.on_start(StartRecord(pid=1, lr=0.1, optimizer="SGD"), run)
+    [stop] = policy.on_batch(BatchRecord(epoch=0, batch=0, step=1, lr=0.1, logs={"loss": NAN}), run)
+    assert isinstance(stop, Stop) and stop.give_up and policy.gave_up
+    assert stop.reason == "gave up: loss is nan at step 1 (epoch 1); max_rollbacks is 0: no rollback is tried; LR now 0.1"
