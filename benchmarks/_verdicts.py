@@ -17,16 +17,20 @@ from pathlib import Path
 
 def main(run_dir: str) -> int:
     from lrsup.supervisor import protocol
-    from lrsup.supervisor.follower import Follower
     from lrsup.supervisor.doorbell import BELL_FILE, ControlWriter
+    from lrsup.supervisor.follower import Follower
+    from lrsup.supervisor.jsonl import iter_objects
     from lrsup.supervisor.protocol import EpochRecord, StartRecord
 
     root = Path(run_dir)
     stop = root / "stop-answerer"
     control = ControlWriter(root / protocol.CONTROL_FILE, root / BELL_FILE)  # rings the bell, as the runner's
-    seq = 0
+    # as a resumed supervisor does: go on from the commands already written, and answer only new records
+    seq = max((obj.get("seq", 0) for obj in iter_objects(root / protocol.CONTROL_FILE)), default=0)
+    metrics = root / protocol.METRICS_FILE
+    offset = metrics.stat().st_size if metrics.exists() else 0
     (root / "answerer-ready").write_text("1")
-    with Follower(root / protocol.METRICS_FILE, use_watchdog=True, poll_interval=0.01) as follower:
+    with Follower(metrics, use_watchdog=True, poll_interval=0.01, offset=offset) as follower:
         while not stop.exists():
             follower.wait(0.2)
             for record in follower.read():

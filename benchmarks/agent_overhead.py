@@ -28,7 +28,8 @@ with / without - 1 per clock; the tables give the median over rounds, the interq
 and a distribution-free 95% confidence interval of the median (order statistics). The verdict
 uses the CPU-time ratio: on a shared machine, other processes' load stretches wall time
 (preemption) far more than it changes the CPU time the training process itself uses.
-The agent's batch hook is also timed directly, inside ``on_train_batch_end``.
+The agent's batch hook is also timed directly, inside ``on_train_batch_end``, in a separate
+fit with the agent alone (a timing wrapper in the interleaved fit would add to the agent's arm).
 
 A stand-in supervisor process (``benchmarks._verdicts``) answers each epoch with a verdict,
 as the supervisor would, so epoch ends never wait out ``verdict_timeout``.
@@ -217,6 +218,7 @@ MODELS = {
 BATCH = 32
 BLOCK = 10  # steps per block: the agent's default batch-record period, so an agent block writes one record
 ARMS = ("without", "noop", "with")
+HOOK_EPOCHS = 11  # the separate fit that times the agent's batch hook: 10 epochs after a warm-up one
 ORDERS = tuple(itertools.permutations(ARMS))  # the arms' order in round r is ORDERS[r % 6]
 
 
@@ -250,16 +252,17 @@ def _callbacks(keras):
     from lrsup.supervisor.agent.keras_callback import LrsupCallback
 
     class TimedLrsupCallback(LrsupCallback):
-        """LrsupCallback with its batch hook (wall) and epoch end (wall and CPU) timed.
+        """LrsupCallback for the interleaved fit: its epoch end (wall and CPU) timed.
 
         The benchmark hands it only every third block of batches, so its step count (which each
         batch end advances) is set from the optimizer at each epoch begin and end: records and
-        checkpoints get the steps they would have in a fit of the agent's arm alone.
+        checkpoints get the steps they would have in a fit of the agent's arm alone. Its batch
+        hook is LrsupCallback's own, untimed: a timing wrapper would add its own cost (two clock
+        reads and a call, several microseconds between TensorFlow steps) to every agent step.
         """
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.hook: list[float] = []
             self.epoch_end: list[tuple[float, float]] = []
 
         def _sync_step(self):
@@ -270,16 +273,23 @@ def _callbacks(keras):
             self._sync_step()
             super().on_epoch_begin(epoch, logs)
 
-        def on_train_batch_end(self, batch, logs=None):
-            t = time.perf_counter()
-            super().on_train_batch_end(batch, logs)
-            self.hook.append(time.perf_counter() - t)
-
         def on_epoch_end(self, epoch, logs=None):
             self._sync_step()
             w, c = time.perf_counter(), time.process_time()
             super().on_epoch_end(epoch, logs)
             self.epoch_end.append((time.perf_counter() - w, time.process_time() - c))
+
+    class HookTimedLrsupCallback(TimedLrsupCallback):
+        """The same with its batch hook timed (wall), for a separate fit after the interleaved one."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.hook: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            t = time.perf_counter()
+            super().on_train_batch_end(batch, logs)
+            self.hook.append(time.perf_counter() - t)
 
     class NoopBatchCallback(keras.callbacks.Callback):
         """Keras's per-batch callback machinery alone: a batch hook that does nothing."""
@@ -401,7 +411,7 @@ def _callbacks(keras):
                     if len(r) == len(ARMS) and all(b["steps"] == BLOCK and b["epoch"] != skip_epoch
                                                    for b in r.values())]
 
-    return TimedLrsupCallback, NoopBatchCallback, Interleaver
+    return TimedLrsupCallback, NoopBatchCallback, Interleaver, HookTimedLrsupCallback
 
 
 def _stats(xs: list[float]) -> dict:
@@ -417,6 +427,8 @@ def _ratios(rounds: list[dict], num: str, den: str, clock: str) -> list[float]:
 @contextlib.contextmanager
 def answering(run: Path):
     """A stand-in supervisor (``benchmarks/_verdicts.py``) answering the agent's epoch records in ``run``."""
+    for stale in ("answerer-ready", "stop-answerer"):  # left by an earlier stand-in in this directory
+        (run / stale).unlink(missing_ok=True)
     answerer = subprocess.Popen([sys.executable, "-m", "benchmarks._verdicts", str(run)], cwd=ROOT)
     try:
         deadline = time.time() + 30
@@ -439,7 +451,7 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
     fit at the first epoch end past it, so that a loaded machine gives fewer rounds, not a longer run.
     """
     keras = _setup_tf()
-    TimedLrsupCallback, NoopBatchCallback, Interleaver = _callbacks(keras)
+    TimedLrsupCallback, NoopBatchCallback, Interleaver, HookTimedLrsupCallback = _callbacks(keras)
 
     x, y = _data(smoke)
     steps = len(x) // BATCH
@@ -465,6 +477,11 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=cbl)
                 elapsed = time.perf_counter() - t0
                 got = cbl.rounds(skip_epoch=0)
+                # the agent's batch hook, timed in a fit of its own (the first epoch warms up)
+                hook_epochs = 2 if smoke else HOOK_EPOCHS
+                timed = HookTimedLrsupCallback(run, verdict_timeout=10.0)
+                model.fit(x, y, batch_size=BATCH, epochs=hook_epochs, verbose=0, callbacks=[timed])
+                hook = timed.hook[steps:]
                 per_step = {arm: {clock: median([r[arm][clock] / BLOCK for r in got]) for clock in ("wall", "cpu")}
                             for arm in ARMS}
                 results[name] = {
@@ -475,8 +492,8 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                     "noop_cpu": _stats(_ratios(got, "noop", "without", "cpu")),
                     "noop_wall": _stats(_ratios(got, "noop", "without", "wall")),
                     "beyond_cpu": _stats(_ratios(got, "with", "noop", "cpu")),
-                    "hook_median": median(agent.hook), "hook_mean": sum(agent.hook) / max(1, len(agent.hook)),
-                    "hook_p90": quantile(agent.hook, 0.9),
+                    "hook_median": median(hook), "hook_mean": sum(hook) / max(1, len(hook)),
+                    "hook_p90": quantile(hook, 0.9),
                     "epoch_end_wall": median([w for w, _ in agent.epoch_end[1:]]),
                     "epoch_end_cpu": median([c for _, c in agent.epoch_end[1:]]),
                 }
@@ -601,7 +618,9 @@ def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes:
         "the batch logs to Python floats and call it synchronously after every batch, instead of in "
         "a background thread), and the agent's own cost beyond that (the agent's arm against the no-op "
         "arm, same rounds). The agent's batch hook is also timed directly inside "
-        "`LrsupCallback.on_train_batch_end` in the agent's blocks: its median is the typical step (a poll), "
+        f"`LrsupCallback.on_train_batch_end`, in a separate fit of {HOOK_EPOCHS - 1} epochs (after one of warm-up) "
+        "with the agent alone, right after the interleaved one (a timing wrapper in the interleaved fit would "
+        "add its own cost to the agent's blocks): its median is the typical step (a look at the doorbell), "
         "its mean also carries the batch record every 10th step and rare preemptions. The last two "
         "columns: the agent's `on_epoch_end` per epoch (the default checkpoint at every epoch end, "
         "`checkpoint_every_epochs = 1`, the epoch record and the verdict wait), and its share of one of "
