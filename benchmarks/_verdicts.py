@@ -9,7 +9,6 @@ Runs as its own process (as the real supervisor does), follows metrics.jsonl wit
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
