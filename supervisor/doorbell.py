@@ -31,8 +31,10 @@ import struct
 from typing import Any, Mapping
 
 from lrsup.supervisor.jsonl import Appender
+from lrsup.supervisor.protocol import BELL_FILE
 
-BELL_FILE = "control.bell"
+__all__ = ["BELL_FILE", "SIZE", "Bell", "BellWatch", "ControlWriter"]
+
 SIZE = 8
 _PACK = struct.Struct("<Q")
 _FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -34,6 +34,7 @@ ENV_RUN_DIR = "LRSUP_RUN_DIR"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CONTROL_FILE = "control.jsonl"
+BELL_FILE = "control.bell"  # the doorbell: see lrsup.supervisor.doorbell
 JOURNAL_FILE = "journal.jsonl"
 TRAINER_LOG = "trainer.log"
 STATE_FILE = "supervisor.json"

@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.doorbell import BELL_FILE
 
 RUNS_DIR = "runs"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -57,7 +56,7 @@ class RunPaths:
 
     @property
     def bell(self) -> Path:
-        return self.root / BELL_FILE
+        return self.root / protocol.BELL_FILE
 
     @property
     def journal(self) -> Path:
@@ -77,7 +76,7 @@ class RunPaths:
 
 
 # The files whose content steers the run: refused when a symlink or another user's.
-CONTROLLED_FILES = (protocol.CONTROL_FILE, BELL_FILE, protocol.METRICS_FILE, "requests.jsonl", protocol.JOURNAL_FILE,
+CONTROLLED_FILES = (protocol.CONTROL_FILE, protocol.BELL_FILE, protocol.METRICS_FILE, "requests.jsonl", protocol.JOURNAL_FILE,
                     protocol.STATE_FILE, protocol.CONFIG_FILE)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.records import describe_command, warn
 from lrsup.supervisor.agent.settings import check_setting
+from lrsup.supervisor.doorbell import BellWatch
 from lrsup.supervisor.jsonl import LineSplitter
 from lrsup.supervisor.protocol import (
     CONTROL_FILE,
@@ -33,22 +34,30 @@ MAX_DELAY = 0.005
 
 
 class ControlReader:
-    """The complete lines appended to control.jsonl since the last read.
+    """The complete lines appended to control.jsonl since the last read, and the doorbell.
 
-    Cheap when nothing changed: one ``os.fstat`` of the open file and a comparison (the
-    agent polls on nearly every batch, so this is on the training step's path). The path
-    itself is looked at again (``os.stat``) at most every ``path_check`` seconds, or at
-    once while the file is not open: a file replaced (another inode) is then read again
-    from its start, as is one that shrank; the caller's seq check keeps that idempotent.
+    ``bell`` is the mapped ``control.bell`` (a ``BellWatch``, or None without one): its
+    ``changed()`` says whether the supervisor rang since the last look (a compare of 8 mapped
+    bytes, see lrsup.supervisor.doorbell). ``read_lines`` is cheap when nothing changed: one ``os.fstat`` of the open file and a
+    comparison. The paths themselves are looked at again (``os.stat``) at most every
+    ``path_check`` seconds, or at once while control.jsonl is not open: a control file
+    replaced (another inode) is then read again from its start, as is one that shrank (the
+    caller's seq check keeps that idempotent), and a bell that appeared or was replaced is
+    mapped afresh.
 
     Args:
         path: str, control.jsonl.
-        path_check: float, seconds between looks at the path for a replaced file.
+        bell_path: str or None, control.bell (mapped at once if it is there, before any line
+            is read: a command appended after this rings, one before it is in the first read).
+        path_check: float, seconds between looks at the paths.
         clock: callable returning monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, path: str, path_check: float = 0.5, clock: Any = time.monotonic) -> None:
+    def __init__(self, path: str, bell_path: str | None = None, path_check: float = 0.5,
+                 clock: Any = time.monotonic) -> None:
         self.path = path
+        self.bell_path = bell_path
+        self.bell = BellWatch.open(bell_path) if bell_path is not None else None
         self.path_check = path_check
         self._clock = clock
         self._next_path_check = 0.0
@@ -65,6 +74,7 @@ class ControlReader:
                 st = os.fstat(self._fd)  # the same file, unless replaced: checked below in time
             else:
                 self._next_path_check = now + self.path_check
+                self._check_bell()
         if st is None:
             try:
                 st = os.stat(self.path)
@@ -80,8 +90,22 @@ class ControlReader:
         self._offset += len(data)
         return self._splitter.feed(data)
 
+    def _check_bell(self) -> None:
+        """Map the bell afresh if it appeared, went or was replaced since it was mapped."""
+        if self.bell_path is None:
+            return
+        try:
+            ino = os.stat(self.bell_path).st_ino
+        except OSError:
+            ino = None
+        if self.bell is not None and self.bell.ino == ino:
+            return
+        if self.bell is not None:
+            self.bell.close()
+        self.bell = BellWatch.open(self.bell_path) if ino is not None else None
+
     def _reopen(self) -> bool:
-        self.close()
+        self._close_file()
         self._offset = 0
         self._splitter = LineSplitter()
         try:
@@ -91,11 +115,17 @@ class ControlReader:
         self._ino = os.fstat(self._fd).st_ino
         return True
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
         self._ino = None
+
+    def close(self) -> None:
+        self._close_file()
+        if self.bell is not None:
+            self.bell.close()
+            self.bell = None
 
 
 def int_or_none(value: Any) -> int | None:

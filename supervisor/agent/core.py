@@ -57,9 +57,9 @@ from lrsup.supervisor.agent.settings import (
     check_setting,
     load_settings,
 )
-from lrsup.supervisor.doorbell import BELL_FILE, BellWatch
 from lrsup.supervisor.jsonl import Appender
 from lrsup.supervisor.protocol import (
+    BELL_FILE,
     CONTROL_FILE,
     ENV_RUN_DIR,
     METRICS_FILE,
@@ -173,11 +173,8 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         except OSError as exc:
             raise AgentError(f"cannot write {metrics_path!r}: {exc.strerror or exc}") from None
         self._write_lock = threading.Lock()
-        self._control = ControlReader(os.path.join(self.run_dir, CONTROL_FILE))
-        # The bell first: a command appended after this is seen as a ring, one before it as history.
-        self._bell_path = os.path.join(self.run_dir, BELL_FILE)
-        self._bell = BellWatch.open(self._bell_path)
-        self._next_bell_check = 0.0
+        # Maps the bell first: a command appended after this rings, one before it is history.
+        self._control = ControlReader(os.path.join(self.run_dir, CONTROL_FILE), os.path.join(self.run_dir, BELL_FILE))
         self._max_seq = 0
         self._skip_history()
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
@@ -322,29 +319,14 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
                 self._ckpt_bucket = step // every
                 self.checkpoint(handle, epoch=epoch, step=step)
             self._plan_next_event()
-        bell = self._bell
+        bell = self._control.bell
         if bell is not None and bell.changed():  # the common case: one compare of 8 mapped bytes
             self._poll(handle)
             return
         now = _monotonic()
         if now >= self._next_poll:
             self._next_poll = now + (self.poll_interval if bell is None else BELL_FALLBACK)
-            if now >= self._next_bell_check:
-                self._check_bell(now)
             self._poll(handle)
-
-    def _check_bell(self, now: float) -> None:
-        """Every ``BELL_FALLBACK`` s: (re)open control.bell if it appeared or was replaced."""
-        self._next_bell_check = now + BELL_FALLBACK
-        try:
-            ino = os.stat(self._bell_path).st_ino
-        except OSError:
-            ino = None
-        if self._bell is not None and self._bell.ino == ino:
-            return
-        if self._bell is not None:
-            self._bell.close()
-        self._bell = BellWatch.open(self._bell_path) if ino is not None else None
 
     def epoch_end(self, handle: OptimizerHandle, *, epoch: int, step: int, logs: Logs) -> None:
         """Checkpoint (every ``checkpoint_every_epochs``), write the epoch record, then apply
@@ -413,9 +395,6 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             self._closed = True
             self._out.close()
         self._control.close()
-        if self._bell is not None:
-            self._bell.close()
-            self._bell = None
 
     def __enter__(self) -> "Agent":
         return self

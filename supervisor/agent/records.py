@@ -22,7 +22,7 @@ from lrsup.supervisor import __version__
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.settings import AgentError
 from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import PROTOCOL_VERSION, ErrorRecord, Record
+from lrsup.supervisor.protocol import PROTOCOL_VERSION, ErrorRecord, Record, dumps
 
 AGENT_NAME = f"lrsup {__version__}"
 
@@ -150,13 +150,10 @@ class RecordWriter:
     _closed: bool
 
     def _write(self, record: Record) -> None:
-        with self._write_lock:
-            if self._closed:
-                raise AgentError(f"agent for {self.run_dir!r} is closed; cannot write a {record.type} record")
-            self._out.write(record.to_json())
+        self._write_line((dumps(record.to_json()) + "\n").encode(), record.type)
 
     def _write_line(self, data: bytes, what: str) -> None:
-        """Write a line made by ``batch_line`` (``what``: its record type, for the error)."""
+        """Write one encoded line (``_write``'s, or ``batch_line``'s; ``what``: its record type)."""
         with self._write_lock:
             if self._closed:
                 raise AgentError(f"agent for {self.run_dir!r} is closed; cannot write a {what} record")

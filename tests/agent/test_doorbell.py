@@ -148,18 +148,23 @@ def test_with_a_bell_the_agent_does_not_read_control_between_rings(supervised, r
     assert handle.lr == 0.02
 
 
+def batch_ends_until(agent, handle, done, step: int) -> int:
+    """Batch ends (1 ms apart) from ``step + 1`` until ``done()`` or 20 fallback periods; the last step."""
+    deadline = time.monotonic() + BELL_FALLBACK * 20
+    while not done() and time.monotonic() < deadline:
+        step += 1
+        agent.batch_end(handle, epoch=0, batch=step, step=step)
+        time.sleep(0.001)
+    return step
+
+
 def test_a_command_written_without_a_ring_is_applied_within_the_fallback(supervised, run_dir):
     _, agent = supervised
     handle = FakeHandle()
     agent.start(handle)
     agent.batch_end(handle, epoch=0, batch=0, step=1)
     Control(run_dir).send("set_lr", lr=0.03)  # appended by hand: no ring
-    deadline = time.monotonic() + BELL_FALLBACK * 20
-    step = 1
-    while handle.lr != 0.03 and time.monotonic() < deadline:
-        step += 1
-        agent.batch_end(handle, epoch=0, batch=step, step=step)
-        time.sleep(0.001)
+    batch_ends_until(agent, handle, lambda: handle.lr == 0.03, step=1)
     assert handle.lr == 0.03
 
 
@@ -170,14 +175,9 @@ def test_a_replaced_bell_is_found_again(supervised, run_dir):
     sup.writer.close()
     os.unlink(run_dir / BELL_FILE)
     sup.writer = ControlWriter(run_dir / CONTROL_FILE, run_dir / BELL_FILE)  # a new inode
-    old_watch = agent._bell
-    deadline = time.monotonic() + BELL_FALLBACK * 20
-    step = 0
-    while agent._bell is old_watch and time.monotonic() < deadline:
-        step += 1
-        agent.batch_end(handle, epoch=0, batch=step, step=step)
-        time.sleep(0.001)
-    assert agent._bell is not old_watch and agent._bell is not None
+    old_watch = agent._control.bell
+    step = batch_ends_until(agent, handle, lambda: agent._control.bell is not old_watch, step=0)
+    assert agent._control.bell is not old_watch and agent._control.bell is not None
     sup.send("set_lr", lr=0.04)
     agent.batch_end(handle, epoch=0, batch=step + 1, step=step + 1)
     assert handle.lr == 0.04
@@ -188,22 +188,17 @@ def test_without_a_bell_the_agent_polls_and_finds_a_bell_created_later(run_dir):
     try:
         handle = FakeHandle()
         agent.start(handle)
-        assert agent._bell is None
+        assert agent._control.bell is None
         agent.poll_interval = 0.0
         Control(run_dir).send("set_lr", lr=0.06)
         agent.batch_end(handle, epoch=0, batch=0, step=1)
         assert handle.lr == 0.06  # polled at this batch end
         Bell(run_dir / BELL_FILE).close()
-        deadline = time.monotonic() + BELL_FALLBACK * 20
-        step = 1
-        while agent._bell is None and time.monotonic() < deadline:
-            step += 1
-            agent.batch_end(handle, epoch=0, batch=step, step=step)
-            time.sleep(0.001)
-        assert agent._bell is not None
+        batch_ends_until(agent, handle, lambda: agent._control.bell is not None, step=1)
+        assert agent._control.bell is not None
     finally:
         agent.close()
-    assert agent._bell is None  # closed with the agent
+    assert agent._control.bell is None  # closed with the agent
 
 
 def test_a_command_sent_before_the_agent_existed_is_history_not_a_ring(run_dir):

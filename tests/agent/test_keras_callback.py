@@ -23,6 +23,7 @@ np = pytest.importorskip("numpy")
 from lrsup.supervisor.agent import keras_callback  # noqa: E402
 from lrsup.supervisor.agent import launcher  # noqa: E402
 from lrsup.supervisor.agent.keras_callback import KerasOptimizerHandle, LrsupCallback, ScaledSchedule  # noqa: E402
+from lrsup.supervisor.doorbell import BELL_FILE, Bell, ControlWriter  # noqa: E402
 from lrsup.supervisor.jsonl import Appender, LineSplitter, iter_objects  # noqa: E402
 from lrsup.supervisor.protocol import (  # noqa: E402
     CONTROL_FILE,
@@ -358,13 +359,14 @@ def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
 
     class Sender(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if batch == 2 and self.epoch == 1:
-                with Appender(run_dir / CONTROL_FILE) as control:
+            if batch == 2 and self.epoch == 1:  # written and rung as the supervisor does: seen at this batch end
+                with ControlWriter(run_dir / CONTROL_FILE, run_dir / BELL_FILE) as control:
                     control.write(make_command(1000, "rollback", time=time.time(), checkpoint="epoch-0000"))
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
+    Bell(run_dir / BELL_FILE).close()  # lrsup run creates the bell before the trainer starts
     model = make_model(0.1)
     fit(model, Sender(), LrsupCallback(run_dir), epochs=2)
     batches = [(b["epoch"], b["batch"], b["step"]) for b in records(run_dir, "batch") if b["epoch"] == 1]
