@@ -1,6 +1,6 @@
 """Cost inside the trainer: time per training step with and without lrsup's agent.
 
-    python -m benchmarks.agent_overhead            # full run (~4 min), updates docs/benchmarks.md
+    python -m benchmarks.agent_overhead            # full run (~9 min), updates docs/benchmarks.md
     python -m benchmarks.agent_overhead --smoke    # seconds; micro-benchmarks only, no TensorFlow
     python -m benchmarks.agent_overhead --smoke --keras   # also a tiny interleaved fit
 
@@ -8,22 +8,24 @@ Three Keras MLPs on scikit-learn's digits (1792 samples, batch 32, 56 full steps
 small ones (hidden 64, a step of about 1.2 ms, the fast end of the issue's "1 to 5 ms"; and
 hidden 128x64, the outcomes benchmark's model, about 2 ms) and a medium one (1024x1024, about 6 ms).
 
-Three arms share one ``fit`` per model and alternate every 10 steps (a *block*): without the
-agent, with a do-nothing batch callback (Keras's own per-batch callback machinery), and with
-``LrsupCallback`` at the default cadence (a batch record every 10 steps, a look at the
-doorbell at each batch end). Three consecutive blocks, one per arm, make a *round*;
-the order of the arms within a round cycles through all six permutations. The switching is
-done by a ``CallbackList`` subclass that hands Keras, for each block, exactly the callback
-list and the dispatch mode (asynchronous batch ends when no callback has a batch-end hook,
-as Keras decides) that a fit with that arm alone would have. Blocks are aligned on the
-agent's 10-step buckets, so each block of the agent's arm writes exactly one batch record, as
-at the default cadence. Epoch-level hooks (the agent's start record, checkpoint, epoch record
+Four arms share one ``fit`` per model and alternate every 10 steps (a *block*): without the
+agent, with a do-nothing batch callback (Keras's per-batch callback machinery for one more
+callback), with ``LrsupCallback`` at the default settings (a batch record at a multiple of
+``batch_every = 10`` steps, at most one every ``batch_min_interval = 0.05`` s; a look at the
+doorbell at each batch end), and with it at ``batch_min_interval = 0`` (a record at every 10th
+step), each agent in a run directory of its own. Four consecutive blocks, one per arm, make a
+*round*; the order of the arms within a round cycles through all 24 permutations. The switching
+is done by a ``CallbackList`` subclass that hands Keras, for each block, exactly the callback
+list and the dispatch mode (asynchronous batch ends when no callback has a batch-end hook, on a
+thread-safe backend: never on TensorFlow) that a fit with that arm alone would have. Blocks are
+aligned on the agent's 10-step buckets, so each agent block enters one new bucket; the default
+arm's agent measures ``batch_min_interval`` on a clock that runs only during its own blocks
+(``Interleaver.arm_clock``), so that it records the steps a fit of its own would. Epoch-level hooks (the agent's start record, checkpoint, epoch record
 and verdict wait) run every epoch in every arm and are kept out of the block timings (the
 clocks stop at each epoch end and start again at the next batch); they are timed directly.
 
 Each block is timed with two clocks: wall time (``time.perf_counter``) and the process's CPU
-time (``time.process_time``: user + system time of all its threads, so the asynchronous
-batch-end thread of the arm without callbacks counts too). The overhead of a round is
+time (``time.process_time``: user + system time of all its threads). The overhead of a round is
 with / without - 1 per clock; the tables give the median over rounds, the interquartile range,
 and a distribution-free 95% confidence interval of the median (order statistics). The verdict
 uses the CPU-time ratio: on a shared machine, other processes' load stretches wall time
@@ -216,10 +218,13 @@ MODELS = {
     "medium": (1024, 1024),     # about 6 ms a step
 }
 BATCH = 32
-BLOCK = 10  # steps per block: the agent's default batch-record period, so an agent block writes one record
-ARMS = ("without", "noop", "with")
+BLOCK = 10  # steps per block: the agent's default batch_every, so each block enters one new 10-step bucket
+# "with": LrsupCallback with the default settings; "every10": the same with batch_min_interval = 0
+# (a batch record at every 10th step, whatever the step time), in a run directory of its own.
+ARMS = ("without", "noop", "with", "every10")
+AGENT_ARMS = ("with", "every10")
 HOOK_EPOCHS = 11  # the separate fit that times the agent's batch hook: 10 epochs after a warm-up one
-ORDERS = tuple(itertools.permutations(ARMS))  # the arms' order in round r is ORDERS[r % 6]
+ORDERS = tuple(itertools.permutations(ARMS))  # the arms' order in round r is ORDERS[r % len(ORDERS)]
 
 
 def _setup_tf():
@@ -254,6 +259,10 @@ def _callbacks(keras):
     class TimedLrsupCallback(LrsupCallback):
         """LrsupCallback for the interleaved fit: its epoch end (wall and CPU) timed.
 
+        ``clock``: what the agent measures ``batch_min_interval`` with, set at each train begin
+        (None: time.monotonic). The interleaved fit gives it the wall time of its own arm's blocks
+        only, so that it writes batch records at the steps a fit of its arm alone would.
+
         The benchmark hands it only every third block of batches, so its step count (which each
         batch end advances) is set from the optimizer at each epoch begin and end: records and
         checkpoints get the steps they would have in a fit of the agent's arm alone. Its batch
@@ -261,9 +270,15 @@ def _callbacks(keras):
         reads and a call, several microseconds between TensorFlow steps) to every agent step.
         """
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, clock=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.epoch_end: list[tuple[float, float]] = []
+            self.clock = clock
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.agent is not None:  # the agent is shared by the fits on its run directory
+                self.agent.clock = self.clock or time.monotonic
 
         def _sync_step(self):
             if self.agent is not None:
@@ -302,19 +317,21 @@ def _callbacks(keras):
 
         For each block Keras sees the callback list of that block's arm and the batch-end
         dispatch Keras would choose for it (asynchronous when no callback has a batch-end
-        hook). Epoch-level hooks go to every callback. Each block's wall and CPU time are summed
-        over its batches only: the clocks stop at each epoch end and start at the next batch.
+        hook, on a thread-safe backend: never on TensorFlow's). Epoch-level hooks go to every
+        callback. Each block's wall and CPU time are summed over its batches only: the clocks
+        stop at each epoch end and start at the next batch. ``agents``: {arm: callback} for the
+        arms in AGENT_ARMS.
         """
 
-        def __init__(self, model, agent, noop, *, epochs: int, steps: int, start_step: int,
+        def __init__(self, model, agents, noop, *, epochs: int, steps: int, start_step: int,
                      stop_at: float | None = None):
             super().__init__([], add_history=True, model=model, verbose=0, epochs=epochs, steps=steps)
             base = list(self.callbacks)  # History: no batch hooks
-            for cb in (noop, agent):
+            for cb in (noop, *agents.values()):
                 cb.set_model(model)
                 cb.set_params(self.params)
-            self.lists = {"without": base, "noop": base + [noop], "with": base + [agent]}
-            self.everyone = base + [noop, agent]
+            self.lists = {"without": base, "noop": base + [noop], **{arm: base + [cb] for arm, cb in agents.items()}}
+            self.everyone = base + [noop, *agents.values()]
             self.dispatch_async = {}
             for arm, cbs in self.lists.items():
                 self._configure_async_dispatch(cbs)
@@ -326,6 +343,7 @@ def _callbacks(keras):
             self.block: int | None = None
             self.arm = "without"
             self.blocks: list[dict] = []
+            self.arm_wall = dict.fromkeys(ARMS, 0.0)  # each arm's timed wall time so far
             self._n = 0
             self._wall = self._cpu = 0.0
             self._running = False
@@ -346,7 +364,9 @@ def _callbacks(keras):
 
         def _pause(self):
             if self._running:
-                self._wall += time.perf_counter() - self._t_wall
+                wall = time.perf_counter() - self._t_wall
+                self._wall += wall
+                self.arm_wall[self.arm] += wall
                 self._cpu += time.process_time() - self._t_cpu
                 self._running = False
 
@@ -402,8 +422,13 @@ def _callbacks(keras):
             self.callbacks = self.everyone
             super().on_train_end(logs)
 
+        def arm_clock(self, arm: str) -> float:
+            """Seconds of wall time spent in ``arm``'s blocks so far (a clock that runs only in them)."""
+            running = time.perf_counter() - self._t_wall if self._running and self.arm == arm else 0.0
+            return self.arm_wall[arm] + running
+
         def rounds(self, skip_epoch: int) -> list[dict[str, dict]]:
-            """Complete rounds (three full blocks, none in epoch ``skip_epoch``): {arm: block}."""
+            """Complete rounds (a full block of each arm, none in epoch ``skip_epoch``): {arm: block}."""
             by_round: dict[int, dict[str, dict]] = {}
             for b in self.blocks:
                 by_round.setdefault(b["block"] // len(ARMS), {})[b["arm"]] = b
@@ -412,6 +437,12 @@ def _callbacks(keras):
                                                    for b in r.values())]
 
     return TimedLrsupCallback, NoopBatchCallback, Interleaver, HookTimedLrsupCallback
+
+
+def _batch_records(run: Path) -> int:
+    """The batch records in ``run``'s metrics.jsonl so far."""
+    path = run / "metrics.jsonl"
+    return path.read_bytes().count(b'"type":"batch"') if path.exists() else 0
 
 
 def _stats(xs: list[float]) -> dict:
@@ -457,9 +488,12 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
     steps = len(x) // BATCH
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
+        run, dense_run = Path(tmp) / "run", Path(tmp) / "run-every10"
         run.mkdir()
-        with answering(run):
+        dense_run.mkdir()
+        # no checkpoints in the every10 arm's directory: the default arm's epoch ends time those
+        (dense_run / "config.json").write_text('{"agent": {"checkpoint_every_epochs": 0}}')
+        with answering(run), answering(dense_run):
             for name, widths in MODELS.items():
                 keras.utils.set_random_seed(0)
                 layers = [keras.Input((64,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
@@ -470,17 +504,24 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 # one epoch to warm up (skipped), the rounds, and a block or two of slack
                 epochs = 2 + math.ceil(rounds[name] * len(ARMS) * BLOCK / steps)
                 agent = TimedLrsupCallback(run, verdict_timeout=10.0)
+                dense = TimedLrsupCallback(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
                 t0 = time.perf_counter()
-                cbl = Interleaver(model, agent, NoopBatchCallback(), epochs=epochs, steps=steps,
-                                  start_step=int(model.optimizer.iterations),
+                cbl = Interleaver(model, {"with": agent, "every10": dense}, NoopBatchCallback(), epochs=epochs,
+                                  steps=steps, start_step=int(model.optimizer.iterations),
                                   stop_at=t0 + budget[name] if budget else None)
+                agent.clock = lambda: cbl.arm_clock("with")
+                before = _batch_records(run)
                 model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=cbl)
                 elapsed = time.perf_counter() - t0
+                with_steps = sum(b["steps"] for b in cbl.blocks if b["arm"] == "with")
+                interleaved_records = _batch_records(run) - before
                 got = cbl.rounds(skip_epoch=0)
                 # the agent's batch hook, timed in a fit of its own (the first epoch warms up)
                 hook_epochs = 2 if smoke else HOOK_EPOCHS
                 timed = HookTimedLrsupCallback(run, verdict_timeout=10.0)
+                before = _batch_records(run)
                 model.fit(x, y, batch_size=BATCH, epochs=hook_epochs, verbose=0, callbacks=[timed])
+                solo_records = _batch_records(run) - before
                 hook = timed.hook[steps:]
                 per_step = {arm: {clock: median([r[arm][clock] / BLOCK for r in got]) for clock in ("wall", "cpu")}
                             for arm in ARMS}
@@ -492,6 +533,11 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                     "noop_cpu": _stats(_ratios(got, "noop", "without", "cpu")),
                     "noop_wall": _stats(_ratios(got, "noop", "without", "wall")),
                     "beyond_cpu": _stats(_ratios(got, "with", "noop", "cpu")),
+                    "every10_cpu": _stats(_ratios(got, "every10", "without", "cpu")),
+                    "every10_wall": _stats(_ratios(got, "every10", "without", "wall")),
+                    # steps per batch record of the default arm: in the interleaved fit, and alone
+                    "steps_per_record": with_steps / max(1, interleaved_records),
+                    "solo_steps_per_record": hook_epochs * steps / max(1, solo_records),
                     "hook_median": median(hook), "hook_mean": sum(hook) / max(1, len(hook)),
                     "hook_p90": quantile(hook, 0.9),
                     "epoch_end_wall": median([w for w, _ in agent.epoch_end[1:]]),
@@ -531,6 +577,8 @@ def _parts_rows(results: dict) -> list[list]:
         step = r["per_step"]["without"]["wall"]
         epoch = r["steps"] * r["per_step"]["with"]["wall"]
         rows.append([name,
+                     f"{r['solo_steps_per_record']:.0f} ({r['steps_per_record']:.0f})",
+                     f"{fmt_pct(r['every10_cpu']['median'])} ({_pct_range(r['every10_cpu']['ci'])})",
                      f"{fmt_pct(r['noop_cpu']['median'])} ({_pct_range(r['noop_cpu']['ci'])})",
                      f"{fmt_pct(r['beyond_cpu']['median'])} ({_pct_range(r['beyond_cpu']['ci'])})",
                      f"median {fmt_us(r['hook_median'])}, mean {fmt_us(r['hook_mean'])}, p90 {fmt_us(r['hook_p90'])}",
@@ -567,7 +615,9 @@ def _verdicts(results: dict) -> list[str]:
 STEP_HEADER = ["model", "hidden", "rounds", "step without (CPU / wall)", "step with (CPU / wall)",
                "overhead, CPU time (median)", "CPU IQR", "CPU 95% CI of median",
                "overhead, wall time (median)", "wall IQR", "wall 95% CI of median", "target"]
-PARTS_HEADER = ["model", "no-op batch callback instead (CPU, median and 95% CI)",
+PARTS_HEADER = ["model", "steps per batch record, default settings: alone (interleaved)",
+                "a record every 10 steps instead (`batch_min_interval = 0`; CPU, median and 95% CI)",
+                "no-op batch callback instead (CPU, median and 95% CI)",
                 "agent beyond the no-op callback (CPU, median and 95% CI)",
                 "agent's batch hook per step (timed inside it, wall)", "hook / step without (wall)",
                 "agent's epoch end per epoch (wall / CPU)", "epoch end / epoch of this benchmark"]
@@ -582,22 +632,29 @@ def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes:
         header, "",
         f"Time per step of `model.fit` on the digits ({some['steps'] * BATCH} samples, batch {BATCH}, "
         f"{some['steps']} steps an epoch, SGD with momentum, TensorFlow on one thread), without and with "
-        "`LrsupCallback` at the default cadence (a batch record every 10 steps; at each batch end a look at "
-        "the doorbell, `control.bell`, that the stand-in supervisor rings after each command, as `lrsup run` "
-        "does: docs/protocol.md). The arms share one `fit` per model and alternate "
-        f"every {BLOCK} steps: a round is three consecutive blocks of {BLOCK} steps, one without the agent, one "
-        "with a callback whose batch hook does nothing (Keras's own per-batch callback machinery), one with "
-        "the agent, in an order that cycles through all six permutations. For each block Keras gets exactly "
-        "that arm's callback list and the batch-end dispatch it would choose for it (asynchronous when no "
-        "callback has a batch-end hook). Blocks are aligned on the agent's 10-step buckets, so each agent "
-        "block writes one batch record, as at the default cadence. Only batches are timed: the clocks stop "
-        "at each epoch end and restart at the next batch; the agent's epoch-level work (start record, "
-        "checkpoint, epoch record, verdict wait, answered by a stand-in supervisor process, "
-        "`benchmarks/_verdicts.py`) runs at every epoch end in all arms and is timed directly (last two "
-        "columns of the second table). The first epoch is warm-up and left out.", "",
+        "`LrsupCallback` with the default settings: a batch record at a multiple of `batch_every = 10` steps, "
+        "at most one every `batch_min_interval = 0.05` s (so with steps under 5 ms a record every 20 to 40 "
+        "steps, the first column of the second table); at each batch end a look at the doorbell, "
+        "`control.bell`, that the stand-in supervisor rings after each command, as `lrsup run` does: "
+        "docs/protocol.md. The arms share one `fit` per model and alternate "
+        f"every {BLOCK} steps: a round is four consecutive blocks of {BLOCK} steps, one without the agent, one "
+        "with a callback whose batch hook does nothing (a reference: Keras's per-batch callback machinery "
+        "for one more callback), one with the agent at the default settings, and one with the agent at "
+        "`batch_min_interval = 0` (a batch record in every block: every 10th step), in an order that "
+        f"cycles through all {len(ORDERS)} permutations. For each block Keras gets exactly that arm's callback "
+        "list and the batch-end dispatch it would choose for it (on TensorFlow always synchronous: the "
+        "backend is not thread-safe for Keras, so `CallbackList` converts the batch logs to floats and calls "
+        "the batch hooks on the training thread after every batch, with or without callbacks). Blocks are "
+        "aligned on the agent's 10-step buckets. The default arm's agent measures `batch_min_interval` on a "
+        "clock that runs only during its own blocks, so it writes its records at the steps a fit of it "
+        "alone would (the steps per record, alone and interleaved, are in the second table). Only batches "
+        "are timed: the clocks stop at each epoch end and restart at the next batch; the agents' "
+        "epoch-level work (start record, checkpoint, epoch record, verdict wait, answered by stand-in "
+        "supervisor processes, `benchmarks/_verdicts.py`) runs at every epoch end in all arms and is timed "
+        "directly (last two columns of the second table). The first epoch is warm-up and left out.", "",
         "Each block is timed by two clocks: wall time and the CPU time of the training process "
         "(`time.process_time`, user + system time of all its threads; TensorFlow runs one intra-op and "
-        "one inter-op thread). Overhead = with / without - 1 per round; the tables give the median over "
+        "one inter-op thread). Overhead = with / without - 1 per round (the default arm's); the tables give the median over "
         "rounds, the interquartile range of the rounds and a distribution-free 95% confidence interval "
         "of the median (order statistics). **The verdict is based on the CPU-time ratio.** This is a "
         "shared machine: other processes' load preempts the training process, which stretches its wall "
@@ -613,15 +670,16 @@ def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes:
         "",
         md_table(STEP_HEADER, step_rows), "",
         *_verdicts(results), "",
-        "Where the overhead comes from: Keras's cost of having a synchronous per-batch callback at all "
-        "(the no-op arm against the arm without: any callback with a batch-end hook makes Keras convert "
-        "the batch logs to Python floats and call it synchronously after every batch, instead of in "
-        "a background thread), and the agent's own cost beyond that (the agent's arm against the no-op "
-        "arm, same rounds). The agent's batch hook is also timed directly inside "
+        "Where the overhead comes from. The first columns: how often the default arm wrote a batch "
+        "record (steps per record, in a fit of its own and in the interleaved one), and the overhead of "
+        "the agent writing one at every 10th step instead (`batch_min_interval = 0`, the same rounds): the "
+        "difference is what the records cost. The no-op arm against the arm without: the cost of one more "
+        "callback with a batch hook that does nothing, a reference; the default arm against the no-op arm: "
+        "the agent's own work beyond that. The agent's batch hook is also timed directly inside "
         f"`LrsupCallback.on_train_batch_end`, in a separate fit of {HOOK_EPOCHS - 1} epochs (after one of warm-up) "
-        "with the agent alone, right after the interleaved one (a timing wrapper in the interleaved fit would "
-        "add its own cost to the agent's blocks): its median is the typical step (a look at the doorbell), "
-        "its mean also carries the batch record every 10th step and rare preemptions. The last two "
+        "with the agent alone at the default settings, right after the interleaved one (a timing wrapper in "
+        "the interleaved fit would add its own cost to the agent's blocks): its median is the typical step "
+        "(a look at the doorbell), its mean also carries the batch records and rare preemptions. The last two "
         "columns: the agent's `on_epoch_end` per epoch (the default checkpoint at every epoch end, "
         "`checkpoint_every_epochs = 1`, the epoch record and the verdict wait), and its share of one of "
         f"this benchmark's epochs, which are tiny ({some['steps']} steps): in a real run with longer "
@@ -649,11 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny run; no TensorFlow unless --keras; docs untouched")
     p.add_argument("--keras", action="store_true", help="with --smoke: also run the Keras parts (tiny)")
-    p.add_argument("--rounds", type=int, default=800, help="at most this many rounds per model "
-                   "(3 blocks of 10 steps each)")
-    p.add_argument("--budget-small", type=float, default=90, help="seconds at most for each small model's fit "
+    p.add_argument("--rounds", type=int, default=1500, help="at most this many rounds per model "
+                   f"({len(ARMS)} blocks of {BLOCK} steps each)")
+    p.add_argument("--budget-small", type=float, default=120, help="seconds at most for each small model's fit "
                    "(it ends at the first epoch end past them)")
-    p.add_argument("--budget-medium", type=float, default=150, help="seconds at most for the medium model's fit")
+    p.add_argument("--budget-medium", type=float, default=240, help="seconds at most for the medium model's fit")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     header = machine_line()

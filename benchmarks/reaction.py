@@ -60,6 +60,11 @@ min_lr = 0.0
 [[policy]]
 use = "benchmarks._policies:BatchPoke"
 every = 1
+
+# A batch record at every 10th step: with 2 ms steps the default minimum of 0.05 s between batch
+# records would keep one in three, and fewer decisions to time (the reaction does not depend on it).
+[agent]
+batch_min_interval = 0
 """
 
 
@@ -209,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         header, "",
         f"The real supervisor loop (`runner.run`) supervising a Keras-free trainer "
         f"(`benchmarks/_reaction_trainer.py`: the agent core, a fake optimizer, a {args.step_ms:g} ms busy-wait "
-        f"step, {args.steps} steps x {args.epochs} epochs, default agent cadence: a batch record every 10 "
-        "steps). Stack: `plateau` with patience 0 on a constant val_loss (a decision on every epoch record) "
+        f"step, {args.steps} steps x {args.epochs} epochs, a batch record every 10 steps: the default "
+        "`batch_every`, with `batch_min_interval = 0`, as the default 0.05 s would keep one in three of them "
+        "and give fewer decisions to time, not different ones). Stack: `plateau` with patience 0 on a constant val_loss (a decision on every epoch record) "
         "and a benchmark policy deciding on every batch record. Two spans per decision, both from the "
         "deciding record's `time` (stamped by the agent as it writes the record): *answer* ends at the "
         "command's `time` in control.jsonl (stamped by the supervisor as it writes the command: its "

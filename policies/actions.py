@@ -110,12 +110,15 @@ class Configure(Action):
 
     Args:
         batch_every: a batch record every this many steps (>= 1).
+        batch_min_interval: seconds at least between two batch records (>= 0; 0: a record at
+            every multiple of ``batch_every``, as an LR range test needs).
         checkpoint_every_epochs: a checkpoint every this many epochs (0: off).
         checkpoint_every_steps: a checkpoint every this many steps (0: off).
     """
 
     kind: ClassVar[str] = "configure"
     batch_every: int | None = None
+    batch_min_interval: float | None = None
     checkpoint_every_epochs: int | None = None
     checkpoint_every_steps: int | None = None
 

@@ -123,6 +123,7 @@ class RunView:
         schedule: the lrsup schedule spec in force (SetSchedule), or None.
         multiplier: lrsup's LR multiplier while a schedule is in force, else None.
         batch_every: the agent's batch-record cadence, as last configured.
+        batch_min_interval: the agent's minimum seconds between batch records, as last configured.
         probing: the name of a policy running an experiment that upsets the loss on
             purpose (an LR range test), or None. Other policies should not react to
             the loss meanwhile; the engine suppresses their LR changes and rollbacks.
@@ -139,6 +140,7 @@ class RunView:
     schedule: dict | None = None
     multiplier: float | None = None
     batch_every: int | None = None
+    batch_min_interval: float | None = None
     probing: str | None = None
     start_step: int = 0
 

@@ -6,7 +6,7 @@ from the curve, and start again from the same weights. The policy, on the first 
 record:
 
 1. asks for a checkpoint (``lr_find-<step>``) and asks the engine to keep it, and
-   for a batch record every step (``Configure(batch_every=1)``);
+   for a batch record every step (``Configure(batch_every=1, batch_min_interval=0)``);
 2. once that checkpoint's record has arrived, sends an exponential ramp
    (``exponential_decay`` from ``min_lr`` with ``decay_rate = max_lr / min_lr`` over
    ``decay_steps = num_steps``: the LR grows by ``max_lr / min_lr`` over the test);
@@ -289,7 +289,8 @@ class LRFind(Policy):
     def reset(self) -> None:
         self.phase = "idle"
         self.checkpoint: str | None = None
-        self.batch_every: int | None = None
+        self.batch_every: int | None = None  # the cadence before the test, restored after it
+        self.batch_min_interval: float | None = None
         self.lr: float | None = None
         self.ramp: dict | None = None
         self.test_start: int | None = None
@@ -312,13 +313,17 @@ class LRFind(Policy):
         self.steps = self._ramp_steps(record, run)
         self.checkpoint = f"lr_find-{record.step}"
         self.batch_every = run.batch_every
+        self.batch_min_interval = run.batch_min_interval
         self.lr = record.lr if record.lr is not None else run.lr
         actions: list[Action] = [
             SaveCheckpoint(name=self.checkpoint, reason="LR range test: the weights to come back to"),
             Keep(checkpoints=(self.checkpoint,), reason="LR range test: keep the weights to come back to"),
         ]
-        if run.batch_every != 1:
-            actions.append(Configure(batch_every=1, reason="LR range test: a batch record every step"))
+        every_step = {"batch_every": 1} if run.batch_every != 1 else {}
+        if run.batch_min_interval != 0:  # None (not known) included
+            every_step["batch_min_interval"] = 0.0
+        if every_step:
+            actions.append(Configure(**every_step, reason="LR range test: a batch record every step"))
         # The ramp goes out with the checkpoint, inside the start barrier: the trainer saves the
         # checkpoint first (commands apply in order), and the very first step already runs at
         # the ramp's LR. Waiting for the checkpoint's record would let the script's own LR train
@@ -377,10 +382,18 @@ class LRFind(Policy):
         actions: list[Action] = []
         if ramped:
             actions.append(self._back(run, lr=None, reason=f"{reason}; back to its start"))
-        if self.batch_every is not None and self.batch_every != 1:
-            actions.append(Configure(batch_every=self.batch_every, reason=reason))
+        actions.extend(self._cadence_back(reason))
         actions.append(Keep(checkpoints=(), reason=reason))
         return actions
+
+    def _cadence_back(self, reason: str) -> list[Action]:
+        """The Configure that puts the batch-record cadence back as it was before the test (if it changed)."""
+        back: dict[str, Any] = {}
+        if self.batch_every is not None and self.batch_every != 1:
+            back["batch_every"] = self.batch_every
+        if self.batch_min_interval:
+            back["batch_min_interval"] = self.batch_min_interval
+        return [Configure(**back, reason=reason)] if back else []
 
     def _back(self, run: RunView, *, lr: float | None, reason: str) -> Rollback:
         """Back to the test's checkpoint; if it was never saved (a full disk), to the newest
@@ -427,9 +440,7 @@ class LRFind(Policy):
             ClearSchedule(reason="LR range test over: its ramp ends"),
             self._back(run, lr=lr, reason=text),
         ]
-        if self.batch_every is not None and self.batch_every != 1:
-            actions.append(Configure(batch_every=self.batch_every,
-                                     reason="LR range test over: batch records as before"))
+        actions.extend(self._cadence_back("LR range test over: batch records as before"))
         actions.append(Keep(checkpoints=(), reason="LR range test over: its checkpoint may go"))
         return actions
 
@@ -456,8 +467,8 @@ class LRFind(Policy):
         return None, (f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
                       f"at the run's LR")
 
-    _STATE = ("phase", "checkpoint", "batch_every", "lr", "ramp", "test_start", "lrs", "raw", "avg", "result",
-              "steps")
+    _STATE = ("phase", "checkpoint", "batch_every", "batch_min_interval", "lr", "ramp", "test_start", "lrs", "raw",
+              "avg", "result", "steps")
 
     def state_dict(self) -> dict[str, Any]:
         state = {key: getattr(self, key) for key in self._STATE}
@@ -465,7 +476,8 @@ class LRFind(Policy):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = {"steps": self.settings.num_steps, **state}  # saved before max_share: the full length
+        # saved before max_share: the full length; before batch_min_interval: none to restore
+        state = {"steps": self.settings.num_steps, "batch_min_interval": None, **state}
         expected = {*self._STATE, "losses"}
         if set(state) != expected:
             raise ValueError(f"policy 'lr_find' state must have keys {sorted(expected)}; got {sorted(state)}")

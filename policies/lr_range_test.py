@@ -32,7 +32,7 @@ class LRRangeTest(LRFind):
 
     Example::
 
-        engine = Engine([LRRangeTest(mode="always", num_steps=100)], batch_every=1)
+        engine = Engine([LRRangeTest(mode="always", num_steps=100)], batch_every=1, batch_min_interval=0)
 
     Args:
         settings: LRFindSettings, or the same fields as keyword arguments.

@@ -23,10 +23,11 @@ from lrsup.policies.base import pick_checkpoint
 from lrsup.policies.monitor import to_float32
 from lrsup.supervisor.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.decision import Decision
+from lrsup.supervisor.protocol import CADENCE_FIELDS
 from lrsup.supervisor.schedules import evaluate
 
-# The agent's cadence settings a Configure may change.
-CADENCE = ("batch_every", "checkpoint_every_epochs", "checkpoint_every_steps")
+# The agent's cadence settings a Configure may change (the configure command's fields).
+CADENCE = CADENCE_FIELDS
 
 # (command or None, new LR or None, new multiplier or None, why suppressed or None).
 LRPlan = tuple[dict | None, float | None, float | None, str | None]
@@ -111,12 +112,19 @@ def multiplier_for(schedule: dict | None, lr: float, step: int | None) -> float 
     return lr / base if base > 0 and math.isfinite(base) else None
 
 
-def configure_decision(action: Configure, configured: dict[str, Action], cadence: dict[str, int],
+def configure_decision(action: Configure, configured: dict[str, Action], cadence: dict[str, float],
                        epoch: int | None, step: int) -> Decision:
     """A Configure as a decision: only the settings that differ from ``cadence`` and no earlier
     Configure on the record set. ``configured`` and ``cadence`` are updated with what is sent."""
     asked = {k: getattr(action, k) for k in CADENCE if getattr(action, k) is not None}
     for key, value in asked.items():
+        if key == "batch_min_interval":
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value >= 0):
+                why = f"invalid: {key} must be a number of seconds >= 0 (got {value!r})"
+                return Decision(action, None, None, epoch, step, why)
+            asked[key] = float(value)
+            continue
         low = 1 if key == "batch_every" else 0
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             why = f"invalid: {key} must be an int >= {low} (got {value!r})"

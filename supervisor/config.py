@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lrsup.policies.base import Policy, PolicySettings
 from lrsup.supervisor.notify import NotifySettings
+from lrsup.supervisor.protocol import DEFAULT_BATCH_MIN_INTERVAL
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
 CONFIG_NAME = "lrsup.toml"
@@ -72,6 +73,9 @@ class AgentSettings(BaseModel):
 
     Args:
         batch_every: int. Write a batch record every this many batches (>= 1). Default 10.
+        batch_min_interval: float. Seconds at least between two batch records (>= 0): a
+            multiple of ``batch_every`` that comes sooner is skipped. Default 0.05 (at most 20
+            records a second, whatever the step time); 0 records every ``batch_every`` steps.
         verdict_timeout: float. Seconds the agent waits at each epoch end for the
             supervisor's verdict (> 0). Default 10.0.
         heartbeat_interval: float. Seconds between heartbeat records (> 0). Default 5.0.
@@ -86,6 +90,7 @@ class AgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_every: int = Field(10, strict=True, ge=1)
+    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True, ge=0, allow_inf_nan=False)
     verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
     heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
     checkpoint_every_epochs: int = Field(1, strict=True, ge=0)

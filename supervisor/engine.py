@@ -58,6 +58,7 @@ from lrsup.supervisor.checkpoint_book import CheckpointBook, retained_names, ret
 from lrsup.supervisor.composition import Composer
 from lrsup.supervisor.decision import GIVE_UP_STATUS, Decision
 from lrsup.supervisor.protocol import (
+    DEFAULT_BATCH_MIN_INTERVAL,
     AckRecord,
     BatchRecord,
     CheckpointRecord,
@@ -96,6 +97,7 @@ class Engine(Composer):
     Args:
         policies: sequence of Policy. The stack, in priority order (first wins).
         batch_every: int. The agent's batch-record cadence at start (its config.json).
+        batch_min_interval: float. The agent's minimum seconds between batch records at start.
         checkpoint_every_epochs: int. The agent's epoch checkpoint cadence (0: off).
         checkpoint_every_steps: int. The agent's step checkpoint cadence (0: off).
         monitor: str. The metric that makes a checkpoint "best" (retained, and the
@@ -108,6 +110,7 @@ class Engine(Composer):
         policies: Sequence[Policy],
         *,
         batch_every: int = 10,
+        batch_min_interval: float = DEFAULT_BATCH_MIN_INTERVAL,
         checkpoint_every_epochs: int = 1,
         checkpoint_every_steps: int = 0,
         monitor: str = "val_loss",
@@ -127,6 +130,7 @@ class Engine(Composer):
         self._book = CheckpointBook(Monitor(monitor, mode))
         self._initial_cadence = {
             "batch_every": batch_every,
+            "batch_min_interval": float(batch_min_interval),
             "checkpoint_every_epochs": checkpoint_every_epochs,
             "checkpoint_every_steps": checkpoint_every_steps,
         }
@@ -146,6 +150,7 @@ class Engine(Composer):
         return cls(
             config.build_policies(),
             batch_every=agent.batch_every,
+            batch_min_interval=agent.batch_min_interval,
             checkpoint_every_epochs=agent.checkpoint_every_epochs,
             checkpoint_every_steps=agent.checkpoint_every_steps,
         )
@@ -291,6 +296,7 @@ class Engine(Composer):
                 "schedule": self._schedule,
                 "multiplier": self._multiplier,
                 "batch_every": self._cadence["batch_every"],
+                "batch_min_interval": self._cadence["batch_min_interval"],
                 "start_step": self._start_step,
             }
         view = object.__new__(RunView)
@@ -413,6 +419,8 @@ class Engine(Composer):
             before = s["schedule_before"]
             self._schedule_before = (before[0], before[1])
             cadence = dict(s["cadence"])
+            # a snapshot from before batch_min_interval: the run's configured value
+            cadence.setdefault("batch_min_interval", self._initial_cadence["batch_min_interval"])
             if set(cadence) != set(_CADENCE):
                 raise ValueError(f"cadence must have keys {sorted(_CADENCE)}; got {sorted(cadence)}")
             self._cadence = cadence

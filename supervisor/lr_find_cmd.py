@@ -71,8 +71,8 @@ def range_test_config(num_steps: int = 100, min_lr: float | None = None, max_lr:
             problems.append(f"{where}: {message}{got}")
         raise ValueError("; ".join(problems)) from None
     # A stop or a crash during the test leaves nothing to retry: no restarts.
-    return ResolvedConfig(SOURCE, AgentSettings(batch_every=1), RunSettings(max_restarts=0),
-                          [(POLICY_SPEC, LRRangeTest, settings)])
+    return ResolvedConfig(SOURCE, AgentSettings(batch_every=1, batch_min_interval=0.0),  # a record every step
+                          RunSettings(max_restarts=0), [(POLICY_SPEC, LRRangeTest, settings)])
 
 
 @dataclass

@@ -481,6 +481,12 @@ def _check_checkpoint_record(obj: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------
 # Commands: supervisor -> trainer, in control.jsonl. ``seq`` increases by one from 1.
 
+# The agent's batch_min_interval when config.json does not set one: at most 20 batch records a second.
+DEFAULT_BATCH_MIN_INTERVAL = 0.05
+
+# The agent's settings a ``configure`` command may change (its "cadence").
+CADENCE_FIELDS = ("batch_every", "batch_min_interval", "checkpoint_every_epochs", "checkpoint_every_steps")
+
 COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
     # Set the effective learning rate. With a LearningRateSchedule the agent turns it into a multiplier.
     "set_lr": ({"lr": "float"}, {"lr"}),
@@ -502,9 +508,11 @@ COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
     "clear_schedule": ({}, set()),
     # Checkpoints the agent must not delete under its keep-last-K retention (replaces the last list).
     "retain": ({"keep": "names"}, {"keep"}),
-    # The agent's cadence: batch records every ``batch_every`` steps, checkpoints every N epochs / steps (0: off).
+    # The agent's cadence: batch records every ``batch_every`` steps but at most one per
+    # ``batch_min_interval`` seconds (0: no minimum), checkpoints every N epochs / steps (0: off).
     "configure": (
-        {"batch_every": "int?", "checkpoint_every_epochs": "int?", "checkpoint_every_steps": "int?"},
+        {"batch_every": "int?", "batch_min_interval": "float?", "checkpoint_every_epochs": "int?",
+         "checkpoint_every_steps": "int?"},
         set(),
     ),
 }
@@ -581,12 +589,14 @@ def _check_retain(obj: Mapping[str, Any]) -> None:
 
 
 def _check_configure(obj: Mapping[str, Any]) -> None:
-    given = {k: obj.get(k) for k in ("batch_every", "checkpoint_every_epochs", "checkpoint_every_steps")}
+    given = {k: obj.get(k) for k in CADENCE_FIELDS}
     if all(v is None for v in given.values()):
-        raise ProtocolError("configure command: give at least one of batch_every, checkpoint_every_epochs, "
-                            "checkpoint_every_steps")
+        raise ProtocolError(f"configure command: give at least one of {', '.join(CADENCE_FIELDS)}")
     if given["batch_every"] is not None and given["batch_every"] < 1:
         raise ProtocolError(f"configure command: batch_every must be >= 1, got {given['batch_every']!r}")
+    interval = given["batch_min_interval"]
+    if interval is not None and not (math.isfinite(interval) and interval >= 0):
+        raise ProtocolError(f"configure command: batch_min_interval must be finite and >= 0, got {interval!r}")
     for key in ("checkpoint_every_epochs", "checkpoint_every_steps"):
         if given[key] is not None and given[key] < 0:
             raise ProtocolError(f"configure command: {key} must be >= 0 (0: off), got {given[key]!r}")

@@ -20,6 +20,7 @@ from lrsup.supervisor.agent.settings import check_setting
 from lrsup.supervisor.doorbell import BellWatch
 from lrsup.supervisor.jsonl import LineSplitter
 from lrsup.supervisor.protocol import (
+    CADENCE_FIELDS,
     CONTROL_FILE,
     HOUSEKEEPING_COMMANDS,
     AckRecord,
@@ -249,7 +250,7 @@ class CommandHandler:
                  f"batch(es) trained since the checkpoint are the ones skipped")
 
     def _configure(self: Any, obj: Mapping[str, Any]) -> None:
-        changes = {k: obj[k] for k in ("batch_every", "checkpoint_every_epochs", "checkpoint_every_steps")
+        changes = {k: obj[k] for k in CADENCE_FIELDS
                    if obj.get(k) is not None}
         for name, value in changes.items():
             check_setting(name, value, "configure")

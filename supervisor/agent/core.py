@@ -33,6 +33,7 @@ names are re-exported here.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -47,6 +48,7 @@ from lrsup.supervisor.agent.lr_control import LrControl
 from lrsup.supervisor.agent.records import AGENT_NAME, Logs, RecordWriter, batch_line, metrics_of, warn
 from lrsup.supervisor.agent.settings import (
     DEFAULT_BATCH_EVERY,
+    DEFAULT_BATCH_MIN_INTERVAL,
     DEFAULT_CHECKPOINT_EVERY_EPOCHS,
     DEFAULT_CHECKPOINT_EVERY_STEPS,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -70,7 +72,8 @@ from lrsup.supervisor.protocol import (
 from lrsup.supervisor.schedules import Schedule
 
 __all__ = [
-    "AGENT_NAME", "DEFAULT_BATCH_EVERY", "DEFAULT_CHECKPOINT_EVERY_EPOCHS", "DEFAULT_CHECKPOINT_EVERY_STEPS",
+    "AGENT_NAME", "DEFAULT_BATCH_EVERY", "DEFAULT_BATCH_MIN_INTERVAL", "DEFAULT_CHECKPOINT_EVERY_EPOCHS",
+    "DEFAULT_CHECKPOINT_EVERY_STEPS",
     "DEFAULT_HEARTBEAT_INTERVAL", "DEFAULT_KEEP_LAST", "DEFAULT_VERDICT_TIMEOUT", "ENV_ATTEMPT", "ENV_RESTORE",
     "ENV_RUN_DIR", "FIRST_DELAY", "MAX_DELAY", "POLL_INTERVAL", "Agent", "AgentError", "CheckpointEntry",
     "CheckpointError", "Logs", "OptimizerHandle", "Settings", "check_setting", "load_settings", "metrics_of",
@@ -100,11 +103,12 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
     Args:
         run_dir: str or PathLike, the run directory (must exist and be writable).
         batch_every: int or None, a batch record every this many optimizer steps.
+        batch_min_interval: float or None, seconds at least between two batch records (0: none).
         verdict_timeout: float or None, seconds to wait at each epoch end for the verdict.
         heartbeat_interval: float or None, seconds between heartbeat records.
 
     Settings left None come from the "agent" object of ``run_dir/config.json``, else the
-    built-in defaults (10, 10.0, 5.0, checkpoints every epoch, none by steps, keep 3).
+    built-in defaults (10, 0.05, 10.0, 5.0, checkpoints every epoch, none by steps, keep 3).
 
     Checkpoints, rollback and lrsup schedules:
 
@@ -139,6 +143,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         run_dir: str | os.PathLike[str],
         *,
         batch_every: int | None = None,
+        batch_min_interval: float | None = None,
         verdict_timeout: float | None = None,
         heartbeat_interval: float | None = None,
         checkpoint_every_epochs: int | None = None,
@@ -151,6 +156,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         self.settings = load_settings(
             self.run_dir,
             batch_every=batch_every,
+            batch_min_interval=batch_min_interval,
             verdict_timeout=verdict_timeout,
             heartbeat_interval=heartbeat_interval,
             checkpoint_every_epochs=checkpoint_every_epochs,
@@ -180,6 +186,8 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
         self._position: tuple[int | None, int] = (None, 0)
         self._batch_bucket = 0
+        self._last_batch_record = -math.inf  # clock() of the last batch record (batch_min_interval)
+        self.clock = _monotonic  # what batch_min_interval is measured with (a benchmark replaces it)
         self.poll_interval = POLL_INTERVAL  # seconds; 0 polls at every batch end
         self._next_poll = 0.0  # time.monotonic() from which batch_end polls again
         self._verdict_epoch = -1
@@ -293,11 +301,14 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             handle.set_lr(schedule(step) * self._multiplier)
 
     def batch_end(self, handle: OptimizerHandle, *, epoch: int, batch: int, step: int, logs: Logs = None) -> None:
-        """After each batch: a batch record when ``step`` enters a new block of ``batch_every``, then a
-        poll of control.jsonl if ``poll_interval`` seconds have passed since the last one.
+        """After each batch: a batch record when ``step`` enters a new block of ``batch_every``
+        and ``batch_min_interval`` seconds have passed since the last one, then a look for commands.
 
-        Batch records land on the first step at or past each multiple of ``batch_every``
-        (10, 20, ... with the default), so they line up across resumed runs.
+        Batch records land on the first step at or past a multiple of ``batch_every`` (10, 20,
+        ... with the default), so they line up across resumed runs; one that would come less than
+        ``batch_min_interval`` after the last record is skipped (with steps of 1.5 ms and the
+        defaults: a record every 40 steps). The first block after a start, a rollback or a
+        ``configure`` is always recorded.
 
         Args:
             handle: OptimizerHandle.
@@ -312,8 +323,9 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             bucket = step // self.settings.batch_every
             if bucket > self._batch_bucket:
                 self._batch_bucket = bucket
-                self._write_line(batch_line(time.time(), epoch, batch, step, self._lr(handle, recent=True),
-                                            metrics_of(logs)), "batch")
+                if self._record_due():
+                    self._write_line(batch_line(time.time(), epoch, batch, step, self._lr(handle, recent=True),
+                                                metrics_of(logs)), "batch")
             every = self.settings.checkpoint_every_steps
             if every and step // every > self._ckpt_bucket:
                 self._ckpt_bucket = step // every
@@ -363,6 +375,16 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             "training goes on (commands for it will be applied late)"
         )
 
+    def _record_due(self) -> bool:
+        """batch_min_interval has passed since the last batch record (then it counts from now)."""
+        floor = self.settings.batch_min_interval
+        if floor:
+            now = self.clock()
+            if now - self._last_batch_record < floor:
+                return False
+            self._last_batch_record = now
+        return True
+
     def _plan_next_event(self) -> None:
         nxt = (self._batch_bucket + 1) * self.settings.batch_every
         every = self.settings.checkpoint_every_steps
@@ -373,6 +395,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
     def _reset_buckets(self, step: int) -> None:
         """The step is now ``step`` (a fit's start, a rollback, a new cadence): recount the blocks."""
         self._batch_bucket = step // self.settings.batch_every
+        self._last_batch_record = -math.inf
         every = self.settings.checkpoint_every_steps
         self._ckpt_bucket = step // every if every else 0
         self._plan_next_event()

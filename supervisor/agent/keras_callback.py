@@ -363,6 +363,8 @@ class LrsupCallback(keras.callbacks.Callback):
         run_dir: str, PathLike or None, the run directory; None reads ``$LRSUP_RUN_DIR``. With
             neither, the callback does nothing (one warning per process).
         batch_every: int or None, a batch record every this many steps (None: config.json or 10).
+        batch_min_interval: float or None, seconds at least between two batch records (None:
+            config.json or 0.05; 0: a record every ``batch_every`` steps).
         verdict_timeout: float or None, seconds to wait for each epoch's verdict (None: config.json or 10.0).
         heartbeat_interval: float or None, seconds between heartbeats (None: config.json or 5.0).
 
@@ -380,6 +382,7 @@ class LrsupCallback(keras.callbacks.Callback):
         run_dir: str | os.PathLike[str] | None = None,
         *,
         batch_every: int | None = None,
+        batch_min_interval: float | None = None,
         verdict_timeout: float | None = None,
         heartbeat_interval: float | None = None,
     ) -> None:
@@ -388,6 +391,7 @@ class LrsupCallback(keras.callbacks.Callback):
             name: check_setting(name, value, "LrsupCallback") if value is not None else None
             for name, value in (
                 ("batch_every", batch_every),
+                ("batch_min_interval", batch_min_interval),
                 ("verdict_timeout", verdict_timeout),
                 ("heartbeat_interval", heartbeat_interval),
             )

@@ -19,9 +19,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from lrsup.supervisor.protocol import CONFIG_FILE
+from lrsup.supervisor.protocol import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 
 DEFAULT_BATCH_EVERY = 10
+# DEFAULT_BATCH_MIN_INTERVAL (0.05 s, from protocol): 10 steps of 1.5 ms would otherwise make 67 batch
+# records a second (half a gigabyte of metrics.jsonl a day) and cost the trainer a percent or two of
+# its time (docs/benchmarks.md, section 1).
 DEFAULT_VERDICT_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CHECKPOINT_EVERY_EPOCHS = 1
@@ -44,6 +47,9 @@ class Settings:
         checkpoint_every_epochs: int, a checkpoint at the end of every this many epochs (0: off).
         checkpoint_every_steps: int, a checkpoint every this many optimizer steps (0: off).
         keep_last: int, checkpoints kept besides the retained ones (>= 1).
+        batch_min_interval: float, seconds at least between two batch records (>= 0; 0: a record
+            at every multiple of ``batch_every``). A multiple of ``batch_every`` that comes sooner
+            after the last record is skipped, so records stay on multiples of ``batch_every``.
     """
 
     batch_every: int = DEFAULT_BATCH_EVERY
@@ -52,6 +58,7 @@ class Settings:
     checkpoint_every_epochs: int = DEFAULT_CHECKPOINT_EVERY_EPOCHS
     checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS
     keep_last: int = DEFAULT_KEEP_LAST
+    batch_min_interval: float = DEFAULT_BATCH_MIN_INTERVAL  # last: positional construction keeps its meaning
 
 
 def check_setting(name: str, value: Any, source: str) -> Any:
@@ -76,6 +83,11 @@ def check_setting(name: str, value: Any, source: str) -> Any:
         if not (is_int and value >= 1):
             raise ValueError(f"{source}: batch_every must be an integer >= 1, got {value!r}")
         return value
+    if name == "batch_min_interval":
+        if not (is_number and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{source}: batch_min_interval must be a number of seconds >= 0 (0: no minimum), "
+                             f"got {value!r}")
+        return float(value)
     if name == "verdict_timeout":
         if not (is_number and math.isfinite(value) and value >= 0):
             raise ValueError(f"{source}: verdict_timeout must be a number of seconds >= 0, got {value!r}")

@@ -358,7 +358,8 @@ def test_retain_and_configure(run_dir):
         agent.start(handle, step=0)
         control.send("checkpoint", name="keepme")
         control.send("retain", keep=["keepme", "nothing-yet"])
-        control.send("configure", batch_every=1, checkpoint_every_epochs=0, checkpoint_every_steps=2)
+        control.send("configure", batch_every=1, batch_min_interval=0.0, checkpoint_every_epochs=0,
+                     checkpoint_every_steps=2)
         agent.batch_end(handle, epoch=0, batch=0, step=0)
         assert agent.batch_every == 1
         train(agent, handle, epochs=1, steps=4)

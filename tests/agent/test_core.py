@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor.agent.core import Agent, AgentError, Settings, load_settings, metrics_of
+from lrsup.supervisor.agent.core import (
+    DEFAULT_BATCH_MIN_INTERVAL,
+    Agent,
+    AgentError,
+    Settings,
+    load_settings,
+    metrics_of,
+)
 from lrsup.supervisor.jsonl import iter_objects
 from lrsup.supervisor.protocol import CONTROL_FILE, ENV_RUN_DIR, METRICS_FILE, dumps, make_command, parse_record
 
@@ -122,7 +129,7 @@ def test_start_writes_a_valid_start_record(run_dir, agent_factory):
 
 
 def test_batch_records_every_n_steps_and_logs_converted_only_then(run_dir, agent_factory):
-    agent = agent_factory(batch_every=3)
+    agent = agent_factory(batch_every=3, batch_min_interval=0)
     handle = FakeHandle()
     agent.start(handle)
     calls = []
@@ -141,12 +148,69 @@ def test_batch_records_every_n_steps_and_logs_converted_only_then(run_dir, agent
 
 
 def test_batch_records_line_up_on_multiples_after_a_resume(run_dir, agent_factory):
-    agent = agent_factory(batch_every=4)
+    agent = agent_factory(batch_every=4, batch_min_interval=0)
     handle = FakeHandle()
     agent.start(handle, step=6)
     for step in range(7, 15, 3):  # steps_per_execution=3: 7, 10, 13
         agent.batch_end(handle, epoch=0, batch=0, step=step)
     assert [b["step"] for b in records(run_dir, "batch")] == [10, 13]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batch_min_interval_skips_multiples_that_come_too_soon(run_dir, agent_factory):
+    agent = agent_factory(batch_every=2, batch_min_interval=1.0)
+    agent.clock = clock = FakeClock()
+    handle = FakeHandle()
+    agent.start(handle)
+    for step in range(1, 13):  # 0.3 s a step
+        clock.now += 0.3
+        agent.batch_end(handle, epoch=0, batch=step - 1, step=step, logs={"loss": 1.0})
+    # step 2 (the first block), then the first multiple of 2 at least 1 s after the last record
+    assert [b["step"] for b in records(run_dir, "batch")] == [2, 6, 10]
+
+
+def test_batch_min_interval_defaults_to_a_twentieth_of_a_second(run_dir, agent_factory):
+    agent = agent_factory(batch_every=1)
+    assert agent.settings.batch_min_interval == DEFAULT_BATCH_MIN_INTERVAL == 0.05
+    agent.clock = clock = FakeClock()
+    handle = FakeHandle()
+    agent.start(handle)
+    for step in range(1, 101):  # 100 steps of 1/1024 s (exact in binary)
+        clock.now += 1 / 1024
+        agent.batch_end(handle, epoch=0, batch=step - 1, step=step)
+    # the first block, then the first step at least 0.05 s later: 52 steps of 0.98 ms
+    assert [b["step"] for b in records(run_dir, "batch")] == [1, 53]
+
+
+def test_a_configure_command_changes_batch_min_interval_and_records_the_next_block(run_dir, agent_factory):
+    agent = agent_factory(batch_every=1, batch_min_interval=10.0)
+    agent.clock = clock = FakeClock()
+    agent.poll_interval = 0  # a look at control.jsonl at every batch end
+    handle = FakeHandle()
+    agent.start(handle)
+    agent.batch_end(handle, epoch=0, batch=0, step=1)  # recorded: the first block
+    agent.batch_end(handle, epoch=0, batch=1, step=2)  # too soon
+    control = Control(run_dir)
+    control.send("configure", batch_min_interval=0.0)
+    agent.batch_end(handle, epoch=0, batch=2, step=3)  # too soon still: the command is read after it
+    for step in (4, 5, 6):
+        agent.batch_end(handle, epoch=0, batch=step - 1, step=step)
+    assert agent.settings.batch_min_interval == 0.0
+    assert [b["step"] for b in records(run_dir, "batch")] == [1, 4, 5, 6]
+    control.send("configure", batch_min_interval=10.0)
+    for step in (7, 8, 9):  # read at step 7's batch end; step 8 begins a new count
+        agent.batch_end(handle, epoch=0, batch=step - 1, step=step)
+    assert [b["step"] for b in records(run_dir, "batch")][4:] == [7, 8]
+    clock.now += 10.0
+    agent.batch_end(handle, epoch=0, batch=9, step=10)
+    assert [b["step"] for b in records(run_dir, "batch")][6:] == [10]
 
 
 def test_set_lr_is_applied_at_the_next_batch_end_and_acked(run_dir, agent_factory):
@@ -365,11 +429,13 @@ def test_settings_come_from_config_json_and_arguments_override(run_dir):
 
 def test_defaults_without_config_json(run_dir):
     assert load_settings(run_dir) == Settings(10, 10.0, 5.0)
+    assert load_settings(run_dir).batch_min_interval == 0.05
 
 
 @pytest.mark.parametrize(
     "config, quoted",
-    [({"agent": {"batch_every": 0}}, "0"), ({"agent": {"verdict_timeout": "soon"}}, "'soon'"), ({"agent": 3}, "3")],
+    [({"agent": {"batch_every": 0}}, "0"), ({"agent": {"verdict_timeout": "soon"}}, "'soon'"), ({"agent": 3}, "3"),
+     ({"agent": {"batch_min_interval": -0.5}}, "batch_min_interval must be a number of seconds >= 0")],
 )
 def test_a_bad_config_json_names_the_file_and_the_value(run_dir, config, quoted):
     (run_dir / "config.json").write_text(json.dumps(config))

@@ -355,7 +355,7 @@ def test_rollback_restores_exact_weights_and_sets_the_lr(run_dir):
 
 def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
     (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0,
-                                                                "batch_every": 1}}))
+                                                                "batch_every": 1, "batch_min_interval": 0}}))
 
     class Sender(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -456,7 +456,7 @@ def test_batch_records_carry_the_lr_that_lrsup_schedule_set_at_each_step(run_dir
 
     spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
     (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
-                                                               "batch_every": 1}}))
+                                                               "batch_every": 1, "batch_min_interval": 0}}))
     model = make_model(0.1)
     with MiniSupervisor(run_dir, {0: [("set_schedule", {"schedule": spec})]}):
         fit(model, LrsupCallback(run_dir), epochs=2)
@@ -475,7 +475,18 @@ def test_batch_records_show_a_script_callback_changing_the_lr_within_lr_max_age(
             self.model.optimizer.learning_rate = 0.01 * (batch + 1)
 
     (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
-                                                               "batch_every": 1}}))
+                                                               "batch_every": 1, "batch_min_interval": 0}}))
     with MiniSupervisor(run_dir):
         fit(make_model(0.1), Warmup(), LrsupCallback(run_dir), epochs=1)
     assert [b["lr"] for b in records(run_dir, "batch")] == pytest.approx([0.01 * (k + 1) for k in range(STEPS)])
+
+
+def test_batch_min_interval_from_config_json_or_the_callback_thins_batch_records(tmp_path):
+    for name, kwargs, expected in [("config", {}, [1]),  # the fit's first block, then none within the hour
+                                   ("argument", {"batch_min_interval": 0}, list(range(1, 2 * STEPS + 1)))]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0,
+                                                               "batch_every": 1, "batch_min_interval": 3600}}))
+        fit(make_model(0.1), LrsupCallback(run, **kwargs), epochs=2)
+        assert [b["step"] for b in records(run, "batch")] == expected, name

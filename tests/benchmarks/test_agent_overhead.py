@@ -58,49 +58,60 @@ def test_verdict_follows_the_cpu_confidence_interval(ci, word) -> None:
 
 def test_arm_orders_cycle_through_every_permutation() -> None:
     assert sorted(ao.ORDERS) == sorted({tuple(p) for p in ao.ORDERS})
-    assert len(ao.ORDERS) == 6
+    assert len(ao.ORDERS) == 24
     for order in ao.ORDERS:
         assert sorted(order) == sorted(ao.ARMS)
 
 
 @pytest.mark.keras
-def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agent_one_record_per_block(tmp_path: Path) -> None:
+def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     pytest.importorskip("sklearn")
     keras = ao._setup_tf()
     timed, noop_cls, interleaver, hook_timed = ao._callbacks(keras)
     x, y = ao._data(smoke=True)  # 320 samples: 10 steps an epoch
     steps = len(x) // ao.BATCH
-    run = tmp_path / "run"
+    run, dense_run = tmp_path / "run", tmp_path / "run-every10"
     run.mkdir()
-    with ao.answering(run):
+    dense_run.mkdir()
+    with ao.answering(run), ao.answering(dense_run):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
                                   keras.layers.Dense(10, activation="softmax")])
         model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
         model.fit(x[:64], y[:64], batch_size=ao.BATCH, epochs=1, verbose=0)  # 2 steps: blocks start mid-bucket
         agent = timed(run, verdict_timeout=10.0)
-        epochs = 7
-        cbl = interleaver(model, agent, noop_cls(), epochs=epochs, steps=steps,
+        dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
+        epochs = 9
+        cbl = interleaver(model, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs, steps=steps,
                           start_step=int(model.optimizer.iterations))
+        agent.clock = lambda: cbl.arm_clock("with")
         model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
 
     blocks = cbl.blocks
     assert sum(b["steps"] for b in blocks) == epochs * steps
     # block b holds the batches ending at steps 10b .. 10b + 9 (the agent's bucket b), arms as ORDERS says
     for b in blocks:
-        r, pos = divmod(b["block"], 3)
-        assert b["arm"] == ao.ORDERS[r % 6][pos]
+        r, pos = divmod(b["block"], len(ao.ARMS))
+        assert b["arm"] == ao.ORDERS[r % len(ao.ORDERS)][pos]
         assert b["cpu"] > 0 and b["wall"] > 0
     assert all(b["steps"] == ao.BLOCK for b in blocks[1:-1])
     assert not hasattr(agent, "hook")  # the interleaved fit's agent runs LrsupCallback's own batch hook
-    assert len(agent.epoch_end) == epochs
-    # one batch record in each of the agent's blocks, none elsewhere, at the steps the optimizer counts
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    batch_steps = [rec["step"] for rec in records if rec.get("type") == "batch"]
+    assert len(agent.epoch_end) == len(dense.epoch_end) == epochs
+
+    def read(path):
+        return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+    # every10: one batch record in each of its blocks, none elsewhere, at the steps the optimizer counts
+    dense_steps = [rec["step"] for rec in read(dense_run) if rec.get("type") == "batch"]
+    assert sorted(s // ao.BLOCK for s in dense_steps) == [b["block"] for b in blocks if b["arm"] == "every10"]
+    # the default arm: records in its own blocks only, the first one always, timed by its own arm's clock
     with_blocks = [b["block"] for b in blocks if b["arm"] == "with"]
-    assert sorted(s // ao.BLOCK for s in batch_steps) == with_blocks
-    epoch_steps = [rec["step"] for rec in records if rec.get("type") == "epoch"]
+    batch_steps = [rec["step"] for rec in read(run) if rec.get("type") == "batch"]
+    assert batch_steps and set(s // ao.BLOCK for s in batch_steps) <= set(with_blocks)
+    assert batch_steps[0] // ao.BLOCK == with_blocks[0]
+    assert agent.agent.clock() == pytest.approx(sum(b["wall"] for b in blocks if b["arm"] == "with"))
+    epoch_steps = [rec["step"] for rec in read(run) if rec.get("type") == "epoch"]
     assert epoch_steps == [2 + steps * (e + 1) for e in range(epochs)]
     rounds = cbl.rounds(skip_epoch=0)
     assert rounds and all(set(r) == set(ao.ARMS) for r in rounds)
@@ -110,3 +121,4 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agent_one_record_per_
         model.fit(x, y, batch_size=ao.BATCH, epochs=2, verbose=0, callbacks=[timing])
     assert len(timing.hook) == 2 * steps and all(t > 0 for t in timing.hook)
     assert time.monotonic() - t0 < 10.0  # answered: no epoch end waited out verdict_timeout
+    assert timing.agent.clock is time.monotonic  # the agent alone: real time again

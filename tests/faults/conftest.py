@@ -28,6 +28,7 @@ patience = 1
 
 [agent]
 batch_every = 1
+batch_min_interval = 0
 heartbeat_interval = 0.2
 verdict_timeout = 1.0
 

@@ -27,6 +27,7 @@ patience = 2
 
 [agent]
 batch_every = 1
+batch_min_interval = 0
 
 [run]
 grace_period = 1.0
@@ -112,6 +113,7 @@ target = 0.05
 
 [agent]
 batch_every = 1
+batch_min_interval = 0
 """
 
 

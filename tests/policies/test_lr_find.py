@@ -125,7 +125,9 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
     assert 1e-3 < suggestion < 0.2  # above 10 x 1e-4, below the stability limit 2 / h
     # the test ended when the loss blew up, before 100 steps
     assert "passed 4 x its best" in policy.result["why"] and policy.result["points"] < 100
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10}
+    # a batch record at every step during the test, then the cadence as it was
+    assert sim.decided("configure")[0].command == {"cmd": "configure", "batch_every": 1, "batch_min_interval": 0.0}
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.05}
     # after the rollback the run trains at the suggestion, from step 0, and converges
     after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)):]]
     assert set(after) == {suggestion} and sim.schedule is None
@@ -255,7 +257,7 @@ def test_the_ramp_goes_out_with_its_checkpoint_and_falls_back_when_that_never_ar
 
 def test_runs_once_per_run():
     policy = LRFind(max_share=1.0)
-    view = RunView(lr=0.1, batch_every=1)
+    view = RunView(lr=0.1, batch_every=1, batch_min_interval=0.0)
     assert len(policy.on_start(StartRecord(pid=1, lr=0.1), view)) == 3  # no Configure: already every batch
     policy.phase = "done"
     assert policy.on_start(StartRecord(pid=2, lr=0.1, step=500), view) == ()
@@ -311,7 +313,7 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
     assert policy.phase == "done" and not policy.probing
     assert policy.result["why"].startswith("its ramp is not in force")
     assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10}
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.05}
 
 
 def test_steepest_skips_points_at_one_lr():

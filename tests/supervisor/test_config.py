@@ -129,12 +129,19 @@ def test_build_policies_gives_fresh_instances(tmp_path):
     assert again[0] is not first and again[0].settings is first.settings
 
 
+def test_batch_min_interval_takes_seconds_and_zero(tmp_path):
+    write(tmp_path / "lrsup.toml", PLATEAU_TOML + "[agent]\nbatch_min_interval = 0\n")
+    assert load_config(None, tmp_path).agent.batch_min_interval == 0.0
+    write(tmp_path / "lrsup.toml", PLATEAU_TOML + "[agent]\nbatch_min_interval = 0.5\n")
+    assert load_config(None, tmp_path).to_json()["agent"]["batch_min_interval"] == 0.5
+
+
 def test_to_json(tmp_path):
     write(tmp_path / "lrsup.toml", PLATEAU_TOML)
     data = load_config(None, tmp_path).to_json()
     assert data == {
         "source": str(tmp_path / "lrsup.toml"),
-        "agent": {"batch_every": 10, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
+        "agent": {"batch_every": 10, "batch_min_interval": 0.05, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
                   "checkpoint_every_epochs": 1, "checkpoint_every_steps": 0, "keep_last": 3},
         "run": {"grace_period": 10.0, "poll_interval": 0.05, "max_restarts": 5, "restart_window": 3600.0,
                 "backoff_base": 5.0, "backoff_cap": 300.0, "hang_timeout": 120.0, "stall_timeout": 1800.0,
@@ -221,6 +228,9 @@ use = "platau"
         ('[run]\ngrace_period = inf\n', "run.grace_period: Input should be a finite number (got inf)"),
         ('[agent]\nheartbeat_interval = nan\n', "agent.heartbeat_interval: Input should be a finite number (got nan)"),
         ('[agent]\nbatch_every = 2.0\n', "agent.batch_every: Input should be a valid integer (got 2.0)"),
+        ('[agent]\nbatch_min_interval = -1\n',
+         "agent.batch_min_interval: Input should be greater than or equal to 0 (got -1)"),
+        ('[agent]\nbatch_min_interval = "1s"\n', "agent.batch_min_interval: Input should be a valid number (got '1s')"),
     ],
 )
 def test_single_problems(tmp_path, text, problem):

@@ -887,6 +887,33 @@ def test_checkpoint_configure_keep_and_retain_commands():
         EpochRecord(epoch=0, step=100, logs={}))[0].suppressed == "no change (checkpoint_every_epochs already 1)"
 
 
+def test_configure_batch_min_interval_is_sent_as_a_float_and_shows_in_the_view():
+    spy = Spy({("epoch", 100): [Configure(batch_min_interval=0, reason="every multiple")],
+               ("epoch", 200): [Configure(batch_min_interval=-1.0, reason="bad"),
+                                Configure(batch_min_interval=math.nan, reason="bad too")]})
+    engine = Engine([spy], batch_min_interval=0.05)
+    engine.feed(StartRecord(pid=1, lr=0.1))
+    [d] = engine.feed(EpochRecord(epoch=0, step=100, logs={}))
+    assert spy.views[-1].batch_min_interval == 0.05  # the view of the record the Configure was decided on
+    assert d.command == {"cmd": "configure", "batch_min_interval": 0.0}
+    validate_command({"v": 1, "seq": 1, "time": 0.0, **d.command})
+    [bad, nan] = engine.feed(EpochRecord(epoch=1, step=200, logs={}))
+    assert bad.suppressed == "invalid: batch_min_interval must be a number of seconds >= 0 (got -1.0)"
+    assert nan.command is None and nan.suppressed.startswith("invalid: batch_min_interval")
+    assert spy.views[-1].batch_min_interval == 0.0
+
+
+def test_a_snapshot_from_before_batch_min_interval_loads_with_the_configured_value():
+    engine = Engine([], batch_every=5, batch_min_interval=0.2)
+    engine.feed(StartRecord(pid=1, lr=0.1))
+    state = loads(dumps(engine.state_dict()))
+    del state["supervision"]["cadence"]["batch_min_interval"]  # as an older supervisor saved it
+    clone = Engine([], batch_every=5, batch_min_interval=0.2)
+    clone.load_state_dict(state)
+    assert clone._cadence == {"batch_every": 5, "batch_min_interval": 0.2, "checkpoint_every_epochs": 1,
+                              "checkpoint_every_steps": 0}
+
+
 def test_retain_follows_the_start_good_and_best_checkpoints():
     engine = Engine([])
     engine.feed(StartRecord(pid=1, lr=0.1))
@@ -966,7 +993,8 @@ class ViewChecker(Policy):
     def _check(self, record, run):
         e = self.engine
         fresh = RunView(**e._run, lr=e._lr, step=e._step, checkpoints=e._book.infos(), schedule=e._schedule,
-                        multiplier=e._multiplier, batch_every=e._cadence["batch_every"], probing=e._probing(),
+                        multiplier=e._multiplier, batch_every=e._cadence["batch_every"],
+                        batch_min_interval=e._cadence["batch_min_interval"], probing=e._probing(),
                         start_step=e._start_step)
         assert run == fresh, (record, run, fresh)
         self.checked.append(type(record).__name__)

@@ -77,6 +77,8 @@ def test_checkpoint_names():
         ("retain", {"keep": ["epoch-0003", "start-0"]}),
         ("configure", {"batch_every": 1}),
         ("configure", {"checkpoint_every_epochs": 0, "checkpoint_every_steps": 500}),
+        ("configure", {"batch_every": 1, "batch_min_interval": 0.0}),
+        ("configure", {"batch_min_interval": 0.25}),
     ],
 )
 def test_new_commands_are_valid(cmd, args):
@@ -105,6 +107,9 @@ def test_new_commands_are_valid(cmd, args):
         ("configure", {"batch_every": 0}, "batch_every must be >= 1, got 0"),
         ("configure", {"checkpoint_every_steps": -1}, "checkpoint_every_steps must be >= 0 (0: off), got -1"),
         ("configure", {"keep_last": 2}, "unknown field(s) ['keep_last']"),
+        ("configure", {"batch_min_interval": -0.1}, "batch_min_interval must be finite and >= 0, got -0.1"),
+        ("configure", {"batch_min_interval": math.inf}, "batch_min_interval must be finite and >= 0, got inf"),
+        ("configure", {"batch_min_interval": "1s"}, "field 'batch_min_interval' has invalid value '1s'"),
     ],
 )
 def test_bad_new_commands_are_refused(cmd, args, text):
