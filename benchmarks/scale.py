@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import ROOT, default_stack_toml, machine_line, md_table, print_table, rss_mb, update_section
+from benchmarks._common import default_stack_toml, machine_line, md_table, print_table, rss_mb, update_section
 
 _NOTE = ""
 
