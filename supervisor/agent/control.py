@@ -250,8 +250,7 @@ class CommandHandler:
                  f"batch(es) trained since the checkpoint are the ones skipped")
 
     def _configure(self: Any, obj: Mapping[str, Any]) -> None:
-        changes = {k: obj[k] for k in CADENCE_FIELDS
-                   if obj.get(k) is not None}
+        changes = {k: obj[k] for k in CADENCE_FIELDS if obj.get(k) is not None}
         for name, value in changes.items():
             check_setting(name, value, "configure")
         self.settings = replace(self.settings, **changes)
