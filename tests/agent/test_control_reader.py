@@ -6,21 +6,14 @@ import os
 
 from lrsup.supervisor.agent import control
 from lrsup.supervisor.agent.control import ControlReader
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def test_appended_lines_are_read_without_looking_up_the_path_each_time(tmp_path, monkeypatch):
     path = tmp_path / "control.jsonl"
     path.write_bytes(b"a\n")
-    clock = Clock()
-    reader = ControlReader(str(path), path_check=0.5, clock=clock)
+    clock = FakeClock(start=100.0)
+    reader = ControlReader(str(path), path_check=0.5, clock=clock.monotonic)
     assert reader.read_lines() == [b"a"]
     looked_up = []
     real_stat = os.stat
@@ -44,8 +37,8 @@ def test_appended_lines_are_read_without_looking_up_the_path_each_time(tmp_path,
 def test_a_replaced_file_is_read_from_its_start_within_path_check(tmp_path):
     path = tmp_path / "control.jsonl"
     path.write_bytes(b"a\nb\n")
-    clock = Clock()
-    reader = ControlReader(str(path), path_check=0.5, clock=clock)
+    clock = FakeClock(start=100.0)
+    reader = ControlReader(str(path), path_check=0.5, clock=clock.monotonic)
     assert reader.read_lines() == [b"a", b"b"]
     assert reader.read_lines() == []
     fresh = tmp_path / "new"
@@ -60,7 +53,7 @@ def test_a_replaced_file_is_read_from_its_start_within_path_check(tmp_path):
 def test_a_file_truncated_in_place_is_read_again_at_once(tmp_path):
     path = tmp_path / "control.jsonl"
     path.write_bytes(b"a\nb\n")
-    reader = ControlReader(str(path), path_check=10.0, clock=Clock())
+    reader = ControlReader(str(path), path_check=10.0, clock=FakeClock().monotonic)
     assert reader.read_lines() == [b"a", b"b"]
     assert reader.read_lines() == []
     with open(path, "r+b") as f:
@@ -70,7 +63,7 @@ def test_a_file_truncated_in_place_is_read_again_at_once(tmp_path):
 
 
 def test_a_missing_file_is_nothing_yet(tmp_path):
-    reader = ControlReader(str(tmp_path / "control.jsonl"), clock=Clock())
+    reader = ControlReader(str(tmp_path / "control.jsonl"), clock=FakeClock().monotonic)
     assert reader.read_lines() == []
     (tmp_path / "control.jsonl").write_bytes(b"q\n")
     assert reader.read_lines() == [b"q"]

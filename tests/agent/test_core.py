@@ -26,6 +26,7 @@ from lrsup.supervisor.agent.core import (
 )
 from lrsup.supervisor.jsonl import iter_objects
 from lrsup.supervisor.protocol import CONTROL_FILE, ENV_RUN_DIR, METRICS_FILE, dumps, make_command, parse_record
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,17 +157,10 @@ def test_batch_records_line_up_on_multiples_after_a_resume(run_dir, agent_factor
     assert [b["step"] for b in records(run_dir, "batch")] == [10, 13]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_batch_min_interval_skips_multiples_that_come_too_soon(run_dir, agent_factory):
     agent = agent_factory(batch_every=2, batch_min_interval=1.0)
-    agent.clock = clock = FakeClock()
+    clock = FakeClock(start=1000.0)
+    agent.clock = clock.monotonic
     handle = FakeHandle()
     agent.start(handle)
     for step in range(1, 13):  # 0.3 s a step
@@ -179,7 +173,8 @@ def test_batch_min_interval_skips_multiples_that_come_too_soon(run_dir, agent_fa
 def test_batch_min_interval_defaults_to_a_twentieth_of_a_second(run_dir, agent_factory):
     agent = agent_factory(batch_every=1)
     assert agent.settings.batch_min_interval == DEFAULT_BATCH_MIN_INTERVAL == 0.05
-    agent.clock = clock = FakeClock()
+    clock = FakeClock(start=1000.0)
+    agent.clock = clock.monotonic
     handle = FakeHandle()
     agent.start(handle)
     for step in range(1, 101):  # 100 steps of 1/1024 s (exact in binary)
@@ -191,7 +186,8 @@ def test_batch_min_interval_defaults_to_a_twentieth_of_a_second(run_dir, agent_f
 
 def test_a_configure_command_changes_batch_min_interval_and_records_the_next_block(run_dir, agent_factory):
     agent = agent_factory(batch_every=1, batch_min_interval=10.0)
-    agent.clock = clock = FakeClock()
+    clock = FakeClock(start=1000.0)
+    agent.clock = clock.monotonic
     agent.poll_interval = 0  # a look at control.jsonl at every batch end
     handle = FakeHandle()
     agent.start(handle)
