@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"The real supervisor loop (`runner.run`) supervising a Keras-free trainer "
         f"(`benchmarks/_reaction_trainer.py`: the agent core, a fake optimizer, a {args.step_ms:g} ms busy-wait "
         f"step, {args.steps} steps x {args.epochs} epochs, a batch record every 10 steps: the default "
-        "`batch_every`, with `batch_min_interval = 0`, as the default 0.05 s would keep one in three of them "
+        "`batch_every`, with `batch_min_interval = 0`, as the default 0.1 s would keep one in five of them "
         "and give fewer decisions to time, not different ones). Stack: `plateau` with patience 0 on a constant val_loss (a decision on every epoch record) "
         "and a benchmark policy deciding on every batch record. Two spans per decision, both from the "
         "deciding record's `time` (stamped by the agent as it writes the record): *answer* ends at the "

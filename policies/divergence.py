@@ -17,8 +17,8 @@ trouble:
     ``k = 6`` MADs is about 4 standard deviations of Gaussian noise (MAD ~ 0.67 sd), a
     false alarm in about 1 in 30,000 records before the ``spike_patience`` filter; the
     ``rel_floor`` of 50% keeps a late, very flat loss (tiny MAD) from alarming on a
-    wobble; 20 records of history (200 batches at the default cadence; at least 1 s of
-    training for steps under 5 ms) is enough for a stable median; two records in a row tell
+    wobble; 20 records of history (200 batches at the default cadence; at least 2 s of
+    training for steps under 10 ms) is enough for a stable median; two records in a row tell
     a spike that does not heal from a noisy batch.
 (c) **Collapse** (for positive losses, e.g. cross-entropy): with ``L0`` the untrained
     level (``untrained_loss``, e.g. ``ln(10) = 2.303`` for 10 balanced classes; by

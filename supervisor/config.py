@@ -74,7 +74,7 @@ class AgentSettings(BaseModel):
     Args:
         batch_every: int. Write a batch record every this many batches (>= 1). Default 10.
         batch_min_interval: float. Seconds at least between two batch records (>= 0): a
-            multiple of ``batch_every`` that comes sooner is skipped. Default 0.05 (at most 20
+            multiple of ``batch_every`` that comes sooner is skipped. Default 0.1 (at most 10
             records a second, whatever the step time); 0 records every ``batch_every`` steps.
         verdict_timeout: float. Seconds the agent waits at each epoch end for the
             supervisor's verdict (> 0). Default 10.0.

@@ -108,7 +108,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         heartbeat_interval: float or None, seconds between heartbeat records.
 
     Settings left None come from the "agent" object of ``run_dir/config.json``, else the
-    built-in defaults (10, 0.05, 10.0, 5.0, checkpoints every epoch, none by steps, keep 3).
+    built-in defaults (10, 0.1, 10.0, 5.0, checkpoints every epoch, none by steps, keep 3).
 
     Checkpoints, rollback and lrsup schedules:
 
@@ -307,7 +307,7 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         Batch records land on the first step at or past a multiple of ``batch_every`` (10, 20,
         ... with the default), so they line up across resumed runs; one that would come less than
         ``batch_min_interval`` after the last record is skipped (with steps of 1.5 ms and the
-        defaults: a record every 40 steps). The first block after a start, a rollback or a
+        defaults: a record every 70 steps). The first block after a start, a rollback or a
         ``configure`` is always recorded.
 
         Args:

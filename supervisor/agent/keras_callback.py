@@ -364,7 +364,7 @@ class LrsupCallback(keras.callbacks.Callback):
             neither, the callback does nothing (one warning per process).
         batch_every: int or None, a batch record every this many steps (None: config.json or 10).
         batch_min_interval: float or None, seconds at least between two batch records (None:
-            config.json or 0.05; 0: a record every ``batch_every`` steps).
+            config.json or 0.1; 0: a record every ``batch_every`` steps).
         verdict_timeout: float or None, seconds to wait for each epoch's verdict (None: config.json or 10.0).
         heartbeat_interval: float or None, seconds between heartbeats (None: config.json or 5.0).
 

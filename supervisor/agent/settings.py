@@ -22,9 +22,10 @@ from typing import Any
 from lrsup.supervisor.protocol import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 
 DEFAULT_BATCH_EVERY = 10
-# DEFAULT_BATCH_MIN_INTERVAL (0.05 s, from protocol): 10 steps of 1.5 ms would otherwise make 67 batch
+# DEFAULT_BATCH_MIN_INTERVAL (0.1 s, from protocol): 10 steps of 1.5 ms would otherwise make 67 batch
 # records a second (half a gigabyte of metrics.jsonl a day) and cost the trainer a percent or two of
-# its time (docs/benchmarks.md, section 1).
+# its time; at 0.1 s a day's run stays within the million records that resume and report are
+# benchmarked on (docs/benchmarks.md, sections 1 and 3).
 DEFAULT_VERDICT_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_CHECKPOINT_EVERY_EPOCHS = 1

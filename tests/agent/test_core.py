@@ -170,18 +170,18 @@ def test_batch_min_interval_skips_multiples_that_come_too_soon(run_dir, agent_fa
     assert [b["step"] for b in records(run_dir, "batch")] == [2, 6, 10]
 
 
-def test_batch_min_interval_defaults_to_a_twentieth_of_a_second(run_dir, agent_factory):
+def test_batch_min_interval_defaults_to_a_tenth_of_a_second(run_dir, agent_factory):
     agent = agent_factory(batch_every=1)
-    assert agent.settings.batch_min_interval == DEFAULT_BATCH_MIN_INTERVAL == 0.05
+    assert agent.settings.batch_min_interval == DEFAULT_BATCH_MIN_INTERVAL == 0.1
     clock = FakeClock(start=1000.0)
     agent.clock = clock.monotonic
     handle = FakeHandle()
     agent.start(handle)
-    for step in range(1, 101):  # 100 steps of 1/1024 s (exact in binary)
+    for step in range(1, 201):  # 200 steps of 1/1024 s (exact in binary)
         clock.now += 1 / 1024
         agent.batch_end(handle, epoch=0, batch=step - 1, step=step)
-    # the first block, then the first step at least 0.05 s later: 52 steps of 0.98 ms
-    assert [b["step"] for b in records(run_dir, "batch")] == [1, 53]
+    # the first block, then the first step at least 0.1 s later: 103 steps of 0.98 ms
+    assert [b["step"] for b in records(run_dir, "batch")] == [1, 104]
 
 
 def test_a_configure_command_changes_batch_min_interval_and_records_the_next_block(run_dir, agent_factory):
@@ -425,7 +425,7 @@ def test_settings_come_from_config_json_and_arguments_override(run_dir):
 
 def test_defaults_without_config_json(run_dir):
     assert load_settings(run_dir) == Settings(10, 10.0, 5.0)
-    assert load_settings(run_dir).batch_min_interval == 0.05
+    assert load_settings(run_dir).batch_min_interval == 0.1
 
 
 @pytest.mark.parametrize(

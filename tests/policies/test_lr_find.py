@@ -127,7 +127,7 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
     assert "passed 4 x its best" in policy.result["why"] and policy.result["points"] < 100
     # a batch record at every step during the test, then the cadence as it was
     assert sim.decided("configure")[0].command == {"cmd": "configure", "batch_every": 1, "batch_min_interval": 0.0}
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.05}
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.1}
     # after the rollback the run trains at the suggestion, from step 0, and converges
     after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)):]]
     assert set(after) == {suggestion} and sim.schedule is None
@@ -313,7 +313,7 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
     assert policy.phase == "done" and not policy.probing
     assert policy.result["why"].startswith("its ramp is not in force")
     assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.05}
+    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.1}
 
 
 def test_steepest_skips_points_at_one_lr():

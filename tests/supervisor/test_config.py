@@ -141,7 +141,7 @@ def test_to_json(tmp_path):
     data = load_config(None, tmp_path).to_json()
     assert data == {
         "source": str(tmp_path / "lrsup.toml"),
-        "agent": {"batch_every": 10, "batch_min_interval": 0.05, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
+        "agent": {"batch_every": 10, "batch_min_interval": 0.1, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
                   "checkpoint_every_epochs": 1, "checkpoint_every_steps": 0, "keep_last": 3},
         "run": {"grace_period": 10.0, "poll_interval": 0.05, "max_restarts": 5, "restart_window": 3600.0,
                 "backoff_base": 5.0, "backoff_cap": 300.0, "hang_timeout": 120.0, "stall_timeout": 1800.0,
