@@ -1,6 +1,6 @@
 """Cost inside the trainer: time per training step with and without lrsup's agent.
 
-    python -m benchmarks.agent_overhead            # full run (~9 min), updates docs/benchmarks.md
+    python -m benchmarks.agent_overhead            # full run (~13 min), updates docs/benchmarks.md
     python -m benchmarks.agent_overhead --smoke    # seconds; micro-benchmarks only, no TensorFlow
     python -m benchmarks.agent_overhead --smoke --keras   # also a tiny interleaved fit
 
@@ -11,10 +11,12 @@ hidden 128x64, the outcomes benchmark's model, about 2 ms) and a medium one (102
 Four arms share one ``fit`` per model and alternate every 10 steps (a *block*): without the
 agent, with a do-nothing batch callback (Keras's per-batch callback machinery for one more
 callback), with ``LrsupCallback`` at the default settings (a batch record at a multiple of
-``batch_every = 10`` steps, at most one every ``batch_min_interval = 0.05`` s; a look at the
+``batch_every = 10`` steps, at most one every ``batch_min_interval = 0.1`` s; a look at the
 doorbell at each batch end), and with it at ``batch_min_interval = 0`` (a record at every 10th
 step), each agent in a run directory of its own. Four consecutive blocks, one per arm, make a
-*round*; the order of the arms within a round cycles through all 24 permutations. The switching
+*round*; the order of the arms within a round cycles through all 24 permutations. The medium
+model runs only the first and the third arm (without, and with the defaults), alternating in
+both orders, for twice the rounds in the same time (``MODEL_ARMS``). The switching
 is done by a ``CallbackList`` subclass that hands Keras, for each block, exactly the callback
 list and the dispatch mode (asynchronous batch ends when no callback has a batch-end hook, on a
 thread-safe backend: never on TensorFlow) that a fit with that arm alone would have. Blocks are
@@ -223,8 +225,12 @@ BLOCK = 10  # steps per block: the agent's default batch_every, so each block en
 # (a batch record at every 10th step, whatever the step time), in a run directory of its own.
 ARMS = ("without", "noop", "with", "every10")
 AGENT_ARMS = ("with", "every10")
+# The medium model runs only the two arms its verdict compares, for twice the rounds in the same
+# time: its target (1%) needs a confidence interval about a third as wide as the small models' (3%).
+# (With steps over 5 ms it writes a record every 10 or 20 steps either way.)
+VERDICT_ARMS = ("without", "with")
+MODEL_ARMS = {"small-64": ARMS, "small-128x64": ARMS, "medium": VERDICT_ARMS}
 HOOK_EPOCHS = 11  # the separate fit that times the agent's batch hook: 10 epochs after a warm-up one
-ORDERS = tuple(itertools.permutations(ARMS))  # the arms' order in round r is ORDERS[r % len(ORDERS)]
 
 
 def _setup_tf():
@@ -319,19 +325,25 @@ def _callbacks(keras):
         dispatch Keras would choose for it (asynchronous when no callback has a batch-end
         hook, on a thread-safe backend: never on TensorFlow's). Epoch-level hooks go to every
         callback. Each block's wall and CPU time are summed over its batches only: the clocks
-        stop at each epoch end and start at the next batch. ``agents``: {arm: callback} for the
-        arms in AGENT_ARMS.
+        stop at each epoch end and start at the next batch. ``arms``: the arms of this fit (of
+        ARMS, "without" among them); ``agents``: {arm: callback} for those in AGENT_ARMS; ``noop``:
+        the no-op arm's callback. The arms' order in round r is ``orders[r % len(orders)]``: all
+        their permutations in turn.
         """
 
-        def __init__(self, model, agents, noop, *, epochs: int, steps: int, start_step: int,
+        def __init__(self, model, arms, agents, noop, *, epochs: int, steps: int, start_step: int,
                      stop_at: float | None = None):
             super().__init__([], add_history=True, model=model, verbose=0, epochs=epochs, steps=steps)
+            self.arms = tuple(arms)
+            self.orders = tuple(itertools.permutations(self.arms))
             base = list(self.callbacks)  # History: no batch hooks
-            for cb in (noop, *agents.values()):
+            hooked = {"noop": noop, **agents}
+            hooked = {arm: hooked[arm] for arm in self.arms if arm != "without"}
+            for cb in hooked.values():
                 cb.set_model(model)
                 cb.set_params(self.params)
-            self.lists = {"without": base, "noop": base + [noop], **{arm: base + [cb] for arm, cb in agents.items()}}
-            self.everyone = base + [noop, *agents.values()]
+            self.lists = {"without": base, **{arm: base + [cb] for arm, cb in hooked.items()}}
+            self.everyone = base + list(hooked.values())
             self.dispatch_async = {}
             for arm, cbs in self.lists.items():
                 self._configure_async_dispatch(cbs)
@@ -343,7 +355,7 @@ def _callbacks(keras):
             self.block: int | None = None
             self.arm = "without"
             self.blocks: list[dict] = []
-            self.arm_wall = dict.fromkeys(ARMS, 0.0)  # each arm's timed wall time so far
+            self.arm_wall = dict.fromkeys(self.arms, 0.0)  # each arm's timed wall time so far
             self._n = 0
             self._wall = self._cpu = 0.0
             self._running = False
@@ -381,8 +393,8 @@ def _callbacks(keras):
         def _open_block(self, block: int):
             self._close_block()
             self.block, self._epoch0, self._n, self._wall, self._cpu = block, self.epoch, 0, 0.0, 0.0
-            r, pos = divmod(block, len(ARMS))
-            self.arm = ORDERS[r % len(ORDERS)][pos]
+            r, pos = divmod(block, len(self.arms))
+            self.arm = self.orders[r % len(self.orders)][pos]
             self.callbacks = self.lists[self.arm]
             self._async_train = self.dispatch_async[self.arm]
             self._resume()
@@ -431,9 +443,9 @@ def _callbacks(keras):
             """Complete rounds (a full block of each arm, none in epoch ``skip_epoch``): {arm: block}."""
             by_round: dict[int, dict[str, dict]] = {}
             for b in self.blocks:
-                by_round.setdefault(b["block"] // len(ARMS), {})[b["arm"]] = b
+                by_round.setdefault(b["block"] // len(self.arms), {})[b["arm"]] = b
             return [r for _, r in sorted(by_round.items())
-                    if len(r) == len(ARMS) and all(b["steps"] == BLOCK and b["epoch"] != skip_epoch
+                    if len(r) == len(self.arms) and all(b["steps"] == BLOCK and b["epoch"] != skip_epoch
                                                    for b in r.values())]
 
     return TimedLrsupCallback, NoopBatchCallback, Interleaver, HookTimedLrsupCallback
@@ -502,11 +514,12 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                               metrics=["accuracy"])
                 model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # trace once, outside the timings
                 # one epoch to warm up (skipped), the rounds, and a block or two of slack
-                epochs = 2 + math.ceil(rounds[name] * len(ARMS) * BLOCK / steps)
+                arms = MODEL_ARMS[name]
+                epochs = 2 + math.ceil(rounds[name] * len(arms) * BLOCK / steps)
                 agent = TimedLrsupCallback(run, verdict_timeout=10.0)
                 dense = TimedLrsupCallback(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
                 t0 = time.perf_counter()
-                cbl = Interleaver(model, {"with": agent, "every10": dense}, NoopBatchCallback(), epochs=epochs,
+                cbl = Interleaver(model, arms, {"with": agent, "every10": dense}, NoopBatchCallback(), epochs=epochs,
                                   steps=steps, start_step=int(model.optimizer.iterations),
                                   stop_at=t0 + budget[name] if budget else None)
                 agent.clock = lambda: cbl.arm_clock("with")
@@ -524,17 +537,20 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 solo_records = _batch_records(run) - before
                 hook = timed.hook[steps:]
                 per_step = {arm: {clock: median([r[arm][clock] / BLOCK for r in got]) for clock in ("wall", "cpu")}
-                            for arm in ARMS}
+                            for arm in arms}
+                # the comparisons this model's arms allow (None: an arm not run)
+                ratio = lambda num, den, clock: (_stats(_ratios(got, num, den, clock))  # noqa: E731
+                                                 if num in arms and den in arms else None)
                 results[name] = {
                     "widths": widths, "steps": steps, "epochs": epochs, "seconds": elapsed, "rounds": len(got),
-                    "per_step": per_step,
-                    "cpu": _stats(_ratios(got, "with", "without", "cpu")),
-                    "wall": _stats(_ratios(got, "with", "without", "wall")),
-                    "noop_cpu": _stats(_ratios(got, "noop", "without", "cpu")),
-                    "noop_wall": _stats(_ratios(got, "noop", "without", "wall")),
-                    "beyond_cpu": _stats(_ratios(got, "with", "noop", "cpu")),
-                    "every10_cpu": _stats(_ratios(got, "every10", "without", "cpu")),
-                    "every10_wall": _stats(_ratios(got, "every10", "without", "wall")),
+                    "arms": arms, "per_step": per_step,
+                    "cpu": ratio("with", "without", "cpu"),
+                    "wall": ratio("with", "without", "wall"),
+                    "noop_cpu": ratio("noop", "without", "cpu"),
+                    "noop_wall": ratio("noop", "without", "wall"),
+                    "beyond_cpu": ratio("with", "noop", "cpu"),
+                    "every10_cpu": ratio("every10", "without", "cpu"),
+                    "every10_wall": ratio("every10", "without", "wall"),
                     # steps per batch record of the default arm: in the interleaved fit, and alone
                     "steps_per_record": with_steps / max(1, interleaved_records),
                     "solo_steps_per_record": hook_epochs * steps / max(1, solo_records),
@@ -571,6 +587,12 @@ def _step_rows(results: dict) -> list[list]:
     return rows
 
 
+def _median_and_ci(stats: dict | None) -> str:
+    if stats is None:
+        return "not run (two arms only)"
+    return f"{fmt_pct(stats['median'])} ({_pct_range(stats['ci'])})"
+
+
 def _parts_rows(results: dict) -> list[list]:
     rows = []
     for name, r in results.items():
@@ -578,9 +600,7 @@ def _parts_rows(results: dict) -> list[list]:
         epoch = r["steps"] * r["per_step"]["with"]["wall"]
         rows.append([name,
                      f"{r['solo_steps_per_record']:.0f} ({r['steps_per_record']:.0f})",
-                     f"{fmt_pct(r['every10_cpu']['median'])} ({_pct_range(r['every10_cpu']['ci'])})",
-                     f"{fmt_pct(r['noop_cpu']['median'])} ({_pct_range(r['noop_cpu']['ci'])})",
-                     f"{fmt_pct(r['beyond_cpu']['median'])} ({_pct_range(r['beyond_cpu']['ci'])})",
+                     _median_and_ci(r["every10_cpu"]), _median_and_ci(r["noop_cpu"]), _median_and_ci(r["beyond_cpu"]),
                      f"median {fmt_us(r['hook_median'])}, mean {fmt_us(r['hook_mean'])}, p90 {fmt_us(r['hook_p90'])}",
                      f"{r['hook_mean'] / step * 100:.2f}% (mean) / {r['hook_median'] / step * 100:.2f}% (median)",
                      f"{_ms(r['epoch_end_wall'])} / {_ms(r['epoch_end_cpu'])}",
@@ -633,7 +653,7 @@ def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes:
         f"Time per step of `model.fit` on the digits ({some['steps'] * BATCH} samples, batch {BATCH}, "
         f"{some['steps']} steps an epoch, SGD with momentum, TensorFlow on one thread), without and with "
         "`LrsupCallback` with the default settings: a batch record at a multiple of `batch_every = 10` steps, "
-        "at most one every `batch_min_interval = 0.05` s (so with steps under 5 ms a record every 20 to 40 "
+        "at most one every `batch_min_interval = 0.1` s (so with steps under 10 ms a record every 20 to 70 "
         "steps, the first column of the second table); at each batch end a look at the doorbell, "
         "`control.bell`, that the stand-in supervisor rings after each command, as `lrsup run` does: "
         "docs/protocol.md. The arms share one `fit` per model and alternate "
@@ -641,7 +661,10 @@ def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes:
         "with a callback whose batch hook does nothing (a reference: Keras's per-batch callback machinery "
         "for one more callback), one with the agent at the default settings, and one with the agent at "
         "`batch_min_interval = 0` (a batch record in every block: every 10th step), in an order that "
-        f"cycles through all {len(ORDERS)} permutations. For each block Keras gets exactly that arm's callback "
+        "cycles through all 24 permutations. The medium model runs only the two arms its verdict compares "
+        "(without the agent, and with it at the default settings; a round is two blocks, in either order "
+        "by turns), for twice the rounds in the same time: its target is a third of the small models', and "
+        "so needs a narrower confidence interval. For each block Keras gets exactly that arm's callback "
         "list and the batch-end dispatch it would choose for it (on TensorFlow always synchronous: the "
         "backend is not thread-safe for Keras, so `CallbackList` converts the batch logs to floats and calls "
         "the batch hooks on the training thread after every batch, with or without callbacks). Blocks are "
@@ -707,11 +730,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny run; no TensorFlow unless --keras; docs untouched")
     p.add_argument("--keras", action="store_true", help="with --smoke: also run the Keras parts (tiny)")
-    p.add_argument("--rounds", type=int, default=1500, help="at most this many rounds per model "
-                   f"({len(ARMS)} blocks of {BLOCK} steps each)")
+    p.add_argument("--rounds", type=int, default=4000, help="at most this many rounds per model "
+                   f"(a block of {BLOCK} steps per arm each; the time budgets below usually end the fits first)")
     p.add_argument("--budget-small", type=float, default=120, help="seconds at most for each small model's fit "
                    "(it ends at the first epoch end past them)")
-    p.add_argument("--budget-medium", type=float, default=240, help="seconds at most for the medium model's fit")
+    p.add_argument("--budget-medium", type=float, default=420, help="seconds at most for the medium model's fit")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     header = machine_line()

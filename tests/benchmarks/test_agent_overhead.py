@@ -56,11 +56,24 @@ def test_verdict_follows_the_cpu_confidence_interval(ci, word) -> None:
         assert "not met" not in line
 
 
-def test_arm_orders_cycle_through_every_permutation() -> None:
-    assert sorted(ao.ORDERS) == sorted({tuple(p) for p in ao.ORDERS})
-    assert len(ao.ORDERS) == 24
-    for order in ao.ORDERS:
-        assert sorted(order) == sorted(ao.ARMS)
+def test_each_model_runs_the_verdict_arms_and_the_small_ones_all_four() -> None:
+    assert set(ao.MODEL_ARMS) == set(ao.MODELS) == set(ao.TARGETS)
+    for name, arms in ao.MODEL_ARMS.items():
+        assert set(ao.VERDICT_ARMS) <= set(arms) <= set(ao.ARMS) and len(set(arms)) == len(arms)
+    assert ao.MODEL_ARMS["small-64"] == ao.MODEL_ARMS["small-128x64"] == ao.ARMS
+    assert ao.MODEL_ARMS["medium"] == ("without", "with")
+
+
+def test_parts_row_says_which_comparisons_a_two_arm_model_did_not_run() -> None:
+    stats = {"median": 0.004, "iqr": (-0.05, 0.06), "ci": (0.001, 0.008), "n": 900}
+    result = {**_result(0.004, (0.001, 0.008)), "steps": 56, "solo_steps_per_record": 20.0,
+              "steps_per_record": 20.0, "noop_cpu": None, "beyond_cpu": None, "every10_cpu": None,
+              "hook_median": 9e-6, "hook_p90": 20e-6, "epoch_end_wall": 0.07, "epoch_end_cpu": 0.06,
+              "per_step": {arm: {"wall": 5e-3, "cpu": 5e-3} for arm in ("without", "with")}}
+    (row,) = ao._parts_rows({"medium": result})
+    assert row[2:5] == ["not run (two arms only)"] * 3
+    (row,) = ao._parts_rows({"small-64": {**result, "noop_cpu": stats, "beyond_cpu": stats, "every10_cpu": stats}})
+    assert row[2:5] == ["+0.40% (+0.10% .. +0.80%)"] * 3
 
 
 @pytest.mark.keras
@@ -83,17 +96,19 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(
         agent = timed(run, verdict_timeout=10.0)
         dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
         epochs = 9
-        cbl = interleaver(model, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs, steps=steps,
-                          start_step=int(model.optimizer.iterations))
+        cbl = interleaver(model, ao.ARMS, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs,
+                          steps=steps, start_step=int(model.optimizer.iterations))
         agent.clock = lambda: cbl.arm_clock("with")
         model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
 
     blocks = cbl.blocks
     assert sum(b["steps"] for b in blocks) == epochs * steps
-    # block b holds the batches ending at steps 10b .. 10b + 9 (the agent's bucket b), arms as ORDERS says
+    # block b holds the batches ending at steps 10b .. 10b + 9 (the agent's bucket b), the arms of
+    # round r in the order of the r-th of all 24 permutations
+    assert len(cbl.orders) == 24 and len(set(cbl.orders)) == 24
     for b in blocks:
         r, pos = divmod(b["block"], len(ao.ARMS))
-        assert b["arm"] == ao.ORDERS[r % len(ao.ORDERS)][pos]
+        assert b["arm"] == cbl.orders[r % len(cbl.orders)][pos]
         assert b["cpu"] > 0 and b["wall"] > 0
     assert all(b["steps"] == ao.BLOCK for b in blocks[1:-1])
     assert not hasattr(agent, "hook")  # the interleaved fit's agent runs LrsupCallback's own batch hook
@@ -122,3 +137,34 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(
     assert len(timing.hook) == 2 * steps and all(t > 0 for t in timing.hook)
     assert time.monotonic() - t0 < 10.0  # answered: no epoch end waited out verdict_timeout
     assert timing.agent.clock is time.monotonic  # the agent alone: real time again
+
+
+@pytest.mark.keras
+def test_a_two_arm_fit_alternates_without_and_with_and_leaves_the_other_callbacks_out(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("sklearn")
+    keras = ao._setup_tf()
+    timed, noop_cls, interleaver, _ = ao._callbacks(keras)
+    x, y = ao._data(smoke=True)
+    steps = len(x) // ao.BATCH
+    run, dense_run = tmp_path / "run", tmp_path / "run-every10"
+    run.mkdir()
+    dense_run.mkdir()
+    with ao.answering(run):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        agent = timed(run, verdict_timeout=10.0)
+        dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
+        epochs = 8  # 10 steps an epoch: a block each
+        cbl = interleaver(model, ao.VERDICT_ARMS, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs,
+                          steps=steps, start_step=0)
+        model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
+    assert cbl.orders == (("without", "with"), ("with", "without"))
+    # from step 0 the first block holds 9 steps (the agent's bucket 0) and the last one 1
+    assert [b["arm"] for b in cbl.blocks] == (["without", "with", "with", "without"] * epochs)[:epochs + 1]
+    assert len(agent.epoch_end) == epochs
+    assert dense.epoch_end == [] and not (dense_run / "metrics.jsonl").exists()  # not in this fit
+    rounds = cbl.rounds(skip_epoch=0)
+    assert len(rounds) == epochs // 2 - 1 and all(set(r) == {"without", "with"} for r in rounds)
