@@ -64,6 +64,26 @@ def test_each_model_runs_the_verdict_arms_and_the_small_ones_all_four() -> None:
     assert ao.MODEL_ARMS["medium"] == ("without", "with")
 
 
+@pytest.mark.parametrize("arms", sorted(set(ao.MODEL_ARMS.values())))
+def test_every_arm_opens_equally_many_epochs(arms) -> None:
+    # the fit starts after one warm-up epoch of the same length: at a round's first step
+    steps, orders = ao.epoch_steps(arms), ao.orders_of(arms)
+    assert steps % (len(arms) * ao.BLOCK) == 0
+    cycle = len(orders)  # epochs after which the opening orders repeat (5 is coprime to it)
+    openers = [ao.arm_of((steps * (1 + e)) // ao.BLOCK, arms, orders) for e in range(cycle)]
+    assert {arm: openers.count(arm) for arm in arms} == dict.fromkeys(arms, cycle // len(arms))
+    opening_orders = {((steps * (1 + e)) // ao.BLOCK // len(arms)) % cycle for e in range(cycle)}
+    assert len(opening_orders) == cycle  # every order opens one epoch per cycle
+
+
+def test_data_fills_the_epoch_with_repeated_digits() -> None:
+    pytest.importorskip("sklearn")
+    x, y = ao._data(smoke=False, steps=ao.epoch_steps(ao.ARMS))
+    assert x.shape == (200 * ao.BATCH, 64) and y.shape == (200 * ao.BATCH,)
+    assert (x[:1797] == x[1797:2 * 1797]).all() and 0 <= x.min() and x.max() <= 1
+    assert ao._data(smoke=False)[0].shape == (1792, 64)
+
+
 def test_parts_row_says_which_comparisons_a_two_arm_model_did_not_run() -> None:
     stats = {"median": 0.004, "iqr": (-0.05, 0.06), "ci": (0.001, 0.008), "n": 900}
     result = {**_result(0.004, (0.001, 0.008)), "steps": 56, "solo_steps_per_record": 20.0,
@@ -108,7 +128,7 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(
     assert len(cbl.orders) == 24 and len(set(cbl.orders)) == 24
     for b in blocks:
         r, pos = divmod(b["block"], len(ao.ARMS))
-        assert b["arm"] == cbl.orders[r % len(cbl.orders)][pos]
+        assert b["arm"] == cbl.orders[r % len(cbl.orders)][pos] == ao.arm_of(b["block"], ao.ARMS, cbl.orders)
         assert b["cpu"] > 0 and b["wall"] > 0
     assert all(b["steps"] == ao.BLOCK for b in blocks[1:-1])
     assert not hasattr(agent, "hook")  # the interleaved fit's agent runs LrsupCallback's own batch hook
