@@ -271,14 +271,13 @@ def _setup_tf():
     return keras
 
 
-def _data(smoke: bool, steps: int | None = None):
-    """The digits scaled to [0, 1]: ``steps`` full batches of them, repeated as needed (None: 320
-    samples for a smoke run, else 1792, the full batches of the 1797)."""
+def _data(steps: int):
+    """The digits scaled to [0, 1]: ``steps`` full batches of them, repeated as needed."""
     import numpy as np
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    n = steps * BATCH if steps is not None else 320 if smoke else len(d.data) // BATCH * BATCH
+    n = steps * BATCH
     reps = -(-n // len(d.data))
     x, y = np.tile(d.data, (reps, 1))[:n], np.tile(d.target, reps)[:n]
     return (x / 16.0).astype("float32"), y.astype("int32")
@@ -534,7 +533,7 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
             for name, widths in MODELS.items():
                 arms = MODEL_ARMS[name]
                 steps = epoch_steps(arms, smoke)
-                x, y = _data(smoke, steps)
+                x, y = _data(steps)
                 keras.utils.set_random_seed(0)
                 layers = [keras.Input((64,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
                 model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
@@ -572,7 +571,7 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                                                  if num in arms and den in arms else None)
                 results[name] = {
                     "widths": widths, "steps": steps, "epochs": epochs, "seconds": elapsed, "rounds": len(got),
-                    "arms": arms, "per_step": per_step,
+                    "per_step": per_step,
                     "cpu": ratio("with", "without", "cpu"),
                     "wall": ratio("with", "without", "wall"),
                     "noop_cpu": ratio("noop", "without", "cpu"),

@@ -78,10 +78,10 @@ def test_every_arm_opens_equally_many_epochs(arms) -> None:
 
 def test_data_fills_the_epoch_with_repeated_digits() -> None:
     pytest.importorskip("sklearn")
-    x, y = ao._data(smoke=False, steps=ao.epoch_steps(ao.ARMS))
+    x, y = ao._data(ao.epoch_steps(ao.ARMS))
     assert x.shape == (200 * ao.BATCH, 64) and y.shape == (200 * ao.BATCH,)
     assert (x[:1797] == x[1797:2 * 1797]).all() and 0 <= x.min() and x.max() <= 1
-    assert ao._data(smoke=False)[0].shape == (1792, 64)
+    assert ao._data(56)[0].shape == (1792, 64) and (ao._data(56)[0] == x[:1792]).all()
 
 
 def test_parts_row_says_which_comparisons_a_two_arm_model_did_not_run() -> None:
@@ -96,22 +96,28 @@ def test_parts_row_says_which_comparisons_a_two_arm_model_did_not_run() -> None:
     assert row[2:5] == ["+0.40% (+0.10% .. +0.80%)"] * 3
 
 
-@pytest.mark.keras
-def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(tmp_path: Path) -> None:
+def _tiny_fit_setup(tmp_path: Path):
+    """Keras, the benchmark's callback classes, 10 steps an epoch of data, the two run
+    directories and a tiny compiled model, for an interleaved fit."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("sklearn")
     keras = ao._setup_tf()
-    timed, noop_cls, interleaver, hook_timed = ao._callbacks(keras)
-    x, y = ao._data(smoke=True)  # 320 samples: 10 steps an epoch
-    steps = len(x) // ao.BATCH
+    x, y = ao._data(10)  # 320 samples: 10 steps an epoch
     run, dense_run = tmp_path / "run", tmp_path / "run-every10"
     run.mkdir()
     dense_run.mkdir()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    return ao._callbacks(keras), x, y, run, dense_run, model
+
+
+@pytest.mark.keras
+def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(tmp_path: Path) -> None:
+    (timed, noop_cls, interleaver, hook_timed), x, y, run, dense_run, model = _tiny_fit_setup(tmp_path)
+    steps = len(x) // ao.BATCH
     with ao.answering(run), ao.answering(dense_run):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
-        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
         model.fit(x[:64], y[:64], batch_size=ao.BATCH, epochs=1, verbose=0)  # 2 steps: blocks start mid-bucket
         agent = timed(run, verdict_timeout=10.0)
         dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
@@ -161,20 +167,9 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(
 
 @pytest.mark.keras
 def test_a_two_arm_fit_alternates_without_and_with_and_leaves_the_other_callbacks_out(tmp_path: Path) -> None:
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("sklearn")
-    keras = ao._setup_tf()
-    timed, noop_cls, interleaver, _ = ao._callbacks(keras)
-    x, y = ao._data(smoke=True)
+    (timed, noop_cls, interleaver, _), x, y, run, dense_run, model = _tiny_fit_setup(tmp_path)
     steps = len(x) // ao.BATCH
-    run, dense_run = tmp_path / "run", tmp_path / "run-every10"
-    run.mkdir()
-    dense_run.mkdir()
     with ao.answering(run):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
-        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
         agent = timed(run, verdict_timeout=10.0)
         dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
         epochs = 8  # 10 steps an epoch: a block each
