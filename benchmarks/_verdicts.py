@@ -16,10 +16,10 @@ from pathlib import Path
 
 def main(run_dir: str) -> int:
     from lrsup.supervisor import protocol
-    from lrsup.supervisor.doorbell import BELL_FILE, ControlWriter
-    from lrsup.supervisor.follower import Follower
-    from lrsup.supervisor.jsonl import iter_objects
-    from lrsup.supervisor.protocol import EpochRecord, StartRecord
+    from lrsup.supervisor.protocol.doorbell import BELL_FILE, ControlWriter
+    from lrsup.supervisor.run.follower import Follower
+    from lrsup.supervisor.protocol.jsonl import iter_objects
+    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 
     root = Path(run_dir)
     stop = root / "stop-answerer"

@@ -108,7 +108,7 @@ def _apply_cost(agent, handle, run: Path, n: int) -> list[float]:
     that the last command was applied.
     """
     from lrsup.supervisor import protocol
-    from lrsup.supervisor.doorbell import BELL_FILE, ControlWriter
+    from lrsup.supervisor.protocol.doorbell import BELL_FILE, ControlWriter
 
     out = []
     seq = agent._max_seq  # noqa: SLF001 - only to continue numbering in a reused dir
@@ -137,7 +137,7 @@ def _spread(ts: list[float]) -> str:
 def _run_dir(tmp: str, bell: bool) -> Path:
     """A run directory with control.jsonl and, as ``lrsup run`` makes them, control.bell."""
     from lrsup.supervisor import protocol
-    from lrsup.supervisor.doorbell import BELL_FILE, Bell
+    from lrsup.supervisor.protocol.doorbell import BELL_FILE, Bell
 
     run = Path(tmp)
     (run / protocol.CONTROL_FILE).touch()

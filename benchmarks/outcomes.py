@@ -45,7 +45,7 @@ GRIDS = {
 
 def lrsup_exe() -> list[str]:
     exe = Path(sys.executable).with_name("lrsup")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lrsup.supervisor.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 
 def run_one(cell: dict, tmp: Path, epochs: int) -> dict:

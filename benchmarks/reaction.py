@@ -3,7 +3,7 @@
     python -m benchmarks.reaction            # full run, updates docs/benchmarks.md
     python -m benchmarks.reaction --smoke    # seconds, docs untouched
 
-The real supervisor loop (``lrsup.supervisor.runner.run``: follower, engine, control writer,
+The real supervisor loop (``lrsup.supervisor.run.runner.run``: follower, engine, control writer,
 journal, lifecycle) supervises ``benchmarks/_reaction_trainer.py``, a Keras-free trainer
 driving the agent core with a fake optimizer and a busy-wait step of ``--step-ms``. The stack
 is ``plateau`` (patience 0 on a constant val_loss: an LR cut decided on every epoch record)
@@ -69,7 +69,7 @@ batch_min_interval = 0
 
 
 def _read(path: Path) -> list[dict]:
-    from lrsup.supervisor.protocol import loads
+    from lrsup.supervisor.protocol.wire import loads
 
     out = []
     if path.exists():
@@ -83,8 +83,8 @@ def _read(path: Path) -> list[dict]:
 def follower_modes(use_inotify: bool):
     """While active, the runner's followers note their ``mode`` at start in the list yielded;
     ``use_inotify=False`` sends them straight to watchdog, as where the binding is unavailable."""
-    from lrsup.supervisor import runner
-    from lrsup.supervisor.follower import Follower
+    from lrsup.supervisor.run import runner
+    from lrsup.supervisor.run.follower import Follower
 
     modes: list[str] = []
 
@@ -107,9 +107,9 @@ def follower_modes(use_inotify: bool):
 
 def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> dict:
     """Supervise one run of the reaction trainer with the follower in ``mode``; the spans measured."""
-    from lrsup.supervisor import runner
+    from lrsup.supervisor.run import runner
     from lrsup.supervisor.config import load_config
-    from lrsup.supervisor.rundir import RunDir
+    from lrsup.supervisor.rundir.layout import RunDir
 
     cfg_path = tmp / f"{mode}.toml"
     cfg_path.write_text(CONFIG)

@@ -86,10 +86,10 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     and epoch record gets its verdict line in control.jsonl, and a snapshot is written as the
     runner would, the last one about ``snapshot_tail`` records before the end.
     """
-    from lrsup.supervisor.engine import Engine
-    from lrsup.supervisor.follower import Follower
-    from lrsup.supervisor.protocol import EpochRecord, StartRecord, dumps, make_command
-    from lrsup.supervisor.snapshot import Progress, SnapshotWriter
+    from lrsup.supervisor.engine.core import Engine
+    from lrsup.supervisor.run.follower import Follower
+    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
+    from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 
     config = _default_config(run_dir)
     (run_dir / "config.json").write_text(json.dumps(config.to_json()))
@@ -159,8 +159,8 @@ def _ack(seq: int, cmd: str, record) -> str:
 
 def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
     """Records/s of parsing alone and of each default-stack policy alone, over the first ``limit`` records."""
-    from lrsup.supervisor.engine import Engine
-    from lrsup.supervisor.follower import Follower
+    from lrsup.supervisor.engine.core import Engine
+    from lrsup.supervisor.run.follower import Follower
 
     path = run_dir / "metrics.jsonl"
     cut = run_dir / "head.jsonl"
@@ -192,12 +192,12 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
 
 def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     """What ``lrsup resume`` does before it reattaches: ``resume.rebuild``, then the silent replay of its records."""
-    from lrsup.supervisor.launch import build_engine
-    from lrsup.supervisor.recovery import read_control
-    from lrsup.supervisor.resume import load_resolved_config
-    from lrsup.supervisor.resume import rebuild as resume_rebuild
-    from lrsup.supervisor.rundir import RunPaths
-    from lrsup.supervisor.snapshot import SNAPSHOT_FILE
+    from lrsup.supervisor.run.launch import build_engine
+    from lrsup.supervisor.rundir.recovery import read_control
+    from lrsup.supervisor.run.resume import load_resolved_config
+    from lrsup.supervisor.run.resume import rebuild as resume_rebuild
+    from lrsup.supervisor.rundir.layout import RunPaths
+    from lrsup.supervisor.rundir.snapshot import SNAPSHOT_FILE
 
     snapshot, hidden = run_dir / SNAPSHOT_FILE, run_dir / "snapshot.hidden"
     if not use_snapshot and snapshot.exists():
@@ -218,7 +218,7 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
 
 def report(run_dir: Path) -> float | str:
     try:
-        from lrsup.supervisor.report import write_report
+        from lrsup.supervisor.report.write import write_report
     except ImportError as exc:
         return f"n/a ({exc})"
     s = time.perf_counter()
@@ -231,7 +231,7 @@ def report(run_dir: Path) -> float | str:
 
 def lrsup_exe() -> list[str]:
     exe = Path(sys.executable).with_name("lrsup")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lrsup.supervisor.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 
 def cold_help(n: int) -> list[float]:

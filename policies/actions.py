@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-# Schedules: the spec format and its checks live in lrsup.supervisor.schedules (standard
+# Schedules: the spec format and its checks live in lrsup.supervisor.protocol.schedules (standard
 # library only, shared with the agent, which evaluates the spec at every batch).
-from lrsup.supervisor.schedules import validate_spec as _validate_schedule
+from lrsup.supervisor.protocol.schedules import validate_spec as _validate_schedule
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from lrsup.policies.actions import Action
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
 
 
 class PolicySettings(BaseModel):

@@ -103,7 +103,7 @@ from pydantic import Field, field_validator, model_validator
 from lrsup.policies.actions import Action, Rollback, Stop
 from lrsup.policies.base import Policy, PolicySettings, RunView, pick_checkpoint
 from lrsup.policies.presets import preset
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, EpochRecord, StartRecord
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, StartRecord
 
 
 class RunningMeanLoss:

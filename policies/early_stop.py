@@ -44,7 +44,7 @@ from pydantic import Field
 from lrsup.policies.actions import Action, Keep, Rollback, SaveCheckpoint, Stop
 from lrsup.policies.base import PolicySettings, RunView
 from lrsup.policies.monitor import MonitorPolicy, MonitorSettings
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 
 # The checkpoint asked for when the agent made none at a best epoch's end.
 BEST_CHECKPOINT = "early_stop-best"

@@ -81,8 +81,8 @@ from lrsup.policies.actions import Action, ClearSchedule, Configure, Keep, Rollb
 from lrsup.policies.base import Policy, PolicySettings, RunView
 from lrsup.policies.divergence import RunningMeanLoss
 from lrsup.policies.presets import preset
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, EpochRecord, StartRecord
-from lrsup.supervisor.schedules import evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, StartRecord
+from lrsup.supervisor.protocol.schedules import evaluate, validate_spec
 
 SUGGESTIONS = ("valley", "steepest", "min_loss")
 

@@ -38,7 +38,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from lrsup.policies.actions import Action
 from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.supervisor.protocol import AckRecord, EpochRecord
+from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord
 
 Direction = Literal["min", "max"]
 MODES = ("auto", "min", "max")

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from lrsup.policies.actions import Action, ScaleLR
 from lrsup.policies.base import PolicySettings, RunView
 from lrsup.policies.monitor import MonitorPolicy, MonitorSettings, to_float32
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 
 
 class PlateauSettings(MonitorSettings):

@@ -26,8 +26,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from lrsup.policies.actions import Action, SetSchedule
 from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.supervisor.protocol import StartRecord
-from lrsup.supervisor.schedules import evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import StartRecord
+from lrsup.supervisor.protocol.schedules import evaluate, validate_spec
 
 __all__ = [
     "Cosine",
@@ -349,7 +349,7 @@ class Warmup(SchedulePolicy):
         target: float or None. The LR at the warmup's end; default: the optimizer's LR, or
             ``then``'s first value when ``then`` is given.
         then: dict or None. A schedule spec to follow after the warmup (see
-            lrsup.supervisor.schedules); its step counts from the warmup's end.
+            lrsup.supervisor.protocol.schedules); its step counts from the warmup's end.
     """
 
     name = "warmup"

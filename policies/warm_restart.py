@@ -32,8 +32,8 @@ from lrsup.policies.actions import Action, SetSchedule
 from lrsup.policies.base import RunView
 from lrsup.policies.monitor import Monitor, resolve_mode
 from lrsup.policies.schedules import SchedulePolicy, ScheduleSettings, _exactly_one, _fmt
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
-from lrsup.supervisor.schedules import cosine_restarts_cycle, validate_spec
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+from lrsup.supervisor.protocol.schedules import cosine_restarts_cycle, validate_spec
 
 __all__ = ["WarmRestart", "restart_now"]
 

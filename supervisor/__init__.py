@@ -1,3 +1,4 @@
-"""lrsup: an automated training supervisor for Keras 3."""
-
-__version__ = "0.1.0"
+"""The lrsup supervisor: the ``lrsup`` command, one supervised run, its run directory,
+the reports, and the trainer-side agent (``lrsup.supervisor.agent``) with the protocol
+both sides share (``lrsup.supervisor.protocol``). See docs/architecture.md.
+"""

@@ -19,7 +19,7 @@ Example lrsup.toml::
     [run]
     grace_period = 30.0
 
-    [notify]                      # optional: lrsup.supervisor.notify
+    [notify]                      # optional: lrsup.supervisor.run.notify
     webhook = "https://hooks.example.com/lrsup"
     on = ["end", "give_up"]
 
@@ -37,13 +37,12 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from lrsup.policies.base import Policy, PolicySettings
-from lrsup.supervisor.notify import NotifySettings
-from lrsup.supervisor.protocol import DEFAULT_BATCH_MIN_INTERVAL
+from lrsup.supervisor.protocol.wire import DEFAULT_BATCH_MIN_INTERVAL
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
 CONFIG_NAME = "lrsup.toml"
@@ -66,6 +65,33 @@ DEFAULT_STACK: list[dict[str, Any]] = [
     {"use": "lr_find", "mode": "auto"},
     {"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 3, "cooldown": 0, "min_lr": 1e-6},
 ]
+
+
+
+NotifyEvent = Literal["end", "give_up", "rollback", "restart"]
+NOTIFY_EVENTS: tuple[str, ...] = ("end", "give_up", "rollback", "restart")
+
+
+class NotifySettings(BaseModel):
+    """The ``[notify]`` table. Unknown keys are refused.
+
+    Args:
+        webhook: http(s) URL or None. POSTed the JSON body of each selected event.
+        command: str or None. A shell command run for each selected event.
+        on: list of events to notify: ``end``, ``give_up``, ``rollback``, ``restart``.
+        timeout: float seconds (> 0, at most 300) each delivery may take.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: HttpUrl | None = None
+    command: str | None = Field(default=None, min_length=1)
+    on: list[NotifyEvent] = Field(default_factory=lambda: ["end", "give_up"])
+    timeout: float = Field(default=5.0, gt=0, le=300)
+
+    @property
+    def enabled(self) -> bool:
+        return (self.webhook is not None or self.command is not None) and bool(self.on)
 
 
 class AgentSettings(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.records import warn
-from lrsup.supervisor.protocol import CheckpointRecord
+from lrsup.supervisor.protocol.wire import CheckpointRecord
 
 
 class Checkpointing:

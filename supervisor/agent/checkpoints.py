@@ -43,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from lrsup.supervisor.protocol import CHECKPOINT_DIR, is_checkpoint_name
+from lrsup.supervisor.protocol.wire import CHECKPOINT_DIR, is_checkpoint_name
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1

@@ -17,9 +17,9 @@ from typing import Any, Mapping
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.records import describe_command, warn
 from lrsup.supervisor.agent.settings import check_setting
-from lrsup.supervisor.doorbell import BellWatch
-from lrsup.supervisor.jsonl import LineSplitter
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol.doorbell import BellWatch
+from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.protocol.wire import (
     CADENCE_FIELDS,
     CONTROL_FILE,
     HOUSEKEEPING_COMMANDS,
@@ -39,7 +39,7 @@ class ControlReader:
 
     ``bell`` is the mapped ``control.bell`` (a ``BellWatch``, or None without one): its
     ``changed()`` says whether the supervisor rang since the last look (a compare of 8 mapped
-    bytes, see lrsup.supervisor.doorbell). ``read_lines`` is cheap when nothing changed: one ``os.fstat`` of the open file and a
+    bytes, see lrsup.supervisor.protocol.doorbell). ``read_lines`` is cheap when nothing changed: one ``os.fstat`` of the open file and a
     comparison. The paths themselves are looked at again (``os.stat``) at most every
     ``path_check`` seconds, or at once while control.jsonl is not open: a control file
     replaced (another inode) is then read again from its start, as is one that shrank (the

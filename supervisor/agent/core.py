@@ -1,6 +1,6 @@
 """The trainer-side agent: records out to metrics.jsonl, commands in from control.jsonl.
 
-Keras-free (standard library and ``lrsup.supervisor.protocol``/``jsonl`` only): the
+Keras-free (standard library and ``lrsup.supervisor.protocol.wire``/``jsonl`` only): the
 Keras callback in ``keras_callback.py`` is a thin adapter over it, a custom training
 loop can drive it directly, and its tests need no TensorFlow. What the agent changes
 in the optimizer it changes through an ``OptimizerHandle``.
@@ -59,8 +59,8 @@ from lrsup.supervisor.agent.settings import (
     check_setting,
     load_settings,
 )
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import (
     BELL_FILE,
     CONTROL_FILE,
     ENV_RUN_DIR,
@@ -69,7 +69,7 @@ from lrsup.supervisor.protocol import (
     EpochRecord,
     StartRecord,
 )
-from lrsup.supervisor.schedules import Schedule
+from lrsup.supervisor.protocol.schedules import Schedule
 
 __all__ = [
     "AGENT_NAME", "DEFAULT_BATCH_EVERY", "DEFAULT_BATCH_MIN_INTERVAL", "DEFAULT_CHECKPOINT_EVERY_EPOCHS",
@@ -84,7 +84,7 @@ ENV_RESTORE = "LRSUP_RESTORE"   # the name of the checkpoint to load before the 
 ENV_ATTEMPT = "LRSUP_ATTEMPT"   # the trainer attempt, 1 for the first (informational)
 
 # Between the barriers batch_end reads control.jsonl when the supervisor rings control.bell (a
-# compare of 8 mapped bytes, ~0.1 us, see lrsup.supervisor.doorbell), and anyway every
+# compare of 8 mapped bytes, ~0.1 us, see lrsup.supervisor.protocol.doorbell), and anyway every
 # BELL_FALLBACK seconds. Without a bell it polls at most once per POLL_INTERVAL seconds of wall
 # time (a monotonic-clock compare, ~50 ns, instead of an os.fstat, ~2-15 us, per batch).
 POLL_INTERVAL = 0.001

@@ -13,7 +13,7 @@ from typing import Any
 
 from lrsup.supervisor.agent.records import warn
 from lrsup.supervisor.agent.settings import AgentError
-from lrsup.supervisor.protocol import HeartbeatRecord
+from lrsup.supervisor.protocol.wire import HeartbeatRecord
 
 
 class Heartbeats:

@@ -36,7 +36,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.core import ENV_RESTORE, Agent, check_setting
-from lrsup.supervisor.protocol import ENV_RUN_DIR
+from lrsup.supervisor.protocol.wire import ENV_RUN_DIR
 
 # Attributes that look like numbers but are structure, not hyperparameters.
 _NOT_HPARAMS = frozenset({"learning_rate", "iterations", "gradient_accumulation_steps", "ema_overwrite_frequency"})

@@ -5,7 +5,7 @@ Owns ``LrControl``, the part of ``Agent`` that applies ``set_lr`` / ``scale_lr``
 ``set_schedule`` and restores a checkpoint's schedule and multiplier. While an lrsup
 schedule is active the LR is ``schedule(step) * multiplier``: ``set_lr`` changes the
 multiplier to ``lr / schedule(step)``, ``scale_lr`` multiplies it. Standard library only
-(plus ``lrsup.supervisor.schedules``).
+(plus ``lrsup.supervisor.protocol.schedules``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry
 from lrsup.supervisor.agent.handle import OptimizerHandle
-from lrsup.supervisor.schedules import Schedule
+from lrsup.supervisor.protocol.schedules import Schedule
 
 
 class LrControl:

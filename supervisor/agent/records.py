@@ -18,11 +18,11 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Union
 
-from lrsup.supervisor import __version__
+from lrsup import __version__
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.settings import AgentError
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import PROTOCOL_VERSION, ErrorRecord, Record, dumps
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import PROTOCOL_VERSION, ErrorRecord, Record, dumps
 
 AGENT_NAME = f"lrsup {__version__}"
 

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from lrsup.supervisor.protocol import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 
 DEFAULT_BATCH_EVERY = 10
 # DEFAULT_BATCH_MIN_INTERVAL (0.1 s, from protocol): 10 steps of 1.5 ms would otherwise make 67 batch

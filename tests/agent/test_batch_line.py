@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrsup.supervisor.agent.records import _TEMPLATES, batch_line
-from lrsup.supervisor.protocol import BatchRecord, dumps, loads, parse_record
+from lrsup.supervisor.protocol.wire import BatchRecord, dumps, loads, parse_record
 
 floats = st.floats(allow_nan=True, allow_infinity=True)
 names = st.text(min_size=0, max_size=12)  # quotes, backslashes, %, control and non-ASCII characters included

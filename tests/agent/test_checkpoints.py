@@ -14,7 +14,7 @@ import pytest
 from lrsup.supervisor.agent import checkpoints as ckmod
 from lrsup.supervisor.agent.checkpoints import CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.core import Agent
-from lrsup.supervisor.schedules import Schedule
+from lrsup.supervisor.protocol.schedules import Schedule
 from tests.agent.test_core import Control, records  # the same protocol helpers
 
 pytestmark = pytest.mark.timeout(60)

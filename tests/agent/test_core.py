@@ -24,8 +24,8 @@ from lrsup.supervisor.agent.core import (
     load_settings,
     metrics_of,
 )
-from lrsup.supervisor.jsonl import iter_objects
-from lrsup.supervisor.protocol import CONTROL_FILE, ENV_RUN_DIR, METRICS_FILE, dumps, make_command, parse_record
+from lrsup.supervisor.protocol.jsonl import iter_objects
+from lrsup.supervisor.protocol.wire import CONTROL_FILE, ENV_RUN_DIR, METRICS_FILE, dumps, make_command, parse_record
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.timeout(60)

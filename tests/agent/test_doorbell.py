@@ -1,4 +1,4 @@
-"""The control doorbell (lrsup.supervisor.doorbell) and the agent's use of it.
+"""The control doorbell (lrsup.supervisor.protocol.doorbell) and the agent's use of it.
 
 With a bell in the run directory the agent reads control.jsonl when the supervisor rings,
 not at every batch end; without one it polls as before. A command written without a ring
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.agent.core import BELL_FALLBACK, Agent
-from lrsup.supervisor.doorbell import BELL_FILE, SIZE, Bell, BellWatch, ControlWriter
-from lrsup.supervisor.protocol import CONTROL_FILE, make_command
-from lrsup.supervisor.rundir import CONTROLLED_FILES, RunDirError, check_existing_run_dir
+from lrsup.supervisor.protocol.doorbell import BELL_FILE, SIZE, Bell, BellWatch, ControlWriter
+from lrsup.supervisor.protocol.wire import CONTROL_FILE, make_command
+from lrsup.supervisor.rundir.layout import CONTROLLED_FILES, RunDirError, check_existing_run_dir
 from tests.agent.test_core import Control, FakeHandle, records
 
 pytestmark = pytest.mark.timeout(60)

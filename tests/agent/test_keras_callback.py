@@ -23,9 +23,9 @@ np = pytest.importorskip("numpy")
 from lrsup.supervisor.agent import keras_callback  # noqa: E402
 from lrsup.supervisor.agent import launcher  # noqa: E402
 from lrsup.supervisor.agent.keras_callback import KerasOptimizerHandle, LrsupCallback, ScaledSchedule  # noqa: E402
-from lrsup.supervisor.doorbell import BELL_FILE, Bell, ControlWriter  # noqa: E402
-from lrsup.supervisor.jsonl import Appender, LineSplitter, iter_objects  # noqa: E402
-from lrsup.supervisor.protocol import (  # noqa: E402
+from lrsup.supervisor.protocol.doorbell import BELL_FILE, Bell, ControlWriter  # noqa: E402
+from lrsup.supervisor.protocol.jsonl import Appender, LineSplitter, iter_objects  # noqa: E402
+from lrsup.supervisor.protocol.wire import (  # noqa: E402
     CONTROL_FILE,
     ENV_RUN_DIR,
     METRICS_FILE,
@@ -381,7 +381,7 @@ def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
 
 
 def test_set_schedule_drives_the_lr_at_every_step(run_dir):
-    from lrsup.supervisor.schedules import Schedule
+    from lrsup.supervisor.protocol.schedules import Schedule
 
     spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
     model, probe = make_model(0.1), WeightProbe()
@@ -452,7 +452,7 @@ def test_recent_lr_under_a_keras_schedule_reads_at_every_call():
 
 
 def test_batch_records_carry_the_lr_that_lrsup_schedule_set_at_each_step(run_dir):
-    from lrsup.supervisor.schedules import Schedule
+    from lrsup.supervisor.protocol.schedules import Schedule
 
     spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
     (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.jsonl import iter_objects
-from lrsup.supervisor.protocol import ENV_RUN_DIR, METRICS_FILE, parse_record
+from lrsup.supervisor.protocol.jsonl import iter_objects
+from lrsup.supervisor.protocol.wire import ENV_RUN_DIR, METRICS_FILE, parse_record
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import reaction  # noqa: E402
-from lrsup.supervisor import inotify, runner  # noqa: E402
-from lrsup.supervisor.follower import Follower  # noqa: E402
+from lrsup.supervisor.run import inotify  # noqa: E402
+from lrsup.supervisor.run import runner
+from lrsup.supervisor.run.follower import Follower  # noqa: E402
 
 
 def test_rank_quantile_is_a_value_that_occurred() -> None:

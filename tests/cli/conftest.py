@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import (
     PROTOCOL_VERSION,
     AckRecord,
     BatchRecord,
@@ -25,7 +25,7 @@ from lrsup.supervisor.protocol import (
     EpochRecord,
     StartRecord,
 )
-from lrsup.supervisor.runs import pid_start_ticks
+from lrsup.supervisor.history.runs import pid_start_ticks
 
 T0 = 1_790_000_000.0
 SPE = 4
@@ -75,7 +75,7 @@ def make_run(root: Path, name: str, *, epochs: int = 6, epochs_done: int = 6, ou
             journal(j, "event", end_t + 0.5, event="finished", detail=f"training {outcome} (exit status {status})",
                     status=status)
     if state is not None:
-        from lrsup.supervisor.statefile import write_state
+        from lrsup.supervisor.rundir.statefile import write_state
 
         write_state(run / "supervisor.json", state)
     (run / "trainer.log").write_text(trainer_log)

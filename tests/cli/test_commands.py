@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lrsup.supervisor.cli import app
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import PROTOCOL_VERSION, EndRecord, EpochRecord
-from lrsup.supervisor.statefile import write_state
+from lrsup.supervisor.cli.main import app
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import PROTOCOL_VERSION, EndRecord, EpochRecord
+from lrsup.supervisor.rundir.statefile import write_state
 
 from .conftest import T0, dead_pid, live_state, make_run
 
@@ -217,7 +217,7 @@ def test_stop_gives_up_waiting_after_the_timeout(runs):
 def test_resume_calls_the_runner_and_exits_with_its_status(runs, monkeypatch):
     run = make_run(runs, "r", outcome=None, state={**live_state(), "supervisor_pid": dead_pid()})
     calls = []
-    import lrsup.supervisor.runner as runner
+    import lrsup.supervisor.run.runner as runner
 
     monkeypatch.setattr(runner, "resume", lambda d: calls.append(d) or 5, raising=False)
     result = invoke("resume", "r")
@@ -232,10 +232,10 @@ def test_resume_refuses_a_running_run(runs):
 
 def test_resume_and_replay_say_so_when_their_modules_are_missing(runs, monkeypatch):
     make_run(runs, "r")
-    import lrsup.supervisor.runner as runner
+    import lrsup.supervisor.run.runner as runner
 
     monkeypatch.delattr(runner, "resume", raising=False)
-    monkeypatch.setitem(sys.modules, "lrsup.supervisor.replay", None)  # import fails
+    monkeypatch.setitem(sys.modules, "lrsup.supervisor.engine.replay", None)  # import fails
     result = invoke("resume", "r")
     assert result.exit_code == 1 and "cannot resume runs yet" in result.stderr
     result = invoke("replay", "r")
@@ -248,9 +248,9 @@ def fake_replay(monkeypatch, seen):
         yield {"epoch": 3, "step": 16, "policy": "plateau", "action": "scale_lr", "lr": 0.05,
                "reason": "no improvement", "suppressed": None}
 
-    module = types.ModuleType("lrsup.supervisor.replay")
+    module = types.ModuleType("lrsup.supervisor.engine.replay")
     module.replay = replay
-    monkeypatch.setitem(sys.modules, "lrsup.supervisor.replay", module)
+    monkeypatch.setitem(sys.modules, "lrsup.supervisor.engine.replay", module)
 
 
 def test_replay_table_and_json(runs, monkeypatch, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 CONFIG = '[[policy]]\nuse = "plateau"\nfactor = 0.5\npatience = 1\n[run]\ngrace_period = 1.0\n'
 
 
@@ -147,7 +147,7 @@ def test_ctrl_c_on_watch_and_logs_leaves_the_run_alone(tmp_path):
 
 def test_ctrl_c_while_following_only_sets_a_flag_the_loop_checks():
     # No KeyboardInterrupt at an arbitrary point (it could land inside the display holding its lock).
-    from lrsup.supervisor.cli_watch import _stop_requested
+    from lrsup.supervisor.cli.watch import _stop_requested
 
     before = signal.getsignal(signal.SIGINT)
     with _stop_requested() as stop:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.lr_find_cmd import (
+from lrsup.supervisor.run.range_test import (
     LR_FIND_PNG,
     RangeTestCurve,
     RangeTestDisplay,
@@ -22,11 +22,11 @@ from lrsup.supervisor.lr_find_cmd import (
     range_test_config,
     range_test_curve,
 )
-from lrsup.supervisor.protocol import AckRecord, BatchRecord
-from lrsup.supervisor.runinfo import MissingExtraError
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord
+from lrsup.supervisor.history.runinfo import MissingExtraError
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

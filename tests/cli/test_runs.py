@@ -1,4 +1,4 @@
-"""supervisor/runs.py on synthetic run directories: resolve_run, summaries, liveness, cheap reading."""
+"""supervisor/history/runs.py on synthetic run directories: resolve_run, summaries, liveness, cheap reading."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import BatchRecord, EpochRecord
-from lrsup.supervisor.runs import (
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
+from lrsup.supervisor.history.runs import (
     ProcessProbe,
     RunRefError,
     TailReader,
@@ -175,7 +175,7 @@ def test_big_metrics_file_is_read_cheaply(runs):
                 lines.append(BatchRecord(time=T0, epoch=e, batch=b, step=step, lr=0.1, logs={"loss": 1.0}).to_json())
             lines.append(EpochRecord(time=T0, epoch=e, step=step, lr=0.1,
                                      logs={"loss": 1.0, "val_loss": 5.0 - abs(e - 40) * 0.01 - (e == 40)}).to_json())
-        from lrsup.supervisor.protocol import dumps
+        from lrsup.supervisor.protocol.wire import dumps
 
         with open(run / "metrics.jsonl", "a") as f:
             f.write("".join(dumps(x) + "\n" for x in lines))

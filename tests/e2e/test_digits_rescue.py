@@ -1,6 +1,6 @@
 """End to end: ``lrsup run examples/digits/train.py`` rescues bad runs with real Keras.
 
-Each test runs the supervisor CLI in a subprocess (``python -m lrsup.supervisor.cli run``)
+Each test runs the supervisor CLI in a subprocess (``python -m lrsup.supervisor.cli.main run``)
 with ``--run-dir`` under tmp_path and reads the run's journal.jsonl and metrics.jsonl:
 
 - SGD at lr 1.0 and Adam at lr 1.0 collapse on their own; the default stack's range test
@@ -56,7 +56,7 @@ def lrsup_run(tmp_path: Path, *script_args: str, config: str | None = None, time
     """Run the CLI on the digits script; return its run directory's journal, records and output."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "lrsup.supervisor.cli", "run"]
+    cmd = [sys.executable, "-m", "lrsup.supervisor.cli.main", "run"]
     if config is None and os.environ.get("LRSUP_E2E_STACK") == "explicit":
         config = EXPLICIT_DEFAULTS
     if config is not None:

@@ -36,7 +36,7 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def range_test(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("lr_find_digits")
-    cmd = [sys.executable, "-m", "lrsup.supervisor.cli", "lr-find", "--run-dir", "run", str(SCRIPT), "--",
+    cmd = [sys.executable, "-m", "lrsup.supervisor.cli.main", "lr-find", "--run-dir", "run", str(SCRIPT), "--",
            "--optimizer", "sgd"]
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)

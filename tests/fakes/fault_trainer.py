@@ -27,7 +27,7 @@ import sys
 import time
 
 from lrsup.supervisor.agent.core import Agent
-from lrsup.supervisor.protocol import EpochRecord
+from lrsup.supervisor.protocol.wire import EpochRecord
 
 
 STUBBORN_CHILD = (

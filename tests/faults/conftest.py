@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 FAULT = Path(__file__).resolve().parents[1] / "fakes" / "fault_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 BASE_TOML = """
 [[policy]]
@@ -99,7 +99,7 @@ class Procs:
         return proc
 
     def resume(self, cwd: Path, run_dir: Path) -> subprocess.Popen:
-        code = ("import sys; from lrsup.supervisor.runner import resume; "
+        code = ("import sys; from lrsup.supervisor.run.runner import resume; "
                 f"sys.exit(resume({str(run_dir)!r}, handle_signals=True))")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.commands import CommandChannel
-from lrsup.supervisor.jsonl import Appender, iter_objects
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
-from lrsup.supervisor.recovery import read_control, read_records, truncate_torn_tail
-from lrsup.supervisor.rundir import RunDirError, check_existing_run_dir, check_run_file
+from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
+from lrsup.supervisor.rundir.layout import RunDirError, check_existing_run_dir, check_run_file
 from tests.fakes import FakeClock
 
 LINES = [

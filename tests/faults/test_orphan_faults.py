@@ -12,7 +12,7 @@ import re
 import signal
 import time
 
-from lrsup.supervisor.process import group_members
+from lrsup.supervisor.run.process import group_members
 from tests.faults.conftest import alive, events, finish, trainer_pids, wait_for
 
 

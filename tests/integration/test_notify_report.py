@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.timeout(120)
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 
 class Receiver:

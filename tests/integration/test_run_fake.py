@@ -1,6 +1,6 @@
 """End to end without TensorFlow: the real ``lrsup run`` supervising tests/fakes/fake_trainer.py.
 
-Each test starts ``python -m lrsup.supervisor.cli run ...`` as a subprocess (bounded by a
+Each test starts ``python -m lrsup.supervisor.cli.main run ...`` as a subprocess (bounded by a
 timeout) in a temporary directory and reads the run directory it leaves.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 PLATEAU = """
 [[policy]]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "examples" / "plugin"
 FAKE = ROOT / "tests" / "fakes" / "fake_trainer.py"
-LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli"]
+LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 
 CONFIG = """
 [[policy]]

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from lrsup.policies.actions import ScaleLR
 from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.supervisor.protocol import EpochRecord
+from lrsup.supervisor.protocol.wire import EpochRecord
 
 
 class EverySettings(PolicySettings):

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from lrsup.policies.actions import Rollback, Stop
 from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence, DivergenceSettings, RunningMeanLoss
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
 from tests.supervisor.test_engine import SimTrainer, quadratic
 
 NAN, INF = math.nan, math.inf

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from lrsup.policies.actions import Keep, Rollback, SaveCheckpoint, Stop
 from lrsup.policies.early_stop import BEST_CHECKPOINT, EarlyStop, EarlyStopSettings
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.protocol import AckRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.wire import AckRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
 
 NAN, INF = math.nan, math.inf
 

@@ -12,8 +12,8 @@ from lrsup.policies.actions import ClearSchedule, Configure, Keep, Rollback, Sav
 from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence
 from lrsup.policies.lr_find import LRFind, LRFindSettings, min_loss, smooth, steepest, suggest, valley
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.protocol import EpochRecord, StartRecord, dumps, loads
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, loads
 from tests.supervisor.test_engine import SimTrainer, quadratic
 
 # -- pure functions ------------------------------------------------------------------------

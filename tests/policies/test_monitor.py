@@ -11,7 +11,7 @@ from lrsup.policies.early_stop import EarlyStop
 from lrsup.policies.monitor import Monitor, MonitorSettings, infer_direction, resolve_mode, to_float32
 from lrsup.policies.base import RunView
 from lrsup.policies.plateau import Plateau
-from lrsup.supervisor.protocol import AckRecord, EpochRecord
+from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord
 
 NAN = math.nan
 INF = math.inf

@@ -12,8 +12,8 @@ from lrsup.policies.actions import ScaleLR
 from lrsup.policies.base import RunView
 from lrsup.policies.monitor import to_float32
 from lrsup.policies.plateau import Plateau, PlateauSettings
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.protocol import EpochRecord, StartRecord, dumps, loads
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, loads
 
 NAN = math.nan
 INF = math.inf

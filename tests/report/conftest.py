@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import (
     PROTOCOL_VERSION,
     AckRecord,
     BatchRecord,

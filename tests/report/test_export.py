@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.export import export_csv, export_tensorboard
-from lrsup.supervisor.runinfo import MissingExtraError, load_run
+from lrsup.supervisor.report.export import export_csv, export_tensorboard
+from lrsup.supervisor.history.runinfo import MissingExtraError, load_run
 
 from .conftest import FIRST, SECOND, SPE, RunWriter
 
@@ -56,7 +56,7 @@ def test_csv_missing_metrics_and_clashing_names(tmp_path: Path) -> None:
 
 READ_BACK = textwrap.dedent("""
     import json, sys, types
-    from lrsup.supervisor.export import export_tensorboard
+    from lrsup.supervisor.report.export import export_tensorboard
     files = export_tensorboard(sys.argv[1], sys.argv[2])
     exported_without_tf = "tensorflow" not in sys.modules
     # Read back with TensorBoard's own reader, on its TensorFlow-free stub.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lrsup.supervisor.report_series import decision_markers
-from lrsup.supervisor.report_tables import decision_rows, summary_rows
-from lrsup.supervisor.runinfo import load_run
+from lrsup.supervisor.report.series import decision_markers
+from lrsup.supervisor.report.tables import decision_rows, summary_rows
+from lrsup.supervisor.history.runinfo import load_run
 
 
 def test_bookkeeping_decisions_are_not_drawn_or_tabled_but_counted(synthetic_run):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from lrsup.supervisor.notify import Notifier, NotifySettings, summary_payload
-from lrsup.supervisor.runinfo import load_run
+from lrsup.supervisor.config import NotifySettings
+from lrsup.supervisor.run.notify import Notifier, summary_payload
+from lrsup.supervisor.history.runinfo import load_run
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lrsup.supervisor.report import (
+from lrsup.supervisor.report.write import (
     compare_runs,
     fmt_duration,
     fmt_num,
@@ -22,7 +22,7 @@ from lrsup.supervisor.report import (
     render_terminal,
     write_report,
 )
-from lrsup.supervisor.runinfo import load_run
+from lrsup.supervisor.history.runinfo import load_run
 
 from .conftest import XSS, RunWriter, write_synthetic_run
 
@@ -205,7 +205,7 @@ def test_report_html_in_headless_chromium(synthetic_run: Path, tmp_path: Path) -
 
 def test_importing_the_reporting_modules_loads_nothing_heavy() -> None:
     code = ("import sys\n"
-            "import lrsup.supervisor.report, lrsup.supervisor.export, lrsup.supervisor.notify\n"
+            "import lrsup.supervisor.report.write, lrsup.supervisor.report.export, lrsup.supervisor.run.notify\n"
             "heavy = [m for m in ('matplotlib', 'tensorboard', 'tensorflow', 'keras') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

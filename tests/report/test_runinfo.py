@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.runinfo import (
+from lrsup.supervisor.history.runinfo import (
     BatchSeries,
     Outcome,
     RunInfoError,
@@ -261,7 +261,7 @@ def test_metric_key_order() -> None:
 
 def test_batch_series_stays_bounded_and_evenly_spaced() -> None:
     series = BatchSeries(cap=100)
-    from lrsup.supervisor.runinfo import BatchPoint
+    from lrsup.supervisor.history.runinfo import BatchPoint
 
     for i in range(100_000):
         if series.wants():

@@ -1,1 +1,1 @@
-"""Tests of lrsup.supervisor.schedules, the schedule policies and their Keras equivalence."""
+"""Tests of lrsup.supervisor.protocol.schedules, the schedule policies and their Keras equivalence."""

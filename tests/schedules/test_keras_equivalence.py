@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrsup.supervisor.schedules import Schedule, cosine_restarts_cycle, from_keras
+from lrsup.supervisor.protocol.schedules import Schedule, cosine_restarts_cycle, from_keras
 
 pytestmark = pytest.mark.keras
 

@@ -1,4 +1,4 @@
-"""lrsup.supervisor.schedules without TensorFlow: hand-computed values, validation, offsets, properties."""
+"""lrsup.supervisor.protocol.schedules without TensorFlow: hand-computed values, validation, offsets, properties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor.schedules import (
+from lrsup.supervisor.protocol.schedules import (
     KINDS,
     Schedule,
     cosine_restarts_cycle,
@@ -355,7 +355,7 @@ def test_warmup_without_target_ends_on_the_then_schedule(n, lr, decay_steps):
 
 
 def test_end_step_freezes_a_schedule_at_its_value_there():
-    from lrsup.supervisor.schedules import Schedule, validate_spec
+    from lrsup.supervisor.protocol.schedules import Schedule, validate_spec
 
     spec = {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
             "decay_rate": 1e6, "start_step": 10, "end_step": 110}

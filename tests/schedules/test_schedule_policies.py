@@ -12,8 +12,8 @@ from lrsup.policies.actions import SetSchedule
 from lrsup.policies.base import Policy, RunView
 from lrsup.policies.schedules import Cosine, Cyclic, ExponentialDecay, OneCycle, StepDecay, Warmup
 from lrsup.policies.warm_restart import WarmRestart, restart_now
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
-from lrsup.supervisor.schedules import cosine_restarts_cycle, evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+from lrsup.supervisor.protocol.schedules import cosine_restarts_cycle, evaluate, validate_spec
 
 SPE = 100  # steps per epoch in these runs
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lrsup.supervisor import __version__
-from lrsup.supervisor.cli import app
+from lrsup import __version__
+from lrsup.supervisor.cli.main import app
 
 cli = CliRunner()
 
@@ -33,7 +33,7 @@ def captured(monkeypatch):
         calls.append({"config": config, "script": script, "args": args, "run_dir": run_dir, "cwd": cwd})
         return 7
 
-    monkeypatch.setattr("lrsup.supervisor.runner.run", fake_run)
+    monkeypatch.setattr("lrsup.supervisor.run.runner.run", fake_run)
     return calls
 
 
@@ -162,7 +162,7 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_importing_the_cli_loads_no_keras_tensorflow_or_heavy_modules():
     code = (
-        "import sys, lrsup.supervisor.cli\n"
+        "import sys, lrsup.supervisor.cli.main\n"
         "heavy = [m for m in ('keras', 'tensorflow', 'rich', 'pydantic', 'watchdog') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -177,7 +177,7 @@ def test_commands_never_import_keras_or_tensorflow(argv):
     code = (
         "import sys\n"
         f"sys.argv = ['lrsup', *{argv!r}]\n"
-        "from lrsup.supervisor.cli import main\n"
+        "from lrsup.supervisor.cli.main import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
         "print('LOADED', [m for m in ('keras', 'tensorflow') if m in sys.modules], file=sys.stderr)\n"
     )
@@ -187,7 +187,7 @@ def test_commands_never_import_keras_or_tensorflow(argv):
 
 def test_help_is_fast():
     lrsup = Path(sys.executable).with_name("lrsup")
-    argv = [str(lrsup)] if lrsup.exists() else [sys.executable, "-m", "lrsup.supervisor.cli"]
+    argv = [str(lrsup)] if lrsup.exists() else [sys.executable, "-m", "lrsup.supervisor.cli.main"]
     best = float("inf")
     for _ in range(3):  # the best of three: the CPUs are shared
         t0 = time.perf_counter()
@@ -198,6 +198,6 @@ def test_help_is_fast():
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "lrsup.supervisor.cli", "--version"],
+    result = subprocess.run([sys.executable, "-m", "lrsup.supervisor.cli.main", "--version"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == f"lrsup {__version__}"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lrsup.supervisor.config import ConfigError, config_from_json, load_config
-from lrsup.supervisor.notify import NotifySettings
+from lrsup.supervisor.config import NotifySettings
 
 
 def test_no_notify_table_is_none_and_absent_from_config_json(tmp_path):

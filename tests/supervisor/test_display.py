@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from lrsup.policies.actions import Rollback, ScaleLR, SetHparam, Stop
-from lrsup.supervisor.display import (
+from lrsup.supervisor.view.display import (
     LiveDisplay,
     PlainDisplay,
     display_state,
@@ -19,8 +19,8 @@ from lrsup.supervisor.display import (
     metric_direction,
     sparkline,
 )
-from lrsup.supervisor.engine import Decision
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
+from lrsup.supervisor.engine.core import Decision
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
 
 NAN = float("nan")
 T0 = 1_790_000_000.0

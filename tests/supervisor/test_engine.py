@@ -13,8 +13,8 @@ from lrsup.policies.actions import Action, ScaleLR, SetHparam, SetLR, Stop
 from lrsup.policies.base import Policy, RunView
 from lrsup.policies.monitor import to_float32
 from lrsup.policies.plateau import Plateau
-from lrsup.supervisor.engine import Decision, Engine
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.engine.core import Decision, Engine
+from lrsup.supervisor.protocol.wire import (
     AckRecord,
     BatchRecord,
     EndRecord,
@@ -439,9 +439,9 @@ from lrsup.policies.actions import (  # noqa: E402
     SetSchedule,
 )
 from lrsup.policies.base import CheckpointInfo, pick_checkpoint  # noqa: E402
-from lrsup.supervisor.engine import GIVE_UP_STATUS  # noqa: E402
-from lrsup.supervisor.protocol import CheckpointRecord, validate_command  # noqa: E402
-from lrsup.supervisor.schedules import evaluate, validate_spec  # noqa: E402
+from lrsup.supervisor.engine.core import GIVE_UP_STATUS  # noqa: E402
+from lrsup.supervisor.protocol.wire import CheckpointRecord, validate_command  # noqa: E402
+from lrsup.supervisor.protocol.schedules import evaluate, validate_spec  # noqa: E402
 
 
 def quadratic(h=1.0, target=0.0, floor=0.1, kicks=None):

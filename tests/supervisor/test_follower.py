@@ -10,9 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor import inotify, protocol
-from lrsup.supervisor.follower import Follower
-from lrsup.supervisor.protocol import BatchRecord, EpochRecord, StartRecord
+from lrsup.supervisor import protocol
+
+from lrsup.supervisor.run import inotify
+from lrsup.supervisor.run.follower import Follower
+from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord, StartRecord
 
 MODES = [
     pytest.param({}, id="inotify",

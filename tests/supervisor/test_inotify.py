@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from lrsup.supervisor import inotify
+from lrsup.supervisor.run import inotify
 
 pytestmark = pytest.mark.skipif(not inotify.available(), reason="no inotify on this system")
 

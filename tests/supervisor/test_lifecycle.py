@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
-from lrsup.supervisor.protocol import EndRecord, EpochRecord, StartRecord
+from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
+from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, StartRecord
 from tests.fakes import FakeClock, FakeSpawner
 
 ARGV = ["python", "-m", "launcher", "train.py"]
@@ -241,8 +241,8 @@ def test_describe_returncode():
 
 # -- restarts: BACKOFF and FATAL ---------------------------------------------------------
 
-from lrsup.supervisor.lifecycle import EXIT_FATAL, EXIT_UNKNOWN  # noqa: E402
-from lrsup.supervisor.restart import RestartPolicy  # noqa: E402
+from lrsup.supervisor.run.lifecycle import EXIT_FATAL, EXIT_UNKNOWN  # noqa: E402
+from lrsup.supervisor.run.restart import RestartPolicy  # noqa: E402
 
 
 def restartable(max_restarts: int = 3, base: float = 5.0, drain=None) -> tuple[Lifecycle, FakeSpawner, list]:

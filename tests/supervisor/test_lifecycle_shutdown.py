@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from lrsup.supervisor.lifecycle import Lifecycle, State
-from lrsup.supervisor.protocol import EpochRecord, StartRecord
-from lrsup.supervisor.restart import RestartPolicy
+from lrsup.supervisor.run.lifecycle import Lifecycle, State
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+from lrsup.supervisor.run.restart import RestartPolicy
 from tests.fakes import FakeSpawner
 
 ARGV = ["python", "-m", "launcher", "train.py"]

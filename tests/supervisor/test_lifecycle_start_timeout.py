@@ -14,9 +14,9 @@ import pytest
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import load_config
-from lrsup.supervisor.jsonl import Appender
-from lrsup.supervisor.protocol import BatchRecord, EndRecord, EpochRecord, HeartbeatRecord, StartRecord
-from lrsup.supervisor.restart import Watchdog
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import BatchRecord, EndRecord, EpochRecord, HeartbeatRecord, StartRecord
+from lrsup.supervisor.run.restart import Watchdog
 from tests.fakes import FakeClock
 from tests.supervisor.test_runner import ScriptedTrainer, journal, make_runner
 

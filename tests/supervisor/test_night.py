@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.config import load_config
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.jsonl import Appender, iter_objects
-from lrsup.supervisor.lifecycle import State
-from lrsup.supervisor.operator import send_request
-from lrsup.supervisor.rundir import RunDir
-from lrsup.supervisor.runner import ENV_ATTEMPT, ENV_RESTORE, Runner
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
+from lrsup.supervisor.run.lifecycle import State
+from lrsup.supervisor.run.operator import send_request
+from lrsup.supervisor.rundir.layout import RunDir
+from lrsup.supervisor.run.runner import ENV_ATTEMPT, ENV_RESTORE, Runner
 from tests.fakes import FakeClock, FakeSpawner
 from tests.supervisor.test_runner import RecordingDisplay, ScriptedTrainer
 

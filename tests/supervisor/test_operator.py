@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lrsup.supervisor.operator import REQUESTS_FILE, RequestError, RequestReader, send_request, validate_request
-from lrsup.supervisor.rundir import RunDirError
+from lrsup.supervisor.run.operator import REQUESTS_FILE, RequestError, RequestReader, send_request, validate_request
+from lrsup.supervisor.rundir.layout import RunDirError
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.process import group_alive, group_members, reap_group
+from lrsup.supervisor.run.process import group_alive, group_members, reap_group
 from tests.fakes import FakeClock, FakeHandle
 from tests.supervisor.test_runner import RecordingDisplay, ScriptedTrainer, journal, make_runner
 

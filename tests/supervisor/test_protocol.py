@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol.wire import (
     RECORD_TYPES,
     CheckpointRecord,
     ProtocolError,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.protocol import wire as protocol
+from lrsup.supervisor.protocol.wire import (
     RECORD_TYPES,
     BatchRecord,
     EpochRecord,
@@ -28,7 +28,7 @@ from lrsup.supervisor.protocol import (
     parse_fast,
     parse_record,
 )
-from lrsup.supervisor.protocol import _parse_checked as parse_checked
+from lrsup.supervisor.protocol.wire import _parse_checked as parse_checked
 
 BATCH = {"v": 1, "type": "batch", "time": 5.0, "epoch": 0, "batch": 9, "step": 10, "lr": 0.1,
          "logs": {"loss": 0.5, "accuracy": 0.75}}

@@ -88,7 +88,7 @@ def test_importing_discovers_nothing():
         "    if params.get('group') == 'lrsup.policies': raise SystemExit('policies discovered at import')\n"
         "    return real(**params)\n"
         "m.entry_points = spy\n"
-        "import lrsup.policies, lrsup.supervisor.registry, lrsup.supervisor.config, lrsup.supervisor.engine\n"
+        "import lrsup.policies, lrsup.supervisor.registry, lrsup.supervisor.config, lrsup.supervisor.engine.core\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

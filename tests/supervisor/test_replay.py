@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.config import ConfigError, load_config
-from lrsup.supervisor.jsonl import ReadStats
-from lrsup.supervisor.protocol import CONFIG_FILE, METRICS_FILE, EpochRecord, StartRecord, dumps
-from lrsup.supervisor.replay import replay, run_config
+from lrsup.supervisor.protocol.jsonl import ReadStats
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, METRICS_FILE, EpochRecord, StartRecord, dumps
+from lrsup.supervisor.engine.replay import replay, run_config
 
 PLATEAU = '[[policy]]\nuse = "lrsup.policies.plateau:Plateau"\nfactor = 0.5\npatience = 1\n[agent]\nbatch_every = 5\n'
 

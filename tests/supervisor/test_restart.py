@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lrsup.supervisor.protocol import AckRecord, BatchRecord, EpochRecord, HeartbeatRecord, StartRecord
-from lrsup.supervisor.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, HeartbeatRecord, StartRecord
+from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
 
 
 def test_backoff_doubles_up_to_the_cap_and_the_budget_is_per_window():

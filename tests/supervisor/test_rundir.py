@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.rundir import RunDir, RunDirError, RunPaths, check_run_dir, default_run_dir
+from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_dir, default_run_dir
 
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 

@@ -21,10 +21,10 @@ import pytest
 from lrsup.policies.actions import ScaleLR, SetHparam, SetLR, Stop
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import load_config
-from lrsup.supervisor.display import PlainDisplay
-from lrsup.supervisor.engine import Decision, Engine
-from lrsup.supervisor.jsonl import Appender, iter_objects
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.view.display import PlainDisplay
+from lrsup.supervisor.engine.core import Decision, Engine
+from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
+from lrsup.supervisor.protocol.wire import (
     AckRecord,
     BatchRecord,
     EndRecord,
@@ -32,8 +32,8 @@ from lrsup.supervisor.protocol import (
     ErrorRecord,
     StartRecord,
 )
-from lrsup.supervisor.rundir import RunDir
-from lrsup.supervisor.runner import LAUNCHER, Runner, run, trainer_argv
+from lrsup.supervisor.rundir.layout import RunDir
+from lrsup.supervisor.run.runner import LAUNCHER, Runner, run, trainer_argv
 from tests.fakes import FakeClock, FakeSpawner
 
 
@@ -483,7 +483,7 @@ def test_plain_display_lines():
 def test_live_display_renders_progress_lr_metrics_and_decisions():
     from rich.console import Console
 
-    from lrsup.supervisor.display import LiveDisplay
+    from lrsup.supervisor.view.display import LiveDisplay
 
     console = Console(file=io.StringIO(), force_terminal=True, width=120, color_system=None)
     display = LiveDisplay(console)
@@ -510,7 +510,7 @@ def test_live_display_renders_progress_lr_metrics_and_decisions():
 def test_live_display_keeps_only_five_decisions():
     from rich.console import Console
 
-    from lrsup.supervisor.display import LiveDisplay
+    from lrsup.supervisor.view.display import LiveDisplay
 
     display = LiveDisplay(Console(file=io.StringIO(), force_terminal=True))
     try:
@@ -522,13 +522,13 @@ def test_live_display_keeps_only_five_decisions():
 
 
 def test_make_display_picks_by_tty():
-    from lrsup.supervisor.display import make_display
+    from lrsup.supervisor.view.display import make_display
 
     assert isinstance(make_display(io.StringIO()), PlainDisplay)
 
 
 def test_signal_handlers_only_record_and_are_restored(tmp_path):
-    from lrsup.supervisor.runner import install_signal_handlers
+    from lrsup.supervisor.run.runner import install_signal_handlers
 
     runner, _, _ = make_runner(tmp_path, lambda root: None)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -551,7 +551,7 @@ def test_signal_handlers_only_record_and_are_restored(tmp_path):
 # -- the real spawner (the one place with real processes in these unit tests) ---------
 
 def test_process_spawner_logs_and_echoes_output_and_owns_a_process_group(tmp_path):
-    from lrsup.supervisor.process import ProcessSpawner
+    from lrsup.supervisor.run.process import ProcessSpawner
 
     lines: list[str] = []
     log = tmp_path / "trainer.log"
@@ -567,7 +567,7 @@ def test_process_spawner_logs_and_echoes_output_and_owns_a_process_group(tmp_pat
 
 
 def test_process_spawner_signals_the_whole_group(tmp_path):
-    from lrsup.supervisor.process import ProcessSpawner
+    from lrsup.supervisor.run.process import ProcessSpawner
 
     code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
             " print(c.pid, flush=True); time.sleep(60)")
@@ -597,7 +597,7 @@ def test_process_spawner_signals_the_whole_group(tmp_path):
 
 
 def test_process_spawner_raises_when_the_program_is_missing(tmp_path):
-    from lrsup.supervisor.process import ProcessSpawner
+    from lrsup.supervisor.run.process import ProcessSpawner
 
     with pytest.raises(FileNotFoundError):
         ProcessSpawner(log_path=tmp_path / "log").spawn([str(tmp_path / "nope")], env={}, cwd=tmp_path)
@@ -632,7 +632,7 @@ class RecordingNotifier:
     """A Notifier's interface: records (event, payload); ``fail`` makes notify raise."""
 
     def __init__(self, fail: bool = False) -> None:
-        from lrsup.supervisor.notify import NotifySettings
+        from lrsup.supervisor.config import NotifySettings
 
         self.settings = NotifySettings(webhook="http://127.0.0.1:9/")
         self.sent: list[tuple[str, dict]] = []
@@ -714,7 +714,7 @@ def test_the_report_is_written_at_the_end_and_its_path_printed(tmp_path, capsys)
 
 
 def test_a_failing_report_is_one_line_and_keeps_the_status(tmp_path, capsys, monkeypatch):
-    import lrsup.supervisor.report as report
+    import lrsup.supervisor.report.write as report
 
     def boom(*args, **kwargs):
         raise OSError("disk on fire")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.config import load_config
-from lrsup.supervisor.engine import Engine
-from lrsup.supervisor.protocol import (
+from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.wire import (
     AckRecord,
     BatchRecord,
     CheckpointRecord,
@@ -24,8 +24,8 @@ from lrsup.supervisor.protocol import (
     dumps,
     loads,
 )
-from lrsup.supervisor.recovery import ControlHistory, read_records
-from lrsup.supervisor.snapshot import Progress, SnapshotWriter, load_snapshot
+from lrsup.supervisor.rundir.recovery import ControlHistory, read_records
+from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter, load_snapshot
 
 SHA = "ab" * 32
 

@@ -1,0 +1,207 @@
+"""``lrsup replay``, ``lrsup report`` and ``lrsup export``: reading a run's files back.
+
+Owns the what-if replay (a table or JSON lines), the report of one run or comparison of
+several (``report``), the CSV and TensorBoard export (``export``), and the progress bar
+shown on stderr when the files to read are large.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, fail, load_config, resolve
+from lrsup.supervisor.cli.format import fmt
+
+BIG_RUN_BYTES = 50 * 1024 * 1024  # show a progress bar on stderr above this much to read
+
+
+def _run_bytes(run_dirs: list[Path]) -> int:
+    from lrsup.supervisor import protocol
+
+    total = 0
+    for d in run_dirs:
+        for name in (protocol.METRICS_FILE, protocol.JOURNAL_FILE):
+            try:
+                total += (d / name).stat().st_size
+            except OSError:
+                pass
+    return total
+
+
+class _ByteProgress:
+    """A rich progress bar on stderr fed by ``callback(done, total)``; a no-op for small runs."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.progress = None
+        self.callback: Any = None
+        if total > BIG_RUN_BYTES:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task(label, total=total)
+            self.callback = lambda done, total: self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> "_ByteProgress":
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@app.command()
+def replay(
+    run: str = typer.Argument(..., metavar="RUN_DIR", help="The run whose records are replayed (a directory or a name prefix)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Replay under this configuration instead of the run's own."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per decision per line, instead of a table."),
+    runs_dir: Path = RunsDirOption,
+) -> None:
+    """Feed a finished run's records to the policies again and print what they decide (what-if)."""
+    raise typer.Exit(_replay(resolve(run, runs_dir), config, as_json))
+
+
+def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
+    import inspect
+    import json
+
+    resolved = load_config(config_path, Path.cwd()) if config_path is not None else None
+    try:
+        from lrsup.supervisor.engine.replay import replay as replay_run
+    except ImportError:
+        print("lrsup: this lrsup cannot replay runs yet (lrsup.supervisor.engine.replay is missing)", file=sys.stderr)
+        return 1
+    from lrsup.supervisor import protocol
+
+    size = _run_bytes([run_dir])
+    rows: list[dict] = []
+    with _ByteProgress(size, "replaying") as bar:
+        kwargs: dict[str, Any] = {}
+        if bar.callback is not None and "progress" in inspect.signature(replay_run).parameters:
+            kwargs["progress"] = bar.callback
+        elif bar.progress is not None:
+            bar.progress.update(bar.task, total=None)  # no byte counts from replay: a pulsing bar
+        try:
+            for item in replay_run(run_dir, resolved, **kwargs):
+                if as_json:
+                    print(protocol.dumps(item) if isinstance(item, dict) else json.dumps(str(item)), flush=False)
+                else:
+                    rows.append(item)
+        except (ValueError, FileNotFoundError) as err:
+            fail(f"cannot replay {run_dir.name}: {err}")
+    if as_json:
+        sys.stdout.flush()
+        return 0
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not rows:
+        print(f"no decisions when replaying {run_dir.name}")
+        return 0
+    table = Table(title=f"replay of {run_dir.name}", title_justify="left")
+    for column in ("epoch", "step", "policy", "action", "lr", "reason", "suppressed"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        epoch = r.get("epoch")
+        table.add_row(fmt(epoch + 1 if isinstance(epoch, int) else epoch), fmt(r.get("step")),
+                      escape(str(r.get("policy") or "")), escape(str(r.get("action") or "")), fmt(r.get("lr")),
+                      escape(str(r.get("reason") or "")), escape(str(r.get("suppressed") or "")))
+    Console().print(table)
+    return 0
+
+
+@app.command()
+def report(
+    runs: List[str] = typer.Argument(..., metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where a comparison of several runs goes (default: .)."),
+    runs_dir: Path = RunsDirOption,
+) -> None:
+    """Write report.md, report.png and report.html into a run directory, or compare several runs."""
+    raise typer.Exit(_report([resolve(r, runs_dir) for r in runs], out))
+
+
+def _report(run_dirs: list[Path], out: Path | None) -> int:
+    from rich.console import Console
+
+    from lrsup.supervisor.report.write import compare_runs, render_compare_terminal, render_terminal, write_report
+    from lrsup.supervisor.history.runinfo import RunInfoError, load_run
+
+    console = Console()
+    try:
+        with _ByteProgress(_run_bytes(run_dirs), "reading") as bar:
+            if len(run_dirs) == 1:
+                if out is not None:
+                    fail("--out is for comparisons of several runs; a report is written into its run directory")
+                info = load_run(run_dirs[0], progress=bar.callback)
+            else:
+                out_dir = Path.cwd() / (out or Path("."))
+                out_dir.mkdir(parents=True, exist_ok=True)
+                paths = compare_runs(run_dirs, out_dir, progress=bar.callback)
+        if len(run_dirs) == 1:
+            render_terminal(info, console)
+            paths = write_report(run_dirs[0], info=info)
+            written = [paths.md, paths.png, paths.html]
+        else:
+            render_compare_terminal(paths.infos, console)
+            written = [paths.md, paths.png]
+    except RunInfoError as err:
+        fail(str(err))
+    for note in paths.notes:
+        print(f"lrsup: note: {note}", file=sys.stderr)
+    for path in written:
+        if path is not None:
+            print(path)
+    return 0
+
+
+@app.command()
+def export(
+    run: str = RunArgument,
+    csv: bool = typer.Option(False, "--csv", help="Write the epochs as CSV (to --out, default <run dir>/epochs.csv)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="PATH", help="The CSV file to write ('-': stdout)."),
+    tensorboard: Optional[Path] = typer.Option(
+        None, "--tensorboard", metavar="DIR", help="Write TensorBoard event files under DIR (needs lrsup\\[tensorboard]).",
+    ),
+    runs_dir: Path = RunsDirOption,
+) -> None:
+    """Export a run's numbers as CSV and/or TensorBoard event files."""
+    if not csv and tensorboard is None:
+        fail("export needs --csv [--out PATH] or --tensorboard DIR")
+    if out is not None and not csv:
+        fail("--out is the CSV file: give --csv with it")
+    run_dir = resolve(run, runs_dir)
+    raise typer.Exit(_export(run_dir, (out or str(run_dir / "epochs.csv")) if csv else None, tensorboard))
+
+
+def _export(run_dir: Path, csv: str | None, tensorboard: Path | None) -> int:
+    from lrsup.supervisor.report.export import export_csv, export_tensorboard, write_csv
+    from lrsup.supervisor.history.runinfo import MissingExtraError, RunInfoError, load_run
+
+    try:
+        with _ByteProgress(_run_bytes([run_dir]) * (1 + (tensorboard is not None)), "exporting") as bar:
+            if csv == "-":
+                write_csv(load_run(run_dir, progress=bar.callback), sys.stdout)
+            elif csv is not None:
+                target = Path(csv)
+                if not target.parent.is_dir():
+                    fail(f"cannot write {str(target)!r}: {str(target.parent)!r} is not a directory")
+                print(export_csv(run_dir, target, progress=bar.callback))
+            if tensorboard is not None:
+                files = export_tensorboard(run_dir, tensorboard, progress=bar.callback)
+                print(f"{tensorboard} ({len(files)} event files; view with: tensorboard --logdir {tensorboard})")
+    except MissingExtraError as err:
+        print(f"lrsup: {err}", file=sys.stderr)
+        return 1
+    except RunInfoError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"cannot export {run_dir.name}: {err}")
+    return 0

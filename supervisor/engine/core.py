@@ -1,0 +1,432 @@
+"""The decision engine: feeds records to a stack of policies and turns their actions into decisions.
+
+Pure: no IO, no clock. The runner writes each decision's ``command`` to
+control.jsonl (assigning ``seq``) and every decision, suppressed ones included, to
+journal.jsonl. A decision whose ``exit_status`` is set (3: a policy gave up on the
+run) tells the runner the exit status ``lrsup run`` should end with.
+
+Dispatch: for each record type the engine lists, once at construction, the policies
+that override that type's hook (StartRecord -> ``on_start``, BatchRecord ->
+``on_batch``, EpochRecord -> ``on_epoch``, EndRecord -> ``on_end``, AckRecord ->
+``on_ack``); heartbeat, error and checkpoint records reach no policy (policies see
+checkpoints in ``RunView.checkpoints``). A record with no interested policy costs a
+dict look-up and the bookkeeping below.
+
+Effective LR: ``engine.lr`` is set by each start record's ``lr`` (None if it has
+none), replaced by every later record's ``lr`` when present (batch, epoch, ack), and
+updated right after each decision that changes it, before the trainer acknowledges it.
+While an lrsup schedule is in force (a SetSchedule was sent and not cleared) the
+engine also tracks lrsup's multiplier (``RunView.multiplier``); a start record begins
+without schedule or multiplier.
+
+Checkpoints and retention are tracked by a
+:class:`~lrsup.supervisor.engine.checkpoint_book.CheckpointBook` (its module docstring has
+the rules: known good, start checkpoints, best, what is retained).
+
+Rollbacks in flight: from a rollback decision until the trainer's ``ack`` (or
+``error``) for it, batch and epoch records describe the run being abandoned: the
+engine passes them to no policy and takes no LR from them, and checkpoint records
+taken after the target are ignored. After the ack the trainer's step is the
+checkpoint's step again.
+
+Composition rules: how the actions of one record become decisions (safety first:
+Rollback > Stop > LR changes > schedules; probing; checkpoints, configuration and
+retention) are in :mod:`lrsup.supervisor.engine.composition`'s docstring, with
+:class:`~lrsup.supervisor.engine.composition.Composer`, the base of :class:`Engine`. Suppressed
+decisions have ``command=None`` and ``lr=None``. Decisions come back in the order the
+actions were returned, then the engine's retain decision.
+
+Example::
+
+    engine = Engine.from_config(config)
+    for record in records:
+        for decision in engine.feed(record):
+            if decision.command is not None:
+                runner.send(decision.command, reason=decision.action.reason)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from lrsup.policies.actions import Action, Retain
+from lrsup.policies.base import CheckpointInfo, Policy, RunView
+from lrsup.policies.monitor import Monitor
+from lrsup.supervisor.engine.action_commands import CADENCE as _CADENCE
+from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
+from lrsup.supervisor.engine.composition import Composer
+from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.protocol.wire import (
+    DEFAULT_BATCH_MIN_INTERVAL,
+    AckRecord,
+    BatchRecord,
+    CheckpointRecord,
+    EndRecord,
+    EpochRecord,
+    ErrorRecord,
+    Record,
+    StartRecord,
+)
+
+__all__ = ["ENGINE", "GIVE_UP_STATUS", "HOOKS", "Decision", "Engine"]
+
+# Which hook each record type is dispatched to.
+HOOKS: dict[type[Record], str] = {
+    StartRecord: "on_start",
+    BatchRecord: "on_batch",
+    EpochRecord: "on_epoch",
+    EndRecord: "on_end",
+    AckRecord: "on_ack",
+}
+
+# The ``policy`` of the engine's own decisions (retain).
+ENGINE = "engine"
+
+_RUN_FIELDS = ("optimizer", "optimizer_config", "steps_per_epoch", "epochs")
+
+
+class Engine(Composer):
+    """Runs a stack of policies over the trainer's records.
+
+    Example::
+
+        engine = Engine([Divergence(), Plateau(patience=2)], batch_every=10)
+        decisions = engine.feed(EpochRecord(epoch=3, step=400, lr=0.01, logs={"val_loss": 0.4}))
+
+    Args:
+        policies: sequence of Policy. The stack, in priority order (first wins).
+        batch_every: int. The agent's batch-record cadence at start (its config.json).
+        batch_min_interval: float. The agent's minimum seconds between batch records at start.
+        checkpoint_every_epochs: int. The agent's epoch checkpoint cadence (0: off).
+        checkpoint_every_steps: int. The agent's step checkpoint cadence (0: off).
+        monitor: str. The metric that makes a checkpoint "best" (retained, and the
+            target of ``Rollback(best=True)``); ``loss`` when no checkpoint has it.
+        mode: str. ``"auto"``, ``"min"`` or ``"max"`` for ``monitor``.
+    """
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        *,
+        batch_every: int = 10,
+        batch_min_interval: float = DEFAULT_BATCH_MIN_INTERVAL,
+        checkpoint_every_epochs: int = 1,
+        checkpoint_every_steps: int = 0,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+    ) -> None:
+        for index, policy in enumerate(policies):
+            if not isinstance(policy, Policy):
+                raise TypeError(f"policies[{index}] must be a Policy instance; got {policy!r}")
+        self.policies: tuple[Policy, ...] = tuple(policies)
+        self._hooks: dict[type, tuple[tuple[Policy, Any], ...]] = {
+            record_type: tuple(
+                (policy, getattr(policy, hook)) for policy in self.policies if type(policy).overrides(hook)
+            )
+            for record_type, hook in HOOKS.items()
+        }
+        self._probers = tuple(p for p in self.policies if type(p).overrides("probing"))
+        self._book = CheckpointBook(Monitor(monitor, mode))
+        self._initial_cadence = {
+            "batch_every": batch_every,
+            "batch_min_interval": float(batch_min_interval),
+            "checkpoint_every_epochs": checkpoint_every_epochs,
+            "checkpoint_every_steps": checkpoint_every_steps,
+        }
+        self._lr: float | None = None
+        self._run: dict[str, Any] = dict.fromkeys(_RUN_FIELDS)
+        self._reset_supervision()
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Engine":
+        """An engine for a :class:`~lrsup.supervisor.config.ResolvedConfig`: its policies and agent cadence.
+
+        Example::
+
+            engine = Engine.from_config(load_config(None, cwd=Path.cwd()))
+        """
+        agent = config.agent
+        return cls(
+            config.build_policies(),
+            batch_every=agent.batch_every,
+            batch_min_interval=agent.batch_min_interval,
+            checkpoint_every_epochs=agent.checkpoint_every_epochs,
+            checkpoint_every_steps=agent.checkpoint_every_steps,
+        )
+
+    def _reset_supervision(self) -> None:
+        self._step: int | None = None
+        self._start_step = 0
+        self._book.reset()
+        self._pending: dict[str, Any] | None = None
+        self._schedule: dict | None = None
+        self._multiplier: float | None = None
+        self._schedule_before: tuple[dict | None, float | None] = (None, None)
+        self._cadence = dict(self._initial_cadence)
+        self._keeps: dict[str, tuple[str, ...]] = {}
+        self._retained: tuple[str, ...] = ()
+        self._exit_status: int | None = None
+        self._view_fields: dict[str, Any] | None = None  # see _view
+
+    # -- what the runner and tests read ------------------------------------------------
+
+    @property
+    def lr(self) -> float | None:
+        """The effective learning rate as the engine knows it (None until a record gives it)."""
+        return self._lr
+
+    @property
+    def exit_status(self) -> int | None:
+        """3 once a give-up stop was sent (the exit status ``lrsup run`` should end with), else None."""
+        return self._exit_status
+
+    @property
+    def checkpoints(self) -> tuple[CheckpointInfo, ...]:
+        """The checkpoints a rollback may go to, oldest first."""
+        return self._book.infos()
+
+    @property
+    def known_good_checkpoint(self) -> str | None:
+        """The name of the newest known-good checkpoint (a restart's restore point), or None."""
+        newest = self._book.newest_good()
+        return None if newest is None else newest.name
+
+    @property
+    def rollback_pending(self) -> str | None:
+        """The checkpoint of a rollback decided and not yet acknowledged, or None."""
+        return None if self._pending is None else self._pending["checkpoint"]
+
+    @property
+    def schedule(self) -> dict | None:
+        """The lrsup schedule in force as the engine knows it, or None."""
+        return self._schedule
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def feed(self, record: Record) -> list[Decision]:
+        """Give one record to the interested policies; return their decisions.
+
+        Args:
+            record: Record. The next record from metrics.jsonl, in order.
+        """
+        kind = type(record)
+        if kind is BatchRecord and self._pending is None:
+            return self._feed_batch(record)  # type: ignore[arg-type]
+        self._view_fields = None  # any record but a batch record may change what the view shows
+        if kind is CheckpointRecord:
+            return self._on_checkpoint(record)  # type: ignore[arg-type]
+        if kind is ErrorRecord:
+            self._on_error(record)  # type: ignore[arg-type]
+            return self._retain_decisions(None, self._step or 0)
+        if kind is AckRecord and record.cmd == "rollback" and self._pending is not None:  # type: ignore[attr-defined]
+            self._pending = None
+        elif self._pending is not None and kind in (BatchRecord, EpochRecord):
+            return []  # the abandoned run: see "Rollbacks in flight"
+        lr = getattr(record, "lr", None)
+        if lr is not None:
+            self._lr = float(lr)
+        if kind is StartRecord:  # a new fit: nothing carries over from the last one
+            self._lr = None if lr is None else float(lr)
+            self._run = {name: getattr(record, name) for name in _RUN_FIELDS}
+            self._start_step = record.step  # type: ignore[attr-defined]
+            self._schedule, self._multiplier, self._pending = None, None, None
+        if kind in (StartRecord, BatchRecord, EpochRecord, AckRecord):
+            self._step = record.step  # type: ignore[attr-defined]
+        epoch, step = getattr(record, "epoch", None), getattr(record, "step", 0)
+        if kind is EpochRecord:
+            self._book.vouch(record)  # type: ignore[arg-type]
+        hooks = self._hooks.get(kind)
+        decisions: list[Decision] = []
+        if hooks:
+            view = self._view()
+            actions = self._ask(hooks, kind, record, view)
+            if actions:
+                decisions = self._resolve(actions, epoch, step, view.probing)
+                self._view_fields = None
+        if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
+            decisions.extend(self._retain_decisions(epoch, step))
+        return decisions
+
+    def _feed_batch(self, record: BatchRecord) -> list[Decision]:
+        """``feed`` for a batch record outside a rollback: the same steps, minus the tests that cannot apply."""
+        if record.lr is not None:
+            self._lr = float(record.lr)
+        self._step = record.step
+        hooks = self._hooks.get(BatchRecord)
+        if not hooks:
+            return []
+        view = self._view()
+        actions = self._ask(hooks, BatchRecord, record, view)
+        if not actions:
+            return []
+        decisions = self._resolve(actions, record.epoch, record.step, view.probing)
+        self._view_fields = None
+        if decisions:
+            decisions.extend(self._retain_decisions(record.epoch, record.step))
+        return decisions
+
+    @staticmethod
+    def _ask(hooks: list, kind: type, record: Record, view: RunView) -> list[Action]:
+        """Every interested policy's actions on ``record``, stamped with the policy's name."""
+        actions: list[Action] = []
+        for policy, hook in hooks:
+            for action in hook(record, view) or ():
+                if not isinstance(action, Action):
+                    raise TypeError(f"policy {policy.name!r} returned {action!r} from {HOOKS[kind]}; "
+                                    "expected Action instances")
+                if not action.policy:
+                    action = dataclasses.replace(action, policy=policy.name)
+                actions.append(action)
+        return actions
+
+    def _view(self) -> RunView:
+        # Built once per record on the hot path: filled in directly instead of through the
+        # frozen dataclass's __init__ (which sets each field the slow way); still immutable.
+        # The fields that change only with a decision or a record other than a batch record
+        # (run, checkpoints, schedule, multiplier, cadence, start step) are kept from one view
+        # to the next in _view_fields, which ``feed`` clears on such a record and after every
+        # decision, and ``_reset_supervision`` on a new or loaded state; lr, step and probing
+        # are read afresh.
+        fields = self._view_fields
+        if fields is None:
+            fields = self._view_fields = {
+                **self._run,
+                "checkpoints": self._book.infos(),
+                "schedule": self._schedule,
+                "multiplier": self._multiplier,
+                "batch_every": self._cadence["batch_every"],
+                "batch_min_interval": self._cadence["batch_min_interval"],
+                "start_step": self._start_step,
+            }
+        view = object.__new__(RunView)
+        values = view.__dict__
+        values.update(fields)
+        values["lr"] = self._lr
+        values["step"] = self._step
+        values["probing"] = self._probing()
+        return view
+
+    def _probing(self) -> str | None:
+        for policy in self._probers:
+            if policy.probing:
+                return policy.name
+        return None
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _on_checkpoint(self, record: CheckpointRecord) -> list[Decision]:
+        if self._pending is not None and record.step > self._pending["step"]:
+            return []  # taken in the run being abandoned
+        self._book.add(record, lr=self._lr, multiplier=self._multiplier, start=record.step == self._start_step)
+        return self._retain_decisions(record.epoch, record.step)
+
+    def _on_error(self, record: ErrorRecord) -> None:
+        if record.cmd == "rollback" and self._pending is not None:
+            # The trainer could not restore it: never try that checkpoint again.
+            self._book.drop(self._pending["checkpoint"])
+            self._pending = None
+        elif record.cmd in ("set_schedule", "clear_schedule"):
+            self._schedule, self._multiplier = self._schedule_before
+
+    def _retention(self) -> list[tuple[tuple[str, ...], str]]:
+        return self._book.retention(None if self._pending is None else self._pending["checkpoint"], self._keeps)
+
+    def _retain_set(self) -> tuple[str, ...]:
+        return retained_names(self._retention())
+
+    def _retain_decisions(self, epoch: int | None, step: int) -> list[Decision]:
+        parts = self._retention()
+        names = retained_names(parts)
+        if names == self._retained:
+            return []
+        self._retained = names
+        action = Retain(keep=names, policy=ENGINE, reason=retention_reason(parts))
+        return [Decision(action, {"cmd": "retain", "keep": list(names)}, None, epoch, step)]
+
+    # -- state -------------------------------------------------------------------------
+
+    def _keys(self) -> list[str]:
+        return [f"{index}:{policy.name}" for index, policy in enumerate(self.policies)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state: the engine's LR, run info and supervision (checkpoints, schedule...), and each policy's."""
+        return {
+            "lr": self._lr,
+            "run": dict(self._run),
+            "policies": {key: policy.state_dict() for key, policy in zip(self._keys(), self.policies)},
+            "supervision": {
+                "step": self._step,
+                "start_step": self._start_step,
+                "checkpoints": self._book.state(),
+                "last_epoch": self._book.last_epoch,
+                "pending": self._pending,
+                "schedule": self._schedule,
+                "multiplier": self._multiplier,
+                "schedule_before": list(self._schedule_before),
+                "cadence": dict(self._cadence),
+                "keeps": {k: list(v) for k, v in self._keeps.items()},
+                "retained": list(self._retained),
+                "exit_status": self._exit_status,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`; the stack must be the same policies in the same order.
+
+        A state without ``supervision`` (saved before checkpoints existed) starts that part afresh.
+
+        Args:
+            state: dict. What :meth:`state_dict` returned (possibly through JSON).
+
+        Raises:
+            ValueError: the state is for another stack, or is malformed.
+        """
+        required = {"lr", "run", "policies"}
+        if not isinstance(state, dict) or not required <= set(state) or set(state) - required - {"supervision"}:
+            got = sorted(state) if isinstance(state, dict) else state
+            raise ValueError(f"engine state must have keys ['lr', 'policies', 'run'] (and 'supervision'); got {got!r}")
+        saved = state["policies"]
+        keys = self._keys()
+        if not isinstance(saved, dict) or list(saved) != keys:
+            got = list(saved) if isinstance(saved, dict) else saved
+            raise ValueError(f"engine state was saved for policies {got!r}, but this engine has {keys!r}")
+        run = state["run"]
+        if not isinstance(run, dict) or set(run) != set(_RUN_FIELDS):
+            raise ValueError(f"engine state: run must have keys {sorted(_RUN_FIELDS)}; got {run!r}")
+        lr = state["lr"]
+        if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool)):
+            raise ValueError(f"engine state: lr must be a number or None; got {lr!r}")
+        supervision = state.get("supervision")
+        if supervision is not None and not isinstance(supervision, dict):
+            raise ValueError(f"engine state: supervision must be an object; got {supervision!r}")
+        for key, policy in zip(keys, self.policies):
+            policy.load_state_dict(saved[key])
+        self._lr = None if lr is None else float(lr)
+        self._run = dict(run)
+        self._reset_supervision()
+        if supervision:
+            self._load_supervision(supervision)
+
+    def _load_supervision(self, s: dict[str, Any]) -> None:
+        try:
+            self._step = s["step"]
+            self._start_step = int(s["start_step"])
+            self._book.load(s["checkpoints"], s["last_epoch"])
+            self._pending = s["pending"]
+            self._schedule = s["schedule"]
+            self._multiplier = s["multiplier"]
+            before = s["schedule_before"]
+            self._schedule_before = (before[0], before[1])
+            cadence = dict(s["cadence"])
+            # a snapshot from before batch_min_interval: the run's configured value
+            cadence.setdefault("batch_min_interval", self._initial_cadence["batch_min_interval"])
+            if set(cadence) != set(_CADENCE):
+                raise ValueError(f"cadence must have keys {sorted(_CADENCE)}; got {sorted(cadence)}")
+            self._cadence = cadence
+            self._keeps = {k: tuple(v) for k, v in s["keeps"].items()}
+            self._retained = tuple(s["retained"])
+            self._exit_status = s["exit_status"]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self._reset_supervision()
+            raise ValueError(f"engine state: malformed supervision: {exc!r}") from None

@@ -1,0 +1,109 @@
+"""Replay a recorded run through a policy stack: what would these policies have decided?
+
+``lrsup replay RUN_DIR [--config FILE]`` feeds the run's metrics.jsonl, record by
+record, to a fresh :class:`~lrsup.supervisor.engine.core.Engine` built from a configuration
+(by default the run's own config.json), and lists the decisions. Lines that are not
+valid records (garbage, a torn last line, another protocol version) are skipped, as
+the live supervisor skips them.
+
+Replay is **open-loop**: the recorded run never received these decisions. Until the
+first decision that changes the run (an LR change, a schedule, a rollback, a stop) the
+replay says exactly what the stack would have decided live; after it, the records
+still show the run as it went without that decision, so later decisions answer a run
+that would not have happened (a stop is followed by more epochs, a cut LR by records
+at the old LR, which the engine takes as the LR again). Use it to compare stacks on a
+run's opening, or to see when a policy would first have acted.
+
+Example::
+
+    for decision in replay(Path("runs/2025-01-01T00-00-00-train")):
+        print(decision["epoch"], decision["policy"], decision["action"], decision["reason"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from lrsup.supervisor.config import ConfigError, ResolvedConfig, config_from_json
+from lrsup.supervisor.engine.core import Decision, Engine
+from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, METRICS_FILE, ProtocolError, parse_record
+
+
+def run_config(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
+    """The configuration a run was supervised with, from its config.json, validated again.
+
+    Example::
+
+        run_config("runs/2025-01-01T00-00-00-train").policies
+
+    Args:
+        run_dir: str or PathLike. The run directory.
+
+    Raises:
+        ConfigError: config.json is missing, not JSON, or no longer valid (e.g. a policy
+            that is not installed any more).
+    """
+    path = Path(run_dir, CONFIG_FILE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found: give a configuration to replay with"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(str(path), [f"not JSON: {exc}"]) from None
+    return config_from_json(data, str(path))
+
+
+def decision_dict(decision: Decision) -> dict[str, Any]:
+    """One decision as replay yields it: ``{epoch, step, policy, action, lr, reason, suppressed}``."""
+    return {
+        "epoch": decision.epoch,
+        "step": decision.step,
+        "policy": decision.action.policy,
+        "action": decision.action.kind,
+        "lr": decision.lr,
+        "reason": decision.action.reason,
+        "suppressed": decision.suppressed,
+    }
+
+
+def replay(
+    run_dir: str | os.PathLike[str], config: ResolvedConfig | None = None, stats: ReadStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the decisions a fresh engine makes on a recorded run's records (open-loop: see the module).
+
+    Example::
+
+        decisions = list(replay(run_dir, load_config(Path("night.toml"), cwd=Path.cwd())))
+
+    Args:
+        run_dir: str or PathLike. The run directory (its metrics.jsonl is read).
+        config: ResolvedConfig or None. The stack and agent settings to replay with;
+            None: the run's own config.json.
+        stats: ReadStats or None. Filled with the lines read and skipped.
+
+    Raises:
+        ConfigError: ``config`` is None and the run's config.json cannot be used.
+    """
+    if config is None:
+        config = run_config(run_dir)
+    stats = stats if stats is not None else ReadStats()
+    engine = Engine.from_config(config)
+    for obj in iter_objects(Path(run_dir, METRICS_FILE), stats):
+        try:
+            record = parse_record(obj)
+        except ProtocolError as exc:
+            stats.bad(str(exc))
+            continue
+        for decision in engine.feed(record):
+            yield decision_dict(decision)
+
+
+__all__ = ["decision_dict", "replay", "run_config"]

@@ -1,0 +1,199 @@
+"""The rows of a run as :func:`~lrsup.supervisor.history.runinfo.load_run` reads them.
+
+Owns the small types a :class:`~lrsup.supervisor.history.runinfo.RunInfo` is made of (an
+epoch row, a kept batch point, a journal decision joined with what became of it, an
+event, an interruption, the outcome), the errors of reading a run, and the few
+helpers every part of the reader shares: metric ordering and mode, and the lenient
+coercions of JSON values (a wrong type reads as missing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterator
+
+from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
+
+
+class RunInfoError(ValueError):
+    """A path that is not a readable lrsup run directory; the message says why."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency of lrsup (an "extra") is not installed.
+
+    Shared by ``report`` (matplotlib, the ``plots`` extra) and ``export``
+    (tensorboard, the ``tensorboard`` extra).
+    """
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        self.package, self.extra = package, extra
+        super().__init__(f"{what} needs {package}, which is not installed: pip install 'lrsup[{extra}]'")
+
+
+class Outcome(str, Enum):
+    """How the run ended, as far as the files tell."""
+
+    COMPLETED = "completed"  # fit ran its epochs (or the trainer exited 0)
+    STOPPED = "stopped"  # a policy or the user stopped it early
+    FAILED = "failed"  # training raised, or the trainer exited non-zero / was killed
+    RUNNING = "running"  # the supervisor is alive, or the trainer wrote something moments ago
+    INTERRUPTED = "interrupted"  # none of the above: the supervisor died or the files were cut short
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One epoch record, with its duration and place in the run.
+
+    Args:
+        epoch: int, 0-based as in the protocol.
+        step, lr, logs, time: as in the record.
+        duration: float or None, seconds since the previous epoch (or the start) of the same fit.
+        attempt: int, index of the start record this epoch followed (0 for the first fit).
+        superseded: bool, a later epoch of the same fit redid this one (after a rollback or restart).
+    """
+
+    epoch: int
+    step: int
+    lr: float | None
+    logs: dict
+    time: float
+    duration: float | None = None
+    attempt: int = 0
+    superseded: bool = False
+
+
+@dataclass(frozen=True)
+class BatchPoint:
+    """One kept batch record: where it was, the loss (None if not logged) and the LR.
+
+    ``fit`` counts the fits that had ended before it; ``superseded`` is set like
+    :class:`EpochRow`'s: a later batch of the same fit redid this part of training.
+    """
+
+    epoch: int
+    batch: int
+    step: int
+    loss: float | None
+    lr: float | None
+    time: float = 0.0
+    fit: int = 0
+    superseded: bool = False
+
+
+@dataclass
+class Applied:
+    """Where a command took effect (journal ``applied`` line or the agent's ``ack``)."""
+
+    epoch: int | None
+    step: int | None
+    late: bool
+    lr: float | None = None
+    time: float | None = None
+
+
+@dataclass
+class Decision:
+    """A journal ``decision`` line joined (by ``seq``) with its ``applied`` or ``command_error``."""
+
+    time: float | None
+    seq: int | None
+    policy: str
+    action: str
+    lr: float | None
+    reason: str
+    epoch: int | None
+    step: int | None
+    suppressed: str | None
+    extra: dict = field(default_factory=dict)  # fields this reader does not know (give_up, ...)
+    applied: Applied | None = None
+    error: str | None = None
+    label: str = ""  # short name for plots: cut, raise, stop, give up, rollback...
+
+    @property
+    def housekeeping(self) -> bool:
+        """Checkpoint retention and cadence: in the journal, not on figures or in report tables."""
+        return self.action in HOUSEKEEPING_ACTIONS
+
+    @property
+    def status(self) -> str:
+        """What became of it, in a few words."""
+        if self.suppressed:
+            return f"suppressed: {self.suppressed}"
+        if self.error is not None:
+            return f"refused: {self.error}"
+        if self.applied is not None:
+            where = f" at step {self.applied.step}" if self.applied.step is not None else ""
+            return f"applied late{where}" if self.applied.late else f"applied{where}"
+        if self.seq is None:
+            return "no command"
+        return "not acknowledged"
+
+    @property
+    def late(self) -> bool:
+        return self.applied is not None and self.applied.late
+
+
+@dataclass(frozen=True)
+class Event:
+    """A journal ``event`` line: ``event`` name, ``detail``, and any other fields in ``extra``."""
+
+    time: float | None
+    event: str
+    detail: Any
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Interruption:
+    """A restart or rollback: training went back and redid work.
+
+    ``time_lost`` is what the journal said, or else an estimate from the records:
+    from the end of the last epoch that was kept to the moment training got going
+    again after the interruption (the next start record for a restart).
+    ``span`` is that loss in plot units (epochs, 1-based as people count) or None.
+    """
+
+    kind: str
+    time: float | None
+    epoch: int | None
+    seq: int | None = None
+    reason: str = ""
+    time_lost: float | None = None
+    estimated: bool = False
+    span: tuple[float, float] | None = None
+
+
+def order_metric_keys(keys: Iterator[str] | list[str]) -> list[str]:
+    """Stable metric order: ``loss``, other training metrics sorted, ``val_loss``, other ``val_*`` sorted."""
+    seen = set(keys)
+    train = sorted(k for k in seen if not k.startswith("val_") and k != "loss")
+    val = sorted(k for k in seen if k.startswith("val_") and k != "val_loss")
+    return (["loss"] if "loss" in seen else []) + train + (["val_loss"] if "val_loss" in seen else []) + val
+
+
+def metric_mode(name: str) -> str:
+    """``"max"`` for accuracy and AUC style names (``*acc*``, ``*auc*``), else ``"min"``."""
+    lowered = name.lower()
+    return "max" if "acc" in lowered or "auc" in lowered else "min"
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` if it is an int (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not a bool), else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def as_str(value: Any) -> str:
+    """``value`` if it is a str, else ``""``."""
+    return value if isinstance(value, str) else ""

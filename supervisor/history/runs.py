@@ -1,0 +1,642 @@
+"""Finding runs and summarising them cheaply, for ``lrsup ls``, ``status``, ``logs`` and ``watch``.
+
+Example::
+
+    run_dir = resolve_run("20261126T11", Path("runs"))     # a path, or a unique name prefix
+    summary = summarize(run_dir)
+    summary.state, summary.epoch, summary.epochs, summary.lr
+
+Everything here reads files another process is writing, so everything is optional:
+a missing or half-written ``supervisor.json`` is an empty dict, a torn or garbage
+line is skipped. ``metrics.jsonl`` is never parsed whole: the start record comes
+from its first 64 KiB, the latest epoch and learning rate from its last 64 KiB, and
+the best epoch from a byte search for epoch lines (batch lines, the bulk of a big
+file, are never decoded). Standard library only; the system calls that ask whether
+the supervisor lives (``/proc/<pid>/stat``) go through :class:`ProcessProbe`, so
+tests pass a fake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.jsonl import iter_objects
+from lrsup.supervisor.rundir.layout import RUNS_DIR
+
+# How much of a file's head and tail the cheap readers look at.
+WINDOW = 64 * 1024
+# A metrics file larger than this is not scanned for the best epoch by ``ls``.
+MAX_BEST_SCAN = 512 * 1024 * 1024
+# Without a supervisor pid, files written in the last RECENT seconds mean "running".
+RECENT = 60.0
+
+FINAL_STATES = ("completed", "failed", "stopped", "fatal")
+# supervisor.json "state" values that mean the run is over, and what ``ls`` calls them.
+_FINAL_ALIASES = {
+    "completed": "completed", "succeeded": "completed", "done": "completed",
+    "error": "failed", "crashed": "failed", "killed": "failed",
+    "stopped": "stopped", "interrupted": "stopped", "cancelled": "stopped",
+    "fatal": "fatal", "gave_up": "fatal", "give_up": "fatal",
+}
+_STATE_FILE_STATE_KEYS = ("state", "status_text", "phase")
+# Final lifecycle states whose meaning the files refine (a stop ends "exited"; Ctrl-C "failed" with 130).
+_REFINED = ("exited", "failed", "finished")
+_PID_KEYS = ("supervisor_pid", "pid")
+_PID_START_KEYS = ("supervisor_start_time", "pid_start_time", "pid_start", "pid_starttime", "start_ticks", "proc_start_time",
+                   "pid_start_ticks")
+
+
+class RunRefError(ValueError):
+    """RUN names no run, or more than one; the message lists the candidates."""
+
+
+# ---------------------------------------------------------------------------
+# Is the supervisor alive? (/proc/<pid>/stat, field 22: start time in clock ticks since boot)
+
+
+class ProcessProbe:
+    """The system-call seam: ``start_ticks(pid)`` is None when the process is gone (or a zombie)."""
+
+    def start_ticks(self, pid: int) -> int | None:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except (OSError, IndexError):
+            return self._kill0(pid)
+        if not fields or fields[0] == b"Z":
+            return None
+        try:
+            return int(fields[19])  # field 22 counted from 1, after "pid (comm)" and state
+        except (IndexError, ValueError):
+            return -1
+
+    @staticmethod
+    def _kill0(pid: int) -> int | None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return -1
+        return -1  # alive, start time unknown (no /proc)
+
+    def boot_time(self) -> float | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def clock_ticks(self) -> int:
+        try:
+            return int(os.sysconf("SC_CLK_TCK"))
+        except (ValueError, OSError, AttributeError):
+            return 100
+
+
+def pid_start_ticks(pid: int) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (what supervisor.json records beside the pid), None if gone."""
+    ticks = ProcessProbe().start_ticks(pid)
+    return None if ticks is None or ticks < 0 else ticks
+
+
+def supervisor_alive(state: dict, probe: ProcessProbe | None = None) -> bool | None:
+    """True / False whether supervisor.json's pid is this run's live supervisor; None: no pid recorded.
+
+    A pid that exists but started at another time than recorded is a reused pid: False.
+    """
+    probe = probe or ProcessProbe()
+    pid = _int(_first(state, *_PID_KEYS))
+    if pid is None or pid <= 0:
+        return None
+    ticks = probe.start_ticks(pid)
+    if ticks is None:
+        return False
+    recorded = next((state[k] for k in _PID_START_KEYS if _num(state.get(k)) is not None), None)
+    if recorded is None or ticks < 0:
+        return True
+    if isinstance(recorded, int) and recorded < 10**9:  # clock ticks since boot, as /proc writes them
+        return recorded == ticks
+    boot = probe.boot_time()  # a Unix time: compare with boot time + ticks / CLK_TCK
+    if boot is None:
+        return True
+    return abs(boot + ticks / probe.clock_ticks() - float(recorded)) < 2.0
+
+
+# ---------------------------------------------------------------------------
+# Cheap readers
+
+
+def read_state(run_dir: Path) -> dict:
+    """supervisor.json as a dict; {} when missing, half-written or not an object."""
+    try:
+        obj = json.loads((run_dir / protocol.STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _parse_lines(data: bytes, *, first_is_partial: bool) -> list[dict]:
+    lines = data.split(b"\n")
+    lines.pop()  # no newline yet: not a line
+    if first_is_partial and lines:
+        lines.pop(0)
+    return _objects(lines)
+
+
+def _objects(lines: list[bytes]) -> list[dict]:
+    """The JSON objects among ``lines``; blank and garbage lines are skipped."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append(protocol.loads(line))
+        except protocol.ProtocolError:
+            continue
+    return out
+
+
+def head_objects(path: Path, window: int = WINDOW) -> list[dict]:
+    """The complete lines among the first ``window`` bytes of a JSON-lines file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(window)
+    except OSError:
+        return []
+    return _parse_lines(data, first_is_partial=False)
+
+
+def tail_objects(path: Path, window: int = WINDOW) -> list[dict]:
+    """The complete lines among the last ``window`` bytes (a line cut by the window is dropped)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return []
+    return _parse_lines(data, first_is_partial=start > 0)
+
+
+def scan_epoch_lines(path: Path, limit: int = MAX_BEST_SCAN) -> Iterator[dict] | None:
+    """Every epoch record of a metrics file, found by a byte search (batch lines are never decoded).
+
+    Returns None when the file is larger than ``limit`` (the caller falls back to the tail).
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return iter(())
+    if size > limit:
+        return None
+    return _scan(path)
+
+
+def _scan(path: Path) -> Iterator[dict]:
+    needle = b'"type":"epoch"'
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return
+    with f:
+        carry = b""
+        while chunk := f.read(1 << 20):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+            pos = data.find(needle)
+            while pos >= 0:
+                start = data.rfind(b"\n", 0, pos) + 1
+                end = data.find(b"\n", pos)
+                try:
+                    obj = protocol.loads(data[start:end])
+                except protocol.ProtocolError:
+                    obj = None
+                if obj is not None and obj.get("type") == "epoch":
+                    yield obj
+                pos = data.find(needle, end)
+
+
+# ---------------------------------------------------------------------------
+# Summaries
+
+
+@dataclass
+class Decision:
+    """One journal decision, as ``status`` shows it."""
+
+    epoch: int | None
+    step: int | None
+    policy: str
+    action: str
+    lr: float | None
+    reason: str
+    suppressed: str | None
+    time: float | None
+
+
+@dataclass
+class RunSummary:
+    """What ``ls`` and ``status`` show about one run; every field may be unknown (None)."""
+
+    path: Path
+    name: str
+    state: str = "unknown"  # running, completed, failed, stopped, fatal, stale, unknown
+    detail: str = ""
+    pid: int | None = None
+    alive: bool | None = None
+    epoch: int | None = None  # 1-based: epochs finished
+    epochs: int | None = None
+    step: int | None = None
+    lr: float | None = None
+    last_logs: dict = field(default_factory=dict)
+    monitor: str | None = None
+    best: float | None = None
+    best_epoch: int | None = None  # 1-based
+    started: float | None = None
+    ended: float | None = None
+    exit_status: int | None = None
+    attempt: int | None = None
+    restarts: int | None = None
+    held: Any = None  # supervisor.json's value: null / false (no), true, or who and why
+    degraded: Any = None
+    decisions: list[Decision] = field(default_factory=list)
+    supervisor: dict = field(default_factory=dict)
+
+    @property
+    def stale(self) -> bool:
+        return self.state == "stale"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds from start to end (to now while it runs); None when unknown."""
+        if self.started is None:
+            return None
+        if self.ended is not None:
+            return max(0.0, self.ended - self.started)
+        if self.state in ("running", "stale"):
+            return max(0.0, (now if now is not None else _time.time()) - self.started)
+        return None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in (
+        protocol.STATE_FILE, protocol.METRICS_FILE, protocol.JOURNAL_FILE, protocol.CONFIG_FILE))
+
+
+def list_runs(runs_dir: Path) -> list[Path]:
+    """The run directories directly under ``runs_dir``, newest first (by start time, then name)."""
+    try:
+        entries = [p for p in runs_dir.iterdir() if is_run_dir(p)]
+    except OSError:
+        return []
+    return sorted(entries, key=lambda p: (_started_guess(p), p.name), reverse=True)
+
+
+def _started_guess(path: Path) -> float:
+    started = _num(_first(read_state(path), "started", "started_at", "start_time", "created"))
+    if started is not None:
+        return started
+    for name in (protocol.JOURNAL_FILE, protocol.METRICS_FILE):
+        t = _first_time(path / name)
+        if t is not None:
+            return t
+    return _mtime(path)
+
+
+def _first_time(path: Path) -> float | None:
+    for obj in head_objects(path, 4096):
+        t = _num(obj.get("time"))
+        if t is not None:
+            return t
+    return None
+
+
+def resolve_run(ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = RUNS_DIR,
+                cwd: Path | None = None) -> Path:
+    """RUN as given on the command line: a run directory's path, or a unique prefix of a name in ``runs_dir``.
+
+    Raises:
+        RunRefError: no such run, or the prefix matches several (they are listed).
+    """
+    cwd = cwd or Path.cwd()
+    text = os.fspath(ref)
+    runs = Path(cwd, runs_dir)
+    if not text:
+        raise RunRefError("RUN is empty: give a run directory or a run name")
+    direct = Path(cwd, text)
+    if direct.is_dir() and (is_run_dir(direct) or os.sep in text or text in (".", "..")):
+        return Path(os.path.abspath(direct))
+    names = sorted((p.name for p in list_runs(runs)), reverse=True)
+    if text in names:
+        return Path(os.path.abspath(runs / text))
+    matches = [n for n in names if n.startswith(text)]
+    if len(matches) == 1:
+        return Path(os.path.abspath(runs / matches[0]))
+    if matches:
+        shown = "\n".join(f"  {n}" for n in matches[:20]) + (f"\n  ... {len(matches) - 20} more" if len(matches) > 20 else "")
+        raise RunRefError(f"{text!r} matches {len(matches)} runs in {runs_dir}; give more of the name:\n{shown}")
+    if direct.exists():
+        raise RunRefError(f"{text!r} is not an lrsup run directory")
+    recent = "\n".join(f"  {n}" for n in names[:10])
+    hint = f"; runs in {runs_dir}:\n{recent}" if names else f" (and {runs_dir} holds no runs)"
+    raise RunRefError(f"no run {text!r}: not a directory and no run name in {runs_dir} starts with it{hint}")
+
+
+def summarize(run_dir: Path, *, probe: ProcessProbe | None = None, now: float | None = None,
+              full_journal: bool = False, scan_best: bool = True) -> RunSummary:
+    """Summarise one run from supervisor.json and the heads and tails of its files.
+
+    Args:
+        run_dir: Path, the run directory.
+        probe: ProcessProbe | None, the /proc seam.
+        now: float | None, the wall clock (tests pass one).
+        full_journal: bool, read the whole journal (``status``: the last decisions); else its tail.
+        scan_best: bool, search the metrics file for every epoch record to find the best one.
+    """
+    now = _time.time() if now is None else now
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    s = RunSummary(path=run_dir, name=run_dir.name, supervisor=state)
+    metrics, journal = run_dir / protocol.METRICS_FILE, run_dir / protocol.JOURNAL_FILE
+
+    head = head_objects(metrics)
+    tail = tail_objects(metrics)
+    records = head + tail
+    starts = [r for r in records if r.get("type") == "start"]
+    if starts:
+        s.epochs = _int(starts[-1].get("epochs"))
+    for r in tail if tail else head:
+        t = r.get("type")
+        if t == "epoch":
+            s.epoch = (_int(r.get("epoch")) or 0) + 1
+            s.last_logs = r.get("logs") if isinstance(r.get("logs"), dict) else {}
+        if t in ("batch", "epoch", "ack", "start") and _num(r.get("lr")) is not None:
+            s.lr = float(r["lr"])
+        if _int(r.get("step")) is not None:
+            s.step = _int(r.get("step"))
+    if s.epoch is None:
+        epochs_seen = [r for r in head if r.get("type") == "epoch"]
+        if epochs_seen:
+            s.epoch = (_int(epochs_seen[-1].get("epoch")) or 0) + 1
+            s.last_logs = epochs_seen[-1].get("logs") or {}
+    s.epoch = _int(_first(state, "epoch_display")) or s.epoch
+    s.lr = _num(_first(state, "lr", "current_lr")) if _num(_first(state, "lr", "current_lr")) is not None else s.lr
+    s.epochs = _int(_first(state, "epochs")) or s.epochs
+
+    entries = list(iter_objects(journal)) if full_journal else head_objects(journal, 4096) + tail_objects(journal)
+    events = [e for e in entries if e.get("type") == "event"]
+    s.decisions = [_decision(e) for e in entries if e.get("type") == "decision"]
+    if not full_journal:
+        seen: set[tuple] = set()  # head and tail of a small journal overlap
+        unique = []
+        for d in s.decisions:
+            key = (d.time, d.policy, d.action, d.epoch, d.step)
+            if key not in seen:
+                seen.add(key)
+                unique.append(d)
+        s.decisions = unique
+
+    _monitor_and_best(s, run_dir, tail, scan_best, state)
+    _times(s, state, head, entries, events)
+    _state(s, state, events, tail, probe, now, run_dir)
+    s.attempt = _int(_first(state, "attempt", "attempts"))
+    restarts = _int(_first(state, "restarts", "restart_count"))
+    s.restarts = restarts if restarts is not None else (
+        sum(1 for e in events if e.get("event") in ("restart", "restarted", "restarting")) if full_journal else None)
+    s.held = state.get("held") if "held" in state else None
+    s.degraded = state.get("degraded") if "degraded" in state else None
+    return s
+
+
+def _decision(e: dict) -> Decision:
+    return Decision(epoch=_int(e.get("epoch")), step=_int(e.get("step")), policy=str(e.get("policy") or "?"),
+                    action=str(e.get("action") or "?"), lr=_num(e.get("lr")), reason=str(e.get("reason") or ""),
+                    suppressed=e.get("suppressed") if isinstance(e.get("suppressed"), str) else None,
+                    time=_num(e.get("time")))
+
+
+def monitor_of(config: dict, logs: dict) -> str | None:
+    """The metric that picks the best epoch: the first policy's ``monitor``, else val_loss, else loss."""
+    for policy in config.get("policies") or ():
+        if isinstance(policy, dict) and isinstance(policy.get("monitor"), str):
+            if not logs or policy["monitor"] in logs:
+                return policy["monitor"]
+    for name in ("val_loss", "loss"):
+        if name in logs:
+            return name
+    return None
+
+
+def metric_mode(name: str) -> str:
+    low = name.lower()
+    return "max" if any(k in low for k in ("acc", "auc", "precision", "recall", "f1", "iou")) else "min"
+
+
+def _monitor_and_best(s: RunSummary, run_dir: Path, tail: list[dict], scan: bool, state: dict) -> None:
+    best = state.get("best")
+    if isinstance(best, dict) and _num(best.get("value")) is not None:
+        s.monitor = str(best.get("metric") or best.get("monitor") or "") or None
+        s.best = float(best["value"])
+        s.best_epoch = (_int(best.get("epoch")) + 1) if _int(best.get("epoch")) is not None else None
+        return
+    config = read_json(run_dir / protocol.CONFIG_FILE)
+    s.monitor = monitor_of(config, s.last_logs)
+    if s.monitor is None:
+        return
+    epochs = scan_epoch_lines(run_dir / protocol.METRICS_FILE) if scan else None
+    if epochs is None:
+        epochs = iter([r for r in tail if r.get("type") == "epoch"])
+    sign = 1 if metric_mode(s.monitor) == "min" else -1
+    for r in epochs:
+        logs = r.get("logs")
+        value = _num(logs.get(s.monitor)) if isinstance(logs, dict) else None
+        if value is None or value != value:  # NaN is never best
+            continue
+        if s.best is None or sign * value < sign * s.best:
+            s.best, s.best_epoch = value, (_int(r.get("epoch")) or 0) + 1
+
+
+def _times(s: RunSummary, state: dict, head: list[dict], entries: list[dict], events: list[dict]) -> None:
+    s.started = _num(_first(state, "started", "started_at", "start_time", "created"))
+    if s.started is None:
+        times = [_num(e.get("time")) for e in entries[:5]] + [_num(r.get("time")) for r in head[:1]]
+        times = [t for t in times if t is not None]
+        s.started = min(times) if times else None
+    s.ended = _num(_first(state, "finished", "finished_at", "ended", "end_time"))
+    finished = [e for e in events if e.get("event") == "finished"]
+    if s.ended is None and finished:
+        s.ended = _num(finished[-1].get("time"))
+
+
+def _state(s: RunSummary, state: dict, events: list[dict], tail: list[dict], probe: ProcessProbe | None,
+           now: float, run_dir: Path) -> None:
+    s.pid = _int(_first(state, *_PID_KEYS))
+    s.alive = supervisor_alive(state, probe)
+    s.exit_status = _int(_first(state, "exit_status", "status", "returncode"))
+    finished = next((e for e in reversed(events) if e.get("event") == "finished"), None)
+    if s.exit_status is None and finished is not None:
+        s.exit_status = _int(finished.get("status"))
+    claimed = next((str(state[k]).lower() for k in _STATE_FILE_STATE_KEYS if isinstance(state.get(k), str)), None)
+    final = _FINAL_ALIASES.get(claimed) if claimed else None
+    if claimed in _REFINED or (final is None and finished is not None):
+        final = _final_from_files(s.exit_status, events, tail, failed=claimed == "failed")
+    if final is not None:
+        s.state = final
+        s.detail = str((finished or {}).get("detail") or state.get("detail") or "")
+        return
+    if s.alive:
+        s.state, s.detail = "running", claimed or ""
+        return
+    if s.alive is False:
+        s.state = "stale"
+        s.detail = f"supervisor gone: lrsup resume {run_dir}"
+        return
+    # No pid recorded (an older supervisor): judge by how fresh the files are.
+    fresh = max((_mtime(run_dir / n) for n in (protocol.METRICS_FILE, protocol.JOURNAL_FILE)), default=0.0)
+    if fresh and now - fresh < RECENT:
+        s.state, s.detail = "running", "files still being written"
+    else:
+        s.state, s.detail = "unknown", claimed or "no supervisor state and no finished event"
+
+
+def _final_from_files(status: int | None, events: list[dict], tail: list[dict], *, failed: bool = False) -> str:
+    """completed / stopped / failed / fatal from the exit status, the journal's events and the end record."""
+    if status == 130:  # Ctrl-C or SIGTERM: the user stopped it
+        return "stopped"
+    if any(e.get("event") in ("give_up", "gave_up", "fatal") for e in events):
+        return "fatal"
+    end = next((r for r in reversed(tail) if r.get("type") == "end"), None)
+    if status not in (None, 0) or (end is not None and end.get("reason") == "exception"):
+        return "failed"
+    if end is not None and end.get("reason") == "stopped":
+        return "stopped"
+    return "failed" if failed else "completed"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _first(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+# ---------------------------------------------------------------------------
+# Following files another process appends to
+
+
+class TailReader:
+    """New complete lines of a growing file, from ``offset`` on (None: from its current end).
+
+    ``read()`` returns the objects of the lines completed since the last call; a partial
+    last line waits for its newline; a file that does not exist yet reads as empty.
+    """
+
+    def __init__(self, path: Path, offset: int | None = 0, *, parse: bool = True) -> None:
+        self.path, self.parse = Path(path), parse
+        if offset is None:
+            offset = _size(self.path)
+            # Start at a line boundary: skip the rest of a line being written.
+            self._skip_partial = offset > 0 and not _ends_with_newline(self.path, offset)
+        else:
+            self._skip_partial = False
+        self.offset = offset
+        self._tail = b""
+
+    def read_bytes(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size < self.offset:  # truncated or replaced: start over
+                    self.offset, self._tail = 0, b""
+                f.seek(self.offset)
+                data = f.read(size - self.offset)
+        except OSError:
+            return b""
+        self.offset += len(data)
+        return data
+
+    def read_lines(self) -> list[bytes]:
+        data = self._tail + self.read_bytes()
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        if self._skip_partial and lines:
+            lines.pop(0)
+            self._skip_partial = False
+        return lines
+
+    def read(self) -> list[dict]:
+        return _objects(self.read_lines())
+
+
+def _ends_with_newline(path: Path, offset: int) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset - 1)
+            return f.read(1) == b"\n"
+    except OSError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2,
+             sleep: Callable[[float], None] = _time.sleep) -> bool:
+    deadline = _time.monotonic() + timeout
+    while not predicate():
+        if _time.monotonic() >= deadline:
+            return False
+        sleep(interval)
+    return True

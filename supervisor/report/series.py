@@ -1,0 +1,129 @@
+"""What the report figures draw, as plain data: x/y series, y limits and decision markers.
+
+The x axis counts epochs as people do: x = 3 is the end of the third epoch (protocol
+epoch 2); batch points fall in between. Pure: matplotlib is ``report_plot``'s alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from lrsup.supervisor.history.runinfo import Decision, EpochRow, RunInfo, is_finite_number
+
+
+def x_of_row(row: EpochRow) -> float:
+    return row.epoch + 1.0
+
+
+def batch_xy(info: RunInfo) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(x, loss) of finite batch losses and (x, lr) of batch LRs, x in epochs (1 = end of the first)."""
+    spe = info.steps_per_epoch
+    xs, ys, lx, ly = [], [], [], []
+    if not spe:
+        return xs, ys, lx, ly
+    for p in info.batches.points:
+        if p.superseded:
+            continue
+        x = p.epoch + min(1.0, (p.batch + 1) / spe)
+        if p.loss is not None and math.isfinite(p.loss):
+            xs.append(x)
+            ys.append(p.loss)
+        if p.lr is not None and p.lr > 0 and math.isfinite(p.lr):
+            lx.append(x)
+            ly.append(p.lr)
+    return xs, ys, lx, ly
+
+
+def lr_series(info: RunInfo) -> tuple[list[float], list[float]]:
+    """The LR along the kept trajectory: start, batch points, epoch rows and applied changes, by x.
+
+    At equal x the LR in force before (an epoch's own LR) sorts before a change decided
+    at that epoch's end, so that ``steps-post`` drawing shows the change from there on.
+    """
+    points: list[tuple[float, int, float]] = []
+    start = info.start
+    if start is not None and is_finite_number(start.lr) and start.lr > 0:
+        points.append((float(start.initial_epoch), 0, start.lr))
+    _, _, lx, ly = batch_xy(info)
+    points += [(x, 0, y) for x, y in zip(lx, ly)]
+    points += [(x_of_row(r), 0, r.lr) for r in info.epochs
+               if is_finite_number(r.lr) and r.lr > 0 and not r.superseded]
+    for d in info.decisions:
+        lr = d.applied.lr if d.applied is not None else None
+        if is_finite_number(lr) and lr > 0 and d.epoch is not None and not _decided_on_superseded(info, d):
+            points.append((d.epoch + 1.0, 1, lr))
+    points.sort(key=lambda p: (p[0], p[1]))
+    return [p[0] for p in points], [p[2] for p in points]
+
+
+def _decided_on_superseded(info: RunInfo, d: Decision) -> bool:
+    """True when the epoch the decision was taken on was later redone (its LR change was undone too)."""
+    rows = [r for r in info.epochs if r.epoch == d.epoch and (d.time is None or r.time <= d.time)]
+    return bool(rows) and rows[-1].superseded
+
+
+def metric_series(info: RunInfo, key: str, *, superseded: bool) -> tuple[list[float], list[float]]:
+    rows = [r for r in info.epochs if r.superseded == superseded and is_finite_number(r.logs.get(key))]
+    return [x_of_row(r) for r in rows], [float(r.logs[key]) for r in rows]
+
+
+def loss_limits(epoch_values: list[float], batch_values: Sequence[float] = ()) -> tuple[float, float, bool] | None:
+    """y limits (bottom, top, log scale?) that keep a divergent spike from flattening the rest.
+
+    The top is capped at 10x (log scale) or 3x (linear) the 90th percentile of the
+    epoch values; anything above is drawn off the chart and flagged by the caller.
+    A log scale is used when the values kept span more than a factor 30.
+    """
+    finite = sorted(v for v in epoch_values if math.isfinite(v))
+    batches = [v for v in batch_values if math.isfinite(v)]
+    if not finite:
+        finite = sorted(batches)
+    if not finite:
+        return None
+    p90 = finite[min(len(finite) - 1, int(0.9 * len(finite)))]
+    lo = min(finite + batches)
+    spread_log = lo > 0 and p90 / lo > 30
+    cap = p90 * (10.0 if spread_log else 3.0) if p90 > 0 else finite[-1]
+    kept = [v for v in finite + batches if v <= cap]
+    hi = max(kept) if kept else p90
+    log = lo > 0 and hi / lo > 30
+    if log:
+        return lo / 1.3, hi * 1.3, True
+    bottom = 0.0 if 0 <= lo < 0.2 * hi else lo - 0.05 * (hi - lo)
+    pad = 0.05 * (hi - bottom) or abs(hi) * 0.05 or 1.0
+    return bottom, hi + pad, False
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line with a short label: a decision, or a restart/rollback the journal reported."""
+
+    x: float
+    label: str
+    late: bool = False
+
+
+def decision_markers(info: RunInfo) -> list[Marker]:
+    out = [Marker(d.epoch + 1.0, d.label, d.late) for d in info.decisions if _marked(d)]
+    decided = {d.seq for d in info.decisions if d.seq is not None and _marked(d)}
+    for item in info.interruptions:
+        if item.seq in decided and item.seq is not None:
+            continue
+        if item.span is not None:
+            out.append(Marker(item.span[0], item.kind))
+        elif item.epoch is not None:
+            out.append(Marker(item.epoch + 1.0, item.kind))
+    return out
+
+
+def _marked(d: Decision) -> bool:
+    """Decisions drawn on the figure: those that produced a command the trainer did not refuse,
+    checkpoint bookkeeping left out."""
+    return not d.suppressed and d.error is None and d.epoch is not None and not d.housekeeping
+
+
+def plotted_metric(info: RunInfo) -> str | None:
+    keys = {k for r in info.epochs for k in r.logs}
+    return "val_loss" if "val_loss" in keys else ("loss" if "loss" in keys else info.monitor)

@@ -1,0 +1,196 @@
+"""The operator channel: requests from other terminals to a running supervisor.
+
+``lrsup set-lr/hold/release/stop RUN_DIR`` (the CLI) append one JSON line each to
+``requests.jsonl`` in the run directory; the runner reads new lines every tick
+(:class:`RequestReader`, following by offset) and applies them:
+
+- ``set_lr`` (``lr``): a ``set_lr`` command, journaled as ``{"type": "override", "who", "why", "lr"}``;
+  policies carry on from the new LR (the records show it).
+- ``hold``: policies still see every record, but their decisions are journaled as
+  suppressed ``held by <who>`` and send no command. ``release`` ends it.
+- ``stop``: a graceful stop (a ``stop`` command: finish the epoch, end cleanly), forced
+  after ``[run] stop_timeout`` seconds.
+
+A request line::
+
+    {"v": 1, "op": "set_lr", "lr": 0.001, "who": "ana@gpu3", "why": "loss exploding", "time": 1790000000.0}
+
+Example::
+
+    send_request(Path("runs/night-1"), "set_lr", lr=1e-3, why="manual cut")
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import os
+import socket
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
+
+REQUESTS_FILE = "requests.jsonl"
+OPS = ("set_lr", "hold", "release", "stop")
+_FIELDS = {"v", "op", "lr", "who", "why", "time"}
+
+
+class RequestError(ValueError):
+    """An invalid operator request; the message quotes the offending value."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One validated operator request."""
+
+    op: str
+    who: str
+    time: float
+    lr: float | None = None
+    why: str | None = None
+
+
+def whoami() -> str:
+    """``user@host`` of this terminal."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def validate_request(obj: Mapping[str, Any]) -> Request:
+    """Check one decoded request line; raise RequestError naming the problem."""
+    if obj.get("v") != protocol.PROTOCOL_VERSION:
+        raise RequestError(f"unsupported request version {obj.get('v')!r}")
+    unknown = set(obj) - _FIELDS
+    if unknown:
+        raise RequestError(f"unknown request field(s) {sorted(unknown)}")
+    op = obj.get("op")
+    if op not in OPS:
+        raise RequestError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    who, why, when = obj.get("who"), obj.get("why"), obj.get("time")
+    if not isinstance(who, str) or not who:
+        raise RequestError(f"who must be a non-empty string (user@host), got {who!r}")
+    if why is not None and not isinstance(why, str):
+        raise RequestError(f"why must be a string, got {why!r}")
+    if not isinstance(when, (int, float)) or isinstance(when, bool):
+        raise RequestError(f"time must be a number, got {when!r}")
+    lr = obj.get("lr")
+    if op == "set_lr":
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise RequestError(f"set_lr needs lr, a finite number >= 0, got {lr!r}")
+        lr = float(lr)
+    elif lr is not None:
+        raise RequestError(f"{op} takes no lr (got {lr!r})")
+    return Request(op=op, who=who, time=float(when), lr=lr, why=why)
+
+
+def send_request(run_dir: str | os.PathLike[str], op: str, *, lr: float | None = None, why: str | None = None,
+                 who: str | None = None, time: float | None = None) -> Request:
+    """Append a validated request to ``run_dir/requests.jsonl``; return it.
+
+    Raises RequestError (invalid request) or RunDirError (no run directory there, or an
+    unsafe requests file).
+    """
+    root = Path(run_dir)
+    if not (root / protocol.STATE_FILE).is_file() and not (root / protocol.CONFIG_FILE).is_file():
+        raise RunDirError(f"{str(root)!r} is not an lrsup run directory (no {protocol.CONFIG_FILE})")
+    obj: dict[str, Any] = {"v": protocol.PROTOCOL_VERSION, "op": op, "who": who or whoami(),
+                           "time": _time.time() if time is None else time}
+    if lr is not None:
+        obj["lr"] = lr
+    if why is not None:
+        obj["why"] = why
+    request = validate_request(obj)
+    path = root / REQUESTS_FILE
+    check_run_file(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, (protocol.dumps(obj) + "\n").encode())
+    finally:
+        os.close(fd)
+    return request
+
+
+class RequestReader:
+    """Reads requests appended since the last call; bad lines are kept in ``errors``, never raised.
+
+    Args:
+        path: Path, the requests file (it need not exist yet).
+        offset: int, where to start (resume: past the requests already handled).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.errors: list[str] = []
+        self.refused: str | None = None  # set by the runner when the file became unsafe
+        self._splitter = LineSplitter()
+
+    def read(self) -> list[Request]:
+        """New complete request lines, validated (RunDirError if the file became unsafe)."""
+        try:
+            size = os.lstat(self.path).st_size
+        except FileNotFoundError:
+            return []
+        if size <= self.offset:
+            return []
+        check_run_file(self.path)
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.pread(fd, size - self.offset, self.offset)
+        finally:
+            os.close(fd)
+        self.offset += len(data)
+        out = []
+        for line in self._splitter.feed(data):
+            if not line.strip():
+                continue
+            try:
+                out.append(validate_request(protocol.loads(line)))
+            except (protocol.ProtocolError, RequestError) as exc:
+                self.errors.append(f"bad request skipped: {exc}")
+        return out
+
+
+def apply_requests(runner: Any, now: float) -> None:
+    """Apply the operator requests that arrived since the last tick (called by the runner's loop).
+
+    ``runner`` is a :class:`lrsup.supervisor.run.runner.Runner`: its ``requests`` reader,
+    ``lifecycle``, ``held_by`` and its command/journal methods are used.
+    """
+    if runner.lifecycle.state.done or runner.requests.refused is not None:
+        return
+    try:
+        requests = runner.requests.read()
+    except (RunDirError, OSError) as exc:  # replaced by a symlink, another user's...: ignored from now on
+        runner.requests.refused = str(exc)
+        runner._event("bad_request", f"operator requests ignored from now on: {exc}")
+        return
+    for request in requests:
+        who, why = request.who, request.why
+        because = f" ({why})" if why else ""
+        if request.op == "set_lr":
+            seq = runner._command("set_lr", lr=request.lr, reason=f"operator override by {who}{because}")
+            runner._journal("override", who=who, why=why, lr=request.lr, seq=seq,
+                            suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}")
+            runner._event("override", f"{who} set the learning rate to {request.lr:g}{because}", seq=seq)
+        elif request.op == "hold":
+            runner.held_by = who
+            runner._event("hold", f"policies held by {who}{because}: decisions are journaled, not sent", who=who)
+        elif request.op == "release":
+            runner.held_by = None
+            runner._event("released", f"policies released by {who}{because}", who=who)
+        elif request.op == "stop":
+            runner._command("stop", reason=f"stop requested by {who}{because}")
+            timeout = runner.config.run.stop_timeout
+            runner.lifecycle.request_graceful_stop(now, f"stopped by {who}{because}", timeout)
+    while runner.requests.errors:
+        runner._event("bad_request", runner.requests.errors.pop(0))

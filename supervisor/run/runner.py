@@ -1,0 +1,518 @@
+"""The supervisor's main loop: wire config, run directory, trainer, policies and display.
+
+Example::
+
+    status = run(config, script=Path("train.py"), args=["--epochs", "3"],
+                 run_dir=RunDir.prepare(None, script=Path("train.py"), cwd=Path.cwd()))
+
+One tick of the loop: act on a recorded Ctrl-C / SIGTERM (``lifecycle.request_stop``)
+and on operator requests (requests.jsonl: set_lr, hold, release, stop), kill a hung or
+stalled trainer (the watchdog), advance the lifecycle (exit noticed, stop escalated,
+a failed attempt restarted after its backoff), show the trainer's output,
+read new records and answer them (engine decisions become commands in
+control.jsonl and lines in journal.jsonl; every epoch record gets its ``verdict``
+once its decisions are written, which releases the trainer), then wait on the
+follower until metrics.jsonl changes or ``tick`` seconds pass. After the
+trainer exits, the rest of its records and output are drained. Whatever happens,
+the trainer's process group is gone when ``run`` returns. supervisor.json is
+rewritten on every change of state (lrsup.supervisor.rundir.statefile).
+
+Restarts: attempt ``n`` gets ``LRSUP_ATTEMPT=n`` and, when ``restore_point()`` names a
+known-good checkpoint, ``LRSUP_RESTORE=<name>`` (a name from checkpoints/manifest.json);
+once its start record arrives, the commands the dead attempt never acknowledged are
+re-sent (lrsup.supervisor.run.commands). ``resume(run_dir)`` takes over a run whose
+supervisor died (lrsup.supervisor.run.resume).
+
+At the end: a ``[notify]`` table gets its ``end`` (and ``give_up`` on exit status 3)
+notification, with the run's summary (lrsup.supervisor.run.notify); ``rollback`` and
+``restart`` are sent as they happen. ``run`` and ``resume`` then write the morning
+report (report.md, report.html, report.png) into the run directory; neither a failed
+notification nor a failed report changes the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lrsup.supervisor import protocol
+from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.view.display import Display, make_display
+from lrsup.supervisor.protocol.doorbell import ControlWriter
+from lrsup.supervisor.run.follower import Follower
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runner's public names)
+    ENV_ATTEMPT,
+    ENV_RESTORE,
+    LAUNCHER,
+    build_engine,
+    engine_restore_point,
+    trainer_argv,
+    trainer_env,
+)
+from lrsup.supervisor.run.lifecycle import Lifecycle, State
+from lrsup.supervisor.run.operator import RequestReader, apply_requests
+from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_signal_handlers: re-exported)
+    ProcessSpawner,
+    Spawner,
+    SystemClock,
+    install_signal_handlers,
+    write_private,
+)
+from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
+from lrsup.supervisor.rundir.recovery import fatal_report
+from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file
+from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
+from lrsup.supervisor.rundir.statefile import write_runner_state
+
+
+EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
+NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
+
+# Journal events that name a condition the display shows instead of the lifecycle state.
+_CONDITION_EVENTS = frozenset({"hold", "released", "degraded", "recovered"})
+
+
+class Runner:
+    """One supervised run. Every IO object is passed in, so tests swap in fakes.
+
+    Args:
+        config: ResolvedConfig, the validated configuration (written to config.json).
+        engine: Engine, turns records into decisions (``feed``).
+        paths: RunPaths, the created run directory.
+        argv / env / cwd: how to start the trainer.
+        spawner: Spawner | None, the system-call seam (default: a ProcessSpawner logging to trainer.log).
+        display: Display | None, what the user sees (default: chosen by ``sys.stdout.isatty()``).
+        clock: object with ``monotonic()``, ``time()``, ``sleep()``.
+        grace: float, seconds between SIGINT, SIGTERM and SIGKILL when stopping.
+        poll_interval: float, how often the follower checks metrics.jsonl when polling.
+        tick: float, longest wait between two passes of the loop (bounds how late a
+            Ctrl-C is acted on); new records or output end the wait at once.
+        use_watchdog: bool, wake on changes to metrics.jsonl (inotify, else a watchdog observer;
+            False: polling).
+        restore_point: callable() -> str | None, the checkpoint a restarted attempt loads
+            (``LRSUP_RESTORE``); default: the engine's newest known-good checkpoint.
+        writers: (control, journal) | None, writers with ``write(obj)``/``close()``
+            (default: Appenders; tests inject a full disk).
+        script: str | None, the user's script, for supervisor.json.
+        offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
+        notifier: Notifier | None, where notifications go (default: built from ``config.notify``).
+        report: bool, write report.md/.html/.png into the run directory when the run ends.
+    """
+
+    def __init__(self, config: Any, engine: Any, paths: RunPaths, argv: Sequence[str], env: dict[str, str],
+                 cwd: Path, *, spawner: Spawner | None = None, display: Display | None = None, clock: Any = None,
+                 grace: float = 10.0, poll_interval: float = 0.05, tick: float = 0.25,
+                 use_watchdog: bool = True, restore_point: Callable[[], str | None] | None = None,
+                 writers: tuple[Any, Any] | None = None, script: str | None = None, offset: int = 0,
+                 notifier: Any = None, report: bool = False) -> None:
+        self.config, self.engine, self.paths = config, engine, paths
+        self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
+        self.output: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.follower = Follower(paths.metrics, use_watchdog=use_watchdog, poll_interval=poll_interval, offset=offset)
+        self.spawner = spawner or ProcessSpawner(log_path=paths.trainer_log, sink=self._on_output)
+        self.display = display
+        self.clock = clock or SystemClock()
+        self.grace, self.tick_interval = grace, tick
+        settings = config.run
+        restart = None
+        if getattr(settings, "max_restarts", 0) > 0:
+            restart = RestartPolicy(settings.max_restarts, settings.restart_window, settings.backoff_base,
+                                    settings.backoff_cap)
+        self.lifecycle = Lifecycle(self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for,
+                                   drain=self._read_records)
+        self.watchdog = Watchdog(getattr(settings, "hang_timeout", 120.0), getattr(settings, "stall_timeout", 1800.0),
+                                 getattr(settings, "start_timeout", 0.0))
+        self.restore_point = restore_point or (lambda: engine_restore_point(engine))
+        self.progress = Progress()  # what the records handled so far said (resume: from the snapshot on)
+        self.snapshots = SnapshotWriter(paths.root, getattr(settings, "snapshot_interval", 30.0))
+        self.requests = RequestReader(paths.requests)
+        self.held_by: str | None = None
+        self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
+        self._writers = writers  # (control, journal) writers; default: Appenders (tests inject failing ones)
+        self._handled_signals = 0
+        self._garbage_seen = 0
+        self._attempt_seen = 0
+        self._resend_on_start = False
+        self._state_key: tuple | None = None
+        self._recoveries_seen = 0
+        self._degraded_shown = False
+        self.started = self.clock.time()
+        self.report = report
+        self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
+        self.notifier = notifier if notifier is not None else self._make_notifier()
+
+    def _env_for(self, attempt: int) -> dict[str, str]:
+        """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
+        env = dict(self.env)
+        env[ENV_ATTEMPT] = str(attempt)
+        restore = self.restore_point() if attempt > 1 else None
+        if restore:
+            env[ENV_RESTORE] = restore
+        self._restore = restore
+        return env
+
+    # -- the loop -------------------------------------------------------------
+    def open(self, seq: int = 0) -> None:
+        """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
+        self.display = self.display or make_display()
+        for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
+            check_run_file(path)
+        control, journal = self._writers or (ControlWriter(self.paths.control, self.paths.bell),
+                                             Appender(self.paths.journal))
+        self.channel = CommandChannel(control, journal, self.clock, seq=seq)
+
+    def run(self, start: Callable[[], None] | None = None) -> int:
+        """Start the trainer (or ``start()``: resume), supervise it to the end, return the exit status."""
+        ended = False
+        try:
+            if start is None:
+                self.open()
+                write_private(self.paths.config, json.dumps(self.config.to_json(), indent=2) + "\n")
+                self.follower.start()
+                self.lifecycle.start(self.argv, self.env, self.cwd, self.clock.monotonic())
+            else:
+                start()
+            while not self.tick():
+                self.follower.wait(self.tick_interval)
+            self._finish()
+            outcome = self.lifecycle.outcome()
+            gave_up = getattr(self.engine, "exit_status", None)
+            if gave_up and outcome.status == 0:  # a policy gave the run up (engine.exit_status)
+                outcome = type(outcome)(gave_up, f"{outcome.reason}; a policy gave the run up")
+            if self.lifecycle.state is State.FATAL:
+                self._fatal_report(outcome.reason)
+            self._event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
+            self._write_state(outcome.status, outcome.reason)
+            ended = True
+            self._notify_end(outcome.status)
+            return outcome.status
+        finally:
+            self._cleanup()
+            self._close()
+            if self.report and ended:
+                self._write_report()
+
+    def tick(self) -> bool:
+        """One pass of the loop; True once the trainer is gone for good."""
+        now = self.clock.monotonic()
+        while self._handled_signals < len(self.signals):
+            sig = self.signals[self._handled_signals]
+            self._handled_signals += 1
+            self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
+        apply_requests(self, now)
+        if self.lifecycle.state in (State.STARTING, State.RUNNING):
+            reason = self.watchdog.check(now)
+            if reason is not None:
+                self.lifecycle.kill(now, reason)
+        self.lifecycle.transition(now)
+        new_attempt = self.lifecycle.attempt != self._attempt_seen
+        if new_attempt:  # a new attempt was spawned: time it afresh, re-send what it never acked
+            self._attempt_seen, self._resend_on_start = self.lifecycle.attempt, self.lifecycle.attempt > 1
+            self.watchdog.reset()
+            self._drain_events()
+            if self.lifecycle.attempt > 1:
+                restore = getattr(self, "_restore", None)
+                self._event("restarted", f"attempt {self.lifecycle.attempt}: " + (
+                    f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
+                    attempt=self.lifecycle.attempt, restore=restore)
+                self._notify("restart", {"attempt": self.lifecycle.attempt, "restore": restore})
+        self._pump()
+        self._journal_notify_failures()
+        self.channel.flush()
+        if self.channel.degraded is not None and not self._degraded_shown:
+            self._degraded_shown = True  # journaled (late) once space returns
+            self._event("degraded", f"DEGRADED: {self.channel.degraded}; no commands are sent until it clears, "
+                        "training goes on")
+        if self.channel.recoveries != self._recoveries_seen:
+            self._degraded_shown = False
+            self._recoveries_seen = self.channel.recoveries
+            self._event("recovered", "disk space is back: the journal is written again")
+        self._snapshot()
+        self._write_state()
+        return self.lifecycle.state.done
+
+    def _snapshot(self) -> None:
+        """Every ``snapshot_interval`` seconds: the engine's state after every record read so far.
+
+        Only when every command decided on them is written (not degraded), so that what the
+        snapshot says was sent is in control.jsonl; ``lrsup resume`` then replays only what
+        came after it (see lrsup.supervisor.rundir.snapshot).
+        """
+        if self.channel.degraded is None and hasattr(self.engine, "state_dict"):
+            self.snapshots.maybe_write(self.clock.monotonic(), engine=self.engine, progress=self.progress,
+                                       offset=self.follower.consumed, max_seq=self.channel.seq,
+                                       unacked=list(self.channel.unacked), wall_time=self.clock.time())
+
+    def _finish(self) -> None:
+        """The trainer exited: kill what it left in its group, then drain output and records."""
+        self._reap_group()
+        handle = self.lifecycle.handle
+        if handle is not None:
+            handle.close()
+        self._pump()
+
+    def _on_output(self, line: str) -> None:
+        """From the output reader thread: queue the line for the loop and wake it."""
+        self.output.put(line)
+        self.follower.wake()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                line = self.output.get_nowait()
+            except queue.Empty:
+                break
+            self.display.on_output_line(line)
+        self._read_records()
+        self._drain_events()
+
+    def _read_records(self) -> None:
+        for record in self.follower.read():
+            self._on_record(record)
+
+    # -- records --------------------------------------------------------------
+    def _on_record(self, record: Record, live: bool = True) -> None:
+        """One record: journal acks/errors, feed the engine, answer epoch records with their verdict.
+
+        ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
+        """
+        self.lifecycle.on_record(record)
+        self.progress.on_record(record)
+        if isinstance(record, (AckRecord, ErrorRecord)):
+            self.channel.settled(record.seq)
+        if not live:
+            self.engine.feed(record)
+            return
+        self.watchdog.on_record(record, self.clock.monotonic())
+        self.display.on_record(record)
+        if isinstance(record, AckRecord):
+            self._journal("applied", seq=record.seq, cmd=record.cmd, epoch=record.epoch, step=record.step,
+                          lr=record.lr, late=record.late)
+        elif isinstance(record, ErrorRecord):
+            self._journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
+        for decision in self.engine.feed(record):
+            self._on_decision(decision)
+        if isinstance(record, EpochRecord):
+            # Everything decided on this epoch is written: release the trainer.
+            self._command("verdict", epoch=record.epoch)
+        if isinstance(record, StartRecord) and self._resend_on_start:
+            self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
+            for old, new, what in self.channel.resend_unacked():
+                self._event("resent", f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
+                            seq=new, original_seq=old)
+        if isinstance(record, StartRecord):
+            # The start barrier: decisions on the start record (and resent commands) go first.
+            self._command("verdict", epoch=record.initial_epoch - 1)
+
+    def _on_decision(self, decision: Any) -> None:
+        action, seq, suppressed = decision.action, None, decision.suppressed
+        if decision.command is not None:
+            if self.held_by is not None:
+                suppressed = f"held by {self.held_by}"
+            elif self.channel.degraded is not None:
+                suppressed = f"not sent: {self.channel.degraded}"
+            else:
+                args = dict(decision.command)
+                args.setdefault("reason", action.reason)
+                try:
+                    seq = self._command(args.pop("cmd"), **args)
+                except ProtocolError as exc:  # an engine bug must not end the run
+                    suppressed = f"invalid command not sent: {exc}"
+                if seq is None and suppressed is None:
+                    suppressed = f"not sent: {self.channel.degraded}"
+        self._journal("decision", seq=seq, policy=action.policy, action=action.kind, lr=decision.lr,
+                      reason=action.reason, epoch=decision.epoch, step=decision.step, suppressed=suppressed)
+        self.display.on_decision(decision)
+        if action.kind == "rollback" and seq is not None:
+            self._notify("rollback", {"seq": seq, "policy": action.policy, "reason": action.reason,
+                                      "lr": decision.lr, "epoch": decision.epoch, "step": decision.step,
+                                      "checkpoint": (decision.command or {}).get("checkpoint")})
+
+    def _command(self, cmd: str, **args: Any) -> int | None:
+        return self.channel.send(cmd, **args)
+
+    @property
+    def seq(self) -> int:
+        return self.channel.seq
+
+    # -- journal, events, state file ------------------------------------------
+    def _journal(self, kind: str, **fields: Any) -> None:
+        self.channel.journal(kind, **fields)
+
+    def _write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
+        """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""
+        key = (self.lifecycle.state, self.lifecycle.attempt, self.held_by, self.channel.degraded, exit_status)
+        if key != self._state_key and write_runner_state(self, exit_status, reason):
+            self._state_key = key
+
+    def _fatal_report(self, reason: str) -> None:
+        """Tell the person reading stderr in the morning why the run was given up."""
+        print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
+
+    def _event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
+        self._journal("event", event=event, detail=detail, **extra)
+        # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
+        shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
+        self.display.on_state(shown, detail)
+        if event in ("backoff", "restarted") and hasattr(self.display, "on_time_lost"):
+            self.display.on_time_lost(self.lifecycle.time_lost)
+
+    def _drain_events(self) -> None:
+        for event in self.lifecycle.pop_events():
+            extra = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
+            self._event(event.name, event.detail, event.state, **extra)
+        stats = self.follower.stats
+        new, self._garbage_seen = stats.garbage - self._garbage_seen, stats.garbage
+        for message in list(stats.last_errors)[-new:] if new else ():
+            self._event("garbage", f"skipped a bad line in {protocol.METRICS_FILE}: {message}")
+        if new > len(stats.last_errors):
+            self._event("garbage", f"... {new - len(stats.last_errors)} more bad lines skipped")
+
+    # -- notifications and the report -----------------------------------------
+    def _make_notifier(self) -> Any:
+        settings = getattr(self.config, "notify", None)
+        if settings is None or not settings.enabled:
+            return None
+        from lrsup.supervisor.run.notify import Notifier
+
+        return Notifier(settings, self._notify_failures.put, run_dir=self.paths.root)
+
+    def _notify(self, event: str, payload: dict) -> None:
+        """Start one notification; never lets a failure reach the run (the notifier journals its own)."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.notify(event, payload)
+        except Exception as exc:  # a broken notifier must not disturb the run
+            self._notify_failures.put({"type": "event", "event": "notify_failed", "detail": f"{event}: {exc}"})
+
+    def _journal_notify_failures(self) -> None:
+        """Journal the failures the delivery threads reported (the journal is written from this thread only)."""
+        while True:
+            try:
+                entry = self._notify_failures.get_nowait()
+            except queue.Empty:
+                return
+            fields = {k: v for k, v in entry.items() if k not in ("type", "v", "time")}
+            self._journal(entry.get("type", "event"), **fields)
+
+    def _notify_end(self, status: int) -> None:
+        """``end`` with the run's summary (and ``give_up`` on exit status 3); wait briefly for delivery."""
+        if self.notifier is None:
+            return
+        try:
+            from lrsup.supervisor.run.notify import summary_payload
+            from lrsup.supervisor.history.runinfo import load_run
+
+            payload = summary_payload(load_run(self.paths.root))
+        except Exception as exc:  # the summary is a courtesy: notify without it
+            payload = {"exit_status": status, "detail": f"no summary: {type(exc).__name__}: {exc}"}
+        if status == EXIT_GIVE_UP:
+            self._notify("give_up", payload)
+        self._notify("end", payload)
+        self.notifier.flush(min(NOTIFY_FLUSH, self.notifier.settings.timeout + 0.5))
+        self._journal_notify_failures()
+
+    def _write_report(self) -> None:
+        """The morning report, best effort: a failure is one line on stderr, never a changed status."""
+        try:
+            from lrsup.supervisor.report.write import write_report
+
+            paths = write_report(self.paths.root)
+        except Exception as exc:
+            print(f"lrsup: report not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return
+        print(f"lrsup: report: {paths.md}", file=sys.stderr, flush=True)
+
+    # -- never leave an orphan ------------------------------------------------
+    def _cleanup(self) -> None:
+        """Runs always: a trainer still alive (the loop failed) is stopped, then its group is reaped.
+
+        Nothing here may raise before the group is gone: a failing drain or display (a
+        closed stdout) ends the polite stop early, never the reaping.
+        """
+        try:
+            live = self.lifecycle.state not in (State.BACKOFF,) and not self.lifecycle.state.done
+            if self.lifecycle.handle is not None and live:
+                try:
+                    self.lifecycle.terminate(self.clock.monotonic(), "the supervisor is shutting down after an error")
+                    deadline = self.clock.monotonic() + 2 * self.grace + 5
+                    while not self.lifecycle.transition(self.clock.monotonic()).done:
+                        if self.clock.monotonic() > deadline:
+                            break
+                        self.clock.sleep(0.05)
+                    self._drain_events()  # the stop and the exit, into the journal
+                except Exception:
+                    pass  # the reaping below still SIGTERMs and SIGKILLs the group
+            self._reap_group()  # also when the state is done: _finish may not have run or got through
+            if self.lifecycle.handle is not None:
+                self.lifecycle.handle.close(timeout=1.0)
+        finally:
+            self.follower.stop()
+
+    def _reap_group(self) -> None:
+        """Whatever is left of the trainer's group: SIGTERM, SIGKILL after ``grace``, wait until gone.
+
+        Signals first, journal after (a failing display cannot stop it); a signal to the
+        supervisor meanwhile (Ctrl-C again) SIGKILLs at once. See process.reap_group.
+        """
+        from lrsup.supervisor.run.process import reap_group
+
+        handle = self.lifecycle.handle
+        if handle is None:
+            return
+        signals_before = len(self.signals)
+        reap_group(handle, self.clock, self.grace, self._event, hurry=lambda: len(self.signals) > signals_before)
+
+    def _close(self) -> None:
+        try:
+            if hasattr(self, "channel"):
+                self.channel.close()
+        finally:
+            if self.display is not None:
+                try:
+                    self.display.close()
+                except OSError:  # stdout closed under us (its reader died): nothing left to show
+                    pass
+
+
+def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd: Path | None = None,
+        display: Display | None = None, spawner: Spawner | None = None, clock: Any = None,
+        handle_signals: bool = True, **options: Any) -> int:
+    """Create the run directory, supervise ``script args`` to the end, return the exit status."""
+    cwd = cwd or Path.cwd()
+    # Before the run directory: a failure leaves nothing.
+    engine = build_engine(config)
+    paths = run_dir.create()
+    options.setdefault("grace", config.run.grace_period)
+    options.setdefault("poll_interval", config.run.poll_interval)
+    options.setdefault("report", True)
+    runner: Runner | None = None
+    restore: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        runner = Runner(config, engine, paths, trainer_argv(script, args), trainer_env(paths.root), cwd,
+                        spawner=spawner, display=display, clock=clock, script=os.fspath(script), **options)
+        if handle_signals:
+            restore = install_signal_handlers(runner)
+        return runner.run()
+    except BaseException:
+        if runner is None or (runner.lifecycle.handle is None and not runner.lifecycle.state.done):
+            run_dir.discard()  # failed before a trainer was started: nothing worth keeping
+        raise
+    finally:
+        restore()
+
+
+def resume(run_dir: str | os.PathLike[str], **options: Any) -> int:
+    """Take over a run whose supervisor died; the exit status (2: refused). See lrsup.supervisor.run.resume."""
+    from lrsup.supervisor.run.resume import resume_run
+
+    options.setdefault("report", True)
+    return resume_run(Path(run_dir), **options)
