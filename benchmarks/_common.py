@@ -126,7 +126,7 @@ def update_section(name: str, body: str, doc: Path = DOC) -> Path:
     else:
         # keep sections in the canonical order
         order = list(SECTIONS)
-        later = [s for s in order[order.index(name) + 1:]] if name in order else []
+        later = [s for s in order[order.index(name) + 1 :]] if name in order else []
         pos = min((text.find(f"<!-- BEGIN {s} -->") for s in later if f"<!-- BEGIN {s} -->" in text), default=-1)
         if pos >= 0:
             text = text[:pos] + block + "\n\n" + text[pos:]
@@ -193,8 +193,11 @@ def default_stack_toml() -> tuple[str | None, str]:
             load_policy_class(use)
         except Exception:  # noqa: BLE001 - not registered: find it by module
             module = importlib.import_module(f"lrsup.policies.{use}")
-            cls = next(c for _, c in inspect.getmembers(module, inspect.isclass)
-                       if issubclass(c, Policy) and c is not Policy and getattr(c, "name", "") == use)
+            cls = next(
+                c
+                for _, c in inspect.getmembers(module, inspect.isclass)
+                if issubclass(c, Policy) and c is not Policy and getattr(c, "name", "") == use
+            )
             spec = f"{module.__name__}:{cls.__name__}"
             mapped.append(f"`{use}` as `{spec}`")
         lines.append("[[policy]]")
@@ -203,8 +206,10 @@ def default_stack_toml() -> tuple[str | None, str]:
             if key != "use":
                 lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
-    note = ("The default stack's names did not all resolve in this install (entry points not yet "
-            "installed), so it was spelled out in an lrsup.toml: " + ", ".join(mapped) + ".")
+    note = (
+        "The default stack's names did not all resolve in this install (entry points not yet "
+        "installed), so it was spelled out in an lrsup.toml: " + ", ".join(mapped) + "."
+    )
     return "\n".join(lines), note
 
 
@@ -220,13 +225,13 @@ def median_ci(xs: Sequence[float], conf: float = 0.95) -> tuple[float, float]:
         return float("nan"), float("nan")
     s = sorted(xs)
     alpha = 1.0 - conf
-    total = 2 ** n
-    cdf, best = 0, 0  # cdf = sum_{i < l} C(n, i)
-    for l in range(1, n // 2 + 1):
-        cdf += math.comb(n, l - 1)
+    total = 2**n
+    cdf, best = 0, 0  # cdf = sum_{i < k} C(n, i)
+    for k in range(1, n // 2 + 1):
+        cdf += math.comb(n, k - 1)
         if 2 * cdf / total > alpha:
             break
-        best = l
+        best = k
     if best == 0:
         return float("nan"), float("nan")
     return s[best - 1], s[n - best]

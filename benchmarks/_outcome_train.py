@@ -42,8 +42,13 @@ def load(name: str, seed: int):
     x, y = data.data.astype("float32"), data.target.astype("int32")
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
     scaler = StandardScaler().fit(x_tr)
-    return scaler.transform(x_tr).astype("float32"), scaler.transform(x_va).astype("float32"), y_tr, y_va, \
-        int(y.max()) + 1
+    return (
+        scaler.transform(x_tr).astype("float32"),
+        scaler.transform(x_va).astype("float32"),
+        y_tr,
+        y_va,
+        int(y.max()) + 1,
+    )
 
 
 def main() -> None:
@@ -60,28 +65,41 @@ def main() -> None:
     args = p.parse_args()
     keras.utils.set_random_seed(args.seed)
     x_tr, x_va, y_tr, y_va, classes = load(args.dataset, args.seed)
-    model = keras.Sequential([
-        keras.Input((x_tr.shape[1],)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(classes, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((x_tr.shape[1],)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
     opt = keras.optimizers.Adam(args.lr) if args.optimizer == "adam" else keras.optimizers.SGD(args.lr, momentum=0.9)
     model.compile(opt, "sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = []
     if args.arm == "keras":
-        callbacks += [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-6),
-                      keras.callbacks.TerminateOnNaN()]
+        callbacks += [
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-6),
+            keras.callbacks.TerminateOnNaN(),
+        ]
     if args.poison_epoch is not None:
+
         class Poison(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
                 if epoch == args.poison_epoch:
                     kernel = self.model.layers[0].kernel
                     kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+
         callbacks.append(Poison())
     t_fit = time.time()
-    hist = model.fit(x_tr, y_tr, validation_data=(x_va, y_va), epochs=args.epochs, batch_size=args.batch_size,
-                     verbose=2, callbacks=callbacks)
+    hist = model.fit(
+        x_tr,
+        y_tr,
+        validation_data=(x_va, y_va),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=2,
+        callbacks=callbacks,
+    )
     fit_s = time.time() - t_fit
     _, acc = model.evaluate(x_va, y_va, verbose=0)
     val = [float(v) for v in hist.history.get("val_accuracy", [])]

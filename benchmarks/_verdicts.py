@@ -17,9 +17,9 @@ from pathlib import Path
 def main(run_dir: str) -> int:
     from lrsup.supervisor import protocol
     from lrsup.supervisor.protocol.doorbell import BELL_FILE, ControlWriter
-    from lrsup.supervisor.run.follower import Follower
     from lrsup.supervisor.protocol.jsonl import iter_objects
     from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+    from lrsup.supervisor.run.follower import Follower
 
     root = Path(run_dir)
     stop = root / "stop-answerer"
@@ -35,8 +35,11 @@ def main(run_dir: str) -> int:
             for record in follower.read():
                 # as the runner does: a verdict for each epoch record, and one for each start record
                 # (the start barrier, epoch = initial_epoch - 1) where the agent waits for it
-                epoch = record.epoch if isinstance(record, EpochRecord) else (
-                    record.initial_epoch - 1 if isinstance(record, StartRecord) else None)
+                epoch = (
+                    record.epoch
+                    if isinstance(record, EpochRecord)
+                    else (record.initial_epoch - 1 if isinstance(record, StartRecord) else None)
+                )
                 if epoch is not None:
                     seq += 1
                     control.write(protocol.make_command(seq, "verdict", time=time.time(), epoch=epoch))

@@ -66,7 +66,16 @@ import timeit
 from pathlib import Path
 
 from benchmarks._common import (
-    ROOT, fmt_pct, fmt_us, iqr, machine_line, md_table, median, median_ci, print_table, quantile,
+    ROOT,
+    fmt_pct,
+    fmt_us,
+    iqr,
+    machine_line,
+    md_table,
+    median,
+    median_ci,
+    print_table,
+    quantile,
     update_section,
 )
 
@@ -96,6 +105,7 @@ class FakeHandle:
 
 # -- micro-benchmarks -----------------------------------------------------------------
 
+
 def _timeit_per_call(fn, number: int, repeat: int) -> list[float]:
     return [t / number for t in timeit.repeat(fn, number=number, repeat=repeat)]
 
@@ -113,8 +123,10 @@ def _apply_cost(agent, handle, run: Path, n: int) -> list[float]:
     out = []
     seq = agent._max_seq  # noqa: SLF001 - only to continue numbering in a reused dir
     lr = None
-    with ControlWriter(run / protocol.CONTROL_FILE, run / BELL_FILE) as control, \
-            contextlib.redirect_stderr(io.StringIO()) as err:
+    with (
+        ControlWriter(run / protocol.CONTROL_FILE, run / BELL_FILE) as control,
+        contextlib.redirect_stderr(io.StringIO()) as err,
+    ):
         for i in range(n):
             seq += 1
             lr = 0.1 / (1 + i % 7)
@@ -154,36 +166,70 @@ def micro(smoke: bool) -> list[list[str]]:
     handle = FakeHandle()
     quiet = lambda agent: lambda: agent.batch_end(handle, epoch=0, batch=0, step=1)  # noqa: E731
     # no record due (batch_every large): batch_end is a position update and a look for commands
-    with tempfile.TemporaryDirectory() as tmp, Agent(_run_dir(tmp, bell=True), batch_every=10**9,
-                                                     heartbeat_interval=3600) as agent:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Agent(_run_dir(tmp, bell=True), batch_every=10**9, heartbeat_interval=3600) as agent,
+    ):
         ts = _timeit_per_call(quiet(agent), number, repeat)
-        rows.append(["doorbell check, nothing new (`Agent.batch_end` with control.bell, no record due: what "
-                     "every step without a record costs under `lrsup run`)", fmt_us(median(ts)), _spread(ts)])
-    with tempfile.TemporaryDirectory() as tmp, Agent(_run_dir(tmp, bell=False), batch_every=10**9,
-                                                     heartbeat_interval=3600) as agent:
+        rows.append(
+            [
+                "doorbell check, nothing new (`Agent.batch_end` with control.bell, no record due: what "
+                "every step without a record costs under `lrsup run`)",
+                fmt_us(median(ts)),
+                _spread(ts),
+            ]
+        )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Agent(_run_dir(tmp, bell=False), batch_every=10**9, heartbeat_interval=3600) as agent,
+    ):
         agent.poll_interval = 0  # a poll at every call (fstat of control.jsonl, nothing new)
         ts = _timeit_per_call(quiet(agent), number, repeat)
-        rows.append(["control poll, nothing new (no bell: `Agent.batch_end` polling at every call)",
-                     fmt_us(median(ts)), _spread(ts)])
+        rows.append(
+            [
+                "control poll, nothing new (no bell: `Agent.batch_end` polling at every call)",
+                fmt_us(median(ts)),
+                _spread(ts),
+            ]
+        )
         agent.poll_interval = POLL_INTERVAL
         ts = _timeit_per_call(quiet(agent), number, repeat)
-        rows.append([f"no bell, `Agent.batch_end` between polls (polls at most every {POLL_INTERVAL * 1e3:g} ms, "
-                     "so a step of 1 ms or more polls every time)", fmt_us(median(ts)), _spread(ts)])
+        rows.append(
+            [
+                f"no bell, `Agent.batch_end` between polls (polls at most every {POLL_INTERVAL * 1e3:g} ms, "
+                "so a step of 1 ms or more polls every time)",
+                fmt_us(median(ts)),
+                _spread(ts),
+            ]
+        )
     logs = {"loss": 0.5, "accuracy": 0.9}
-    with tempfile.TemporaryDirectory() as tmp, Agent(_run_dir(tmp, bell=True), batch_every=1,
-                                                     heartbeat_interval=3600) as agent:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Agent(_run_dir(tmp, bell=True), batch_every=1, heartbeat_interval=3600) as agent,
+    ):
         step = iter(range(1, 10**9))
-        ts = _timeit_per_call(lambda: agent.batch_end(handle, epoch=0, batch=0, step=next(step), logs=logs),
-                              number // 4, repeat)
+        ts = _timeit_per_call(
+            lambda: agent.batch_end(handle, epoch=0, batch=0, step=next(step), logs=logs), number // 4, repeat
+        )
         rows.append(["batch with a record due (format, write, doorbell check)", fmt_us(median(ts)), _spread(ts)])
     with tempfile.TemporaryDirectory() as tmp:
         run = _run_dir(tmp, bell=True)
         with Agent(run, batch_every=10**9, heartbeat_interval=3600) as agent:
             ts = _apply_cost(agent, handle, run, n_apply)
-    rows.append(["apply `set_lr` via a fake handle (ring, read, validate, apply, ack)", fmt_us(median(ts)),
-                 f"p5-p95 {fmt_us(quantile(ts, .05))} - {fmt_us(quantile(ts, .95))}"])
-    rows.append(["fake handle `set_lr` alone", fmt_us(median(_timeit_per_call(lambda: handle.set_lr(0.01),
-                                                                               number, repeat))), ""])
+    rows.append(
+        [
+            "apply `set_lr` via a fake handle (ring, read, validate, apply, ack)",
+            fmt_us(median(ts)),
+            f"p5-p95 {fmt_us(quantile(ts, 0.05))} - {fmt_us(quantile(ts, 0.95))}",
+        ]
+    )
+    rows.append(
+        [
+            "fake handle `set_lr` alone",
+            fmt_us(median(_timeit_per_call(lambda: handle.set_lr(0.01), number, repeat))),
+            "",
+        ]
+    )
     return rows
 
 
@@ -201,16 +247,27 @@ def micro_keras(smoke: bool) -> list[list[str]]:
     ts = _timeit_per_call(lambda: handle.set_lr(0.01), number, repeat)
     rows.append(["Keras handle `set_lr` alone (assign the LR variable)", fmt_us(median(ts)), _spread(ts)])
     ts = _timeit_per_call(handle.get_lr, number, repeat)
-    rows.append(["Keras handle `get_lr` alone (read the LR variable: epoch records and acks do this; batch "
-                 "records reuse the value read or set within the last second)", fmt_us(median(ts)), _spread(ts)])
+    rows.append(
+        [
+            "Keras handle `get_lr` alone (read the LR variable: epoch records and acks do this; batch "
+            "records reuse the value read or set within the last second)",
+            fmt_us(median(ts)),
+            _spread(ts),
+        ]
+    )
     ts = _timeit_per_call(handle.recent_lr, number, repeat)
     rows.append(["Keras handle `recent_lr` (what a batch record takes)", fmt_us(median(ts)), _spread(ts)])
     with tempfile.TemporaryDirectory() as tmp:
         run = _run_dir(tmp, bell=True)
         with Agent(run, batch_every=10**9, heartbeat_interval=3600) as agent:
             ts = _apply_cost(agent, handle, run, n_apply)
-    rows.append(["apply `set_lr` via the Keras handle (ring, read, validate, apply, ack)", fmt_us(median(ts)),
-                 f"p5-p95 {fmt_us(quantile(ts, .05))} - {fmt_us(quantile(ts, .95))}"])
+    rows.append(
+        [
+            "apply `set_lr` via the Keras handle (ring, read, validate, apply, ack)",
+            fmt_us(median(ts)),
+            f"p5-p95 {fmt_us(quantile(ts, 0.05))} - {fmt_us(quantile(ts, 0.95))}",
+        ]
+    )
     return rows
 
 
@@ -218,9 +275,9 @@ def micro_keras(smoke: bool) -> list[list[str]]:
 
 MODELS = {
     # name: hidden layer widths. Two small models: the issue's "steps of about 1 to 5 ms" spans both.
-    "small-64": (64,),          # the fast end: about 1.2 ms a step here
+    "small-64": (64,),  # the fast end: about 1.2 ms a step here
     "small-128x64": (128, 64),  # the outcomes benchmark's MLP: about 2 ms a step
-    "medium": (1024, 1024),     # about 6 ms a step
+    "medium": (1024, 1024),  # about 6 ms a step
 }
 BATCH = 32
 BLOCK = 10  # steps per block: the agent's default batch_every, so each block enters one new 10-step bucket
@@ -358,8 +415,9 @@ def _callbacks(keras):
         their permutations in turn.
         """
 
-        def __init__(self, model, arms, agents, noop, *, epochs: int, steps: int, start_step: int,
-                     stop_at: float | None = None):
+        def __init__(
+            self, model, arms, agents, noop, *, epochs: int, steps: int, start_step: int, stop_at: float | None = None
+        ):
             super().__init__([], add_history=True, model=model, verbose=0, epochs=epochs, steps=steps)
             self.arms = tuple(arms)
             self.orders = orders_of(self.arms)
@@ -413,8 +471,16 @@ def _callbacks(keras):
             self._flush_futures()  # an asynchronous block's pending batch ends are its own work
             self._pause()
             if self.block is not None:
-                self.blocks.append(dict(block=self.block, arm=self.arm, epoch=self._epoch0, steps=self._n,
-                                        wall=self._wall, cpu=self._cpu))
+                self.blocks.append(
+                    dict(
+                        block=self.block,
+                        arm=self.arm,
+                        epoch=self._epoch0,
+                        steps=self._n,
+                        wall=self._wall,
+                        cpu=self._cpu,
+                    )
+                )
             self.block = None
 
         def _open_block(self, block: int):
@@ -470,9 +536,12 @@ def _callbacks(keras):
             by_round: dict[int, dict[str, dict]] = {}
             for b in self.blocks:
                 by_round.setdefault(b["block"] // len(self.arms), {})[b["arm"]] = b
-            return [r for _, r in sorted(by_round.items())
-                    if len(r) == len(self.arms) and all(b["steps"] == BLOCK and b["epoch"] != skip_epoch
-                                                   for b in r.values())]
+            return [
+                r
+                for _, r in sorted(by_round.items())
+                if len(r) == len(self.arms)
+                and all(b["steps"] == BLOCK and b["epoch"] != skip_epoch for b in r.values())
+            ]
 
     return TimedLrsupCallback, NoopBatchCallback, Interleaver, HookTimedLrsupCallback
 
@@ -512,8 +581,9 @@ def answering(run: Path):
             answerer.kill()
 
 
-def step_overhead(rounds: dict[str, int], smoke: bool = False,
-                  budget: dict[str, float] | None = None) -> dict[str, dict]:
+def step_overhead(
+    rounds: dict[str, int], smoke: bool = False, budget: dict[str, float] | None = None
+) -> dict[str, dict]:
     """Run one interleaved fit per model; return the per-model measurements.
 
     ``rounds`` caps each model's rounds; ``budget`` (seconds per model's fit, optional) ends a
@@ -537,8 +607,9 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 keras.utils.set_random_seed(0)
                 layers = [keras.Input((64,))] + [keras.layers.Dense(w, activation="relu") for w in widths]
                 model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
-                model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy",
-                              metrics=["accuracy"])
+                model.compile(
+                    keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"]
+                )
                 model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # trace once, outside the timings
                 if int(model.optimizer.iterations) % steps:
                     raise RuntimeError("the interleaved fit must start at a round's first step")
@@ -547,9 +618,16 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 agent = TimedLrsupCallback(run, verdict_timeout=10.0)
                 dense = TimedLrsupCallback(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
                 t0 = time.perf_counter()
-                cbl = Interleaver(model, arms, {"with": agent, "every10": dense}, NoopBatchCallback(), epochs=epochs,
-                                  steps=steps, start_step=int(model.optimizer.iterations),
-                                  stop_at=t0 + budget[name] if budget else None)
+                cbl = Interleaver(
+                    model,
+                    arms,
+                    {"with": agent, "every10": dense},
+                    NoopBatchCallback(),
+                    epochs=epochs,
+                    steps=steps,
+                    start_step=int(model.optimizer.iterations),
+                    stop_at=t0 + budget[name] if budget else None,
+                )
                 agent.clock = lambda: cbl.arm_clock("with")
                 before = _batch_records(run)
                 model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=cbl)
@@ -564,13 +642,21 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                 model.fit(x, y, batch_size=BATCH, epochs=hook_epochs, verbose=0, callbacks=[timed])
                 solo_records = _batch_records(run) - before
                 hook = timed.hook[steps:]
-                per_step = {arm: {clock: median([r[arm][clock] / BLOCK for r in got]) for clock in ("wall", "cpu")}
-                            for arm in arms}
+                per_step = {
+                    arm: {clock: median([r[arm][clock] / BLOCK for r in got]) for clock in ("wall", "cpu")}
+                    for arm in arms
+                }
+
                 # the comparisons this model's arms allow (None: an arm not run)
-                ratio = lambda num, den, clock: (_stats(_ratios(got, num, den, clock))  # noqa: E731
-                                                 if num in arms and den in arms else None)
+                def ratio(num, den, clock, got=got, arms=arms):
+                    return _stats(_ratios(got, num, den, clock)) if num in arms and den in arms else None
+
                 results[name] = {
-                    "widths": widths, "steps": steps, "epochs": epochs, "seconds": elapsed, "rounds": len(got),
+                    "widths": widths,
+                    "steps": steps,
+                    "epochs": epochs,
+                    "seconds": elapsed,
+                    "rounds": len(got),
                     "per_step": per_step,
                     "cpu": ratio("with", "without", "cpu"),
                     "wall": ratio("with", "without", "wall"),
@@ -582,7 +668,8 @@ def step_overhead(rounds: dict[str, int], smoke: bool = False,
                     # steps per batch record of the default arm: in the interleaved fit, and alone
                     "steps_per_record": with_steps / max(1, interleaved_records),
                     "solo_steps_per_record": hook_epochs * steps / max(1, solo_records),
-                    "hook_median": median(hook), "hook_mean": sum(hook) / max(1, len(hook)),
+                    "hook_median": median(hook),
+                    "hook_mean": sum(hook) / max(1, len(hook)),
                     "hook_p90": quantile(hook, 0.9),
                     "epoch_end_wall": median([w for w, _ in agent.epoch_end[1:]]),
                     "epoch_end_cpu": median([c for _, c in agent.epoch_end[1:]]),
@@ -606,12 +693,22 @@ def _step_rows(results: dict) -> list[list]:
     rows = []
     for name, r in results.items():
         ps = r["per_step"]
-        rows.append([name, "x".join(map(str, r["widths"])), r["rounds"],
-                     f"{_ms(ps['without']['cpu'])} / {_ms(ps['without']['wall'])}",
-                     f"{_ms(ps['with']['cpu'])} / {_ms(ps['with']['wall'])}",
-                     f"**{fmt_pct(r['cpu']['median'])}**", _pct_range(r["cpu"]["iqr"]), _pct_range(r["cpu"]["ci"]),
-                     fmt_pct(r["wall"]["median"]), _pct_range(r["wall"]["iqr"]), _pct_range(r["wall"]["ci"]),
-                     f"{TARGETS[name]:.0%}"])
+        rows.append(
+            [
+                name,
+                "x".join(map(str, r["widths"])),
+                r["rounds"],
+                f"{_ms(ps['without']['cpu'])} / {_ms(ps['without']['wall'])}",
+                f"{_ms(ps['with']['cpu'])} / {_ms(ps['with']['wall'])}",
+                f"**{fmt_pct(r['cpu']['median'])}**",
+                _pct_range(r["cpu"]["iqr"]),
+                _pct_range(r["cpu"]["ci"]),
+                fmt_pct(r["wall"]["median"]),
+                _pct_range(r["wall"]["iqr"]),
+                _pct_range(r["wall"]["ci"]),
+                f"{TARGETS[name]:.0%}",
+            ]
+        )
     return rows
 
 
@@ -626,13 +723,19 @@ def _parts_rows(results: dict) -> list[list]:
     for name, r in results.items():
         step = r["per_step"]["without"]["wall"]
         epoch = r["steps"] * r["per_step"]["with"]["wall"]
-        rows.append([name,
-                     f"{r['solo_steps_per_record']:.0f} ({r['steps_per_record']:.0f})",
-                     _median_and_ci(r["every10_cpu"]), _median_and_ci(r["noop_cpu"]), _median_and_ci(r["beyond_cpu"]),
-                     f"median {fmt_us(r['hook_median'])}, mean {fmt_us(r['hook_mean'])}, p90 {fmt_us(r['hook_p90'])}",
-                     f"{r['hook_mean'] / step * 100:.2f}% (mean) / {r['hook_median'] / step * 100:.2f}% (median)",
-                     f"{_ms(r['epoch_end_wall'])} / {_ms(r['epoch_end_cpu'])}",
-                     f"{r['epoch_end_wall'] / epoch * 100:.1f}%"])
+        rows.append(
+            [
+                name,
+                f"{r['solo_steps_per_record']:.0f} ({r['steps_per_record']:.0f})",
+                _median_and_ci(r["every10_cpu"]),
+                _median_and_ci(r["noop_cpu"]),
+                _median_and_ci(r["beyond_cpu"]),
+                f"median {fmt_us(r['hook_median'])}, mean {fmt_us(r['hook_mean'])}, p90 {fmt_us(r['hook_p90'])}",
+                f"{r['hook_mean'] / step * 100:.2f}% (mean) / {r['hook_median'] / step * 100:.2f}% (median)",
+                f"{_ms(r['epoch_end_wall'])} / {_ms(r['epoch_end_cpu'])}",
+                f"{r['epoch_end_wall'] / epoch * 100:.1f}%",
+            ]
+        )
     return rows
 
 
@@ -649,127 +752,164 @@ def _verdicts(results: dict) -> list[str]:
         elif lo >= target:
             verdict = "**not met**: the whole 95% confidence interval of the median lies at or above the target"
         else:
-            verdict = (f"**not resolved**: the 95% confidence interval ({hi - lo:.2%} wide) straddles "
-                       f"the target")
-        lines.append(f"- {name}: CPU-time step overhead {fmt_pct(med)} (IQR {_pct_range(r['cpu']['iqr'])}, "
-                     f"95% CI of the median {_pct_range((lo, hi))}, {r['rounds']} rounds) against a "
-                     f"target of {target:.0%}: {verdict}. Wall time: {fmt_pct(r['wall']['median'])} "
-                     f"(95% CI {_pct_range(r['wall']['ci'])}). The agent's batch hook, timed directly, "
-                     f"averages {fmt_us(r['hook_mean'])} a step, "
-                     f"{r['hook_mean'] / r['per_step']['without']['wall']:.2%} of a step without the agent.")
+            verdict = f"**not resolved**: the 95% confidence interval ({hi - lo:.2%} wide) straddles the target"
+        lines.append(
+            f"- {name}: CPU-time step overhead {fmt_pct(med)} (IQR {_pct_range(r['cpu']['iqr'])}, "
+            f"95% CI of the median {_pct_range((lo, hi))}, {r['rounds']} rounds) against a "
+            f"target of {target:.0%}: {verdict}. Wall time: {fmt_pct(r['wall']['median'])} "
+            f"(95% CI {_pct_range(r['wall']['ci'])}). The agent's batch hook, timed directly, "
+            f"averages {fmt_us(r['hook_mean'])} a step, "
+            f"{r['hook_mean'] / r['per_step']['without']['wall']:.2%} of a step without the agent."
+        )
     return lines
 
 
-STEP_HEADER = ["model", "hidden", "rounds", "step without (CPU / wall)", "step with (CPU / wall)",
-               "overhead, CPU time (median)", "CPU IQR", "CPU 95% CI of median",
-               "overhead, wall time (median)", "wall IQR", "wall 95% CI of median", "target"]
-PARTS_HEADER = ["model", "steps per batch record, default settings: alone (interleaved)",
-                "a record every 10 steps instead (`batch_min_interval = 0`; CPU, median and 95% CI)",
-                "no-op batch callback instead (CPU, median and 95% CI)",
-                "agent beyond the no-op callback (CPU, median and 95% CI)",
-                "agent's batch hook per step (timed inside it, wall)", "hook / step without (wall)",
-                "agent's epoch end per epoch (wall / CPU)", "epoch end / epoch of this benchmark"]
+STEP_HEADER = [
+    "model",
+    "hidden",
+    "rounds",
+    "step without (CPU / wall)",
+    "step with (CPU / wall)",
+    "overhead, CPU time (median)",
+    "CPU IQR",
+    "CPU 95% CI of median",
+    "overhead, wall time (median)",
+    "wall IQR",
+    "wall 95% CI of median",
+    "target",
+]
+PARTS_HEADER = [
+    "model",
+    "steps per batch record, default settings: alone (interleaved)",
+    "a record every 10 steps instead (`batch_min_interval = 0`; CPU, median and 95% CI)",
+    "no-op batch callback instead (CPU, median and 95% CI)",
+    "agent beyond the no-op callback (CPU, median and 95% CI)",
+    "agent's batch hook per step (timed inside it, wall)",
+    "hook / step without (wall)",
+    "agent's epoch end per epoch (wall / CPU)",
+    "epoch end / epoch of this benchmark",
+]
 MICRO_HEADER = ["operation", "median per call", "spread"]
 
 
 def _doc(header: str, results: dict, step_rows, parts_rows, micro_rows, minutes: float) -> str:
-    return "\n".join([
-        "## 1. Cost inside the trainer", "",
-        f"Reproduce: `python -m benchmarks.agent_overhead` (about {max(1, round(minutes))} minutes).", "",
-        header, "",
-        f"Time per step of `model.fit` on the digits (batch {BATCH}, SGD with momentum, TensorFlow on one "
-        "thread; the 1797 samples repeated to fill epochs of "
-        + ", ".join(f"{r['steps']} steps ({name})" for name, r in results.items())
-        + f": {ROUNDS_PER_EPOCH} rounds each, see below), without and with "
-        "`LrsupCallback` with the default settings: a batch record at a multiple of `batch_every = 10` steps, "
-        "at most one every `batch_min_interval = 0.1` s (so with steps under 10 ms a record every 20 to 70 "
-        "steps, the first column of the second table); at each batch end a look at the doorbell, "
-        "`control.bell`, that the stand-in supervisor rings after each command, as `lrsup run` does: "
-        "docs/protocol.md. The arms share one `fit` per model and alternate "
-        f"every {BLOCK} steps: a round is four consecutive blocks of {BLOCK} steps, one without the agent, one "
-        "with a callback whose batch hook does nothing (a reference: Keras's per-batch callback machinery "
-        "for one more callback), one with the agent at the default settings, and one with the agent at "
-        "`batch_min_interval = 0` (a batch record in every block: every 10th step), in an order that "
-        "cycles through all 24 permutations. The medium model runs only the two arms its verdict compares "
-        "(without the agent, and with it at the default settings; a round is two blocks, in either order "
-        "by turns), for twice the rounds in the same time: its target is a third of the small models', and "
-        "so needs a narrower confidence interval. Every epoch is "
-        f"{ROUNDS_PER_EPOCH} whole rounds, and {ROUNDS_PER_EPOCH} is coprime to the number of orders (24, "
-        "or 2), so the arm whose block opens an epoch, and pays that epoch's slower first step (after the "
-        "epoch end's work), takes each order in turn: every arm opens equally many epochs. (With 56-step "
-        "epochs it did not: an A/A check of the two-arm design, the arm \"with\" given the callbacks of "
-        "the arm without, measured -0.35%, 95% CI -0.71 .. -0.07%.) For each block Keras gets exactly that arm's callback "
-        "list and the batch-end dispatch it would choose for it (on TensorFlow always synchronous: the "
-        "backend is not thread-safe for Keras, so `CallbackList` converts the batch logs to floats and calls "
-        "the batch hooks on the training thread after every batch, with or without callbacks). Blocks are "
-        "aligned on the agent's 10-step buckets. The default arm's agent measures `batch_min_interval` on a "
-        "clock that runs only during its own blocks, so it writes its records at the steps a fit of it "
-        "alone would (the steps per record, alone and interleaved, are in the second table). Only batches "
-        "are timed: the clocks stop at each epoch end and restart at the next batch; the agents' "
-        "epoch-level work (start record, checkpoint, epoch record, verdict wait, answered by stand-in "
-        "supervisor processes, `benchmarks/_verdicts.py`) runs at every epoch end in all arms and is timed "
-        "directly (last two columns of the second table). The first epoch is warm-up and left out.", "",
-        "Each block is timed by two clocks: wall time and the CPU time of the training process "
-        "(`time.process_time`, user + system time of all its threads; TensorFlow runs one intra-op and "
-        "one inter-op thread). Overhead = with / without - 1 per round (the default arm's); the tables give the median over "
-        "rounds, the interquartile range of the rounds and a distribution-free 95% confidence interval "
-        "of the median (order statistics). **The verdict is based on the CPU-time ratio.** This is a "
-        "shared machine: other processes' load preempts the training process, which stretches its wall "
-        "time by amounts that vary from block to block and are unrelated to the agent, while the CPU time "
-        "the process itself uses is what the agent adds to and is far less affected by that load (cache "
-        "and memory-bandwidth contention still reach it). The agent does no waiting inside a batch (no "
-        "sleep, no lock held by another thread in the steady state), so its per-step cost is CPU work "
-        "and CPU time measures all of it; the epoch-end verdict wait, which is waiting, is outside the "
-        "step and reported in wall time. Targets: under 3% (both small models: the issue's small model has "
-        "steps of about 1 to 5 ms, and these two span the fast half of that range), under 1% (medium); "
-        "**met** when the "
-        "whole CI lies below the target, **not met** when it lies at or above, **not resolved** otherwise.",
-        "",
-        md_table(STEP_HEADER, step_rows), "",
-        *_verdicts(results), "",
-        "Where the overhead comes from. The first columns: how often the default arm wrote a batch "
-        "record (steps per record, in a fit of its own and in the interleaved one), and the overhead of "
-        "the agent writing one at every 10th step instead (`batch_min_interval = 0`, the same rounds): the "
-        "difference is what the records cost. The no-op arm against the arm without: the cost of one more "
-        "callback with a batch hook that does nothing, a reference; the default arm against the no-op arm: "
-        "the agent's own work beyond that. The agent's batch hook is also timed directly inside "
-        f"`LrsupCallback.on_train_batch_end`, in a separate fit of {HOOK_EPOCHS - 1} epochs (after one of warm-up) "
-        "with the agent alone at the default settings, right after the interleaved one (a timing wrapper in "
-        "the interleaved fit would add its own cost to the agent's blocks): its median is the typical step "
-        "(a look at the doorbell), its mean also carries the batch records and rare preemptions. The last two "
-        "columns: the agent's `on_epoch_end` per epoch (the default checkpoint at every epoch end, "
-        "`checkpoint_every_epochs = 1`, the epoch record and the verdict wait), and its share of one of "
-        "this benchmark's epochs, which are short ("
-        + ", ".join(f"{r['steps']} steps" for r in results.values())
-        + "): in a real run with longer "
-        "epochs that share is proportionally smaller; the checkpoint of the medium model (1.1 M parameters "
-        "plus momentum) dominates it.", "",
-        md_table(PARTS_HEADER, parts_rows), "",
-        "The agent's own operations (`timeit`, median of repeats, or of single calls for the \"apply\" rows, "
-        "which time the whole `batch_end` that finds the new command line, validates and applies it and "
-        "writes the ack, right after the stand-in supervisor's writer appended it and rang the bell). Under "
-        "`lrsup run` the agent looks at the doorbell at each batch end and reads control.jsonl only when it "
-        "rang (and every 0.25 s regardless); in a run directory without a bell it polls control.jsonl at most "
-        "once per millisecond (the \"no bell\" rows, with the poll forced at every call so that they time a "
-        "real `os.fstat`). These are hot-loop figures, lower bounds: inside a "
-        "fit, between TensorFlow steps that evict the caches, the same calls cost several times more (the "
-        "agent's batch hook, timed directly above, has a median of "
-        + ", ".join(f"{fmt_us(r['hook_median'])} ({name})" for name, r in results.items())
-        + " for a step without a record). A batch record through the Keras handle reuses the learning rate "
-        "that the handle read or set within the last second (`recent_lr`); epoch records and acks read the "
-        "variable (`get_lr`).", "",
-        md_table(MICRO_HEADER, micro_rows),
-    ])
+    return "\n".join(
+        [
+            "## 1. Cost inside the trainer",
+            "",
+            f"Reproduce: `python -m benchmarks.agent_overhead` (about {max(1, round(minutes))} minutes).",
+            "",
+            header,
+            "",
+            f"Time per step of `model.fit` on the digits (batch {BATCH}, SGD with momentum, TensorFlow on one "
+            "thread; the 1797 samples repeated to fill epochs of "
+            + ", ".join(f"{r['steps']} steps ({name})" for name, r in results.items())
+            + f": {ROUNDS_PER_EPOCH} rounds each, see below), without and with "
+            "`LrsupCallback` with the default settings: a batch record at a multiple of `batch_every = 10` steps, "
+            "at most one every `batch_min_interval = 0.1` s (so with steps under 10 ms a record every 20 to 70 "
+            "steps, the first column of the second table); at each batch end a look at the doorbell, "
+            "`control.bell`, that the stand-in supervisor rings after each command, as `lrsup run` does: "
+            "docs/protocol.md. The arms share one `fit` per model and alternate "
+            f"every {BLOCK} steps: a round is four consecutive blocks of {BLOCK} steps, one without the agent, one "
+            "with a callback whose batch hook does nothing (a reference: Keras's per-batch callback machinery "
+            "for one more callback), one with the agent at the default settings, and one with the agent at "
+            "`batch_min_interval = 0` (a batch record in every block: every 10th step), in an order that "
+            "cycles through all 24 permutations. The medium model runs only the two arms its verdict compares "
+            "(without the agent, and with it at the default settings; a round is two blocks, in either order "
+            "by turns), for twice the rounds in the same time: its target is a third of the small models', and "
+            "so needs a narrower confidence interval. Every epoch is "
+            f"{ROUNDS_PER_EPOCH} whole rounds, and {ROUNDS_PER_EPOCH} is coprime to the number of orders (24, "
+            "or 2), so the arm whose block opens an epoch, and pays that epoch's slower first step (after the "
+            "epoch end's work), takes each order in turn: every arm opens equally many epochs. (With 56-step "
+            'epochs it did not: an A/A check of the two-arm design, the arm "with" given the callbacks of '
+            "the arm without, measured -0.35%, 95% CI -0.71 .. -0.07%.) For each block Keras gets exactly that arm's callback "
+            "list and the batch-end dispatch it would choose for it (on TensorFlow always synchronous: the "
+            "backend is not thread-safe for Keras, so `CallbackList` converts the batch logs to floats and calls "
+            "the batch hooks on the training thread after every batch, with or without callbacks). Blocks are "
+            "aligned on the agent's 10-step buckets. The default arm's agent measures `batch_min_interval` on a "
+            "clock that runs only during its own blocks, so it writes its records at the steps a fit of it "
+            "alone would (the steps per record, alone and interleaved, are in the second table). Only batches "
+            "are timed: the clocks stop at each epoch end and restart at the next batch; the agents' "
+            "epoch-level work (start record, checkpoint, epoch record, verdict wait, answered by stand-in "
+            "supervisor processes, `benchmarks/_verdicts.py`) runs at every epoch end in all arms and is timed "
+            "directly (last two columns of the second table). The first epoch is warm-up and left out.",
+            "",
+            "Each block is timed by two clocks: wall time and the CPU time of the training process "
+            "(`time.process_time`, user + system time of all its threads; TensorFlow runs one intra-op and "
+            "one inter-op thread). Overhead = with / without - 1 per round (the default arm's); the tables give the median over "
+            "rounds, the interquartile range of the rounds and a distribution-free 95% confidence interval "
+            "of the median (order statistics). **The verdict is based on the CPU-time ratio.** This is a "
+            "shared machine: other processes' load preempts the training process, which stretches its wall "
+            "time by amounts that vary from block to block and are unrelated to the agent, while the CPU time "
+            "the process itself uses is what the agent adds to and is far less affected by that load (cache "
+            "and memory-bandwidth contention still reach it). The agent does no waiting inside a batch (no "
+            "sleep, no lock held by another thread in the steady state), so its per-step cost is CPU work "
+            "and CPU time measures all of it; the epoch-end verdict wait, which is waiting, is outside the "
+            "step and reported in wall time. Targets: under 3% (both small models: the issue's small model has "
+            "steps of about 1 to 5 ms, and these two span the fast half of that range), under 1% (medium); "
+            "**met** when the "
+            "whole CI lies below the target, **not met** when it lies at or above, **not resolved** otherwise.",
+            "",
+            md_table(STEP_HEADER, step_rows),
+            "",
+            *_verdicts(results),
+            "",
+            "Where the overhead comes from. The first columns: how often the default arm wrote a batch "
+            "record (steps per record, in a fit of its own and in the interleaved one), and the overhead of "
+            "the agent writing one at every 10th step instead (`batch_min_interval = 0`, the same rounds): the "
+            "difference is what the records cost. The no-op arm against the arm without: the cost of one more "
+            "callback with a batch hook that does nothing, a reference; the default arm against the no-op arm: "
+            "the agent's own work beyond that. The agent's batch hook is also timed directly inside "
+            f"`LrsupCallback.on_train_batch_end`, in a separate fit of {HOOK_EPOCHS - 1} epochs (after one of warm-up) "
+            "with the agent alone at the default settings, right after the interleaved one (a timing wrapper in "
+            "the interleaved fit would add its own cost to the agent's blocks): its median is the typical step "
+            "(a look at the doorbell), its mean also carries the batch records and rare preemptions. The last two "
+            "columns: the agent's `on_epoch_end` per epoch (the default checkpoint at every epoch end, "
+            "`checkpoint_every_epochs = 1`, the epoch record and the verdict wait), and its share of one of "
+            "this benchmark's epochs, which are short ("
+            + ", ".join(f"{r['steps']} steps" for r in results.values())
+            + "): in a real run with longer "
+            "epochs that share is proportionally smaller; the checkpoint of the medium model (1.1 M parameters "
+            "plus momentum) dominates it.",
+            "",
+            md_table(PARTS_HEADER, parts_rows),
+            "",
+            'The agent\'s own operations (`timeit`, median of repeats, or of single calls for the "apply" rows, '
+            "which time the whole `batch_end` that finds the new command line, validates and applies it and "
+            "writes the ack, right after the stand-in supervisor's writer appended it and rang the bell). Under "
+            "`lrsup run` the agent looks at the doorbell at each batch end and reads control.jsonl only when it "
+            "rang (and every 0.25 s regardless); in a run directory without a bell it polls control.jsonl at most "
+            'once per millisecond (the "no bell" rows, with the poll forced at every call so that they time a '
+            "real `os.fstat`). These are hot-loop figures, lower bounds: inside a "
+            "fit, between TensorFlow steps that evict the caches, the same calls cost several times more (the "
+            "agent's batch hook, timed directly above, has a median of "
+            + ", ".join(f"{fmt_us(r['hook_median'])} ({name})" for name, r in results.items())
+            + " for a step without a record). A batch record through the Keras handle reuses the learning rate "
+            "that the handle read or set within the last second (`recent_lr`); epoch records and acks read the "
+            "variable (`get_lr`).",
+            "",
+            md_table(MICRO_HEADER, micro_rows),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny run; no TensorFlow unless --keras; docs untouched")
     p.add_argument("--keras", action="store_true", help="with --smoke: also run the Keras parts (tiny)")
-    p.add_argument("--rounds", type=int, default=4000, help="at most this many rounds per model "
-                   f"(a block of {BLOCK} steps per arm each; the time budgets below usually end the fits first)")
-    p.add_argument("--budget-small", type=float, default=120, help="seconds at most for each small model's fit "
-                   "(it ends at the first epoch end past them)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=4000,
+        help="at most this many rounds per model "
+        f"(a block of {BLOCK} steps per arm each; the time budgets below usually end the fits first)",
+    )
+    p.add_argument(
+        "--budget-small",
+        type=float,
+        default=120,
+        help="seconds at most for each small model's fit (it ends at the first epoch end past them)",
+    )
     p.add_argument("--budget-medium", type=float, default=420, help="seconds at most for the medium model's fit")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -779,8 +919,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke or args.keras:
         rows += micro_keras(args.smoke)
         rounds = {name: 8 if args.smoke else args.rounds for name in MODELS}
-        budget = None if args.smoke else {name: args.budget_medium if name == "medium" else args.budget_small
-                                          for name in MODELS}
+        budget = (
+            None
+            if args.smoke
+            else {name: args.budget_medium if name == "medium" else args.budget_small for name in MODELS}
+        )
         results = step_overhead(rounds, smoke=args.smoke, budget=budget)
         step_rows, parts_rows = _step_rows(results), _parts_rows(results)
         print_table("Training step with and without the agent", STEP_HEADER, step_rows)
@@ -789,8 +932,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Agent operations", MICRO_HEADER, rows)
     if args.smoke:
         return 0
-    update_section("agent_overhead", _doc(header, results, step_rows, parts_rows, rows,
-                                          (time.perf_counter() - t0) / 60))
+    update_section(
+        "agent_overhead", _doc(header, results, step_rows, parts_rows, rows, (time.perf_counter() - t0) / 60)
+    )
     return 0
 
 

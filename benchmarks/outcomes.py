@@ -32,9 +32,12 @@ from benchmarks._common import ROOT, default_stack_toml, machine_line, md_table,
 SCRIPT = ROOT / "benchmarks" / "_outcome_train.py"
 FIGURE = ROOT / "benchmarks" / "outcomes.png"
 ARMS = ("constant", "keras", "lrsup")
-ARM_TITLES = {"constant": "(a) constant LR", "keras": "(b) Keras ReduceLROnPlateau + TerminateOnNaN",
-              "lrsup": "(c) lrsup run, default stack"}
-NOTE_REPRO = ("Reproducibility: arms (a) and (b) gave identical numbers in two runs of the small grid; arm (c) did not (e.g. SGD at 1e-3: 0.978 then 0.973; SGD at 0.03: 0.973 then 0.976). The likely cause is the default stack's batch-level decisions (the LR range test, divergence), which take effect at a step that depends on the supervisor's reaction time (section 2), unlike epoch decisions, which the epoch barrier pins to the epoch end. Compare arms on more than one seed before reading a one-cell difference.")
+ARM_TITLES = {
+    "constant": "(a) constant LR",
+    "keras": "(b) Keras ReduceLROnPlateau + TerminateOnNaN",
+    "lrsup": "(c) lrsup run, default stack",
+}
+NOTE_REPRO = "Reproducibility: arms (a) and (b) gave identical numbers in two runs of the small grid; arm (c) did not (e.g. SGD at 1e-3: 0.978 then 0.973; SGD at 0.03: 0.973 then 0.976). The likely cause is the default stack's batch-level decisions (the LR range test, divergence), which take effect at a step that depends on the supervisor's reaction time (section 2), unlike epoch decisions, which the epoch barrier pins to the epoch end. Compare arms on more than one seed before reading a one-cell difference."
 
 GRIDS = {
     "small": {"lrs": [1e-3, 3e-2, 1.0], "datasets": ["digits"]},
@@ -53,9 +56,20 @@ def run_one(cell: dict, tmp: Path, epochs: int) -> dict:
     if cell.get("recovery"):
         name += f"-recovery-poison{cell.get('poison')}"
     result = tmp / f"{name}.json"
-    script_args = ["--dataset", cell["dataset"], "--optimizer", cell["optimizer"], "--lr", repr(cell["lr"]),
-                   "--epochs", str(epochs), "--arm", "keras" if cell["arm"] == "keras" else "constant",
-                   "--result", str(result)]
+    script_args = [
+        "--dataset",
+        cell["dataset"],
+        "--optimizer",
+        cell["optimizer"],
+        "--lr",
+        repr(cell["lr"]),
+        "--epochs",
+        str(epochs),
+        "--arm",
+        "keras" if cell["arm"] == "keras" else "constant",
+        "--result",
+        str(result),
+    ]
     if cell.get("poison") is not None:
         script_args += ["--poison-epoch", str(cell["poison"])]
     if cell["arm"] == "lrsup":
@@ -75,12 +89,17 @@ def run_one(cell: dict, tmp: Path, epochs: int) -> dict:
     if cell["arm"] == "lrsup":
         journal = tmp / f"run-{name}" / "journal.jsonl"
         try:
-            out["decisions"] = sum(1 for line in journal.read_text().splitlines()
-                                   if '"type": "decision"' in line or '"type":"decision"' in line)
+            out["decisions"] = sum(
+                1
+                for line in journal.read_text().splitlines()
+                if '"type": "decision"' in line or '"type":"decision"' in line
+            )
         except OSError:
             out["decisions"] = None
-    print(f"  {name}: final {out['final']:.4f} best {out['best']:.4f} ({wall:.1f} s, status {proc.returncode})",
-          flush=True)
+    print(
+        f"  {name}: final {out['final']:.4f} best {out['best']:.4f} ({wall:.1f} s, status {proc.returncode})",
+        flush=True,
+    )
     return out
 
 
@@ -102,8 +121,9 @@ def heatmap(results: list[dict], lrs: list[float], datasets: list[str], path: Pa
     import numpy as np
 
     opts = ["sgd", "adam"]
-    fig, axes = plt.subplots(len(datasets), len(ARMS), figsize=(4.6 * len(ARMS), 1.2 + 2.1 * len(datasets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets), len(ARMS), figsize=(4.6 * len(ARMS), 1.2 + 2.1 * len(datasets)), squeeze=False
+    )
     for r, ds in enumerate(datasets):
         for c, arm in enumerate(ARMS):
             ax = axes[r][c]
@@ -115,8 +135,15 @@ def heatmap(results: list[dict], lrs: list[float], datasets: list[str], path: Pa
             for i in range(len(opts)):
                 for j in range(len(lrs)):
                     if not math.isnan(grid[i, j]):
-                        ax.text(j, i, f"{100 * grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                                color="white" if grid[i, j] < 0.92 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{100 * grid[i, j]:.0f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if grid[i, j] < 0.92 else "black",
+                        )
             ax.set_xticks(range(len(lrs)), [_short(lr) for lr in lrs], rotation=45, fontsize=7)
             ax.set_yticks(range(len(opts)), ["SGD m=0.9", "Adam"] if c == 0 else ["", ""], fontsize=8)
             ax.set_title(f"{ARM_TITLES[arm]}\n{ds}", fontsize=8)
@@ -141,16 +168,29 @@ def main(argv: list[str] | None = None) -> int:
     grid = GRIDS[grid_name]
     epochs = 2 if args.smoke else args.epochs
     header = machine_line()
-    cells = [{"dataset": ds, "optimizer": opt, "lr": lr, "arm": arm}
-             for ds in grid["datasets"] for opt in ("sgd", "adam") for lr in grid["lrs"] for arm in ARMS]
+    cells = [
+        {"dataset": ds, "optimizer": opt, "lr": lr, "arm": arm}
+        for ds in grid["datasets"]
+        for opt in ("sgd", "adam")
+        for lr in grid["lrs"]
+        for arm in ARMS
+    ]
     if args.smoke:
         cells = [c for c in cells if c["optimizer"] == "sgd"]
     recovery_cells = []
     if not args.no_recovery and not args.smoke:
         for arm in ("keras", "lrsup"):
             for poison in (None, args.poison_epoch):
-                recovery_cells.append({"dataset": "digits", "optimizer": "sgd", "lr": 0.03, "arm": arm,
-                                       "poison": poison, "recovery": True})
+                recovery_cells.append(
+                    {
+                        "dataset": "digits",
+                        "optimizer": "sgd",
+                        "lr": 0.03,
+                        "arm": arm,
+                        "poison": poison,
+                        "recovery": True,
+                    }
+                )
     t0 = time.perf_counter()
     toml, stack_note = default_stack_toml()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -176,16 +216,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # per-cell table: rows (dataset, optimizer, lr), columns final/best per arm
     rows = []
-    best_of = {ds: max((r["final"] for r in grid_results if r["dataset"] == ds), default=0.0)
-               for ds in grid["datasets"]}
+    best_of = {
+        ds: max((r["final"] for r in grid_results if r["dataset"] == ds), default=0.0) for ds in grid["datasets"]
+    }
     for ds in grid["datasets"]:
         for opt in ("sgd", "adam"):
             for lr in grid["lrs"]:
                 row = [ds, "SGD m=0.9" if opt == "sgd" else "Adam", f"{lr:g}"]
                 found = False
                 for arm in ARMS:
-                    r = next((x for x in grid_results if (x["dataset"], x["optimizer"], x["lr"], x["arm"]) ==
-                              (ds, opt, lr, arm)), None)
+                    r = next(
+                        (
+                            x
+                            for x in grid_results
+                            if (x["dataset"], x["optimizer"], x["lr"], x["arm"]) == (ds, opt, lr, arm)
+                        ),
+                        None,
+                    )
                     if r is None:
                         row.append("-")
                         continue
@@ -198,18 +245,42 @@ def main(argv: list[str] | None = None) -> int:
     counts = []
     for ds in grid["datasets"]:
         n_cells = len({(r["optimizer"], r["lr"]) for r in grid_results if r["dataset"] == ds})
-        counts.append([ds, f"{best_of[ds]:.3f}", n_cells] + [
-            sum(1 for r in grid_results if r["dataset"] == ds and r["arm"] == a and r["final"] >= best_of[ds] - 0.02)
-            for a in ARMS])
+        counts.append(
+            [ds, f"{best_of[ds]:.3f}", n_cells]
+            + [
+                sum(
+                    1 for r in grid_results if r["dataset"] == ds and r["arm"] == a and r["final"] >= best_of[ds] - 0.02
+                )
+                for a in ARMS
+            ]
+        )
     count_header = ["data", "best final acc", "cells"] + [f"{a}: reach target" for a in ARMS]
     rec_rows = []
     for r in rec_results:
-        rec_rows.append([r["arm"], "yes" if r.get("poison") is not None else "no", f"{r['final']:.3f}",
-                         f"{r['best']:.3f}", r.get("epochs_run", "-"), "yes" if r.get("nan") else "no",
-                         f"{r.get('max_loss', float('nan')):.3g}",
-                         f"{r.get('fit_s', float('nan')):.1f} s", f"{r['wall']:.1f} s"])
-    rec_header = ["arm", f"NaN at epoch {args.poison_epoch + 1}", "final acc", "best acc", "epochs run",
-                  "NaN loss seen", "highest epoch loss", "fit time", "run wall time"]
+        rec_rows.append(
+            [
+                r["arm"],
+                "yes" if r.get("poison") is not None else "no",
+                f"{r['final']:.3f}",
+                f"{r['best']:.3f}",
+                r.get("epochs_run", "-"),
+                "yes" if r.get("nan") else "no",
+                f"{r.get('max_loss', float('nan')):.3g}",
+                f"{r.get('fit_s', float('nan')):.1f} s",
+                f"{r['wall']:.1f} s",
+            ]
+        )
+    rec_header = [
+        "arm",
+        f"NaN at epoch {args.poison_epoch + 1}",
+        "final acc",
+        "best acc",
+        "epochs run",
+        "NaN loss seen",
+        "highest epoch loss",
+        "fit time",
+        "run wall time",
+    ]
     print_table("Outcomes (final / best val accuracy; ✓ = within 2 points of the grid's best)", header_cells, rows)
     print_table("Cells reaching the target", count_header, counts)
     if rec_rows:
@@ -221,49 +292,84 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figure: {FIGURE}")
     from lrsup.supervisor.config import DEFAULT_STACK
 
-    body = "\n".join([
-        "## 4. Outcomes", "",
-        f"Last run: `python -m benchmarks.outcomes --grid {grid_name} --jobs {args.jobs}` "
-        f"({len(results)} runs, {total / 60:.0f} min). The full grid (11 starting LRs 1e-4..10 x SGD/Adam x 3 "
-        "arms x digits and breast cancer, plus recovery: about 140 runs, 25-30 min on 2 free cores) is run "
-        "with `python -m benchmarks.outcomes --grid full --jobs 1`"
-        + (" and has **not been run yet** (the numbers below are the small grid's)." if grid_name != "full" else "."),
-        "", header, "",
-        "Each run: a fresh process of `benchmarks/_outcome_train.py` (MLP 128-64, batch 32, seed 0, "
-        f"{epochs} epochs, 75/25 split, standardized features). Arms: (a) constant LR; (b) Keras's "
-        "`ReduceLROnPlateau(val_loss, factor=0.5, patience=3, min_lr=1e-6)` + `TerminateOnNaN` in the "
-        "script; (c) the script of (a), unmodified, under `lrsup run` with the default stack "
-        f"(`{json.dumps(DEFAULT_STACK)}`). Cells: final / best val accuracy; ✓ = final within 2 points of the "
-        "best final accuracy of any run on that data set.", "",
-        md_table(header_cells, rows), "",
-        md_table(count_header, counts), "",
-        "![final val accuracy per starting LR, optimizer and arm](../benchmarks/outcomes.png)", "",
-    ] + ([
-        f"Recovery (digits, SGD, start LR 0.03): the first layer's kernel set to NaN before epoch "
-        f"{args.poison_epoch + 1}, against the same run without it.", "",
-        md_table(rec_header, rec_rows), "",
-        "Time lost to the NaN = fit time with it - fit time without it, in the same arm. The NaN "
-        "weights do not surface as a NaN loss here: the epoch loss settles near ln 10 = 2.30, chance "
-        "level (see \"highest epoch loss\"), so `TerminateOnNaN` never fires and arm (b) finishes at "
-        "chance accuracy, while lrsup's divergence policy sees the jump in loss and rolls back to a "
-        "known-good checkpoint.", "",
-    ] if rec_rows else []) + [
-        "Notes: (b) uses the same plateau settings as the default stack's `plateau`, so differences "
-        "between (b) and (c) come from the other policies of the default stack (divergence rollback, "
-        "the LR range test) and from NaN handling: `TerminateOnNaN` ends the run, lrsup's divergence "
-        "policy rolls back to a known-good checkpoint with a cut LR.", "",
-        NOTE_REPRO, "",
-        "The target is 2 points below the best final accuracy of any run on the data set, whichever arm it "
-        "came from, so it moves from one grid run to the next with that single best cell; compare the finals "
-        "as well as the counts. On breast cancer (426 training samples, 14 steps per epoch, 143 validation "
-        "samples: one sample is 0.7 points) the default stack's 100-step LR range test takes about 7 of the 15 "
-        "epochs, and the run goes back to its start weights after it.",
-    ] + (["", stack_note] if stack_note else []) + ([
-        "", "Retried once (no result written the first time): " + ", ".join(
-            f"{r['dataset']} {r['optimizer']} {r['lr']:g} {r['arm']}" for r in retried)
-        + "; " + ("all gave a result the second time." if not failed else
-                  f"{len(failed)} failed again and count as 0.")
-    ] if retried else []))
+    body = "\n".join(
+        [
+            "## 4. Outcomes",
+            "",
+            f"Last run: `python -m benchmarks.outcomes --grid {grid_name} --jobs {args.jobs}` "
+            f"({len(results)} runs, {total / 60:.0f} min). The full grid (11 starting LRs 1e-4..10 x SGD/Adam x 3 "
+            "arms x digits and breast cancer, plus recovery: about 140 runs, 25-30 min on 2 free cores) is run "
+            "with `python -m benchmarks.outcomes --grid full --jobs 1`"
+            + (
+                " and has **not been run yet** (the numbers below are the small grid's)."
+                if grid_name != "full"
+                else "."
+            ),
+            "",
+            header,
+            "",
+            "Each run: a fresh process of `benchmarks/_outcome_train.py` (MLP 128-64, batch 32, seed 0, "
+            f"{epochs} epochs, 75/25 split, standardized features). Arms: (a) constant LR; (b) Keras's "
+            "`ReduceLROnPlateau(val_loss, factor=0.5, patience=3, min_lr=1e-6)` + `TerminateOnNaN` in the "
+            "script; (c) the script of (a), unmodified, under `lrsup run` with the default stack "
+            f"(`{json.dumps(DEFAULT_STACK)}`). Cells: final / best val accuracy; ✓ = final within 2 points of the "
+            "best final accuracy of any run on that data set.",
+            "",
+            md_table(header_cells, rows),
+            "",
+            md_table(count_header, counts),
+            "",
+            "![final val accuracy per starting LR, optimizer and arm](../benchmarks/outcomes.png)",
+            "",
+        ]
+        + (
+            [
+                f"Recovery (digits, SGD, start LR 0.03): the first layer's kernel set to NaN before epoch "
+                f"{args.poison_epoch + 1}, against the same run without it.",
+                "",
+                md_table(rec_header, rec_rows),
+                "",
+                "Time lost to the NaN = fit time with it - fit time without it, in the same arm. The NaN "
+                "weights do not surface as a NaN loss here: the epoch loss settles near ln 10 = 2.30, chance "
+                'level (see "highest epoch loss"), so `TerminateOnNaN` never fires and arm (b) finishes at '
+                "chance accuracy, while lrsup's divergence policy sees the jump in loss and rolls back to a "
+                "known-good checkpoint.",
+                "",
+            ]
+            if rec_rows
+            else []
+        )
+        + [
+            "Notes: (b) uses the same plateau settings as the default stack's `plateau`, so differences "
+            "between (b) and (c) come from the other policies of the default stack (divergence rollback, "
+            "the LR range test) and from NaN handling: `TerminateOnNaN` ends the run, lrsup's divergence "
+            "policy rolls back to a known-good checkpoint with a cut LR.",
+            "",
+            NOTE_REPRO,
+            "",
+            "The target is 2 points below the best final accuracy of any run on the data set, whichever arm it "
+            "came from, so it moves from one grid run to the next with that single best cell; compare the finals "
+            "as well as the counts. On breast cancer (426 training samples, 14 steps per epoch, 143 validation "
+            "samples: one sample is 0.7 points) the default stack's 100-step LR range test takes about 7 of the 15 "
+            "epochs, and the run goes back to its start weights after it.",
+        ]
+        + (["", stack_note] if stack_note else [])
+        + (
+            [
+                "",
+                "Retried once (no result written the first time): "
+                + ", ".join(f"{r['dataset']} {r['optimizer']} {r['lr']:g} {r['arm']}" for r in retried)
+                + "; "
+                + (
+                    "all gave a result the second time."
+                    if not failed
+                    else f"{len(failed)} failed again and count as 0."
+                ),
+            ]
+            if retried
+            else []
+        )
+    )
     update_section("outcomes", body)
     return 1 if failed else 0
 

@@ -41,11 +41,20 @@ MODES = ("inotify", "watchdog", "polling")
 
 
 class NullDisplay:
-    def on_record(self, record): pass
-    def on_decision(self, decision): pass
-    def on_output_line(self, line): pass
-    def on_state(self, event, detail): pass
-    def close(self): pass
+    def on_record(self, record):
+        pass
+
+    def on_decision(self, decision):
+        pass
+
+    def on_output_line(self, line):
+        pass
+
+    def on_state(self, event, detail):
+        pass
+
+    def close(self):
+        pass
 
 
 CONFIG = """
@@ -107,8 +116,8 @@ def follower_modes(use_inotify: bool):
 
 def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> dict:
     """Supervise one run of the reaction trainer with the follower in ``mode``; the spans measured."""
-    from lrsup.supervisor.run import runner
     from lrsup.supervisor.config import load_config
+    from lrsup.supervisor.run import runner
     from lrsup.supervisor.rundir.layout import RunDir
 
     cfg_path = tmp / f"{mode}.toml"
@@ -117,10 +126,17 @@ def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> di
     run_dir = tmp / f"run-{mode}"
     t0 = time.perf_counter()
     with follower_modes(use_inotify=mode == "inotify") as modes:
-        status = runner.run(config, script=ROOT / "benchmarks" / "_reaction_trainer.py",
-                            args=["--epochs", str(epochs), "--steps", str(steps), "--step-ms", str(step_ms)],
-                            run_dir=RunDir(run_dir), cwd=ROOT, display=NullDisplay(), handle_signals=False,
-                            report=False, use_watchdog=mode != "polling")
+        status = runner.run(
+            config,
+            script=ROOT / "benchmarks" / "_reaction_trainer.py",
+            args=["--epochs", str(epochs), "--steps", str(steps), "--step-ms", str(step_ms)],
+            run_dir=RunDir(run_dir),
+            cwd=ROOT,
+            display=NullDisplay(),
+            handle_signals=False,
+            report=False,
+            use_watchdog=mode != "polling",
+        )
     wall = time.perf_counter() - t0
     if modes != [mode]:
         raise RuntimeError(f"asked for the follower in mode {mode!r}, it started in {modes}")
@@ -133,8 +149,18 @@ def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> di
     epochs_rec = {r["epoch"]: r for r in metrics if r.get("type") == "epoch"}
     batches = {r["step"]: r for r in metrics if r.get("type") == "batch"}
     acks = {r["seq"]: r for r in metrics if r.get("type") == "ack"}
-    out = {"epoch_answer": [], "batch_answer": [], "epoch_s": [], "batch_s": [], "batch_steps": [], "late": 0,
-           "epoch_decisions": 0, "unapplied": 0, "wall": wall, "epoch_step_lag": []}
+    out = {
+        "epoch_answer": [],
+        "batch_answer": [],
+        "epoch_s": [],
+        "batch_s": [],
+        "batch_steps": [],
+        "late": 0,
+        "epoch_decisions": 0,
+        "unapplied": 0,
+        "wall": wall,
+        "epoch_step_lag": [],
+    }
     for d in journal:
         if d.get("type") != "decision" or d.get("seq") is None:
             continue
@@ -175,8 +201,14 @@ ROWS = [  # (label, key, format, quantile): steps are whole, so their quantiles 
     ("applied: batch record -> ack", "batch_s", fmt_ms, quantile),
     ("applied: batch record -> ack, in steps", "batch_steps", str, rank_quantile),
 ]
-EXTRA_HEADER = ["mode", "epoch decisions", "late (target 0)", "max step lag of epoch decisions",
-                "decisions never applied", "run wall time"]
+EXTRA_HEADER = [
+    "mode",
+    "epoch decisions",
+    "late (target 0)",
+    "max step lag of epoch decisions",
+    "decisions never applied",
+    "run wall time",
+]
 
 
 def measure(modes, epochs: int, steps: int, step_ms: float) -> tuple[list[list], list[list]]:
@@ -186,8 +218,16 @@ def measure(modes, epochs: int, steps: int, step_ms: float) -> tuple[list[list],
         for mode in modes:
             r = one_run(mode, epochs, steps, step_ms, Path(tmp))
             rows += [[mode, label, *_pcts(r[key], fmt, q)] for label, key, fmt, q in ROWS]
-            extra.append([mode, r["epoch_decisions"], r["late"], max(r["epoch_step_lag"], default="-"),
-                          r["unapplied"], f"{r['wall']:.1f} s"])
+            extra.append(
+                [
+                    mode,
+                    r["epoch_decisions"],
+                    r["late"],
+                    max(r["epoch_step_lag"], default="-"),
+                    r["unapplied"],
+                    f"{r['wall']:.1f} s",
+                ]
+            )
     return rows, extra
 
 
@@ -208,35 +248,44 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Epoch decisions", EXTRA_HEADER, extra)
     if args.smoke:
         return 0
-    body = "\n".join([
-        "## 2. Reaction time", "",
-        "Reproduce: `python -m benchmarks.reaction` (about a minute; `--mode M` runs one mode only).", "",
-        header, "",
-        f"The real supervisor loop (`runner.run`) supervising a Keras-free trainer "
-        f"(`benchmarks/_reaction_trainer.py`: the agent core, a fake optimizer, a {args.step_ms:g} ms busy-wait "
-        f"step, {args.steps} steps x {args.epochs} epochs, a batch record every 10 steps: the default "
-        "`batch_every`, with `batch_min_interval = 0`, as the default 0.1 s would keep one in five of them "
-        "and give fewer decisions to time, not different ones). Stack: `plateau` with patience 0 on a constant val_loss (a decision on every epoch record) "
-        "and a benchmark policy deciding on every batch record. Two spans per decision, both from the "
-        "deciding record's `time` (stamped by the agent as it writes the record): *answer* ends at the "
-        "command's `time` in control.jsonl (stamped by the supervisor as it writes the command: its "
-        "wake-up, read, decision and write), *applied* at the ack's `time` (stamped by the agent once the "
-        "command is applied). All are `time.time()` on one machine. In steps: ack step - record step, "
-        "with quantiles by nearest rank (values that occurred). The agent looks for commands at the end of "
-        "every batch, just after writing any record: 0 steps when the answer came before that look (the "
-        "supervisor, woken by the write, ran before the trainer went on), 1 when it came within the next "
-        "step (the target: within 1 step at p99).", "",
-        "Modes: how the supervisor learns of new records. `inotify` (the default on Linux): its loop "
-        "blocks in poll(2) on an inotify descriptor for the run directory, no thread in between. "
-        "`watchdog` (the fallback where the binding is unavailable): a watchdog Observer's emitter and "
-        "dispatcher threads set an event the loop waits on, two hand-offs of the GIL. `polling` (where "
-        "neither starts): a look at metrics.jsonl every `poll_interval` (50 ms by default).", "",
-        md_table(HEADER, rows), "",
-        md_table(EXTRA_HEADER, extra), "",
-        "An epoch decision is applied inside the epoch barrier: at the same step as its record "
-        "(step lag 0), before the next batch, as Keras's `ReduceLROnPlateau` would. Polling adds up to "
-        "one `poll_interval` to every answer, and the trainer waits that long at each epoch end.",
-    ])
+    body = "\n".join(
+        [
+            "## 2. Reaction time",
+            "",
+            "Reproduce: `python -m benchmarks.reaction` (about a minute; `--mode M` runs one mode only).",
+            "",
+            header,
+            "",
+            f"The real supervisor loop (`runner.run`) supervising a Keras-free trainer "
+            f"(`benchmarks/_reaction_trainer.py`: the agent core, a fake optimizer, a {args.step_ms:g} ms busy-wait "
+            f"step, {args.steps} steps x {args.epochs} epochs, a batch record every 10 steps: the default "
+            "`batch_every`, with `batch_min_interval = 0`, as the default 0.1 s would keep one in five of them "
+            "and give fewer decisions to time, not different ones). Stack: `plateau` with patience 0 on a constant val_loss (a decision on every epoch record) "
+            "and a benchmark policy deciding on every batch record. Two spans per decision, both from the "
+            "deciding record's `time` (stamped by the agent as it writes the record): *answer* ends at the "
+            "command's `time` in control.jsonl (stamped by the supervisor as it writes the command: its "
+            "wake-up, read, decision and write), *applied* at the ack's `time` (stamped by the agent once the "
+            "command is applied). All are `time.time()` on one machine. In steps: ack step - record step, "
+            "with quantiles by nearest rank (values that occurred). The agent looks for commands at the end of "
+            "every batch, just after writing any record: 0 steps when the answer came before that look (the "
+            "supervisor, woken by the write, ran before the trainer went on), 1 when it came within the next "
+            "step (the target: within 1 step at p99).",
+            "",
+            "Modes: how the supervisor learns of new records. `inotify` (the default on Linux): its loop "
+            "blocks in poll(2) on an inotify descriptor for the run directory, no thread in between. "
+            "`watchdog` (the fallback where the binding is unavailable): a watchdog Observer's emitter and "
+            "dispatcher threads set an event the loop waits on, two hand-offs of the GIL. `polling` (where "
+            "neither starts): a look at metrics.jsonl every `poll_interval` (50 ms by default).",
+            "",
+            md_table(HEADER, rows),
+            "",
+            md_table(EXTRA_HEADER, extra),
+            "",
+            "An epoch decision is applied inside the epoch barrier: at the same step as its record "
+            "(step lag 0), before the next batch, as Keras's `ReduceLROnPlateau` would. Polling adds up to "
+            "one `poll_interval` to every answer, and the trainer waits that long at each epoch end.",
+        ]
+    )
     update_section("reaction", body, args.doc)
     return 0
 

@@ -41,12 +41,15 @@ def _default_config(run_dir: Path):
     path.write_text(toml)
     return load_config(path, cwd=run_dir)
 
+
 STEPS_PER_EPOCH = 500
-NOTE_SLOW = ("The ingest target (>= 100,000 records/s of CPU time) is **not met** in this run. The rows \"of which\" "
-             "show where the time goes: parsing and validating the lines (`Follower.read`), and the policies one "
-             "by one. A live trainer at the default cadence writes at most a few hundred records a second, so the "
-             "live supervisor keeps up with room to spare; the rate matters for rebuilding state without a "
-             "snapshot.")
+NOTE_SLOW = (
+    'The ingest target (>= 100,000 records/s of CPU time) is **not met** in this run. The rows "of which" '
+    "show where the time goes: parsing and validating the lines (`Follower.read`), and the policies one "
+    "by one. A live trainer at the default cadence writes at most a few hundred records a second, so the "
+    "live supervisor keeps up with room to spare; the rate matters for rebuilding state without a "
+    "snapshot."
+)
 BATCH_EVERY = 10
 
 
@@ -56,25 +59,44 @@ def _lines(start: int, count: int, t0: float):
     out = []
     for i in range(start, start + count):
         if i == 0:
-            out.append(json.dumps({"v": 1, "type": "start", "time": t0, "pid": 1, "optimizer": "SGD",
-                                   "optimizer_config": {"learning_rate": 0.1}, "lr": 0.1, "lr_schedule": None,
-                                   "steps_per_epoch": STEPS_PER_EPOCH, "epochs": 10**6, "initial_epoch": 0,
-                                   "step": 0, "keras_version": "3", "backend": "tensorflow", "agent": "bench"}))
+            out.append(
+                json.dumps(
+                    {
+                        "v": 1,
+                        "type": "start",
+                        "time": t0,
+                        "pid": 1,
+                        "optimizer": "SGD",
+                        "optimizer_config": {"learning_rate": 0.1},
+                        "lr": 0.1,
+                        "lr_schedule": None,
+                        "steps_per_epoch": STEPS_PER_EPOCH,
+                        "epochs": 10**6,
+                        "initial_epoch": 0,
+                        "step": 0,
+                        "keras_version": "3",
+                        "backend": "tensorflow",
+                        "agent": "bench",
+                    }
+                )
+            )
             continue
         epoch, k = divmod(i - 1, per_epoch)
         t = t0 + i * 0.01
         if k < per_epoch - 1:
             step = epoch * STEPS_PER_EPOCH + (k + 1) * BATCH_EVERY
             loss = 1.0 / (1 + 0.001 * step)
-            out.append('{"v":1,"type":"batch","time":%.3f,"epoch":%d,"batch":%d,"step":%d,"lr":0.1,'
-                       '"logs":{"loss":%.6f,"accuracy":%.6f}}' % (t, epoch, (k + 1) * BATCH_EVERY - 1, step, loss,
-                                                                  1 - loss))
+            out.append(
+                '{"v":1,"type":"batch","time":%.3f,"epoch":%d,"batch":%d,"step":%d,"lr":0.1,'
+                '"logs":{"loss":%.6f,"accuracy":%.6f}}' % (t, epoch, (k + 1) * BATCH_EVERY - 1, step, loss, 1 - loss)
+            )
         else:
             step = (epoch + 1) * STEPS_PER_EPOCH
             val = 1.0 / (1 + 0.0005 * min(step, 50000))  # improves, then plateaus: plateau cuts follow
-            out.append('{"v":1,"type":"epoch","time":%.3f,"epoch":%d,"step":%d,"lr":0.1,"logs":{"loss":%.6f,'
-                       '"accuracy":%.6f,"val_loss":%.6f,"val_accuracy":%.6f}}' % (t, epoch, step, val, 1 - val, val,
-                                                                                   1 - val))
+            out.append(
+                '{"v":1,"type":"epoch","time":%.3f,"epoch":%d,"step":%d,"lr":0.1,"logs":{"loss":%.6f,'
+                '"accuracy":%.6f,"val_loss":%.6f,"val_accuracy":%.6f}}' % (t, epoch, step, val, 1 - val, val, 1 - val)
+            )
     return "\n".join(out) + "\n"
 
 
@@ -87,8 +109,8 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     runner would, the last one about ``snapshot_tail`` records before the end.
     """
     from lrsup.supervisor.engine.core import Engine
-    from lrsup.supervisor.run.follower import Follower
     from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
+    from lrsup.supervisor.run.follower import Follower
     from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 
     config = _default_config(run_dir)
@@ -128,15 +150,31 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
             control.flush()
             if 0 < total - n <= snapshot_tail:
                 # The runner's last snapshot before the supervisor "dies" at the end of the file.
-                snapshots.maybe_write(float(n), engine=engine, progress=progress, offset=follower.consumed,
-                                      max_seq=seq, unacked=[], wall_time=time.time())
+                snapshots.maybe_write(
+                    float(n),
+                    engine=engine,
+                    progress=progress,
+                    offset=follower.consumed,
+                    max_seq=seq,
+                    unacked=[],
+                    wall_time=time.time(),
+                )
             for mark in sorted(checkpoints):
                 if n >= mark and mark not in rss:
                     rss[mark] = rss_mb()
     follower.stop()
     assert follower.stats.records == n and not follower.stats.garbage, follower.stats
-    return {"records": n, "seconds": busy, "cpu": cpu, "rate": n / busy, "cpu_rate": n / cpu, "rss": rss,
-            "decisions": decisions, "bytes": path.stat().st_size, "snapshot": snapshots.written > 0}
+    return {
+        "records": n,
+        "seconds": busy,
+        "cpu": cpu,
+        "rate": n / busy,
+        "cpu_rate": n / cpu,
+        "rss": rss,
+        "decisions": decisions,
+        "bytes": path.stat().st_size,
+        "snapshot": snapshots.written > 0,
+    }
 
 
 def ingest_repeats(tmp: Path, records: int, repeats: int) -> list[float]:
@@ -153,8 +191,20 @@ def ingest_repeats(tmp: Path, records: int, repeats: int) -> list[float]:
 
 def _ack(seq: int, cmd: str, record) -> str:
     """The line a trainer writes when it has applied command ``seq`` at the step of ``record``."""
-    return json.dumps({"v": 1, "type": "ack", "time": record.time, "seq": seq, "cmd": cmd,
-                       "epoch": getattr(record, "epoch", None), "step": getattr(record, "step", 0)}) + "\n"
+    return (
+        json.dumps(
+            {
+                "v": 1,
+                "type": "ack",
+                "time": record.time,
+                "seq": seq,
+                "cmd": cmd,
+                "epoch": getattr(record, "epoch", None),
+                "step": getattr(record, "step", 0),
+            }
+        )
+        + "\n"
+    )
 
 
 def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
@@ -193,10 +243,10 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
 def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     """What ``lrsup resume`` does before it reattaches: ``resume.rebuild``, then the silent replay of its records."""
     from lrsup.supervisor.run.launch import build_engine
-    from lrsup.supervisor.rundir.recovery import read_control
     from lrsup.supervisor.run.resume import load_resolved_config
     from lrsup.supervisor.run.resume import rebuild as resume_rebuild
     from lrsup.supervisor.rundir.layout import RunPaths
+    from lrsup.supervisor.rundir.recovery import read_control
     from lrsup.supervisor.rundir.snapshot import SNAPSHOT_FILE
 
     snapshot, hidden = run_dir / SNAPSHOT_FILE, run_dir / "snapshot.hidden"
@@ -212,8 +262,13 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     finally:
         if hidden.exists():
             hidden.rename(snapshot)
-    return {"seconds": seconds, "records": len(rebuilt.records), "decisions": decisions, "how": rebuilt.how,
-            "covered": rebuilt.progress.records}
+    return {
+        "seconds": seconds,
+        "records": len(rebuilt.records),
+        "decisions": decisions,
+        "how": rebuilt.how,
+        "covered": rebuilt.progress.records,
+    }
 
 
 def report(run_dir: Path) -> float | str:
@@ -244,7 +299,9 @@ def cold_help(n: int) -> list[float]:
 
 
 # "x": only the first start of the script counts (a trainer that exits at once may be restarted).
-FIRST_LINE = "import time, sys, os\nif not os.path.exists(sys.argv[1]): open(sys.argv[1], 'x').write(repr(time.time()))\n"
+FIRST_LINE = (
+    "import time, sys, os\nif not os.path.exists(sys.argv[1]): open(sys.argv[1], 'x').write(repr(time.time()))\n"
+)
 
 
 def cold_run(n: int, tmp: Path) -> tuple[list[float], list[float]]:
@@ -294,65 +351,132 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median
     rate = med(repeats + [ing["cpu_rate"]])
     rows = [
-        ["ingest rate (Follower.read + Engine.feed, default stack), CPU time", f"{rate:,.0f} records/s",
-         f"median of {len(repeats) + 1} runs: the {total:,}-record one and {len(repeats)} fresh ones of "
-         f"{200_000 if not args.smoke else 20_000:,}; range {min(repeats + [ing['cpu_rate']]):,.0f} .. "
-         f"{max(repeats + [ing['cpu_rate']]):,.0f}", ">= 100,000/s", "met" if rate >= 100_000 else "NOT met"],
-        [f"  the {total:,}-record run, CPU time", f"{ing['cpu_rate']:,.0f} records/s",
-         f"{ing['records']:,} records ({ing['bytes'] / 1e6:.0f} MB) in {ing['cpu']:.2f} s of CPU; "
-         f"{ing['decisions']} decisions", "", ""],
-        ["  the same, wall clock", f"{ing['rate']:,.0f} records/s", f"{ing['seconds']:.2f} s (other processes' "
-                                                                      "load included)", "", ""],
+        [
+            "ingest rate (Follower.read + Engine.feed, default stack), CPU time",
+            f"{rate:,.0f} records/s",
+            f"median of {len(repeats) + 1} runs: the {total:,}-record one and {len(repeats)} fresh ones of "
+            f"{200_000 if not args.smoke else 20_000:,}; range {min(repeats + [ing['cpu_rate']]):,.0f} .. "
+            f"{max(repeats + [ing['cpu_rate']]):,.0f}",
+            ">= 100,000/s",
+            "met" if rate >= 100_000 else "NOT met",
+        ],
+        [
+            f"  the {total:,}-record run, CPU time",
+            f"{ing['cpu_rate']:,.0f} records/s",
+            f"{ing['records']:,} records ({ing['bytes'] / 1e6:.0f} MB) in {ing['cpu']:.2f} s of CPU; "
+            f"{ing['decisions']} decisions",
+            "",
+            "",
+        ],
+        [
+            "  the same, wall clock",
+            f"{ing['rate']:,.0f} records/s",
+            f"{ing['seconds']:.2f} s (other processes' load included)",
+            "",
+            "",
+        ],
     ]
     for label, rate in parts:
-        rows.append([f"  of which: {label}", f"{rate:,.0f} records/s", f"first {min(total, 100_000):,} records",
-                     "", ""])
+        rows.append(
+            [f"  of which: {label}", f"{rate:,.0f} records/s", f"first {min(total, 100_000):,} records", "", ""]
+        )
     for k, v in ing["rss"].items():
         label = "at start (imports done)" if k == "before" else f"after {k:,} records"
-        rows.append([f"supervisor RSS {label}", f"{v:.1f} MB", "VmRSS of the ingesting process", "< 100 MB",
-                     "" if k == "before" else ("met" if v < 100 else "NOT met")])
-    rows.append(["`lrsup resume`: rebuild policy state (snapshot + the records after it)", f"{snap['seconds']:.2f} s",
-                 f"{snap['how']}; then {snap['records']:,} records replayed", "< 5 s",
-                 "met" if snap["seconds"] < 5 and snap["covered"] else "NOT met"])
-    rows.append(["  the same without a snapshot (full replay)", f"{full['seconds']:.2f} s",
-                 f"{full['records']:,} records replayed, {full['decisions']} decisions", "", ""])
-    rows.append(["`write_report` (md + png + html)", f"{rpt:.2f} s" if isinstance(rpt, float) else rpt,
-                 f"{total:,} records", "", ""])
-    rows.append(["cold start `lrsup --help`", f"{med(helps) * 1e3:.0f} ms",
-                 f"median of {len(helps)}; min {min(helps) * 1e3:.0f} ms", "", ""])
+        rows.append(
+            [
+                f"supervisor RSS {label}",
+                f"{v:.1f} MB",
+                "VmRSS of the ingesting process",
+                "< 100 MB",
+                "" if k == "before" else ("met" if v < 100 else "NOT met"),
+            ]
+        )
+    rows.append(
+        [
+            "`lrsup resume`: rebuild policy state (snapshot + the records after it)",
+            f"{snap['seconds']:.2f} s",
+            f"{snap['how']}; then {snap['records']:,} records replayed",
+            "< 5 s",
+            "met" if snap["seconds"] < 5 and snap["covered"] else "NOT met",
+        ]
+    )
+    rows.append(
+        [
+            "  the same without a snapshot (full replay)",
+            f"{full['seconds']:.2f} s",
+            f"{full['records']:,} records replayed, {full['decisions']} decisions",
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "`write_report` (md + png + html)",
+            f"{rpt:.2f} s" if isinstance(rpt, float) else rpt,
+            f"{total:,} records",
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "cold start `lrsup --help`",
+            f"{med(helps) * 1e3:.0f} ms",
+            f"median of {len(helps)}; min {min(helps) * 1e3:.0f} ms",
+            "",
+            "",
+        ]
+    )
     if sup and bare:
-        rows.append(["`lrsup run` start -> trainer script's first line", f"{med(sup) * 1e3:.0f} ms",
-                     f"median of {len(sup)}; `python script.py` alone: {med(bare) * 1e3:.0f} ms, so lrsup adds "
-                     f"{(med(sup) - med(bare)) * 1e3:.0f} ms", "", ""])
+        rows.append(
+            [
+                "`lrsup run` start -> trainer script's first line",
+                f"{med(sup) * 1e3:.0f} ms",
+                f"median of {len(sup)}; `python script.py` alone: {med(bare) * 1e3:.0f} ms, so lrsup adds "
+                f"{(med(sup) - med(bare)) * 1e3:.0f} ms",
+                "",
+                "",
+            ]
+        )
     else:
         rows.append(["`lrsup run` start -> trainer script's first line", "failed", "no stamp written", "", ""])
     hdr = ["measure", "value", "detail", "target", ""]
     print_table("The supervisor at scale", hdr, rows)
     if args.smoke:
         return 0
-    body = "\n".join([
-        "## 3. The supervisor at scale", "",
-        "Reproduce: `python -m benchmarks.scale` (about a minute; `--records N` for another size).", "",
-        header, "",
-        "A synthetic `metrics.jsonl` (a 500-step epoch at the default cadence: 50 batch records and one "
-        "epoch record, val_loss improving and then flat so that the plateau policy cuts) is appended in "
-        "chunks of 10,000 lines, as a live trainer would, and read + fed to the default stack after each "
-        "chunk; only the reading and feeding is timed. The benchmark also plays the trainer: it acknowledges "
-        "every command in its next chunk (so the start-of-run range test ends and its rollback completes, "
-        "as in a live run) and writes a verdict line to control.jsonl for every start and epoch record. "
-        "Memory is this process's VmRSS (it imports only the supervisor side, as `lrsup run` does).", "",
-        "The ingest verdict is on CPU time (`time.process_time`): the supervisor's loop is one thread, so "
-        "on an idle machine its wall time is its CPU time, while on this shared box the wall clock also "
-        "counts the time other processes held the core; both are shown.", "",
-        "`lrsup resume` rebuilds the policies' state from `snapshot.json`, which the runner writes every "
-        "`[run] snapshot_interval` seconds (default 30), and replays the records written after it; the row "
-        "times exactly that code (`resume.rebuild` plus the silent replay), with the last snapshot taken "
-        f"10,000 records before the end (more than 30 s of records at the default cadence of any real "
-        "trainer). Without a snapshot (`snapshot_interval = 0`, or a snapshot that does not fit the run "
-        "directory) it replays the whole file: the row below it.", "",
-        md_table(hdr, rows), "",
-        *([NOTE_SLOW, ""] if rate < 100_000 else []),
-    ] + (["", _NOTE] if _NOTE else []))
+    body = "\n".join(
+        [
+            "## 3. The supervisor at scale",
+            "",
+            "Reproduce: `python -m benchmarks.scale` (about a minute; `--records N` for another size).",
+            "",
+            header,
+            "",
+            "A synthetic `metrics.jsonl` (a 500-step epoch at the default cadence: 50 batch records and one "
+            "epoch record, val_loss improving and then flat so that the plateau policy cuts) is appended in "
+            "chunks of 10,000 lines, as a live trainer would, and read + fed to the default stack after each "
+            "chunk; only the reading and feeding is timed. The benchmark also plays the trainer: it acknowledges "
+            "every command in its next chunk (so the start-of-run range test ends and its rollback completes, "
+            "as in a live run) and writes a verdict line to control.jsonl for every start and epoch record. "
+            "Memory is this process's VmRSS (it imports only the supervisor side, as `lrsup run` does).",
+            "",
+            "The ingest verdict is on CPU time (`time.process_time`): the supervisor's loop is one thread, so "
+            "on an idle machine its wall time is its CPU time, while on this shared box the wall clock also "
+            "counts the time other processes held the core; both are shown.",
+            "",
+            "`lrsup resume` rebuilds the policies' state from `snapshot.json`, which the runner writes every "
+            "`[run] snapshot_interval` seconds (default 30), and replays the records written after it; the row "
+            "times exactly that code (`resume.rebuild` plus the silent replay), with the last snapshot taken "
+            "10,000 records before the end (more than 30 s of records at the default cadence of any real "
+            "trainer). Without a snapshot (`snapshot_interval = 0`, or a snapshot that does not fit the run "
+            "directory) it replays the whole file: the row below it.",
+            "",
+            md_table(hdr, rows),
+            "",
+            *([NOTE_SLOW, ""] if rate < 100_000 else []),
+        ]
+        + (["", _NOTE] if _NOTE else [])
+    )
     update_section("scale", body)
     return 0
 

@@ -22,6 +22,20 @@ from lrsup.policies.actions import (
 from lrsup.policies.base import CheckpointInfo, Policy, PolicySettings, RunView, pick_checkpoint
 
 __all__ = [
-    "Action", "CheckpointInfo", "ClearSchedule", "Configure", "Keep", "Policy", "PolicySettings", "Rollback",
-    "RunView", "SaveCheckpoint", "ScaleLR", "SetHparam", "SetLR", "SetSchedule", "Stop", "pick_checkpoint",
+    "Action",
+    "CheckpointInfo",
+    "ClearSchedule",
+    "Configure",
+    "Keep",
+    "Policy",
+    "PolicySettings",
+    "Rollback",
+    "RunView",
+    "SaveCheckpoint",
+    "ScaleLR",
+    "SetHparam",
+    "SetLR",
+    "SetSchedule",
+    "Stop",
+    "pick_checkpoint",
 ]

@@ -331,8 +331,9 @@ class Divergence(Policy):
             self.recovered = True
         if not math.isfinite(loss):
             before = self._before(self.last_good_step)
-            return self._trouble(f"loss is {loss} at step {record.step} (epoch {record.epoch + 1})",
-                                 before, record.epoch, run)
+            return self._trouble(
+                f"loss is {loss} at step {record.step} (epoch {record.epoch + 1})", before, record.epoch, run
+            )
         if len(self.history) >= s.min_history and loss > (median := _median_of_sorted(self._sorted)):
             # threshold = max(floor, median + k * MAD): below the floor no MAD is needed, which
             # spares the second median on nearly every record (the supervisor's hot path).
@@ -369,13 +370,16 @@ class Divergence(Policy):
         bad = [k for k in ("loss", "val_loss") if k in logs and not math.isfinite(logs[k])]
         if bad:
             values = ", ".join(f"{k} {logs[k]}" for k in bad)
-            return self._trouble(f"{values} at the end of {where}", self._before(self.last_good_epoch_step),
-                                 record.epoch, run)
+            return self._trouble(
+                f"{values} at the end of {where}", self._before(self.last_good_epoch_step), record.epoch, run
+            )
         val = logs.get("val_loss")
         if val is not None and s.val_factor is not None and self.best_val is not None:
             if val > s.val_factor * self.best_val and self.best_val > 0:
-                why = (f"val_loss exploded: {val:.4g} at the end of {where} is more than {s.val_factor:g} x "
-                       f"its best {self.best_val:.4g}")
+                why = (
+                    f"val_loss exploded: {val:.4g} at the end of {where} is more than {s.val_factor:g} x "
+                    f"its best {self.best_val:.4g}"
+                )
                 return self._trouble(why, self._before(self.last_good_epoch_step), record.epoch, run)
         loss = logs.get("loss")
         if loss is not None:
@@ -404,9 +408,11 @@ class Divergence(Policy):
         elif near and self.learned_step is not None:
             self.near += 1
             if self.near >= s.collapse_patience:
-                why = (f"collapse: the loss came back to its untrained level {untrained:.4g} (now {loss:.4g} at the "
-                       f"end of {where}) for {self.near} epochs after having been below "
-                       f"{(1 - s.collapse_drop) * untrained:.4g}")
+                why = (
+                    f"collapse: the loss came back to its untrained level {untrained:.4g} (now {loss:.4g} at the "
+                    f"end of {where}) for {self.near} epochs after having been below "
+                    f"{(1 - s.collapse_drop) * untrained:.4g}"
+                )
                 return self._trouble(why, self._before(self.learned_step), record.epoch, run)
         elif not near:
             self.near = 0
@@ -415,9 +421,11 @@ class Divergence(Policy):
             high = s.stuck_min_lr if s.stuck_min_lr is not None else preset(run.optimizer).high_lr
             lr = record.lr if record.lr is not None else run.lr
             if self.stuck >= s.stuck_epochs and lr is not None and lr >= high:
-                why = (f"stuck: the loss has stayed at its untrained level {untrained:.4g} (now {loss:.4g} at the end "
-                       f"of {where}) for {self.stuck} epochs at LR {lr:.4g}, which is high for "
-                       f"{run.optimizer or 'this optimizer'} (>= {high:g})")
+                why = (
+                    f"stuck: the loss has stayed at its untrained level {untrained:.4g} (now {loss:.4g} at the end "
+                    f"of {where}) for {self.stuck} epochs at LR {lr:.4g}, which is high for "
+                    f"{run.optimizer or 'this optimizer'} (>= {high:g})"
+                )
                 return self._trouble(why, self.start_step, record.epoch, run)
         return ()
 
@@ -451,10 +459,16 @@ class Divergence(Policy):
         cut = s.cut if s.cut is not None else preset(run.optimizer).cut
         if target is None:
             self.gave_up = True
-            rollback = Rollback(before_step=before_step, lr_factor=cut, skip_batches=s.skip_batches,
-                                reason=f"{why}; roll back to before step {before_step}")
-            return [rollback, Stop(give_up=True, reason=f"gave up: {why}, and there is no checkpoint to roll "
-                                                        f"back to: {where}")]
+            rollback = Rollback(
+                before_step=before_step,
+                lr_factor=cut,
+                skip_batches=s.skip_batches,
+                reason=f"{why}; roll back to before step {before_step}",
+            )
+            return [
+                rollback,
+                Stop(give_up=True, reason=f"gave up: {why}, and there is no checkpoint to roll back to: {where}"),
+            ]
         n = self._exponent(target.name, target.step)
         count = 1 + sum(1 for r in self.rollbacks if r[1] == target.name and r[2] == target.step)
         unrecovered = " without having learned since the last one" if n > 1 and not self.recovered else ""
@@ -463,8 +477,7 @@ class Divergence(Policy):
         self.recovered = False
         lr = None if target.lr is None else target.lr * factor
         again = f" (rollback {count} to it{unrecovered}: x{cut:g}^{n})" if count > 1 else ""
-        reason = (f"{why}; rolling back to {target.name} (step {target.step}), LR {_g(target.lr)} -> {_g(lr)}"
-                  f"{again}")
+        reason = f"{why}; rolling back to {target.name} (step {target.step}), LR {_g(target.lr)} -> {_g(lr)}{again}"
         return [Rollback(before_step=before_step, lr_factor=factor, skip_batches=s.skip_batches, reason=reason)]
 
     def _diagnosis(self, why: str, recent: list[list[Any]], run: RunView) -> str:
@@ -483,8 +496,22 @@ class Divergence(Policy):
 
     # -- state ---------------------------------------------------------------------------
 
-    _STATE = ("history", "spiky", "spike_from", "last_good_step", "last_good_epoch_step", "start_step",
-              "untrained", "learned_step", "near", "stuck", "best_val", "rollbacks", "recovered", "gave_up")
+    _STATE = (
+        "history",
+        "spiky",
+        "spike_from",
+        "last_good_step",
+        "last_good_epoch_step",
+        "start_step",
+        "untrained",
+        "learned_step",
+        "near",
+        "stuck",
+        "best_val",
+        "rollbacks",
+        "recovered",
+        "gave_up",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         state = {key: getattr(self, key) for key in self._STATE}

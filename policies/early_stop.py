@@ -78,7 +78,6 @@ class EarlyStopSettings(MonitorSettings):
     start_from_epoch: int = Field(0, strict=True, ge=0)
 
 
-
 class EarlyStop(MonitorPolicy):
     """Stop training when ``monitor`` has stopped improving (EarlyStopping).
 
@@ -135,8 +134,10 @@ class EarlyStop(MonitorPolicy):
             self.stopped_epoch = epoch
             best = "none" if self.best is None else f"{self.best:.4g}"
             epochs = "epoch" if self.wait == 1 else "epochs"
-            why = (f"{s.monitor} {current:.4g} has not improved on best {best} (epoch {self.best_epoch + 1}) "
-                   f"for {self.wait} {epochs}")
+            why = (
+                f"{s.monitor} {current:.4g} has not improved on best {best} (epoch {self.best_epoch + 1}) "
+                f"for {self.wait} {epochs}"
+            )
             actions += self._restore(why)
             actions.append(Stop(reason=f"{why}: early stopping at epoch {epoch + 1}"))
             return actions
@@ -151,8 +152,12 @@ class EarlyStop(MonitorPolicy):
             name = made[-1].name
         else:
             name = BEST_CHECKPOINT
-            actions.append(SaveCheckpoint(name=name, reason=f"best {self.settings.monitor} so far at epoch "
-                                                            f"{record.epoch + 1}: keep its weights"))
+            actions.append(
+                SaveCheckpoint(
+                    name=name,
+                    reason=f"best {self.settings.monitor} so far at epoch {record.epoch + 1}: keep its weights",
+                )
+            )
         if name != self.best_checkpoint:
             actions.append(Keep(checkpoints=(name,), reason=f"the best weights so far (epoch {record.epoch + 1})"))
         self.best_checkpoint = name
@@ -161,8 +166,12 @@ class EarlyStop(MonitorPolicy):
     def _restore(self, why: str) -> list[Action]:
         if not (self.settings.restore_best_weights and self.best_checkpoint is not None):
             return []
-        return [Rollback(checkpoint=self.best_checkpoint,
-                         reason=f"{why}: restoring the weights of the best epoch, {self.best_epoch + 1}")]
+        return [
+            Rollback(
+                checkpoint=self.best_checkpoint,
+                reason=f"{why}: restoring the weights of the best epoch, {self.best_epoch + 1}",
+            )
+        ]
 
     def _restore_at_last_epoch(self, record: EpochRecord, run: RunView, actions: list[Action]) -> list[Action]:
         # Keras restores the best weights at on_train_end even when training ran to the end.

@@ -81,8 +81,8 @@ from lrsup.policies.actions import Action, ClearSchedule, Configure, Keep, Rollb
 from lrsup.policies.base import Policy, PolicySettings, RunView
 from lrsup.policies.divergence import RunningMeanLoss
 from lrsup.policies.presets import preset
-from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, StartRecord
 from lrsup.supervisor.protocol.schedules import evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, StartRecord
 
 SUGGESTIONS = ("valley", "steepest", "min_loss")
 
@@ -257,9 +257,7 @@ class LRFindSettings(PolicySettings):
     @model_validator(mode="after")
     def _range(self) -> "LRFindSettings":
         if self.min_lr is not None and self.max_lr is not None and not self.min_lr < self.max_lr:
-            raise ValueError(
-                f"min_lr must be below max_lr; got min_lr={self.min_lr!r} and max_lr={self.max_lr!r}"
-            )
+            raise ValueError(f"min_lr must be below max_lr; got min_lr={self.min_lr!r} and max_lr={self.max_lr!r}")
         return self
 
 
@@ -359,8 +357,11 @@ class LRFind(Policy):
         self.smoothed.append(self.avg / (1 - s.beta ** len(self.raw)))
         current, best = self.smoothed[-1], min(self.smoothed)
         if len(self.smoothed) > 1 and current > s.stop_factor * best:
-            return self._finish(f"the smoothed loss {current:.4g} passed {s.stop_factor:g} x its best {best:.4g} "
-                                f"at LR {lr:.3g}", run, blow_up=lr)
+            return self._finish(
+                f"the smoothed loss {current:.4g} passed {s.stop_factor:g} x its best {best:.4g} at LR {lr:.3g}",
+                run,
+                blow_up=lr,
+            )
         if record.step - 1 >= self.ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
             return self._finish(f"the ramp reached LR {lr:.3g} after {self.steps} steps", run)
         return ()
@@ -370,8 +371,11 @@ class LRFind(Policy):
             return self._call_off("its ramp is not in force (the engine suppressed it or the trainer refused it)", run)
         if self.phase != "checkpoint" or any(c.name == self.checkpoint for c in run.checkpoints):
             return ()
-        return self._call_off(f"epoch {record.epoch + 1} ended before the checkpoint {self.checkpoint} was saved, "
-                              "and without it the test's high LRs could not be undone", run)
+        return self._call_off(
+            f"epoch {record.epoch + 1} ended before the checkpoint {self.checkpoint} was saved, "
+            "and without it the test's high LRs could not be undone",
+            run,
+        )
 
     def _call_off(self, why: str, run: RunView) -> Sequence[Action]:
         """End the test without a suggestion; back to the checkpoint if the ramp may have run."""
@@ -419,13 +423,21 @@ class LRFind(Policy):
         max_lr = s.max_lr if s.max_lr is not None else high
         if max_lr <= min_lr:  # a min_lr set above the family's max_lr: keep the family's span
             max_lr = min_lr * high / low
-        self.ramp = validate_spec({
-            "kind": "exponential_decay", "initial_learning_rate": min_lr, "decay_steps": self.steps,
-            "decay_rate": max_lr / min_lr, "start_step": step, "end_step": step + self.steps,
-        })
+        self.ramp = validate_spec(
+            {
+                "kind": "exponential_decay",
+                "initial_learning_rate": min_lr,
+                "decay_steps": self.steps,
+                "decay_rate": max_lr / min_lr,
+                "start_step": step,
+                "end_step": step + self.steps,
+            }
+        )
         self.phase = "ramp"
-        reason = (f"LR range test: LR from {min_lr:.3g} to {max_lr:.3g} exponentially over {self.steps} steps "
-                  f"({run.optimizer or 'optimizer'} range), from step {step}")
+        reason = (
+            f"LR range test: LR from {min_lr:.3g} to {max_lr:.3g} exponentially over {self.steps} steps "
+            f"({run.optimizer or 'optimizer'} range), from step {step}"
+        )
         return [SetSchedule(schedule=self.ramp, reason=reason)]
 
     def _finish(self, why: str, run: RunView, blow_up: float | None = None) -> Sequence[Action]:
@@ -457,18 +469,37 @@ class LRFind(Policy):
             return suggestion, f"{found}, more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: {back}"
         if s.mode == "auto":
             if self.lr > s.lower_threshold * suggestion:
-                return suggestion, (f"{found}; the run's LR {_g(self.lr)} is more than {s.lower_threshold:g} x "
-                                    f"that: {back}")
+                return suggestion, (
+                    f"{found}; the run's LR {_g(self.lr)} is more than {s.lower_threshold:g} x that: {back}"
+                )
             if blow_up is not None and self.lr >= blow_up:
-                return suggestion, (f"{found}; the run's LR {_g(self.lr)} is at or past LR {blow_up:.3g}, where "
-                                    f"the loss blew up: {back}")
-            return None, (f"{found}; the run's LR {_g(self.lr)} is neither more than {s.raise_threshold:g} x below "
-                          f"it nor more than {s.lower_threshold:g} x above it: back to the start at the run's LR")
-        return None, (f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
-                      f"at the run's LR")
+                return suggestion, (
+                    f"{found}; the run's LR {_g(self.lr)} is at or past LR {blow_up:.3g}, where "
+                    f"the loss blew up: {back}"
+                )
+            return None, (
+                f"{found}; the run's LR {_g(self.lr)} is neither more than {s.raise_threshold:g} x below "
+                f"it nor more than {s.lower_threshold:g} x above it: back to the start at the run's LR"
+            )
+        return None, (
+            f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
+            f"at the run's LR"
+        )
 
-    _STATE = ("phase", "checkpoint", "batch_every", "batch_min_interval", "lr", "ramp", "test_start", "lrs", "raw",
-              "avg", "result", "steps")
+    _STATE = (
+        "phase",
+        "checkpoint",
+        "batch_every",
+        "batch_min_interval",
+        "lr",
+        "ramp",
+        "test_start",
+        "lrs",
+        "raw",
+        "avg",
+        "result",
+        "steps",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         state = {key: getattr(self, key) for key in self._STATE}

@@ -39,11 +39,16 @@ class LRRangeTest(LRFind):
     """
 
     def _finish(self, why: str, run: RunView, blow_up: float | None = None) -> Sequence[Action]:
-        return [*super()._finish(why, run, blow_up), Stop(reason="LR range test over: the run ends here (lrsup lr-find)")]
+        return [
+            *super()._finish(why, run, blow_up),
+            Stop(reason="LR range test over: the run ends here (lrsup lr-find)"),
+        ]
 
     def _call_off(self, why: str, run: RunView) -> Sequence[Action]:
-        return [*super()._call_off(why, run), Stop(reason="LR range test called off: the run ends here "
-                                                          "(lrsup lr-find)")]
+        return [
+            *super()._call_off(why, run),
+            Stop(reason="LR range test called off: the run ends here (lrsup lr-find)"),
+        ]
 
 
 __all__ = ["LRRangeTest"]

@@ -53,21 +53,59 @@ _DIRECTIONS: dict[str, Direction] = {
     key.replace("_", ""): direction
     for direction, names in {
         "max": (
-            "accuracy", "acc", "binary_accuracy", "categorical_accuracy",
-            "sparse_categorical_accuracy", "top_k_categorical_accuracy",
-            "sparse_top_k_categorical_accuracy", "auc", "precision", "recall",
-            "f1_score", "fbeta_score", "r2_score", "iou", "io_u", "binary_io_u", "mean_io_u",
-            "one_hot_io_u", "one_hot_mean_io_u", "cosine_similarity", "pearson_correlation",
-            "concordance_correlation", "precision_at_recall", "recall_at_precision",
-            "sensitivity_at_specificity", "specificity_at_sensitivity",
+            "accuracy",
+            "acc",
+            "binary_accuracy",
+            "categorical_accuracy",
+            "sparse_categorical_accuracy",
+            "top_k_categorical_accuracy",
+            "sparse_top_k_categorical_accuracy",
+            "auc",
+            "precision",
+            "recall",
+            "f1_score",
+            "fbeta_score",
+            "r2_score",
+            "iou",
+            "io_u",
+            "binary_io_u",
+            "mean_io_u",
+            "one_hot_io_u",
+            "one_hot_mean_io_u",
+            "cosine_similarity",
+            "pearson_correlation",
+            "concordance_correlation",
+            "precision_at_recall",
+            "recall_at_precision",
+            "sensitivity_at_specificity",
+            "specificity_at_sensitivity",
         ),
         "min": (
-            "loss", "mean_squared_error", "mse", "mean_absolute_error", "mae",
-            "mean_absolute_percentage_error", "mape", "mean_squared_logarithmic_error", "msle",
-            "root_mean_squared_error", "rmse", "binary_crossentropy", "bce",
-            "categorical_crossentropy", "sparse_categorical_crossentropy", "crossentropy",
-            "hinge", "squared_hinge", "categorical_hinge", "kl_divergence", "kld",
-            "poisson", "logcosh", "log_cosh", "log_cosh_error",
+            "loss",
+            "mean_squared_error",
+            "mse",
+            "mean_absolute_error",
+            "mae",
+            "mean_absolute_percentage_error",
+            "mape",
+            "mean_squared_logarithmic_error",
+            "msle",
+            "root_mean_squared_error",
+            "rmse",
+            "binary_crossentropy",
+            "bce",
+            "categorical_crossentropy",
+            "sparse_categorical_crossentropy",
+            "crossentropy",
+            "hinge",
+            "squared_hinge",
+            "categorical_hinge",
+            "kl_divergence",
+            "kld",
+            "poisson",
+            "logcosh",
+            "log_cosh",
+            "log_cosh_error",
         ),
     }.items()
     for key in names
@@ -293,8 +331,9 @@ class MonitorPolicy(Policy):
         state = dict(state)
         history = state.pop("history", [])  # a state saved before the history existed has none
         if not isinstance(history, list) or not all(
-                isinstance(h, (list, tuple)) and len(h) == 2 and isinstance(h[0], int) and isinstance(h[1], dict)
-                for h in history):
+            isinstance(h, (list, tuple)) and len(h) == 2 and isinstance(h[0], int) and isinstance(h[1], dict)
+            for h in history
+        ):
             raise ValueError(f"policy {self.name!r} state: history must be a list of [step, state]; got {history!r}")
         self.load_own_state(state)
         self._history = [(int(step), dict(own)) for step, own in history]

@@ -72,7 +72,6 @@ class PlateauSettings(MonitorSettings):
         return factor
 
 
-
 class Plateau(MonitorPolicy):
     """Reduce the learning rate when ``monitor`` has stopped improving (ReduceLROnPlateau).
 
@@ -150,9 +149,7 @@ class Plateau(MonitorPolicy):
     def load_own_state(self, state: dict[str, Any]) -> None:
         expected = {"best", "best_epoch", "wait", "cooldown_counter"}
         if set(state) != expected:
-            raise ValueError(
-                f"policy 'plateau' state must have keys {sorted(expected)}; got {sorted(state)}"
-            )
+            raise ValueError(f"policy 'plateau' state must have keys {sorted(expected)}; got {sorted(state)}")
         best = state["best"]
         if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool)):
             raise ValueError(f"policy 'plateau' state: best must be a number or None; got {best!r}")

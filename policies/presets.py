@@ -56,8 +56,17 @@ _FAMILIES: dict[str, Family] = {
     **{
         name: "adaptive"
         for name in (
-            "adam", "adamw", "adamax", "nadam", "rmsprop", "adagrad", "adadelta", "adafactor",
-            "lamb", "lion", "ftrl",
+            "adam",
+            "adamw",
+            "adamax",
+            "nadam",
+            "rmsprop",
+            "adagrad",
+            "adadelta",
+            "adafactor",
+            "lamb",
+            "lion",
+            "ftrl",
         )
     },
 }

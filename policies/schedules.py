@@ -26,8 +26,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from lrsup.policies.actions import Action, SetSchedule
 from lrsup.policies.base import Policy, PolicySettings, RunView
-from lrsup.supervisor.protocol.wire import StartRecord
 from lrsup.supervisor.protocol.schedules import evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import StartRecord
 
 __all__ = [
     "Cosine",
@@ -184,8 +184,11 @@ class ExponentialDecay(SchedulePolicy):
         lr0, lr_text = self._lr(s.initial_lr, "initial_lr", record, run)
         steps, steps_text = self._steps("decay_steps", "decay_epochs", record, run)
         spec = {
-            "kind": "exponential_decay", "initial_learning_rate": lr0, "decay_steps": steps,
-            "decay_rate": s.decay_rate, "staircase": s.staircase,
+            "kind": "exponential_decay",
+            "initial_learning_rate": lr0,
+            "decay_steps": steps,
+            "decay_rate": s.decay_rate,
+            "staircase": s.staircase,
         }
         how = "at once" if s.staircase else "continuously"
         return spec, f"exponential decay from lr {lr_text}, x{s.decay_rate} every {steps_text} ({how})"
@@ -277,8 +280,12 @@ class Cyclic(SchedulePolicy):
             raise ValueError(f"{self.name}: max_lr={s.max_lr!r} must be above base_lr {base_text}")
         steps, steps_text = self._steps("step_size", "step_size_epochs", record, run)
         spec = {
-            "kind": "cyclic", "base_lr": base, "max_lr": s.max_lr, "step_size": steps,
-            "mode": s.mode, "gamma": s.gamma,
+            "kind": "cyclic",
+            "base_lr": base,
+            "max_lr": s.max_lr,
+            "step_size": steps,
+            "mode": s.mode,
+            "gamma": s.gamma,
         }
         return spec, f"{s.mode} cyclic lr between {base_text} and {_fmt(s.max_lr)}, half a cycle = {steps_text}"
 
@@ -322,9 +329,14 @@ class OneCycle(SchedulePolicy):
         else:
             total, total_text = self._rest_of_run(record, run, "total_steps")
         spec = {
-            "kind": "one_cycle", "max_lr": peak, "total_steps": total, "pct_start": s.pct_start,
-            "div_factor": s.div_factor, "final_div_factor": s.final_div_factor,
-            "anneal": s.anneal, "three_phase": s.three_phase,
+            "kind": "one_cycle",
+            "max_lr": peak,
+            "total_steps": total,
+            "pct_start": s.pct_start,
+            "div_factor": s.div_factor,
+            "final_div_factor": s.final_div_factor,
+            "anneal": s.anneal,
+            "three_phase": s.three_phase,
         }
         return spec, f"one cycle ({s.anneal}) peaking at lr {peak_text} over {total_text}"
 

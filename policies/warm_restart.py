@@ -32,8 +32,8 @@ from lrsup.policies.actions import Action, SetSchedule
 from lrsup.policies.base import RunView
 from lrsup.policies.monitor import Monitor, resolve_mode
 from lrsup.policies.schedules import SchedulePolicy, ScheduleSettings, _exactly_one, _fmt
-from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 from lrsup.supervisor.protocol.schedules import cosine_restarts_cycle, validate_spec
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 
 __all__ = ["WarmRestart", "restart_now"]
 
@@ -73,15 +73,17 @@ def restart_now(spec: dict[str, Any], step: int) -> dict[str, Any]:
     n = _current_cycle(spec, step) + 1
     peak = lr0 * ((1 - alpha) * m_mul**n + alpha)
     floor = lr0 * alpha
-    return validate_spec({
-        "kind": "cosine_restarts",
-        "initial_learning_rate": peak,
-        "first_decay_steps": spec["first_decay_steps"] * t_mul**n,
-        "t_mul": t_mul,
-        "m_mul": m_mul,
-        "alpha": min(floor / peak, 1.0) if peak > 0 else alpha,
-        "start_step": step,
-    })
+    return validate_spec(
+        {
+            "kind": "cosine_restarts",
+            "initial_learning_rate": peak,
+            "first_decay_steps": spec["first_decay_steps"] * t_mul**n,
+            "t_mul": t_mul,
+            "m_mul": m_mul,
+            "alpha": min(floor / peak, 1.0) if peak > 0 else alpha,
+            "start_step": step,
+        }
+    )
 
 
 class WarmRestart(SchedulePolicy):
@@ -150,8 +152,12 @@ class WarmRestart(SchedulePolicy):
         lr0, lr_text = self._lr(s.initial_lr, "initial_lr", record, run)
         steps, steps_text = self._steps("first_period_steps", "first_period_epochs", record, run)
         spec = {
-            "kind": "cosine_restarts", "initial_learning_rate": lr0, "first_decay_steps": steps,
-            "t_mul": s.t_mul, "m_mul": s.m_mul, "alpha": s.alpha,
+            "kind": "cosine_restarts",
+            "initial_learning_rate": lr0,
+            "first_decay_steps": steps,
+            "t_mul": s.t_mul,
+            "m_mul": s.m_mul,
+            "alpha": s.alpha,
         }
         early = f", early when {s.monitor} stalls for {s.patience} epochs" if s.on_plateau else ""
         return spec, (

@@ -34,11 +34,11 @@ Example (Python)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from lrsup.policies.base import Policy, PolicySettings
@@ -65,7 +65,6 @@ DEFAULT_STACK: list[dict[str, Any]] = [
     {"use": "lr_find", "mode": "auto"},
     {"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 3, "cooldown": 0, "min_lr": 1e-6},
 ]
-
 
 
 NotifyEvent = Literal["end", "give_up", "rollback", "restart"]

@@ -100,9 +100,7 @@ def load_policy_class(spec: str) -> type[Policy]:
         entry_point = entry_points.get(spec)
         if entry_point is None:
             names = ", ".join(sorted(entry_points)) or "(none installed)"
-            raise UnknownPolicyError(
-                f"unknown policy {spec!r}; available: {names} (or give a 'module:Class' spec)"
-            )
+            raise UnknownPolicyError(f"unknown policy {spec!r}; available: {names} (or give a 'module:Class' spec)")
         target, origin = entry_point.value, f"policy {spec!r} ({entry_point.value!r}, {_origin(entry_point)})"
     cls = _import(target, origin)
     if not (inspect.isclass(cls) and issubclass(cls, Policy)):

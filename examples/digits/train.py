@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--poison-epoch", type=int, default=None,
+        "--poison-epoch",
+        type=int,
+        default=None,
         help="fault injection: after batch 3 of this epoch (0-based), set the first layer's kernel to NaN "
         "once, as one poisoned batch would",
     )
@@ -107,8 +109,12 @@ def main(argv: list[str] | None = None) -> float:
         metrics=["accuracy"],
     )
     model.fit(
-        x_train, y_train, validation_data=(x_val, y_val),
-        epochs=args.epochs, batch_size=args.batch_size, verbose=2,
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=2,
         callbacks=[PoisonOnce(args.poison_epoch)] if args.poison_epoch is not None else [],
     )
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)

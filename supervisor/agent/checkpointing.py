@@ -67,12 +67,21 @@ class Checkpointing:
         if name is None:
             name = self._fresh_name(f"epoch-{epoch:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
         lr = self._lr(handle)
-        meta = {"lrsup_schedule": self._schedule.spec if self._schedule is not None else None,
-                "lrsup_multiplier": self._multiplier}
+        meta = {
+            "lrsup_schedule": self._schedule.spec if self._schedule is not None else None,
+            "lrsup_multiplier": self._multiplier,
+        }
         try:
             entry = self.checkpoints.save(
-                name, handle.save_state, suffix=getattr(handle, "state_suffix", ".state"),
-                epoch=epoch, step=step, lr=lr, multiplier=None, epoch_end=epoch_end, meta=meta,
+                name,
+                handle.save_state,
+                suffix=getattr(handle, "state_suffix", ".state"),
+                epoch=epoch,
+                step=step,
+                lr=lr,
+                multiplier=None,
+                epoch_end=epoch_end,
+                meta=meta,
             )
         except (CheckpointError, Exception) as exc:
             self._error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")
@@ -82,9 +91,14 @@ class Checkpointing:
         multiplier = self._multiplier if self._schedule is not None else entry.meta.get("multiplier")
         self._write(
             CheckpointRecord(
-                time=entry.time, name=entry.name, epoch=entry.epoch, step=entry.step, lr=entry.lr,
+                time=entry.time,
+                name=entry.name,
+                epoch=entry.epoch,
+                step=entry.step,
+                lr=entry.lr,
                 multiplier=float(multiplier) if multiplier is not None else None,
-                file=entry.file, sha256=entry.sha256,
+                file=entry.file,
+                sha256=entry.sha256,
             )
         )
         self._prune()
@@ -106,8 +120,9 @@ class Checkpointing:
             entry = self.checkpoints.verify(name)
             handle.load_state(self.checkpoints.path_of(entry), entry.meta)
         except Exception as exc:
-            self._error(None, None, f"restore of checkpoint {name!r} failed, starting from scratch: "
-                                    f"{type(exc).__name__}: {exc}")
+            self._error(
+                None, None, f"restore of checkpoint {name!r} failed, starting from scratch: {type(exc).__name__}: {exc}"
+            )
             return None
         self._restore_schedule(entry)
         self._pinned = entry.name

@@ -244,8 +244,17 @@ class CheckpointStore:
             digest = sha256_of(final)
             extra.update(meta or {})
             entry = CheckpointEntry(
-                name=name, file=file, sha256=digest, size=size, epoch=epoch, step=step, lr=lr,
-                multiplier=multiplier, time=time.time(), epoch_end=epoch_end, meta=extra,
+                name=name,
+                file=file,
+                sha256=digest,
+                size=size,
+                epoch=epoch,
+                step=step,
+                lr=lr,
+                multiplier=multiplier,
+                time=time.time(),
+                epoch_end=epoch_end,
+                meta=extra,
             )
             entries = [e for e in self.entries() if e.name != name]
             self._write_manifest(entries + [entry])

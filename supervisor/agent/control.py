@@ -54,8 +54,9 @@ class ControlReader:
         clock: callable returning monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, path: str, bell_path: str | None = None, path_check: float = 0.5,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, path: str, bell_path: str | None = None, path_check: float = 0.5, clock: Any = time.monotonic
+    ) -> None:
         self.path = path
         self.bell_path = bell_path
         self.bell = BellWatch.open(bell_path) if bell_path is not None else None
@@ -246,8 +247,10 @@ class CommandHandler:
         skip = obj.get("skip_batches") or 0
         since = now - entry.step
         if skip > since:
-            warn(f"rollback to {name!r}: skip_batches={skip}, but the data is not rewound: the {since} "
-                 f"batch(es) trained since the checkpoint are the ones skipped")
+            warn(
+                f"rollback to {name!r}: skip_batches={skip}, but the data is not rewound: the {since} "
+                f"batch(es) trained since the checkpoint are the ones skipped"
+            )
 
     def _configure(self: Any, obj: Mapping[str, Any]) -> None:
         changes = {k: obj[k] for k in CADENCE_FIELDS if obj.get(k) is not None}

@@ -60,6 +60,7 @@ from lrsup.supervisor.agent.settings import (
     load_settings,
 )
 from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.schedules import Schedule
 from lrsup.supervisor.protocol.wire import (
     BELL_FILE,
     CONTROL_FILE,
@@ -69,19 +70,37 @@ from lrsup.supervisor.protocol.wire import (
     EpochRecord,
     StartRecord,
 )
-from lrsup.supervisor.protocol.schedules import Schedule
 
 __all__ = [
-    "AGENT_NAME", "DEFAULT_BATCH_EVERY", "DEFAULT_BATCH_MIN_INTERVAL", "DEFAULT_CHECKPOINT_EVERY_EPOCHS",
+    "AGENT_NAME",
+    "DEFAULT_BATCH_EVERY",
+    "DEFAULT_BATCH_MIN_INTERVAL",
+    "DEFAULT_CHECKPOINT_EVERY_EPOCHS",
     "DEFAULT_CHECKPOINT_EVERY_STEPS",
-    "DEFAULT_HEARTBEAT_INTERVAL", "DEFAULT_KEEP_LAST", "DEFAULT_VERDICT_TIMEOUT", "ENV_ATTEMPT", "ENV_RESTORE",
-    "ENV_RUN_DIR", "FIRST_DELAY", "MAX_DELAY", "POLL_INTERVAL", "Agent", "AgentError", "CheckpointEntry",
-    "CheckpointError", "Logs", "OptimizerHandle", "Settings", "check_setting", "load_settings", "metrics_of",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_KEEP_LAST",
+    "DEFAULT_VERDICT_TIMEOUT",
+    "ENV_ATTEMPT",
+    "ENV_RESTORE",
+    "ENV_RUN_DIR",
+    "FIRST_DELAY",
+    "MAX_DELAY",
+    "POLL_INTERVAL",
+    "Agent",
+    "AgentError",
+    "CheckpointEntry",
+    "CheckpointError",
+    "Logs",
+    "OptimizerHandle",
+    "Settings",
+    "check_setting",
+    "load_settings",
+    "metrics_of",
 ]
 
 # Environment variables the supervisor sets when it restarts a crashed trainer.
-ENV_RESTORE = "LRSUP_RESTORE"   # the name of the checkpoint to load before the first batch
-ENV_ATTEMPT = "LRSUP_ATTEMPT"   # the trainer attempt, 1 for the first (informational)
+ENV_RESTORE = "LRSUP_RESTORE"  # the name of the checkpoint to load before the first batch
+ENV_ATTEMPT = "LRSUP_ATTEMPT"  # the trainer attempt, 1 for the first (informational)
 
 # Between the barriers batch_end reads control.jsonl when the supervisor rings control.bell (a
 # compare of 8 mapped bytes, ~0.1 us, see lrsup.supervisor.protocol.doorbell), and anyway every
@@ -324,8 +343,10 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             if bucket > self._batch_bucket:
                 self._batch_bucket = bucket
                 if self._record_due():
-                    self._write_line(batch_line(time.time(), epoch, batch, step, self._lr(handle, recent=True),
-                                                metrics_of(logs)), "batch")
+                    self._write_line(
+                        batch_line(time.time(), epoch, batch, step, self._lr(handle, recent=True), metrics_of(logs)),
+                        "batch",
+                    )
             every = self.settings.checkpoint_every_steps
             if every and step // every > self._ckpt_bucket:
                 self._ckpt_bucket = step // every

@@ -64,9 +64,7 @@ class ScaledSchedule(LearningRateSchedule):
             raise TypeError(f"ScaledSchedule wraps a LearningRateSchedule, got {inner!r}")
         self.inner = inner
         if not isinstance(multiplier, keras.Variable):
-            multiplier = keras.Variable(
-                float(multiplier), dtype="float32", trainable=False, name="lrsup_lr_multiplier"
-            )
+            multiplier = keras.Variable(float(multiplier), dtype="float32", trainable=False, name="lrsup_lr_multiplier")
         self.multiplier = multiplier
 
     def __call__(self, step: Any) -> Any:
@@ -454,8 +452,9 @@ class LrsupCallback(keras.callbacks.Callback):
             return
         info, self._start_info = self._start_info, None
         self._epoch = initial_epoch
-        self._agent.start(self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored,
-                          barrier=barrier, **info)
+        self._agent.start(
+            self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored, barrier=barrier, **info
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._agent is None:

@@ -108,8 +108,10 @@ _TEMPLATES: dict[tuple[str, ...], str] = {}
 def _template(names: tuple[str, ...]) -> str:
     """The %-template of a batch line with these log names (cached; at most 64 kept)."""
     logs = ",".join(f"{_encode_key(str(k)).replace('%', '%%')}:%r" for k in names)
-    template = (f'{{"v":{PROTOCOL_VERSION},"type":"batch","time":%r,"epoch":%d,"batch":%d,"step":%d,"lr":%r,'
-                f'"logs":{{{logs}}}}}\n')
+    template = (
+        f'{{"v":{PROTOCOL_VERSION},"type":"batch","time":%r,"epoch":%d,"batch":%d,"step":%d,"lr":%r,'
+        f'"logs":{{{logs}}}}}\n'
+    )
     if len(_TEMPLATES) < 64:
         _TEMPLATES[names] = template
     return template
@@ -125,11 +127,15 @@ def describe_command(obj: Mapping[str, Any], epoch: int | None, step: int, lr: f
 
     The epoch is shown 1-based, as Keras's progress bar and lrsup's display show it.
     """
+
     def shown(value: Any) -> str:
         return f"{value:.6g}" if isinstance(value, float) else str(value)
 
-    args = " ".join(f"{k}={shown(obj[k])}" for k in ("checkpoint", "lr", "factor", "name", "value", "keep")
-                    if obj.get(k) is not None)
+    args = " ".join(
+        f"{k}={shown(obj[k])}"
+        for k in ("checkpoint", "lr", "factor", "name", "value", "keep")
+        if obj.get(k) is not None
+    )
     where = f"epoch {epoch + 1} step {step}" if epoch is not None else f"step {step}"
     text = f"{where}: {obj['cmd']}{' ' + args if args else ''}"
     if lr is not None:

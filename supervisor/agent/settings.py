@@ -86,8 +86,9 @@ def check_setting(name: str, value: Any, source: str) -> Any:
         return value
     if name == "batch_min_interval":
         if not (is_number and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{source}: batch_min_interval must be a number of seconds >= 0 (0: no minimum), "
-                             f"got {value!r}")
+            raise ValueError(
+                f"{source}: batch_min_interval must be a number of seconds >= 0 (0: no minimum), got {value!r}"
+            )
         return float(value)
     if name == "verdict_timeout":
         if not (is_number and math.isfinite(value) and value >= 0):

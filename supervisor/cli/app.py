@@ -80,7 +80,9 @@ def load_config(config_path: Path | None, cwd: Path) -> Any:
 
 
 RunsDirOption = typer.Option(Path("runs"), "--runs-dir", help="Where runs are looked up by name (default: ./runs).")
-RunArgument = typer.Argument(..., metavar="RUN", help="A run directory, or an unambiguous prefix of a run name in --runs-dir.")
+RunArgument = typer.Argument(
+    ..., metavar="RUN", help="A run directory, or an unambiguous prefix of a run name in --runs-dir."
+)
 
 
 def resolve(ref: str, runs_dir: Path) -> Path:

@@ -35,8 +35,15 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-STATE_STYLE = {"running": "cyan", "completed": "green", "stopped": "yellow", "failed": "red", "fatal": "red",
-                "stale": "magenta", "unknown": "dim"}
+STATE_STYLE = {
+    "running": "cyan",
+    "completed": "green",
+    "stopped": "yellow",
+    "failed": "red",
+    "fatal": "red",
+    "stale": "magenta",
+    "unknown": "dim",
+}
 
 
 def state_text(summary: Any) -> str:

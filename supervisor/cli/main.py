@@ -30,13 +30,14 @@ importing their modules, in the order ``--help`` lists them: ``cli_run`` (run, l
 
 from __future__ import annotations
 
+from lrsup.supervisor.cli import operator as cli_operator  # noqa: F401
+from lrsup.supervisor.cli import policies as cli_policies  # noqa: F401
+from lrsup.supervisor.cli import reports as cli_reports  # noqa: F401
+
 # Registration order is the order of the commands in --help.
 from lrsup.supervisor.cli import run as cli_run  # noqa: F401, I001
-from lrsup.supervisor.cli import policies as cli_policies  # noqa: F401
 from lrsup.supervisor.cli import runs as cli_runs  # noqa: F401
 from lrsup.supervisor.cli import watch as cli_watch  # noqa: F401
-from lrsup.supervisor.cli import operator as cli_operator  # noqa: F401
-from lrsup.supervisor.cli import reports as cli_reports  # noqa: F401
 from lrsup.supervisor.cli.app import EXIT_USAGE, app
 
 __all__ = ["EXIT_USAGE", "app", "main"]

@@ -50,7 +50,9 @@ def release(run: str = RunArgument, why: Optional[str] = WhyOption, runs_dir: Pa
 @app.command()
 def stop(
     run: str = RunArgument,
-    timeout: float = typer.Option(120.0, "--timeout", min=0, help="Seconds to wait for the run to finish (0: do not wait)."),
+    timeout: float = typer.Option(
+        120.0, "--timeout", min=0, help="Seconds to wait for the run to finish (0: do not wait)."
+    ),
     why: Optional[str] = WhyOption,
     runs_dir: Path = RunsDirOption,
 ) -> None:
@@ -109,12 +111,18 @@ def _wait_finished(run_dir: Path, timeout: float, poll: float = 0.5) -> int:
     while True:
         s = summarize(run_dir, scan_best=False)
         if s.state != "running":
-            print(f"lrsup: {s.name} {state_text(s)}" + (f" (exit status {s.exit_status})" if s.exit_status is not None else ""))
+            print(
+                f"lrsup: {s.name} {state_text(s)}"
+                + (f" (exit status {s.exit_status})" if s.exit_status is not None else "")
+            )
             return 0 if s.finished else 1
         now = time.monotonic()
         if now >= deadline:
-            print(f"lrsup: {s.name} still running after {timeout:g} s; the supervisor escalates the stop by itself "
-                  f"(check with `lrsup status {s.name}`)", file=sys.stderr)
+            print(
+                f"lrsup: {s.name} still running after {timeout:g} s; the supervisor escalates the stop by itself "
+                f"(check with `lrsup status {s.name}`)",
+                file=sys.stderr,
+            )
             return 1
         if now >= next_note:
             next_note = now + 5.0
@@ -123,8 +131,10 @@ def _wait_finished(run_dir: Path, timeout: float, poll: float = 0.5) -> int:
 
 
 @app.command()
-def resume(run: str = typer.Argument(..., metavar="RUN_DIR", help="The run to go on with (a directory or a name prefix)."),
-           runs_dir: Path = RunsDirOption) -> None:
+def resume(
+    run: str = typer.Argument(..., metavar="RUN_DIR", help="The run to go on with (a directory or a name prefix)."),
+    runs_dir: Path = RunsDirOption,
+) -> None:
     """Go on with a run whose supervisor is gone (from its last checkpoint); exits with the run's status."""
     raise typer.Exit(_resume(resolve(run, runs_dir)))
 
@@ -138,7 +148,9 @@ def _resume(run_dir: Path) -> int:
     try:
         from lrsup.supervisor.run.runner import resume as resume_run
     except ImportError:
-        print("lrsup: this lrsup cannot resume runs yet (lrsup.supervisor.run.runner.resume is missing)", file=sys.stderr)
+        print(
+            "lrsup: this lrsup cannot resume runs yet (lrsup.supervisor.run.runner.resume is missing)", file=sys.stderr
+        )
         return 1
     from lrsup.supervisor.rundir.layout import RunDirError
 

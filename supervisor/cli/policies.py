@@ -13,6 +13,7 @@ import typer
 
 from lrsup.supervisor.cli.app import app
 
+
 @app.command()
 def policies() -> None:
     """List the installed policies with their settings and defaults."""

@@ -42,8 +42,14 @@ class _ByteProgress:
             from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                                     console=Console(stderr=True), transient=True)
+            self.progress = Progress(
+                TextColumn(label),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self.task = self.progress.add_task(label, total=total)
             self.callback = lambda done, total: self.progress.update(self.task, completed=done, total=total)
 
@@ -59,8 +65,12 @@ class _ByteProgress:
 
 @app.command()
 def replay(
-    run: str = typer.Argument(..., metavar="RUN_DIR", help="The run whose records are replayed (a directory or a name prefix)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Replay under this configuration instead of the run's own."),
+    run: str = typer.Argument(
+        ..., metavar="RUN_DIR", help="The run whose records are replayed (a directory or a name prefix)."
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Replay under this configuration instead of the run's own."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per decision per line, instead of a table."),
     runs_dir: Path = RunsDirOption,
 ) -> None:
@@ -111,16 +121,24 @@ def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
         table.add_column(column, overflow="fold")
     for r in rows:
         epoch = r.get("epoch")
-        table.add_row(fmt(epoch + 1 if isinstance(epoch, int) else epoch), fmt(r.get("step")),
-                      escape(str(r.get("policy") or "")), escape(str(r.get("action") or "")), fmt(r.get("lr")),
-                      escape(str(r.get("reason") or "")), escape(str(r.get("suppressed") or "")))
+        table.add_row(
+            fmt(epoch + 1 if isinstance(epoch, int) else epoch),
+            fmt(r.get("step")),
+            escape(str(r.get("policy") or "")),
+            escape(str(r.get("action") or "")),
+            fmt(r.get("lr")),
+            escape(str(r.get("reason") or "")),
+            escape(str(r.get("suppressed") or "")),
+        )
     Console().print(table)
     return 0
 
 
 @app.command()
 def report(
-    runs: List[str] = typer.Argument(..., metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."),
+    runs: List[str] = typer.Argument(
+        ..., metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Where a comparison of several runs goes (default: .)."),
     runs_dir: Path = RunsDirOption,
 ) -> None:
@@ -131,8 +149,8 @@ def report(
 def _report(run_dirs: list[Path], out: Path | None) -> int:
     from rich.console import Console
 
-    from lrsup.supervisor.report.write import compare_runs, render_compare_terminal, render_terminal, write_report
     from lrsup.supervisor.history.runinfo import RunInfoError, load_run
+    from lrsup.supervisor.report.write import compare_runs, render_compare_terminal, render_terminal, write_report
 
     console = Console()
     try:
@@ -168,7 +186,10 @@ def export(
     csv: bool = typer.Option(False, "--csv", help="Write the epochs as CSV (to --out, default <run dir>/epochs.csv)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", metavar="PATH", help="The CSV file to write ('-': stdout)."),
     tensorboard: Optional[Path] = typer.Option(
-        None, "--tensorboard", metavar="DIR", help="Write TensorBoard event files under DIR (needs lrsup\\[tensorboard]).",
+        None,
+        "--tensorboard",
+        metavar="DIR",
+        help="Write TensorBoard event files under DIR (needs lrsup\\[tensorboard]).",
     ),
     runs_dir: Path = RunsDirOption,
 ) -> None:
@@ -182,8 +203,8 @@ def export(
 
 
 def _export(run_dir: Path, csv: str | None, tensorboard: Path | None) -> int:
-    from lrsup.supervisor.report.export import export_csv, export_tensorboard, write_csv
     from lrsup.supervisor.history.runinfo import MissingExtraError, RunInfoError, load_run
+    from lrsup.supervisor.report.export import export_csv, export_tensorboard, write_csv
 
     try:
         with _ByteProgress(_run_bytes([run_dir]) * (1 + (tensorboard is not None)), "exporting") as bar:

@@ -17,8 +17,10 @@ import typer
 
 from lrsup.supervisor.cli.app import app, check_script, fail, load_config, script_args
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                               "allow_interspersed_args": False})
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+)
 def run(
     ctx: typer.Context,
     script: Path = typer.Argument(..., metavar="SCRIPT", help="The training script (an ordinary Keras script)."),
@@ -31,7 +33,9 @@ def run(
         None, "--run-dir", help="Where the run's files go (default: runs/<UTC time>-<script>); must be new or empty."
     ),
     detach: bool = typer.Option(
-        False, "--detach", "-d",
+        False,
+        "--detach",
+        "-d",
         help="Supervise in the background (its own session, survives logout); print the run directory and return.",
     ),
 ) -> None:
@@ -42,14 +46,22 @@ def run(
     raise typer.Exit(_run(script, args, config, run_dir))
 
 
-@app.command("lr-find", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                                          "allow_interspersed_args": False})
+@app.command(
+    "lr-find",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
+)
 def lr_find(
     ctx: typer.Context,
     script: Path = typer.Argument(..., metavar="SCRIPT", help="The training script (an ordinary Keras script)."),
-    steps: int = typer.Option(100, "--steps", help="Steps of the LR ramp (>= 20); the script must train at least that many."),
-    min_lr: Optional[float] = typer.Option(None, "--min-lr", help="The ramp's start (default: by optimizer, SGD 1e-5, Adam 1e-7)."),
-    max_lr: Optional[float] = typer.Option(None, "--max-lr", help="The ramp's end (default: by optimizer, SGD 10, Adam 1)."),
+    steps: int = typer.Option(
+        100, "--steps", help="Steps of the LR ramp (>= 20); the script must train at least that many."
+    ),
+    min_lr: Optional[float] = typer.Option(
+        None, "--min-lr", help="The ramp's start (default: by optimizer, SGD 1e-5, Adam 1e-7)."
+    ),
+    max_lr: Optional[float] = typer.Option(
+        None, "--max-lr", help="The ramp's end (default: by optimizer, SGD 10, Adam 1)."
+    ),
     run_dir: Optional[Path] = typer.Option(
         None, "--run-dir", help="Where the run's files go (default: runs/<UTC time>-<script>); must be new or empty."
     ),
@@ -59,8 +71,9 @@ def lr_find(
     raise typer.Exit(_lr_find(script, args, steps, min_lr, max_lr, run_dir))
 
 
-def _lr_find(script: Path, args: list[str], steps: int, min_lr: float | None, max_lr: float | None,
-             run_dir: Path | None) -> int:
+def _lr_find(
+    script: Path, args: list[str], steps: int, min_lr: float | None, max_lr: float | None, run_dir: Path | None
+) -> int:
     """Check the options and the script, then run the range test (lrsup.supervisor.run.range_test)."""
     from lrsup.supervisor.run.range_test import range_test_config, run_range_test
     from lrsup.supervisor.rundir.layout import RunDir, RunDirError
@@ -96,8 +109,8 @@ def _run(script: Path, args: list[str], config_path: Path | None, run_dir: Path 
     """Validate everything, then supervise; the exit status of the run (2 for bad input)."""
     cwd = Path.cwd()
     config, prepared = _validate_run(script, config_path, run_dir, cwd)
-    from lrsup.supervisor.rundir.layout import RunDirError
     from lrsup.supervisor.run.runner import run as supervise
+    from lrsup.supervisor.rundir.layout import RunDirError
 
     try:
         return supervise(config, script=script, args=args, run_dir=prepared, cwd=cwd)
@@ -122,8 +135,9 @@ def _run_detached(script: Path, args: list[str], config_path: Path | None, run_d
     argv += ["--run-dir", str(prepared.path), str(script), "--", *args]
     # stderr goes to an unlinked file: read here if the supervisor fails at once, harmless after.
     with tempfile.TemporaryFile() as err, open(os.devnull, "rb") as null_in, open(os.devnull, "wb") as null_out:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=null_in, stdout=null_out, stderr=err,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=null_in, stdout=null_out, stderr=err, start_new_session=True, close_fds=True
+        )
         deadline = time.monotonic() + DETACH_WAIT
         while proc.poll() is None and not prepared.path.is_dir() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -135,6 +149,9 @@ def _run_detached(script: Path, args: list[str], config_path: Path | None, run_d
             return status
     print(prepared.path)
     name = prepared.path.name
-    print(f"lrsup: supervising in the background (pid {proc.pid}); follow it with: lrsup watch {name}  |  "
-          f"lrsup logs -f {name}  |  lrsup stop {name}", file=sys.stderr)
+    print(
+        f"lrsup: supervising in the background (pid {proc.pid}); follow it with: lrsup watch {name}  |  "
+        f"lrsup logs -f {name}  |  lrsup stop {name}",
+        file=sys.stderr,
+    )
     return 0

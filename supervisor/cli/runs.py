@@ -16,6 +16,7 @@ import typer
 from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, resolve
 from lrsup.supervisor.cli.format import STATE_STYLE, best_text, epoch_text, fmt, fmt_duration, fmt_time, state_text
 
+
 @app.command("ls")
 def ls(runs_dir: Path = RunsDirOption) -> None:
     """List the runs under --runs-dir, newest first: state, epoch, best metric, LR, start, duration."""
@@ -44,15 +45,30 @@ def _ls(runs_dir: Path) -> int:
         print(f"no runs in {runs_dir}", file=sys.stderr)
         return 0
     table = Table(title=f"lrsup runs in {runs_dir}", title_justify="left")
-    for column, justify in (("name", "left"), ("state", "left"), ("epoch", "right"), ("best", "left"),
-                            ("lr", "right"), ("started", "left"), ("duration", "right")):
-        table.add_column(column, justify=justify, overflow="fold", no_wrap=column in ("epoch", "lr", "started", "duration"))
+    for column, justify in (
+        ("name", "left"),
+        ("state", "left"),
+        ("epoch", "right"),
+        ("best", "left"),
+        ("lr", "right"),
+        ("started", "left"),
+        ("duration", "right"),
+    ):
+        table.add_column(
+            column, justify=justify, overflow="fold", no_wrap=column in ("epoch", "lr", "started", "duration")
+        )
     for path in found:
         s = summarize(path)
         style = STATE_STYLE.get(s.state, "")
-        table.add_row(escape(s.name), f"[{style}]{escape(state_text(s))}[/]" if style else escape(state_text(s)),
-                      epoch_text(s), escape(best_text(s)), fmt(s.lr), fmt_time(s.started),
-                      fmt_duration(s.duration()))
+        table.add_row(
+            escape(s.name),
+            f"[{style}]{escape(state_text(s))}[/]" if style else escape(state_text(s)),
+            epoch_text(s),
+            escape(best_text(s)),
+            fmt(s.lr),
+            fmt_time(s.started),
+            fmt_duration(s.duration()),
+        )
     Console().print(table)
     return 0
 
@@ -98,8 +114,14 @@ def _status(run_dir: Path) -> int:
             table.add_column(column, overflow="fold")
         for d in s.decisions[-5:]:
             reason = d.reason + (f" [suppressed: {d.suppressed}]" if d.suppressed else "")
-            table.add_row(fmt(None if d.epoch is None else d.epoch + 1), fmt(d.step), escape(d.policy),
-                          escape(d.action), fmt(d.lr), escape(reason))
+            table.add_row(
+                fmt(None if d.epoch is None else d.epoch + 1),
+                fmt(d.step),
+                escape(d.policy),
+                escape(d.action),
+                fmt(d.lr),
+                escape(reason),
+            )
         console.print(table)
     else:
         console.print("no decisions yet")

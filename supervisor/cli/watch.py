@@ -24,6 +24,7 @@ import typer
 from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, fail, resolve
 from lrsup.supervisor.cli.format import state_text
 
+
 @app.command()
 def logs(
     run: str = RunArgument,
@@ -65,8 +66,8 @@ def _run_is_live(run_dir: Path) -> bool:
 def _logs(run_dir: Path, follow: bool, poll: float = 0.2) -> int:
     import time
 
-    from lrsup.supervisor.protocol.wire import TRAINER_LOG
     from lrsup.supervisor.history.runs import TailReader
+    from lrsup.supervisor.protocol.wire import TRAINER_LOG
 
     path = run_dir / TRAINER_LOG
     if not path.exists() and not follow:
@@ -101,9 +102,14 @@ def _decision_view(entry: dict) -> Any:
     """A journal decision as the display's ``on_decision`` expects it (``action``, ``lr``, ``suppressed``)."""
     from types import SimpleNamespace
 
-    action = SimpleNamespace(kind=str(entry.get("action") or "?"), policy=entry.get("policy"),
-                             reason=str(entry.get("reason") or ""), lr=None,
-                             name=str(entry.get("name") or "?"), value=float("nan"))
+    action = SimpleNamespace(
+        kind=str(entry.get("action") or "?"),
+        policy=entry.get("policy"),
+        reason=str(entry.get("reason") or ""),
+        lr=None,
+        name=str(entry.get("name") or "?"),
+        value=float("nan"),
+    )
     lr = entry.get("lr") if isinstance(entry.get("lr"), (int, float)) else None
     suppressed = entry.get("suppressed") if isinstance(entry.get("suppressed"), str) else None
     return SimpleNamespace(action=action, lr=lr, suppressed=suppressed)
@@ -135,18 +141,23 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
     import time
 
     from lrsup.supervisor import protocol
-    from lrsup.supervisor.view.display import make_display
     from lrsup.supervisor.history.runs import TailReader, head_objects, summarize, tail_objects
+    from lrsup.supervisor.view.display import make_display
 
     metrics, journal = run_dir / protocol.METRICS_FILE, run_dir / protocol.JOURNAL_FILE
     # Open the followers first, then show the recent past: nothing falls between the two.
-    followers = (TailReader(metrics, None), TailReader(journal, None), TailReader(run_dir / protocol.TRAINER_LOG, None, parse=False))
+    followers = (
+        TailReader(metrics, None),
+        TailReader(journal, None),
+        TailReader(run_dir / protocol.TRAINER_LOG, None, parse=False),
+    )
     summary = summarize(run_dir, scan_best=False)
     display = display or make_display()
     try:
         head, tail = head_objects(metrics), tail_objects(metrics)
         start = next((r for r in reversed(tail) if r.get("type") == "start"), None) or next(
-            (r for r in reversed(head) if r.get("type") == "start"), None)
+            (r for r in reversed(head) if r.get("type") == "start"), None
+        )
         if start is not None:
             _feed(display, start)
         last_epoch = next((r for r in reversed(tail) if r.get("type") == "epoch"), None)

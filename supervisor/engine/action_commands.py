@@ -23,8 +23,8 @@ from lrsup.policies.base import pick_checkpoint
 from lrsup.policies.monitor import to_float32
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.engine.decision import Decision
-from lrsup.supervisor.protocol.wire import CADENCE_FIELDS
 from lrsup.supervisor.protocol.schedules import evaluate
+from lrsup.supervisor.protocol.wire import CADENCE_FIELDS
 
 # The agent's cadence settings a Configure may change (the configure command's fields).
 CADENCE = CADENCE_FIELDS
@@ -45,8 +45,11 @@ def rollback_plan(action: Rollback, book: CheckpointBook) -> tuple[TrackedCheckp
         target = book.get(action.checkpoint)
         if target is None:
             known = ", ".join(c.name for c in book.infos()) or "none"
-            return None, None, (f"no checkpoint to roll back to: no checkpoint named "
-                                f"{action.checkpoint!r} (known: {known})")
+            return (
+                None,
+                None,
+                (f"no checkpoint to roll back to: no checkpoint named {action.checkpoint!r} (known: {known})"),
+            )
     elif action.best:
         target, why = book.best()
         if target is None:
@@ -72,8 +75,9 @@ def rollback_command(action: Rollback, target: TrackedCheckpoint, lr: float | No
     return command
 
 
-def lr_plan(action: SetLR | ScaleLR, *, lr: float | None, schedule: dict | None, multiplier: float | None,
-            step: int | None) -> LRPlan:
+def lr_plan(
+    action: SetLR | ScaleLR, *, lr: float | None, schedule: dict | None, multiplier: float | None, step: int | None
+) -> LRPlan:
     """What a SetLR or ScaleLR sends, given the effective LR and the lrsup schedule in force (if any)."""
     current = lr
     if isinstance(action, SetLR):
@@ -112,15 +116,17 @@ def multiplier_for(schedule: dict | None, lr: float, step: int | None) -> float 
     return lr / base if base > 0 and math.isfinite(base) else None
 
 
-def configure_decision(action: Configure, configured: dict[str, Action], cadence: dict[str, float],
-                       epoch: int | None, step: int) -> Decision:
+def configure_decision(
+    action: Configure, configured: dict[str, Action], cadence: dict[str, float], epoch: int | None, step: int
+) -> Decision:
     """A Configure as a decision: only the settings that differ from ``cadence`` and no earlier
     Configure on the record set. ``configured`` and ``cadence`` are updated with what is sent."""
     asked = {k: getattr(action, k) for k in CADENCE if getattr(action, k) is not None}
     for key, value in asked.items():
         if key == "batch_min_interval":
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                    and value >= 0):
+            if not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
                 why = f"invalid: {key} must be a number of seconds >= 0 (got {value!r})"
                 return Decision(action, None, None, epoch, step, why)
             asked[key] = float(value)

@@ -51,8 +51,16 @@ class TrackedCheckpoint:
     metrics: dict | None = None
 
     def info(self) -> CheckpointInfo:
-        return CheckpointInfo(self.name, self.step, self.epoch, self.lr, self.multiplier, self.good,
-                              self.start, None if self.metrics is None else dict(self.metrics))
+        return CheckpointInfo(
+            self.name,
+            self.step,
+            self.epoch,
+            self.lr,
+            self.multiplier,
+            self.good,
+            self.start,
+            None if self.metrics is None else dict(self.metrics),
+        )
 
 
 def finite_losses(logs: dict) -> bool:

@@ -96,8 +96,8 @@ from lrsup.supervisor.engine.action_commands import (
 )
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
-from lrsup.supervisor.protocol.wire import is_checkpoint_name
 from lrsup.supervisor.protocol.schedules import evaluate
+from lrsup.supervisor.protocol.wire import is_checkpoint_name
 
 _LR_CHANGES = (SetLR, ScaleLR)
 
@@ -160,8 +160,13 @@ class Composer:
         if rollback is None and stop is None:
             for action in actions:
                 if isinstance(action, _LR_CHANGES) and not probed(action):
-                    plan = lr_plan(action, lr=self._lr, schedule=self._schedule,  # type: ignore[arg-type]
-                                   multiplier=self._multiplier, step=self._step)
+                    plan = lr_plan(
+                        action,
+                        lr=self._lr,
+                        schedule=self._schedule,  # type: ignore[arg-type]
+                        multiplier=self._multiplier,
+                        step=self._step,
+                    )
                     lr_plans[id(action)] = plan
                     if plan[3] is None:
                         lr_winner = action
@@ -194,13 +199,19 @@ class Composer:
                 elif probed(action):
                     suppress(action, probe_why)
                 elif pending is not None:
-                    suppress(action, f"a rollback to {pending['checkpoint']} decided at step "
-                                     f"{pending['decided_at']} is not applied yet")
+                    suppress(
+                        action,
+                        f"a rollback to {pending['checkpoint']} decided at step "
+                        f"{pending['decided_at']} is not applied yet",
+                    )
                 elif id(action) in problems:
                     suppress(action, problems[id(action)])
                 else:
-                    suppress(action, f"another rollback (policy {rollback[0].policy}) already "  # type: ignore[index]
-                                     f"decided at step {step}")
+                    suppress(
+                        action,
+                        f"another rollback (policy {rollback[0].policy}) already "  # type: ignore[index]
+                        f"decided at step {step}",
+                    )
             elif isinstance(action, Stop):
                 if action is stop:
                     status = GIVE_UP_STATUS if action.give_up else None
@@ -241,8 +252,10 @@ class Composer:
                 elif probed(action):
                     suppress(action, probe_why)
                 elif schedule_winner is not None:
-                    suppress(action, f"another schedule change (policy {schedule_winner.policy}) "
-                                     f"already decided at step {step}")
+                    suppress(
+                        action,
+                        f"another schedule change (policy {schedule_winner.policy}) already decided at step {step}",
+                    )
                 else:
                     suppress(action, "no change (no lrsup schedule in force)")
             elif isinstance(action, SetHparam):
@@ -261,8 +274,9 @@ class Composer:
                     suppress(action, f"invalid: checkpoint name {action.name!r} (1 to 100 of A-Z a-z 0-9 _ . -)")
                 elif action.name in checkpoints:
                     first = checkpoints[action.name]
-                    suppress(action, f"another checkpoint request (policy {first.policy}) already decided "
-                                     f"at step {step}")
+                    suppress(
+                        action, f"another checkpoint request (policy {first.policy}) already decided at step {step}"
+                    )
                 else:
                     checkpoints[action.name] = action
                     command = {"cmd": "checkpoint"}

@@ -273,8 +273,9 @@ class Engine(Composer):
         for policy, hook in hooks:
             for action in hook(record, view) or ():
                 if not isinstance(action, Action):
-                    raise TypeError(f"policy {policy.name!r} returned {action!r} from {HOOKS[kind]}; "
-                                    "expected Action instances")
+                    raise TypeError(
+                        f"policy {policy.name!r} returned {action!r} from {HOOKS[kind]}; expected Action instances"
+                    )
                 if not action.policy:
                     action = dataclasses.replace(action, policy=policy.name)
                 actions.append(action)

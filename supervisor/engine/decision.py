@@ -34,4 +34,3 @@ class Decision:
     step: int
     suppressed: str | None = None
     exit_status: int | None = None
-

@@ -112,8 +112,9 @@ def _estimate_loss(info: RunInfo, item: Interruption) -> None:
         item.estimated = True
     span_end = before[-1].epoch + 1.0
     spe = info.steps_per_epoch
-    partial = [p for p in info.batches.points
-               if p.epoch == before[-1].epoch + 1 and before[-1].time < p.time <= item.time]
+    partial = [
+        p for p in info.batches.points if p.epoch == before[-1].epoch + 1 and before[-1].time < p.time <= item.time
+    ]
     if spe and partial:  # it struck in the middle of an epoch
         span_end += min(1.0, (partial[-1].batch + 1) / spe)
     item.span = (float(resumed_at), max(float(resumed_at), span_end))

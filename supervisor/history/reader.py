@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.history.rows import Applied, BatchPoint, Decision, EpochRow, Event, as_float, as_int, as_str
 from lrsup.supervisor.protocol.jsonl import LineSplitter, ReadStats
 from lrsup.supervisor.protocol.wire import (
     AckRecord,
@@ -30,7 +31,6 @@ from lrsup.supervisor.protocol.wire import (
     loads,
     parse_record,
 )
-from lrsup.supervisor.history.rows import Applied, BatchPoint, Decision, EpochRow, Event, as_float, as_int, as_str
 
 if TYPE_CHECKING:
     from lrsup.supervisor.history.runinfo import RunInfo
@@ -123,8 +123,13 @@ def iter_lines(path: Path, stats: ReadStats, progress: ReadProgress | None = Non
     stats.garbage += splitter.overlong
 
 
-def iter_records(path: str | os.PathLike[str], stats: ReadStats | None = None,
-                 progress: ProgressFn | None = None, *, batch_stride: int = 1) -> Iterator[Record]:
+def iter_records(
+    path: str | os.PathLike[str],
+    stats: ReadStats | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    batch_stride: int = 1,
+) -> Iterator[Record]:
     """Every valid record of a metrics file, parsed (garbage skipped and counted).
 
     Args:
@@ -191,12 +196,24 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
             last_step = step if last_step is None else max(last_step, step)
         if isinstance(record, BatchRecord):
             loss = record.logs.get("loss")
-            batches.add(BatchPoint(record.epoch, record.batch, record.step,
-                                   None if loss is None else float(loss), record.lr, record.time, fit))
+            batches.add(
+                BatchPoint(
+                    record.epoch,
+                    record.batch,
+                    record.step,
+                    None if loss is None else float(loss),
+                    record.lr,
+                    record.time,
+                    fit,
+                )
+            )
         elif isinstance(record, EpochRecord):
             duration = record.time - previous_time if previous_time is not None and record.time else None
-            info.epochs.append(EpochRow(record.epoch, record.step, record.lr, dict(record.logs), record.time,
-                                        duration, max(attempt, 0)))
+            info.epochs.append(
+                EpochRow(
+                    record.epoch, record.step, record.lr, dict(record.logs), record.time, duration, max(attempt, 0)
+                )
+            )
             extras.fits.append(fit)
             previous_time = record.time or previous_time
         elif isinstance(record, StartRecord):
@@ -247,17 +264,30 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
             info.last_time = t if info.last_time is None else max(info.last_time, t)
         if kind == "decision":
             known = {"v", "type", "time", "seq", "policy", "action", "lr", "reason", "epoch", "step", "suppressed"}
-            info.decisions.append(Decision(
-                time=t, seq=as_int(obj.get("seq")), policy=as_str(obj.get("policy")), action=as_str(obj.get("action")),
-                lr=as_float(obj.get("lr")), reason=as_str(obj.get("reason")), epoch=as_int(obj.get("epoch")),
-                step=as_int(obj.get("step")), suppressed=as_str(obj.get("suppressed")) or None,
-                extra={k: v for k, v in obj.items() if k not in known},
-            ))
+            info.decisions.append(
+                Decision(
+                    time=t,
+                    seq=as_int(obj.get("seq")),
+                    policy=as_str(obj.get("policy")),
+                    action=as_str(obj.get("action")),
+                    lr=as_float(obj.get("lr")),
+                    reason=as_str(obj.get("reason")),
+                    epoch=as_int(obj.get("epoch")),
+                    step=as_int(obj.get("step")),
+                    suppressed=as_str(obj.get("suppressed")) or None,
+                    extra={k: v for k, v in obj.items() if k not in known},
+                )
+            )
         elif kind == "applied":
             seq = as_int(obj.get("seq"))
             if seq is not None:
-                applied[seq] = Applied(as_int(obj.get("epoch")), as_int(obj.get("step")), obj.get("late") is True,
-                                       as_float(obj.get("lr")), t)
+                applied[seq] = Applied(
+                    as_int(obj.get("epoch")),
+                    as_int(obj.get("step")),
+                    obj.get("late") is True,
+                    as_float(obj.get("lr")),
+                    t,
+                )
         elif kind == "command_error":
             seq = as_int(obj.get("seq"))
             if seq is not None:
@@ -267,8 +297,14 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
             if not name:
                 stats.bad("event line without an event name")
                 continue
-            info.events.append(Event(t, name, obj.get("detail"),
-                                     {k: v for k, v in obj.items() if k not in ("v", "type", "time", "event", "detail")}))
+            info.events.append(
+                Event(
+                    t,
+                    name,
+                    obj.get("detail"),
+                    {k: v for k, v in obj.items() if k not in ("v", "type", "time", "event", "detail")},
+                )
+            )
         # Other line types are newer kinds this reader does not know: skipped, as the protocol allows.
 
 

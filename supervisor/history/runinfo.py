@@ -43,10 +43,8 @@ from typing import Callable, Mapping
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.interruptions import INTERRUPTION_NAMES, find_interruptions, mark_superseded
-from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.history.outcome import decide_outcome
 from lrsup.supervisor.history.outcome import pid_alive as _default_pid_alive
-from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.history.reader import (
     BATCH_LINE_PREFIX,
     MAX_BATCH_POINTS,
@@ -73,11 +71,30 @@ from lrsup.supervisor.history.rows import (
     metric_mode,
     order_metric_keys,
 )
+from lrsup.supervisor.protocol.jsonl import ReadStats
+from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 
 __all__ = [
-    "BATCH_LINE_PREFIX", "INTERRUPTION_NAMES", "MAX_BATCH_POINTS", "Applied", "BatchPoint", "BatchSeries",
-    "Decision", "EpochRow", "Event", "Interruption", "MissingExtraError", "Outcome", "ProgressFn", "RunInfo",
-    "RunInfoError", "is_finite_number", "iter_lines", "iter_records", "load_run", "metric_mode",
+    "BATCH_LINE_PREFIX",
+    "INTERRUPTION_NAMES",
+    "MAX_BATCH_POINTS",
+    "Applied",
+    "BatchPoint",
+    "BatchSeries",
+    "Decision",
+    "EpochRow",
+    "Event",
+    "Interruption",
+    "MissingExtraError",
+    "Outcome",
+    "ProgressFn",
+    "RunInfo",
+    "RunInfoError",
+    "is_finite_number",
+    "iter_lines",
+    "iter_records",
+    "load_run",
+    "metric_mode",
     "order_metric_keys",
 ]
 
@@ -139,7 +156,9 @@ class RunInfo:
         for start in self.starts:
             if start.steps_per_epoch:
                 return start.steps_per_epoch
-        deltas = [b.step - a.step for a, b in zip(self.epochs, self.epochs[1:]) if b.epoch == a.epoch + 1 and b.step > a.step]
+        deltas = [
+            b.step - a.step for a, b in zip(self.epochs, self.epochs[1:]) if b.epoch == a.epoch + 1 and b.step > a.step
+        ]
         return int(statistics.median(deltas)) if deltas else None
 
     @property
@@ -209,9 +228,15 @@ class RunInfo:
         return out
 
 
-def load_run(run_dir: str | os.PathLike[str], *, progress: ProgressFn | None = None, monitor: str | None = None,
-             now: float | None = None, pid_alive: Callable[[int, int | None], bool] | None = None,
-             max_batch_points: int = MAX_BATCH_POINTS) -> RunInfo:
+def load_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    monitor: str | None = None,
+    now: float | None = None,
+    pid_alive: Callable[[int, int | None], bool] | None = None,
+    max_batch_points: int = MAX_BATCH_POINTS,
+) -> RunInfo:
     """Read a run directory into a :class:`RunInfo`.
 
     Args:

@@ -39,17 +39,32 @@ RECENT = 60.0
 FINAL_STATES = ("completed", "failed", "stopped", "fatal")
 # supervisor.json "state" values that mean the run is over, and what ``ls`` calls them.
 _FINAL_ALIASES = {
-    "completed": "completed", "succeeded": "completed", "done": "completed",
-    "error": "failed", "crashed": "failed", "killed": "failed",
-    "stopped": "stopped", "interrupted": "stopped", "cancelled": "stopped",
-    "fatal": "fatal", "gave_up": "fatal", "give_up": "fatal",
+    "completed": "completed",
+    "succeeded": "completed",
+    "done": "completed",
+    "error": "failed",
+    "crashed": "failed",
+    "killed": "failed",
+    "stopped": "stopped",
+    "interrupted": "stopped",
+    "cancelled": "stopped",
+    "fatal": "fatal",
+    "gave_up": "fatal",
+    "give_up": "fatal",
 }
 _STATE_FILE_STATE_KEYS = ("state", "status_text", "phase")
 # Final lifecycle states whose meaning the files refine (a stop ends "exited"; Ctrl-C "failed" with 130).
 _REFINED = ("exited", "failed", "finished")
 _PID_KEYS = ("supervisor_pid", "pid")
-_PID_START_KEYS = ("supervisor_start_time", "pid_start_time", "pid_start", "pid_starttime", "start_ticks", "proc_start_time",
-                   "pid_start_ticks")
+_PID_START_KEYS = (
+    "supervisor_start_time",
+    "pid_start_time",
+    "pid_start",
+    "pid_starttime",
+    "start_ticks",
+    "proc_start_time",
+    "pid_start_ticks",
+)
 
 
 class RunRefError(ValueError):
@@ -304,8 +319,10 @@ class RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in (
-        protocol.STATE_FILE, protocol.METRICS_FILE, protocol.JOURNAL_FILE, protocol.CONFIG_FILE))
+    return path.is_dir() and any(
+        (path / name).exists()
+        for name in (protocol.STATE_FILE, protocol.METRICS_FILE, protocol.JOURNAL_FILE, protocol.CONFIG_FILE)
+    )
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
@@ -336,8 +353,9 @@ def _first_time(path: Path) -> float | None:
     return None
 
 
-def resolve_run(ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = RUNS_DIR,
-                cwd: Path | None = None) -> Path:
+def resolve_run(
+    ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = RUNS_DIR, cwd: Path | None = None
+) -> Path:
     """RUN as given on the command line: a run directory's path, or a unique prefix of a name in ``runs_dir``.
 
     Raises:
@@ -358,7 +376,9 @@ def resolve_run(ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = 
     if len(matches) == 1:
         return Path(os.path.abspath(runs / matches[0]))
     if matches:
-        shown = "\n".join(f"  {n}" for n in matches[:20]) + (f"\n  ... {len(matches) - 20} more" if len(matches) > 20 else "")
+        shown = "\n".join(f"  {n}" for n in matches[:20]) + (
+            f"\n  ... {len(matches) - 20} more" if len(matches) > 20 else ""
+        )
         raise RunRefError(f"{text!r} matches {len(matches)} runs in {runs_dir}; give more of the name:\n{shown}")
     if direct.exists():
         raise RunRefError(f"{text!r} is not an lrsup run directory")
@@ -367,8 +387,14 @@ def resolve_run(ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = 
     raise RunRefError(f"no run {text!r}: not a directory and no run name in {runs_dir} starts with it{hint}")
 
 
-def summarize(run_dir: Path, *, probe: ProcessProbe | None = None, now: float | None = None,
-              full_journal: bool = False, scan_best: bool = True) -> RunSummary:
+def summarize(
+    run_dir: Path,
+    *,
+    probe: ProcessProbe | None = None,
+    now: float | None = None,
+    full_journal: bool = False,
+    scan_best: bool = True,
+) -> RunSummary:
     """Summarise one run from supervisor.json and the heads and tails of its files.
 
     Args:
@@ -426,18 +452,29 @@ def summarize(run_dir: Path, *, probe: ProcessProbe | None = None, now: float | 
     _state(s, state, events, tail, probe, now, run_dir)
     s.attempt = _int(_first(state, "attempt", "attempts"))
     restarts = _int(_first(state, "restarts", "restart_count"))
-    s.restarts = restarts if restarts is not None else (
-        sum(1 for e in events if e.get("event") in ("restart", "restarted", "restarting")) if full_journal else None)
+    s.restarts = (
+        restarts
+        if restarts is not None
+        else (
+            sum(1 for e in events if e.get("event") in ("restart", "restarted", "restarting")) if full_journal else None
+        )
+    )
     s.held = state.get("held") if "held" in state else None
     s.degraded = state.get("degraded") if "degraded" in state else None
     return s
 
 
 def _decision(e: dict) -> Decision:
-    return Decision(epoch=_int(e.get("epoch")), step=_int(e.get("step")), policy=str(e.get("policy") or "?"),
-                    action=str(e.get("action") or "?"), lr=_num(e.get("lr")), reason=str(e.get("reason") or ""),
-                    suppressed=e.get("suppressed") if isinstance(e.get("suppressed"), str) else None,
-                    time=_num(e.get("time")))
+    return Decision(
+        epoch=_int(e.get("epoch")),
+        step=_int(e.get("step")),
+        policy=str(e.get("policy") or "?"),
+        action=str(e.get("action") or "?"),
+        lr=_num(e.get("lr")),
+        reason=str(e.get("reason") or ""),
+        suppressed=e.get("suppressed") if isinstance(e.get("suppressed"), str) else None,
+        time=_num(e.get("time")),
+    )
 
 
 def monitor_of(config: dict, logs: dict) -> str | None:
@@ -493,8 +530,15 @@ def _times(s: RunSummary, state: dict, head: list[dict], entries: list[dict], ev
         s.ended = _num(finished[-1].get("time"))
 
 
-def _state(s: RunSummary, state: dict, events: list[dict], tail: list[dict], probe: ProcessProbe | None,
-           now: float, run_dir: Path) -> None:
+def _state(
+    s: RunSummary,
+    state: dict,
+    events: list[dict],
+    tail: list[dict],
+    probe: ProcessProbe | None,
+    now: float,
+    run_dir: Path,
+) -> None:
     s.pid = _int(_first(state, *_PID_KEYS))
     s.alive = supervisor_alive(state, probe)
     s.exit_status = _int(_first(state, "exit_status", "status", "returncode"))
@@ -632,8 +676,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2,
-             sleep: Callable[[float], None] = _time.sleep) -> bool:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.2, sleep: Callable[[float], None] = _time.sleep
+) -> bool:
     deadline = _time.monotonic() + timeout
     while not predicate():
         if _time.monotonic() >= deadline:

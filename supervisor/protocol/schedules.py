@@ -579,10 +579,17 @@ def _check_cyclic(spec: dict) -> None:
 
 
 def _check_one_cycle(spec: dict) -> None:
-    ends = [0.0] + [end for end, _, _ in _one_cycle_phases(
-        spec["max_lr"], spec["total_steps"], spec["pct_start"], spec["div_factor"],
-        spec["final_div_factor"], spec["three_phase"],
-    )]
+    ends = [0.0] + [
+        end
+        for end, _, _ in _one_cycle_phases(
+            spec["max_lr"],
+            spec["total_steps"],
+            spec["pct_start"],
+            spec["div_factor"],
+            spec["final_div_factor"],
+            spec["three_phase"],
+        )
+    ]
     if any(b <= a for a, b in zip(ends, ends[1:])):
         raise ValueError(
             f"one_cycle: pct_start={spec['pct_start']!r} with total_steps={spec['total_steps']!r}"

@@ -117,8 +117,7 @@ def _orjson_loads() -> Callable[[bytes], Any] | None:
 # for one as the needle below in the text mapped through this table (digits to "0", the
 # point kept, any other byte to "x"); a float's long fraction never matches, a long string
 # of digits may (and is then decoded by the json module: slower, never wrong).
-_DIGIT_RUNS = bytes(ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("x")
-                    for i in range(256))
+_DIGIT_RUNS = bytes(ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("x") for i in range(256))
 _LONG_INTEGER = b"x" + b"0" * 19
 
 
@@ -176,8 +175,7 @@ _CHECKS = {
     "dict?": lambda v: v is None or isinstance(v, dict),
     "list": lambda v: isinstance(v, list),
     "names": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    "metrics": lambda v: isinstance(v, dict)
-    and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
+    "metrics": lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
     "any": lambda v: True,
 }
 
@@ -320,9 +318,18 @@ class CheckpointRecord(Record):
 _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
     StartRecord: (
         {
-            "pid": "int", "optimizer": "str?", "optimizer_config": "dict", "lr": "float?",
-            "lr_schedule": "str?", "steps_per_epoch": "int?", "epochs": "int?", "initial_epoch": "int",
-            "step": "int", "keras_version": "str?", "backend": "str?", "agent": "str?",
+            "pid": "int",
+            "optimizer": "str?",
+            "optimizer_config": "dict",
+            "lr": "float?",
+            "lr_schedule": "str?",
+            "steps_per_epoch": "int?",
+            "epochs": "int?",
+            "initial_epoch": "int",
+            "step": "int",
+            "keras_version": "str?",
+            "backend": "str?",
+            "agent": "str?",
         },
         {"pid"},
     ),
@@ -343,8 +350,13 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
     EndRecord: ({"reason": "str", "epoch": "int?", "step": "int"}, {"reason"}),
     CheckpointRecord: (
         {
-            "name": "str", "epoch": "int?", "step": "int", "lr": "float?", "multiplier": "float?",
-            "file": "str", "sha256": "str",
+            "name": "str",
+            "epoch": "int?",
+            "step": "int",
+            "lr": "float?",
+            "multiplier": "float?",
+            "file": "str",
+            "sha256": "str",
         },
         {"name", "step", "file", "sha256"},
     ),
@@ -379,8 +391,16 @@ def parse_record(obj: Mapping[str, Any]) -> Record:
 # reads every record through here, so this is what bounds ingest and replay speed.
 _NONE = type(None)
 _FAST_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "int?": (int, _NONE), "float": (float, int), "float?": (float, int, _NONE), "str": (str,),
-    "str?": (str, _NONE), "bool": (bool,), "dict": (dict,), "dict?": (dict, _NONE), "list": (list,),
+    "int": (int,),
+    "int?": (int, _NONE),
+    "float": (float, int),
+    "float?": (float, int, _NONE),
+    "str": (str,),
+    "str?": (str, _NONE),
+    "bool": (bool,),
+    "dict": (dict,),
+    "dict?": (dict, _NONE),
+    "list": (list,),
     "metrics": (dict,),
 }
 _NUMBER_TYPES = frozenset({float, int})
@@ -406,8 +426,13 @@ class _FastShape:
         choices = [(int,), *(_FAST_TYPES[spec[name]] for name in names[1:])]
         if math.prod(len(c) for c in choices) > _MAX_SHAPES:
             return None
-        return cls(record_cls, len(names) + 1, itemgetter(*names), frozenset(product(*choices)),
-                   tuple(name for name in names[1:] if spec[name] == "metrics"))
+        return cls(
+            record_cls,
+            len(names) + 1,
+            itemgetter(*names),
+            frozenset(product(*choices)),
+            tuple(name for name in names[1:] if spec[name] == "metrics"),
+        )
 
 
 def parse_fast(obj: Mapping[str, Any]) -> Record | None:
@@ -512,8 +537,12 @@ COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
     # The agent's cadence: batch records every ``batch_every`` steps but at most one per
     # ``batch_min_interval`` seconds (0: no minimum), checkpoints every N epochs / steps (0: off).
     "configure": (
-        {"batch_every": "int?", "batch_min_interval": "float?", "checkpoint_every_epochs": "int?",
-         "checkpoint_every_steps": "int?"},
+        {
+            "batch_every": "int?",
+            "batch_min_interval": "float?",
+            "checkpoint_every_epochs": "int?",
+            "checkpoint_every_steps": "int?",
+        },
         set(),
     ),
 }

@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol.jsonl import ReadStats
-from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
 from lrsup.supervisor.history.runinfo import (
     Decision,
     MissingExtraError,
@@ -50,6 +48,8 @@ from lrsup.supervisor.history.runinfo import (
     iter_records,
     load_run,
 )
+from lrsup.supervisor.protocol.jsonl import ReadStats
+from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
 
 CSV_FIXED = ("epoch", "step", "lr")
 CSV_TRAILING = ("time",)
@@ -83,8 +83,13 @@ def write_csv(info: RunInfo, stream: TextIO) -> int:
     return len(info.epochs)
 
 
-def export_csv(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
-               progress: ProgressFn | None = None, info: RunInfo | None = None) -> Path:
+def export_csv(
+    run_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    info: RunInfo | None = None,
+) -> Path:
     """Write the run's epochs to ``out_path`` as CSV (see the module docstring); return the path.
 
     Args:
@@ -124,9 +129,16 @@ def _tensorboard() -> dict[str, Any]:
         from tensorboard.summary.writer.record_writer import RecordWriter
     except ImportError:
         raise MissingExtraError("exporting to TensorBoard", "tensorboard", "tensorboard") from None
-    return {"event_pb2": event_pb2, "summary_pb2": summary_pb2, "tensor_pb2": tensor_pb2,
-            "tensor_shape_pb2": tensor_shape_pb2, "types_pb2": types_pb2, "scalar_metadata": scalar_metadata,
-            "text_metadata": text_metadata, "RecordWriter": RecordWriter}
+    return {
+        "event_pb2": event_pb2,
+        "summary_pb2": summary_pb2,
+        "tensor_pb2": tensor_pb2,
+        "tensor_shape_pb2": tensor_shape_pb2,
+        "types_pb2": types_pb2,
+        "scalar_metadata": scalar_metadata,
+        "text_metadata": text_metadata,
+        "RecordWriter": RecordWriter,
+    }
 
 
 class EventWriter:
@@ -156,15 +168,20 @@ class EventWriter:
         tb = self._tb
         shape = tb["tensor_shape_pb2"].TensorShapeProto()
         double = tb["types_pb2"].DT_DOUBLE
-        items = [(tag, tb["tensor_pb2"].TensorProto(dtype=double, double_val=[float(v)], tensor_shape=shape))
-                 for tag, v in values.items()]
+        items = [
+            (tag, tb["tensor_pb2"].TensorProto(dtype=double, double_val=[float(v)], tensor_shape=shape))
+            for tag, v in values.items()
+        ]
         self._values(items, step, wall_time, tb["scalar_metadata"])
 
     def text(self, tag: str, text: str, step: int, wall_time: float) -> None:
         """A Markdown text summary (TensorBoard's Text tab)."""
         tb = self._tb
-        tensor = tb["tensor_pb2"].TensorProto(dtype=tb["types_pb2"].DT_STRING, string_val=[text.encode("utf-8")],
-                                              tensor_shape=tb["tensor_shape_pb2"].TensorShapeProto())
+        tensor = tb["tensor_pb2"].TensorProto(
+            dtype=tb["types_pb2"].DT_STRING,
+            string_val=[text.encode("utf-8")],
+            tensor_shape=tb["tensor_shape_pb2"].TensorShapeProto(),
+        )
         self._values([(tag, tensor)], step, wall_time, tb["text_metadata"])
 
     def _values(self, items: list[tuple[str, Any]], step: int, wall_time: float, plugin: Any) -> None:
@@ -178,8 +195,11 @@ class EventWriter:
                 value.metadata.CopyFrom(plugin.create_summary_metadata(display_name=tag, description=""))
                 self._described.add(tag)
             values.append(value)
-        self._write(self._tb["event_pb2"].Event(wall_time=wall_time or _time.time(), step=int(step),
-                                                summary=summary_pb2.Summary(value=values)))
+        self._write(
+            self._tb["event_pb2"].Event(
+                wall_time=wall_time or _time.time(), step=int(step), summary=summary_pb2.Summary(value=values)
+            )
+        )
 
     def _write(self, event: Any) -> None:
         self._writer.write(event.SerializeToString())
@@ -196,9 +216,13 @@ class EventWriter:
         self.close()
 
 
-def export_tensorboard(run_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str], *,
-                       progress: ProgressFn | None = None,
-                       max_batch_points: int | None = MAX_TB_BATCH_POINTS) -> list[Path]:
+def export_tensorboard(
+    run_dir: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    max_batch_points: int | None = MAX_TB_BATCH_POINTS,
+) -> list[Path]:
     """Write the run as TensorBoard event files under ``log_dir`` (see the module docstring).
 
     Args:
@@ -241,8 +265,11 @@ def export_tensorboard(run_dir: str | os.PathLike[str], log_dir: str | os.PathLi
                 if record.lr is not None:
                     values["epoch_learning_rate"] = record.lr
                 train.scalars(values, record.epoch, record.time)
-                val.scalars({f"epoch_{k[4:]}": v for k, v in record.logs.items() if k.startswith("val_")},
-                            record.epoch, record.time)
+                val.scalars(
+                    {f"epoch_{k[4:]}": v for k, v in record.logs.items() if k.startswith("val_")},
+                    record.epoch,
+                    record.time,
+                )
         _write_decisions(train, info)
         last_epoch = info.final.epoch if info.final else 0
         train.text("lrsup_summary", _summary_markdown(info), last_epoch, info.last_time or 0.0)

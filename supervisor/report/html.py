@@ -6,6 +6,7 @@ import base64
 import html
 from typing import Any, Sequence
 
+from lrsup.supervisor.history.runinfo import RunInfo
 from lrsup.supervisor.report.tables import (
     DECISION_HEADER,
     INTERRUPTION_HEADER,
@@ -17,7 +18,6 @@ from lrsup.supervisor.report.tables import (
     metric_table,
     summary_rows,
 )
-from lrsup.supervisor.history.runinfo import RunInfo
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
@@ -39,8 +39,9 @@ def _h(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _html_table(header: list[str], rows: list[list[str]], *, table_id: str | None = None,
-                row_classes: list[str] | None = None) -> str:
+def _html_table(
+    header: list[str], rows: list[list[str]], *, table_id: str | None = None, row_classes: list[str] | None = None
+) -> str:
     id_attr = f' id="{_h(table_id)}"' if table_id else ""
     out = [f"<table{id_attr}>", "<thead><tr>"]
     out += [f"<th>{_h(h)}</th>" for h in header]
@@ -57,9 +58,13 @@ def _html_table(header: list[str], rows: list[list[str]], *, table_id: str | Non
 def render_html(info: RunInfo, png: bytes | None, *, notes: Sequence[str] = ()) -> str:
     """The report as one self-contained HTML page (the PNG inlined as a data URI)."""
     title = f"lrsup report: {info.name}"
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{_h(title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_h(title)}</h1>",
+    ]
     parts.append('<table class="summary" id="summary"><tbody>')
     for label, value in summary_rows(info):
         cls = f' class="outcome-{_h(info.outcome.value)}"' if label == "Outcome" else ""
@@ -67,18 +72,23 @@ def render_html(info: RunInfo, png: bytes | None, *, notes: Sequence[str] = ()) 
     parts.append("</tbody></table>")
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<p><img id="plot" alt="loss, val_loss and learning rate per epoch" '
-                     f'src="data:image/png;base64,{data}"></p>')
+        parts.append(
+            f'<p><img id="plot" alt="loss, val_loss and learning rate per epoch" '
+            f'src="data:image/png;base64,{data}"></p>'
+        )
     parts.append("<h2>Metrics</h2>")
     header, rows = metric_table(info)
     parts.append(_html_table(header, rows, table_id="metrics") if rows else "<p>No epoch was recorded.</p>")
     parts.append("<h2>Decisions</h2>")
     if info.decisions:
-        classes = ["late" if d.late else "suppressed" if d.suppressed else "refused" if d.error else ""
-                   for d in info.decisions]
+        classes = [
+            "late" if d.late else "suppressed" if d.suppressed else "refused" if d.error else "" for d in info.decisions
+        ]
         parts.append(_html_table(DECISION_HEADER, decision_rows(info), table_id="decisions", row_classes=classes))
-        parts.append("<p>Epochs count from 1. A <span class=\"late\">late</span> change was applied after the "
-                     "trainer's epoch barrier had timed out.</p>")
+        parts.append(
+            '<p>Epochs count from 1. A <span class="late">late</span> change was applied after the '
+            "trainer's epoch barrier had timed out.</p>"
+        )
     else:
         parts.append('<p id="decisions">No decision was taken.</p>')
     parts.append("<h2>Restarts and rollbacks</h2>")

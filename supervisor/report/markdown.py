@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from lrsup.supervisor.history.runinfo import RunInfo
 from lrsup.supervisor.report.tables import (
     COMPARE_HEADER,
     COMPARE_PNG,
@@ -25,7 +26,6 @@ from lrsup.supervisor.report.tables import (
     run_labels,
     summary_rows,
 )
-from lrsup.supervisor.history.runinfo import RunInfo
 
 
 def md_cell(text: str) -> str:
@@ -53,8 +53,11 @@ def render_markdown(info: RunInfo, *, png_name: str | None = REPORT_PNG, notes: 
     lines += ["## Decisions", ""]
     if info.decisions:
         lines += md_table(DECISION_HEADER, decision_rows(info))
-        lines += ["", "Epochs count from 1. A *late* change was applied after the trainer's epoch barrier "
-                      "had timed out, so it took effect a few batches into the next epoch."]
+        lines += [
+            "",
+            "Epochs count from 1. A *late* change was applied after the trainer's epoch barrier "
+            "had timed out, so it took effect a few batches into the next epoch.",
+        ]
     else:
         lines.append("No decision was taken.")
     lines.append("")
@@ -82,17 +85,23 @@ def render_markdown(info: RunInfo, *, png_name: str | None = REPORT_PNG, notes: 
     return "\n".join(lines)
 
 
-def render_compare_markdown(infos: Sequence[RunInfo], *, png_name: str | None = COMPARE_PNG,
-                            notes: Sequence[str] = ()) -> str:
+def render_compare_markdown(
+    infos: Sequence[RunInfo], *, png_name: str | None = COMPARE_PNG, notes: Sequence[str] = ()
+) -> str:
     lines = ["# lrsup: runs compared", ""]
     lines += md_table(COMPARE_HEADER, compare_rows(infos)) + [""]
-    lines.append("Best and final values are of each run's monitored metric (val_loss when recorded, else loss); "
-                 "epochs count from 1.")
+    lines.append(
+        "Best and final values are of each run's monitored metric (val_loss when recorded, else loss); "
+        "epochs count from 1."
+    )
     lines.append("")
     if png_name:
         lines += [f"![validation loss and learning rate per run]({png_name})", ""]
-    lines += ["## Runs", ""] + [f"- {md_cell(label)}: `{md_cell(str(i.run_dir))}`"
-                                for i, label in zip(infos, run_labels(infos))] + [""]
+    lines += (
+        ["## Runs", ""]
+        + [f"- {md_cell(label)}: `{md_cell(str(i.run_dir))}`" for i, label in zip(infos, run_labels(infos))]
+        + [""]
+    )
     if notes:
         lines += ["## Notes", ""] + [f"- {md_cell(n)}" for n in notes] + [""]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import io
 import math
 from typing import Any, Sequence
 
+from lrsup.supervisor.history.runinfo import MissingExtraError, RunInfo, is_finite_number
 from lrsup.supervisor.report.series import (
     Marker,
     batch_xy,
@@ -24,7 +25,6 @@ from lrsup.supervisor.report.series import (
     x_of_row,
 )
 from lrsup.supervisor.report.tables import fmt_duration, fmt_epoch, fmt_num, run_labels
-from lrsup.supervisor.history.runinfo import MissingExtraError, RunInfo, is_finite_number
 
 _LABEL_COLORS = {
     "cut": "#6a3d9a",
@@ -90,31 +90,62 @@ def plot_run(info: RunInfo) -> bytes:
             epoch_values += sy
             ax.plot(sx, sy, color=color, linestyle="none", marker="x", markersize=4.5, alpha=0.6, zorder=2)
     if redone:
-        handles.append(Line2D([], [], color="#555", linestyle="none", marker="x", alpha=0.6,
-                              label="epochs later redone"))
+        handles.append(
+            Line2D([], [], color="#555", linestyle="none", marker="x", alpha=0.6, label="epochs later redone")
+        )
     limits = loss_limits(epoch_values, by if show_batches else ())
     if limits is not None:
         bottom, top, log = limits
         if log:
             ax.set_yscale("log")
         ax.set_ylim(bottom, top)
-        off = [(x_of_row(r), r.logs[k]) for r in info.epochs for k in plotted
-               if is_finite_number(r.logs.get(k)) and r.logs[k] > top]
+        off = [
+            (x_of_row(r), r.logs[k])
+            for r in info.epochs
+            for k in plotted
+            if is_finite_number(r.logs.get(k)) and r.logs[k] > top
+        ]
         if off:  # values above the chart: a triangle at the top edge, with the value
-            ax.plot([x for x, _ in off], [0.995] * len(off), transform=band, marker="^", color="#d62728",
-                    markersize=6, linestyle="none", clip_on=False, zorder=6)
+            ax.plot(
+                [x for x, _ in off],
+                [0.995] * len(off),
+                transform=band,
+                marker="^",
+                color="#d62728",
+                markersize=6,
+                linestyle="none",
+                clip_on=False,
+                zorder=6,
+            )
             handles.append(Line2D([], [], marker="^", color="#d62728", linestyle="none", label="off the chart"))
             for x, v in off[:10]:
                 ax.text(x, 0.96, fmt_num(v, 2), transform=band, ha="left", va="top", fontsize=7, color="#a50f15")
     if info.best is not None and info.monitor in plotted:
-        (star,) = ax.plot([x_of_row(info.best)], [info.best.logs[info.monitor]], marker="*", markersize=13,
-                          color="#ffd700", markeredgecolor="#333", linestyle="none", zorder=5,
-                          label=f"best {info.monitor} (epoch {fmt_epoch(info.best.epoch)})")
+        (star,) = ax.plot(
+            [x_of_row(info.best)],
+            [info.best.logs[info.monitor]],
+            marker="*",
+            markersize=13,
+            color="#ffd700",
+            markeredgecolor="#333",
+            linestyle="none",
+            zorder=5,
+            label=f"best {info.monitor} (epoch {fmt_epoch(info.best.epoch)})",
+        )
         handles.append(star)
     nan_x = [x_of_row(r) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)]
     if nan_x:  # NaN / inf epochs: a cross at the bottom edge
-        ax.plot(nan_x, [0.02] * len(nan_x), transform=band, marker="X", color="#d62728", markersize=8,
-                linestyle="none", clip_on=False, zorder=6)
+        ax.plot(
+            nan_x,
+            [0.02] * len(nan_x),
+            transform=band,
+            marker="X",
+            color="#d62728",
+            markersize=8,
+            linestyle="none",
+            clip_on=False,
+            zorder=6,
+        )
         handles.append(Line2D([], [], marker="X", color="#d62728", linestyle="none", label="NaN / inf loss"))
 
     xs = [x_of_row(r) for r in info.epochs] + bx
@@ -127,17 +158,33 @@ def plot_run(info: RunInfo) -> bytes:
         x0, x1 = item.span
         ax.axvspan(x0, max(x1, x0 + min_width), color="#d62728", alpha=0.1, zorder=0, linewidth=0)
         if item.time_lost is not None:
-            ax.text((x0 + max(x1, x0 + min_width)) / 2, 0.09, f"−{fmt_duration(item.time_lost)}", transform=band,
-                    ha="center", va="bottom", fontsize=7, color="#a50f15",
-                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
+            ax.text(
+                (x0 + max(x1, x0 + min_width)) / 2,
+                0.09,
+                f"−{fmt_duration(item.time_lost)}",
+                transform=band,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#a50f15",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7},
+            )
     if spans:
         handles.append(Patch(color="#d62728", alpha=0.15, label="work lost (restart / rollback)"))
     _draw_lr(ax, info, handles)
     markers = decision_markers(info)
     _draw_markers(ax, markers, band)
     for label in sorted({m.label for m in markers}):
-        handles.append(Line2D([], [], color=_LABEL_COLORS.get(label, "#444"), linestyle=":", linewidth=1.4,
-                              label=f"decision: {label}" if label not in ("restart",) else label))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=_LABEL_COLORS.get(label, "#444"),
+                linestyle=":",
+                linewidth=1.4,
+                label=f"decision: {label}" if label not in ("restart",) else label,
+            )
+        )
     if any(m.late for m in markers):
         handles.append(Line2D([], [], linestyle="none", label="*: applied late"))
 
@@ -165,8 +212,16 @@ def _draw_lr(ax: Any, info: RunInfo, handles: list[Any]) -> None:
     if not y:
         return
     lr_ax = ax.twinx()
-    (line,) = lr_ax.plot(x, y, color="#2ca02c", drawstyle="steps-post", linewidth=1.4, alpha=0.85,
-                         label="learning rate (right, log)", zorder=2)
+    (line,) = lr_ax.plot(
+        x,
+        y,
+        color="#2ca02c",
+        drawstyle="steps-post",
+        linewidth=1.4,
+        alpha=0.85,
+        label="learning rate (right, log)",
+        zorder=2,
+    )
     lr_ax.set_yscale("log")
     lo, hi = min(y), max(y)
     if hi / lo < 10:
@@ -218,9 +273,18 @@ def _draw_markers(ax: Any, markers: list[Marker], band: Any) -> None:
         if level is None:
             continue
         last_at[level] = x
-        ax.text(x, levels[level], "+".join(names), transform=band, ha="center", va="top", fontsize=7.5,
-                color=_LABEL_COLORS.get(group[0].label, "#444"), zorder=7,
-                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+        ax.text(
+            x,
+            levels[level],
+            "+".join(names),
+            transform=band,
+            ha="center",
+            va="top",
+            fontsize=7.5,
+            color=_LABEL_COLORS.get(group[0].label, "#444"),
+            zorder=7,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+        )
 
 
 def plot_compare(infos: Sequence[RunInfo]) -> bytes:
@@ -245,8 +309,15 @@ def plot_compare(infos: Sequence[RunInfo]) -> bytes:
         lx, ly = lr_series(info)
         if ly:
             any_lr = True
-            bottom.plot(lx, ly, drawstyle="steps-post", linewidth=1.5, color=color, marker="." if len(ly) == 1 else None,
-                        label=label)
+            bottom.plot(
+                lx,
+                ly,
+                drawstyle="steps-post",
+                linewidth=1.5,
+                color=color,
+                marker="." if len(ly) == 1 else None,
+                label=label,
+            )
     limits = loss_limits(all_values)
     if limits is not None:
         if limits[2]:

@@ -48,8 +48,7 @@ def lr_series(info: RunInfo) -> tuple[list[float], list[float]]:
         points.append((float(start.initial_epoch), 0, start.lr))
     _, _, lx, ly = batch_xy(info)
     points += [(x, 0, y) for x, y in zip(lx, ly)]
-    points += [(x_of_row(r), 0, r.lr) for r in info.epochs
-               if is_finite_number(r.lr) and r.lr > 0 and not r.superseded]
+    points += [(x_of_row(r), 0, r.lr) for r in info.epochs if is_finite_number(r.lr) and r.lr > 0 and not r.superseded]
     for d in info.decisions:
         lr = d.applied.lr if d.applied is not None else None
         if is_finite_number(lr) and lr > 0 and d.epoch is not None and not _decided_on_superseded(info, d):

@@ -80,8 +80,10 @@ def _outcome_text(info: RunInfo) -> str:
 
 def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     """The summary as (label, value) pairs: the same facts in md, html and terminal."""
-    rows = [("Outcome", _outcome_text(info)),
-            ("Exit status", "–" if info.exit_status is None else str(info.exit_status))]
+    rows = [
+        ("Outcome", _outcome_text(info)),
+        ("Exit status", "–" if info.exit_status is None else str(info.exit_status)),
+    ]
     start = info.start
     if start is not None:
         opt = start.optimizer or "?"
@@ -95,8 +97,13 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     if info.steps_per_epoch:
         rows.append(("Steps per epoch", str(info.steps_per_epoch)))
     if info.best is not None and info.monitor:
-        rows.append(("Best epoch", f"{fmt_epoch(info.best.epoch)} ({info.monitor} = "
-                                   f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})"))
+        rows.append(
+            (
+                "Best epoch",
+                f"{fmt_epoch(info.best.epoch)} ({info.monitor} = "
+                f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})",
+            )
+        )
     elif info.monitor:
         rows.append(("Best epoch", f"– (no finite {info.monitor})"))
     rows.append(("Started", _utc(info.first_time)))
@@ -106,22 +113,35 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     shown = [d for d in info.decisions if not d.housekeeping]
     late = sum(1 for d in active if d.late)
     bookkeeping = len(info.decisions) - len(shown)
-    rows.append(("Decisions", f"{len(active)}" + (f" ({late} late)" if late else "")
-                 + (f", {len(shown) - len(active)} suppressed" if len(active) < len(shown) else "")
-                 + (f"; {bookkeeping} on checkpoint bookkeeping (in the journal)" if bookkeeping else "")))
+    rows.append(
+        (
+            "Decisions",
+            f"{len(active)}"
+            + (f" ({late} late)" if late else "")
+            + (f", {len(shown) - len(active)} suppressed" if len(active) < len(shown) else "")
+            + (f"; {bookkeeping} on checkpoint bookkeeping (in the journal)" if bookkeeping else ""),
+        )
+    )
     lost = info.time_lost
     approx = "≈ " if any(i.estimated for i in info.interruptions) else ""
-    rows.append(("Restarts / rollbacks", f"{len(info.restarts)} / {len(info.rollbacks)}"
-                 + (f", {approx}{fmt_duration(lost)} lost" if lost is not None else "")))
+    rows.append(
+        (
+            "Restarts / rollbacks",
+            f"{len(info.restarts)} / {len(info.rollbacks)}"
+            + (f", {approx}{fmt_duration(lost)} lost" if lost is not None else ""),
+        )
+    )
     return rows
 
 
 def metric_table(info: RunInfo) -> tuple[list[str], list[list[str]]]:
     """Columns: metric, best epoch, final epoch."""
     keys = info.metric_keys
-    header = ["metric",
-              f"best (epoch {fmt_epoch(info.best.epoch)})" if info.best else "best",
-              f"final (epoch {fmt_epoch(info.final.epoch)})" if info.final else "final"]
+    header = [
+        "metric",
+        f"best (epoch {fmt_epoch(info.best.epoch)})" if info.best else "best",
+        f"final (epoch {fmt_epoch(info.final.epoch)})" if info.final else "final",
+    ]
     rows = []
     for k in keys:
         best = info.best.logs.get(k) if info.best else None
@@ -136,9 +156,18 @@ def decision_rows(info: RunInfo) -> list[list[str]]:
         if d.housekeeping:
             continue
         action = d.label if d.label == d.action else f"{d.label} ({d.action})"
-        rows.append(["–" if d.seq is None else str(d.seq), fmt_epoch(d.epoch),
-                     "–" if d.step is None else str(d.step), d.policy or "–", action,
-                     fmt_num(d.lr), d.reason or "–", d.status])
+        rows.append(
+            [
+                "–" if d.seq is None else str(d.seq),
+                fmt_epoch(d.epoch),
+                "–" if d.step is None else str(d.step),
+                d.policy or "–",
+                action,
+                fmt_num(d.lr),
+                d.reason or "–",
+                d.status,
+            ]
+        )
     return rows
 
 
@@ -176,6 +205,7 @@ def config_text(info: RunInfo) -> str:
 
 COMPARE_HEADER = ["run", "outcome", "best", "best epoch", "final", "decisions", "wall time"]
 
+
 def compare_rows(infos: Sequence[RunInfo]) -> list[list[str]]:
     """Per run: name, outcome, best monitored value, its epoch, final value, #decisions, wall time."""
     rows = []
@@ -183,8 +213,17 @@ def compare_rows(infos: Sequence[RunInfo]) -> list[list[str]]:
         m = info.monitor
         best = f"{m} = {fmt_num(info.best.logs.get(m))}" if info.best is not None and m else "–"
         final = f"{m} = {fmt_num(info.final.logs.get(m))}" if info.final is not None and m else "–"
-        rows.append([label, info.outcome.value, best, fmt_epoch(info.best.epoch) if info.best else "–", final,
-                     str(len(info.active_decisions)), fmt_duration(info.wall_time)])
+        rows.append(
+            [
+                label,
+                info.outcome.value,
+                best,
+                fmt_epoch(info.best.epoch) if info.best else "–",
+                final,
+                str(len(info.active_decisions)),
+                fmt_duration(info.wall_time),
+            ]
+        )
     return rows
 
 

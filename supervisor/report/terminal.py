@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from lrsup.supervisor.history.runinfo import RunInfo
 from lrsup.supervisor.report.tables import (
     COMPARE_HEADER,
     DECISION_HEADER,
@@ -15,7 +16,6 @@ from lrsup.supervisor.report.tables import (
     metric_table,
     summary_rows,
 )
-from lrsup.supervisor.history.runinfo import RunInfo
 
 # Rows shown in the terminal before pointing at report.md.
 _TERMINAL_ROWS = 20
@@ -49,7 +49,9 @@ def render_terminal(info: RunInfo, console: Any) -> None:
             table.add_column(h, overflow="fold")
         shown = info.decisions[-_TERMINAL_ROWS:]
         for d, row in zip(shown, decision_rows(info)[-_TERMINAL_ROWS:]):
-            table.add_row(*(escape_markup(c) for c in row), style="yellow" if d.late else ("dim" if d.suppressed else None))
+            table.add_row(
+                *(escape_markup(c) for c in row), style="yellow" if d.late else ("dim" if d.suppressed else None)
+            )
         console.print(table)
         if len(info.decisions) > _TERMINAL_ROWS:
             console.print(f"[dim]… {len(info.decisions) - _TERMINAL_ROWS} earlier decisions in {REPORT_MD}[/]")

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from lrsup.supervisor.history.reader import file_size
+from lrsup.supervisor.history.runinfo import MissingExtraError, ProgressFn, RunInfo, load_run
 from lrsup.supervisor.report.html import render_html
 from lrsup.supervisor.report.markdown import render_compare_markdown, render_markdown
 from lrsup.supervisor.report.plot import plot_compare, plot_run
@@ -49,14 +51,29 @@ from lrsup.supervisor.report.tables import (
     summary_rows,
 )
 from lrsup.supervisor.report.terminal import render_compare_terminal, render_terminal
-from lrsup.supervisor.history.reader import file_size
-from lrsup.supervisor.history.runinfo import MissingExtraError, ProgressFn, RunInfo, load_run
 
 __all__ = [
-    "COMPARE_MD", "COMPARE_PNG", "REPORT_HTML", "REPORT_MD", "REPORT_PNG", "ComparePaths", "ReportPaths",
-    "compare_rows", "compare_runs", "fmt_duration", "fmt_epoch", "fmt_num", "plot_compare", "plot_run",
-    "render_compare_markdown", "render_compare_terminal", "render_html", "render_markdown", "render_terminal",
-    "summary_rows", "write_report",
+    "COMPARE_MD",
+    "COMPARE_PNG",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "REPORT_PNG",
+    "ComparePaths",
+    "ReportPaths",
+    "compare_rows",
+    "compare_runs",
+    "fmt_duration",
+    "fmt_epoch",
+    "fmt_num",
+    "plot_compare",
+    "plot_run",
+    "render_compare_markdown",
+    "render_compare_terminal",
+    "render_html",
+    "render_markdown",
+    "render_terminal",
+    "summary_rows",
+    "write_report",
 ]
 
 
@@ -84,8 +101,9 @@ class ComparePaths:
 # Entry points
 
 
-def write_report(run_dir: str | os.PathLike[str], *, progress: ProgressFn | None = None,
-                 info: RunInfo | None = None) -> ReportPaths:
+def write_report(
+    run_dir: str | os.PathLike[str], *, progress: ProgressFn | None = None, info: RunInfo | None = None
+) -> ReportPaths:
     """Write report.md, report.png and report.html into the run directory.
 
     Args:
@@ -114,8 +132,9 @@ def write_report(run_dir: str | os.PathLike[str], *, progress: ProgressFn | None
     return ReportPaths(md_path, html_path, png_path, notes)
 
 
-def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
-                 progress: ProgressFn | None = None) -> ComparePaths:
+def compare_runs(
+    run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *, progress: ProgressFn | None = None
+) -> ComparePaths:
     """Compare runs side by side: compare.md (one table) and compare.png (two panels) in ``out_dir``.
 
     Args:
@@ -140,19 +159,22 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.P
         notes.append(f"{COMPARE_PNG} not written: {exc}")
         png_path = None
     md_path = out / COMPARE_MD
-    _write_bytes(md_path, render_compare_markdown(infos, png_name=COMPARE_PNG if png_path else None,
-                                                  notes=notes).encode())
+    _write_bytes(
+        md_path, render_compare_markdown(infos, png_name=COMPARE_PNG if png_path else None, notes=notes).encode()
+    )
     return ComparePaths(md_path, png_path, infos, notes)
+
+
+def _shifted(progress: ProgressFn, offset: int, total: int) -> ProgressFn:
+    """``progress`` for one run of several: its bytes counted after the ``offset`` read before it."""
+    return lambda done, _total: progress(min(offset + done, total), total)
 
 
 def _load_all(paths: list[Path], progress: ProgressFn | None) -> list[RunInfo]:
     sizes = [sum(file_size(p / name) for name in ("metrics.jsonl", "journal.jsonl")) for p in paths]
     total, offset, infos = sum(sizes), 0, []
     for path, size in zip(paths, sizes):
-        callback = None
-        if progress is not None:
-            callback = (lambda done, _t, base=offset: progress(min(base + done, total), total))
-        infos.append(load_run(path, progress=callback))
+        infos.append(load_run(path, progress=None if progress is None else _shifted(progress, offset, total)))
         offset += size
     return infos
 

@@ -118,12 +118,11 @@ class CommandChannel:
         self.unacked.clear()
         out: list[tuple[int, int | None, str]] = []
         for i, obj in enumerate(old):
-            later = old[i + 1:]
+            later = old[i + 1 :]
             if obj["cmd"] in ("set_lr", "scale_lr") and any(o["cmd"] == "set_lr" for o in later):
                 out.append((obj["seq"], None, "moot: a later set_lr replaces it"))
                 continue
-            if obj["cmd"] == "set_hparam" and any(o["cmd"] == "set_hparam" and o["name"] == obj["name"]
-                                                  for o in later):
+            if obj["cmd"] == "set_hparam" and any(o["cmd"] == "set_hparam" and o["name"] == obj["name"] for o in later):
                 out.append((obj["seq"], None, f"moot: a later set_hparam {obj['name']} replaces it"))
                 continue
             args = {k: v for k, v in obj.items() if k not in ("v", "seq", "cmd", "time")}

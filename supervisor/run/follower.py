@@ -71,8 +71,15 @@ class Follower:
             the watchdog Observer (the reaction benchmark compares the two).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, use_watchdog: bool = True, poll_interval: float = 0.1,
-                 offset: int = 0, use_inotify: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        use_watchdog: bool = True,
+        poll_interval: float = 0.1,
+        offset: int = 0,
+        use_inotify: bool = True,
+    ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         self.path = Path(path)

@@ -127,9 +127,11 @@ class FileWatch:
         self._rm = lib.inotify_rm_watch
         self.fd = _check(lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
         try:
-            self.wd = _check(lib.inotify_add_watch(self.fd, os.fsencode(directory),
-                                                   FILE_EVENTS | DEAD_EVENTS | IN_ONLYDIR),
-                             "inotify_add_watch", directory)
+            self.wd = _check(
+                lib.inotify_add_watch(self.fd, os.fsencode(directory), FILE_EVENTS | DEAD_EVENTS | IN_ONLYDIR),
+                "inotify_add_watch",
+                directory,
+            )
         except BaseException:
             self.close()
             raise
@@ -175,7 +177,7 @@ class FileWatch:
         offset, size = 0, _HEADER.size
         while offset + size <= len(data):
             _wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-            name = data[offset + size:offset + size + length].rstrip(b"\0")
+            name = data[offset + size : offset + size + length].rstrip(b"\0")
             offset += size + length
             if mask & IN_Q_OVERFLOW:
                 self.overflows += 1

@@ -45,8 +45,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from lrsup.supervisor.run.process import Handle, Spawner
 from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.run.process import Handle, Spawner
 from lrsup.supervisor.run.restart import RestartPolicy
 
 EXIT_INTERRUPTED = 130
@@ -114,9 +114,15 @@ class Lifecycle:
             (the runner reads the attempt's last records).
     """
 
-    def __init__(self, spawner: Spawner, *, grace: float = 10.0, restart: RestartPolicy | None = None,
-                 env_for_attempt: Callable[[int], Mapping[str, str]] | None = None,
-                 drain: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        spawner: Spawner,
+        *,
+        grace: float = 10.0,
+        restart: RestartPolicy | None = None,
+        env_for_attempt: Callable[[int], Mapping[str, str]] | None = None,
+        drain: Callable[[], None] | None = None,
+    ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
         self.spawner = spawner
@@ -195,7 +201,13 @@ class Lifecycle:
             return
         self._spawned_at, self._epoch_seen, self._end_reason = now, False, None
         self.returncode, self.kill_reason, self.phase, self._deadline = None, None, None, None
-        self._events.append(Event("spawned", f"trainer pid {self.handle.pid}" + (f" (attempt {self.attempt})" if self.attempt > 1 else ""), self.state))
+        self._events.append(
+            Event(
+                "spawned",
+                f"trainer pid {self.handle.pid}" + (f" (attempt {self.attempt})" if self.attempt > 1 else ""),
+                self.state,
+            )
+        )
 
     def on_record(self, record: Record) -> None:
         """A record from the trainer (also after exit, while the runner drains the file)."""
@@ -230,8 +242,13 @@ class Lifecycle:
         if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
             # What the dead attempt left in its group (a data loader, a forked child): not kept
             # alive beside the next attempt.
-            self._events.append(Event("leftovers", f"SIGKILL to what attempt {self.attempt} left in its "
-                                                   f"process group (pgid {self.handle.pid})", self.state))
+            self._events.append(
+                Event(
+                    "leftovers",
+                    f"SIGKILL to what attempt {self.attempt} left in its process group (pgid {self.handle.pid})",
+                    self.state,
+                )
+            )
         if verdict.give_up:
             # STARTING/RUNNING/STOPPING -> FATAL: restarts used up, or failing before any epoch.
             self.fatal_reason = f"{cause}; {verdict.reason}"
@@ -310,8 +327,9 @@ class Lifecycle:
         if self.state is State.BACKOFF:
             if self._deadline is not None and now >= self._deadline:
                 # BACKOFF -> STARTING: a new attempt.
-                self.change_state(State.STARTING, f"restarting the trainer (attempt {self.attempt + 1})",
-                                  event="restarting")
+                self.change_state(
+                    State.STARTING, f"restarting the trainer (attempt {self.attempt + 1})", event="restarting"
+                )
                 self._spawn(now)
             return self.state
         if self.state.done or self.handle is None:

@@ -62,7 +62,9 @@ class Notifier:
             (default: the payload's ``run_dir``).
     """
 
-    def __init__(self, settings: NotifySettings, journal_fn: JournalFn, *, run_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, settings: NotifySettings, journal_fn: JournalFn, *, run_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self.settings = settings
         self.journal_fn = journal_fn
         self.run_dir = None if run_dir is None else os.fspath(run_dir)
@@ -108,8 +110,7 @@ class Notifier:
 
     # -- deliveries (in threads) ------------------------------------------------
     def _start(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=self._guard, args=(target, *args), name=f"lrsup-notify-{args[1]}",
-                                  daemon=True)
+        thread = threading.Thread(target=self._guard, args=(target, *args), name=f"lrsup-notify-{args[1]}", daemon=True)
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
@@ -132,8 +133,12 @@ class Notifier:
                 pass  # the journal itself failing must not disturb the run either
 
     def _post(self, url: str, event: str, data: str) -> str | None:
-        request = urllib.request.Request(url, data=data.encode("utf-8"), method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"})
+        request = urllib.request.Request(
+            url,
+            data=data.encode("utf-8"),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"},
+        )
         where = f"webhook {url} ({event})"
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
@@ -155,12 +160,20 @@ class Notifier:
 
     def _run(self, command: str, event: str, data: str, run_dir: str) -> str | None:
         env = dict(os.environ)
-        env.update(LRSUP_EVENT=event, LRSUP_RUN_DIR=run_dir,
-                   LRSUP_PAYLOAD=data if len(data) <= _ENV_PAYLOAD_LIMIT else "")
+        env.update(
+            LRSUP_EVENT=event, LRSUP_RUN_DIR=run_dir, LRSUP_PAYLOAD=data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
+        )
         where = f"command {command!r} ({event})"
         try:
-            proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                shell=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             return f"{where}: cannot start: {exc}"
         try:
@@ -171,8 +184,11 @@ class Notifier:
             return f"{where}: still running after {self.settings.timeout:g} s, killed"
         if proc.returncode != 0:
             tail = stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
-            status = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-                      else f"exited with status {proc.returncode}")
+            status = (
+                f"killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"exited with status {proc.returncode}"
+            )
             return f"{where}: {status}" + (f": {tail}" if tail else "")
         return None
 

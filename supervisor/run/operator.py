@@ -91,8 +91,15 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
     return Request(op=op, who=who, time=float(when), lr=lr, why=why)
 
 
-def send_request(run_dir: str | os.PathLike[str], op: str, *, lr: float | None = None, why: str | None = None,
-                 who: str | None = None, time: float | None = None) -> Request:
+def send_request(
+    run_dir: str | os.PathLike[str],
+    op: str,
+    *,
+    lr: float | None = None,
+    why: str | None = None,
+    who: str | None = None,
+    time: float | None = None,
+) -> Request:
     """Append a validated request to ``run_dir/requests.jsonl``; return it.
 
     Raises RequestError (invalid request) or RunDirError (no run directory there, or an
@@ -101,8 +108,12 @@ def send_request(run_dir: str | os.PathLike[str], op: str, *, lr: float | None =
     root = Path(run_dir)
     if not (root / protocol.STATE_FILE).is_file() and not (root / protocol.CONFIG_FILE).is_file():
         raise RunDirError(f"{str(root)!r} is not an lrsup run directory (no {protocol.CONFIG_FILE})")
-    obj: dict[str, Any] = {"v": protocol.PROTOCOL_VERSION, "op": op, "who": who or whoami(),
-                           "time": _time.time() if time is None else time}
+    obj: dict[str, Any] = {
+        "v": protocol.PROTOCOL_VERSION,
+        "op": op,
+        "who": who or whoami(),
+        "time": _time.time() if time is None else time,
+    }
     if lr is not None:
         obj["lr"] = lr
     if why is not None:
@@ -179,8 +190,14 @@ def apply_requests(runner: Any, now: float) -> None:
         because = f" ({why})" if why else ""
         if request.op == "set_lr":
             seq = runner._command("set_lr", lr=request.lr, reason=f"operator override by {who}{because}")
-            runner._journal("override", who=who, why=why, lr=request.lr, seq=seq,
-                            suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}")
+            runner._journal(
+                "override",
+                who=who,
+                why=why,
+                lr=request.lr,
+                seq=seq,
+                suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
+            )
             runner._event("override", f"{who} set the learning rate to {request.lr:g}{because}", seq=seq)
         elif request.op == "hold":
             runner.held_by = who

@@ -180,8 +180,14 @@ def group_alive(pgid: int) -> bool:
     return True if members is None else bool(members)
 
 
-def reap_group(handle: Any, clock: Any, grace: float, report: Callable[[str, str], None] | None = None,
-               hurry: Callable[[], bool] | None = None, kill_wait: float = KILL_WAIT) -> str:
+def reap_group(
+    handle: Any,
+    clock: Any,
+    grace: float,
+    report: Callable[[str, str], None] | None = None,
+    hurry: Callable[[], bool] | None = None,
+    kill_wait: float = KILL_WAIT,
+) -> str:
     """Make sure nothing of ``handle``'s process group is left: SIGTERM, ``grace``, SIGKILL, wait.
 
     Every exit path of the supervisor ends here. The signals go out before anything is
@@ -226,8 +232,10 @@ def reap_group(handle: Any, clock: Any, grace: float, report: Callable[[str, str
     tell("leftovers", f"processes left in the trainer's group (pgid {pgid}): SIGTERM, SIGKILL after {grace:g} s")
     started = clock.monotonic()
     if wait(grace, True):
-        tell("leftovers_gone", f"the trainer's group (pgid {pgid}) is gone after SIGTERM "
-                               f"({clock.monotonic() - started:.1f} s)")
+        tell(
+            "leftovers_gone",
+            f"the trainer's group (pgid {pgid}) is gone after SIGTERM ({clock.monotonic() - started:.1f} s)",
+        )
         return "terminated"
     handle.signal_group(signal.SIGKILL)
     why = "asked again to stop" if hurry is not None and hurry() else f"still there after {grace:g} s"
@@ -235,8 +243,11 @@ def reap_group(handle: Any, clock: Any, grace: float, report: Callable[[str, str
     if wait(kill_wait, False):
         tell("leftovers_gone", f"the trainer's group (pgid {pgid}) is gone after SIGKILL")
         return "killed"
-    tell("leftovers_survived", f"processes of the trainer's group (pgid {pgid}) still there {kill_wait:g} s "
-                               "after SIGKILL (uninterruptible sleep?)")
+    tell(
+        "leftovers_survived",
+        f"processes of the trainer's group (pgid {pgid}) still there {kill_wait:g} s "
+        "after SIGKILL (uninterruptible sleep?)",
+    )
     return "survived"
 
 
@@ -261,8 +272,9 @@ class AttachedHandle:
 
     exit_unknown = True
 
-    def __init__(self, pid: int, start_time: int | None, log_path: Path | None = None,
-                 sink: OutputSink | None = None) -> None:
+    def __init__(
+        self, pid: int, start_time: int | None, log_path: Path | None = None, sink: OutputSink | None = None
+    ) -> None:
         self.pid = self.pgid = pid
         self.start_time = start_time
         offset = os.path.getsize(log_path) if log_path is not None and os.path.exists(log_path) else 0

@@ -71,8 +71,12 @@ def range_test_config(num_steps: int = 100, min_lr: float | None = None, max_lr:
             problems.append(f"{where}: {message}{got}")
         raise ValueError("; ".join(problems)) from None
     # A stop or a crash during the test leaves nothing to retry: no restarts.
-    return ResolvedConfig(SOURCE, AgentSettings(batch_every=1, batch_min_interval=0.0),  # a record every step
-                          RunSettings(max_restarts=0), [(POLICY_SPEC, LRRangeTest, settings)])
+    return ResolvedConfig(
+        SOURCE,
+        AgentSettings(batch_every=1, batch_min_interval=0.0),  # a record every step
+        RunSettings(max_restarts=0),
+        [(POLICY_SPEC, LRRangeTest, settings)],
+    )
 
 
 @dataclass
@@ -120,9 +124,9 @@ def range_test_curve(run_dir: str | os.PathLike[str]) -> RangeTestCurve:
     """
     from lrsup.supervisor.config import ConfigError
     from lrsup.supervisor.engine.core import Engine
+    from lrsup.supervisor.engine.replay import run_config
     from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
     from lrsup.supervisor.protocol.wire import METRICS_FILE, ProtocolError, StartRecord, parse_record
-    from lrsup.supervisor.engine.replay import run_config
 
     try:
         config = run_config(run_dir)
@@ -151,8 +155,18 @@ def range_test_curve(run_dir: str | os.PathLike[str]) -> RangeTestCurve:
         why = "the run ended before the range test started (no checkpoint to come back to arrived)"
     else:
         why = f"the run ended after {len(policy.lrs)} of the test's {policy.steps} steps"
-    return RangeTestCurve(list(policy.lrs), list(policy.raw), list(policy.smoothed), policy.steps, s.suggestion,
-                          result.get("suggestion") if finished else None, others, finished, why, optimizer)
+    return RangeTestCurve(
+        list(policy.lrs),
+        list(policy.raw),
+        list(policy.smoothed),
+        policy.steps,
+        s.suggestion,
+        result.get("suggestion") if finished else None,
+        others,
+        finished,
+        why,
+        optimizer,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -191,26 +205,39 @@ def plot_range_test(curve: RangeTestCurve, path: str | os.PathLike[str]) -> Path
     if skip and len(curve.lrs) > skip:
         ax.axvspan(curve.lrs[0], curve.lrs[skip], color="0.85", alpha=0.5, linewidth=0)
     if len(curve.lrs) > 5:
-        ax.axvspan(curve.lrs[-5], curve.lrs[-1], color="0.85", alpha=0.5, linewidth=0,
-                   label="not used for the suggestions")
+        ax.axvspan(
+            curve.lrs[-5], curve.lrs[-1], color="0.85", alpha=0.5, linewidth=0, label="not used for the suggestions"
+        )
     styles = {"valley": "#d62728", "steepest": "#2ca02c", "min_loss": "#9467bd"}
     for method in SUGGESTIONS:
         value = curve.suggestions.get(method)
         if value is None:
             continue
         chosen = method == curve.method and curve.suggestion is not None
-        ax.axvline(value, color=styles[method], linewidth=2.0 if chosen else 1.0,
-                   linestyle="-" if chosen else ":", alpha=1.0 if chosen else 0.8,
-                   label=f"{method}: {value:.3g}" + (" (suggested)" if chosen else ""))
+        ax.axvline(
+            value,
+            color=styles[method],
+            linewidth=2.0 if chosen else 1.0,
+            linestyle="-" if chosen else ":",
+            alpha=1.0 if chosen else 0.8,
+            label=f"{method}: {value:.3g}" + (" (suggested)" if chosen else ""),
+        )
     if curve.suggestion is not None:
-        ax.annotate(f"{curve.suggestion:.3g}", xy=(curve.suggestion, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(4, -14), textcoords="offset points", color=styles.get(curve.method, "#d62728"),
-                    fontweight="bold")
+        ax.annotate(
+            f"{curve.suggestion:.3g}",
+            xy=(curve.suggestion, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -14),
+            textcoords="offset points",
+            color=styles.get(curve.method, "#d62728"),
+            fontweight="bold",
+        )
     title = f"LR range test: {len(curve.lrs)} steps"
     if curve.optimizer:
         title += f" ({curve.optimizer})"
-    title += f", suggested {curve.suggestion:.3g} ({curve.method})" if curve.suggestion is not None else \
-        ", no suggestion"
+    title += (
+        f", suggested {curve.suggestion:.3g} ({curve.method})" if curve.suggestion is not None else ", no suggestion"
+    )
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
     fig.tight_layout()
@@ -269,9 +296,16 @@ class RangeTestDisplay:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                     console=Console(file=self.stream), redirect_stdout=True, redirect_stderr=True)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+                redirect_stdout=True,
+                redirect_stderr=True,
+            )
             self.task = self.progress.add_task("LR range test: waiting for its checkpoint", total=num_steps, info="")
             self.progress.start()
             self.inner = PlainDisplay(sys.stdout)  # rich's proxy: lines scroll above the bar
@@ -336,12 +370,14 @@ def run_range_test(script: Path, args: list[str], prepared: Any, config: Resolve
     from lrsup.supervisor.run.runner import run as supervise
 
     num_steps = config.policies[0][2].num_steps
-    status = supervise(config, script=script, args=args, run_dir=prepared, cwd=cwd,
-                       display=RangeTestDisplay(num_steps), report=False)
+    status = supervise(
+        config, script=script, args=args, run_dir=prepared, cwd=cwd, display=RangeTestDisplay(num_steps), report=False
+    )
     run_dir = prepared.path
     if status != 0:
-        print(f"lrsup: the range test's run failed (exit status {status}); see {run_dir / 'trainer.log'}",
-              file=sys.stderr)
+        print(
+            f"lrsup: the range test's run failed (exit status {status}); see {run_dir / 'trainer.log'}", file=sys.stderr
+        )
         return status
     try:
         curve = range_test_curve(run_dir)
@@ -371,5 +407,12 @@ def _g(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-__all__ = ["LR_FIND_PNG", "RangeTestCurve", "RangeTestDisplay", "plot_range_test", "range_test_config",
-           "range_test_curve", "run_range_test"]
+__all__ = [
+    "LR_FIND_PNG",
+    "RangeTestCurve",
+    "RangeTestDisplay",
+    "plot_range_test",
+    "range_test_config",
+    "range_test_curve",
+    "run_range_test",
+]

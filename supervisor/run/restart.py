@@ -74,16 +74,26 @@ class RestartPolicy:
         """An attempt failed at ``now``; ``reached_epoch``: it wrote at least one epoch record."""
         self.fast_failures = 0 if reached_epoch else self.fast_failures + 1
         if self.fast_failures >= FAST_FAILURES_TO_GIVE_UP:
-            return RestartVerdict(True, 0.0, f"the trainer failed before its first epoch {self.fast_failures} times "
-                                             "in a row; not restarting a program that cannot start")
+            return RestartVerdict(
+                True,
+                0.0,
+                f"the trainer failed before its first epoch {self.fast_failures} times "
+                "in a row; not restarting a program that cannot start",
+            )
         recent = [t for t in self.restarts if now - t < self.window]
         if len(recent) >= self.max_restarts:
-            return RestartVerdict(True, 0.0, f"{len(recent)} restarts within {self.window:g} s "
-                                             f"(max_restarts = {self.max_restarts}); giving up")
+            return RestartVerdict(
+                True,
+                0.0,
+                f"{len(recent)} restarts within {self.window:g} s (max_restarts = {self.max_restarts}); giving up",
+            )
         delay = min(self.base * 2 ** len(recent), self.cap)
         self.restarts.append(now)
-        return RestartVerdict(False, delay, f"restart {len(recent) + 1} of at most {self.max_restarts} "
-                                            f"within {self.window:g} s, in {delay:g} s")
+        return RestartVerdict(
+            False,
+            delay,
+            f"restart {len(recent) + 1} of at most {self.max_restarts} within {self.window:g} s, in {delay:g} s",
+        )
 
 
 class Watchdog:
@@ -99,8 +109,9 @@ class Watchdog:
             started ``fit`` is not hung while it lasts, whatever it writes meanwhile.
     """
 
-    def __init__(self, hang_timeout: float = 120.0, stall_timeout: float = 1800.0,
-                 start_timeout: float = 1800.0) -> None:
+    def __init__(
+        self, hang_timeout: float = 120.0, stall_timeout: float = 1800.0, start_timeout: float = 1800.0
+    ) -> None:
         if not hang_timeout > 0:
             raise ValueError(f"hang_timeout must be > 0 seconds, got {hang_timeout!r}")
         if not stall_timeout > 0:
@@ -119,7 +130,9 @@ class Watchdog:
         self.progress_at: float | None = None
         self.step: int | None = None
         self.started = False  # a start record of this attempt was seen (and no end record since)
-        self.outside_since = now  # when the time outside fit began: the spawn, or the last end record (None: first check)
+        self.outside_since = (
+            now  # when the time outside fit began: the spawn, or the last end record (None: first check)
+        )
         self.ended = False  # a fit of this attempt ended: the time outside fit is after it
 
     def arm(self, now: float, step: int, progressed: bool) -> None:
@@ -156,14 +169,22 @@ class Watchdog:
                 self.outside_since = now
             elif now - self.outside_since > self.start_timeout:
                 if self.ended:
-                    return (f"trainer hung after fit: neither a new fit nor an exit {now - self.outside_since:.0f} s "
-                            f"after fit ended (start_timeout = {self.start_timeout:g} s)")
-                return (f"trainer hung before training: no start record {now - self.outside_since:.0f} s after it "
-                        f"was started (start_timeout = {self.start_timeout:g} s)")
+                    return (
+                        f"trainer hung after fit: neither a new fit nor an exit {now - self.outside_since:.0f} s "
+                        f"after fit ended (start_timeout = {self.start_timeout:g} s)"
+                    )
+                return (
+                    f"trainer hung before training: no start record {now - self.outside_since:.0f} s after it "
+                    f"was started (start_timeout = {self.start_timeout:g} s)"
+                )
         if self.last_record is not None and now - self.last_record > self.hang_timeout:
-            return (f"trainer hung: no record or heartbeat for {now - self.last_record:.0f} s "
-                    f"(hang_timeout = {self.hang_timeout:g} s)")
+            return (
+                f"trainer hung: no record or heartbeat for {now - self.last_record:.0f} s "
+                f"(hang_timeout = {self.hang_timeout:g} s)"
+            )
         if self.progress_at is not None and now - self.progress_at > self.stall_timeout:
-            return (f"trainer stalled: no step progress past step {self.step} for {now - self.progress_at:.0f} s "
-                    f"(stall_timeout = {self.stall_timeout:g} s)")
+            return (
+                f"trainer stalled: no step progress past step {self.step} for {now - self.progress_at:.0f} s "
+                f"(stall_timeout = {self.stall_timeout:g} s)"
+            )
         return None

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.wire import EpochRecord, Record, StartRecord
 from lrsup.supervisor.run.lifecycle import State
 from lrsup.supervisor.run.process import AttachedHandle
-from lrsup.supervisor.protocol.wire import EpochRecord, Record, StartRecord
-from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
 from lrsup.supervisor.rundir.layout import RunDirError, check_existing_run_dir
+from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
 from lrsup.supervisor.rundir.snapshot import Progress, Snapshot, load_snapshot
 from lrsup.supervisor.rundir.statefile import read_state, same_process
 
@@ -56,12 +56,18 @@ def load_resolved_config(path: Path) -> Any:
     return config_from_json(data, str(path))
 
 
-def resume_run(run_dir: Path, *, display: Any = None, spawner: Any = None, clock: Any = None,
-               handle_signals: bool = True, **options: Any) -> int:
+def resume_run(
+    run_dir: Path,
+    *,
+    display: Any = None,
+    spawner: Any = None,
+    clock: Any = None,
+    handle_signals: bool = True,
+    **options: Any,
+) -> int:
     """Resume supervising ``run_dir``; the run's exit status, or 2 when refused (message on stderr)."""
     try:
-        return _resume(run_dir, display=display, spawner=spawner, clock=clock, handle_signals=handle_signals,
-                       **options)
+        return _resume(run_dir, display=display, spawner=spawner, clock=clock, handle_signals=handle_signals, **options)
     except (RunDirError, ValueError) as exc:
         print(f"lrsup: cannot resume {str(run_dir)!r}: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
@@ -72,8 +78,10 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
 
     paths = check_existing_run_dir(run_dir)
     state = read_state(paths.state)
-    if same_process(state.get("supervisor_pid"), state.get("supervisor_start_time")) \
-            and state.get("supervisor_pid") != os.getpid():
+    if (
+        same_process(state.get("supervisor_pid"), state.get("supervisor_start_time"))
+        and state.get("supervisor_pid") != os.getpid()
+    ):
         raise RunDirError(f"its supervisor (pid {state['supervisor_pid']}) is still running")
     if state.get("exit_status") is not None:
         raise RunDirError(f"the run already finished (exit status {state['exit_status']}: {state.get('reason')})")
@@ -86,9 +94,20 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     rebuilt = rebuild(paths, config, history, build_engine)
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
-    runner = Runner(config, rebuilt.engine, paths, argv, trainer_env(paths.root), Path(cwd or paths.root),
-                    spawner=spawner, display=display, clock=clock, script=state.get("script"),
-                    offset=rebuilt.offset, **options)
+    runner = Runner(
+        config,
+        rebuilt.engine,
+        paths,
+        argv,
+        trainer_env(paths.root),
+        Path(cwd or paths.root),
+        spawner=spawner,
+        display=display,
+        clock=clock,
+        script=state.get("script"),
+        offset=rebuilt.offset,
+        **options,
+    )
     restore = install_signal_handlers(runner) if handle_signals else (lambda: None)
     try:
         return runner.run(start=lambda: _take_over(runner, state, history, rebuilt, torn))
@@ -160,10 +179,15 @@ def _take_over(runner: Any, state: dict, history: Any, rebuilt: Rebuilt, torn: d
     pid, start_time = state.get("trainer_pid"), state.get("trainer_start_time")
     alive = same_process(pid, start_time)
     dropped = ", ".join(f"{n} torn bytes of {name}" for name, n in torn.items() if n) or "no torn lines"
-    runner._event("resumed", f"supervisor resumed after a crash: state {rebuilt.how}, replayed {split} record(s) "
-                  f"({dropped}); "
-                  + (f"reattaching to trainer pid {pid}" if alive else f"trainer pid {pid} is gone: restarting it"),
-                  replayed=split, seq=channel.seq, snapshot_records=rebuilt.progress.records)
+    runner._event(
+        "resumed",
+        f"supervisor resumed after a crash: state {rebuilt.how}, replayed {split} record(s) "
+        f"({dropped}); "
+        + (f"reattaching to trainer pid {pid}" if alive else f"trainer pid {pid} is gone: restarting it"),
+        replayed=split,
+        seq=channel.seq,
+        snapshot_records=rebuilt.progress.records,
+    )
     runner.follower.start()
     runner.started = state.get("started") or runner.started
     now = runner.clock.monotonic()
@@ -181,6 +205,5 @@ def _take_over(runner: Any, state: dict, history: Any, rebuilt: Rebuilt, torn: d
         life.set_command(runner.argv, runner.env, runner.cwd)
         runner._attempt_seen = life.attempt  # tick() announces the new attempt and re-sends on its start
         if life.state is not State.STARTING:
-            life.change_state(State.STARTING, "restarting the trainer after the supervisor's crash",
-                              event="restarting")
+            life.change_state(State.STARTING, "restarting the trainer after the supervisor's crash", event="restarting")
         life._spawn(now)

@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.run.commands import CommandChannel
-from lrsup.supervisor.view.display import Display, make_display
 from lrsup.supervisor.protocol.doorbell import ControlWriter
-from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
+from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runner's public names)
     ENV_ATTEMPT,
     ENV_RESTORE,
@@ -64,13 +64,12 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     install_signal_handlers,
     write_private,
 )
-from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
-from lrsup.supervisor.rundir.recovery import fatal_report
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
 from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file
+from lrsup.supervisor.rundir.recovery import fatal_report
 from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 from lrsup.supervisor.rundir.statefile import write_runner_state
-
+from lrsup.supervisor.view.display import Display, make_display
 
 EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
 NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
@@ -106,12 +105,29 @@ class Runner:
         report: bool, write report.md/.html/.png into the run directory when the run ends.
     """
 
-    def __init__(self, config: Any, engine: Any, paths: RunPaths, argv: Sequence[str], env: dict[str, str],
-                 cwd: Path, *, spawner: Spawner | None = None, display: Display | None = None, clock: Any = None,
-                 grace: float = 10.0, poll_interval: float = 0.05, tick: float = 0.25,
-                 use_watchdog: bool = True, restore_point: Callable[[], str | None] | None = None,
-                 writers: tuple[Any, Any] | None = None, script: str | None = None, offset: int = 0,
-                 notifier: Any = None, report: bool = False) -> None:
+    def __init__(
+        self,
+        config: Any,
+        engine: Any,
+        paths: RunPaths,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path,
+        *,
+        spawner: Spawner | None = None,
+        display: Display | None = None,
+        clock: Any = None,
+        grace: float = 10.0,
+        poll_interval: float = 0.05,
+        tick: float = 0.25,
+        use_watchdog: bool = True,
+        restore_point: Callable[[], str | None] | None = None,
+        writers: tuple[Any, Any] | None = None,
+        script: str | None = None,
+        offset: int = 0,
+        notifier: Any = None,
+        report: bool = False,
+    ) -> None:
         self.config, self.engine, self.paths = config, engine, paths
         self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
         self.output: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -123,12 +139,17 @@ class Runner:
         settings = config.run
         restart = None
         if getattr(settings, "max_restarts", 0) > 0:
-            restart = RestartPolicy(settings.max_restarts, settings.restart_window, settings.backoff_base,
-                                    settings.backoff_cap)
-        self.lifecycle = Lifecycle(self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for,
-                                   drain=self._read_records)
-        self.watchdog = Watchdog(getattr(settings, "hang_timeout", 120.0), getattr(settings, "stall_timeout", 1800.0),
-                                 getattr(settings, "start_timeout", 0.0))
+            restart = RestartPolicy(
+                settings.max_restarts, settings.restart_window, settings.backoff_base, settings.backoff_cap
+            )
+        self.lifecycle = Lifecycle(
+            self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for, drain=self._read_records
+        )
+        self.watchdog = Watchdog(
+            getattr(settings, "hang_timeout", 120.0),
+            getattr(settings, "stall_timeout", 1800.0),
+            getattr(settings, "start_timeout", 0.0),
+        )
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
         self.progress = Progress()  # what the records handled so far said (resume: from the snapshot on)
         self.snapshots = SnapshotWriter(paths.root, getattr(settings, "snapshot_interval", 30.0))
@@ -164,8 +185,10 @@ class Runner:
         self.display = self.display or make_display()
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
-        control, journal = self._writers or (ControlWriter(self.paths.control, self.paths.bell),
-                                             Appender(self.paths.journal))
+        control, journal = self._writers or (
+            ControlWriter(self.paths.control, self.paths.bell),
+            Appender(self.paths.journal),
+        )
         self.channel = CommandChannel(control, journal, self.clock, seq=seq)
 
     def run(self, start: Callable[[], None] | None = None) -> int:
@@ -219,17 +242,22 @@ class Runner:
             self._drain_events()
             if self.lifecycle.attempt > 1:
                 restore = getattr(self, "_restore", None)
-                self._event("restarted", f"attempt {self.lifecycle.attempt}: " + (
-                    f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
-                    attempt=self.lifecycle.attempt, restore=restore)
+                self._event(
+                    "restarted",
+                    f"attempt {self.lifecycle.attempt}: "
+                    + (f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
+                    attempt=self.lifecycle.attempt,
+                    restore=restore,
+                )
                 self._notify("restart", {"attempt": self.lifecycle.attempt, "restore": restore})
         self._pump()
         self._journal_notify_failures()
         self.channel.flush()
         if self.channel.degraded is not None and not self._degraded_shown:
             self._degraded_shown = True  # journaled (late) once space returns
-            self._event("degraded", f"DEGRADED: {self.channel.degraded}; no commands are sent until it clears, "
-                        "training goes on")
+            self._event(
+                "degraded", f"DEGRADED: {self.channel.degraded}; no commands are sent until it clears, training goes on"
+            )
         if self.channel.recoveries != self._recoveries_seen:
             self._degraded_shown = False
             self._recoveries_seen = self.channel.recoveries
@@ -246,9 +274,15 @@ class Runner:
         came after it (see lrsup.supervisor.rundir.snapshot).
         """
         if self.channel.degraded is None and hasattr(self.engine, "state_dict"):
-            self.snapshots.maybe_write(self.clock.monotonic(), engine=self.engine, progress=self.progress,
-                                       offset=self.follower.consumed, max_seq=self.channel.seq,
-                                       unacked=list(self.channel.unacked), wall_time=self.clock.time())
+            self.snapshots.maybe_write(
+                self.clock.monotonic(),
+                engine=self.engine,
+                progress=self.progress,
+                offset=self.follower.consumed,
+                max_seq=self.channel.seq,
+                unacked=list(self.channel.unacked),
+                wall_time=self.clock.time(),
+            )
 
     def _finish(self) -> None:
         """The trainer exited: kill what it left in its group, then drain output and records."""
@@ -293,8 +327,15 @@ class Runner:
         self.watchdog.on_record(record, self.clock.monotonic())
         self.display.on_record(record)
         if isinstance(record, AckRecord):
-            self._journal("applied", seq=record.seq, cmd=record.cmd, epoch=record.epoch, step=record.step,
-                          lr=record.lr, late=record.late)
+            self._journal(
+                "applied",
+                seq=record.seq,
+                cmd=record.cmd,
+                epoch=record.epoch,
+                step=record.step,
+                lr=record.lr,
+                late=record.late,
+            )
         elif isinstance(record, ErrorRecord):
             self._journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
         for decision in self.engine.feed(record):
@@ -305,8 +346,12 @@ class Runner:
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
             for old, new, what in self.channel.resend_unacked():
-                self._event("resent", f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
-                            seq=new, original_seq=old)
+                self._event(
+                    "resent",
+                    f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
+                    seq=new,
+                    original_seq=old,
+                )
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
             self._command("verdict", epoch=record.initial_epoch - 1)
@@ -327,13 +372,31 @@ class Runner:
                     suppressed = f"invalid command not sent: {exc}"
                 if seq is None and suppressed is None:
                     suppressed = f"not sent: {self.channel.degraded}"
-        self._journal("decision", seq=seq, policy=action.policy, action=action.kind, lr=decision.lr,
-                      reason=action.reason, epoch=decision.epoch, step=decision.step, suppressed=suppressed)
+        self._journal(
+            "decision",
+            seq=seq,
+            policy=action.policy,
+            action=action.kind,
+            lr=decision.lr,
+            reason=action.reason,
+            epoch=decision.epoch,
+            step=decision.step,
+            suppressed=suppressed,
+        )
         self.display.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
-            self._notify("rollback", {"seq": seq, "policy": action.policy, "reason": action.reason,
-                                      "lr": decision.lr, "epoch": decision.epoch, "step": decision.step,
-                                      "checkpoint": (decision.command or {}).get("checkpoint")})
+            self._notify(
+                "rollback",
+                {
+                    "seq": seq,
+                    "policy": action.policy,
+                    "reason": action.reason,
+                    "lr": decision.lr,
+                    "epoch": decision.epoch,
+                    "step": decision.step,
+                    "checkpoint": (decision.command or {}).get("checkpoint"),
+                },
+            )
 
     def _command(self, cmd: str, **args: Any) -> int | None:
         return self.channel.send(cmd, **args)
@@ -408,8 +471,8 @@ class Runner:
         if self.notifier is None:
             return
         try:
-            from lrsup.supervisor.run.notify import summary_payload
             from lrsup.supervisor.history.runinfo import load_run
+            from lrsup.supervisor.run.notify import summary_payload
 
             payload = summary_payload(load_run(self.paths.root))
         except Exception as exc:  # the summary is a courtesy: notify without it
@@ -483,9 +546,19 @@ class Runner:
                     pass
 
 
-def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd: Path | None = None,
-        display: Display | None = None, spawner: Spawner | None = None, clock: Any = None,
-        handle_signals: bool = True, **options: Any) -> int:
+def run(
+    config: Any,
+    *,
+    script: Path,
+    args: Sequence[str],
+    run_dir: RunDir,
+    cwd: Path | None = None,
+    display: Display | None = None,
+    spawner: Spawner | None = None,
+    clock: Any = None,
+    handle_signals: bool = True,
+    **options: Any,
+) -> int:
     """Create the run directory, supervise ``script args`` to the end, return the exit status."""
     cwd = cwd or Path.cwd()
     # Before the run directory: a failure leaves nothing.
@@ -497,8 +570,19 @@ def run(config: Any, *, script: Path, args: Sequence[str], run_dir: RunDir, cwd:
     runner: Runner | None = None
     restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
-        runner = Runner(config, engine, paths, trainer_argv(script, args), trainer_env(paths.root), cwd,
-                        spawner=spawner, display=display, clock=clock, script=os.fspath(script), **options)
+        runner = Runner(
+            config,
+            engine,
+            paths,
+            trainer_argv(script, args),
+            trainer_env(paths.root),
+            cwd,
+            spawner=spawner,
+            display=display,
+            clock=clock,
+            script=os.fspath(script),
+            **options,
+        )
         if handle_signals:
             restore = install_signal_handlers(runner)
         return runner.run()

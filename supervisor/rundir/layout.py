@@ -76,8 +76,15 @@ class RunPaths:
 
 
 # The files whose content steers the run: refused when a symlink or another user's.
-CONTROLLED_FILES = (protocol.CONTROL_FILE, protocol.BELL_FILE, protocol.METRICS_FILE, "requests.jsonl", protocol.JOURNAL_FILE,
-                    protocol.STATE_FILE, protocol.CONFIG_FILE)
+CONTROLLED_FILES = (
+    protocol.CONTROL_FILE,
+    protocol.BELL_FILE,
+    protocol.METRICS_FILE,
+    "requests.jsonl",
+    protocol.JOURNAL_FILE,
+    protocol.STATE_FILE,
+    protocol.CONFIG_FILE,
+)
 
 
 def check_run_file(path: Path) -> None:
@@ -87,8 +94,9 @@ def check_run_file(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(st.st_mode):
-        raise RunDirError(f"{str(path)!r} is a symbolic link; refusing to follow it (someone may be "
-                          "redirecting the run's files)")
+        raise RunDirError(
+            f"{str(path)!r} is a symbolic link; refusing to follow it (someone may be redirecting the run's files)"
+        )
     if not stat.S_ISREG(st.st_mode):
         raise RunDirError(f"{str(path)!r} is not a regular file")
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
@@ -104,8 +112,10 @@ def check_existing_run_dir(path: Path) -> RunPaths:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise RunDirError(f"run directory {str(path)!r} is not a directory (or is a symbolic link)")
     if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
-        raise RunDirError(f"run directory {str(path)!r} is writable by others (mode "
-                          f"{stat.S_IMODE(st.st_mode):04o}); anyone could write commands into it")
+        raise RunDirError(
+            f"run directory {str(path)!r} is writable by others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); anyone could write commands into it"
+        )
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         raise RunDirError(f"run directory {str(path)!r} belongs to another user (uid {st.st_uid})")
     paths = RunPaths(Path(os.path.abspath(path)))
@@ -151,8 +161,7 @@ def check_run_dir(path: Path) -> None:
     if entries:
         shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
         raise RunDirError(
-            f"run directory {str(path)!r} already exists and is not empty ({shown}); "
-            "give a new or empty directory"
+            f"run directory {str(path)!r} already exists and is not empty ({shown}); give a new or empty directory"
         )
 
 

@@ -21,7 +21,6 @@ from typing import Any
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
 from lrsup.supervisor.protocol.wire import ProtocolError, Record, parse_record
 
-
 _DECODE_BATCH = 1024  # lines per JSON array: one garbage line sends only its batch down the slow path
 
 
@@ -80,8 +79,9 @@ def read_control(path: str | os.PathLike[str]) -> ControlHistory:
     return history
 
 
-def read_records(path: str | os.PathLike[str], stats: ReadStats | None = None,
-                 start: int = 0) -> tuple[list[Record], int]:
+def read_records(
+    path: str | os.PathLike[str], stats: ReadStats | None = None, start: int = 0
+) -> tuple[list[Record], int]:
     """Every valid record of the complete lines of ``path`` after byte ``start``, and the offset they end at.
 
     The follower continues from that offset, so a line being written while we read is
@@ -110,11 +110,11 @@ def iter_objects_bytes(data: bytes, stats: ReadStats) -> list[dict[str, Any]]:
     """The JSON objects of the complete lines in ``data`` (garbage skipped and counted)."""
     from lrsup.supervisor.protocol.wire import loads_many
 
-    lines = [line for line in data[:complete_length(data)].split(b"\n")[:-1] if line.strip()]
+    lines = [line for line in data[: complete_length(data)].split(b"\n")[:-1] if line.strip()]
     stats.lines += len(lines)
     out = []
     for start in range(0, len(lines), _DECODE_BATCH):
-        for obj in loads_many(lines[start:start + _DECODE_BATCH]):
+        for obj in loads_many(lines[start : start + _DECODE_BATCH]):
             if isinstance(obj, ProtocolError):
                 stats.bad(str(obj))
             else:
@@ -132,18 +132,27 @@ def last_traceback(path: str | os.PathLike[str], max_lines: int = 30) -> list[st
     except OSError:
         return []
     starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
-    tail = lines[starts[-1]:] if starts else lines
+    tail = lines[starts[-1] :] if starts else lines
     return tail[-max_lines:]
 
 
 def fatal_report(lifecycle: Any, log_path: str | os.PathLike[str], reason: str) -> str:
     """The FATAL message for stderr: why, restarts, time lost, the trainer's last traceback."""
-    lines = [f"lrsup: FATAL: {reason}",
-             f"lrsup: {lifecycle.restarts} restart(s), {lifecycle.time_lost:.0f} s lost in failed attempts and backoff",
-             f"lrsup: last lines of {os.fspath(log_path)}:"]
+    lines = [
+        f"lrsup: FATAL: {reason}",
+        f"lrsup: {lifecycle.restarts} restart(s), {lifecycle.time_lost:.0f} s lost in failed attempts and backoff",
+        f"lrsup: last lines of {os.fspath(log_path)}:",
+    ]
     lines += [f"    {line}" for line in last_traceback(log_path)]
     return "\n".join(lines)
 
 
-__all__ = ["ControlHistory", "complete_length", "iter_objects", "last_traceback", "read_control", "read_records",
-           "truncate_torn_tail"]
+__all__ = [
+    "ControlHistory",
+    "complete_length",
+    "iter_objects",
+    "last_traceback",
+    "read_control",
+    "read_records",
+    "truncate_torn_tail",
+]

@@ -152,8 +152,17 @@ class SnapshotWriter:
             return False
         return self._last is None or now - self._last >= self.interval
 
-    def maybe_write(self, now: float, *, engine: Any, progress: Progress, offset: int, max_seq: int,
-                    unacked: list[int], wall_time: float) -> bool:
+    def maybe_write(
+        self,
+        now: float,
+        *,
+        engine: Any,
+        progress: Progress,
+        offset: int,
+        max_seq: int,
+        unacked: list[int],
+        wall_time: float,
+    ) -> bool:
         """Write a snapshot covering the first ``offset`` bytes of metrics.jsonl if one is due."""
         if not self.due(now, offset):
             return False
@@ -164,11 +173,20 @@ class SnapshotWriter:
             tail = read_tail(self.metrics, offset)
             if tail is None:
                 return False
-            write_state(self.path, {
-                "snapshot": SNAPSHOT_VERSION, "time": wall_time, "offset": offset, "tail": tail.hex(),
-                "progress": asdict(progress), "max_seq": max_seq, "unacked": sorted(unacked),
-                "config_sha256": self._config_sha256, "engine": engine.state_dict(),
-            })
+            write_state(
+                self.path,
+                {
+                    "snapshot": SNAPSHOT_VERSION,
+                    "time": wall_time,
+                    "offset": offset,
+                    "tail": tail.hex(),
+                    "progress": asdict(progress),
+                    "max_seq": max_seq,
+                    "unacked": sorted(unacked),
+                    "config_sha256": self._config_sha256,
+                    "engine": engine.state_dict(),
+                },
+            )
         except (OSError, TypeError, ValueError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             return False
@@ -190,9 +208,16 @@ def load_snapshot(root: Path, history: Any) -> tuple[Snapshot | None, str]:
         obj = read_state(path)
         if obj.get("snapshot") != SNAPSHOT_VERSION:
             return None, f"snapshot version {obj.get('snapshot')!r} is not {SNAPSHOT_VERSION}"
-        snap = Snapshot(offset=obj["offset"], tail=obj["tail"], progress=Progress.from_json(obj["progress"]),
-                        max_seq=obj["max_seq"], unacked=list(obj["unacked"]), config_sha256=obj["config_sha256"],
-                        engine=obj["engine"], time=float(obj.get("time") or 0.0))
+        snap = Snapshot(
+            offset=obj["offset"],
+            tail=obj["tail"],
+            progress=Progress.from_json(obj["progress"]),
+            max_seq=obj["max_seq"],
+            unacked=list(obj["unacked"]),
+            config_sha256=obj["config_sha256"],
+            engine=obj["engine"],
+            time=float(obj.get("time") or 0.0),
+        )
         if not isinstance(snap.offset, int) or isinstance(snap.offset, bool) or snap.offset < 0:
             raise ValueError(f"offset must be an integer >= 0; got {snap.offset!r}")
         if not isinstance(snap.max_seq, int) or not all(isinstance(s, int) for s in snap.unacked):
@@ -210,8 +235,10 @@ def load_snapshot(root: Path, history: Any) -> tuple[Snapshot | None, str]:
     if tail is None or tail.hex() != snap.tail:
         return None, "metrics.jsonl is not the file the snapshot was taken of"
     if history.verdicts < snap.progress.verdicts or history.max_seq < snap.max_seq:
-        return None, (f"control.jsonl holds less than the snapshot knows was sent ({history.verdicts} verdict(s), "
-                      f"seq {history.max_seq}; snapshot: {snap.progress.verdicts}, seq {snap.max_seq})")
+        return None, (
+            f"control.jsonl holds less than the snapshot knows was sent ({history.verdicts} verdict(s), "
+            f"seq {history.max_seq}; snapshot: {snap.progress.verdicts}, seq {snap.max_seq})"
+        )
     return snap, f"snapshot of {snap.progress.records:,} record(s)"
 
 

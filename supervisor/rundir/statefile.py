@@ -73,7 +73,7 @@ def write_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
         data = (json.dumps({"v": protocol.PROTOCOL_VERSION, **state}, indent=2, allow_nan=True) + "\n").encode()
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -112,12 +112,22 @@ def write_runner_state(runner: Any, exit_status: int | None = None, reason: str 
         runner._trainer_pid = trainer_pid
         runner._trainer_start = getattr(handle, "start_time", None) or process_start_time(trainer_pid)
     state = {
-        "supervisor_pid": os.getpid(), "supervisor_start_time": process_start_time(os.getpid()),
-        "trainer_pid": trainer_pid, "trainer_start_time": getattr(runner, "_trainer_start", None),
-        "state": life.state.value, "attempt": life.attempt, "restarts": life.restarts,
-        "time_lost": round(life.time_lost, 3), "exit_status": exit_status, "reason": reason,
-        "held": runner.held_by, "degraded": runner.channel.degraded, "script": runner.script,
-        "argv": runner.argv, "cwd": os.fspath(runner.cwd), "started": runner.started,
+        "supervisor_pid": os.getpid(),
+        "supervisor_start_time": process_start_time(os.getpid()),
+        "trainer_pid": trainer_pid,
+        "trainer_start_time": getattr(runner, "_trainer_start", None),
+        "state": life.state.value,
+        "attempt": life.attempt,
+        "restarts": life.restarts,
+        "time_lost": round(life.time_lost, 3),
+        "exit_status": exit_status,
+        "reason": reason,
+        "held": runner.held_by,
+        "degraded": runner.channel.degraded,
+        "script": runner.script,
+        "argv": runner.argv,
+        "cwd": os.fspath(runner.cwd),
+        "started": runner.started,
         "updated": runner.clock.time(),
     }
     try:

@@ -35,10 +35,10 @@ import threading
 from typing import Any, Protocol, Sequence, TextIO
 
 from lrsup.supervisor.protocol.wire import (
+    HOUSEKEEPING_ACTIONS,
     AckRecord,
     BatchRecord,
     EndRecord,
-    HOUSEKEEPING_ACTIONS,
     EpochRecord,
     ErrorRecord,
     Record,
@@ -195,20 +195,47 @@ def _is_bad(value: Any) -> bool:
 # Display state for each state / event name the runner (lifecycle State values) and
 # ``lrsup watch`` (journal event names, run summary states) pass to ``on_state``.
 _STATES = {
-    "starting": "starting", "spawned": "starting", "attached": "running",
-    "running": "running", "started": "running", "watching": "running",
-    "resumed": "running", "released": "running", "recovered": "running", "undegraded": "running",
-    "backoff": "restarting", "restarting": "restarting", "restart": "restarting",
-    "degraded": "degraded", "held": "held", "hold": "held",
-    "stopping": "stopping", "stop_requested": "stopping", "killing": "stopping",
-    "exited": "finished", "finished": "finished", "completed": "finished", "stopped": "finished",
+    "starting": "starting",
+    "spawned": "starting",
+    "attached": "running",
+    "running": "running",
+    "started": "running",
+    "watching": "running",
+    "resumed": "running",
+    "released": "running",
+    "recovered": "running",
+    "undegraded": "running",
+    "backoff": "restarting",
+    "restarting": "restarting",
+    "restart": "restarting",
+    "degraded": "degraded",
+    "held": "held",
+    "hold": "held",
+    "stopping": "stopping",
+    "stop_requested": "stopping",
+    "killing": "stopping",
+    "exited": "finished",
+    "finished": "finished",
+    "completed": "finished",
+    "stopped": "finished",
     "trainer_exited": "finished",
-    "failed": "failed", "failed_to_start": "failed", "crashed": "failed", "stale": "failed",
-    "fatal": "gave up", "gave_up": "gave up", "give_up": "gave up",
+    "failed": "failed",
+    "failed_to_start": "failed",
+    "crashed": "failed",
+    "stale": "failed",
+    "fatal": "gave up",
+    "gave_up": "gave up",
+    "give_up": "gave up",
 }
 _STATE_STYLES = {
-    "starting": "cyan", "running": "bold green", "restarting": "bold red", "degraded": "bold yellow",
-    "held": "bold yellow", "stopping": "yellow", "finished": "bold green", "failed": "bold red",
+    "starting": "cyan",
+    "running": "bold green",
+    "restarting": "bold red",
+    "degraded": "bold yellow",
+    "held": "bold yellow",
+    "stopping": "yellow",
+    "finished": "bold green",
+    "failed": "bold red",
     "gave up": "bold red",
 }
 
@@ -338,8 +365,13 @@ class LiveDisplay:
         self._step_rate: float | None = None
         self._epoch_seconds: float | None = None
         self._live = Live(
-            console=self.console, get_renderable=self.renderable, refresh_per_second=4,
-            auto_refresh=True, transient=False, redirect_stdout=True, redirect_stderr=True,
+            console=self.console,
+            get_renderable=self.renderable,
+            refresh_per_second=4,
+            auto_refresh=True,
+            transient=False,
+            redirect_stdout=True,
+            redirect_stderr=True,
         )
         self._started = False
         if start:
@@ -402,8 +434,11 @@ class LiveDisplay:
             self.state_detail = detail
             if state is not None and state != previous and state in ("restarting", "degraded", "held", "gave up"):
                 self._push_feed(f"{state.upper()} {detail}", _STATE_STYLES[state])
-        style = _STATE_STYLES.get(state or "", "") if state in ("restarting", "degraded", "held", "failed",
-                                                                  "gave up") else ""
+        style = (
+            _STATE_STYLES.get(state or "", "")
+            if state in ("restarting", "degraded", "held", "failed", "gave up")
+            else ""
+        )
         self._print(f"lrsup: {detail}", style)
 
     def on_time_lost(self, seconds: float) -> None:
@@ -448,7 +483,7 @@ class LiveDisplay:
         history = dict(self.history)
         best = dict(self.best)
         for key, value in record.logs.items():
-            history[key] = [*history.get(key, ()), value][-4 * SPARK_WIDTH:]
+            history[key] = [*history.get(key, ()), value][-4 * SPARK_WIDTH :]
             direction = metric_direction(key)
             if direction is None or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
@@ -457,7 +492,7 @@ class LiveDisplay:
                 best[key] = (value, shown)
         self.history, self.best = history, best
         if self.lr is not None:
-            self.lr_history = [*self.lr_history, self.lr][-4 * SPARK_WIDTH:]
+            self.lr_history = [*self.lr_history, self.lr][-4 * SPARK_WIDTH :]
 
     # -- rendering (the refresh thread, at most 4 times a second) -----------------
     def _render(self) -> Any:
@@ -511,8 +546,7 @@ class LiveDisplay:
         grid.add_column(no_wrap=True)
         last = self._last_batch
         epoch, batch, step = self.epoch, self.batch, self.step
-        if last is not None and (epoch is None or last.epoch > epoch
-                                 or (last.epoch == epoch and not self._epoch_done)):
+        if last is not None and (epoch is None or last.epoch > epoch or (last.epoch == epoch and not self._epoch_done)):
             epoch, batch, step = last.epoch, last.batch + 1, last.step
             done_in_epoch = False
         else:
@@ -569,8 +603,7 @@ class LiveDisplay:
         epoch_logs = self.metrics
         names: list[str] = []
         for key in (*epoch_logs, *batch_logs):
-            base = key.removeprefix("val_") if key.startswith("val_") and key[4:] in (*epoch_logs, *batch_logs) \
-                else key
+            base = key.removeprefix("val_") if key.startswith("val_") and key[4:] in (*epoch_logs, *batch_logs) else key
             if base not in names and base not in _LR_KEYS:
                 names.append(base)
         table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")

@@ -77,12 +77,28 @@ def writer_of(payload: bytes):
 
 
 def save(store: CheckpointStore, name: str, payload: bytes = b"x", step: int = 0, **kw):
-    return store.save(name, writer_of(payload), suffix=".bin", epoch=kw.get("epoch"), step=step, lr=0.1,
-                      multiplier=None, epoch_end=kw.get("epoch_end", False))
+    return store.save(
+        name,
+        writer_of(payload),
+        suffix=".bin",
+        epoch=kw.get("epoch"),
+        step=step,
+        lr=0.1,
+        multiplier=None,
+        epoch_end=kw.get("epoch_end", False),
+    )
 
 
-def train(agent: Agent, handle: StateHandle, *, epochs: int, steps: int, first_epoch: int = 0, step: int = 0,
-          before_epoch_end=None) -> int:
+def train(
+    agent: Agent,
+    handle: StateHandle,
+    *,
+    epochs: int,
+    steps: int,
+    first_epoch: int = 0,
+    step: int = 0,
+    before_epoch_end=None,
+) -> int:
     """A training loop as fit runs it: batch_begin (if a schedule), update, batch_end, epoch_end."""
     for epoch in range(first_epoch, first_epoch + epochs):
         for batch in range(steps):
@@ -217,8 +233,13 @@ def test_agent_checkpoints_at_start_and_epoch_end_before_the_epoch_record(run_di
         agent.start(handle, step=0)
         train(agent, handle, epochs=2, steps=3)
     kinds = [(r["type"], r.get("name")) for r in records(run_dir) if r["type"] in ("checkpoint", "epoch")]
-    assert kinds == [("checkpoint", "step-0000000"), ("checkpoint", "epoch-0000"), ("epoch", None),
-                     ("checkpoint", "epoch-0001"), ("epoch", None)]
+    assert kinds == [
+        ("checkpoint", "step-0000000"),
+        ("checkpoint", "epoch-0000"),
+        ("epoch", None),
+        ("checkpoint", "epoch-0001"),
+        ("epoch", None),
+    ]
     ck = records(run_dir, "checkpoint")
     assert [(r["epoch"], r["step"]) for r in ck] == [(None, 0), (0, 3), (1, 6)]
     # the epoch-end checkpoint holds the weights after that epoch
@@ -266,11 +287,11 @@ def test_rollback_restores_weights_rewinds_the_step_and_sets_lr(run_dir):
     control = Control(run_dir)
     with make_agent(run_dir, keep_last=10) as agent:
         agent.start(handle, step=0)
-        train(agent, handle, epochs=2, steps=4)   # w = -0.8 at step 8; epoch-0000 holds w = -0.4
+        train(agent, handle, epochs=2, steps=4)  # w = -0.8 at step 8; epoch-0000 holds w = -0.4
         seq = control.send("rollback", checkpoint="epoch-0000", lr=0.01, skip_batches=0)
         step = train(agent, handle, epochs=1, steps=1, first_epoch=2, step=8)  # polls after step 9
         assert handle.w == pytest.approx(-0.4)
-        assert handle.iterations == 4                  # back at the checkpoint's step
+        assert handle.iterations == 4  # back at the checkpoint's step
         assert handle.lr == 0.01
         train(agent, handle, epochs=1, steps=2, first_epoch=3, step=step)
     acks = [r for r in records(run_dir, "ack") if r["seq"] == seq]
@@ -324,8 +345,10 @@ def test_set_schedule_refused_under_a_native_schedule(run_dir):
     control = Control(run_dir)
     with make_agent(run_dir) as agent:
         agent.start(handle, step=0)
-        seq = control.send("set_schedule", schedule={"kind": "step_decay", "initial_learning_rate": 0.1,
-                                                     "factor": 0.5, "every_steps": 2})
+        seq = control.send(
+            "set_schedule",
+            schedule={"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 2},
+        )
         agent.batch_end(handle, epoch=0, batch=0, step=1)
         assert not agent.schedule_active
     assert [r["seq"] for r in records(run_dir, "error")] == [seq]
@@ -358,8 +381,9 @@ def test_retain_and_configure(run_dir):
         agent.start(handle, step=0)
         control.send("checkpoint", name="keepme")
         control.send("retain", keep=["keepme", "nothing-yet"])
-        control.send("configure", batch_every=1, batch_min_interval=0.0, checkpoint_every_epochs=0,
-                     checkpoint_every_steps=2)
+        control.send(
+            "configure", batch_every=1, batch_min_interval=0.0, checkpoint_every_epochs=0, checkpoint_every_steps=2
+        )
         agent.batch_end(handle, epoch=0, batch=0, step=0)
         assert agent.batch_every == 1
         train(agent, handle, epochs=1, steps=4)
@@ -403,13 +427,24 @@ def test_fake_trainer_checkpoints_and_restores_without_tensorflow(run_dir):
     args = [sys.executable, str(fake), "--epochs", "3", "--steps", "4", "--checkpoints"]
     subprocess.run(args, env=env, check=True, timeout=60, capture_output=True)
     first = records(run_dir, "epoch")
-    assert [r["name"] for r in records(run_dir, "checkpoint")] == ["step-0000000", "epoch-0000", "epoch-0001",
-                                                                   "epoch-0002"]
-    out = subprocess.run(args, env={**env, "LRSUP_RESTORE": "epoch-0000", "LRSUP_ATTEMPT": "2"}, check=True,
-                         timeout=60, capture_output=True, text=True)
+    assert [r["name"] for r in records(run_dir, "checkpoint")] == [
+        "step-0000000",
+        "epoch-0000",
+        "epoch-0001",
+        "epoch-0002",
+    ]
+    out = subprocess.run(
+        args,
+        env={**env, "LRSUP_RESTORE": "epoch-0000", "LRSUP_ATTEMPT": "2"},
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert "restored epoch-0000 at step 4, epoch 1" in out.stdout
     start = records(run_dir, "start")[-1]
     assert (start["initial_epoch"], start["step"]) == (1, 4)
-    again = records(run_dir, "epoch")[len(first):]
+    again = records(run_dir, "epoch")[len(first) :]
     assert [(r["epoch"], r["step"], r["logs"]["w"]) for r in again] == [
-        (e["epoch"], e["step"], pytest.approx(e["logs"]["w"])) for e in first[1:]]
+        (e["epoch"], e["step"], pytest.approx(e["logs"]["w"])) for e in first[1:]
+    ]

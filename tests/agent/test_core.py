@@ -430,8 +430,12 @@ def test_defaults_without_config_json(run_dir):
 
 @pytest.mark.parametrize(
     "config, quoted",
-    [({"agent": {"batch_every": 0}}, "0"), ({"agent": {"verdict_timeout": "soon"}}, "'soon'"), ({"agent": 3}, "3"),
-     ({"agent": {"batch_min_interval": -0.5}}, "batch_min_interval must be a number of seconds >= 0")],
+    [
+        ({"agent": {"batch_every": 0}}, "0"),
+        ({"agent": {"verdict_timeout": "soon"}}, "'soon'"),
+        ({"agent": 3}, "3"),
+        ({"agent": {"batch_min_interval": -0.5}}, "batch_min_interval must be a number of seconds >= 0"),
+    ],
 )
 def test_a_bad_config_json_names_the_file_and_the_value(run_dir, config, quoted):
     (run_dir / "config.json").write_text(json.dumps(config))

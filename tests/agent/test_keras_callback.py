@@ -20,12 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
-from lrsup.supervisor.agent import keras_callback  # noqa: E402
-from lrsup.supervisor.agent import launcher  # noqa: E402
-from lrsup.supervisor.agent.keras_callback import KerasOptimizerHandle, LrsupCallback, ScaledSchedule  # noqa: E402
-from lrsup.supervisor.protocol.doorbell import BELL_FILE, Bell, ControlWriter  # noqa: E402
-from lrsup.supervisor.protocol.jsonl import Appender, LineSplitter, iter_objects  # noqa: E402
-from lrsup.supervisor.protocol.wire import (  # noqa: E402
+from lrsup.supervisor.agent import (
+    keras_callback,
+    launcher,
+)
+from lrsup.supervisor.agent.keras_callback import KerasOptimizerHandle, LrsupCallback, ScaledSchedule
+from lrsup.supervisor.protocol.doorbell import BELL_FILE, Bell, ControlWriter
+from lrsup.supervisor.protocol.jsonl import Appender, LineSplitter, iter_objects
+from lrsup.supervisor.protocol.wire import (
     CONTROL_FILE,
     ENV_RUN_DIR,
     METRICS_FILE,
@@ -138,8 +140,14 @@ def make_model(learning_rate, momentum: float = 0.0):
 def fit(model, *callbacks, epochs: int, initial_epoch: int = 0):
     x = np.ones((STEPS * 8, 1), "float32")
     return model.fit(
-        x, np.zeros_like(x), batch_size=8, epochs=epochs, initial_epoch=initial_epoch,
-        verbose=0, shuffle=False, callbacks=list(callbacks),
+        x,
+        np.zeros_like(x),
+        batch_size=8,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        verbose=0,
+        shuffle=False,
+        callbacks=list(callbacks),
     )
 
 
@@ -223,8 +231,13 @@ def test_stop_finishes_the_epoch_and_ends_fit(run_dir):
 def test_handle_refuses_what_it_cannot_change():
     optimizer = keras.optimizers.SGD(0.1, momentum=0.0)
     handle = KerasOptimizerHandle(optimizer)
-    for name, match in [("momentum", "is 0"), ("nesterov", "not a number"), ("iterations", "cannot be set"),
-                        ("weight_decay", "None"), ("nothing", "no hyperparameter")]:
+    for name, match in [
+        ("momentum", "is 0"),
+        ("nesterov", "not a number"),
+        ("iterations", "cannot be set"),
+        ("weight_decay", "None"),
+        ("nothing", "no hyperparameter"),
+    ]:
         with pytest.raises(ValueError, match=match):
             handle.set_hparam(name, 0.5)
     handle.set_lr(0.02)
@@ -345,7 +358,7 @@ def test_rollback_restores_exact_weights_and_sets_the_lr(run_dir):
         fit(model, probe, LrsupCallback(run_dir), epochs=3)
     w = probe.weights
     assert kernel(model) == pytest.approx(w[STEPS] - 0.01 * STEPS, abs=1e-6)  # from epoch 0's weights
-    np.testing.assert_allclose(probe.deltas()[:2 * STEPS], [0.1] * 2 * STEPS, rtol=1e-5)
+    np.testing.assert_allclose(probe.deltas()[: 2 * STEPS], [0.1] * 2 * STEPS, rtol=1e-5)
     (ack,) = records(run_dir, "ack")
     assert (ack["cmd"], ack["epoch"], ack["step"]) == ("rollback", 1, STEPS) and ack["lr"] == pytest.approx(0.01)
     assert int(model.optimizer.iterations.numpy()) == 2 * STEPS  # the step went back to the checkpoint's
@@ -354,8 +367,11 @@ def test_rollback_restores_exact_weights_and_sets_the_lr(run_dir):
 
 
 def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
-    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0,
-                                                                "batch_every": 1, "batch_min_interval": 0}}))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0, "batch_every": 1, "batch_min_interval": 0}}
+        )
+    )
 
     class Sender(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -389,8 +405,12 @@ def test_set_schedule_drives_the_lr_at_every_step(run_dir):
     with MiniSupervisor(run_dir, plan):
         fit(model, probe, LrsupCallback(run_dir), epochs=4)
     s = Schedule(spec)
-    expected = ([0.1] * STEPS + [s(k) for k in range(STEPS, 2 * STEPS)]
-                + [0.5 * s(k) for k in range(2 * STEPS, 3 * STEPS)] + [0.5 * s(3 * STEPS - 1)] * STEPS)
+    expected = (
+        [0.1] * STEPS
+        + [s(k) for k in range(STEPS, 2 * STEPS)]
+        + [0.5 * s(k) for k in range(2 * STEPS, 3 * STEPS)]
+        + [0.5 * s(3 * STEPS - 1)] * STEPS
+    )
     np.testing.assert_allclose(probe.deltas(), expected, rtol=1e-4)
     assert [a["cmd"] for a in records(run_dir, "ack")] == ["set_schedule", "scale_lr", "clear_schedule"]
 
@@ -455,8 +475,11 @@ def test_batch_records_carry_the_lr_that_lrsup_schedule_set_at_each_step(run_dir
     from lrsup.supervisor.protocol.schedules import Schedule
 
     spec = {"kind": "exponential_decay", "initial_learning_rate": 0.2, "decay_steps": 4, "decay_rate": 0.5}
-    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
-                                                               "batch_every": 1, "batch_min_interval": 0}}))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0, "batch_every": 1, "batch_min_interval": 0}}
+        )
+    )
     model = make_model(0.1)
     with MiniSupervisor(run_dir, {0: [("set_schedule", {"schedule": spec})]}):
         fit(model, LrsupCallback(run_dir), epochs=2)
@@ -474,19 +497,34 @@ def test_batch_records_show_a_script_callback_changing_the_lr_within_lr_max_age(
         def on_train_batch_begin(self, batch, logs=None):
             self.model.optimizer.learning_rate = 0.01 * (batch + 1)
 
-    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0,
-                                                               "batch_every": 1, "batch_min_interval": 0}}))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {"agent": {"verdict_timeout": 10.0, "heartbeat_interval": 60.0, "batch_every": 1, "batch_min_interval": 0}}
+        )
+    )
     with MiniSupervisor(run_dir):
         fit(make_model(0.1), Warmup(), LrsupCallback(run_dir), epochs=1)
     assert [b["lr"] for b in records(run_dir, "batch")] == pytest.approx([0.01 * (k + 1) for k in range(STEPS)])
 
 
 def test_batch_min_interval_from_config_json_or_the_callback_thins_batch_records(tmp_path):
-    for name, kwargs, expected in [("config", {}, [1]),  # the fit's first block, then none within the hour
-                                   ("argument", {"batch_min_interval": 0}, list(range(1, 2 * STEPS + 1)))]:
+    for name, kwargs, expected in [
+        ("config", {}, [1]),  # the fit's first block, then none within the hour
+        ("argument", {"batch_min_interval": 0}, list(range(1, 2 * STEPS + 1))),
+    ]:
         run = tmp_path / name
         run.mkdir()
-        (run / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "heartbeat_interval": 60.0,
-                                                               "batch_every": 1, "batch_min_interval": 3600}}))
+        (run / "config.json").write_text(
+            json.dumps(
+                {
+                    "agent": {
+                        "verdict_timeout": 0,
+                        "heartbeat_interval": 60.0,
+                        "batch_every": 1,
+                        "batch_min_interval": 3600,
+                    }
+                }
+            )
+        )
         fit(make_model(0.1), LrsupCallback(run, **kwargs), epochs=2)
         assert [b["step"] for b in records(run, "batch")] == expected, name

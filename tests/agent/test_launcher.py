@@ -23,7 +23,11 @@ def launch(cwd: Path, script: str, *args: str, env: dict | None = None, timeout:
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "lrsup.supervisor.agent.launcher", script, *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -126,7 +130,9 @@ def test_fit_is_patched_when_keras_is_imported_even_after_a_find_spec(tmp_path):
 def test_a_real_keras_script_gets_one_agent_per_fit(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0, "batch_every": 2, "batch_min_interval": 0}}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"agent": {"verdict_timeout": 0, "batch_every": 2, "batch_min_interval": 0}})
+    )
     write(
         tmp_path / "train.py",
         """

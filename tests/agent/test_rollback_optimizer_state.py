@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from lrsup.supervisor.agent.keras_callback import LrsupCallback
 from tests.agent.test_keras_callback import (  # noqa: E402  (imports keras, or skips)
     STEPS,
     MiniSupervisor,
@@ -18,7 +19,6 @@ from tests.agent.test_keras_callback import (  # noqa: E402  (imports keras, or 
     make_model,
     run_dir,  # noqa: F401  (fixture)
 )
-from lrsup.supervisor.agent.keras_callback import LrsupCallback
 
 pytestmark = [pytest.mark.keras, pytest.mark.timeout(180)]
 

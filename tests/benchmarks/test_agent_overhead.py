@@ -40,14 +40,23 @@ def test_median_ci_covers_the_median_about_95_percent_of_the_time() -> None:
 
 def _result(median: float, ci: tuple[float, float]) -> dict:
     stats = {"median": median, "iqr": (ci[0] - 0.01, ci[1] + 0.01), "ci": ci, "n": 100}
-    return {"cpu": stats, "wall": stats, "rounds": 100, "hook_mean": 50e-6,
-            "per_step": {"without": {"wall": 5e-3, "cpu": 5e-3}}}
+    return {
+        "cpu": stats,
+        "wall": stats,
+        "rounds": 100,
+        "hook_mean": 50e-6,
+        "per_step": {"without": {"wall": 5e-3, "cpu": 5e-3}},
+    }
 
 
 @pytest.mark.parametrize(
     "ci, word",
-    [((0.001, 0.004), "**met**"), ((0.012, 0.02), "**not met**"), ((0.004, 0.015), "**not resolved**"),
-     ((float("nan"), float("nan")), "**not resolved**")],
+    [
+        ((0.001, 0.004), "**met**"),
+        ((0.012, 0.02), "**not met**"),
+        ((0.004, 0.015), "**not resolved**"),
+        ((float("nan"), float("nan")), "**not resolved**"),
+    ],
 )
 def test_verdict_follows_the_cpu_confidence_interval(ci, word) -> None:
     (line,) = ao._verdicts({"medium": _result(0.008, ci)})  # medium: target 1%
@@ -80,16 +89,26 @@ def test_data_fills_the_epoch_with_repeated_digits() -> None:
     pytest.importorskip("sklearn")
     x, y = ao._data(ao.epoch_steps(ao.ARMS))
     assert x.shape == (200 * ao.BATCH, 64) and y.shape == (200 * ao.BATCH,)
-    assert (x[:1797] == x[1797:2 * 1797]).all() and 0 <= x.min() and x.max() <= 1
+    assert (x[:1797] == x[1797 : 2 * 1797]).all() and 0 <= x.min() and x.max() <= 1
     assert ao._data(56)[0].shape == (1792, 64) and (ao._data(56)[0] == x[:1792]).all()
 
 
 def test_parts_row_says_which_comparisons_a_two_arm_model_did_not_run() -> None:
     stats = {"median": 0.004, "iqr": (-0.05, 0.06), "ci": (0.001, 0.008), "n": 900}
-    result = {**_result(0.004, (0.001, 0.008)), "steps": 56, "solo_steps_per_record": 20.0,
-              "steps_per_record": 20.0, "noop_cpu": None, "beyond_cpu": None, "every10_cpu": None,
-              "hook_median": 9e-6, "hook_p90": 20e-6, "epoch_end_wall": 0.07, "epoch_end_cpu": 0.06,
-              "per_step": {arm: {"wall": 5e-3, "cpu": 5e-3} for arm in ("without", "with")}}
+    result = {
+        **_result(0.004, (0.001, 0.008)),
+        "steps": 56,
+        "solo_steps_per_record": 20.0,
+        "steps_per_record": 20.0,
+        "noop_cpu": None,
+        "beyond_cpu": None,
+        "every10_cpu": None,
+        "hook_median": 9e-6,
+        "hook_p90": 20e-6,
+        "epoch_end_wall": 0.07,
+        "epoch_end_cpu": 0.06,
+        "per_step": {arm: {"wall": 5e-3, "cpu": 5e-3} for arm in ("without", "with")},
+    }
     (row,) = ao._parts_rows({"medium": result})
     assert row[2:5] == ["not run (two arms only)"] * 3
     (row,) = ao._parts_rows({"small-64": {**result, "noop_cpu": stats, "beyond_cpu": stats, "every10_cpu": stats}})
@@ -107,8 +126,9 @@ def _tiny_fit_setup(tmp_path: Path):
     run.mkdir()
     dense_run.mkdir()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    )
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     return ao._callbacks(keras), x, y, run, dense_run, model
 
@@ -122,8 +142,15 @@ def test_interleaved_fit_gives_each_arm_its_blocks_and_the_agents_their_records(
         agent = timed(run, verdict_timeout=10.0)
         dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
         epochs = 9
-        cbl = interleaver(model, ao.ARMS, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs,
-                          steps=steps, start_step=int(model.optimizer.iterations))
+        cbl = interleaver(
+            model,
+            ao.ARMS,
+            {"with": agent, "every10": dense},
+            noop_cls(),
+            epochs=epochs,
+            steps=steps,
+            start_step=int(model.optimizer.iterations),
+        )
         agent.clock = lambda: cbl.arm_clock("with")
         model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
 
@@ -173,12 +200,19 @@ def test_a_two_arm_fit_alternates_without_and_with_and_leaves_the_other_callback
         agent = timed(run, verdict_timeout=10.0)
         dense = timed(dense_run, verdict_timeout=10.0, batch_min_interval=0.0)
         epochs = 8  # 10 steps an epoch: a block each
-        cbl = interleaver(model, ao.VERDICT_ARMS, {"with": agent, "every10": dense}, noop_cls(), epochs=epochs,
-                          steps=steps, start_step=0)
+        cbl = interleaver(
+            model,
+            ao.VERDICT_ARMS,
+            {"with": agent, "every10": dense},
+            noop_cls(),
+            epochs=epochs,
+            steps=steps,
+            start_step=0,
+        )
         model.fit(x, y, batch_size=ao.BATCH, epochs=epochs, verbose=0, callbacks=cbl)
     assert cbl.orders == (("without", "with"), ("with", "without"))
     # from step 0 the first block holds 9 steps (the agent's bucket 0) and the last one 1
-    assert [b["arm"] for b in cbl.blocks] == (["without", "with", "with", "without"] * epochs)[:epochs + 1]
+    assert [b["arm"] for b in cbl.blocks] == (["without", "with", "with", "without"] * epochs)[: epochs + 1]
     assert len(agent.epoch_end) == epochs
     assert dense.epoch_end == [] and not (dense_run / "metrics.jsonl").exists()  # not in this fit
     rounds = cbl.rounds(skip_epoch=0)

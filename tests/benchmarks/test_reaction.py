@@ -14,10 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import reaction  # noqa: E402
-from lrsup.supervisor.run import inotify  # noqa: E402
-from lrsup.supervisor.run import runner
-from lrsup.supervisor.run.follower import Follower  # noqa: E402
+from benchmarks import reaction
+from lrsup.supervisor.run import (
+    inotify,
+    runner,
+)
+from lrsup.supervisor.run.follower import Follower
 
 
 def test_rank_quantile_is_a_value_that_occurred() -> None:

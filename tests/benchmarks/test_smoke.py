@@ -44,7 +44,10 @@ def test_benchmark_runs_in_smoke_mode(name: str, expect: str) -> None:
     before = _doc_state()
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER.format(name=name, module=f"benchmarks.{name}")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SMOKE-OK" in proc.stdout

@@ -29,17 +29,23 @@ def invoke(*args: str):
 
 # -- ls / status -----------------------------------------------------------------
 
+
 def test_ls_shows_every_run_newest_first(runs):
     make_run(runs, "20261126T100000Z-done", epochs=6)
     make_run(runs, "20261126T110000Z-live", outcome=None, epochs=10, epochs_done=3, t0=3600, state=live_state())
-    make_run(runs, "20261126T120000Z-gone", outcome=None, epochs_done=2, t0=7200,
-             state={**live_state(), "supervisor_pid": dead_pid()})
+    make_run(
+        runs,
+        "20261126T120000Z-gone",
+        outcome=None,
+        epochs_done=2,
+        t0=7200,
+        state={**live_state(), "supervisor_pid": dead_pid()},
+    )
     result = invoke("ls")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     rows = [line for line in lines if "20261126T" in line]
-    assert [r.split()[1] for r in rows] == ["20261126T120000Z-gone", "20261126T110000Z-live",
-                                            "20261126T100000Z-done"]
+    assert [r.split()[1] for r in rows] == ["20261126T120000Z-gone", "20261126T110000Z-live", "20261126T100000Z-done"]
     gone, live, done = rows
     assert "stale (supervisor gone: lrsup resume 20261126T120000Z-gone)" in gone
     assert "running" in live and "3/10" in live
@@ -54,14 +60,32 @@ def test_ls_without_runs(runs):
 
 
 def test_status_in_detail(runs):
-    make_run(runs, "20261126T100000Z-train", outcome=None, epochs=10, epochs_done=5,
-             state=live_state(held={"who": "ana@gpu3", "why": "checking"}, restarts=1, attempt=2))
+    make_run(
+        runs,
+        "20261126T100000Z-train",
+        outcome=None,
+        epochs=10,
+        epochs_done=5,
+        state=live_state(held={"who": "ana@gpu3", "why": "checking"}, restarts=1, attempt=2),
+    )
     result = invoke("status", "2026")
     assert result.exit_code == 0, result.output
     out = result.stdout
-    for expected in ("running", "attempt       2", "restarts      1", "5/10", "step          20",
-                     "lr            0.05", "val_loss=0.6", "best", "who=ana@gpu3", "degraded      no",
-                     "plateau", "scale_lr", "has not improved"):
+    for expected in (
+        "running",
+        "attempt       2",
+        "restarts      1",
+        "5/10",
+        "step          20",
+        "lr            0.05",
+        "val_loss=0.6",
+        "best",
+        "who=ana@gpu3",
+        "degraded      no",
+        "plateau",
+        "scale_lr",
+        "has not improved",
+    ):
         assert expected in out, (expected, out)
 
 
@@ -75,6 +99,7 @@ def test_status_of_a_missing_or_ambiguous_run_exits_2(runs):
 
 
 # -- logs ------------------------------------------------------------------------
+
 
 def test_logs_prints_trainer_log(runs):
     make_run(runs, "r", trainer_log="line 1\nline 2\n")
@@ -111,6 +136,7 @@ def test_logs_follow_of_a_finished_run_prints_and_returns(runs):
 
 # -- watch -----------------------------------------------------------------------
 
+
 def test_watch_a_finished_run_shows_its_last_state_and_returns(runs):
     make_run(runs, "r")
     result = invoke("watch", "r")
@@ -124,17 +150,40 @@ def test_watch_follows_a_live_run_until_it_ends(runs):
 
     def trainer():
         time.sleep(0.5)
-        with Appender(run / "metrics.jsonl") as m, Appender(run / "journal.jsonl") as j, \
-                open(run / "trainer.log", "a") as log:
+        with (
+            Appender(run / "metrics.jsonl") as m,
+            Appender(run / "journal.jsonl") as j,
+            open(run / "trainer.log", "a") as log,
+        ):
             m.write(EpochRecord(time=T0 + 50, epoch=2, step=12, lr=0.1, logs={"val_loss": 0.5}).to_json())
             log.write("fake: epoch 2\n")
             log.flush()
-            j.write({"v": PROTOCOL_VERSION, "type": "decision", "time": T0 + 50, "seq": 9, "policy": "plateau",
-                     "action": "scale_lr", "lr": 0.02, "reason": "watched cut", "epoch": 2, "step": 12,
-                     "suppressed": None})
+            j.write(
+                {
+                    "v": PROTOCOL_VERSION,
+                    "type": "decision",
+                    "time": T0 + 50,
+                    "seq": 9,
+                    "policy": "plateau",
+                    "action": "scale_lr",
+                    "lr": 0.02,
+                    "reason": "watched cut",
+                    "epoch": 2,
+                    "step": 12,
+                    "suppressed": None,
+                }
+            )
             m.write(EndRecord(time=T0 + 51, reason="completed", epoch=2, step=12).to_json())
-            j.write({"v": PROTOCOL_VERSION, "type": "event", "time": T0 + 52, "event": "finished",
-                     "detail": "training completed (exit status 0)", "status": 0})
+            j.write(
+                {
+                    "v": PROTOCOL_VERSION,
+                    "type": "event",
+                    "time": T0 + 52,
+                    "event": "finished",
+                    "detail": "training completed (exit status 0)",
+                    "status": 0,
+                }
+            )
         write_state(run / "supervisor.json", {**live_state(), "state": "exited", "exit_status": 0})
 
     thread = threading.Thread(target=trainer)
@@ -144,12 +193,19 @@ def test_watch_follows_a_live_run_until_it_ends(runs):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "old" not in out  # the log is followed from where it was
-    for expected in ("epoch 2/8", "watching r", "epoch 3/8 val_loss=0.5 lr=0.1", "fake: epoch 2",
-                     "decision plateau scale_lr 0.02: watched cut", "training completed (exit status 0)"):
+    for expected in (
+        "epoch 2/8",
+        "watching r",
+        "epoch 3/8 val_loss=0.5 lr=0.1",
+        "fake: epoch 2",
+        "decision plateau scale_lr 0.02: watched cut",
+        "training completed (exit status 0)",
+    ):
         assert expected in out, (expected, out)
 
 
 # -- operator requests -------------------------------------------------------------
+
 
 def requests_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "requests.jsonl").read_text().splitlines()]
@@ -163,7 +219,10 @@ def test_set_lr_hold_release_reach_the_operator_channel(runs):
     assert result.exit_code == 0 and "sent release to r" in result.stdout
     sent = requests_of(run)
     assert [(r["op"], r.get("lr"), r.get("why")) for r in sent] == [
-        ("set_lr", 0.003, "too hot"), ("hold", None, "looking"), ("release", None, None)]
+        ("set_lr", 0.003, "too hot"),
+        ("hold", None, "looking"),
+        ("release", None, None),
+    ]
     assert all("@" in r["who"] and r["v"] == PROTOCOL_VERSION for r in sent)
 
 
@@ -214,6 +273,7 @@ def test_stop_gives_up_waiting_after_the_timeout(runs):
 
 # -- resume / replay -----------------------------------------------------------------
 
+
 def test_resume_calls_the_runner_and_exits_with_its_status(runs, monkeypatch):
     run = make_run(runs, "r", outcome=None, state={**live_state(), "supervisor_pid": dead_pid()})
     calls = []
@@ -245,8 +305,15 @@ def test_resume_and_replay_say_so_when_their_modules_are_missing(runs, monkeypat
 def fake_replay(monkeypatch, seen):
     def replay(run_dir, config):
         seen.append((run_dir, config))
-        yield {"epoch": 3, "step": 16, "policy": "plateau", "action": "scale_lr", "lr": 0.05,
-               "reason": "no improvement", "suppressed": None}
+        yield {
+            "epoch": 3,
+            "step": 16,
+            "policy": "plateau",
+            "action": "scale_lr",
+            "lr": 0.05,
+            "reason": "no improvement",
+            "suppressed": None,
+        }
 
     module = types.ModuleType("lrsup.supervisor.engine.replay")
     module.replay = replay
@@ -277,6 +344,7 @@ def test_replay_with_an_invalid_config_exits_2(runs, monkeypatch, tmp_path):
 
 
 # -- report / export -----------------------------------------------------------------
+
 
 def test_report_of_one_run(runs):
     run = make_run(runs, "r")
@@ -331,8 +399,11 @@ def test_export_tensorboard_or_its_missing_extra(runs, tmp_path):
 
 # -- help --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["ls", "status", "logs", "watch", "set-lr", "hold", "release", "stop",
-                                     "resume", "replay", "report", "export"])
+
+@pytest.mark.parametrize(
+    "command",
+    ["ls", "status", "logs", "watch", "set-lr", "hold", "release", "stop", "resume", "replay", "report", "export"],
+)
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout

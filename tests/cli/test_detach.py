@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
 LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
 CONFIG = '[[policy]]\nuse = "plateau"\nfactor = 0.5\npatience = 1\n[run]\ngrace_period = 1.0\n'
@@ -27,8 +25,9 @@ def alive(pid: int) -> bool:
 
 
 def lrsup(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def finished(run_dir: Path) -> dict | None:
@@ -54,8 +53,21 @@ def test_detached_run_returns_at_once_and_completes_in_the_background(tmp_path):
     run_dir = None
     try:
         t = time.monotonic()
-        result = lrsup("run", "--detach", str(FAKE), "--", "--epochs", "15", "--steps", "4", "--sleep", "0.02",
-                       "--val-loss", "0.9,0.8,0.8", cwd=tmp_path)
+        result = lrsup(
+            "run",
+            "--detach",
+            str(FAKE),
+            "--",
+            "--epochs",
+            "15",
+            "--steps",
+            "4",
+            "--sleep",
+            "0.02",
+            "--val-loss",
+            "0.9,0.8,0.8",
+            cwd=tmp_path,
+        )
         took = time.monotonic() - t
         assert result.returncode == 0, result.stderr
         assert took < 15, took
@@ -87,8 +99,7 @@ def test_detached_run_is_in_its_own_session_and_watchable(tmp_path):
     pids: list[int] = []
     run_dir = None
     try:
-        result = lrsup("run", "-d", str(FAKE), "--", "--epochs", "20", "--steps", "4", "--sleep", "0.03",
-                       cwd=tmp_path)
+        result = lrsup("run", "-d", str(FAKE), "--", "--epochs", "20", "--steps", "4", "--sleep", "0.03", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         run_dir = Path(result.stdout.strip())
         pid = int(re.search(r"pid (\d+)", result.stderr).group(1))
@@ -122,15 +133,22 @@ def test_ctrl_c_on_watch_and_logs_leaves_the_run_alone(tmp_path):
     pids: list[int] = []
     run_dir = None
     try:
-        result = lrsup("run", "--detach", str(FAKE), "--", "--epochs", "1000", "--steps", "4", "--sleep", "0.02",
-                       cwd=tmp_path)
+        result = lrsup(
+            "run", "--detach", str(FAKE), "--", "--epochs", "1000", "--steps", "4", "--sleep", "0.02", cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
         run_dir = Path(result.stdout.strip())
         supervisor = int(re.search(r"pid (\d+)", result.stderr).group(1))
         pids.append(supervisor)
         for command in (["watch"], ["logs", "-f"]):
-            viewer = subprocess.Popen([*LRSUP, *command, run_dir.name], cwd=tmp_path, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            viewer = subprocess.Popen(
+                [*LRSUP, *command, run_dir.name],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
             time.sleep(2.0)
             viewer.send_signal(signal.SIGINT)
             out, err = viewer.communicate(timeout=20)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lrsup.supervisor.history.runinfo import MissingExtraError
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord
 from lrsup.supervisor.run.range_test import (
     LR_FIND_PNG,
     RangeTestCurve,
@@ -22,8 +24,6 @@ from lrsup.supervisor.run.range_test import (
     range_test_config,
     range_test_curve,
 )
-from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord
-from lrsup.supervisor.history.runinfo import MissingExtraError
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
 LRSUP = [sys.executable, "-m", "lrsup.supervisor.cli.main"]
@@ -31,8 +31,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def lrsup(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -43,8 +44,21 @@ def read_jsonl(path: Path) -> list[dict]:
 def fake_run(tmp_path_factory):
     """One range test of 20 steps on the fake trainer (10 epochs x 10 steps asked)."""
     cwd = tmp_path_factory.mktemp("lr_find")
-    result = lrsup("lr-find", "--steps", "20", "--run-dir", "run", str(FAKE), "--", "--epochs", "10",
-                   "--steps", "10", "--checkpoints", cwd=cwd)
+    result = lrsup(
+        "lr-find",
+        "--steps",
+        "20",
+        "--run-dir",
+        "run",
+        str(FAKE),
+        "--",
+        "--epochs",
+        "10",
+        "--steps",
+        "10",
+        "--checkpoints",
+        cwd=cwd,
+    )
     return result, cwd / "run"
 
 
@@ -64,7 +78,7 @@ def test_lr_find_prints_the_suggestion_it_rolled_back_with(fake_run):
     # ramp goes out in the start barrier): 21 updates from 1e-7 to 10, x 10**0.4 a step.
     assert len(curve.lrs) == len(curve.losses) == len(curve.smoothed) == 21
     assert curve.lrs[0] == pytest.approx(1e-7) and curve.lrs[-1] == pytest.approx(10.0)
-    assert [b / a for a, b in zip(curve.lrs, curve.lrs[1:])] == pytest.approx([10 ** 0.4] * 20)
+    assert [b / a for a, b in zip(curve.lrs, curve.lrs[1:])] == pytest.approx([10**0.4] * 20)
 
 
 def test_lr_find_stops_the_run_once_the_test_is_over(fake_run):
@@ -88,11 +102,14 @@ def test_lr_find_writes_the_plot(fake_run):
     assert f"plot: {png}" in result.stdout
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--steps", "5"], "--steps: Input should be greater than or equal to 20 (got 5)"),
-    (["--min-lr", "1", "--max-lr", "0.1"], "min_lr must be below max_lr"),
-    (["--min-lr", "-1"], "--min-lr: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--steps", "5"], "--steps: Input should be greater than or equal to 20 (got 5)"),
+        (["--min-lr", "1", "--max-lr", "0.1"], "min_lr must be below max_lr"),
+        (["--min-lr", "-1"], "--min-lr: Input should be greater than 0"),
+    ],
+)
 def test_bad_options_are_one_line_and_exit_2(tmp_path, options, message):
     result = lrsup("lr-find", *options, str(FAKE), cwd=tmp_path)
     assert result.returncode == 2
@@ -106,8 +123,21 @@ def test_missing_script_is_exit_2(tmp_path):
 
 
 def test_a_script_too_short_for_the_test_gives_no_suggestion(tmp_path):
-    result = lrsup("lr-find", "--steps", "40", "--run-dir", "run", str(FAKE), "--", "--epochs", "2", "--steps", "10",
-                   "--checkpoints", cwd=tmp_path)
+    result = lrsup(
+        "lr-find",
+        "--steps",
+        "40",
+        "--run-dir",
+        "run",
+        str(FAKE),
+        "--",
+        "--epochs",
+        "2",
+        "--steps",
+        "10",
+        "--checkpoints",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "suggested learning rate" not in result.stdout
     assert "lrsup: no suggestion: the run ended after" in result.stderr
@@ -116,7 +146,7 @@ def test_a_script_too_short_for_the_test_gives_no_suggestion(tmp_path):
 
 def test_config_defaults_and_errors():
     config = range_test_config()
-    (name, cls, settings), = config.policies
+    ((name, cls, settings),) = config.policies
     assert (settings.mode, settings.num_steps, settings.min_lr, settings.max_lr) == ("always", 100, None, None)
     assert config.run.max_restarts == 0 and config.agent.batch_every == 1
     with pytest.raises(ValueError, match=r"^--max-lr: Input should be greater than 0 \(got 0.0\)$"):
@@ -126,8 +156,17 @@ def test_config_defaults_and_errors():
 def curve(**changes) -> RangeTestCurve:
     lrs = [10 ** (-6 + i / 10) for i in range(60)]
     losses = [2.0 - 0.02 * i if i < 50 else 1.0 + (i - 50) for i in range(60)]
-    fields = dict(lrs=lrs, losses=losses, smoothed=losses, num_steps=60, method="valley", suggestion=1e-3,
-                  suggestions={"valley": 1e-3, "steepest": 2e-3, "min_loss": None}, finished=True, why="done")
+    fields = dict(
+        lrs=lrs,
+        losses=losses,
+        smoothed=losses,
+        num_steps=60,
+        method="valley",
+        suggestion=1e-3,
+        suggestions={"valley": 1e-3, "steepest": 2e-3, "min_loss": None},
+        finished=True,
+        why="done",
+    )
     fields.update(changes)
     return RangeTestCurve(**fields)
 

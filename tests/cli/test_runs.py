@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-from lrsup.supervisor.protocol.jsonl import Appender
-from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
 from lrsup.supervisor.history.runs import (
     ProcessProbe,
     RunRefError,
@@ -19,11 +17,13 @@ from lrsup.supervisor.history.runs import (
     supervisor_alive,
     tail_objects,
 )
+from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
 
 from .conftest import T0, dead_pid, live_state, make_run
 
-
 # -- resolve_run -----------------------------------------------------------------
+
 
 def test_resolve_by_path_by_name_and_by_unique_prefix(runs, tmp_path):
     a = make_run(runs, "20261126T100000Z-train")
@@ -76,8 +76,10 @@ def test_list_runs_newest_first_and_skips_non_runs(runs):
 
 # -- summaries -------------------------------------------------------------------
 
-@pytest.mark.parametrize("outcome, state", [("completed", "completed"), ("stopped", "stopped"),
-                                            ("failed", "failed"), ("fatal", "fatal")])
+
+@pytest.mark.parametrize(
+    "outcome, state", [("completed", "completed"), ("stopped", "stopped"), ("failed", "failed"), ("fatal", "fatal")]
+)
 def test_final_states_from_the_files(runs, outcome, state):
     s = summarize(make_run(runs, "r", outcome=outcome))
     assert s.state == state and s.finished
@@ -97,8 +99,9 @@ def test_summary_fields(runs):
 def test_supervisor_json_states(runs):
     done = make_run(runs, "done", state={"supervisor_pid": dead_pid(), "state": "exited", "exit_status": 0})
     assert summarize(done).state == "completed"
-    fatal = make_run(runs, "fatal", outcome=None, state={"supervisor_pid": dead_pid(), "state": "fatal",
-                                                         "exit_status": 3})
+    fatal = make_run(
+        runs, "fatal", outcome=None, state={"supervisor_pid": dead_pid(), "state": "fatal", "exit_status": 3}
+    )
     assert summarize(fatal).state == "fatal"
     interrupted = make_run(runs, "int", outcome=None, state={"state": "failed", "exit_status": 130})
     assert summarize(interrupted).state == "stopped"
@@ -156,7 +159,7 @@ def test_garbage_and_half_written_state_are_tolerated(runs):
     run = make_run(runs, "r")
     (run / "supervisor.json").write_text('{"supervisor_pid": 1, "sta')
     with open(run / "metrics.jsonl", "a") as f:
-        f.write("garbage\n{not json}\n[1,2]\n{\"v\":1,\"type\":\"epoch\",\"epo")  # torn last line
+        f.write('garbage\n{not json}\n[1,2]\n{"v":1,"type":"epoch","epo')  # torn last line
     s = summarize(run)
     assert s.state == "completed" and s.epoch == 6
 
@@ -166,15 +169,22 @@ def test_big_metrics_file_is_read_cheaply(runs):
     import time
 
     run = make_run(runs, "big", epochs=100, epochs_done=0, outcome=None)
-    with Appender(run / "metrics.jsonl") as m:
+    with Appender(run / "metrics.jsonl"):
         step = 0
         lines = []
         for e in range(100):
             for b in range(2000):
                 step += 1
                 lines.append(BatchRecord(time=T0, epoch=e, batch=b, step=step, lr=0.1, logs={"loss": 1.0}).to_json())
-            lines.append(EpochRecord(time=T0, epoch=e, step=step, lr=0.1,
-                                     logs={"loss": 1.0, "val_loss": 5.0 - abs(e - 40) * 0.01 - (e == 40)}).to_json())
+            lines.append(
+                EpochRecord(
+                    time=T0,
+                    epoch=e,
+                    step=step,
+                    lr=0.1,
+                    logs={"loss": 1.0, "val_loss": 5.0 - abs(e - 40) * 0.01 - (e == 40)},
+                ).to_json()
+            )
         from lrsup.supervisor.protocol.wire import dumps
 
         with open(run / "metrics.jsonl", "a") as f:

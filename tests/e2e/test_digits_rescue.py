@@ -115,8 +115,9 @@ def test_sgd_lr_1e_4_is_raised_and_learns(tmp_path):
 
 def test_nan_mid_run_is_rolled_back_and_costs_under_two_points(tmp_path):
     clean = lrsup_run(tmp_path / "clean", "--optimizer", "sgd", "--lr", "0.01", "--epochs", "15")
-    poisoned = lrsup_run(tmp_path / "poison", "--optimizer", "sgd", "--lr", "0.01", "--epochs", "15",
-                         "--poison-epoch", "6")
+    poisoned = lrsup_run(
+        tmp_path / "poison", "--optimizer", "sgd", "--lr", "0.01", "--epochs", "15", "--poison-epoch", "6"
+    )
     assert clean["rc"] == 0 and poisoned["rc"] == 0, poisoned["out"][-3000:]
     assert "poisoned the weights" in poisoned["out"]
     assert [a for a in records(poisoned, "ack") if a["cmd"] == "rollback"], poisoned["journal"]

@@ -36,10 +36,21 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def range_test(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("lr_find_digits")
-    cmd = [sys.executable, "-m", "lrsup.supervisor.cli.main", "lr-find", "--run-dir", "run", str(SCRIPT), "--",
-           "--optimizer", "sgd"]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lrsup.supervisor.cli.main",
+        "lr-find",
+        "--run-dir",
+        "run",
+        str(SCRIPT),
+        "--",
+        "--optimizer",
+        "sgd",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     return proc, cwd / "run"
 
 
@@ -62,9 +73,15 @@ def test_the_suggested_lr_trains_a_plain_keras_run_well(range_test, tmp_path):
     proc, _ = range_test
     found = SUGGESTED.findall(proc.stdout)
     assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
-    plain = subprocess.run([sys.executable, str(SCRIPT), "--optimizer", "sgd", "--lr", found[0], "--epochs", "15"],
-                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
-                           stdin=subprocess.DEVNULL)
+    plain = subprocess.run(
+        [sys.executable, str(SCRIPT), "--optimizer", "sgd", "--lr", found[0], "--epochs", "15"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
     accuracy = float(re.findall(r"final val accuracy: ([0-9.]+)", plain.stdout + plain.stderr)[-1])
     assert accuracy > 0.9, f"lr {found[0]}: val accuracy {accuracy}"

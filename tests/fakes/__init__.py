@@ -42,8 +42,9 @@ class FakeHandle:
             returns an int the process exits with it.
     """
 
-    def __init__(self, pid: int, exit_on: Mapping[int, int] | None = None,
-                 step: Callable[[], int | None] | None = None) -> None:
+    def __init__(
+        self, pid: int, exit_on: Mapping[int, int] | None = None, step: Callable[[], int | None] | None = None
+    ) -> None:
         self.pid = pid
         self.returncode: int | None = None
         self.exit_on = dict(exit_on or {})
@@ -99,8 +100,13 @@ class FakeHandle:
 class FakeSpawner:
     """Hands out FakeHandles (or raises ``fail``) and remembers every spawn."""
 
-    def __init__(self, *, fail: OSError | None = None, exit_on: Mapping[int, int] | None = None,
-                 step: Callable[[], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fail: OSError | None = None,
+        exit_on: Mapping[int, int] | None = None,
+        step: Callable[[], int | None] | None = None,
+    ) -> None:
         self.fail = fail
         self.exit_on = exit_on
         self.step = step

@@ -82,8 +82,9 @@ class CheckpointingFakeOptimizer(FakeOptimizer):
 
     def save_state(self, path: str) -> dict:
         with open(path, "w", encoding="utf-8") as f:
-            json.dump({"weights": self.weights, "lr": self.lr, "iterations": self.iterations,
-                       "hparams": self.hparams}, f)
+            json.dump(
+                {"weights": self.weights, "lr": self.lr, "iterations": self.iterations, "hparams": self.hparams}, f
+            )
         return {}
 
     def load_state(self, path: str, meta: dict) -> None:
@@ -109,8 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crash-at-epoch", type=int, default=None)
     p.add_argument("--ignore-sigint", action="store_true")
     p.add_argument("--spawn-child", action="store_true")
-    p.add_argument("--checkpoints", action="store_true",
-                   help="let the agent checkpoint the fake state (start, epoch ends, commands; restore on restart)")
+    p.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="let the agent checkpoint the fake state (start, epoch ends, commands; restore on restart)",
+    )
     return p.parse_args(argv)
 
 
@@ -133,9 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             first_epoch = restored.resume_epoch() or 0
             print(f"fake: restored {restore} at step {opt.iterations}, epoch {first_epoch}", flush=True)
     if agent is not None:
-        agent.start(opt, optimizer="FakeSGD", optimizer_config={"learning_rate": args.lr},
-                    steps_per_epoch=args.steps, epochs=args.epochs, initial_epoch=first_epoch,
-                    step=opt.iterations, checkpoint=restored is None)
+        agent.start(
+            opt,
+            optimizer="FakeSGD",
+            optimizer_config={"learning_rate": args.lr},
+            steps_per_epoch=args.steps,
+            epochs=args.epochs,
+            initial_epoch=first_epoch,
+            step=opt.iterations,
+            checkpoint=restored is None,
+        )
+
     def weight_logs() -> dict:
         return {"w": opt.weights["w"]} if args.checkpoints else {}
 
@@ -152,12 +164,18 @@ def main(argv: list[str] | None = None) -> int:
                 opt.train_step()
                 step = opt.iterations  # a rollback sets it back to the checkpoint's step
                 if agent is not None:
-                    agent.batch_end(opt, epoch=epoch, batch=batch, step=step,
-                                    logs=lambda: {"loss": val_loss + 0.1, "lr_seen": opt.lr, **weight_logs()})
+                    agent.batch_end(
+                        opt,
+                        epoch=epoch,
+                        batch=batch,
+                        step=step,
+                        logs=lambda: {"loss": val_loss + 0.1, "lr_seen": opt.lr, **weight_logs()},
+                    )
             print(f"fake: epoch {epoch} val_loss={val_loss} lr={opt.lr:g}", flush=True)
             if agent is not None:
-                agent.epoch_end(opt, epoch=epoch, step=step,
-                                logs={"loss": val_loss + 0.1, "val_loss": val_loss, **weight_logs()})
+                agent.epoch_end(
+                    opt, epoch=epoch, step=step, logs={"loss": val_loss + 0.1, "val_loss": val_loss, **weight_logs()}
+                )
                 step = opt.iterations
             if opt.stop_requested:
                 reason = "stopped"

@@ -29,7 +29,6 @@ import time
 from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.protocol.wire import EpochRecord
 
-
 STUBBORN_CHILD = (
     "import os, signal, time\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -93,16 +93,30 @@ class Procs:
         self.pids.update(pids)
 
     def lrsup_run(self, cwd: Path, run_dir: str, *trainer_args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([*LRSUP, "run", "--run-dir", run_dir, str(FAULT), "--", *trainer_args], cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [*LRSUP, "run", "--run-dir", run_dir, str(FAULT), "--", *trainer_args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.popens.append(proc)
         return proc
 
     def resume(self, cwd: Path, run_dir: Path) -> subprocess.Popen:
-        code = ("import sys; from lrsup.supervisor.run.runner import resume; "
-                f"sys.exit(resume({str(run_dir)!r}, handle_signals=True))")
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        code = (
+            "import sys; from lrsup.supervisor.run.runner import resume; "
+            f"sys.exit(resume({str(run_dir)!r}, handle_signals=True))"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.popens.append(proc)
         return proc
 

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.run.commands import CommandChannel
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
-from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
+from lrsup.supervisor.run.commands import CommandChannel
 from lrsup.supervisor.rundir.layout import RunDirError, check_existing_run_dir, check_run_file
+from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
 from tests.fakes import FakeClock
 
 LINES = [
@@ -51,9 +51,15 @@ def test_torn_last_line_of_metrics_and_journal_is_dropped_rest_kept(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from("abcxyz"), st.one_of(st.integers(), st.text(max_size=8),
-                                                                     st.floats(allow_nan=True))),
-                min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from("abcxyz"), st.one_of(st.integers(), st.text(max_size=8), st.floats(allow_nan=True))
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_cutting_a_jsonl_file_anywhere_keeps_exactly_the_complete_lines(tmp_path_factory, objs):
     base = tmp_path_factory.mktemp("cut")
     data = b"".join((protocol.dumps({"v": 1, **o}) + "\n").encode() for o in objs)
@@ -70,9 +76,11 @@ def test_cutting_a_jsonl_file_anywhere_keeps_exactly_the_complete_lines(tmp_path
 
 def test_control_history_gives_the_highest_seq_and_unacked_candidates(tmp_path):
     path = tmp_path / protocol.CONTROL_FILE
-    cmds = [protocol.make_command(1, "verdict", time=1.0, epoch=0),
-            protocol.make_command(2, "set_lr", time=1.0, lr=0.05),
-            protocol.make_command(3, "verdict", time=1.0, epoch=1)]
+    cmds = [
+        protocol.make_command(1, "verdict", time=1.0, epoch=0),
+        protocol.make_command(2, "set_lr", time=1.0, lr=0.05),
+        protocol.make_command(3, "verdict", time=1.0, epoch=1),
+    ]
     write_lines(path, cmds, b"garbage\n" + b'{"v":1,"seq":4,"cmd":"se')
     history = read_control(path)
     assert (history.max_seq, history.verdicts, list(history.commands)) == (3, 2, [2])

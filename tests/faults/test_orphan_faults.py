@@ -81,8 +81,9 @@ def test_a_completed_trainer_leaving_a_stubborn_child_is_cleaned_up(workdir, pro
 
 
 def test_a_second_sigterm_while_stopping_still_leaves_nothing(workdir, procs):
-    (workdir / "lrsup.toml").write_text((workdir / "lrsup.toml").read_text().replace("grace_period = 0.5",
-                                                                                     "grace_period = 3.0"))
+    (workdir / "lrsup.toml").write_text(
+        (workdir / "lrsup.toml").read_text().replace("grace_period = 0.5", "grace_period = 3.0")
+    )
     proc, run_dir, trainer, child = started(procs, workdir, "--epochs", "500", "--sleep", "0.05")
     wait_for(lambda: any(e["event"] == "started" for e in events(run_dir)), 30, "the start record")
     began = time.monotonic()
@@ -97,9 +98,12 @@ def test_a_second_sigterm_while_stopping_still_leaves_nothing(workdir, procs):
 
 
 def test_sigterm_during_backoff_leaves_no_leftover_of_the_dead_attempt(workdir, procs):
-    (workdir / "lrsup.toml").write_text((workdir / "lrsup.toml").read_text()
-                                        .replace("backoff_base = 0.2", "backoff_base = 30.0")
-                                        .replace("backoff_cap = 1.0", "backoff_cap = 60.0"))
+    (workdir / "lrsup.toml").write_text(
+        (workdir / "lrsup.toml")
+        .read_text()
+        .replace("backoff_base = 0.2", "backoff_base = 30.0")
+        .replace("backoff_cap = 1.0", "backoff_cap = 60.0")
+    )
     proc, run_dir, trainer, child = started(procs, workdir, "--epochs", "5", "--die-at-epoch", "1")
     wait_for(lambda: any(e["event"] == "backoff" for e in events(run_dir)), 30, "the backoff")
     proc.send_signal(signal.SIGTERM)

@@ -10,8 +10,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from tests.faults.conftest import events, finish, read_jsonl, trainer_pids, wait_for
 
 
@@ -142,9 +140,11 @@ def test_operator_requests_from_another_process(workdir, procs):
     run_dir = workdir / "r"
     wait_for(lambda: epoch_records(run_dir) >= 2, 30, "two epoch records")
     procs.add(*trainer_pids(run_dir))
-    code = ("import sys; from lrsup.supervisor.run.operator import send_request; "
-            "send_request(sys.argv[1], 'set_lr', lr=0.0125, why='by hand'); "
-            "send_request(sys.argv[1], 'stop', why='morning')")
+    code = (
+        "import sys; from lrsup.supervisor.run.operator import send_request; "
+        "send_request(sys.argv[1], 'set_lr', lr=0.0125, why='by hand'); "
+        "send_request(sys.argv[1], 'stop', why='morning')"
+    )
     subprocess.run([sys.executable, "-c", code, str(run_dir)], check=True, timeout=30)
     out, err = finish(proc, 60)
     assert proc.returncode == 0, out + err

@@ -31,8 +31,7 @@ def kill_supervisor_mid_run(workdir, procs, *args):
 def check_commands_unique(run_dir) -> list[dict]:
     control = read_jsonl(run_dir / "control.jsonl")
     assert [c["seq"] for c in control] == list(range(1, len(control) + 1))
-    contents = [json.dumps({k: v for k, v in c.items() if k not in ("seq", "time")}, sort_keys=True)
-                for c in control]
+    contents = [json.dumps({k: v for k, v in c.items() if k not in ("seq", "time")}, sort_keys=True) for c in control]
     assert len(contents) == len(set(contents)), "a command was sent twice"
     return control
 

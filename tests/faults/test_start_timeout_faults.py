@@ -32,8 +32,9 @@ def test_a_trainer_hanging_before_fit_is_killed_after_start_timeout_and_restarte
 
 
 def test_a_slow_start_within_start_timeout_is_not_a_hang(workdir, procs):
-    (workdir / "lrsup.toml").write_text((workdir / "lrsup.toml").read_text()
-                                        + "start_timeout = 6.0\nhang_timeout = 1.0\n")
+    (workdir / "lrsup.toml").write_text(
+        (workdir / "lrsup.toml").read_text() + "start_timeout = 6.0\nhang_timeout = 1.0\n"
+    )
     proc = procs.lrsup_run(workdir, "r", "--epochs", "2", "--start-delay", "2.5")
     procs.add(proc.pid)
     out, err = finish(proc, 60)

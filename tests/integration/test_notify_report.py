@@ -58,8 +58,15 @@ def lrsup_run(cwd: Path, config: str, *trainer_args: str) -> subprocess.Complete
     (cwd / "lrsup.toml").write_text(config)
     env = dict(os.environ)
     env.pop("LRSUP_RUN_DIR", None)
-    return subprocess.run([*LRSUP, "run", "--run-dir", "run", str(FAKE), "--", *trainer_args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*LRSUP, "run", "--run-dir", "run", str(FAKE), "--", *trainer_args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def journal(run_dir: Path) -> list[dict]:
@@ -81,8 +88,7 @@ def test_the_webhook_receives_the_end_of_the_run(tmp_path):
 
 def test_a_failing_webhook_is_journaled_and_changes_nothing(tmp_path):
     with Receiver(status=500) as hook:
-        result = lrsup_run(tmp_path, f'policy = []\n[notify]\nwebhook = "{hook.url}"\ntimeout = 2\n',
-                           "--epochs", "2")
+        result = lrsup_run(tmp_path, f'policy = []\n[notify]\nwebhook = "{hook.url}"\ntimeout = 2\n', "--epochs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     (failed,) = [e for e in journal(tmp_path / "run") if e.get("event") == "notify_failed"]
     assert "HTTP 500" in failed["detail"] and hook.url in failed["detail"]
@@ -92,8 +98,9 @@ def test_a_dead_receiver_is_journaled_and_changes_nothing(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = lrsup_run(tmp_path, f'policy = []\n[notify]\nwebhook = "http://127.0.0.1:{port}/"\ntimeout = 2\n',
-                       "--epochs", "2")
+    result = lrsup_run(
+        tmp_path, f'policy = []\n[notify]\nwebhook = "http://127.0.0.1:{port}/"\ntimeout = 2\n', "--epochs", "2"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert [e["event"] for e in journal(tmp_path / "run") if e.get("event") == "notify_failed"] == ["notify_failed"]
 

@@ -35,8 +35,9 @@ grace_period = 1.0
 
 
 def lrsup(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*LRSUP, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def only_run_dir(cwd: Path) -> Path:
@@ -79,8 +80,9 @@ def workdir(tmp_path):
 
 
 def test_plateau_cut_lands_at_the_decided_step(workdir):
-    result = lrsup("run", str(FAKE), "--", "--epochs", "6", "--steps", "4", "--val-loss", "0.9,0.8,0.8,0.8,0.7,0.6",
-                   cwd=workdir)
+    result = lrsup(
+        "run", str(FAKE), "--", "--epochs", "6", "--steps", "4", "--val-loss", "0.9,0.8,0.8,0.8,0.7,0.6", cwd=workdir
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = only_run_dir(workdir)
     journal = read_jsonl(run_dir / "journal.jsonl")
@@ -196,9 +198,25 @@ def test_config_from_option_and_from_pyproject(tmp_path):
 def start_long_run(workdir: Path, *extra: str) -> tuple[subprocess.Popen, int, int]:
     """lrsup on a long fake run; returns (lrsup process, trainer pid, trainer's child pid)."""
     proc = subprocess.Popen(
-        [*LRSUP, "run", str(FAKE), "--", "--epochs", "1000", "--steps", "5", "--sleep", "0.02",
-         "--spawn-child", *extra],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        [
+            *LRSUP,
+            "run",
+            str(FAKE),
+            "--",
+            "--epochs",
+            "1000",
+            "--steps",
+            "5",
+            "--sleep",
+            "0.02",
+            "--spawn-child",
+            *extra,
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     trainer = child = None
     deadline = time.monotonic() + 30

@@ -42,20 +42,38 @@ def plugin_env(tmp_path_factory):
     base = tmp_path_factory.mktemp("plugin")
     source, target = base / "src", base / "site"
     shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--no-input", "--disable-pip-version-check", "--target", str(target), str(source)],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (target / "lrsup_target_stop").is_dir()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])),
-               COLUMNS="200")
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])), COLUMNS="200"
+    )
     env.pop("LRSUP_RUN_DIR", None)
     return env
 
 
 def lrsup(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([*LRSUP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*LRSUP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
 
 def test_the_plugin_is_not_there_without_installing_it(tmp_path):
@@ -73,15 +91,32 @@ def test_lrsup_policies_lists_the_plugin(plugin_env, tmp_path):
 
 def test_a_run_with_the_plugin_stops_at_the_target(plugin_env, tmp_path):
     (tmp_path / "lrsup.toml").write_text(CONFIG)
-    result = lrsup("run", "--run-dir", "run", str(FAKE), "--", "--epochs", "8", "--steps", "3",
-                   "--val-loss", "0.9,0.8,0.7,0.6", cwd=tmp_path, env=plugin_env)
+    result = lrsup(
+        "run",
+        "--run-dir",
+        "run",
+        str(FAKE),
+        "--",
+        "--epochs",
+        "8",
+        "--steps",
+        "3",
+        "--val-loss",
+        "0.9,0.8,0.7,0.6",
+        cwd=tmp_path,
+        env=plugin_env,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = tmp_path / "run"
     journal = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
     decisions = [d for d in journal if d["type"] == "decision"]
     assert [(d["policy"], d["action"], d["epoch"], d["suppressed"]) for d in decisions] == [
-        ("target_stop", "stop", 2, None)]
+        ("target_stop", "stop", 2, None)
+    ]
     assert "val_loss 0.7 reached the target 0.75 at epoch 3" in decisions[0]["reason"]
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["type"] == "epoch"]
+    epochs = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "epoch"
+    ]
     assert len(epochs) == 3 < 8

@@ -11,7 +11,15 @@ from lrsup.policies.actions import Rollback, Stop
 from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence, DivergenceSettings, RunningMeanLoss
 from lrsup.supervisor.engine.core import Engine
-from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
+from lrsup.supervisor.protocol.wire import (
+    AckRecord,
+    BatchRecord,
+    CheckpointRecord,
+    EpochRecord,
+    StartRecord,
+    dumps,
+    loads,
+)
 from tests.supervisor.test_engine import SimTrainer, quadratic
 
 NAN, INF = math.nan, math.inf
@@ -22,8 +30,9 @@ def running(losses, epoch=0, first_step=1):
     records, total = [], 0.0
     for batch, loss in enumerate(losses):
         total += loss
-        records.append(BatchRecord(epoch=epoch, batch=batch, step=first_step + batch, lr=0.1,
-                                   logs={"loss": total / (batch + 1)}))
+        records.append(
+            BatchRecord(epoch=epoch, batch=batch, step=first_step + batch, lr=0.1, logs={"loss": total / (batch + 1)})
+        )
     return records
 
 
@@ -52,7 +61,14 @@ def actions(decisions):
 
 def test_defaults():
     s = DivergenceSettings()
-    assert (s.window, s.k, s.min_history, s.spike_patience, s.max_rollbacks, s.rollback_window) == (50, 6.0, 20, 2, 5, 10)
+    assert (s.window, s.k, s.min_history, s.spike_patience, s.max_rollbacks, s.rollback_window) == (
+        50,
+        6.0,
+        20,
+        2,
+        5,
+        10,
+    )
     assert (s.cut, s.skip_batches, s.val_factor, s.batch_logs, s.escalate) == (None, 0, 5.0, "running_mean", True)
 
 
@@ -136,8 +152,11 @@ def feed_epoch1(engine, per_batch, first_step=61, first_batch=40, prior_total=No
     for i, loss in enumerate(per_batch):
         total += loss
         batch = first_batch + i
-        out += actions(engine.feed(BatchRecord(epoch=1, batch=batch, step=first_step + i, lr=0.1,
-                                               logs={"loss": total / (batch + 1)})))
+        out += actions(
+            engine.feed(
+                BatchRecord(epoch=1, batch=batch, step=first_step + i, lr=0.1, logs={"loss": total / (batch + 1)})
+            )
+        )
     return out
 
 
@@ -146,8 +165,10 @@ def test_a_spike_that_lasts_two_records_rolls_back_to_before_it():
     out = feed_epoch1(engine, [1.0, 4.0, 5.0])
     [d] = out
     assert d.action.before_step == 61  # the last normal record before the spike
-    assert d.action.reason.startswith("loss spike: batch loss 5 at step 63 (epoch 2) is above 1.5 = median 1 + "
-                                      "max(6 x MAD 0.01, 0.5 x |median|) of the last 50 batch losses, for 2 records")
+    assert d.action.reason.startswith(
+        "loss spike: batch loss 5 at step 63 (epoch 2) is above 1.5 = median 1 + "
+        "max(6 x MAD 0.01, 0.5 x |median|) of the last 50 batch losses, for 2 records"
+    )
     assert d.command["checkpoint"] == "e1"
 
 
@@ -179,7 +200,9 @@ def test_val_loss_explosion():
     assert actions(engine.feed(EpochRecord(epoch=1, step=40, lr=0.1, logs={"loss": 0.9, "val_loss": 2.9}))) == []
     [d] = actions(engine.feed(EpochRecord(epoch=2, step=60, lr=0.1, logs={"loss": 0.9, "val_loss": 3.1})))
     assert d.action.before_step == 40
-    assert d.action.reason.startswith("val_loss exploded: 3.1 at the end of epoch 3 (step 60) is more than 3 x its best 1")
+    assert d.action.reason.startswith(
+        "val_loss exploded: 3.1 at the end of epoch 3 (step 60) is more than 3 x its best 1"
+    )
 
 
 def epochs_of(engine, losses, lr=0.1, first=0):
@@ -198,8 +221,10 @@ def test_collapse_after_having_learned():
     assert out[:4] == [[], [], [], []]
     [d] = out[4]
     assert d.action.before_step == 30  # the last epoch far below the untrained level (epoch 3)
-    assert d.action.reason.startswith("collapse: the loss came back to its untrained level 2.3 (now 2.25 at the end "
-                                      "of epoch 5 (step 50)) for 2 epochs")
+    assert d.action.reason.startswith(
+        "collapse: the loss came back to its untrained level 2.3 (now 2.25 at the end "
+        "of epoch 5 (step 50)) for 2 epochs"
+    )
 
 
 def test_stuck_at_a_high_lr_goes_back_to_the_start_but_not_at_a_modest_lr():
@@ -226,8 +251,10 @@ def test_no_checkpoint_gives_up_at_once_with_exit_status_3():
     rollback, stop = actions(engine.feed(EpochRecord(epoch=0, step=10, lr=0.1, logs={"loss": NAN})))
     assert rollback.suppressed == "no checkpoint to roll back to: no checkpoint has been taken"
     assert stop.command == {"cmd": "stop"} and stop.exit_status == 3
-    assert stop.action.reason == ("gave up: loss nan at the end of epoch 1 (step 10), and there is no checkpoint to "
-                                  "roll back to: no checkpoint has been taken")
+    assert stop.action.reason == (
+        "gave up: loss nan at the end of epoch 1 (step 10), and there is no checkpoint to "
+        "roll back to: no checkpoint has been taken"
+    )
     assert engine.exit_status == 3
 
 
@@ -247,8 +274,10 @@ def test_repeated_rollbacks_to_one_checkpoint_compound_the_cut_then_give_up():
             [d] = out
             assert d.action == Stop(give_up=True, policy="divergence", reason=d.action.reason)
             assert d.exit_status == 3
-            assert d.action.reason.startswith("gave up: loss nan at the end of epoch 5 (step 40), after 3 rollbacks "
-                                              "in epochs 2-4 (at most 3 in 10 epochs), to e1")
+            assert d.action.reason.startswith(
+                "gave up: loss nan at the end of epoch 5 (step 40), after 3 rollbacks "
+                "in epochs 2-4 (at most 3 in 10 epochs), to e1"
+            )
     assert lrs == pytest.approx([0.01, 0.001, 0.0001])
     # once given up, nothing more
     assert actions(engine.feed(EpochRecord(epoch=6, step=40, lr=0.1, logs={"loss": NAN}))) == []
@@ -265,8 +294,9 @@ def test_rollbacks_without_recovery_in_between_square_the_step_of_the_cut():
         out = []
         for _ in range(3):
             lr = lrs[-1] if lrs else 1.0
-            out += actions(engine.feed(EpochRecord(epoch=epoch, step=10 * (epoch + 1), lr=lr,
-                                                   logs={"loss": 2.3, "val_loss": 2.3})))
+            out += actions(
+                engine.feed(EpochRecord(epoch=epoch, step=10 * (epoch + 1), lr=lr, logs={"loss": 2.3, "val_loss": 2.3}))
+            )
             epoch += 1
         [d] = out
         lrs.append(d.command["lr"])
@@ -363,8 +393,16 @@ def test_an_lr_above_the_stability_limit_is_rolled_back_and_cut_until_it_trains(
 def test_a_bad_batch_is_rolled_back_to_the_last_good_checkpoint_and_not_seen_again():
     # the 75th batch drawn kicks the weight far away; the data iterator is not rewound
     engine = Engine([Divergence()], batch_every=1)
-    sim = SimTrainer(engine, quadratic(h=1.0, kicks={75: 40.0}), w=2.0, lr=0.05, steps_per_epoch=30, epochs=5,
-                     batch_every=1, val=lambda w: 0.1 + 0.5 * w * w).run()
+    sim = SimTrainer(
+        engine,
+        quadratic(h=1.0, kicks={75: 40.0}),
+        w=2.0,
+        lr=0.05,
+        steps_per_epoch=30,
+        epochs=5,
+        batch_every=1,
+        val=lambda w: 0.1 + 0.5 * w * w,
+    ).run()
     [rollback] = sim.decided("rollback")
     assert rollback.command["checkpoint"] == "epoch-0002"  # step 60, vouched for by its val_loss
     assert rollback.command["lr"] == pytest.approx(0.005)
@@ -440,4 +478,6 @@ def test_max_rollbacks_zero_gives_up_at_the_first_trouble():
     policy.on_start(StartRecord(pid=1, lr=0.1, optimizer="SGD"), run)
     [stop] = policy.on_batch(BatchRecord(epoch=0, batch=0, step=1, lr=0.1, logs={"loss": NAN}), run)
     assert isinstance(stop, Stop) and stop.give_up and policy.gave_up
-    assert stop.reason == "gave up: loss is nan at step 1 (epoch 1); max_rollbacks is 0: no rollback is tried; LR now 0.1"
+    assert (
+        stop.reason == "gave up: loss is nan at step 1 (epoch 1); max_rollbacks is 0: no rollback is tried; LR now 0.1"
+    )

@@ -54,8 +54,9 @@ class FakeTrainer:
         self.feed(StartRecord(pid=1, lr=0.1, epochs=self.epochs if self.epochs is not None else len(values)))
         for epoch, value in enumerate(values):
             self.weights = epoch
-            record = EpochRecord(epoch=epoch, step=10 * (epoch + 1), lr=0.1,
-                                 logs={} if value is None else {monitor: value})
+            record = EpochRecord(
+                epoch=epoch, step=10 * (epoch + 1), lr=0.1, logs={} if value is None else {monitor: value}
+            )
             if self.cadence:
                 self.save(f"epoch-{epoch + 1}", record)
             self.feed(record)
@@ -75,7 +76,14 @@ def drive(values, monitor="val_loss", cadence=True, epochs=None, **settings):
 def test_defaults_are_keras_defaults():
     s = EarlyStopSettings()
     assert (s.monitor, s.min_delta, s.patience, s.mode, s.baseline, s.restore_best_weights, s.start_from_epoch) == (
-        "val_loss", 0.0, 0, "auto", None, False, 0)
+        "val_loss",
+        0.0,
+        0,
+        "auto",
+        None,
+        False,
+        0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,8 +111,10 @@ def test_stops_after_patience_epochs_without_improvement():
     trainer, policy = drive([1.0, 0.9, 0.95, 0.96, 0.97], patience=2)
     assert trainer.stopped_at == 3
     [stop] = [d for d in trainer.journal if d.command == {"cmd": "stop"}]
-    assert stop.action == Stop(policy="early_stop", reason=(
-        "val_loss 0.96 has not improved on best 0.9 (epoch 2) for 2 epochs: early stopping at epoch 4"))
+    assert stop.action == Stop(
+        policy="early_stop",
+        reason=("val_loss 0.96 has not improved on best 0.9 (epoch 2) for 2 epochs: early stopping at epoch 4"),
+    )
     assert stop.exit_status is None
 
 
@@ -227,9 +237,15 @@ def test_same_stop_epoch_and_restored_epoch_as_keras_early_stopping(keras_model)
         budget_known=st.booleans(),
     )
     def check(monitor, mode, patience, min_delta, baseline, restore, start_from_epoch, values, budget_known):
-        callback = keras.callbacks.EarlyStopping(monitor=monitor, min_delta=min_delta, patience=patience, mode=mode,
-                                                 baseline=baseline, restore_best_weights=restore,
-                                                 start_from_epoch=start_from_epoch)
+        callback = keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            min_delta=min_delta,
+            patience=patience,
+            mode=mode,
+            baseline=baseline,
+            restore_best_weights=restore,
+            start_from_epoch=start_from_epoch,
+        )
         keras_model.stop_training = False
         callback.set_model(keras_model)
         callback.on_train_begin()
@@ -247,8 +263,15 @@ def test_same_stop_epoch_and_restored_epoch_as_keras_early_stopping(keras_model)
         callback.on_train_end()
         keras_end_weights = int(keras_model.get_weights()[0][0, 0])
 
-        policy = EarlyStop(monitor=monitor, min_delta=min_delta, patience=patience, mode=mode, baseline=baseline,
-                           restore_best_weights=restore, start_from_epoch=start_from_epoch)
+        policy = EarlyStop(
+            monitor=monitor,
+            min_delta=min_delta,
+            patience=patience,
+            mode=mode,
+            baseline=baseline,
+            restore_best_weights=restore,
+            start_from_epoch=start_from_epoch,
+        )
         trainer = FakeTrainer(policy, epochs=len(values) if budget_known else 10_000).run(values, monitor)
         assert trainer.stopped_at == keras_stop, values
         if restore and (keras_stop is not None or budget_known):

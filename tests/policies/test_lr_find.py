@@ -63,7 +63,14 @@ def test_suggest_trims_like_fastai_and_cuts_at_the_first_nan():
 def test_defaults():
     s = LRFindSettings()
     assert (s.mode, s.raise_threshold, s.lower_threshold, s.num_steps, s.beta, s.stop_factor, s.suggestion) == (
-        "always", 10.0, 10.0, 100, 0.98, 4.0, "valley")
+        "always",
+        10.0,
+        10.0,
+        100,
+        0.98,
+        4.0,
+        "valley",
+    )
     assert (s.min_lr, s.max_lr) == (None, None)
 
 
@@ -113,12 +120,25 @@ def commands(sim, policy="lr_find"):
 def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
     policy = LRFind(max_share=1.0, mode="raise_only")
     sim = run(policy, lr=1e-4)
-    assert commands(sim) == ["checkpoint", "retain", "configure", "set_schedule",
-                             "clear_schedule", "rollback", "configure"]
+    assert commands(sim) == [
+        "checkpoint",
+        "retain",
+        "configure",
+        "set_schedule",
+        "clear_schedule",
+        "rollback",
+        "configure",
+    ]
     ramp = next(d for d in sim.decided("set_schedule")).command["schedule"]
-    assert ramp == {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
-                    "decay_rate": pytest.approx(1e6), "staircase": False, "start_step": 0,
-                    "end_step": 100}  # SGD: 1e-5 .. 10 from the first step, frozen at the top
+    assert ramp == {
+        "kind": "exponential_decay",
+        "initial_learning_rate": 1e-5,
+        "decay_steps": 100,
+        "decay_rate": pytest.approx(1e6),
+        "staircase": False,
+        "start_step": 0,
+        "end_step": 100,
+    }  # SGD: 1e-5 .. 10 from the first step, frozen at the top
     rollback = sim.decided("rollback")[0]
     suggestion = policy.result["suggestion"]
     assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
@@ -129,7 +149,7 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
     assert sim.decided("configure")[0].command == {"cmd": "configure", "batch_every": 1, "batch_min_interval": 0.0}
     assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.1}
     # after the rollback the run trains at the suggestion, from step 0, and converges
-    after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)):]]
+    after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)) :]]
     assert set(after) == {suggestion} and sim.schedule is None
     assert [r for r in sim.records if isinstance(r, EpochRecord)][-1].logs["loss"] < 0.2
     assert not policy.probing and policy.phase == "done"
@@ -152,8 +172,9 @@ def test_auto_lowers_a_far_too_high_lr_to_the_suggestion_and_the_run_converges()
     assert 1e-3 < suggestion < 0.1  # 1.0 is more than 10 x it
     rollback = sim.decided("rollback")[0]
     assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
-    assert f"the run's LR 1 is more than 10 x that: back to the start with LR {suggestion:.3g}" in \
-        rollback.action.reason
+    assert (
+        f"the run's LR 1 is more than 10 x that: back to the start with LR {suggestion:.3g}" in rollback.action.reason
+    )
     assert sim.lr == suggestion and policy.result["lr"] == suggestion
     assert [r for r in sim.records if isinstance(r, EpochRecord)][-1].logs["loss"] < 0.2
     # the same run in raise_only mode keeps the LR that blows up
@@ -188,13 +209,13 @@ def test_auto_raises_a_far_too_low_lr_and_leaves_a_reasonable_one_alone():
 @pytest.mark.parametrize(
     "mode, lr, suggestion, blow_up, chosen",
     [
-        ("auto", 1.0, 0.01, None, 0.01),      # 100 x the suggestion: lowered
-        ("auto", 0.1, 0.01, None, None),      # 10 x: not more than 10 x, left alone
-        ("auto", 0.1, 0.01, 0.1, 0.01),       # at the blow-up: lowered
-        ("auto", 0.05, 0.01, 0.1, None),      # below the blow-up, within 10 x: left alone
-        ("auto", 1e-4, 0.01, None, 0.01),     # far too small: raised
-        ("auto", 0.1, None, 0.05, None),      # no suggestion: the run's LR
-        ("raise_only", 1.0, 0.01, 0.1, None), # raise_only never lowers
+        ("auto", 1.0, 0.01, None, 0.01),  # 100 x the suggestion: lowered
+        ("auto", 0.1, 0.01, None, None),  # 10 x: not more than 10 x, left alone
+        ("auto", 0.1, 0.01, 0.1, 0.01),  # at the blow-up: lowered
+        ("auto", 0.05, 0.01, 0.1, None),  # below the blow-up, within 10 x: left alone
+        ("auto", 1e-4, 0.01, None, 0.01),  # far too small: raised
+        ("auto", 0.1, None, 0.05, None),  # no suggestion: the run's LR
+        ("raise_only", 1.0, 0.01, 0.1, None),  # raise_only never lowers
         ("always", 0.01, 0.02, None, 0.02),
     ],
 )
@@ -208,8 +229,10 @@ def test_an_lr_find_in_auto_mode_pickles_mid_test():
     import pickle
 
     policy = LRFind(mode="auto")
-    policy.on_start(StartRecord(pid=1, lr=1.0, optimizer="SGD", epochs=10, steps_per_epoch=50),
-                    RunView(lr=1.0, optimizer="SGD", batch_every=10))
+    policy.on_start(
+        StartRecord(pid=1, lr=1.0, optimizer="SGD", epochs=10, steps_per_epoch=50),
+        RunView(lr=1.0, optimizer="SGD", batch_every=10),
+    )
     assert policy.probing
     copy = pickle.loads(pickle.dumps(policy))
     assert copy.state_dict() == policy.state_dict() and copy.settings == policy.settings
@@ -231,13 +254,17 @@ def test_while_testing_divergence_stands_down_and_others_cannot_change_the_lr():
 
         def on_batch(self, record, run):
             from lrsup.policies.actions import ScaleLR
+
             return [ScaleLR(factor=0.5, reason="cut")]
 
     policy = LRFind(max_share=1.0, mode="raise_only")
     sim = run(policy, lr=1e-4, stack=(Divergence(), CutEveryBatch()))
     assert sim.decided("rollback")[0].action.policy == "lr_find"  # divergence did not react to the ramp's blow-up
-    probing = [d for d in sim.journal if d.action.policy == "cutter" and d.suppressed
-               and d.suppressed.startswith("policy lr_find is probing")]
+    probing = [
+        d
+        for d in sim.journal
+        if d.action.policy == "cutter" and d.suppressed and d.suppressed.startswith("policy lr_find is probing")
+    ]
     assert len(probing) > 50
     assert not [d for d in sim.journal if d.action.policy == "divergence"]
 
@@ -322,18 +349,22 @@ def test_steepest_skips_points_at_one_lr():
     assert steepest([0.1, 0.1], [1.0, 2.0]) is None
 
 
-@pytest.mark.parametrize("epochs, per_epoch, initial, expected", [
-    (15, 14, 0, 52),     # breast cancer: 210 steps, a quarter of them
-    (15, 42, 0, 100),    # digits: 630 steps, the full test
-    (2, 20, 0, 20),      # never fewer than 20 steps
-    (15, 14, 10, 20),    # a resumed fit counts only the epochs left
-    (None, 14, 0, 100),  # the budget unknown: the full test
-])
+@pytest.mark.parametrize(
+    "epochs, per_epoch, initial, expected",
+    [
+        (15, 14, 0, 52),  # breast cancer: 210 steps, a quarter of them
+        (15, 42, 0, 100),  # digits: 630 steps, the full test
+        (2, 20, 0, 20),  # never fewer than 20 steps
+        (15, 14, 10, 20),  # a resumed fit counts only the epochs left
+        (None, 14, 0, 100),  # the budget unknown: the full test
+    ],
+)
 def test_the_ramp_takes_at_most_max_share_of_the_run(epochs, per_epoch, initial, expected):
     policy = LRFind(mode="auto")
-    [_, _, _, ramp] = policy.on_start(StartRecord(pid=1, lr=0.1, optimizer="SGD", epochs=epochs,
-                                                  steps_per_epoch=per_epoch, initial_epoch=initial),
-                                      RunView(lr=0.1, optimizer="SGD", batch_every=10))
+    [_, _, _, ramp] = policy.on_start(
+        StartRecord(pid=1, lr=0.1, optimizer="SGD", epochs=epochs, steps_per_epoch=per_epoch, initial_epoch=initial),
+        RunView(lr=0.1, optimizer="SGD", batch_every=10),
+    )
     assert ramp.schedule["decay_steps"] == expected and ramp.schedule["end_step"] == expected
     assert f"over {expected} steps" in ramp.reason and policy.state_dict()["steps"] == expected
     state = policy.state_dict()

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from lrsup.policies.base import RunView
 from lrsup.policies.early_stop import EarlyStop
 from lrsup.policies.monitor import Monitor, MonitorSettings, infer_direction, resolve_mode, to_float32
-from lrsup.policies.base import RunView
 from lrsup.policies.plateau import Plateau
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord
 
@@ -152,8 +152,15 @@ def test_direction_table_agrees_with_keras_metrics():
         cls = getattr(keras.metrics, attr)
         if not (inspect.isclass(cls) and issubclass(cls, keras.metrics.Metric)):
             continue
-        for kwargs in ({}, {"num_classes": 2, "target_class_ids": [0]}, {"num_classes": 2}, {"recall": 0.5},
-                       {"precision": 0.5}, {"specificity": 0.5}, {"sensitivity": 0.5}):
+        for kwargs in (
+            {},
+            {"num_classes": 2, "target_class_ids": [0]},
+            {"num_classes": 2},
+            {"recall": 0.5},
+            {"precision": 0.5},
+            {"specificity": 0.5},
+            {"sensitivity": 0.5},
+        ):
             try:
                 metric = cls(**kwargs)
                 break

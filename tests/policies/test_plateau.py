@@ -60,7 +60,13 @@ def drive(values, lr=0.1, monitor="val_loss", **settings):
 def test_defaults_are_keras_defaults():
     s = PlateauSettings()
     assert (s.monitor, s.factor, s.patience, s.mode, s.min_delta, s.cooldown, s.min_lr) == (
-        "val_loss", 0.1, 10, "auto", 1e-4, 0, 0.0,
+        "val_loss",
+        0.1,
+        10,
+        "auto",
+        1e-4,
+        0,
+        0.0,
     )
 
 
@@ -188,7 +194,9 @@ def test_unknown_lr_still_decides_and_says_so():
     policy = Plateau(factor=0.5, patience=1)
     policy.on_epoch(EpochRecord(epoch=0, logs={"val_loss": 1.0}), RunView())
     [action] = policy.on_epoch(EpochRecord(epoch=1, logs={"val_loss": 1.5}), RunView())
-    assert action.reason == "val_loss 1.5 has not improved on best 1 (epoch 1) for 1 epoch; LR x0.5 (current LR unknown)"
+    assert (
+        action.reason == "val_loss 1.5 has not improved on best 1 (epoch 1) for 1 epoch; LR x0.5 (current LR unknown)"
+    )
 
 
 def test_state_round_trips_through_protocol_json_and_continues_identically():
@@ -254,8 +262,9 @@ def keras_model():
     import numpy as np
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy",
-                  metrics=["accuracy", "mae"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="binary_crossentropy", metrics=["accuracy", "mae"]
+    )
     model.evaluate(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0)  # builds the compiled metrics
     return model
 
@@ -302,14 +311,26 @@ def test_same_lr_as_keras_reduce_lr_on_plateau_after_every_epoch(keras_model):
         optimizer = keras_model.optimizer
         optimizer.learning_rate = lr
         callback = keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=factor, patience=patience, mode=mode,
-            min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
+            monitor=monitor,
+            factor=factor,
+            patience=patience,
+            mode=mode,
+            min_delta=min_delta,
+            cooldown=cooldown,
+            min_lr=min_lr,
         )
         callback.set_model(keras_model)
         callback.on_train_begin()
 
-        policy = Plateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
-                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr)
+        policy = Plateau(
+            monitor=monitor,
+            factor=factor,
+            patience=patience,
+            mode=mode,
+            min_delta=min_delta,
+            cooldown=cooldown,
+            min_lr=min_lr,
+        )
         engine = Engine([policy])
         runner = FakeRunner(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
         assert runner.lr == to_float32(lr)

@@ -41,20 +41,50 @@ class RunWriter:
         self.metrics = Appender(root / "metrics.jsonl")
         self.journal_file = Appender(root / "journal.jsonl")
 
-    def start(self, t: float, *, lr: float = 0.1, epochs: int = 12, spe: int | None = SPE, pid: int = 4242,
-              initial_epoch: int = 0, step: int = 0) -> None:
-        self.metrics.write(StartRecord(time=T0 + t, pid=pid, optimizer="SGD", optimizer_config={"momentum": 0.9},
-                                       lr=lr, steps_per_epoch=spe, epochs=epochs, initial_epoch=initial_epoch,
-                                       step=step, keras_version="3.15.1", backend="tensorflow",
-                                       agent="0.1.0").to_json())
+    def start(
+        self,
+        t: float,
+        *,
+        lr: float = 0.1,
+        epochs: int = 12,
+        spe: int | None = SPE,
+        pid: int = 4242,
+        initial_epoch: int = 0,
+        step: int = 0,
+    ) -> None:
+        self.metrics.write(
+            StartRecord(
+                time=T0 + t,
+                pid=pid,
+                optimizer="SGD",
+                optimizer_config={"momentum": 0.9},
+                lr=lr,
+                steps_per_epoch=spe,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                step=step,
+                keras_version="3.15.1",
+                backend="tensorflow",
+                agent="0.1.0",
+            ).to_json()
+        )
 
-    def batches(self, t_start: float, epoch: int, lr: float, loss: float, *, spe: int = SPE,
-                nan_at: int | None = None) -> None:
+    def batches(
+        self, t_start: float, epoch: int, lr: float, loss: float, *, spe: int = SPE, nan_at: int | None = None
+    ) -> None:
         """Batch records every BATCH_EVERY batches of one epoch, spread over the 10 s that follow t_start."""
         for b in range(0, spe, BATCH_EVERY):
             value = math.nan if nan_at == b else loss * (1.15 - 0.3 * b / spe)
-            self.metrics.write(BatchRecord(time=T0 + t_start + 9.0 * b / spe, epoch=epoch, batch=b,
-                                           step=epoch * spe + b + 1, lr=lr, logs={"loss": value}).to_json())
+            self.metrics.write(
+                BatchRecord(
+                    time=T0 + t_start + 9.0 * b / spe,
+                    epoch=epoch,
+                    batch=b,
+                    step=epoch * spe + b + 1,
+                    lr=lr,
+                    logs={"loss": value},
+                ).to_json()
+            )
 
     def epoch(self, t: float, epoch: int, lr: float, /, **logs: float) -> None:
         self.metrics.write(EpochRecord(time=T0 + t, epoch=epoch, step=(epoch + 1) * SPE, lr=lr, logs=logs).to_json())
@@ -74,10 +104,29 @@ class RunWriter:
     def journal(self, t: float, kind: str, **fields) -> None:
         self.journal_file.write({"v": PROTOCOL_VERSION, "type": kind, "time": T0 + t, **fields})
 
-    def decision(self, t: float, seq: int | None, policy: str, action: str, reason: str, epoch: int,
-                 lr: float | None = None, suppressed: str | None = None) -> None:
-        self.journal(t, "decision", seq=seq, policy=policy, action=action, lr=lr, reason=reason, epoch=epoch,
-                     step=(epoch + 1) * SPE, suppressed=suppressed)
+    def decision(
+        self,
+        t: float,
+        seq: int | None,
+        policy: str,
+        action: str,
+        reason: str,
+        epoch: int,
+        lr: float | None = None,
+        suppressed: str | None = None,
+    ) -> None:
+        self.journal(
+            t,
+            "decision",
+            seq=seq,
+            policy=policy,
+            action=action,
+            lr=lr,
+            reason=reason,
+            epoch=epoch,
+            step=(epoch + 1) * SPE,
+            suppressed=suppressed,
+        )
 
     def event(self, t: float, event: str, detail, **extra) -> None:
         self.journal(t, "event", event=event, detail=detail, **extra)
@@ -104,11 +153,23 @@ CONFIG = {
 XSS = "momentum <script>alert('x')</script> | pipe"
 
 # (loss, val_loss, val_accuracy) per epoch, original attempt; epoch 5 diverges.
-FIRST = [(2.0, 2.1, 0.30), (1.5, 1.6, 0.45), (1.2, 1.3, 0.55), (1.1, 1.25, 0.58), (1.0, 1.15, 0.62),
-         (math.nan, math.nan, 0.10)]
+FIRST = [
+    (2.0, 2.1, 0.30),
+    (1.5, 1.6, 0.45),
+    (1.2, 1.3, 0.55),
+    (1.1, 1.25, 0.58),
+    (1.0, 1.15, 0.62),
+    (math.nan, math.nan, 0.10),
+]
 # After the rollback to the end of epoch 4: epochs 5..10 again.
-SECOND = [(0.95, 1.05, 0.66), (0.9, 1.0, 0.68), (0.85, 0.98, 0.70), (0.8, 0.97, 0.71), (0.78, 0.99, 0.72),
-          (0.77, 1.0, 0.73)]
+SECOND = [
+    (0.95, 1.05, 0.66),
+    (0.9, 1.0, 0.68),
+    (0.85, 0.98, 0.70),
+    (0.8, 0.97, 0.71),
+    (0.78, 0.99, 0.72),
+    (0.77, 1.0, 0.73),
+]
 
 EXPECTED = {
     "epoch_rows": 12,
@@ -139,18 +200,27 @@ def write_synthetic_run(root: Path) -> Path:
             w.raw_metrics(b"this is not json\n")
             w.raw_metrics(b'{"v":1,"type":"bogus","time":1}\n')
         w.heartbeat(t + 5.0, e, e * SPE + 25)
-        w.epoch(t + 10.0, e, lr, loss=loss, accuracy=0.5 + 0.04 * e if not math.isnan(loss) else 0.1,
-                val_loss=val, val_accuracy=acc)
+        w.epoch(
+            t + 10.0,
+            e,
+            lr,
+            loss=loss,
+            accuracy=0.5 + 0.04 * e if not math.isnan(loss) else 0.1,
+            val_loss=val,
+            val_accuracy=acc,
+        )
         if e == 3:
             w.decision(t + 10.2, None, "warmup", "set_lr", "warm-up is over", e, lr=0.1, suppressed="cooldown")
-            w.decision(t + 10.3, 1, "plateau", "scale_lr", "val_loss did not improve on 1.3 by 1e-4 for 2 epochs",
-                       e, lr=0.05)
+            w.decision(
+                t + 10.3, 1, "plateau", "scale_lr", "val_loss did not improve on 1.3 by 1e-4 for 2 epochs", e, lr=0.05
+            )
             w.ack(t + 10.4, 1, "scale_lr", e, (e + 1) * SPE, 0.05)
             w.journal(t + 10.5, "applied", seq=1, cmd="scale_lr", epoch=e, step=(e + 1) * SPE, lr=0.05, late=False)
             lr = 0.05
         if e == 5:
-            w.decision(t + 10.5, 2, "nan_guard", "rollback", "loss is NaN at epoch 6: back to the end of epoch 5",
-                       e, lr=0.025)
+            w.decision(
+                t + 10.5, 2, "nan_guard", "rollback", "loss is NaN at epoch 6: back to the end of epoch 5", e, lr=0.025
+            )
             w.ack(t + 11.0, 2, "rollback", 4, (4 + 1) * SPE, 0.025)
             w.journal(t + 11.1, "applied", seq=2, cmd="rollback", epoch=4, step=5 * SPE, lr=0.025, late=False)
             lr = 0.025
@@ -162,13 +232,19 @@ def write_synthetic_run(root: Path) -> Path:
         if e == 7:
             w.decision(t + 10.2, 3, "momentum", "set_hparam", XSS, e)
             w.agent_error(t + 10.3, 3, "set_hparam", "optimizer SGD has no hyperparameter 'beta_9'")
-            w.journal(t + 10.4, "command_error", seq=3, cmd="set_hparam",
-                      message="optimizer SGD has no hyperparameter 'beta_9'")
+            w.journal(
+                t + 10.4,
+                "command_error",
+                seq=3,
+                cmd="set_hparam",
+                message="optimizer SGD has no hyperparameter 'beta_9'",
+            )
         if e == 8:
             w.decision(t + 10.2, 4, "plateau", "scale_lr", "val_loss did not improve for 2 epochs", e, lr=0.0125)
             w.ack(t + 12.0, 4, "scale_lr", e + 1, (e + 1) * SPE + 3, 0.0125, late=True)
-            w.journal(t + 12.1, "applied", seq=4, cmd="scale_lr", epoch=e + 1, step=(e + 1) * SPE + 3, lr=0.0125,
-                      late=True)
+            w.journal(
+                t + 12.1, "applied", seq=4, cmd="scale_lr", epoch=e + 1, step=(e + 1) * SPE + 3, lr=0.0125, late=True
+            )
             lr = 0.0125
         if e == 10:
             w.decision(t + 10.2, 5, "early_stop", "stop", "val_loss has not improved for 2 epochs", e)

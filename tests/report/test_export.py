@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.report.export import export_csv, export_tensorboard
 from lrsup.supervisor.history.runinfo import MissingExtraError, load_run
+from lrsup.supervisor.report.export import export_csv, export_tensorboard
 
 from .conftest import FIRST, SECOND, SPE, RunWriter
 
@@ -90,8 +90,9 @@ def tensorboard_export(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("tb")
     run = write_synthetic_run(base / "run")
     log_dir = base / "logs"
-    result = subprocess.run([sys.executable, "-c", READ_BACK, str(run), str(log_dir)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", READ_BACK, str(run), str(log_dir)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 
@@ -172,8 +173,8 @@ def _read_events(path: Path) -> list:
 
     data, events, pos = path.read_bytes(), [], 0
     while pos < len(data):
-        (length,) = struct.unpack("<Q", data[pos:pos + 8])
-        events.append(event_pb2.Event.FromString(data[pos + 12:pos + 12 + length]))
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        events.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length]))
         pos += 12 + length + 4
     return events
 
@@ -182,12 +183,12 @@ def test_batch_records_are_thinned_evenly_beyond_the_cap(synthetic_run: Path, tm
     if not HAS_TENSORBOARD:
         pytest.skip("tensorboard is not installed")
     train, _ = export_tensorboard(synthetic_run, tmp_path / "tb", max_batch_points=10)
-    steps = [e.step for e in _read_events(train)
-             if e.HasField("summary") and e.summary.value[0].tag.startswith("batch_")]
+    steps = [
+        e.step for e in _read_events(train) if e.HasField("summary") and e.summary.value[0].tag.startswith("batch_")
+    ]
     assert len(steps) == 10  # 60 batch records, every 6th
     assert steps[0] == 1 and steps[1] - steps[0] == 6 * 10
-    epochs = [e.step for e in _read_events(train)
-              if e.HasField("summary") and e.summary.value[0].tag == "epoch_loss"]
+    epochs = [e.step for e in _read_events(train) if e.HasField("summary") and e.summary.value[0].tag == "epoch_loss"]
     assert len(epochs) == 12  # epochs are never thinned
     with pytest.raises(ValueError, match="max_batch_points"):
         export_tensorboard(synthetic_run, tmp_path / "tb", max_batch_points=0)

@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from lrsup.supervisor.config import NotifySettings
-from lrsup.supervisor.run.notify import Notifier, summary_payload
 from lrsup.supervisor.history.runinfo import load_run
+from lrsup.supervisor.run.notify import Notifier, summary_payload
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,16 +100,26 @@ def test_webhook_delivers_the_json_body(server, tmp_path: Path) -> None:
     srv = server()
     journal = Journal()
     notifier = Notifier(NotifySettings(webhook=srv.url), journal, run_dir=tmp_path)
-    assert notifier.notify("end", {"outcome": "completed", "summary": {"best": float("nan"), "epochs": 3},
-                                   "event": "ignored: the event name wins"})
+    assert notifier.notify(
+        "end",
+        {
+            "outcome": "completed",
+            "summary": {"best": float("nan"), "epochs": 3},
+            "event": "ignored: the event name wins",
+        },
+    )
     assert notifier.flush(10)
     assert len(srv.requests) == 1 and journal.lines == []
     request = srv.requests[0]
     assert request["path"] == "/hook"
     assert request["headers"]["Content-Type"] == "application/json"
     body = json.loads(request["body"])  # strict JSON: NaN was turned into a string
-    assert body == {"event": "end", "run_dir": str(tmp_path), "outcome": "completed",
-                    "summary": {"best": "NaN", "epochs": 3}}
+    assert body == {
+        "event": "end",
+        "run_dir": str(tmp_path),
+        "outcome": "completed",
+        "summary": {"best": "NaN", "epochs": 3},
+    }
     assert notifier.sent == 1 and notifier.failed == 0
 
 
@@ -160,8 +170,10 @@ def test_a_non_2xx_answer_is_a_failure(server) -> None:
 
 def test_command_gets_the_payload_on_stdin_and_in_env(tmp_path: Path) -> None:
     out, env_out = tmp_path / "payload.json", tmp_path / "env.txt"
-    command = (f"cat > {shlex.quote(str(out))}; "
-               f"printf '%s\\n%s\\n%s' \"$LRSUP_EVENT\" \"$LRSUP_RUN_DIR\" \"$LRSUP_PAYLOAD\" > {shlex.quote(str(env_out))}")
+    command = (
+        f"cat > {shlex.quote(str(out))}; "
+        f'printf \'%s\\n%s\\n%s\' "$LRSUP_EVENT" "$LRSUP_RUN_DIR" "$LRSUP_PAYLOAD" > {shlex.quote(str(env_out))}'
+    )
     journal = Journal()
     notifier = Notifier(NotifySettings(command=command, on=["end", "rollback"]), journal, run_dir=tmp_path / "run")
     notifier.notify("rollback", {"epoch": 5, "reason": "NaN loss"})

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from lrsup.supervisor.history.runinfo import load_run
 from lrsup.supervisor.report.write import (
     compare_runs,
     fmt_duration,
@@ -22,7 +23,6 @@ from lrsup.supervisor.report.write import (
     render_terminal,
     write_report,
 )
-from lrsup.supervisor.history.runinfo import load_run
 
 from .conftest import XSS, RunWriter, write_synthetic_run
 
@@ -174,24 +174,39 @@ def test_formatting_helpers() -> None:
 # A real browser opens report.html.
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); "
-                                             "the headless-browser check of report.html is skipped")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (apt-get install chromium); the headless-browser check of report.html is skipped",
+)
 @pytest.mark.timeout(120)
 def test_report_html_in_headless_chromium(synthetic_run: Path, tmp_path: Path) -> None:
     html_path = write_report(synthetic_run).html
     # A copy with a probe that records whether the inlined PNG decoded (the report itself has no script).
     probe = tmp_path / "probe.html"
-    probe.write_text(html_path.read_text().replace(
-        "</body>",
-        "<script>window.addEventListener('load',function(){var i=document.getElementById('plot');"
-        "var p=document.createElement('div');p.id='probe';"
-        "p.textContent='decoded='+(i.complete&&i.naturalWidth>0)+' width='+i.naturalWidth;"
-        "document.body.appendChild(p);});</script></body>"))
+    probe.write_text(
+        html_path.read_text().replace(
+            "</body>",
+            "<script>window.addEventListener('load',function(){var i=document.getElementById('plot');"
+            "var p=document.createElement('div');p.id='probe';"
+            "p.textContent='decoded='+(i.complete&&i.naturalWidth>0)+' width='+i.naturalWidth;"
+            "document.body.appendChild(p);});</script></body>",
+        )
+    )
     profile = tmp_path / "chromium-profile"
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-         "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=90,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     dom = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
@@ -204,9 +219,11 @@ def test_report_html_in_headless_chromium(synthetic_run: Path, tmp_path: Path) -
 
 
 def test_importing_the_reporting_modules_loads_nothing_heavy() -> None:
-    code = ("import sys\n"
-            "import lrsup.supervisor.report.write, lrsup.supervisor.report.export, lrsup.supervisor.run.notify\n"
-            "heavy = [m for m in ('matplotlib', 'tensorboard', 'tensorflow', 'keras') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\n"
+        "import lrsup.supervisor.report.write, lrsup.supervisor.report.export, lrsup.supervisor.run.notify\n"
+        "heavy = [m for m in ('matplotlib', 'tensorboard', 'tensorflow', 'keras') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -130,8 +130,7 @@ def test_exception_is_failed(run_writer) -> None:
     w = run_writer()
     _simple(w, end="exception")
     w.event(32, "trainer_exited", "trainer exited with status 1")
-    w.event(33, "finished", "trainer exited with status 1 (training raised an exception) (exit status 1)",
-            status=1)
+    w.event(33, "finished", "trainer exited with status 1 (training raised an exception) (exit status 1)", status=1)
     w.close()
     info = load_run(w.root)
     assert info.outcome is Outcome.FAILED and info.exit_status == 1
@@ -151,8 +150,7 @@ def test_running_while_the_supervisor_pid_is_alive(run_writer) -> None:
     w = run_writer()
     _simple(w, end=None)
     w.close()
-    (w.root / "supervisor.json").write_text(json.dumps({"v": 1, "supervisor_pid": 12345,
-                                                        "supervisor_start_time": 777}))
+    (w.root / "supervisor.json").write_text(json.dumps({"v": 1, "supervisor_pid": 12345, "supervisor_start_time": 777}))
     asked: list[tuple] = []
 
     def alive(pid, start_time):
@@ -166,8 +164,7 @@ def test_running_while_the_supervisor_pid_is_alive(run_writer) -> None:
     (w.root / "supervisor.json").write_text(json.dumps({"supervisor_pid": os.getpid()}))
     assert load_run(w.root).outcome is Outcome.RUNNING
     if Path(f"/proc/{os.getpid()}/stat").exists():
-        (w.root / "supervisor.json").write_text(json.dumps({"supervisor_pid": os.getpid(),
-                                                            "supervisor_start_time": 1}))
+        (w.root / "supervisor.json").write_text(json.dumps({"supervisor_pid": os.getpid(), "supervisor_start_time": 1}))
         assert load_run(w.root).outcome is Outcome.INTERRUPTED
 
 
@@ -199,8 +196,19 @@ def test_without_supervisor_json_freshness_decides(run_writer) -> None:
 def test_give_up_is_stopped_and_flagged(run_writer) -> None:
     w = run_writer()
     _simple(w, end="stopped")
-    w.journal(31.5, "decision", seq=1, policy="divergence", action="stop", lr=None, reason="diverged 3 times",
-              epoch=2, step=150, suppressed=None, give_up=True)
+    w.journal(
+        31.5,
+        "decision",
+        seq=1,
+        policy="divergence",
+        action="stop",
+        lr=None,
+        reason="diverged 3 times",
+        epoch=2,
+        step=150,
+        suppressed=None,
+        give_up=True,
+    )
     w.close()
     info = load_run(w.root)
     assert info.outcome is Outcome.STOPPED and info.gave_up
@@ -278,14 +286,16 @@ def test_batch_series_stays_bounded_and_evenly_spaced() -> None:
 def _write_big_metrics(path: Path, n_batches: int) -> None:
     """A metrics file of n_batches batch records (plus epochs), written fast with a template."""
     per_epoch = 100
-    template = ('{"v":1,"type":"batch","time":%r,"epoch":%d,"batch":%d,"step":%d,"lr":0.01,'
-                '"logs":{"loss":%r,"accuracy":0.5}}\n')
-    epoch_t = ('{"v":1,"type":"epoch","time":%r,"epoch":%d,"step":%d,"lr":0.01,'
-               '"logs":{"loss":%r,"val_loss":%r}}\n')
+    template = (
+        '{"v":1,"type":"batch","time":%r,"epoch":%d,"batch":%d,"step":%d,"lr":0.01,"logs":{"loss":%r,"accuracy":0.5}}\n'
+    )
+    epoch_t = '{"v":1,"type":"epoch","time":%r,"epoch":%d,"step":%d,"lr":0.01,"logs":{"loss":%r,"val_loss":%r}}\n'
     with open(path, "w") as f:
-        f.write('{"v":1,"type":"start","time":%r,"pid":1,"optimizer":"SGD","optimizer_config":{},"lr":0.01,'
-                '"lr_schedule":null,"steps_per_epoch":1000,"epochs":%d,"initial_epoch":0,"step":0,'
-                '"keras_version":null,"backend":null,"agent":null}\n' % (T0, n_batches // per_epoch))
+        f.write(
+            '{"v":1,"type":"start","time":%r,"pid":1,"optimizer":"SGD","optimizer_config":{},"lr":0.01,'
+            '"lr_schedule":null,"steps_per_epoch":1000,"epochs":%d,"initial_epoch":0,"step":0,'
+            '"keras_version":null,"backend":null,"agent":null}\n' % (T0, n_batches // per_epoch)
+        )
         lines = []
         for i in range(n_batches):
             e, b = divmod(i, per_epoch)

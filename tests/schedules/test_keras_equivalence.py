@@ -46,6 +46,7 @@ def _keras():
     tf = pytest.importorskip("tensorflow")
     S = pytest.importorskip("keras").optimizers.schedules
 
+
 STEPS = np.arange(0, 3000, dtype=np.int64)
 
 ULPS_PER_PERIOD = 8
@@ -148,7 +149,10 @@ def exponential_case(dtype, lr0, decay_steps, rate, staircase):
 
 def cosine_case(dtype, lr0, decay_steps, alpha, warmup_target, warmup_steps):
     schedule = S.CosineDecay(
-        dtype(lr0), decay_steps, alpha=param(alpha, dtype), warmup_target=param(warmup_target, dtype),
+        dtype(lr0),
+        decay_steps,
+        alpha=param(alpha, dtype),
+        warmup_target=param(warmup_target, dtype),
         warmup_steps=warmup_steps,
     )
     # Past decay_steps (+ warmup) Keras clamps the step: the error stops growing there.
@@ -165,10 +169,12 @@ def restarts_case(dtype, lr0, first, t_mul, m_mul, alpha):
 
 def restart_steps(first_decay_steps: float, t_mul: float) -> np.ndarray:
     """True at the steps where one of our cycles begins (cycle 0 excluded)."""
-    return np.array([
-        step > 0 and abs(cosine_restarts_cycle(int(step), first_decay_steps, t_mul)[1] - step) < 1e-6
-        for step in STEPS
-    ])
+    return np.array(
+        [
+            step > 0 and abs(cosine_restarts_cycle(int(step), first_decay_steps, t_mul)[1] - step) < 1e-6
+            for step in STEPS
+        ]
+    )
 
 
 @DTYPES
@@ -204,15 +210,22 @@ def test_cosine_decay(dtype, lr0, decay_steps, alpha, warmup_target, warmup_step
     ("lr0", "decay_steps", "alpha", "warmup_target", "warmup_steps"),
     [case for case in COSINE if case[3] is not None and case[4] > 0],
 )
-def test_warmup_then_cosine_is_keras_cosine_with_warmup(
-    dtype, lr0, decay_steps, alpha, warmup_target, warmup_steps
-):
+def test_warmup_then_cosine_is_keras_cosine_with_warmup(dtype, lr0, decay_steps, alpha, warmup_target, warmup_steps):
     schedule, _, tol = cosine_case(dtype, lr0, decay_steps, alpha, warmup_target, warmup_steps)
-    lr = Schedule({
-        "kind": "warmup", "steps": warmup_steps, "start_lr": lr0, "target": warmup_target,
-        "then": {"kind": "cosine_decay", "initial_learning_rate": warmup_target, "decay_steps": decay_steps,
-                 "alpha": alpha},
-    })
+    lr = Schedule(
+        {
+            "kind": "warmup",
+            "steps": warmup_steps,
+            "start_lr": lr0,
+            "target": warmup_target,
+            "then": {
+                "kind": "cosine_decay",
+                "initial_learning_rate": warmup_target,
+                "decay_steps": decay_steps,
+                "alpha": alpha,
+            },
+        }
+    )
     assert_close(np.array([lr(int(step)) for step in STEPS]), keras_values(schedule), tol)
 
 

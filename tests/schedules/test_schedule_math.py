@@ -26,11 +26,18 @@ PIECEWISE = {"kind": "piecewise_constant", "boundaries": [100, 200], "values": [
 STEP = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 300}
 COS = {"kind": "cosine_decay", "initial_learning_rate": 1.0, "decay_steps": 100, "alpha": 0.1}
 COS_WARM = {
-    "kind": "cosine_decay", "initial_learning_rate": 0.0, "decay_steps": 100,
-    "warmup_target": 1.0, "warmup_steps": 10,
+    "kind": "cosine_decay",
+    "initial_learning_rate": 0.0,
+    "decay_steps": 100,
+    "warmup_target": 1.0,
+    "warmup_steps": 10,
 }
 SGDR = {
-    "kind": "cosine_restarts", "initial_learning_rate": 1.0, "first_decay_steps": 100, "t_mul": 2.0, "m_mul": 0.5,
+    "kind": "cosine_restarts",
+    "initial_learning_rate": 1.0,
+    "first_decay_steps": 100,
+    "t_mul": 2.0,
+    "m_mul": 0.5,
 }
 SGDR_ALPHA = {**SGDR, "alpha": 0.1}
 SGDR_FLAT = {"kind": "cosine_restarts", "initial_learning_rate": 1.0, "first_decay_steps": 10, "t_mul": 1.0}
@@ -42,12 +49,29 @@ ONE_LIN = {**ONE, "anneal": "linear"}
 ONE_3 = {**ONE, "three_phase": True}
 WARM = {"kind": "warmup", "steps": 10, "target": 1.0}
 WARM_THEN = {
-    "kind": "warmup", "steps": 10,
+    "kind": "warmup",
+    "steps": 10,
     "then": {"kind": "exponential_decay", "initial_learning_rate": 1.0, "decay_steps": 10, "decay_rate": 0.5},
 }
 
-EXAMPLES = [EXP, PIECEWISE, STEP, COS, COS_WARM, SGDR, SGDR_ALPHA, SGDR_FLAT, TRI, TRI2, EXPR, ONE, ONE_LIN,
-            ONE_3, WARM, WARM_THEN]
+EXAMPLES = [
+    EXP,
+    PIECEWISE,
+    STEP,
+    COS,
+    COS_WARM,
+    SGDR,
+    SGDR_ALPHA,
+    SGDR_FLAT,
+    TRI,
+    TRI2,
+    EXPR,
+    ONE,
+    ONE_LIN,
+    ONE_3,
+    WARM,
+    WARM_THEN,
+]
 
 
 def half_cos(fraction: float) -> float:
@@ -56,33 +80,81 @@ def half_cos(fraction: float) -> float:
 
 # (spec, step, expected), each computed by hand from the definitions.
 HAND_VALUES = [
-    (EXP, 0, 0.1), (EXP, 50, 0.1 * math.sqrt(0.5)), (EXP, 100, 0.05), (EXP, 300, 0.0125),
-    ({**EXP, "staircase": True}, 150, 0.05), ({**EXP, "staircase": True}, 199, 0.05),
+    (EXP, 0, 0.1),
+    (EXP, 50, 0.1 * math.sqrt(0.5)),
+    (EXP, 100, 0.05),
+    (EXP, 300, 0.0125),
+    ({**EXP, "staircase": True}, 150, 0.05),
+    ({**EXP, "staircase": True}, 199, 0.05),
     ({**EXP, "staircase": True}, 200, 0.025),
     # Keras's boundary rule: values[0] while step <= boundaries[0].
-    (PIECEWISE, 0, 1.0), (PIECEWISE, 100, 1.0), (PIECEWISE, 101, 0.5), (PIECEWISE, 200, 0.5),
+    (PIECEWISE, 0, 1.0),
+    (PIECEWISE, 100, 1.0),
+    (PIECEWISE, 101, 0.5),
+    (PIECEWISE, 200, 0.5),
     (PIECEWISE, 201, 0.1),
-    (STEP, 299, 0.1), (STEP, 300, 0.05), (STEP, 899, 0.025), (STEP, 900, 0.0125),
-    (COS, 0, 1.0), (COS, 50, 0.55), (COS, 100, 0.1), (COS, 5000, 0.1), (COS, 25, 0.9 * half_cos(0.25) + 0.1),
-    (COS_WARM, 0, 0.0), (COS_WARM, 5, 0.5), (COS_WARM, 10, 1.0), (COS_WARM, 60, 0.5), (COS_WARM, 110, 0.0),
+    (STEP, 299, 0.1),
+    (STEP, 300, 0.05),
+    (STEP, 899, 0.025),
+    (STEP, 900, 0.0125),
+    (COS, 0, 1.0),
+    (COS, 50, 0.55),
+    (COS, 100, 0.1),
+    (COS, 5000, 0.1),
+    (COS, 25, 0.9 * half_cos(0.25) + 0.1),
+    (COS_WARM, 0, 0.0),
+    (COS_WARM, 5, 0.5),
+    (COS_WARM, 10, 1.0),
+    (COS_WARM, 60, 0.5),
+    (COS_WARM, 110, 0.0),
     (COS_WARM, 9999, 0.0),
     # SGDR: cycles [0, 100), [100, 300), [300, 700); peaks 1, 0.5, 0.25.
-    (SGDR, 0, 1.0), (SGDR, 50, 0.5), (SGDR, 99, half_cos(0.99)), (SGDR, 100, 0.5), (SGDR, 200, 0.25),
-    (SGDR, 300, 0.25), (SGDR, 500, 0.125), (SGDR, 700, 0.125),
-    (SGDR_ALPHA, 100, 0.9 * 0.5 + 0.1), (SGDR_ALPHA, 299, 0.9 * 0.5 * half_cos(199 / 200) + 0.1),
-    (SGDR_FLAT, 10, 1.0), (SGDR_FLAT, 15, 0.5), (SGDR_FLAT, 1005, 0.5),
-    (TRI, 0, 1.0), (TRI, 5, 2.0), (TRI, 10, 3.0), (TRI, 15, 2.0), (TRI, 20, 1.0), (TRI, 30, 3.0),
-    (TRI2, 10, 3.0), (TRI2, 30, 2.0), (TRI2, 50, 1.5), (TRI2, 45, 1.25),
-    (EXPR, 10, 1.0 + 2.0 * 0.9**10), (EXPR, 25, 1.0 + 2.0 * 0.5 * 0.9**25),
+    (SGDR, 0, 1.0),
+    (SGDR, 50, 0.5),
+    (SGDR, 99, half_cos(0.99)),
+    (SGDR, 100, 0.5),
+    (SGDR, 200, 0.25),
+    (SGDR, 300, 0.25),
+    (SGDR, 500, 0.125),
+    (SGDR, 700, 0.125),
+    (SGDR_ALPHA, 100, 0.9 * 0.5 + 0.1),
+    (SGDR_ALPHA, 299, 0.9 * 0.5 * half_cos(199 / 200) + 0.1),
+    (SGDR_FLAT, 10, 1.0),
+    (SGDR_FLAT, 15, 0.5),
+    (SGDR_FLAT, 1005, 0.5),
+    (TRI, 0, 1.0),
+    (TRI, 5, 2.0),
+    (TRI, 10, 3.0),
+    (TRI, 15, 2.0),
+    (TRI, 20, 1.0),
+    (TRI, 30, 3.0),
+    (TRI2, 10, 3.0),
+    (TRI2, 30, 2.0),
+    (TRI2, 50, 1.5),
+    (TRI2, 45, 1.25),
+    (EXPR, 10, 1.0 + 2.0 * 0.9**10),
+    (EXPR, 25, 1.0 + 2.0 * 0.5 * 0.9**25),
     # 1cycle, PyTorch's phases: up to step 0.3 * 100 - 1 = 29, down to step 99.
-    (ONE, 0, 0.04), (ONE, 29, 1.0), (ONE, 99, 4e-6), (ONE, 10_000, 4e-6),
+    (ONE, 0, 0.04),
+    (ONE, 29, 1.0),
+    (ONE, 99, 4e-6),
+    (ONE, 10_000, 4e-6),
     (ONE, 64, 4e-6 + (1.0 - 4e-6) / 2 * (math.cos(math.pi * 35 / 70) + 1)),
-    (ONE_LIN, 14, 0.04 + 0.96 * 14 / 29), (ONE_LIN, 64, 1.0 + (4e-6 - 1.0) * 0.5),
-    (ONE_3, 29, 1.0), (ONE_3, 58, 0.04), (ONE_3, 99, 4e-6),
-    (WARM, 0, 0.0), (WARM, 5, 0.5), (WARM, 10, 1.0), (WARM, 10_000, 1.0),
+    (ONE_LIN, 14, 0.04 + 0.96 * 14 / 29),
+    (ONE_LIN, 64, 1.0 + (4e-6 - 1.0) * 0.5),
+    (ONE_3, 29, 1.0),
+    (ONE_3, 58, 0.04),
+    (ONE_3, 99, 4e-6),
+    (WARM, 0, 0.0),
+    (WARM, 5, 0.5),
+    (WARM, 10, 1.0),
+    (WARM, 10_000, 1.0),
     ({**WARM, "start_lr": 0.5}, 5, 0.75),
     # then counts from the warmup's end; target defaults to then's first value.
-    (WARM_THEN, 5, 0.5), (WARM_THEN, 10, 1.0), (WARM_THEN, 20, 0.5), (WARM_THEN, 30, 0.25),
+    (WARM_THEN, 5, 0.5),
+    (WARM_THEN, 10, 1.0),
+    (WARM_THEN, 20, 0.5),
+    (WARM_THEN, 30, 0.25),
 ]
 
 
@@ -143,13 +215,11 @@ BAD_SPECS = [
     ([1, 2], "must be a dict"),
     ({"initial_learning_rate": 0.1}, "unknown schedule kind None"),
     ({**EXP, "decay_step": 3}, "exponential_decay: unknown field(s) ['decay_step']"),
-    ({"kind": "exponential_decay", "initial_learning_rate": 0.1, "decay_rate": 0.5},
-     "missing field 'decay_steps'"),
+    ({"kind": "exponential_decay", "initial_learning_rate": 0.1, "decay_rate": 0.5}, "missing field 'decay_steps'"),
     ({**EXP, "decay_steps": 0}, "decay_steps must be > 0, got 0"),
     ({**EXP, "decay_steps": True}, "decay_steps must be a finite number, got True"),
     ({**EXP, "decay_rate": -0.5}, "decay_rate must be > 0, got -0.5"),
-    ({**EXP, "initial_learning_rate": math.nan},
-     "initial_learning_rate must be a finite learning rate >= 0, got nan"),
+    ({**EXP, "initial_learning_rate": math.nan}, "initial_learning_rate must be a finite learning rate >= 0, got nan"),
     ({**EXP, "initial_learning_rate": math.inf}, "got inf"),
     ({**EXP, "initial_learning_rate": -1e-3}, "got -0.001"),
     ({**EXP, "initial_learning_rate": "0.1"}, "got '0.1'"),
@@ -206,10 +276,18 @@ def test_normalised_spec_fills_defaults_without_touching_the_input():
     spec = validate_spec(WARM_THEN)
     assert WARM_THEN == original
     assert spec == {
-        "kind": "warmup", "steps": 10, "start_lr": 0.0, "target": None, "start_step": 0,
+        "kind": "warmup",
+        "steps": 10,
+        "start_lr": 0.0,
+        "target": None,
+        "start_step": 0,
         "then": {
-            "kind": "exponential_decay", "initial_learning_rate": 1.0, "decay_steps": 10, "decay_rate": 0.5,
-            "staircase": False, "start_step": 0,
+            "kind": "exponential_decay",
+            "initial_learning_rate": 1.0,
+            "decay_steps": 10,
+            "decay_rate": 0.5,
+            "staircase": False,
+            "start_step": 0,
         },
     }
 
@@ -233,17 +311,41 @@ def test_normalised_spec_is_json_and_a_fixed_point(spec):
 def test_from_keras_configs():
     assert from_keras(
         "CosineDecay",
-        {"initial_learning_rate": 0.1, "decay_steps": 1000, "alpha": 0.0, "name": "CosineDecay",
-         "warmup_target": None, "warmup_steps": 0},
-    ) == {"kind": "cosine_decay", "initial_learning_rate": 0.1, "decay_steps": 1000, "alpha": 0.0,
-          "warmup_target": None, "warmup_steps": 0, "start_step": 0}
-    assert from_keras(
-        "CosineDecayRestarts",
-        {"initial_learning_rate": 0.1, "first_decay_steps": 50, "t_mul": 2.0, "m_mul": 0.5, "alpha": 0.0,
-         "name": "SGDRDecay"},
-    )["kind"] == "cosine_restarts"
-    assert from_keras("PiecewiseConstantDecay", {"boundaries": [10], "values": [0.1, 0.01], "name": "p"})[
-        "values"] == [0.1, 0.01]
+        {
+            "initial_learning_rate": 0.1,
+            "decay_steps": 1000,
+            "alpha": 0.0,
+            "name": "CosineDecay",
+            "warmup_target": None,
+            "warmup_steps": 0,
+        },
+    ) == {
+        "kind": "cosine_decay",
+        "initial_learning_rate": 0.1,
+        "decay_steps": 1000,
+        "alpha": 0.0,
+        "warmup_target": None,
+        "warmup_steps": 0,
+        "start_step": 0,
+    }
+    assert (
+        from_keras(
+            "CosineDecayRestarts",
+            {
+                "initial_learning_rate": 0.1,
+                "first_decay_steps": 50,
+                "t_mul": 2.0,
+                "m_mul": 0.5,
+                "alpha": 0.0,
+                "name": "SGDRDecay",
+            },
+        )["kind"]
+        == "cosine_restarts"
+    )
+    assert from_keras("PiecewiseConstantDecay", {"boundaries": [10], "values": [0.1, 0.01], "name": "p"})["values"] == [
+        0.1,
+        0.01,
+    ]
     with pytest.raises(ValueError, match="no schedule kind for Keras's 'PolynomialDecay'"):
         from_keras("PolynomialDecay", {})
 
@@ -255,27 +357,45 @@ lrs = st.floats(1e-6, 10.0)
 steps = st.integers(0, 100_000)
 
 
-@given(base=lrs, span=st.floats(0.0, 10.0), step_size=st.integers(1, 500), step=steps,
-       mode=st.sampled_from(["triangular", "triangular2", "exp_range"]), gamma=st.floats(0.9, 1.0))
+@given(
+    base=lrs,
+    span=st.floats(0.0, 10.0),
+    step_size=st.integers(1, 500),
+    step=steps,
+    mode=st.sampled_from(["triangular", "triangular2", "exp_range"]),
+    gamma=st.floats(0.9, 1.0),
+)
 def test_cyclic_stays_between_base_and_max(base, span, step_size, step, mode, gamma):
     top = base + span
     lr = cyclic(step, base, top, step_size, mode, gamma if mode == "exp_range" else 1.0)
     assert base <= lr <= top * (1 + 1e-12)
 
 
-@given(base=lrs, span=st.floats(1e-3, 10.0), step_size=st.integers(1, 500), cycle=st.integers(0, 100),
-       offset=st.integers(0, 999))
+@given(
+    base=lrs,
+    span=st.floats(1e-3, 10.0),
+    step_size=st.integers(1, 500),
+    cycle=st.integers(0, 100),
+    offset=st.integers(0, 999),
+)
 def test_triangular_peaks_at_odd_multiples_of_step_size_and_repeats(base, span, step_size, cycle, offset):
     top = base + span
     assert cyclic((2 * cycle + 1) * step_size, base, top, step_size) == pytest.approx(top, rel=1e-12)
     assert cyclic(2 * cycle * step_size, base, top, step_size) == pytest.approx(base, rel=1e-12)
     step = offset % (2 * step_size)
     assert cyclic(step + 2 * cycle * step_size, base, top, step_size) == pytest.approx(
-        cyclic(step, base, top, step_size), rel=1e-9)
+        cyclic(step, base, top, step_size), rel=1e-9
+    )
 
 
-@given(max_lr=lrs, total=st.integers(10, 5000), pct=st.floats(0.05, 0.95),
-       div=st.floats(1.0, 100.0), final_div=st.floats(1.0, 1e5), anneal=st.sampled_from(["cos", "linear"]))
+@given(
+    max_lr=lrs,
+    total=st.integers(10, 5000),
+    pct=st.floats(0.05, 0.95),
+    div=st.floats(1.0, 100.0),
+    final_div=st.floats(1.0, 1e5),
+    anneal=st.sampled_from(["cos", "linear"]),
+)
 @settings(max_examples=50)
 def test_one_cycle_rises_to_its_peak_then_falls(max_lr, total, pct, div, final_div, anneal):
     assume(pct * total > 1)
@@ -285,8 +405,8 @@ def test_one_cycle_rises_to_its_peak_then_falls(max_lr, total, pct, div, final_d
     assert max(lrs_[lo], lrs_[hi]) == max(lrs_) <= max_lr * (1 + 1e-12)
     assert lrs_[0] == pytest.approx(max_lr / div)
     assert lrs_[-1] == pytest.approx(max_lr / div / final_div)
-    assert all(a <= b * (1 + 1e-12) for a, b in zip(lrs_[:lo], lrs_[1:lo + 1]))
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(lrs_[hi:], lrs_[hi + 1:]))
+    assert all(a <= b * (1 + 1e-12) for a, b in zip(lrs_[:lo], lrs_[1 : lo + 1]))
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(lrs_[hi:], lrs_[hi + 1 :]))
 
 
 @given(tens=st.integers(1, 100), pct_num=st.integers(1, 9))
@@ -299,15 +419,36 @@ def test_one_cycle_hits_max_lr_exactly_at_the_end_of_the_rise(tens, pct_num):
 
 
 DECAYS = st.one_of(
-    st.builds(lambda lr, ds, rate, stair: {"kind": "exponential_decay", "initial_learning_rate": lr,
-                                           "decay_steps": ds, "decay_rate": rate, "staircase": stair},
-              lrs, st.integers(1, 1000), st.floats(0.01, 1.0), st.booleans()),
-    st.builds(lambda lr, factor, every: {"kind": "step_decay", "initial_learning_rate": lr, "factor": factor,
-                                         "every_steps": every},
-              lrs, st.floats(0.01, 1.0), st.integers(1, 1000)),
-    st.builds(lambda lr, ds, alpha: {"kind": "cosine_decay", "initial_learning_rate": lr, "decay_steps": ds,
-                                     "alpha": alpha},
-              lrs, st.integers(1, 5000), st.floats(0.0, 1.0)),
+    st.builds(
+        lambda lr, ds, rate, stair: {
+            "kind": "exponential_decay",
+            "initial_learning_rate": lr,
+            "decay_steps": ds,
+            "decay_rate": rate,
+            "staircase": stair,
+        },
+        lrs,
+        st.integers(1, 1000),
+        st.floats(0.01, 1.0),
+        st.booleans(),
+    ),
+    st.builds(
+        lambda lr, factor, every: {
+            "kind": "step_decay",
+            "initial_learning_rate": lr,
+            "factor": factor,
+            "every_steps": every,
+        },
+        lrs,
+        st.floats(0.01, 1.0),
+        st.integers(1, 1000),
+    ),
+    st.builds(
+        lambda lr, ds, alpha: {"kind": "cosine_decay", "initial_learning_rate": lr, "decay_steps": ds, "alpha": alpha},
+        lrs,
+        st.integers(1, 5000),
+        st.floats(0.0, 1.0),
+    ),
 )
 
 
@@ -318,8 +459,14 @@ def test_decays_never_increase(spec, a, b):
     assert evaluate(spec, hi) >= 0
 
 
-@given(lr0=lrs, first=st.integers(1, 500), t_mul=st.floats(1.0, 3.0), m_mul=st.floats(0.1, 1.0),
-       alpha=st.floats(0.0, 1.0), step=steps)
+@given(
+    lr0=lrs,
+    first=st.integers(1, 500),
+    t_mul=st.floats(1.0, 3.0),
+    m_mul=st.floats(0.1, 1.0),
+    alpha=st.floats(0.0, 1.0),
+    step=steps,
+)
 def test_cosine_restarts_cycles_tile_the_steps_and_stay_in_range(lr0, first, t_mul, m_mul, alpha, step):
     index, start, length = cosine_restarts_cycle(step, first, t_mul)
     assert start - 1e-9 * max(step, 1) <= step < start + length  # a start a hair above a step is on it
@@ -327,8 +474,14 @@ def test_cosine_restarts_cycles_tile_the_steps_and_stay_in_range(lr0, first, t_m
     # The first step of the next cycle, with the same slack as a start a hair above a step.
     nxt = cosine_restarts_cycle(math.ceil(start + length - 1e-9 * max(start + length, 1)), first, t_mul)
     assert nxt[0] == index + 1 and nxt[1] == pytest.approx(start + length)
-    spec = {"kind": "cosine_restarts", "initial_learning_rate": lr0, "first_decay_steps": first,
-            "t_mul": t_mul, "m_mul": m_mul, "alpha": alpha}
+    spec = {
+        "kind": "cosine_restarts",
+        "initial_learning_rate": lr0,
+        "first_decay_steps": first,
+        "t_mul": t_mul,
+        "m_mul": m_mul,
+        "alpha": alpha,
+    }
     lr = evaluate(spec, step)
     assert lr0 * alpha * (1 - 1e-12) <= lr <= lr0 * ((1 - alpha) * m_mul**index + alpha) * (1 + 1e-12)
 
@@ -357,8 +510,14 @@ def test_warmup_without_target_ends_on_the_then_schedule(n, lr, decay_steps):
 def test_end_step_freezes_a_schedule_at_its_value_there():
     from lrsup.supervisor.protocol.schedules import Schedule, validate_spec
 
-    spec = {"kind": "exponential_decay", "initial_learning_rate": 1e-5, "decay_steps": 100,
-            "decay_rate": 1e6, "start_step": 10, "end_step": 110}
+    spec = {
+        "kind": "exponential_decay",
+        "initial_learning_rate": 1e-5,
+        "decay_steps": 100,
+        "decay_rate": 1e6,
+        "start_step": 10,
+        "end_step": 110,
+    }
     ramp = Schedule(spec)
     assert ramp(10) == pytest.approx(1e-5) and ramp(110) == pytest.approx(10.0)
     assert ramp(500) == ramp(110)  # a late clear_schedule cannot let the ramp run on

@@ -12,21 +12,35 @@ from lrsup.policies.actions import SetSchedule
 from lrsup.policies.base import Policy, RunView
 from lrsup.policies.schedules import Cosine, Cyclic, ExponentialDecay, OneCycle, StepDecay, Warmup
 from lrsup.policies.warm_restart import WarmRestart, restart_now
-from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 from lrsup.supervisor.protocol.schedules import cosine_restarts_cycle, evaluate, validate_spec
+from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 
 SPE = 100  # steps per epoch in these runs
 
 
-def start(lr: float | None = 0.1, *, step: int = 0, steps_per_epoch: int | None = SPE, epochs: int | None = 10,
-          initial_epoch: int = 0) -> StartRecord:
-    return StartRecord(pid=1, lr=lr, step=step, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                       initial_epoch=initial_epoch, optimizer="SGD")
+def start(
+    lr: float | None = 0.1,
+    *,
+    step: int = 0,
+    steps_per_epoch: int | None = SPE,
+    epochs: int | None = 10,
+    initial_epoch: int = 0,
+) -> StartRecord:
+    return StartRecord(
+        pid=1,
+        lr=lr,
+        step=step,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        optimizer="SGD",
+    )
 
 
 def view(record: StartRecord) -> RunView:
-    return RunView(lr=record.lr, optimizer=record.optimizer, steps_per_epoch=record.steps_per_epoch,
-                   epochs=record.epochs)
+    return RunView(
+        lr=record.lr, optimizer=record.optimizer, steps_per_epoch=record.steps_per_epoch, epochs=record.epochs
+    )
 
 
 def started(policy: Policy, record: StartRecord | None = None) -> dict:
@@ -60,7 +74,8 @@ def test_exponential_decay_staircase_in_steps_with_an_explicit_lr():
 def test_step_decay_every_n_epochs():
     spec = started(StepDecay(factor=0.1, every_epochs=3))
     assert spec == validate_spec(
-        {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.1, "every_steps": 300})
+        {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.1, "every_steps": 300}
+    )
     assert lr_at(spec, 299, 300, 599, 600) == pytest.approx([0.1, 0.01, 0.01, 0.001])
 
 
@@ -101,10 +116,16 @@ def test_warmup_then_a_schedule_reaches_its_first_value():
 
 def test_cosine_with_warmup_decays_to_alpha_at_the_end_of_fit():
     spec = started(Cosine(warmup_steps=100, alpha=0.1), start(lr=0.2, epochs=10))
-    assert spec == validate_spec({
-        "kind": "cosine_decay", "initial_learning_rate": 0.0, "warmup_target": 0.2, "warmup_steps": 100,
-        "decay_steps": 900, "alpha": 0.1,
-    })
+    assert spec == validate_spec(
+        {
+            "kind": "cosine_decay",
+            "initial_learning_rate": 0.0,
+            "warmup_target": 0.2,
+            "warmup_steps": 100,
+            "decay_steps": 900,
+            "alpha": 0.1,
+        }
+    )
     assert lr_at(spec, 0, 50, 100, 550, 1000, 5000) == pytest.approx([0.0, 0.1, 0.2, 0.11, 0.02, 0.02])
 
 
@@ -181,31 +202,40 @@ def test_reset_forgets_the_schedule():
 # Settings and what the start record must give.
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "message"), [
-    (ExponentialDecay, {"decay_rate": 1.5, "decay_steps": 10}, "input_value=1.5"),
-    (ExponentialDecay, {"decay_rate": 0.5}, "give decay_steps or decay_epochs"),
-    (ExponentialDecay, {"decay_rate": 0.5, "decay_steps": 10, "decay_epochs": 1.0}, "not both (got 10 and 1.0)"),
-    (ExponentialDecay, {"decay_rate": 0.5, "decay_steps": 10, "rate": 1}, "Extra inputs are not permitted"),
-    (ExponentialDecay, {"decay_rate": math.nan, "decay_steps": 10}, "finite number"),
-    (StepDecay, {"factor": 0.5, "every_epochs": True}, "input_value=True"),
-    (StepDecay, {"factor": 0.5, "every_epochs": 0}, "input_value=0"),
-    (StepDecay, {"factor": 1.0, "every_epochs": 1}, "input_value=1.0"),
-    (Cyclic, {"max_lr": 0.1, "base_lr": 0.2, "step_size": 10}, "max_lr=0.1 must be above base_lr=0.2"),
-    (Cyclic, {"max_lr": 0.1, "step_size": 10, "gamma": 0.9}, "gamma=0.9 only applies to mode 'exp_range'"),
-    (Cyclic, {"max_lr": 0.1, "step_size": 10, "mode": "sine"}, "input_value='sine'"),
-    (OneCycle, {"pct_start": 1.0}, "input_value=1.0"),
-    (OneCycle, {"anneal": "cosine"}, "input_value='cosine'"),
-    (Warmup, {"steps": 0}, "input_value=0"),
-    (Warmup, {"steps": 10, "then": {"kind": "cosine_decay", "decay_steps": 10}},
-     "cosine_decay: missing field 'initial_learning_rate'"),
-    (Cosine, {"alpha": 2.0}, "input_value=2.0"),
-    (Cosine, {"warmup_start_lr": 0.01}, "warmup_start_lr=0.01 needs warmup_steps > 0"),
-    (WarmRestart, {}, "give first_period_steps or first_period_epochs"),
-    (WarmRestart, {"first_period_steps": 10, "t_mul": 0.5}, "input_value=0.5"),
-    (WarmRestart, {"first_period_steps": 10, "patience": 3}, "patience=3 only apply with on_plateau = true"),
-    (WarmRestart, {"first_period_steps": 10, "on_plateau": True, "monitor": "score"},
-     "cannot tell whether monitor='score'"),
-])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (ExponentialDecay, {"decay_rate": 1.5, "decay_steps": 10}, "input_value=1.5"),
+        (ExponentialDecay, {"decay_rate": 0.5}, "give decay_steps or decay_epochs"),
+        (ExponentialDecay, {"decay_rate": 0.5, "decay_steps": 10, "decay_epochs": 1.0}, "not both (got 10 and 1.0)"),
+        (ExponentialDecay, {"decay_rate": 0.5, "decay_steps": 10, "rate": 1}, "Extra inputs are not permitted"),
+        (ExponentialDecay, {"decay_rate": math.nan, "decay_steps": 10}, "finite number"),
+        (StepDecay, {"factor": 0.5, "every_epochs": True}, "input_value=True"),
+        (StepDecay, {"factor": 0.5, "every_epochs": 0}, "input_value=0"),
+        (StepDecay, {"factor": 1.0, "every_epochs": 1}, "input_value=1.0"),
+        (Cyclic, {"max_lr": 0.1, "base_lr": 0.2, "step_size": 10}, "max_lr=0.1 must be above base_lr=0.2"),
+        (Cyclic, {"max_lr": 0.1, "step_size": 10, "gamma": 0.9}, "gamma=0.9 only applies to mode 'exp_range'"),
+        (Cyclic, {"max_lr": 0.1, "step_size": 10, "mode": "sine"}, "input_value='sine'"),
+        (OneCycle, {"pct_start": 1.0}, "input_value=1.0"),
+        (OneCycle, {"anneal": "cosine"}, "input_value='cosine'"),
+        (Warmup, {"steps": 0}, "input_value=0"),
+        (
+            Warmup,
+            {"steps": 10, "then": {"kind": "cosine_decay", "decay_steps": 10}},
+            "cosine_decay: missing field 'initial_learning_rate'",
+        ),
+        (Cosine, {"alpha": 2.0}, "input_value=2.0"),
+        (Cosine, {"warmup_start_lr": 0.01}, "warmup_start_lr=0.01 needs warmup_steps > 0"),
+        (WarmRestart, {}, "give first_period_steps or first_period_epochs"),
+        (WarmRestart, {"first_period_steps": 10, "t_mul": 0.5}, "input_value=0.5"),
+        (WarmRestart, {"first_period_steps": 10, "patience": 3}, "patience=3 only apply with on_plateau = true"),
+        (
+            WarmRestart,
+            {"first_period_steps": 10, "on_plateau": True, "monitor": "score"},
+            "cannot tell whether monitor='score'",
+        ),
+    ],
+)
 def test_bad_settings_quote_the_value(cls, kwargs, message):
     with pytest.raises(ValidationError) as err:
         cls(**kwargs)
@@ -250,8 +280,9 @@ class FakeRun:
         self.restarts: list[int] = []
 
     def epoch(self, epoch: int, **logs: float) -> None:
-        record = EpochRecord(epoch=epoch, step=(epoch + 1) * SPE, lr=evaluate(self.schedule, (epoch + 1) * SPE),
-                             logs=logs)
+        record = EpochRecord(
+            epoch=epoch, step=(epoch + 1) * SPE, lr=evaluate(self.schedule, (epoch + 1) * SPE), logs=logs
+        )
         for action in self.policy.on_epoch(record, view(start())):
             assert isinstance(action, SetSchedule) and action.schedule["start_step"] == record.step
             self.schedule = action.schedule
@@ -260,10 +291,16 @@ class FakeRun:
 
 def test_warm_restart_sends_keras_sgdr():
     spec = started(WarmRestart(first_period_epochs=2, t_mul=2.0, m_mul=0.5, alpha=0.1))
-    assert spec == validate_spec({
-        "kind": "cosine_restarts", "initial_learning_rate": 0.1, "first_decay_steps": 200, "t_mul": 2.0,
-        "m_mul": 0.5, "alpha": 0.1,
-    })
+    assert spec == validate_spec(
+        {
+            "kind": "cosine_restarts",
+            "initial_learning_rate": 0.1,
+            "first_decay_steps": 200,
+            "t_mul": 2.0,
+            "m_mul": 0.5,
+            "alpha": 0.1,
+        }
+    )
     assert lr_at(spec, 0, 200, 600) == pytest.approx([0.1, 0.1 * (0.9 * 0.5 + 0.1), 0.1 * (0.9 * 0.25 + 0.1)])
 
 
@@ -309,8 +346,9 @@ def test_warm_restart_patience_starts_afresh_with_a_scheduled_cycle():
 
 
 def test_warm_restart_mode_max_and_min_delta():
-    run = FakeRun(WarmRestart(first_period_steps=10_000, on_plateau=True, monitor="val_accuracy", patience=1,
-                              min_delta=0.01))
+    run = FakeRun(
+        WarmRestart(first_period_steps=10_000, on_plateau=True, monitor="val_accuracy", patience=1, min_delta=0.01)
+    )
     run.epoch(0, val_accuracy=0.5)
     run.epoch(1, val_accuracy=0.52)  # improves by more than 0.01
     assert run.restarts == []
@@ -338,13 +376,28 @@ def test_warm_restart_state_keeps_the_patience_count():
     assert run.restarts == [300]
 
 
-@pytest.mark.parametrize(("first", "t_mul", "m_mul", "alpha", "origin"), [
-    (100, 2.0, 0.5, 0.1, 0), (100, 1.0, 0.8, 0.0, 50), (30, 3.0, 1.0, 0.2, 7), (64, 2.0, 0.7, 0.05, 1000),
-])
+@pytest.mark.parametrize(
+    ("first", "t_mul", "m_mul", "alpha", "origin"),
+    [
+        (100, 2.0, 0.5, 0.1, 0),
+        (100, 1.0, 0.8, 0.0, 50),
+        (30, 3.0, 1.0, 0.2, 7),
+        (64, 2.0, 0.7, 0.05, 1000),
+    ],
+)
 @pytest.mark.parametrize("at", [0, 1, 99, 100, 101, 350, 2999])
 def test_restart_now_continues_the_progression_one_cycle_early(first, t_mul, m_mul, alpha, origin, at):
-    old = validate_spec({"kind": "cosine_restarts", "initial_learning_rate": 0.3, "first_decay_steps": first,
-                         "t_mul": t_mul, "m_mul": m_mul, "alpha": alpha, "start_step": origin})
+    old = validate_spec(
+        {
+            "kind": "cosine_restarts",
+            "initial_learning_rate": 0.3,
+            "first_decay_steps": first,
+            "t_mul": t_mul,
+            "m_mul": m_mul,
+            "alpha": alpha,
+            "start_step": origin,
+        }
+    )
     step = origin + at
     new = restart_now(old, step)
     assert new["start_step"] == step

@@ -46,8 +46,20 @@ def test_help_lists_commands():
     result = cli.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "run" in result.stdout and "policies" in result.stdout
-    for command in ("ls", "status", "logs", "watch", "set-lr", "hold", "release", "stop", "resume", "replay",
-                    "report", "export"):
+    for command in (
+        "ls",
+        "status",
+        "logs",
+        "watch",
+        "set-lr",
+        "hold",
+        "release",
+        "stop",
+        "resume",
+        "replay",
+        "report",
+        "export",
+    ):
         assert command in result.stdout, command
 
 
@@ -171,8 +183,17 @@ def test_importing_the_cli_loads_no_keras_tensorflow_or_heavy_modules():
     assert result.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["policies"], ["--version"],
-                                  ["ls", "--runs-dir", "/nonexistent"], ["status", "/nonexistent"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["policies"],
+        ["--version"],
+        ["ls", "--runs-dir", "/nonexistent"],
+        ["status", "/nonexistent"],
+    ],
+)
 def test_commands_never_import_keras_or_tensorflow(argv):
     code = (
         "import sys\n"
@@ -198,6 +219,7 @@ def test_help_is_fast():
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "lrsup.supervisor.cli.main", "--version"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "lrsup.supervisor.cli.main", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip() == f"lrsup {__version__}"

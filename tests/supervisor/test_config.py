@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.registry import available
-
 from lrsup.policies.plateau import Plateau, PlateauSettings
 from lrsup.supervisor.config import (
     DEFAULT_STACK,
@@ -20,6 +18,7 @@ from lrsup.supervisor.config import (
     RunSettings,
     load_config,
 )
+from lrsup.supervisor.registry import available
 
 PLATEAU_TOML = """
 [[policy]]
@@ -141,13 +140,40 @@ def test_to_json(tmp_path):
     data = load_config(None, tmp_path).to_json()
     assert data == {
         "source": str(tmp_path / "lrsup.toml"),
-        "agent": {"batch_every": 10, "batch_min_interval": 0.1, "verdict_timeout": 10.0, "heartbeat_interval": 5.0,
-                  "checkpoint_every_epochs": 1, "checkpoint_every_steps": 0, "keep_last": 3},
-        "run": {"grace_period": 10.0, "poll_interval": 0.05, "max_restarts": 5, "restart_window": 3600.0,
-                "backoff_base": 5.0, "backoff_cap": 300.0, "hang_timeout": 120.0, "stall_timeout": 1800.0,
-                "stop_timeout": 120.0, "start_timeout": 1800.0, "snapshot_interval": 30.0},
-        "policies": [{"use": "plateau", "monitor": "val_loss", "factor": 0.5, "patience": 2, "mode": "auto",
-                      "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}],
+        "agent": {
+            "batch_every": 10,
+            "batch_min_interval": 0.1,
+            "verdict_timeout": 10.0,
+            "heartbeat_interval": 5.0,
+            "checkpoint_every_epochs": 1,
+            "checkpoint_every_steps": 0,
+            "keep_last": 3,
+        },
+        "run": {
+            "grace_period": 10.0,
+            "poll_interval": 0.05,
+            "max_restarts": 5,
+            "restart_window": 3600.0,
+            "backoff_base": 5.0,
+            "backoff_cap": 300.0,
+            "hang_timeout": 120.0,
+            "stall_timeout": 1800.0,
+            "stop_timeout": 120.0,
+            "start_timeout": 1800.0,
+            "snapshot_interval": 30.0,
+        },
+        "policies": [
+            {
+                "use": "plateau",
+                "monitor": "val_loss",
+                "factor": 0.5,
+                "patience": 2,
+                "mode": "auto",
+                "min_delta": 1e-4,
+                "cooldown": 0,
+                "min_lr": 0.0,
+            }
+        ],
     }
     assert json.loads(json.dumps(data)) == data
 
@@ -169,16 +195,21 @@ def test_resolved_config_is_frozen(tmp_path):
 
 
 def test_error_format_names_file_and_field(tmp_path):
-    err = problems_of(None, tmp_path, "[[policy]]\nuse = \"plateau\"\nfactor = 1.5\n")
+    err = problems_of(None, tmp_path, '[[policy]]\nuse = "plateau"\nfactor = 1.5\n')
     source = str(tmp_path / "lrsup.toml")
     assert err.source == source
     assert err.problems == ["policy[0].factor: Plateau does not support a factor >= 1.0; got factor=1.5 (got 1.5)"]
-    assert str(err) == f"- {source}: policy[0].factor: Plateau does not support a factor >= 1.0; got factor=1.5 (got 1.5)"
+    assert (
+        str(err) == f"- {source}: policy[0].factor: Plateau does not support a factor >= 1.0; got factor=1.5 (got 1.5)"
+    )
     assert isinstance(err, ValueError)
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    err = problems_of(None, tmp_path, """
+    err = problems_of(
+        None,
+        tmp_path,
+        """
 polcy = 1
 [agent]
 batch_every = 0
@@ -192,7 +223,8 @@ patience = -1
 mode = "up"
 [[policy]]
 use = "platau"
-""")
+""",
+    )
     assert err.problems == [
         "polcy: unknown key (got 1); expected one of: agent, notify, policy, run",
         "agent.batch_every: Input should be greater than or equal to 1 (got 0)",
@@ -209,27 +241,38 @@ use = "platau"
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ('[[policy]]\nuse = "plateau"\npatiense = 3\n',
-         "policy[0].patiense: unknown setting (got 3); known settings: cooldown, factor, min_delta, min_lr, mode, "
-         "monitor, patience"),
-        ('[[policy]]\nuse = "plateau"\nmonitor = "my_score"\n',
-         "policy[0].mode: mode='auto' cannot tell whether monitor='my_score' should be minimised or maximised; "
-         "set mode to 'min' or 'max' (got 'auto')"),
-        ('[[policy]]\nuse = "plateau"\npatience = true\n', "policy[0].patience: Input should be a valid integer (got True)"),
+        (
+            '[[policy]]\nuse = "plateau"\npatiense = 3\n',
+            "policy[0].patiense: unknown setting (got 3); known settings: cooldown, factor, min_delta, min_lr, mode, "
+            "monitor, patience",
+        ),
+        (
+            '[[policy]]\nuse = "plateau"\nmonitor = "my_score"\n',
+            "policy[0].mode: mode='auto' cannot tell whether monitor='my_score' should be minimised or maximised; "
+            "set mode to 'min' or 'max' (got 'auto')",
+        ),
+        (
+            '[[policy]]\nuse = "plateau"\npatience = true\n',
+            "policy[0].patience: Input should be a valid integer (got True)",
+        ),
         ('[[policy]]\nmonitor = "val_loss"\n', 'policy[0].use: missing: the policy\'s name, e.g. use = "plateau"'),
-        ('[[policy]]\nuse = 3\n', "policy[0].use: expected a string (got 3)"),
-        ('[[policy]]\nuse = "lrsup.policies.monitor:Monitor"\n',
-         "policy[0].use: policy spec 'lrsup.policies.monitor:Monitor' is <class 'lrsup.policies.monitor.Monitor'>, "
-         "not a subclass of lrsup.policies.Policy"),
+        ("[[policy]]\nuse = 3\n", "policy[0].use: expected a string (got 3)"),
+        (
+            '[[policy]]\nuse = "lrsup.policies.monitor:Monitor"\n',
+            "policy[0].use: policy spec 'lrsup.policies.monitor:Monitor' is <class 'lrsup.policies.monitor.Monitor'>, "
+            "not a subclass of lrsup.policies.Policy",
+        ),
         ('policy = "plateau"\n', "policy: expected an array of tables ([[policy]]) (got 'plateau')"),
-        ('policy = [1]\n', "policy[0]: expected a table with a `use` key (got 1)"),
-        ('agent = 3\n', "agent: expected a table [agent] (got 3)"),
-        ('[run]\ngrace_period = 0\n', "run.grace_period: Input should be greater than 0 (got 0)"),
-        ('[run]\ngrace_period = inf\n', "run.grace_period: Input should be a finite number (got inf)"),
-        ('[agent]\nheartbeat_interval = nan\n', "agent.heartbeat_interval: Input should be a finite number (got nan)"),
-        ('[agent]\nbatch_every = 2.0\n', "agent.batch_every: Input should be a valid integer (got 2.0)"),
-        ('[agent]\nbatch_min_interval = -1\n',
-         "agent.batch_min_interval: Input should be greater than or equal to 0 (got -1)"),
+        ("policy = [1]\n", "policy[0]: expected a table with a `use` key (got 1)"),
+        ("agent = 3\n", "agent: expected a table [agent] (got 3)"),
+        ("[run]\ngrace_period = 0\n", "run.grace_period: Input should be greater than 0 (got 0)"),
+        ("[run]\ngrace_period = inf\n", "run.grace_period: Input should be a finite number (got inf)"),
+        ("[agent]\nheartbeat_interval = nan\n", "agent.heartbeat_interval: Input should be a finite number (got nan)"),
+        ("[agent]\nbatch_every = 2.0\n", "agent.batch_every: Input should be a valid integer (got 2.0)"),
+        (
+            "[agent]\nbatch_min_interval = -1\n",
+            "agent.batch_min_interval: Input should be greater than or equal to 0 (got -1)",
+        ),
         ('[agent]\nbatch_min_interval = "1s"\n', "agent.batch_min_interval: Input should be a valid number (got '1s')"),
     ],
 )
@@ -238,7 +281,7 @@ def test_single_problems(tmp_path, text, problem):
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path):
-    err = problems_of(None, tmp_path, "[[policy]]\nuse = \"plateau\"\nfactor = \n")
+    err = problems_of(None, tmp_path, '[[policy]]\nuse = "plateau"\nfactor = \n')
     assert err.source == str(tmp_path / "lrsup.toml")
     assert err.problems == ["TOML syntax error: Invalid value (at line 3, column 10)"]
 
@@ -261,8 +304,12 @@ def test_explicit_pyproject_without_tool_lrsup(tmp_path):
 
 
 def test_pyproject_problems_carry_the_table_path(tmp_path):
-    err = problems_of(None, tmp_path, '[tool.lrsup]\nsurprise = 1\n[[tool.lrsup.policy]]\nuse = "plateau"\nfactor = 2\n',
-                      name="pyproject.toml")
+    err = problems_of(
+        None,
+        tmp_path,
+        '[tool.lrsup]\nsurprise = 1\n[[tool.lrsup.policy]]\nuse = "plateau"\nfactor = 2\n',
+        name="pyproject.toml",
+    )
     assert err.source == str(tmp_path / "pyproject.toml")
     assert err.problems == [
         "tool.lrsup.surprise: unknown key (got 1); expected one of: agent, notify, policy, run",
@@ -271,7 +318,7 @@ def test_pyproject_problems_carry_the_table_path(tmp_path):
 
 
 def test_pyproject_tool_lrsup_not_a_table(tmp_path):
-    err = problems_of(None, tmp_path, '[tool]\nlrsup = 3\n', name="pyproject.toml")
+    err = problems_of(None, tmp_path, "[tool]\nlrsup = 3\n", name="pyproject.toml")
     assert err.problems == ["tool.lrsup: expected a table (got 3)"]
 
 

@@ -11,6 +11,8 @@ import pytest
 from rich.console import Console
 
 from lrsup.policies.actions import Rollback, ScaleLR, SetHparam, Stop
+from lrsup.supervisor.engine.core import Decision
+from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
 from lrsup.supervisor.view.display import (
     LiveDisplay,
     PlainDisplay,
@@ -19,8 +21,6 @@ from lrsup.supervisor.view.display import (
     metric_direction,
     sparkline,
 )
-from lrsup.supervisor.engine.core import Decision
-from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EndRecord, EpochRecord, StartRecord
 
 NAN = float("nan")
 T0 = 1_790_000_000.0
@@ -43,33 +43,56 @@ def feed_run(display, *, epochs=8, steps=50):
     for epoch in range(3):
         for batch in range(steps):
             step += 1
-            display.on_record(BatchRecord(time=T0 + step / 10, epoch=epoch, batch=batch, step=step, lr=lr,
-                                          logs={"loss": 1.0 - epoch / 10, "accuracy": acc[epoch]}))
-        logs = {"loss": 1.0 - epoch / 10, "accuracy": acc[epoch], "val_loss": val[epoch],
-                "val_accuracy": acc[epoch] - 0.05}
+            display.on_record(
+                BatchRecord(
+                    time=T0 + step / 10,
+                    epoch=epoch,
+                    batch=batch,
+                    step=step,
+                    lr=lr,
+                    logs={"loss": 1.0 - epoch / 10, "accuracy": acc[epoch]},
+                )
+            )
+        logs = {
+            "loss": 1.0 - epoch / 10,
+            "accuracy": acc[epoch],
+            "val_loss": val[epoch],
+            "val_accuracy": acc[epoch] - 0.05,
+        }
         display.on_record(EpochRecord(time=T0 + step / 10, epoch=epoch, step=step, lr=lr, logs=logs))
         if epoch == 1:
-            display.on_decision(decision(ScaleLR(factor=0.5, reason="val_loss 0.8 has not improved",
-                                                 policy="plateau"), lr=0.05, epoch=epoch))
-            display.on_decision(decision(SetHparam(name="momentum", value=0.9, reason="warm", policy="mom"),
-                                         epoch=epoch, suppressed="held by alice"))
+            display.on_decision(
+                decision(
+                    ScaleLR(factor=0.5, reason="val_loss 0.8 has not improved", policy="plateau"), lr=0.05, epoch=epoch
+                )
+            )
+            display.on_decision(
+                decision(
+                    SetHparam(name="momentum", value=0.9, reason="warm", policy="mom"),
+                    epoch=epoch,
+                    suppressed="held by alice",
+                )
+            )
             lr = 0.05
             display.on_record(AckRecord(time=T0 + step / 10, seq=3, cmd="scale_lr", epoch=epoch, step=step, lr=lr))
-    display.on_decision(decision(Rollback(checkpoint="epoch-2", lr=0.01, reason="val_loss is NaN",
-                                          policy="divergence"), lr=0.01, epoch=2))
+    display.on_decision(
+        decision(
+            Rollback(checkpoint="epoch-2", lr=0.01, reason="val_loss is NaN", policy="divergence"), lr=0.01, epoch=2
+        )
+    )
     display.on_state("degraded", "disk full: the journal cannot be written")
     display.on_time_lost(83.0)
     # The next epoch has begun: 20 batches at 10 steps/s.
     for batch in range(20):
         step += 1
-        display.on_record(BatchRecord(time=T0 + step / 10, epoch=3, batch=batch, step=step, lr=0.01,
-                                      logs={"loss": 0.75}))
+        display.on_record(
+            BatchRecord(time=T0 + step / 10, epoch=3, batch=batch, step=step, lr=0.01, logs={"loss": 0.75})
+        )
     return step
 
 
 def render(display, width=120) -> str:
-    console = Console(record=True, width=width, force_terminal=True, color_system="truecolor",
-                      file=io.StringIO())
+    console = Console(record=True, width=width, force_terminal=True, color_system="truecolor", file=io.StringIO())
     console.print(display.renderable())
     return console.export_text()
 
@@ -107,7 +130,7 @@ def test_live_view_shows_bars_metrics_sparklines_and_feed(live):
     # State, time lost, decisions newest first, with the rollback tagged.
     assert "● degraded" in text and "lost 1:23 to restarts/rollbacks" in text
     feed_at = next(i for i, line in enumerate(lines) if "decisions (newest first)" in line)
-    feed = lines[feed_at + 1:]
+    feed = lines[feed_at + 1 :]
     assert "DEGRADED disk full" in feed[0]
     assert "ROLLBACK decision divergence rollback 0.01: val_loss is NaN" in feed[1] and "ep 3" in feed[1]
     assert "[suppressed: held by alice]" in feed[2]
@@ -168,8 +191,9 @@ def test_display_state_mapping():
 
 
 def test_live_multiplier_and_schedule(live):
-    live.on_record(StartRecord(pid=1, optimizer="Adam", lr=0.001, lr_schedule="CosineDecay", epochs=3,
-                               steps_per_epoch=10))
+    live.on_record(
+        StartRecord(pid=1, optimizer="Adam", lr=0.001, lr_schedule="CosineDecay", epochs=3, steps_per_epoch=10)
+    )
     text = " ".join(render(live).split())
     assert "lr 0.001 (CosineDecay)" in text
     live.multiplier = 0.5
@@ -211,8 +235,9 @@ def test_batch_records_are_cheap():
     display = LiveDisplay(Console(file=io.StringIO(), force_terminal=True, width=120))
     try:
         display.on_record(StartRecord(pid=1, lr=0.1, epochs=1000, steps_per_epoch=100_000))
-        records = [BatchRecord(time=T0 + i, epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": 0.5})
-                   for i in range(100_000)]
+        records = [
+            BatchRecord(time=T0 + i, epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": 0.5}) for i in range(100_000)
+        ]
         started = time.perf_counter()
         for record in records:
             display.on_record(record)

@@ -27,7 +27,6 @@ from lrsup.supervisor.protocol.wire import (
     make_command,
 )
 
-
 # -- fakes ------------------------------------------------------------------------------
 
 
@@ -184,14 +183,19 @@ def test_run_view_carries_the_start_record_and_all_policies_see_the_same_one():
     first = Scripted({0: [SetLR(lr=0.5, reason="a")]}, name="first")
     second = Scripted({}, name="second")
     engine = Engine([first, second])
-    engine.feed(StartRecord(pid=1, lr=0.1, optimizer="SGD", optimizer_config={"momentum": 0.9},
-                            steps_per_epoch=100, epochs=10))
+    engine.feed(
+        StartRecord(pid=1, lr=0.1, optimizer="SGD", optimizer_config={"momentum": 0.9}, steps_per_epoch=100, epochs=10)
+    )
     engine.feed(epoch(0, lr=0.1))
     [(_, view1)] = first.seen
     [(_, view2)] = second.seen
     assert view1 is view2
     assert (view1.lr, view1.optimizer, view1.optimizer_config, view1.steps_per_epoch, view1.epochs) == (
-        0.1, "SGD", {"momentum": 0.9}, 100, 10,
+        0.1,
+        "SGD",
+        {"momentum": 0.9},
+        100,
+        10,
     )
     assert engine.lr == 0.5
 
@@ -200,21 +204,37 @@ def test_run_view_carries_the_start_record_and_all_policies_see_the_same_one():
 
 
 def test_actions_are_stamped_with_the_policy_name_unless_set():
-    engine = Engine([Scripted({0: [SetHparam(name="momentum", value=0.8, reason="r"),
-                                   SetHparam(name="beta_1", value=0.8, reason="r", policy="custom")]})])
+    engine = Engine(
+        [
+            Scripted(
+                {
+                    0: [
+                        SetHparam(name="momentum", value=0.8, reason="r"),
+                        SetHparam(name="beta_1", value=0.8, reason="r", policy="custom"),
+                    ]
+                }
+            )
+        ]
+    )
     d1, d2 = engine.feed(epoch(0))
     assert d1.action.policy == "scripted"
     assert d2.action.policy == "custom"
 
 
 def test_set_lr_scale_lr_hparam_and_stop_commands():
-    engine = Engine([Scripted({
-        0: [SetLR(lr=0.5, reason="r")],
-        1: [ScaleLR(factor=0.1, reason="r")],
-        2: [ScaleLR(factor=0.1, min_lr=0.02, reason="r")],
-        3: [SetHparam(name="momentum", value=1, reason="r")],
-        4: [Stop(reason="done")],
-    })])
+    engine = Engine(
+        [
+            Scripted(
+                {
+                    0: [SetLR(lr=0.5, reason="r")],
+                    1: [ScaleLR(factor=0.1, reason="r")],
+                    2: [ScaleLR(factor=0.1, min_lr=0.02, reason="r")],
+                    3: [SetHparam(name="momentum", value=1, reason="r")],
+                    4: [Stop(reason="done")],
+                }
+            )
+        ]
+    )
     engine.feed(StartRecord(pid=1, lr=1.0))
     assert engine.feed(epoch(0, lr=1.0))[0].command == {"cmd": "set_lr", "lr": 0.5}
     d = engine.feed(epoch(1, lr=0.5))[0]
@@ -251,10 +271,12 @@ def test_decision_carries_epoch_and_step():
 
 
 def test_first_lr_change_in_stack_order_wins():
-    engine = Engine([
-        Scripted({0: [ScaleLR(factor=0.5, reason="a")]}, name="a"),
-        Scripted({0: [SetLR(lr=0.9, reason="b")]}, name="b"),
-    ])
+    engine = Engine(
+        [
+            Scripted({0: [ScaleLR(factor=0.5, reason="a")]}, name="a"),
+            Scripted({0: [SetLR(lr=0.9, reason="b")]}, name="b"),
+        ]
+    )
     d1, d2 = engine.feed(epoch(0, lr=1.0))
     assert d1.command == {"cmd": "set_lr", "lr": 0.5} and d1.suppressed is None
     assert d2.command is None and d2.lr is None
@@ -270,16 +292,30 @@ def test_one_policy_returning_two_lr_changes_gets_the_first():
 
 
 def test_stop_suppresses_lr_changes_on_the_same_record_before_or_after_it():
-    engine = Engine([
-        Scripted({0: [SetLR(lr=0.5, reason="a")]}, name="a"),
-        Scripted({0: [Stop(reason="b")]}, name="b"),
-        Scripted({0: [ScaleLR(factor=0.1, reason="c"), Stop(reason="c2"),
-                      SetHparam(name="momentum", value=0.0, reason="c3")]}, name="c"),
-    ])
+    engine = Engine(
+        [
+            Scripted({0: [SetLR(lr=0.5, reason="a")]}, name="a"),
+            Scripted({0: [Stop(reason="b")]}, name="b"),
+            Scripted(
+                {
+                    0: [
+                        ScaleLR(factor=0.1, reason="c"),
+                        Stop(reason="c2"),
+                        SetHparam(name="momentum", value=0.0, reason="c3"),
+                    ]
+                },
+                name="c",
+            ),
+        ]
+    )
     decisions = engine.feed(epoch(0, lr=1.0))
     assert [d.action.reason for d in decisions] == ["a", "b", "c", "c2", "c3"]
     assert [d.command for d in decisions] == [
-        None, {"cmd": "stop"}, None, None, {"cmd": "set_hparam", "name": "momentum", "value": 0.0},
+        None,
+        {"cmd": "stop"},
+        None,
+        None,
+        {"cmd": "set_hparam", "name": "momentum", "value": 0.0},
     ]
     assert decisions[0].suppressed == "stop (policy b) decided at step 100"
     assert decisions[2].suppressed == "stop (policy b) decided at step 100"
@@ -288,10 +324,12 @@ def test_stop_suppresses_lr_changes_on_the_same_record_before_or_after_it():
 
 
 def test_an_lr_change_that_changes_nothing_is_journaled_and_does_not_count():
-    engine = Engine([
-        Scripted({0: [SetLR(lr=0.1, reason="same")]}, name="a"),
-        Scripted({0: [SetLR(lr=0.05, reason="real")]}, name="b"),
-    ])
+    engine = Engine(
+        [
+            Scripted({0: [SetLR(lr=0.1, reason="same")]}, name="a"),
+            Scripted({0: [SetLR(lr=0.05, reason="real")]}, name="b"),
+        ]
+    )
     # the trainer reports the float32 of 0.1: SetLR(0.1) would store the same float32
     d1, d2 = engine.feed(epoch(0, lr=to_float32(0.1)))
     assert d1.command is None and d1.suppressed == "no change (LR already 0.1)"
@@ -322,9 +360,19 @@ def test_invalid_lr_changes_are_suppressed_and_do_not_count(action, text):
 
 
 def test_one_change_per_hyperparameter_per_record():
-    engine = Engine([Scripted({0: [SetHparam(name="momentum", value=0.5, reason="a"),
-                                   SetHparam(name="momentum", value=0.9, reason="b"),
-                                   SetHparam(name="beta_1", value=0.8, reason="c")]})])
+    engine = Engine(
+        [
+            Scripted(
+                {
+                    0: [
+                        SetHparam(name="momentum", value=0.5, reason="a"),
+                        SetHparam(name="momentum", value=0.9, reason="b"),
+                        SetHparam(name="beta_1", value=0.8, reason="c"),
+                    ]
+                }
+            )
+        ]
+    )
     d1, d2, d3 = engine.feed(epoch(0))
     assert d1.command["value"] == 0.5
     assert d2.suppressed == "another momentum change (policy scripted) already decided at step 100"
@@ -440,8 +488,8 @@ from lrsup.policies.actions import (  # noqa: E402
 )
 from lrsup.policies.base import CheckpointInfo, pick_checkpoint  # noqa: E402
 from lrsup.supervisor.engine.core import GIVE_UP_STATUS  # noqa: E402
-from lrsup.supervisor.protocol.wire import CheckpointRecord, validate_command  # noqa: E402
 from lrsup.supervisor.protocol.schedules import evaluate, validate_spec  # noqa: E402
+from lrsup.supervisor.protocol.wire import CheckpointRecord, validate_command  # noqa: E402
 
 
 def quadratic(h=1.0, target=0.0, floor=0.1, kicks=None):
@@ -473,12 +521,30 @@ class SimTrainer:
         val: f(w) -> val_loss, or None for no validation.
     """
 
-    def __init__(self, engine, dynamics, *, w=5.0, lr=0.1, optimizer="SGD", steps_per_epoch=20, epochs=10,
-                 batch_every=1, checkpoint_every_epochs=1, checkpoint_every_steps=0, keep_last=3, val=None):
+    def __init__(
+        self,
+        engine,
+        dynamics,
+        *,
+        w=5.0,
+        lr=0.1,
+        optimizer="SGD",
+        steps_per_epoch=20,
+        epochs=10,
+        batch_every=1,
+        checkpoint_every_epochs=1,
+        checkpoint_every_steps=0,
+        keep_last=3,
+        val=None,
+    ):
         self.engine, self.dynamics, self.w = engine, dynamics, w
         self.lr, self.optimizer, self.val = lr, optimizer, val
         self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
-        self.batch_every, self.every_epochs, self.every_steps = batch_every, checkpoint_every_epochs, checkpoint_every_steps
+        self.batch_every, self.every_epochs, self.every_steps = (
+            batch_every,
+            checkpoint_every_epochs,
+            checkpoint_every_steps,
+        )
         self.keep_last = keep_last
         self.schedule, self.multiplier = None, None
         self.step = self.t = self.epoch = 0
@@ -506,7 +572,9 @@ class SimTrainer:
             if decision.command is not None:
                 self.seq += 1
                 args = {k: v for k, v in decision.command.items() if k != "cmd"}
-                command = make_command(self.seq, decision.command["cmd"], time=0.0, reason=decision.action.reason, **args)
+                command = make_command(
+                    self.seq, decision.command["cmd"], time=0.0, reason=decision.action.reason, **args
+                )
                 validate_command(command)
                 self.commands.append(command)
                 self.queue.append(command)
@@ -517,7 +585,9 @@ class SimTrainer:
 
     def ack(self, command):
         epoch, _ = self.position
-        self.emit(AckRecord(seq=command["seq"], cmd=command["cmd"], epoch=epoch, step=self.step, lr=self.effective_lr()))
+        self.emit(
+            AckRecord(seq=command["seq"], cmd=command["cmd"], epoch=epoch, step=self.step, lr=self.effective_lr())
+        )
 
     def apply(self, c):
         cmd = c["cmd"]
@@ -546,7 +616,12 @@ class SimTrainer:
             if saved is None:
                 self.emit(ErrorRecord(seq=c["seq"], cmd=cmd, message=f"no checkpoint {c['checkpoint']!r}"))
                 return
-            self.w, self.step, self.lr, self.multiplier = saved["w"], saved["step"], saved["lr_var"], saved["multiplier"]
+            self.w, self.step, self.lr, self.multiplier = (
+                saved["w"],
+                saved["step"],
+                saved["lr_var"],
+                saved["multiplier"],
+            )
             if c.get("lr") is not None:
                 if self.schedule is not None:
                     self.multiplier = c["lr"] / evaluate(self.schedule, self.step)
@@ -571,8 +646,17 @@ class SimTrainer:
         lr = self.effective_lr()
         self.saved.pop(name, None)
         self.saved[name] = {"w": self.w, "step": self.step, "lr_var": self.lr, "multiplier": self.multiplier}
-        self.emit(CheckpointRecord(name=name, epoch=epoch, step=self.step, lr=lr, multiplier=self.multiplier,
-                                   file=f"checkpoints/{name}", sha256="0" * 64))
+        self.emit(
+            CheckpointRecord(
+                name=name,
+                epoch=epoch,
+                step=self.step,
+                lr=lr,
+                multiplier=self.multiplier,
+                file=f"checkpoints/{name}",
+                sha256="0" * 64,
+            )
+        )
         while len(self.saved) > self.keep_last:
             old = next((n for n in self.saved if n not in self.retained and n != name), None)
             if old is None or len([n for n in self.saved if n not in self.retained]) <= self.keep_last:
@@ -581,8 +665,16 @@ class SimTrainer:
 
     # -- the trainer ----------------------------------------------------------------------
     def run(self):
-        self.emit(StartRecord(pid=1, optimizer=self.optimizer, lr=self.effective_lr(), steps_per_epoch=self.steps_per_epoch,
-                              epochs=self.epochs, step=self.step))
+        self.emit(
+            StartRecord(
+                pid=1,
+                optimizer=self.optimizer,
+                lr=self.effective_lr(),
+                steps_per_epoch=self.steps_per_epoch,
+                epochs=self.epochs,
+                step=self.step,
+            )
+        )
         if self.every_epochs or self.every_steps:
             self.save(f"start-{self.step}")
         self.control()
@@ -604,8 +696,15 @@ class SimTrainer:
                 if self.every_steps and self.step % self.every_steps == 0:
                     self.save(f"step-{self.step}")
                 if (batch + 1) % self.batch_every == 0:
-                    self.emit(BatchRecord(epoch=epoch, batch=batch, step=self.step, lr=self.effective_lr(),
-                                          logs={"loss": self.sum / self.count}))
+                    self.emit(
+                        BatchRecord(
+                            epoch=epoch,
+                            batch=batch,
+                            step=self.step,
+                            lr=self.effective_lr(),
+                            logs={"loss": self.sum / self.count},
+                        )
+                    )
                 self.control()
             # no batch trained since a rollback: the agent leaves the training metrics out (Keras would say 0)
             logs = {"loss": self.sum / self.count} if self.count else {}
@@ -629,8 +728,9 @@ np = pytest.importorskip("numpy")
 
 
 def ckpt(name, step, epoch=None, lr=0.1, multiplier=None):
-    return CheckpointRecord(name=name, epoch=epoch, step=step, lr=lr, multiplier=multiplier,
-                            file=f"checkpoints/{name}", sha256="0" * 64)
+    return CheckpointRecord(
+        name=name, epoch=epoch, step=step, lr=lr, multiplier=multiplier, file=f"checkpoints/{name}", sha256="0" * 64
+    )
 
 
 class Spy(Policy):
@@ -661,7 +761,10 @@ def test_checkpoints_become_good_after_a_later_finite_epoch():
     engine.feed(ckpt("start-0", 0))
     engine.feed(ckpt("epoch-0001", 100, epoch=0))
     engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={"loss": 1.0}))  # no val_loss: not the same step
-    assert [(c.name, c.good, c.start) for c in engine.checkpoints] == [("start-0", True, True), ("epoch-0001", False, False)]
+    assert [(c.name, c.good, c.start) for c in engine.checkpoints] == [
+        ("start-0", True, True),
+        ("epoch-0001", False, False),
+    ]
     assert engine.checkpoints[1].metrics == {"loss": 1.0}
     engine.feed(ckpt("epoch-0002", 200, epoch=1))
     engine.feed(EpochRecord(epoch=1, step=200, lr=0.1, logs={"loss": math.nan}))  # a NaN epoch vouches for nothing
@@ -680,17 +783,27 @@ def test_val_loss_at_the_same_step_vouches_for_an_epoch_end_checkpoint_in_either
     engine.feed(EpochRecord(epoch=0, step=100, logs={"loss": 1.0, "val_loss": 1.2}))
     engine.feed(EpochRecord(epoch=1, step=200, logs={"loss": 1.0, "val_loss": math.inf}))
     engine.feed(ckpt("b", 200, epoch=1))  # after its epoch record: vouched by it only if finite
-    assert [(c.name, c.good, c.metrics["val_loss"]) for c in engine.checkpoints] == [("a", True, 1.2), ("b", False, math.inf)]
+    assert [(c.name, c.good, c.metrics["val_loss"]) for c in engine.checkpoints] == [
+        ("a", True, 1.2),
+        ("b", False, math.inf),
+    ]
 
 
 def test_pick_checkpoint_rules():
-    cps = (CheckpointInfo("start-0", 0, start=True), CheckpointInfo("e1", 100, 0, good=True),
-           CheckpointInfo("e2", 200, 1, good=False))
+    cps = (
+        CheckpointInfo("start-0", 0, start=True),
+        CheckpointInfo("e1", 100, 0, good=True),
+        CheckpointInfo("e2", 200, 1, good=False),
+    )
     assert pick_checkpoint(cps, 250)[0].name == "e1"  # newest good, not the unconfirmed e2
     assert pick_checkpoint(cps, 99)[0].name == "start-0"  # none good before: the start checkpoint
     assert pick_checkpoint(cps, None)[0].name == "e1"
     target, why = pick_checkpoint((CheckpointInfo("e2", 200, 1),), 250)
-    assert target is None and why == "no known-good checkpoint at or before step 250 (e2 at step 200 not yet confirmed by a finite epoch loss)"
+    assert (
+        target is None
+        and why
+        == "no known-good checkpoint at or before step 250 (e2 at step 200 not yet confirmed by a finite epoch loss)"
+    )
     assert pick_checkpoint((), 5) == (None, "no checkpoint has been taken")
     assert pick_checkpoint(cps[1:], 50)[1] == "no checkpoint at or before step 50 (the earliest is e1 at step 100)"
 
@@ -715,8 +828,19 @@ def test_rollback_resolution_and_lr():
 
 
 def test_rollback_best_explicit_and_missing():
-    engine = Engine([Spy({("batch", 310): [Rollback(best=True, reason="best")],
-                          ("batch", 320): [Rollback(checkpoint="nope", reason="x"), Rollback(checkpoint="e1", lr=0.3, reason="y")]})])
+    engine = Engine(
+        [
+            Spy(
+                {
+                    ("batch", 310): [Rollback(best=True, reason="best")],
+                    ("batch", 320): [
+                        Rollback(checkpoint="nope", reason="x"),
+                        Rollback(checkpoint="e1", lr=0.3, reason="y"),
+                    ],
+                }
+            )
+        ]
+    )
     feed_checkpointed_run(engine)
     d, _ = engine.feed(BatchRecord(epoch=3, batch=9, step=310, logs={"loss": 1.0}))
     assert d.command == {"cmd": "rollback", "checkpoint": "e2", "skip_batches": 0}  # best val_loss 0.8
@@ -729,8 +853,9 @@ def test_rollback_best_explicit_and_missing():
 
 
 def test_no_checkpoint_suppresses_the_rollback_and_lets_the_stop_through():
-    engine = Engine([Spy({("epoch", 100): [Rollback(before_step=50, reason="nan"),
-                                           Stop(give_up=True, reason="gave up")]})])
+    engine = Engine(
+        [Spy({("epoch", 100): [Rollback(before_step=50, reason="nan"), Stop(give_up=True, reason="gave up")]})]
+    )
     engine.feed(StartRecord(pid=1, lr=0.1))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, logs={"loss": math.nan}))
     assert d1.command is None and d1.suppressed == "no checkpoint to roll back to: no checkpoint has been taken"
@@ -766,10 +891,12 @@ def test_a_refused_rollback_forgets_its_checkpoint():
 
 def test_rollback_beats_lr_changes_and_schedules_and_goes_with_a_stop():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 100}
-    engine = Engine([
-        Spy({("epoch", 300): [SetLR(lr=0.5, reason="a"), SetSchedule(schedule=spec, reason="s")]}, name="a"),
-        Spy({("epoch", 300): [Rollback(best=True, reason="b"), Stop(reason="done")]}, name="b"),
-    ])
+    engine = Engine(
+        [
+            Spy({("epoch", 300): [SetLR(lr=0.5, reason="a"), SetSchedule(schedule=spec, reason="s")]}, name="a"),
+            Spy({("epoch", 300): [Rollback(best=True, reason="b"), Stop(reason="done")]}, name="b"),
+        ]
+    )
     feed_checkpointed_run(engine, val=(1.0, 0.8))
     decisions = engine.feed(EpochRecord(epoch=2, step=300, logs={"loss": 1.0, "val_loss": 2.0}))
     assert [d.command and d.command["cmd"] for d in decisions] == [None, None, "rollback", "stop"]
@@ -778,10 +905,16 @@ def test_rollback_beats_lr_changes_and_schedules_and_goes_with_a_stop():
 
 def test_priorities_stop_beats_schedules_and_lr_change_beats_a_schedule_before_it():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 100}
-    engine = Engine([Spy({
-        ("epoch", 100): [SetSchedule(schedule=spec, reason="s"), ScaleLR(factor=0.5, reason="cut")],
-        ("epoch", 200): [SetSchedule(schedule=spec, reason="s"), Stop(reason="stop")],
-    })])
+    engine = Engine(
+        [
+            Spy(
+                {
+                    ("epoch", 100): [SetSchedule(schedule=spec, reason="s"), ScaleLR(factor=0.5, reason="cut")],
+                    ("epoch", 200): [SetSchedule(schedule=spec, reason="s"), Stop(reason="stop")],
+                }
+            )
+        ]
+    )
     engine.feed(StartRecord(pid=1, lr=0.1))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={}))
     assert d1.suppressed == "an LR change (policy spy) already decided at step 100"
@@ -793,14 +926,23 @@ def test_priorities_stop_beats_schedules_and_lr_change_beats_a_schedule_before_i
 
 def test_schedules_multiplier_and_scale_lr_with_min_lr():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 100}
-    engine = Engine([Spy({
-        ("epoch", 100): [SetSchedule(schedule=spec, reason="s"), SetSchedule(schedule=spec, reason="again")],
-        ("epoch", 200): [ScaleLR(factor=0.5, min_lr=0.02, reason="cut")],
-        ("epoch", 300): [ScaleLR(factor=0.5, min_lr=0.02, reason="cut")],
-        ("epoch", 400): [SetLR(lr=0.01, reason="set")],
-        ("epoch", 500): [ClearSchedule(reason="c"), ClearSchedule(reason="c2")],
-        ("epoch", 600): [ClearSchedule(reason="c3")],
-    })])
+    engine = Engine(
+        [
+            Spy(
+                {
+                    ("epoch", 100): [
+                        SetSchedule(schedule=spec, reason="s"),
+                        SetSchedule(schedule=spec, reason="again"),
+                    ],
+                    ("epoch", 200): [ScaleLR(factor=0.5, min_lr=0.02, reason="cut")],
+                    ("epoch", 300): [ScaleLR(factor=0.5, min_lr=0.02, reason="cut")],
+                    ("epoch", 400): [SetLR(lr=0.01, reason="set")],
+                    ("epoch", 500): [ClearSchedule(reason="c"), ClearSchedule(reason="c2")],
+                    ("epoch", 600): [ClearSchedule(reason="c3")],
+                }
+            )
+        ]
+    )
     engine.feed(StartRecord(pid=1, lr=0.3, step=0))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, lr=0.3, logs={}))
     assert d1.command == {"cmd": "set_schedule", "schedule": spec | {"start_step": 0}}
@@ -865,32 +1007,63 @@ def test_while_a_policy_probes_others_cannot_change_the_lr_but_can_stop():
 
 
 def test_checkpoint_configure_keep_and_retain_commands():
-    engine = Engine([Spy({("epoch", 100): [
-        SaveCheckpoint(name="x", reason="a"), SaveCheckpoint(name="x", reason="b"), SaveCheckpoint(reason="c"),
-        SaveCheckpoint(name="../etc", reason="d"),
-        Configure(batch_every=1, checkpoint_every_epochs=1, reason="e"), Configure(batch_every=5, reason="f"),
-        Keep(checkpoints=("x",), reason="g"), Keep(checkpoints=("x",), reason="h"),
-        Retain(keep=("y",), reason="i"),
-    ]})], batch_every=10, checkpoint_every_epochs=1)
+    engine = Engine(
+        [
+            Spy(
+                {
+                    ("epoch", 100): [
+                        SaveCheckpoint(name="x", reason="a"),
+                        SaveCheckpoint(name="x", reason="b"),
+                        SaveCheckpoint(reason="c"),
+                        SaveCheckpoint(name="../etc", reason="d"),
+                        Configure(batch_every=1, checkpoint_every_epochs=1, reason="e"),
+                        Configure(batch_every=5, reason="f"),
+                        Keep(checkpoints=("x",), reason="g"),
+                        Keep(checkpoints=("x",), reason="h"),
+                        Retain(keep=("y",), reason="i"),
+                    ]
+                }
+            )
+        ],
+        batch_every=10,
+        checkpoint_every_epochs=1,
+    )
     engine.feed(StartRecord(pid=1, lr=0.1))
     ds = engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={}))
     assert [d.command for d in ds] == [
-        {"cmd": "checkpoint", "name": "x"}, None, {"cmd": "checkpoint"}, None,
-        {"cmd": "configure", "batch_every": 1}, None, {"cmd": "retain", "keep": ["x"]}, None, None,
+        {"cmd": "checkpoint", "name": "x"},
+        None,
+        {"cmd": "checkpoint"},
+        None,
+        {"cmd": "configure", "batch_every": 1},
+        None,
+        {"cmd": "retain", "keep": ["x"]},
+        None,
+        None,
     ]
     assert ds[1].suppressed == "another checkpoint request (policy spy) already decided at step 100"
     assert ds[3].suppressed.startswith("invalid: checkpoint name '../etc'")
     assert ds[5].suppressed == "another configure (policy spy) already set batch_every at step 100"
     assert ds[7].suppressed == "no change (retained: x)"
     assert ds[8].suppressed.startswith("unsupported action Retain (kind 'retain'): the engine decides retention")
-    assert Engine([Spy({("epoch", 100): [Configure(checkpoint_every_epochs=1, reason="z")]})]).feed(
-        EpochRecord(epoch=0, step=100, logs={}))[0].suppressed == "no change (checkpoint_every_epochs already 1)"
+    assert (
+        Engine([Spy({("epoch", 100): [Configure(checkpoint_every_epochs=1, reason="z")]})])
+        .feed(EpochRecord(epoch=0, step=100, logs={}))[0]
+        .suppressed
+        == "no change (checkpoint_every_epochs already 1)"
+    )
 
 
 def test_configure_batch_min_interval_is_sent_as_a_float_and_shows_in_the_view():
-    spy = Spy({("epoch", 100): [Configure(batch_min_interval=0, reason="every multiple")],
-               ("epoch", 200): [Configure(batch_min_interval=-1.0, reason="bad"),
-                                Configure(batch_min_interval=math.nan, reason="bad too")]})
+    spy = Spy(
+        {
+            ("epoch", 100): [Configure(batch_min_interval=0, reason="every multiple")],
+            ("epoch", 200): [
+                Configure(batch_min_interval=-1.0, reason="bad"),
+                Configure(batch_min_interval=math.nan, reason="bad too"),
+            ],
+        }
+    )
     engine = Engine([spy], batch_min_interval=0.05)
     engine.feed(StartRecord(pid=1, lr=0.1))
     [d] = engine.feed(EpochRecord(epoch=0, step=100, logs={}))
@@ -910,8 +1083,12 @@ def test_a_snapshot_from_before_batch_min_interval_loads_with_the_configured_val
     del state["supervision"]["cadence"]["batch_min_interval"]  # as an older supervisor saved it
     clone = Engine([], batch_every=5, batch_min_interval=0.2)
     clone.load_state_dict(state)
-    assert clone._cadence == {"batch_every": 5, "batch_min_interval": 0.2, "checkpoint_every_epochs": 1,
-                              "checkpoint_every_steps": 0}
+    assert clone._cadence == {
+        "batch_every": 5,
+        "batch_min_interval": 0.2,
+        "checkpoint_every_epochs": 1,
+        "checkpoint_every_steps": 0,
+    }
 
 
 def test_retain_follows_the_start_good_and_best_checkpoints():
@@ -930,8 +1107,10 @@ def test_retain_follows_the_start_good_and_best_checkpoints():
 
 def test_state_round_trip_with_checkpoints_pending_rollback_and_schedule():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 100}
-    script = {("epoch", 300): [SetSchedule(schedule=spec, reason="s"), Keep(checkpoints=("e1",), reason="k")],
-              ("batch", 310): [Rollback(reason="r")]}
+    script = {
+        ("epoch", 300): [SetSchedule(schedule=spec, reason="s"), Keep(checkpoints=("e1",), reason="k")],
+        ("batch", 310): [Rollback(reason="r")],
+    }
     engine = Engine([Spy(script)])
     feed_checkpointed_run(engine)
     engine.feed(BatchRecord(epoch=3, batch=9, step=310, logs={"loss": 1.0}))
@@ -950,15 +1129,31 @@ def test_state_round_trip_with_checkpoints_pending_rollback_and_schedule():
 
 def test_sim_trainer_follows_a_schedule_a_cut_and_a_rollback():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 40}
-    engine = Engine([Spy({
-        ("epoch", 20): [SetSchedule(schedule=spec, reason="s")],
-        ("epoch", 60): [ScaleLR(factor=0.5, reason="cut")],
-        ("epoch", 80): [Rollback(before_step=70, lr=0.2, reason="back")],
-    })], batch_every=5)
+    engine = Engine(
+        [
+            Spy(
+                {
+                    ("epoch", 20): [SetSchedule(schedule=spec, reason="s")],
+                    ("epoch", 60): [ScaleLR(factor=0.5, reason="cut")],
+                    ("epoch", 80): [Rollback(before_step=70, lr=0.2, reason="back")],
+                }
+            )
+        ],
+        batch_every=5,
+    )
     sim = SimTrainer(engine, quadratic(), lr=0.3, steps_per_epoch=20, epochs=6, batch_every=5, val=lambda w: w * w)
     sim.run()
-    assert [c["cmd"] for c in sim.commands] == ["retain", "set_schedule", "retain", "retain", "scale_lr", "retain",
-                                                "rollback", "retain", "retain"]
+    assert [c["cmd"] for c in sim.commands] == [
+        "retain",
+        "set_schedule",
+        "retain",
+        "retain",
+        "scale_lr",
+        "retain",
+        "rollback",
+        "retain",
+        "retain",
+    ]
     rollback = next(c for c in sim.commands if c["cmd"] == "rollback")
     assert rollback["checkpoint"] == "epoch-0003" and rollback["lr"] == 0.2  # step 60, good (val_loss at its step)
     lrs = dict(sim.trained)
@@ -992,10 +1187,18 @@ class ViewChecker(Policy):
 
     def _check(self, record, run):
         e = self.engine
-        fresh = RunView(**e._run, lr=e._lr, step=e._step, checkpoints=e._book.infos(), schedule=e._schedule,
-                        multiplier=e._multiplier, batch_every=e._cadence["batch_every"],
-                        batch_min_interval=e._cadence["batch_min_interval"], probing=e._probing(),
-                        start_step=e._start_step)
+        fresh = RunView(
+            **e._run,
+            lr=e._lr,
+            step=e._step,
+            checkpoints=e._book.infos(),
+            schedule=e._schedule,
+            multiplier=e._multiplier,
+            batch_every=e._cadence["batch_every"],
+            batch_min_interval=e._cadence["batch_min_interval"],
+            probing=e._probing(),
+            start_step=e._start_step,
+        )
         assert run == fresh, (record, run, fresh)
         self.checked.append(type(record).__name__)
         return ()
@@ -1013,16 +1216,25 @@ def test_the_view_fields_kept_between_records_are_never_stale():
     checker = ViewChecker()
     engine = Engine([checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)], batch_every=5)
     checker.engine = engine
-    sim = SimTrainer(engine, quadratic(h=1.0, kicks={150: 40.0, 260: 60.0}), w=2.0, lr=0.05, steps_per_epoch=30,
-                     epochs=10, batch_every=5, val=lambda w: w * w).run()
+    sim = SimTrainer(
+        engine,
+        quadratic(h=1.0, kicks={150: 40.0, 260: 60.0}),
+        w=2.0,
+        lr=0.05,
+        steps_per_epoch=30,
+        epochs=10,
+        batch_every=5,
+        val=lambda w: w * w,
+    ).run()
     cmds = {c["cmd"] for c in sim.commands}
     assert {"set_schedule", "clear_schedule", "configure", "rollback", "retain"} <= cmds
     assert len(sim.decided("rollback")) >= 2 and engine.checkpoints
     assert checker.checked.count("BatchRecord") > 100 and "AckRecord" in checker.checked
     # and after a state reload
     clone_checker = ViewChecker()
-    clone = Engine([clone_checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)],
-                   batch_every=5)
+    clone = Engine(
+        [clone_checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)], batch_every=5
+    )
     clone_checker.engine = clone
     clone.feed(BatchRecord(epoch=0, batch=0, step=1, lr=0.5, logs={"loss": 1.0}))  # fills the kept fields
     clone.load_state_dict(loads(dumps(engine.state_dict())))
@@ -1033,11 +1245,13 @@ def test_the_view_fields_kept_between_records_are_never_stale():
 def test_a_decision_shows_in_the_next_batch_records_view_before_its_ack():
     spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 40}
     checker = ViewChecker()
-    spy = Spy({
-        ("batch", 10): [SetSchedule(schedule=spec, reason="s")],
-        ("epoch", 30): [ScaleLR(factor=0.5, reason="cut")],
-        ("batch", 40): [Configure(batch_every=2, reason="c")],
-    })
+    spy = Spy(
+        {
+            ("batch", 10): [SetSchedule(schedule=spec, reason="s")],
+            ("epoch", 30): [ScaleLR(factor=0.5, reason="cut")],
+            ("batch", 40): [Configure(batch_every=2, reason="c")],
+        }
+    )
     engine = Engine([checker, spy], batch_every=10)
     checker.engine = engine
     engine.feed(StartRecord(pid=1, lr=0.1, optimizer="SGD", step=0))

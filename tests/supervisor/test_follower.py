@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lrsup.supervisor import protocol
-
+from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord, StartRecord
 from lrsup.supervisor.run import inotify
 from lrsup.supervisor.run.follower import Follower
-from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord, StartRecord
 
 MODES = [
-    pytest.param({}, id="inotify",
-                 marks=pytest.mark.skipif(not inotify.available(), reason="no inotify on this system")),
+    pytest.param(
+        {}, id="inotify", marks=pytest.mark.skipif(not inotify.available(), reason="no inotify on this system")
+    ),
     pytest.param({"use_inotify": False}, id="watchdog"),
     pytest.param({"use_watchdog": False}, id="polling"),
 ]
@@ -131,7 +131,7 @@ def test_overlong_line_skipped_in_pieces(tmp_path):
     big = b'{"v":1,"type":"heartbeat","step":1,"x":"' + b"a" * (protocol.MAX_LINE_BYTES + 10)
     append(path, line(BATCH) + big[: len(big) // 2])
     assert follower.read() == [BATCH]
-    append(path, big[len(big) // 2:] + b'"}\n' + line(BATCH))
+    append(path, big[len(big) // 2 :] + b'"}\n' + line(BATCH))
     assert follower.read() == [BATCH]
     assert follower.stats.overlong == 1 and follower.stats.garbage == 1
 
@@ -272,8 +272,7 @@ def read_some(follower, timeout: float = 10.0) -> list:
 @needs_inotify
 def test_inotify_mode_reads_every_record_a_writer_thread_appends(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    records = [BatchRecord(time=float(i), epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": 1.0})
-               for i in range(200)]
+    records = [BatchRecord(time=float(i), epoch=0, batch=i, step=i + 1, lr=0.1, logs={"loss": 1.0}) for i in range(200)]
 
     def writer():
         for record in records:

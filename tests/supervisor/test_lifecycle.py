@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
 from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, StartRecord
+from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
 from tests.fakes import FakeClock, FakeSpawner
 
 ARGV = ["python", "-m", "launcher", "train.py"]
@@ -253,8 +253,13 @@ def restartable(max_restarts: int = 3, base: float = 5.0, drain=None) -> tuple[L
         envs.append(attempt)
         return {"LRSUP_ATTEMPT": str(attempt)}
 
-    life = Lifecycle(spawner, grace=2.0, restart=RestartPolicy(max_restarts, 3600.0, base, 60.0),
-                     env_for_attempt=env_for, drain=drain)
+    life = Lifecycle(
+        spawner,
+        grace=2.0,
+        restart=RestartPolicy(max_restarts, 3600.0, base, 60.0),
+        env_for_attempt=env_for,
+        drain=drain,
+    )
     life.start(ARGV, {}, Path("/tmp"), now=0.0)
     return life, spawner, envs
 
@@ -272,7 +277,10 @@ def test_crash_after_progress_backs_off_then_restarts_on_the_clock():
     assert spawner.spawned[0][3].closed  # the old attempt's output is no longer followed
     names = events(life)
     assert names[-4:] == ["trainer_exited", "backoff", "restarting", "spawned"] or names[-3:] == [
-        "backoff", "restarting", "spawned"]
+        "backoff",
+        "restarting",
+        "spawned",
+    ]
     assert life.attempt == 2 and life.restarts == 1 and life.time_lost == pytest.approx(105.0)
 
 
@@ -285,8 +293,10 @@ def test_two_fast_failures_are_fatal_with_status_3():
     assert life.transition(11.0) is State.FATAL
     outcome = life.outcome()
     assert outcome.status == EXIT_FATAL == 3
-    assert outcome.reason.startswith("gave up after 1 restart(s): trainer exited with status 1; the trainer "
-                                     "failed before its first epoch 2 times in a row")
+    assert outcome.reason.startswith(
+        "gave up after 1 restart(s): trainer exited with status 1; the trainer "
+        "failed before its first epoch 2 times in a row"
+    )
 
 
 def test_restarts_used_up_is_fatal():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from lrsup.supervisor.run.lifecycle import Lifecycle, State
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
+from lrsup.supervisor.run.lifecycle import Lifecycle, State
 from lrsup.supervisor.run.restart import RestartPolicy
 from tests.fakes import FakeSpawner
 

@@ -130,8 +130,9 @@ class LateStarter:
         if self.clock.now > 300.0:
             return 99  # never killed: end the test instead of hanging it
         self.clock.advance(1.0)  # each poll: one second of the trainer's life
-        waiting = self.attempts == 1 and (self.start_after is None or
-                                          self.clock.now - self.spawned_at < self.start_after)
+        waiting = self.attempts == 1 and (
+            self.start_after is None or self.clock.now - self.spawned_at < self.start_after
+        )
         if waiting:
             if self.heartbeats:
                 Appender(self.root / protocol.METRICS_FILE).write(HeartbeatRecord(epoch=None, step=0).to_json())

@@ -15,8 +15,8 @@ from lrsup.supervisor.engine.core import Engine
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
 from lrsup.supervisor.run.lifecycle import State
 from lrsup.supervisor.run.operator import send_request
-from lrsup.supervisor.rundir.layout import RunDir
 from lrsup.supervisor.run.runner import ENV_ATTEMPT, ENV_RESTORE, Runner
+from lrsup.supervisor.rundir.layout import RunDir
 from tests.fakes import FakeClock, FakeSpawner
 from tests.supervisor.test_runner import RecordingDisplay, ScriptedTrainer
 
@@ -64,9 +64,22 @@ def make(tmp_path: Path, factories, *, engine=None, clock=None, writers=None, to
     config = load_config(None, tmp_path)
     paths = RunDir.prepare(Path("run"), script=Path("t.py"), cwd=tmp_path).create()
     spawner = PerAttemptSpawner(paths.root, factories, **kw)
-    runner = Runner(config, engine or Engine(config.build_policies()), paths, ["python", "t.py"], {"A": "1"},
-                    tmp_path, spawner=spawner, display=RecordingDisplay(), clock=clock or FakeClock(),
-                    grace=1.0, poll_interval=0.005, tick=0.01, use_watchdog=False, writers=writers)
+    runner = Runner(
+        config,
+        engine or Engine(config.build_policies()),
+        paths,
+        ["python", "t.py"],
+        {"A": "1"},
+        tmp_path,
+        spawner=spawner,
+        display=RecordingDisplay(),
+        clock=clock or FakeClock(),
+        grace=1.0,
+        poll_interval=0.005,
+        tick=0.01,
+        use_watchdog=False,
+        writers=writers,
+    )
     return runner, spawner
 
 
@@ -102,8 +115,12 @@ class GoodEngine(Engine):
 def test_crash_restarts_with_restore_and_attempt_env_after_backoff(tmp_path):
     clock = TickingClock()
     config_engine = GoodEngine([])
-    runner, spawner = make(tmp_path, [lambda r: Crashing(r, 1, clock), lambda r: ScriptedTrainer(r, [1.0, 1.0])],
-                           engine=config_engine, clock=clock)
+    runner, spawner = make(
+        tmp_path,
+        [lambda r: Crashing(r, 1, clock), lambda r: ScriptedTrainer(r, [1.0, 1.0])],
+        engine=config_engine,
+        clock=clock,
+    )
     assert runner.run() == 0
     first, second = spawner.spawned[0][1], spawner.spawned[1][1]
     assert first[ENV_ATTEMPT] == "1" and ENV_RESTORE not in first
@@ -118,8 +135,9 @@ def test_crash_restarts_with_restore_and_attempt_env_after_backoff(tmp_path):
 
 
 def test_restart_from_scratch_without_a_known_checkpoint(tmp_path):
-    runner, spawner = make(tmp_path, [lambda r: Crashing(r, 1), lambda r: ScriptedTrainer(r, [1.0])],
-                           clock=TickingClock())
+    runner, spawner = make(
+        tmp_path, [lambda r: Crashing(r, 1), lambda r: ScriptedTrainer(r, [1.0])], clock=TickingClock()
+    )
     assert runner.run() == 0
     assert ENV_RESTORE not in spawner.spawned[1][1]
     restarted = next(e for e in journal(runner, "event") if e["event"] == "restarted")
@@ -146,9 +164,12 @@ def test_hung_trainer_is_killed_then_restarted(tmp_path):
             clock.advance(1.0)
             return super().__call__()
 
-    runner, spawner = make(tmp_path, [lambda r: Hanging(r, [1.0], hang_after_start=True),
-                                      lambda r: ScriptedTrainer(r, [1.0])], clock=clock,
-                           exit_on={signal.SIGTERM: -signal.SIGTERM})
+    runner, spawner = make(
+        tmp_path,
+        [lambda r: Hanging(r, [1.0], hang_after_start=True), lambda r: ScriptedTrainer(r, [1.0])],
+        clock=clock,
+        exit_on={signal.SIGTERM: -signal.SIGTERM},
+    )
     assert runner.run() == 0
     killing = next(e for e in journal(runner, "event") if e["event"] == "killing")
     assert killing["detail"].startswith("trainer hung: no record or heartbeat for 3")
@@ -189,7 +210,7 @@ def test_full_disk_degrades_without_commands_then_recovers(tmp_path):
 
 
 def test_operator_set_lr_hold_release_and_stop(tmp_path):
-    root = tmp_path / "run"
+
     steps = {"n": 0}
 
     def factory(r):

@@ -27,22 +27,26 @@ def test_sent_requests_are_read_once_in_order(run_dir):
     assert reader.read() == []
     with open(run_dir / REQUESTS_FILE, "ab") as f:
         f.write(b'garbage\n{"v":1,"op":"stop","who":"x","time":1')  # a torn tail waits for its newline
-    assert reader.read() == [] and reader.errors == ["bad request skipped: not JSON: Expecting value: line 1 "
-                                                     "column 1 (char 0)"]
+    assert reader.read() == [] and reader.errors == [
+        "bad request skipped: not JSON: Expecting value: line 1 column 1 (char 0)"
+    ]
     with open(run_dir / REQUESTS_FILE, "ab") as f:
         f.write(b".0}\n")
     assert [r.op for r in reader.read()] == ["stop"]
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"v": 1, "op": "explode", "who": "a", "time": 1.0}, "unknown op 'explode'"),
-    ({"v": 1, "op": "set_lr", "who": "a", "time": 1.0}, "set_lr needs lr, a finite number >= 0, got None"),
-    ({"v": 1, "op": "set_lr", "lr": float("nan"), "who": "a", "time": 1.0}, "got nan"),
-    ({"v": 1, "op": "hold", "lr": 0.1, "who": "a", "time": 1.0}, "hold takes no lr (got 0.1)"),
-    ({"v": 1, "op": "hold", "who": "", "time": 1.0}, "who must be a non-empty string"),
-    ({"v": 1, "op": "hold", "who": "a", "time": 1.0, "eval": "x"}, "unknown request field(s) ['eval']"),
-    ({"v": 2, "op": "hold", "who": "a", "time": 1.0}, "unsupported request version 2"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"v": 1, "op": "explode", "who": "a", "time": 1.0}, "unknown op 'explode'"),
+        ({"v": 1, "op": "set_lr", "who": "a", "time": 1.0}, "set_lr needs lr, a finite number >= 0, got None"),
+        ({"v": 1, "op": "set_lr", "lr": float("nan"), "who": "a", "time": 1.0}, "got nan"),
+        ({"v": 1, "op": "hold", "lr": 0.1, "who": "a", "time": 1.0}, "hold takes no lr (got 0.1)"),
+        ({"v": 1, "op": "hold", "who": "", "time": 1.0}, "who must be a non-empty string"),
+        ({"v": 1, "op": "hold", "who": "a", "time": 1.0, "eval": "x"}, "unknown request field(s) ['eval']"),
+        ({"v": 2, "op": "hold", "who": "a", "time": 1.0}, "unsupported request version 2"),
+    ],
+)
 def test_invalid_requests_are_refused_naming_the_value(obj, message):
     with pytest.raises(RequestError) as info:
         validate_request(obj)

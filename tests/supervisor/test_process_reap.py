@@ -195,8 +195,7 @@ def test_a_display_on_a_closed_pipe_cannot_leave_the_group_behind(tmp_path):
         if "trainer's group" in detail or state == "exited":
             raise BrokenPipeError(32, "Broken pipe")
 
-    runner, spawner, _ = make_runner(tmp_path, leaves_stubborn_children(holder), display=HookDisplay(hook),
-                                     grace=1.0)
+    runner, spawner, _ = make_runner(tmp_path, leaves_stubborn_children(holder), display=HookDisplay(hook), grace=1.0)
     holder["spawner"] = spawner
     with pytest.raises(BrokenPipeError):
         runner.run()
@@ -226,9 +225,12 @@ def test_a_display_breaking_during_a_stop_still_ends_in_sigkill(tmp_path):
             holder["runner"].signals.append(signal.SIGTERM)
             broken["on"] = True
 
-    runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0], extra=extra,
-                                                                           hang_after_start=True),
-                                     display=BreakingDisplay(broken), grace=1.0)
+    runner, spawner, _ = make_runner(
+        tmp_path,
+        lambda root: ScriptedTrainer(root, [1.0], extra=extra, hang_after_start=True),
+        display=BreakingDisplay(broken),
+        grace=1.0,
+    )
     holder["runner"] = runner
     with pytest.raises(BrokenPipeError):
         runner.run()
@@ -253,8 +255,9 @@ def test_sigterm_during_backoff_leaves_nothing_and_does_not_restart(tmp_path):
     assert spawner.handle.group_signals == [signal.SIGKILL] and spawner.handle.group_members == 0
     names = events(runner)
     assert names.index("leftovers") < names.index("backoff")  # journaled by the lifecycle
-    assert "SIGKILL to what attempt 1 left" in next(e["detail"] for e in journal(runner, "event")
-                                                   if e["event"] == "leftovers")
+    assert "SIGKILL to what attempt 1 left" in next(
+        e["detail"] for e in journal(runner, "event") if e["event"] == "leftovers"
+    )
 
 
 def test_sigterm_while_the_next_attempt_is_starting_reaps_that_attempt_too(tmp_path):
@@ -276,8 +279,7 @@ def test_sigterm_while_the_next_attempt_is_starting_reaps_that_attempt_too(tmp_p
         if state == "starting" and detail.startswith("trainer pid") and "attempt 2" in detail:
             holder["runner"].signals.append(signal.SIGTERM)
 
-    runner, spawner, _ = make_runner(tmp_path, lambda root: step, display=HookDisplay(hook), clock=clock,
-                                     grace=3.0)
+    runner, spawner, _ = make_runner(tmp_path, lambda root: step, display=HookDisplay(hook), clock=clock, grace=3.0)
     holder.update(spawner=spawner, runner=runner)
     assert runner.run() == 130
     second = spawner.spawned[1][3]
@@ -294,8 +296,9 @@ def test_a_second_signal_while_reaping_sigkills_at_once(tmp_path):
         if "SIGKILL after" in detail:  # the leftovers line: the user presses Ctrl-C again
             holder["runner"].signals.append(signal.SIGINT)
 
-    runner, spawner, _ = make_runner(tmp_path, leaves_stubborn_children(holder), display=HookDisplay(hook),
-                                     clock=clock, grace=60.0)
+    runner, spawner, _ = make_runner(
+        tmp_path, leaves_stubborn_children(holder), display=HookDisplay(hook), clock=clock, grace=60.0
+    )
     holder.update(spawner=spawner, runner=runner)
     assert runner.run() == 0
     assert spawner.handle.group_signals == [signal.SIGTERM, signal.SIGKILL] and spawner.handle.group_members == 0
@@ -333,15 +336,19 @@ def test_a_supervisor_failing_mid_run_never_restarts_the_trainer_while_shutting_
     """The incident as it happened: stdout's reader died, lrsup failed in its loop, the shutdown
     SIGTERMed the trainer, took that exit for a crash, spawned a new attempt, then failed again
     on the ``leftovers`` line before signalling it: the new trainer was orphaned."""
-    holder: dict = {}
     broken = {"on": False}
 
     def extra(poll):
         if poll == 3:
             broken["on"] = True
 
-    runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0] * 50, extra=extra),
-                                     display=BreakingDisplay(broken), exit_on={signal.SIGTERM: -signal.SIGTERM}, grace=1.0)
+    runner, spawner, _ = make_runner(
+        tmp_path,
+        lambda root: ScriptedTrainer(root, [1.0] * 50, extra=extra),
+        display=BreakingDisplay(broken),
+        exit_on={signal.SIGTERM: -signal.SIGTERM},
+        grace=1.0,
+    )
     with pytest.raises(BrokenPipeError):
         runner.run()
     assert len(spawner.spawned) == 1, "a new attempt was spawned during the shutdown"

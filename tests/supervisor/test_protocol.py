@@ -22,15 +22,34 @@ SHA = "ab" * 32
 
 
 def checkpoint_line(**fields):
-    obj = {"v": 1, "type": "checkpoint", "time": 1.0, "name": "epoch-0003", "epoch": 2, "step": 300, "lr": 0.01,
-           "multiplier": None, "file": "checkpoints/epoch-0003.keras", "sha256": SHA, **fields}
+    obj = {
+        "v": 1,
+        "type": "checkpoint",
+        "time": 1.0,
+        "name": "epoch-0003",
+        "epoch": 2,
+        "step": 300,
+        "lr": 0.01,
+        "multiplier": None,
+        "file": "checkpoints/epoch-0003.keras",
+        "sha256": SHA,
+        **fields,
+    }
     return dumps({k: v for k, v in obj.items() if v is not ...})
 
 
 def test_checkpoint_record_round_trips():
     record = parse_record(loads(checkpoint_line()))
-    assert record == CheckpointRecord(time=1.0, name="epoch-0003", epoch=2, step=300, lr=0.01, multiplier=None,
-                                      file="checkpoints/epoch-0003.keras", sha256=SHA)
+    assert record == CheckpointRecord(
+        time=1.0,
+        name="epoch-0003",
+        epoch=2,
+        step=300,
+        lr=0.01,
+        multiplier=None,
+        file="checkpoints/epoch-0003.keras",
+        sha256=SHA,
+    )
     assert RECORD_TYPES["checkpoint"] is CheckpointRecord
     assert parse_record(loads(dumps(record.to_json()))) == record
     minimal = parse_record(loads(checkpoint_line(epoch=..., lr=..., multiplier=..., time=...)))
@@ -54,8 +73,10 @@ def test_checkpoint_record_round_trips():
     ],
 )
 def test_bad_checkpoint_records_are_refused(fields, text):
-    with pytest.raises(ProtocolError, match=text.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
-                       .replace("]", r"\]").replace(".", r"\.")):
+    with pytest.raises(
+        ProtocolError,
+        match=text.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]").replace(".", r"\."),
+    ):
         parse_record(loads(checkpoint_line(**fields)))
 
 
@@ -97,7 +118,11 @@ def test_new_commands_are_valid(cmd, args):
         ("rollback", {"checkpoint": "x", "skip_batches": -3}, "skip_batches must be >= 0, got -3"),
         ("rollback", {"checkpoint": "x", "skip_batches": 1.0}, "field 'skip_batches' has invalid value 1.0"),
         ("rollback", {"checkpoint": ".."}, "invalid checkpoint name '..'"),
-        ("set_schedule", {"schedule": {"kind": "linear"}}, "set_schedule command: invalid schedule: unknown schedule kind 'linear'"),
+        (
+            "set_schedule",
+            {"schedule": {"kind": "linear"}},
+            "set_schedule command: invalid schedule: unknown schedule kind 'linear'",
+        ),
         ("set_schedule", {"schedule": None}, "field 'schedule' has invalid value None"),
         ("clear_schedule", {"schedule": {}}, "unknown field(s) ['schedule']"),
         ("retain", {"keep": "epoch-1"}, "field 'keep' has invalid value 'epoch-1'"),

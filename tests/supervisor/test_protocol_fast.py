@@ -30,14 +30,30 @@ from lrsup.supervisor.protocol.wire import (
 )
 from lrsup.supervisor.protocol.wire import _parse_checked as parse_checked
 
-BATCH = {"v": 1, "type": "batch", "time": 5.0, "epoch": 0, "batch": 9, "step": 10, "lr": 0.1,
-         "logs": {"loss": 0.5, "accuracy": 0.75}}
+BATCH = {
+    "v": 1,
+    "type": "batch",
+    "time": 5.0,
+    "epoch": 0,
+    "batch": 9,
+    "step": 10,
+    "lr": 0.1,
+    "logs": {"loss": 0.5, "accuracy": 0.75},
+}
 
 # Values of every JSON type and a few Python ones a caller might hand over.
 values = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=3), st.just({}), st.just({"loss": 1.0}), st.just({"loss": "x"}), st.just({1: 1.0}),
-    st.just({"loss": True}), st.just([1.0]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.just({}),
+    st.just({"loss": 1.0}),
+    st.just({"loss": "x"}),
+    st.just({1: 1.0}),
+    st.just({"loss": True}),
+    st.just([1.0]),
 )
 
 
@@ -62,10 +78,34 @@ def same(a, b) -> bool:
 
 
 @settings(max_examples=400, deadline=None)
-@given(kind=st.sampled_from(sorted(RECORD_TYPES)), changes=st.dictionaries(
-    st.sampled_from(["v", "type", "time", "epoch", "batch", "step", "lr", "logs", "seq", "cmd", "late", "reason",
-                     "pid", "message", "name", "extra"]), values, max_size=4),
-    drop=st.sets(st.sampled_from(["time", "epoch", "batch", "step", "lr", "logs"]), max_size=2))
+@given(
+    kind=st.sampled_from(sorted(RECORD_TYPES)),
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "type",
+                "time",
+                "epoch",
+                "batch",
+                "step",
+                "lr",
+                "logs",
+                "seq",
+                "cmd",
+                "late",
+                "reason",
+                "pid",
+                "message",
+                "name",
+                "extra",
+            ]
+        ),
+        values,
+        max_size=4,
+    ),
+    drop=st.sets(st.sampled_from(["time", "epoch", "batch", "step", "lr", "logs"]), max_size=2),
+)
 def test_fast_path_accepts_only_what_the_checked_path_accepts(kind, changes, drop):
     obj = {**BATCH, "type": kind, **changes}
     for key in drop:
@@ -86,15 +126,18 @@ def test_fast_path_builds_the_same_frozen_record():
     assert hash(parse_fast({**BATCH, "logs": {}}).time) == hash(5.0)
 
 
-@pytest.mark.parametrize("obj", [
-    {**BATCH, "v": True},          # True == 1, but not the version
-    {**BATCH, "v": 2},
-    {**BATCH, "step": True},       # bool is not an int here
-    {**BATCH, "lr": "0.1"},
-    {**BATCH, "logs": {"loss": None}},
-    {**BATCH, "extra": 1},
-    {k: v for k, v in BATCH.items() if k != "lr"},  # a missing optional field: the checked path decides
-])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {**BATCH, "v": True},  # True == 1, but not the version
+        {**BATCH, "v": 2},
+        {**BATCH, "step": True},  # bool is not an int here
+        {**BATCH, "lr": "0.1"},
+        {**BATCH, "logs": {"loss": None}},
+        {**BATCH, "extra": 1},
+        {k: v for k, v in BATCH.items() if k != "lr"},  # a missing optional field: the checked path decides
+    ],
+)
 def test_fast_path_leaves_anything_unusual_to_the_checked_path(obj):
     assert parse_fast(obj) is None
 
@@ -131,14 +174,29 @@ def strictly_equal(a, b) -> bool:
 
 
 lines = st.one_of(
-    st.just(dumps(BATCH).encode()), st.just(b'{"v":1,"type":"heartbeat","step":3}'), st.just(b"{not json"),
-    st.just(b"[1, 2]"), st.just(b"7"), st.just(b'{"a":1},{"b":2}'), st.just(b'{"a":NaN}'), st.just(b"\xff\xfe"),
-    st.just(b'{"a":"\xc3\xa9"}'), st.just(b"  {\"a\": 1}  "),
+    st.just(dumps(BATCH).encode()),
+    st.just(b'{"v":1,"type":"heartbeat","step":3}'),
+    st.just(b"{not json"),
+    st.just(b"[1, 2]"),
+    st.just(b"7"),
+    st.just(b'{"a":1},{"b":2}'),
+    st.just(b'{"a":NaN}'),
+    st.just(b"\xff\xfe"),
+    st.just(b'{"a":"\xc3\xa9"}'),
+    st.just(b'  {"a": 1}  '),
     # what orjson refuses or reads otherwise: the json module's answer stands
-    st.just(b'{"a":Infinity,"b":-Infinity}'), st.just(b'{"a":1e400}'), st.just(b'{"a":18446744073709551616}'),
-    st.just(b'{"a":-9223372036854775809}'), st.just(b'{"a":9223372036854775807}'), st.just(b'{"a":"\\ud800"}'),
-    st.just(b'{"a":"\xed\xa0\x80"}'), st.just(b'\xef\xbb\xbf{"a":1}'), st.just(b'{"a":0.00012345678901234567}'),
-    st.just(b'{"a":"12345678901234567890"}'), st.just(b'{"a":1,"a":2}'), st.just(b'{"a":-0}'),
+    st.just(b'{"a":Infinity,"b":-Infinity}'),
+    st.just(b'{"a":1e400}'),
+    st.just(b'{"a":18446744073709551616}'),
+    st.just(b'{"a":-9223372036854775809}'),
+    st.just(b'{"a":9223372036854775807}'),
+    st.just(b'{"a":"\\ud800"}'),
+    st.just(b'{"a":"\xed\xa0\x80"}'),
+    st.just(b'\xef\xbb\xbf{"a":1}'),
+    st.just(b'{"a":0.00012345678901234567}'),
+    st.just(b'{"a":"12345678901234567890"}'),
+    st.just(b'{"a":1,"a":2}'),
+    st.just(b'{"a":-0}'),
 )
 
 
@@ -158,8 +216,17 @@ numbers = st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][-+]?[0-9]{
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(numbers, st.integers().map(str), st.floats().map(repr).map(
-    lambda r: {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(r, r))), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            numbers,
+            st.integers().map(str),
+            st.floats().map(repr).map(lambda r: {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(r, r)),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_loads_many_reads_numbers_as_the_json_module_does(decoder, texts):
     batch = [b'{"v":1,"x":%s,"logs":{"loss":%s}}' % (t.encode(), t.encode()) for t in texts]
     for got, line in zip(loads_many(batch), batch):
@@ -169,8 +236,15 @@ def test_loads_many_reads_numbers_as_the_json_module_does(decoder, texts):
 @pytest.mark.parametrize("loss", [math.nan, math.inf, -math.inf])
 def test_non_finite_losses_parse_as_line_by_line(decoder, loss):
     bad = {**BATCH, "step": 20, "logs": {"loss": loss, "accuracy": 0.5}}
-    epoch = {"v": 1, "type": "epoch", "time": 6.0, "epoch": 0, "step": 20, "lr": 0.1,
-             "logs": {"loss": loss, "val_loss": loss}}
+    epoch = {
+        "v": 1,
+        "type": "epoch",
+        "time": 6.0,
+        "epoch": 0,
+        "step": 20,
+        "lr": 0.1,
+        "logs": {"loss": loss, "val_loss": loss},
+    }
     batch = [dumps(BATCH).encode(), dumps(bad).encode(), dumps(epoch).encode()]
     got = [parse_record(obj) for obj in loads_many(batch)]
     assert all(same(g, parse_record(loads(line))) for g, line in zip(got, batch))

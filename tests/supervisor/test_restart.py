@@ -27,12 +27,15 @@ def test_two_fast_failures_in_a_row_give_up_at_once_but_progress_resets_the_coun
     assert verdict.give_up and "failed before its first epoch 2 times in a row" in verdict.reason
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_restarts": -1}, "max_restarts must be >= 0, got -1"),
-    ({"window": 0}, "restart_window must be > 0 seconds, got 0"),
-    ({"base": 0}, "backoff_base must be > 0 seconds, got 0"),
-    ({"base": 10, "cap": 5}, "backoff_cap must be >= backoff_base (10), got 5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_restarts": -1}, "max_restarts must be >= 0, got -1"),
+        ({"window": 0}, "restart_window must be > 0 seconds, got 0"),
+        ({"base": 0}, "backoff_base must be > 0 seconds, got 0"),
+        ({"base": 10, "cap": 5}, "backoff_cap must be >= backoff_base (10), got 5"),
+    ],
+)
 def test_policy_arguments_are_checked(kwargs, message):
     with pytest.raises(ValueError) as info:
         RestartPolicy(**kwargs)

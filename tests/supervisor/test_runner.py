@@ -21,7 +21,6 @@ import pytest
 from lrsup.policies.actions import ScaleLR, SetHparam, SetLR, Stop
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import load_config
-from lrsup.supervisor.view.display import PlainDisplay
 from lrsup.supervisor.engine.core import Decision, Engine
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
 from lrsup.supervisor.protocol.wire import (
@@ -32,8 +31,9 @@ from lrsup.supervisor.protocol.wire import (
     ErrorRecord,
     StartRecord,
 )
-from lrsup.supervisor.rundir.layout import RunDir
 from lrsup.supervisor.run.runner import LAUNCHER, Runner, run, trainer_argv
+from lrsup.supervisor.rundir.layout import RunDir
+from lrsup.supervisor.view.display import PlainDisplay
 from tests.fakes import FakeClock, FakeSpawner
 
 
@@ -49,8 +49,17 @@ class ScriptedTrainer:
         extra: optional callable(poll_number) run on each poll (inject signals, garbage...).
     """
 
-    def __init__(self, run_dir: Path, val_losses: list[float], *, steps: int = 10, lr: float = 0.1,
-                 exit_code: int = 0, extra=None, hang_after_start: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        val_losses: list[float],
+        *,
+        steps: int = 10,
+        lr: float = 0.1,
+        exit_code: int = 0,
+        extra=None,
+        hang_after_start: bool = False,
+    ) -> None:
         self.run_dir, self.val_losses, self.steps, self.lr = run_dir, val_losses, steps, lr
         self.exit_code, self.extra, self.hang = exit_code, extra, hang_after_start
         self.polls = 0
@@ -76,18 +85,23 @@ class ScriptedTrainer:
     def _play(self):
         out = Appender(self.run_dir / protocol.METRICS_FILE)
         self._seen, step, stop, epoch = 0, 0, False, -1
-        out.write(StartRecord(time=1.0, pid=99, optimizer="SGD", lr=self.lr, epochs=len(self.val_losses),
-                              steps_per_epoch=self.steps).to_json())
+        out.write(
+            StartRecord(
+                time=1.0, pid=99, optimizer="SGD", lr=self.lr, epochs=len(self.val_losses), steps_per_epoch=self.steps
+            ).to_json()
+        )
         yield
         while self.hang:
             yield
         for epoch, val_loss in enumerate(self.val_losses):
             step += self.steps
             self.epoch_lrs.append(self.lr)
-            out.write(BatchRecord(epoch=epoch, batch=self.steps - 1, step=step, lr=self.lr,
-                                  logs={"loss": val_loss}).to_json())
-            out.write(EpochRecord(epoch=epoch, step=step, lr=self.lr,
-                                  logs={"loss": val_loss, "val_loss": val_loss}).to_json())
+            out.write(
+                BatchRecord(epoch=epoch, batch=self.steps - 1, step=step, lr=self.lr, logs={"loss": val_loss}).to_json()
+            )
+            out.write(
+                EpochRecord(epoch=epoch, step=step, lr=self.lr, logs={"loss": val_loss, "val_loss": val_loss}).to_json()
+            )
             verdict = False
             while not verdict:
                 yield
@@ -136,17 +150,38 @@ class RecordingDisplay:
         self.closed = True
 
 
-def make_runner(tmp_path: Path, trainer_factory, *, engine=None, toml: str | None = None,
-                display=None, exit_on=None, grace: float = 10.0, clock=None) -> tuple[Runner, FakeSpawner, Any]:
+def make_runner(
+    tmp_path: Path,
+    trainer_factory,
+    *,
+    engine=None,
+    toml: str | None = None,
+    display=None,
+    exit_on=None,
+    grace: float = 10.0,
+    clock=None,
+) -> tuple[Runner, FakeSpawner, Any]:
     if toml is not None:
         (tmp_path / "lrsup.toml").write_text(toml)
     config = load_config(None, tmp_path)
     paths = RunDir.prepare(Path("run"), script=Path("t.py"), cwd=tmp_path).create()
     trainer = trainer_factory(paths.root)
     spawner = FakeSpawner(step=trainer, exit_on=exit_on)
-    runner = Runner(config, engine or Engine(config.build_policies()), paths, ["python", "t.py"], {}, tmp_path,
-                    spawner=spawner, display=display or RecordingDisplay(), clock=clock or FakeClock(),
-                    grace=grace, poll_interval=0.005, tick=0.01, use_watchdog=False)
+    runner = Runner(
+        config,
+        engine or Engine(config.build_policies()),
+        paths,
+        ["python", "t.py"],
+        {},
+        tmp_path,
+        spawner=spawner,
+        display=display or RecordingDisplay(),
+        clock=clock or FakeClock(),
+        grace=grace,
+        poll_interval=0.005,
+        tick=0.01,
+        use_watchdog=False,
+    )
     return runner, spawner, trainer
 
 
@@ -183,8 +218,16 @@ def test_plateau_cut_is_commanded_journaled_and_applied_before_the_next_epoch(tm
     assert trainer.epoch_lrs == [0.1, 0.1, 0.1, 0.05, 0.05]
     (decision,) = journal(runner, "decision")
     assert decision == {
-        "v": 1, "type": "decision", "time": decision["time"], "seq": cut["seq"], "policy": "plateau",
-        "action": "scale_lr", "lr": pytest.approx(0.05), "reason": cut["reason"], "epoch": 2, "step": 30,
+        "v": 1,
+        "type": "decision",
+        "time": decision["time"],
+        "seq": cut["seq"],
+        "policy": "plateau",
+        "action": "scale_lr",
+        "lr": pytest.approx(0.05),
+        "reason": cut["reason"],
+        "epoch": 2,
+        "step": 30,
         "suppressed": None,
     }
     (applied,) = journal(runner, "applied")
@@ -305,8 +348,10 @@ def test_hung_trainer_is_escalated_to_sigkill_on_the_clock(tmp_path):
             holder["runner"].signals.append(signal.SIGTERM)
 
     runner, spawner, _ = make_runner(
-        tmp_path, lambda root: ScriptedTrainer(root, [1.0], extra=extra, hang_after_start=True),
-        clock=clock, grace=5.0,
+        tmp_path,
+        lambda root: ScriptedTrainer(root, [1.0], extra=extra, hang_after_start=True),
+        clock=clock,
+        grace=5.0,
     )
     holder["runner"] = runner
     assert runner.run() == 130
@@ -323,8 +368,9 @@ def test_second_signal_escalates_at_once(tmp_path):
         if poll in (2, 3, 4):
             holder["runner"].signals.append(signal.SIGINT)
 
-    runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0], extra=extra,
-                                                                           hang_after_start=True))
+    runner, spawner, _ = make_runner(
+        tmp_path, lambda root: ScriptedTrainer(root, [1.0], extra=extra, hang_after_start=True)
+    )
     holder["runner"] = runner
     assert runner.run() == 130
     assert spawner.handle.group_signals == [signal.SIGTERM, signal.SIGKILL]
@@ -338,8 +384,12 @@ class BrokenEngine:
 
 
 def test_exception_in_loop_kills_the_trainer_group_then_propagates(tmp_path):
-    runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]),
-                                     engine=BrokenEngine(), exit_on={signal.SIGTERM: -signal.SIGTERM})
+    runner, spawner, _ = make_runner(
+        tmp_path,
+        lambda root: ScriptedTrainer(root, [1.0, 1.0]),
+        engine=BrokenEngine(),
+        exit_on={signal.SIGTERM: -signal.SIGTERM},
+    )
     with pytest.raises(RuntimeError, match="engine bug"):
         runner.run()
     assert spawner.handle.signals == []  # no polite SIGINT on an internal error
@@ -350,8 +400,9 @@ def test_exception_in_loop_kills_the_trainer_group_then_propagates(tmp_path):
 
 
 def test_exception_with_a_trainer_ignoring_sigterm_ends_in_sigkill(tmp_path):
-    runner, spawner, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]),
-                                     engine=BrokenEngine(), grace=1.0)
+    runner, spawner, _ = make_runner(
+        tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=BrokenEngine(), grace=1.0
+    )
     with pytest.raises(RuntimeError):
         runner.run()
     assert spawner.handle.group_signals == [signal.SIGTERM, signal.SIGKILL]
@@ -405,8 +456,9 @@ def test_garbage_lines_are_reported_as_events(tmp_path):
 
 def test_plain_display_output(tmp_path):
     out = io.StringIO()
-    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9, 0.9, 0.9]),
-                               toml=PLATEAU, display=PlainDisplay(out))
+    runner, _, _ = make_runner(
+        tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9, 0.9, 0.9]), toml=PLATEAU, display=PlainDisplay(out)
+    )
     runner.output.put("hello from the trainer")
     runner.run()
     text = out.getvalue()
@@ -422,8 +474,18 @@ def test_run_builds_the_trainer_command_and_environment(tmp_path, monkeypatch):
     config = load_config(None, tmp_path)
     spawner = FakeSpawner(step=lambda: 0)
     prepared = RunDir.prepare(None, script=Path("train.py"), cwd=tmp_path)
-    status = run(config, script=Path("train.py"), args=["--epochs", "3"], run_dir=prepared, cwd=tmp_path,
-                 display=RecordingDisplay(), spawner=spawner, handle_signals=False, use_watchdog=False, tick=0.01)
+    status = run(
+        config,
+        script=Path("train.py"),
+        args=["--epochs", "3"],
+        run_dir=prepared,
+        cwd=tmp_path,
+        display=RecordingDisplay(),
+        spawner=spawner,
+        handle_signals=False,
+        use_watchdog=False,
+        tick=0.01,
+    )
     assert status == 0
     argv, env, cwd, _ = spawner.spawned[0]
     assert argv == [sys.executable, "-m", LAUNCHER, "train.py", "--epochs", "3"]
@@ -439,8 +501,16 @@ def test_run_leaves_no_directory_when_policies_cannot_be_built(tmp_path, monkeyp
     monkeypatch.setattr(type(config), "build_policies", lambda self: (_ for _ in ()).throw(ValueError("boom")))
     prepared = RunDir.prepare(None, script=Path("train.py"), cwd=tmp_path)
     with pytest.raises(ValueError, match="boom"):
-        run(config, script=Path("train.py"), args=[], run_dir=prepared, cwd=tmp_path,
-            display=RecordingDisplay(), spawner=FakeSpawner(), handle_signals=False)
+        run(
+            config,
+            script=Path("train.py"),
+            args=[],
+            run_dir=prepared,
+            cwd=tmp_path,
+            display=RecordingDisplay(),
+            spawner=FakeSpawner(),
+            handle_signals=False,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -449,6 +519,7 @@ def test_trainer_argv():
 
 
 # -- displays (the runner's view of the user) -----------------------------------------
+
 
 def plateau_decision(**kw):
     action = ScaleLR(factor=0.5, reason="val_loss 0.8 has not improved", policy="plateau")
@@ -462,8 +533,16 @@ def test_plain_display_lines():
     display.on_record(BatchRecord(epoch=2, batch=5, step=205, lr=0.01, logs={"loss": 0.5}))
     display.on_record(EpochRecord(epoch=2, step=300, lr=0.01, logs={"loss": 0.41, "val_loss": 0.43}))
     display.on_decision(plateau_decision())
-    display.on_decision(Decision(action=SetHparam(name="momentum", value=0.95, reason="warm", policy="mom"),
-                                 command=None, lr=None, epoch=2, step=30, suppressed="another momentum change"))
+    display.on_decision(
+        Decision(
+            action=SetHparam(name="momentum", value=0.95, reason="warm", policy="mom"),
+            command=None,
+            lr=None,
+            epoch=2,
+            step=30,
+            suppressed="another momentum change",
+        )
+    )
     display.on_record(AckRecord(seq=4, cmd="set_lr", epoch=2, step=300, lr=0.005))
     display.on_record(ErrorRecord(seq=5, cmd="set_hparam", message="no such hyperparameter"))
     display.on_output_line("trainer says hi")
@@ -550,6 +629,7 @@ def test_signal_handlers_only_record_and_are_restored(tmp_path):
 
 # -- the real spawner (the one place with real processes in these unit tests) ---------
 
+
 def test_process_spawner_logs_and_echoes_output_and_owns_a_process_group(tmp_path):
     from lrsup.supervisor.run.process import ProcessSpawner
 
@@ -569,8 +649,10 @@ def test_process_spawner_logs_and_echoes_output_and_owns_a_process_group(tmp_pat
 def test_process_spawner_signals_the_whole_group(tmp_path):
     from lrsup.supervisor.run.process import ProcessSpawner
 
-    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
-            " print(c.pid, flush=True); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+        " print(c.pid, flush=True); time.sleep(60)"
+    )
     lines: list[str] = []
     handle = ProcessSpawner(sink=lines.append).spawn([sys.executable, "-c", code], env=dict(os.environ), cwd=tmp_path)
     try:
@@ -609,8 +691,16 @@ def test_run_removes_the_directory_when_start_up_fails_before_the_trainer(tmp_pa
     prepared = RunDir.prepare(None, script=Path("train.py"), cwd=tmp_path)
     spawner = FakeSpawner()
     with pytest.raises(OSError, match="disk full"):
-        run(config, script=Path("train.py"), args=[], run_dir=prepared, cwd=tmp_path,
-            display=RecordingDisplay(), spawner=spawner, handle_signals=False)
+        run(
+            config,
+            script=Path("train.py"),
+            args=[],
+            run_dir=prepared,
+            cwd=tmp_path,
+            display=RecordingDisplay(),
+            spawner=spawner,
+            handle_signals=False,
+        )
     assert spawner.spawned == []
     assert list(tmp_path.iterdir()) == []
 
@@ -618,9 +708,16 @@ def test_run_removes_the_directory_when_start_up_fails_before_the_trainer(tmp_pa
 def test_run_keeps_the_directory_when_the_trainer_cannot_start(tmp_path):
     config = load_config(None, tmp_path)
     prepared = RunDir.prepare(None, script=Path("train.py"), cwd=tmp_path)
-    status = run(config, script=Path("train.py"), args=[], run_dir=prepared, cwd=tmp_path,
-                 display=RecordingDisplay(), spawner=FakeSpawner(fail=PermissionError(13, "Permission denied")),
-                 handle_signals=False)
+    status = run(
+        config,
+        script=Path("train.py"),
+        args=[],
+        run_dir=prepared,
+        cwd=tmp_path,
+        display=RecordingDisplay(),
+        spawner=FakeSpawner(fail=PermissionError(13, "Permission denied")),
+        handle_signals=False,
+    )
     assert status == 126
     assert "failed_to_start" in (prepared.path / protocol.JOURNAL_FILE).read_text()
 
@@ -660,28 +757,37 @@ class RollbackOnFirstEpoch:
             from lrsup.policies.actions import Rollback
 
             action = Rollback(checkpoint="c1", lr=0.01, reason="loss spike", policy="divergence")
-            return [Decision(action=action, command={"cmd": "rollback", "checkpoint": "c1", "lr": 0.01}, lr=0.01,
-                             epoch=0, step=record.step)]
+            return [
+                Decision(
+                    action=action,
+                    command={"cmd": "rollback", "checkpoint": "c1", "lr": 0.01},
+                    lr=0.01,
+                    epoch=0,
+                    step=record.step,
+                )
+            ]
         return []
 
 
 def test_a_sent_rollback_and_the_end_are_notified(tmp_path):
-    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]),
-                               engine=RollbackOnFirstEpoch())
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]), engine=RollbackOnFirstEpoch())
     runner.notifier = notifier = RecordingNotifier()
     assert runner.run() == 0
     assert [event for event, _ in notifier.sent] == ["rollback", "end"]
     rollback, end = notifier.sent[0][1], notifier.sent[1][1]
-    assert (rollback["policy"], rollback["checkpoint"], rollback["lr"], rollback["epoch"]) == ("divergence", "c1",
-                                                                                                0.01, 0)
+    assert (rollback["policy"], rollback["checkpoint"], rollback["lr"], rollback["epoch"]) == (
+        "divergence",
+        "c1",
+        0.01,
+        0,
+    )
     assert rollback["seq"] == [c for c in commands(runner) if c["cmd"] == "rollback"][0]["seq"]
     assert (end["outcome"], end["exit_status"], end["summary"]["epochs"]) == ("completed", 0, 2)
     assert notifier.flushed and notifier.flushed[0] <= 10
 
 
 def test_a_held_rollback_is_not_notified(tmp_path):
-    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]),
-                               engine=RollbackOnFirstEpoch())
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]), engine=RollbackOnFirstEpoch())
     runner.notifier = notifier = RecordingNotifier()
     runner.held_by = "alice@host"
     assert runner.run() == 0
@@ -700,8 +806,9 @@ def test_no_notify_table_means_no_notifier(tmp_path):
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0]))
     assert runner.notifier is None
     (tmp_path / "b").mkdir()
-    runner, _, _ = make_runner(tmp_path / "b", lambda root: ScriptedTrainer(root, [1.0]),
-                               toml='[notify]\nwebhook = "http://127.0.0.1:9/"\n')
+    runner, _, _ = make_runner(
+        tmp_path / "b", lambda root: ScriptedTrainer(root, [1.0]), toml='[notify]\nwebhook = "http://127.0.0.1:9/"\n'
+    )
     assert runner.notifier is not None and runner.notifier.settings.on == ["end", "give_up"]
 
 

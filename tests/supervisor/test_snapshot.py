@@ -41,8 +41,9 @@ def stream(epochs: int = 12, steps: int = 40, spike_at: int | None = 170) -> lis
     The loss falls and then flattens (plateau cuts), with one spike (divergence) and one NaN.
     """
     records = [StartRecord(time=0.0, pid=1, optimizer="SGD", lr=0.1, steps_per_epoch=steps, epochs=epochs)]
-    records.append(CheckpointRecord(time=0.0, name="start-0", epoch=None, step=0, lr=0.1, file="checkpoints/s.keras",
-                                    sha256=SHA))
+    records.append(
+        CheckpointRecord(time=0.0, name="start-0", epoch=None, step=0, lr=0.1, file="checkpoints/s.keras", sha256=SHA)
+    )
     step = 0
     for epoch in range(epochs):
         total = 0.0
@@ -54,12 +55,22 @@ def stream(epochs: int = 12, steps: int = 40, spike_at: int | None = 170) -> lis
             if step == spike_at + 60 if spike_at else False:
                 loss = math.nan
             total += loss
-            records.append(BatchRecord(time=step, epoch=epoch, batch=batch, step=step, lr=0.1,
-                                       logs={"loss": total / (batch + 1)}))
+            records.append(
+                BatchRecord(time=step, epoch=epoch, batch=batch, step=step, lr=0.1, logs={"loss": total / (batch + 1)})
+            )
         val = 2.3 / (1 + 0.02 * min(step, 150))
         records.append(EpochRecord(time=step, epoch=epoch, step=step, lr=0.1, logs={"loss": val, "val_loss": val}))
-        records.append(CheckpointRecord(time=step, name=f"epoch-{epoch:04d}", epoch=epoch, step=step, lr=0.1,
-                                        file=f"checkpoints/e{epoch}.keras", sha256=SHA))
+        records.append(
+            CheckpointRecord(
+                time=step,
+                name=f"epoch-{epoch:04d}",
+                epoch=epoch,
+                step=step,
+                lr=0.1,
+                file=f"checkpoints/e{epoch}.keras",
+                sha256=SHA,
+            )
+        )
     records.append(EndRecord(time=step, reason="completed", epoch=epochs - 1, step=step))
     return records
 
@@ -128,8 +139,15 @@ def make_run_dir(tmp_path: Path, lines: int = 5) -> Path:
 def write(run_dir: Path, progress: Progress | None = None, max_seq: int = 3) -> dict:
     writer = SnapshotWriter(run_dir, interval=10.0)
     offset = (run_dir / "metrics.jsonl").stat().st_size
-    assert writer.maybe_write(0.0, engine=FakeEngine(), progress=progress or Progress(verdicts=2), offset=offset,
-                              max_seq=max_seq, unacked=[3, 2], wall_time=5.0)
+    assert writer.maybe_write(
+        0.0,
+        engine=FakeEngine(),
+        progress=progress or Progress(verdicts=2),
+        offset=offset,
+        max_seq=max_seq,
+        unacked=[3, 2],
+        wall_time=5.0,
+    )
     return json.loads((run_dir / "snapshot.json").read_text())
 
 
@@ -157,8 +175,9 @@ def test_writer_survives_a_refusing_disk(tmp_path):
     run_dir = make_run_dir(tmp_path)
     (run_dir / "config.json").unlink()  # unreadable config: the snapshot is skipped, never raised
     writer = SnapshotWriter(run_dir, interval=1.0)
-    assert not writer.maybe_write(0.0, engine=FakeEngine(), progress=Progress(), offset=10, max_seq=0, unacked=[],
-                                  wall_time=0.0)
+    assert not writer.maybe_write(
+        0.0, engine=FakeEngine(), progress=Progress(), offset=10, max_seq=0, unacked=[], wall_time=0.0
+    )
     assert writer.error and "config.json" in writer.error
 
 
@@ -172,17 +191,28 @@ def test_a_fitting_snapshot_is_loaded(tmp_path):
     assert records == [] and end == snap.offset
 
 
-@pytest.mark.parametrize("spoil, why", [
-    (lambda d: (d / "snapshot.json").unlink(), "no snapshot"),
-    (lambda d: (d / "config.json").write_text('{"policy": [1]}\n'), "config.json changed"),
-    (lambda d: (d / "metrics.jsonl").write_text(""), "not the file the snapshot was taken of"),
-    (lambda d: (d / "metrics.jsonl").write_text((d / "metrics.jsonl").read_text().replace('"step":4', '"step":5')),
-     "not the file the snapshot was taken of"),
-    (lambda d: (d / "snapshot.json").write_text("{"), "snapshot unreadable"),
-    (lambda d: (d / "snapshot.json").write_text('{"snapshot": 99}'), "snapshot version 99"),
-    (lambda d: (d / "snapshot.json").write_text(
-        (d / "snapshot.json").read_text().replace('"offset": ', '"offset": -')), "snapshot unreadable"),
-])
+@pytest.mark.parametrize(
+    "spoil, why",
+    [
+        (lambda d: (d / "snapshot.json").unlink(), "no snapshot"),
+        (lambda d: (d / "config.json").write_text('{"policy": [1]}\n'), "config.json changed"),
+        (lambda d: (d / "metrics.jsonl").write_text(""), "not the file the snapshot was taken of"),
+        (
+            lambda d: (d / "metrics.jsonl").write_text(
+                (d / "metrics.jsonl").read_text().replace('"step":4', '"step":5')
+            ),
+            "not the file the snapshot was taken of",
+        ),
+        (lambda d: (d / "snapshot.json").write_text("{"), "snapshot unreadable"),
+        (lambda d: (d / "snapshot.json").write_text('{"snapshot": 99}'), "snapshot version 99"),
+        (
+            lambda d: (d / "snapshot.json").write_text(
+                (d / "snapshot.json").read_text().replace('"offset": ', '"offset": -')
+            ),
+            "snapshot unreadable",
+        ),
+    ],
+)
 def test_a_snapshot_that_does_not_fit_is_refused_with_a_reason(tmp_path, spoil, why):
     run_dir = make_run_dir(tmp_path)
     write(run_dir)
@@ -207,4 +237,6 @@ def test_appended_lines_after_the_snapshot_are_read_from_its_offset(tmp_path):
         f.write(dumps({"v": 1, "type": "heartbeat", "time": 9.0, "step": 9}) + "\n" + '{"v":1,"type":"hea')
     snap, _ = load_snapshot(run_dir, history())
     records, end = read_records(run_dir / "metrics.jsonl", start=snap.offset)
-    assert [r.step for r in records] == [9] and end == (run_dir / "metrics.jsonl").stat().st_size - len(b'{"v":1,"type":"hea')
+    assert [r.step for r in records] == [9] and end == (run_dir / "metrics.jsonl").stat().st_size - len(
+        b'{"v":1,"type":"hea'
+    )
