@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test]'
+	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,5 +23,13 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not keras"
 
+# lint: ruff (lint and format), then the import contracts (pyproject.toml) over a plain install of
+# the packages in .lint/ (the editable install's import hook is invisible to static tools).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	rm -rf .lint && $(PY) -m pip install -q --no-deps --no-build-isolation --target .lint . 2>/dev/null
+	cd .lint && PYTHONPATH=. ../$(VENV)/bin/lint-imports ../pyproject.toml
+
 clean:
-	rm -rf $(VENV) build *.egg-info runs .pytest_cache .hypothesis
+	rm -rf $(VENV) build .lint *.egg-info runs .pytest_cache .hypothesis
