@@ -43,19 +43,26 @@ def resume_argv(run_dir: Path) -> list[str]:
     return lrsup_argv("resume", str(run_dir))
 
 
+def _state(run_dir: Path) -> dict | None:
+    """supervisor.json, or None when there is none (or it cannot be read)."""
+    try:
+        return read_state(Path(run_dir) / protocol.STATE_FILE)
+    except ValueError:
+        return None
+
+
 def inspect_run_dir(run_dir: Path) -> RunState:
     """supervisor.json's exit status and reason (``exists`` False without one)."""
-    path = Path(run_dir) / protocol.STATE_FILE
-    if not path.is_file():
+    state = _state(run_dir)
+    if state is None:
         return RunState(False)
-    state = read_state(path)
     status = state.get("exit_status")
     return RunState(True, status if isinstance(status, int) else None, state.get("reason"))
 
 
 def live_supervisor(run_dir: Path) -> tuple[int, int] | None:
     """(pid, start time) of the run's supervisor when it is alive, else None."""
-    state = read_state(Path(run_dir) / protocol.STATE_FILE)
+    state = _state(run_dir) or {}
     pid, start = state.get("supervisor_pid"), state.get("supervisor_start_time")
     if state.get("exit_status") is None and same_process(pid, start):
         return int(pid), int(start)
