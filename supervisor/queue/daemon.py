@@ -180,6 +180,8 @@ class Scheduler:
 
     # -- reaping -------------------------------------------------------------------
     def _ended(self, item: Running, ended: Ended, now: float) -> None:
+        if item.handle is not None:
+            self.store.set_worker(item.entry.id, item.handle.worker)
         entry = self.store.get(item.entry.id) or item.entry
         run_dir = Path(entry.run_dir or self._run_dir(entry))
         state = self.spawner.inspect(run_dir)
@@ -255,6 +257,7 @@ class Scheduler:
             self._finish(item, Status.FAILED, None, f"{run_dir} already exists and is not empty")
             return
         item.handle = self.spawner.start(claimed, run_dir, self._env(claimed, gpus))
+        self.store.set_worker(entry.id, item.handle.worker)
         where = f" on GPU {visible}" if visible else ""
         self.emit("started", claimed, f"{run_dir}{where} ({item.handle.worker})")
 

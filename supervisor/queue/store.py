@@ -250,6 +250,12 @@ class QueueStore:
             (worker, entry_id, Status.RUNNING.value),
         )
 
+    def set_worker(self, entry_id: int, worker: str) -> None:
+        """Where a running entry runs (``local``, a Ray node), once known."""
+        self._db.execute(
+            "UPDATE entries SET worker = ? WHERE id = ? AND status = ?", (worker, entry_id, Status.RUNNING.value)
+        )
+
     def finish(self, entry_id: int, status: Status, *, exit_status: int | None, reason: str) -> bool:
         """running -> done | failed | cancelled; False when it was not running."""
         if not status.final:
