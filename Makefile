@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint]'
+	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint,ray]'
 	touch $@
 
 install: $(VENV)/.installed
