@@ -286,7 +286,10 @@ def _run(
         except ImportError as err:
             print(f"lrsup: --ray needs Ray: pip install 'lrsup[ray]' ({err})", file=sys.stderr)
             return 2
-        cluster = connect(ray)
+        try:
+            cluster = connect(ray)
+        except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError...
+            fail(f"cannot join the Ray cluster at {ray!r}: {err}")
         spawner = RaySpawner(queue_dir(root) / "logs")
         device_ids: list[str] = []  # Ray places GPUs itself
         slots = slots or max(1, int(cluster.get("CPU", 1)))
@@ -295,8 +298,9 @@ def _run(
         spawner = LocalSpawner(queue_dir(root) / "logs")
         slots = slots or max(1, len(device_ids))
     options = QueueOptions(
-        root, slots=slots, gpus=device_ids, per_gpu=per_gpu, follow=follow, finish=finish, notify=notify
-    )
+        root, slots=slots, gpus=device_ids, per_gpu=per_gpu, follow=follow, finish=finish, notify=notify,
+        place_gpus=ray is None,
+    )  # fmt: skip
     try:
         return run_queue(options, spawner)
     except QueueBusyError as err:

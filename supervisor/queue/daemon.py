@@ -103,6 +103,7 @@ class Scheduler:
         per_gpu: int >= 1, runs one GPU may hold at once (1: never two runs on one GPU).
         emit: callable(event, entry, detail) told of each start, end and resume.
         max_starts: int, supervisors per entry before it is failed.
+        place_gpus: bool, hand out ``gpus`` here (False on Ray, which places GPUs itself).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Scheduler:
         per_gpu: int = 1,
         emit: Emit | None = None,
         max_starts: int = MAX_STARTS,
+        place_gpus: bool = True,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1; got slots={slots!r}")
@@ -129,6 +131,7 @@ class Scheduler:
         self.per_gpu = per_gpu
         self.emit = emit or (lambda event, entry, detail: None)
         self.max_starts = max_starts
+        self.place_gpus = place_gpus
         self.running: dict[int, Running] = {}
         self.draining = False
         self.peak = 0  # the most supervisors at once (for tests and the end summary)
@@ -268,6 +271,8 @@ class Scheduler:
             self._finish(item, Status.FAILED, None, why)
 
     def _gpus_wanted(self, entry: Entry) -> int:
+        if not self.place_gpus:
+            return 0
         if entry.gpus is not None:
             return entry.gpus
         return 1 if self.gpus else 0

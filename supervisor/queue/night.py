@@ -49,6 +49,7 @@ class QueueOptions:
         finish: bool, on SIGTERM let running runs finish instead of stopping them.
         notify: NotifySettings or None, where the end of the queue is announced.
         poll_interval: float, seconds between ticks.
+        place_gpus: bool, hand out ``gpus`` here (False on Ray, which places GPUs itself).
     """
 
     runs_dir: Path
@@ -59,6 +60,7 @@ class QueueOptions:
     finish: bool = False
     notify: Any = None
     poll_interval: float = POLL_INTERVAL
+    place_gpus: bool = True
 
 
 class DaemonLock:
@@ -126,6 +128,7 @@ def run_queue(
         gpus=options.gpus,
         per_gpu=options.per_gpu,
         emit=journal,
+        place_gpus=options.place_gpus,
     )
     signals: list[int] = []
     restore = _record_signals(signals)

@@ -195,3 +195,10 @@ def test_cancelled_while_queued_is_never_started(store: QueueStore, tmp_path: Pa
 def test_slots_are_checked() -> None:
     with pytest.raises(ValueError, match="slots=0"):
         Scheduler(None, None, Path("."), slots=0)  # type: ignore[arg-type]
+
+
+def test_on_ray_gpus_are_left_to_ray(store: QueueStore, tmp_path: Path) -> None:
+    store.add(NewEntry("a.py", gpus=2))
+    spawner = FakeSpawner()
+    scheduler(store, spawner, tmp_path, place_gpus=False).tick(0.0)
+    assert len(spawner.running()) == 1 and "CUDA_VISIBLE_DEVICES" not in spawner.running()[0].env
