@@ -96,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         entry = [str(DIGITS), "--", "--epochs", str(opts.epochs)]
         runs, idle_for = opts.runs, 20.0
     results = {}
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    load = os.getloadavg()[0]
     for slots in (1, 2):
         with tempfile.TemporaryDirectory(prefix="lrsup-queue-bench-") as tmp:
             results[slots] = _night(Path(tmp), slots, [entry] * runs)
@@ -141,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         [
             "## 5. The queue",
             "",
-            "Reproduce: `python -m benchmarks.queue_night` (about 10 minutes on 2 cores).",
+            "Reproduce: `python -m benchmarks.queue_night` (about 10 minutes on 2 cores). The machine is shared: "
+            "other processes' load (the load average below) slows both arms.",
             "",
-            f"*{started}; {machine_line()}; load average {load:.2f} at start.*",
+            machine_line(),
             "",
             f"{runs} entries of `examples/digits/train.py -- --epochs {opts.epochs}` (the default stack, so each run "
             "begins with its 100-step range test) are queued in a fresh runs directory and `lrsup queue run --slots N "
