@@ -175,8 +175,81 @@ class RunSettings(BaseModel):
         return self
 
 
+class Mutation(BaseModel):
+    """How one hyperparameter is perturbed by a population's explore step (Ray's ``hyperparam_mutations``).
+
+    Exactly one of: ``values`` (a list: resample from it, else move to a neighbouring value),
+    ``log_uniform`` or ``uniform`` (``[low, high]``: resample from the range, else multiply
+    the donor's value by one of ``[population] factors``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[float] | None = Field(None, min_length=1)
+    log_uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Mutation":
+        given = [k for k in ("values", "log_uniform", "uniform") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of values, log_uniform, uniform (got {given or 'none'})")
+        for kind in ("log_uniform", "uniform"):
+            span = getattr(self, kind)
+            if span is not None and not (span[0] < span[1] and (kind == "uniform" or span[0] > 0)):
+                raise ValueError(
+                    f"{kind} must be [low, high] with low < high (and low > 0 for log_uniform), got {list(span)}"
+                )
+        return self
+
+
+class PopulationSettings(BaseModel):
+    """The ``[population]`` table: population-based training over a sweep's runs (``lrsup sweep --pbt``).
+
+    Args:
+        interval: int. Epochs between a member's exploit rounds (Ray's ``perturbation_interval``). Default 4.
+        quantile: float. The bottom and top fractions of the live members (Ray's ``quantile_fraction``). Default 0.25.
+        metric: str. The epoch log compared across members. Default ``val_loss``.
+        mode: ``auto``, ``min`` or ``max``. ``auto`` infers it from ``metric``, as every policy does.
+        mutations: table NAME -> Mutation. ``lr`` or an optimizer hyperparameter (``momentum``,
+            ``weight_decay``...). Default: ``lr`` log-uniform in [1e-5, 1].
+        resample_probability: float. The chance to resample instead of perturbing. Default 0.25 (Ray's).
+        factors: list of float. The perturbation factors. Default ``[1.2, 0.8]`` (Ray's).
+        burn_in: int. Epochs before a member's first round. Default 0.
+        seed: int. The seed of the coordinator's choices (donor, perturbation). Default 0.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: int = Field(4, strict=True, ge=1)
+    quantile: float = Field(0.25, gt=0, le=0.5)
+    metric: str = Field("val_loss", min_length=1)
+    mode: Literal["auto", "min", "max"] = "auto"
+    mutations: dict[str, Mutation] = Field(default_factory=lambda: {"lr": Mutation(log_uniform=(1e-5, 1.0))})
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    factors: list[float] = Field(default_factory=lambda: [1.2, 0.8], min_length=1)
+    burn_in: int = Field(0, strict=True, ge=0)
+    seed: int = Field(0, strict=True)
+
+    @model_validator(mode="after")
+    def _known_mode(self) -> "PopulationSettings":
+        from lrsup.policies.monitor import resolve_mode
+
+        resolve_mode(self.metric, self.mode)  # ValueError names the metric when auto cannot tell
+        if any(not (f > 0) for f in self.factors):
+            raise ValueError(f"factors must be > 0, got {self.factors}")
+        return self
+
+    @property
+    def direction(self) -> str:
+        """``"min"`` or ``"max"``, the one direction rule (lrsup.policies.monitor)."""
+        from lrsup.policies.monitor import resolve_mode
+
+        return resolve_mode(self.metric, self.mode)
+
+
 _SECTIONS: dict[str, type[BaseModel]] = {"agent": AgentSettings, "run": RunSettings}
-_TOP_KEYS = ("agent", "notify", "policy", "run")
+_TOP_KEYS = ("agent", "notify", "policy", "population", "run")
 
 
 class ConfigError(ValueError):
@@ -204,6 +277,7 @@ class ResolvedConfig:
         policies: list of (name, Policy class, settings), in stack order; ``name`` is
             the ``use`` value as written.
         notify: NotifySettings or None. The ``[notify]`` table; None when there is none.
+        population: PopulationSettings or None. The ``[population]`` table (``lrsup sweep --pbt``).
     """
 
     source: str
@@ -211,6 +285,7 @@ class ResolvedConfig:
     run: RunSettings
     policies: list[tuple[str, type[Policy], PolicySettings]]
     notify: NotifySettings | None = None
+    population: PopulationSettings | None = None
 
     def build_policies(self) -> list[Policy]:
         """Fresh policy instances, in stack order."""
@@ -357,9 +432,24 @@ def _resolve(data: Any, source: str, prefix: str) -> ResolvedConfig:
             problems.extend(_pydantic_problems(exc, where, model))
     notify = _resolve_notify(data.get("notify"), _join(prefix, ("notify",)), problems)
     policies = _resolve_policies(data.get("policy", DEFAULT_STACK), _join(prefix, ("policy",)), problems)
+    population = _resolve_population(data.get("population"), _join(prefix, ("population",)), problems)
     if problems:
         raise ConfigError(source, problems)
-    return ResolvedConfig(source, sections["agent"], sections["run"], policies, notify)  # type: ignore[arg-type]
+    return ResolvedConfig(source, sections["agent"], sections["run"], policies, notify, population)  # type: ignore[arg-type]
+
+
+def _resolve_population(raw: Any, where: str, problems: list[str]) -> PopulationSettings | None:
+    """The ``[population]`` table, or None when there is none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table [population] (got {_got(raw)})")
+        return None
+    try:
+        return PopulationSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, where, PopulationSettings))
+        return None
 
 
 def _resolve_notify(raw: Any, where: str, problems: list[str]) -> NotifySettings | None:
