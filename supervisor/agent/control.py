@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any, Mapping
 
+from lrsup.supervisor.agent.checkpoints import CheckpointStore
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.records import describe_command, warn
 from lrsup.supervisor.agent.settings import check_setting
@@ -232,9 +233,10 @@ class CommandHandler:
     def _rollback(self: Any, handle: OptimizerHandle, obj: Mapping[str, Any]) -> None:
         """Load checkpoint ``obj["checkpoint"]`` in the running process (see ``Agent`` docs)."""
         name = obj["checkpoint"]
-        entry = self.checkpoints.verify(name)  # CheckpointError: refused, nothing loaded
+        store = CheckpointStore(obj["from_run"]) if obj.get("from_run") else self.checkpoints  # PBT: a donor's
+        entry = store.verify(name)  # CheckpointError: refused, nothing loaded
         epoch, now = self._position
-        handle.load_state(self.checkpoints.path_of(entry), entry.meta)
+        handle.load_state(store.path_of(entry), entry.meta)
         step = entry.step
         handle.set_step(step)  # the global step goes back to the checkpoint's
         self._position = (epoch, step)

@@ -70,7 +70,7 @@ def sweep(
     ctx: typer.Context,
     script: Path = typer.Argument(..., metavar="SCRIPT", help="The training script."),
     grid: List[str] = typer.Option(
-        ...,
+        [],
         "--grid",
         help="NAME=V1,V2,...: appends --NAME V to the script's arguments; config.POLICY.KEY or config.TABLE.KEY varies an lrsup setting.",
     ),
@@ -79,15 +79,27 @@ def sweep(
     gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs each run needs."),
     cpus: float = typer.Option(1.0, "--cpus", min=0, help="CPUs each run needs (a Ray resource request)."),
     priority: int = typer.Option(0, "--priority", help="Priority of every run of the sweep."),
+    pbt: bool = typer.Option(False, "--pbt", help="Population-based training over the group ([population] settings)."),
+    population: Optional[int] = typer.Option(
+        None, "--population", min=2, help="With --pbt: the number of members (default: one per combination)."
+    ),
     runs_dir: Path = RunsDirOption,
 ) -> None:
-    """Queue one run per combination of the --grid values, all in one group. Prints the group, then the ids."""
-    raise typer.Exit(_sweep(script, script_args(ctx), grid, config, group, gpus, cpus, priority, runs_dir))
+    """Queue one run per combination of the --grid values, all in one group. Prints the group, then the ids.
+
+    With --pbt, the group is a population: ``queue run`` lets its worst members copy the best
+    ones' checkpoints in place and perturbs their hyperparameters (no pause, no restart).
+    """
+    if not pbt and (population is not None or not grid):
+        fail("--population goes with --pbt" if population is not None else "sweep needs --grid (or --pbt)")
+    raise typer.Exit(
+        _sweep(script, script_args(ctx), grid, config, group, gpus, cpus, priority, runs_dir, pbt, population)
+    )
 
 
 def _sweep(
     script: Path, args: list[str], grid: list[str], config: Path | None, group: str | None,
-    gpus: int | None, cpus: float, priority: int, runs_dir: Path,
+    gpus: int | None, cpus: float, priority: int, runs_dir: Path, pbt: bool = False, population: int | None = None,
 ) -> int:  # fmt: skip
     from lrsup.supervisor.queue import sweep as grid_lib
     from lrsup.supervisor.queue.store import NewEntry, queue_dir
@@ -101,6 +113,15 @@ def _sweep(
         fail(str(err))
     group = group or time.strftime("sweep-%Y%m%dT%H%M%SZ", time.gmtime())
     config_dir = queue_dir(Path(cwd, runs_dir)) / "configs"
+    settings = None
+    if pbt:
+        settings = load_config(config, cwd).population
+        if settings is None:
+            from lrsup.supervisor.config import PopulationSettings
+
+            settings = PopulationSettings()
+        count = population or max(len(points), 4)
+        points = [points[i % len(points)] for i in range(count)]  # the grid's combinations in turn
     planned = []
     for index, point in enumerate(points):
         config_path = base_config
@@ -112,7 +133,7 @@ def _sweep(
                 script=str(script),
                 args=grid_lib.script_args(args, point),
                 cwd=str(cwd),
-                name=grid_lib.label(point),
+                name=grid_lib.label(point) + (f"-m{index + 1}" if pbt else ""),
                 group=group,
                 config=config_path,
                 gpus=gpus,
@@ -121,6 +142,10 @@ def _sweep(
                 params=point,
             )  # fmt: skip
         )
+    if settings is not None:
+        from lrsup.supervisor.queue.population import create_population
+
+        create_population(Path(cwd, runs_dir), group, settings)
     store = _store(runs_dir)
     print(group)
     for entry in planned:

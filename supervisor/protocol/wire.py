@@ -526,8 +526,9 @@ COMMAND_SPECS: dict[str, tuple[dict[str, str], set[str]]] = {
     "verdict": ({"epoch": "int"}, {"epoch"}),
     # Save a checkpoint now (``name``: the agent picks one when it is absent).
     "checkpoint": ({"name": "str?"}, set()),
-    # Restore weights and optimizer state from a checkpoint, then set ``lr`` if given.
-    "rollback": ({"checkpoint": "str", "lr": "float?", "skip_batches": "int"}, {"checkpoint"}),
+    # Restore weights and optimizer state from a checkpoint, then set ``lr`` if given. ``from_run``:
+    # an absolute run directory of the same population whose manifest holds the checkpoint (PBT's exploit).
+    "rollback": ({"checkpoint": "str", "lr": "float?", "skip_batches": "int", "from_run": "str?"}, {"checkpoint"}),
     # Drive the LR by a schedule spec (lrsup.supervisor.protocol.schedules) times lrsup's multiplier.
     "set_schedule": ({"schedule": "dict"}, {"schedule"}),
     # Drop lrsup's schedule; the effective LR stays where it is.
@@ -600,6 +601,9 @@ def _check_rollback(obj: Mapping[str, Any]) -> None:
         raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {lr!r}")
     if obj.get("skip_batches", 0) < 0:
         raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {obj['skip_batches']!r}")
+    from_run = obj.get("from_run")
+    if from_run is not None and not (from_run.startswith("/") and "\x00" not in from_run):
+        raise ProtocolError(f"rollback command: from_run must be an absolute run directory, got {from_run!r}")
 
 
 def _check_set_schedule(obj: Mapping[str, Any]) -> None:

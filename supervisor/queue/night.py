@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from lrsup.supervisor.queue.daemon import Scheduler, Spawner
+from lrsup.supervisor.queue.population import Populations
 from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
 
 LOCK_NAME = "daemon.lock"
@@ -130,6 +131,7 @@ def run_queue(
         emit=journal,
         place_gpus=options.place_gpus,
     )
+    populations = Populations(options.runs_dir, store, journal)  # PBT groups (lrsup sweep --pbt)
     signals: list[int] = []
     restore = _record_signals(signals)
     handled = 0
@@ -149,6 +151,7 @@ def run_queue(
                 )
                 scheduler.drain(finish=options.finish and first)
             scheduler.tick(clock())
+            populations.tick()
             if scheduler.idle() and (not options.follow or scheduler.draining):
                 break
             sleep(options.poll_interval)

@@ -10,6 +10,12 @@
   suppressed ``held by <who>`` and send no command. ``release`` ends it.
 - ``stop``: a graceful stop (a ``stop`` command: finish the epoch, end cleanly), forced
   after ``[run] stop_timeout`` seconds.
+- ``exploit`` (``peer``, ``checkpoint``, ``epoch``, ``hparams``, ``old``): population-based
+  training (lrsup.supervisor.queue.population). A ``rollback`` command to the checkpoint of the
+  donor run ``peer`` (the agent verifies it by the donor's manifest), with ``hparams["lr"]`` as
+  its LR, then one ``set_hparam`` per other hyperparameter; journaled as an ``exploit`` event.
+- ``donate`` (same fields, ``peer`` the member that copied this run): journaled only, as a
+  ``donated`` event, so that both runs' journals hold the exploit.
 
 A request line::
 
@@ -27,7 +33,7 @@ import math
 import os
 import socket
 import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,8 +42,9 @@ from lrsup.supervisor.protocol.jsonl import LineSplitter
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
 REQUESTS_FILE = "requests.jsonl"
-OPS = ("set_lr", "hold", "release", "stop")
-_FIELDS = {"v", "op", "lr", "who", "why", "time"}
+OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate")
+_FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
+_PBT_OPS = ("exploit", "donate")
 
 
 class RequestError(ValueError):
@@ -53,6 +60,11 @@ class Request:
     time: float
     lr: float | None = None
     why: str | None = None
+    peer: str | None = None
+    checkpoint: str | None = None
+    epoch: int | None = None
+    hparams: dict | None = None
+    old: dict | None = None
 
 
 def whoami() -> str:
@@ -88,7 +100,36 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
         lr = float(lr)
     elif lr is not None:
         raise RequestError(f"{op} takes no lr (got {lr!r})")
+    if op in _PBT_OPS:
+        return _validate_pbt(obj, Request(op=op, who=who, time=float(when), why=why))
+    extra = sorted(k for k in ("peer", "checkpoint", "epoch", "hparams", "old") if k in obj)
+    if extra:
+        raise RequestError(f"{op} takes no {', '.join(extra)}")
     return Request(op=op, who=who, time=float(when), lr=lr, why=why)
+
+
+def _validate_pbt(obj: Mapping[str, Any], base: Request) -> Request:
+    """``exploit``/``donate``: peer (an absolute run directory), checkpoint, epoch, hparams, old."""
+    op, peer, name, epoch = base.op, obj.get("peer"), obj.get("checkpoint"), obj.get("epoch")
+    if not isinstance(peer, str) or not os.path.isabs(peer) or "\x00" in peer:
+        raise RequestError(f"{op} needs peer, an absolute run directory, got {peer!r}")
+    if not protocol.is_checkpoint_name(name):
+        raise RequestError(f"{op} needs checkpoint, a checkpoint name, got {name!r}")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise RequestError(f"{op} needs epoch, an int >= 0, got {epoch!r}")
+    tables = {}
+    for key in ("hparams", "old"):
+        table = obj.get(key, {})
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and k and _finite(v) and v >= 0 for k, v in table.items()
+        ):
+            raise RequestError(f"{op}: {key} must map names to finite numbers >= 0, got {table!r}")
+        tables[key] = {k: float(v) for k, v in table.items()}
+    return replace(base, peer=peer, checkpoint=name, epoch=epoch, **tables)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def send_request(
@@ -99,6 +140,7 @@ def send_request(
     why: str | None = None,
     who: str | None = None,
     time: float | None = None,
+    **pbt: Any,
 ) -> Request:
     """Append a validated request to ``run_dir/requests.jsonl``; return it.
 
@@ -118,6 +160,7 @@ def send_request(
         obj["lr"] = lr
     if why is not None:
         obj["why"] = why
+    obj.update(pbt)  # exploit/donate: peer, checkpoint, epoch, hparams, old
     request = validate_request(obj)
     path = root / REQUESTS_FILE
     check_run_file(path)
@@ -209,5 +252,42 @@ def apply_requests(runner: Any, now: float) -> None:
             runner._command("stop", reason=f"stop requested by {who}{because}")
             timeout = runner.config.run.stop_timeout
             runner.lifecycle.request_graceful_stop(now, f"stopped by {who}{because}", timeout)
+        elif request.op in _PBT_OPS:
+            _apply_pbt(runner, request)
     while runner.requests.errors:
         runner._event("bad_request", runner.requests.errors.pop(0))
+
+
+def _apply_pbt(runner: Any, request: Request) -> None:
+    """``exploit``: rollback to the donor's checkpoint with the new LR, then the other hyperparameters."""
+    new, old = request.hparams or {}, request.old or {}
+    peer = os.path.basename(request.peer or "")
+    fields = {"peer": request.peer, "checkpoint": request.checkpoint, "at_epoch": request.epoch, "old": old, "new": new}
+    if request.op == "donate":
+        runner._event(
+            "donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields
+        )
+        return
+    reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
+    seq = runner._command(
+        "rollback",
+        checkpoint=request.checkpoint,
+        from_run=request.peer,
+        lr=new.get("lr"),
+        skip_batches=0,
+        reason=reason,
+    )
+    seqs = [seq] + [
+        runner._command("set_hparam", name=name, value=value, reason=reason)
+        for name, value in new.items()
+        if name != "lr"
+    ]
+    changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
+    runner._event(
+        "exploit",
+        f"copied {peer}'s checkpoint {request.checkpoint} at epoch {request.epoch}; {changes}",
+        seq=seq,
+        seqs=seqs,
+        suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
+        **fields,
+    )

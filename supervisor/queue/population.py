@@ -1,0 +1,177 @@
+"""Population-based training inside ``queue run``: the coordinator's eyes and hands.
+
+``lrsup sweep --pbt`` writes ``runs/.queue/pbt/<GROUP>.json`` (the ``[population]`` settings,
+then the coordinator's state). Each tick of ``queue run``, :class:`Populations` follows every
+member's ``metrics.jsonl`` (the protocol's Follower, incrementally), builds one
+:class:`~lrsup.supervisor.queue.pbt.MemberView` per member, asks the pure
+:class:`~lrsup.supervisor.queue.pbt.Coordinator`, saves its state, then sends each decision
+through the members' operator channel: ``exploit`` to the member (its supervisor sends the
+``rollback`` to the donor's checkpoint and the new hyperparameters: no pause, no restart) and
+``donate`` to the donor (journaled). A member is alive while its entry is ``running``.
+
+Example::
+
+    populations = Populations(Path("runs"), store, emit)
+    populations.tick()        # once per queue tick
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from lrsup.supervisor import protocol
+from lrsup.supervisor.config import PopulationSettings
+from lrsup.supervisor.queue.pbt import Coordinator, Exploit, MemberView
+from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
+from lrsup.supervisor.run.follower import Follower
+from lrsup.supervisor.run.operator import send_request
+
+PBT_DIR = "pbt"
+
+
+def population_path(runs_dir: Path, group: str) -> Path:
+    """Where a PBT group's settings and coordinator state live."""
+    return queue_dir(runs_dir) / PBT_DIR / f"{group}.json"
+
+
+def create_population(runs_dir: Path, group: str, settings: PopulationSettings) -> Path:
+    """Write a new population file for ``group`` (``lrsup sweep --pbt``)."""
+    path = population_path(runs_dir, group)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(path, {"group": group, "settings": settings.model_dump(mode="json"), "state": None, "hparams": {}})
+    return path
+
+
+def _write(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Member:
+    """What one member's records said so far (read incrementally)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.follower = Follower(run_dir / protocol.METRICS_FILE, use_watchdog=False)
+        self.epochs, self.score, self.step, self.lr = 0, None, 0, None
+        self.checkpoints: list[tuple[str, int | None, int]] = []  # (name, epoch, step)
+
+    def read(self, metric: str) -> None:
+        for record in self.follower.read():
+            if isinstance(record, protocol.EpochRecord):
+                value = record.logs.get(metric)
+                self.epochs, self.step, self.lr = record.epoch + 1, record.step, record.lr
+                self.score = float(value) if isinstance(value, (int, float)) else math.nan
+            elif isinstance(record, protocol.CheckpointRecord):
+                self.checkpoints.append((record.name, record.epoch, record.step))
+            elif isinstance(record, protocol.AckRecord) and record.lr is not None:
+                self.lr = record.lr
+
+    def known_good(self) -> str | None:
+        """The newest checkpoint taken at or before the scored epoch's step (its score vouches for it)."""
+        if self.score is None or math.isnan(self.score):
+            return None
+        good = [name for name, _, step in self.checkpoints if step <= self.step]
+        return good[-1] if good else None
+
+
+class Population:
+    """One PBT group: its coordinator, its members' records, its file."""
+
+    def __init__(self, path: Path, data: dict) -> None:
+        self.path = path
+        self.group = data["group"]
+        self.settings = PopulationSettings.model_validate(data["settings"])
+        self.coordinator = Coordinator(self.settings)
+        if data.get("state"):
+            self.coordinator.load_state_dict(data["state"])
+        self.hparams: dict[str, dict[str, float]] = data.get("hparams") or {}
+        self.members: dict[str, _Member] = {}
+
+    def save(self) -> None:
+        _write(
+            self.path,
+            {
+                "group": self.group,
+                "settings": self.settings.model_dump(mode="json"),
+                "state": self.coordinator.state_dict(),
+                "hparams": self.hparams,
+            },
+        )
+
+    def views(self, entries: list[Entry]) -> tuple[list[MemberView], dict[str, Path]]:
+        views, dirs = [], {}
+        for entry in entries:
+            if not entry.run_dir:
+                continue
+            run_dir = Path(entry.run_dir)
+            name = run_dir.name
+            member = self.members.setdefault(name, _Member(run_dir))
+            member.read(self.settings.metric)
+            hparams = {k: float(v) for k, v in (entry.params or {}).items() if k in self.settings.mutations and _num(v)}
+            hparams.update(self.hparams.get(name, {}))
+            if member.lr is not None:
+                hparams["lr"] = member.lr
+            alive = entry.status is Status.RUNNING
+            views.append(MemberView(name, member.epochs, member.score, member.known_good(), hparams, alive))
+            dirs[name] = run_dir.resolve()
+        return views, dirs
+
+    def tick(self, entries: list[Entry], emit: Callable[[str, Any, str], None]) -> list[Exploit]:
+        views, dirs = self.views(entries)
+        decisions = self.coordinator.decide(views)
+        if not decisions:
+            return []
+        for d in decisions:
+            self.hparams[d.member] = {k: v for k, v in d.new.items() if k != "lr"}
+        self.save()  # before sending: a coordinator that dies now loses an exploit, never repeats one
+        for d in decisions:
+            fields = {"checkpoint": d.checkpoint, "epoch": d.epoch, "hparams": d.new, "old": d.old}
+            why = f"population {self.group}: {self.settings.metric} {d.score:g} vs {d.donor_score:g}"
+            try:
+                send_request(dirs[d.member], "exploit", who="lrsup-pbt", why=why, peer=str(dirs[d.donor]), **fields)
+                send_request(dirs[d.donor], "donate", who="lrsup-pbt", why=why, peer=str(dirs[d.member]), **fields)
+            except Exception as exc:  # a member that vanished: the next boundary decides again
+                emit("pbt_error", None, f"{self.group}: {d.member} <- {d.donor}: {exc}")
+                continue
+            lr = d.new.get("lr")
+            emit(
+                "pbt_exploit",
+                None,
+                f"{self.group}: {d.member} copies {d.donor}'s {d.checkpoint} at epoch {d.epoch}"
+                + (f", lr {lr:g}" if lr is not None else ""),
+            )
+        return decisions
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Populations:
+    """Every PBT group of a queue, ticked by ``queue run``; an error journals and never stops the queue."""
+
+    def __init__(self, runs_dir: Path, store: QueueStore, emit: Callable[[str, Any, str], None]) -> None:
+        self.runs_dir, self.store, self.emit = runs_dir, store, emit
+        self.groups: dict[str, Population] = {}
+        self.broken: set[str] = set()
+
+    def tick(self) -> None:
+        folder = queue_dir(self.runs_dir) / PBT_DIR
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.json")):
+            if path.stem in self.broken:
+                continue
+            try:
+                population = self.groups.get(path.stem)
+                if population is None:
+                    population = self.groups[path.stem] = Population(path, json.loads(path.read_text("utf-8")))
+                population.tick(self.store.entries(group=population.group), self.emit)
+            except Exception as exc:
+                self.broken.add(path.stem)  # journaled once; the queue goes on without this population
+                self.emit("pbt_error", None, f"{path.stem}: {type(exc).__name__}: {exc}; population stopped")

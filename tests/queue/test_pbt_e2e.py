@@ -1,0 +1,58 @@
+"""``lrsup sweep --pbt`` then ``queue run``: a population of 4 fake trainers (real supervisors)
+in which the worst member copies the best one's checkpoint in place, with no process restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.queue.night_helpers import FAKE, NO_POLICIES, entries, kill_runs, lrsup
+
+pytestmark = pytest.mark.timeout(180)
+
+PBT = (
+    NO_POLICIES
+    + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
+)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def test_a_population_exploits_in_place(tmp_path: Path) -> None:
+    (tmp_path / "lrsup.toml").write_text(PBT)
+    out = lrsup(
+        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
+        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+        "--epochs", "5", "--steps", "4", "--sleep", "0.05", "--checkpoints", "--lr", "0.02",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    group = out.stdout.split()[0]
+    assert (tmp_path / "runs" / ".queue" / "pbt" / f"{group}.json").is_file()
+    try:
+        run = lrsup(tmp_path, "queue", "run", "--slots", "4", timeout=150)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        kill_runs(tmp_path / "runs")
+    found = {Path(e["run_dir"]).name: Path(e["run_dir"]) for e in entries(tmp_path)}
+    assert all(e["status"] == "done" for e in entries(tmp_path))
+    worst = next(d for n, d in found.items() if "val-loss2.0" in n)
+    journal = lines(worst / "journal.jsonl")
+    exploits = [j for j in journal if j.get("event") == "exploit"]
+    assert exploits, run.stdout
+    donor = Path(exploits[0]["peer"])
+    assert "val-loss0.5" in donor.name and exploits[0]["checkpoint"].startswith("epoch-")
+    assert exploits[0]["new"]["lr"] in (0.01, 0.02, 0.04)
+    assert any(
+        j.get("event") == "donated" and j["peer"] == str(worst.resolve()) for j in lines(donor / "journal.jsonl")
+    )
+    metrics = lines(worst / "metrics.jsonl")
+    acks = [r for r in metrics if r.get("type") == "ack" and r.get("cmd") == "rollback"]
+    assert acks and not [r for r in metrics if r.get("type") == "error"]
+    assert acks[0]["lr"] == exploits[0]["new"]["lr"]
+    assert len([r for r in metrics if r.get("type") == "start"]) == 1  # one process: no restart
+    daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
+    assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
