@@ -418,4 +418,39 @@ def report_group(group: str, runs: list[str] | None, out: Path | None, runs_dir:
             print(
                 f"best run: {best.name}{params}: {best.monitor} {best.best.logs[best.monitor]:.6g} at epoch {best.best.epoch + 1}"
             )
+    if status == 0:
+        _report_population(group, run_dirs, out if out is not None else Path(runs_dir) / f"{group}-report", runs_dir)
     return status
+
+
+def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Path) -> None:
+    """A PBT group's lineage (who copied whom, when, with which LR) and best curve: printed and population.md."""
+    from lrsup.supervisor.config import PopulationSettings
+    from lrsup.supervisor.history.runinfo import RunInfoError, load_run
+    from lrsup.supervisor.queue.group import best_curve, lineage, lineage_markdown
+    from lrsup.supervisor.queue.population import population_path
+
+    path = population_path(Path(runs_dir), group)
+    if not path.is_file():
+        return
+    settings = PopulationSettings.model_validate(json.loads(path.read_text("utf-8"))["settings"])
+    try:
+        infos = [load_run(d) for d in run_dirs]
+    except RunInfoError as err:
+        print(f"lrsup: population lineage not drawn: {err}", file=sys.stderr)
+        return
+    events = lineage(infos)
+    curve = best_curve(infos, settings.metric, settings.direction)
+    for e in events:
+        lr = e["new"].get("lr")
+        print(
+            f"epoch {e['epoch']}: {e['member']} copied {e['donor']} ({e['checkpoint']})"
+            + (f", lr {lr:g}" if lr is not None else "")
+        )
+    if curve:
+        n, value, who = curve[-1]
+        print(
+            f"population best {settings.metric}: {value:.6g} at epoch {n} ({who}); {len(events)} exploit(s), no restart"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "population.md").write_text(lineage_markdown(events, curve, settings.metric), encoding="utf-8")

@@ -44,3 +44,63 @@ def best_run(infos: Sequence[Any]) -> Any | None:
     same = [i for i in scored if i.monitor == monitor]
     pick = max if same[0].mode == "max" else min
     return pick(same, key=lambda i: i.best.logs[monitor])
+
+
+def lineage(infos: Sequence[Any]) -> list[dict[str, Any]]:
+    """A population's exploits, in time order: who copied whom, when, with which hyperparameters.
+
+    Read from each run's journal ``exploit`` events (lrsup.supervisor.run.operator): one dict
+    ``{time, member, donor, epoch, checkpoint, old, new}`` per exploit.
+    """
+    out = []
+    for info in infos:
+        for event in info.events:
+            if event.event != "exploit":
+                continue
+            x = event.extra
+            out.append(
+                {
+                    "time": event.time,
+                    "member": info.name,
+                    "donor": Path(str(x.get("peer", "?"))).name,
+                    "epoch": x.get("at_epoch"),
+                    "checkpoint": x.get("checkpoint"),
+                    "old": x.get("old") or {},
+                    "new": x.get("new") or {},
+                }
+            )
+    return sorted(out, key=lambda e: (e["time"] or 0.0, e["member"]))
+
+
+def best_curve(infos: Sequence[Any], metric: str, mode: str) -> list[tuple[int, float, str]]:
+    """The population's best curve: for each epoch (1-based), the best ``metric`` of any member and whose.
+
+    Superseded epochs (redone after a rollback or restart) are left out; NaN values never win.
+    """
+    best: dict[int, tuple[float, str]] = {}
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    for info in infos:
+        for row in info.epochs:
+            value = row.logs.get(metric)
+            if row.superseded or not isinstance(value, (int, float)) or value != value:
+                continue
+            n = row.epoch + 1
+            if n not in best or better(value, best[n][0]):
+                best[n] = (float(value), info.name)
+    return [(n, v, who) for n, (v, who) in sorted(best.items())]
+
+
+def lineage_markdown(events: Sequence[dict[str, Any]], curve: Sequence[tuple[int, float, str]], metric: str) -> str:
+    """The lineage and the best curve as Markdown (``population.md`` of ``report --group``)."""
+    lines = ["# Population", "", "## Lineage (exploits)", ""]
+    if events:
+        lines += ["| epoch | member | copied | checkpoint | old | new |", "|---|---|---|---|---|---|"]
+        for e in events:
+            old = ", ".join(f"{k}={v:g}" for k, v in e["old"].items())
+            new = ", ".join(f"{k}={v:g}" for k, v in e["new"].items())
+            lines.append(f"| {e['epoch']} | {e['member']} | {e['donor']} | {e['checkpoint']} | {old} | {new} |")
+    else:
+        lines.append("No exploit yet.")
+    lines += ["", f"## Best {metric} of the population per epoch", "", "| epoch | best | member |", "|---|---|---|"]
+    lines += [f"| {n} | {v:.6g} | {who} |" for n, v, who in curve]
+    return "\n".join(lines) + "\n"

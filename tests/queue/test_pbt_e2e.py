@@ -56,3 +56,7 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     assert len([r for r in metrics if r.get("type") == "start"]) == 1  # one process: no restart
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
+    report = lrsup(tmp_path, "report", "--group", group, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert f"{worst.name} copied {donor.name}" in report.stdout and "population best val_loss: 0.5" in report.stdout
+    assert "## Lineage" in (tmp_path / "runs" / f"{group}-report" / "population.md").read_text()
