@@ -1,0 +1,68 @@
+"""The coordinator inside ``queue run``: members' records in, exploit/donate requests out, state in
+runs/.queue/pbt/G.json so that a coordinator that dies and comes back never repeats an exploit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lrsup.supervisor import protocol
+from lrsup.supervisor.config import PopulationSettings
+from lrsup.supervisor.queue.population import Population, create_population, population_path
+from lrsup.supervisor.queue.store import NewEntry, QueueStore, Status
+
+SHA = "0" * 64
+
+
+def write_member(run_dir: Path, val_losses: list[float], lr: float) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / protocol.CONFIG_FILE).write_text("{}")
+    lines = []
+    for epoch, loss in enumerate(val_losses):
+        step = 10 * (epoch + 1)
+        lines.append(
+            {"v": 1, "type": "epoch", "time": 1.0, "epoch": epoch, "step": step, "lr": lr, "logs": {"val_loss": loss}}
+        )
+        lines.append({"v": 1, "type": "checkpoint", "time": 1.0, "name": f"epoch-{epoch:04d}", "epoch": epoch,
+                      "step": step, "file": f"checkpoints/epoch-{epoch:04d}.json", "sha256": SHA})  # fmt: skip
+    (run_dir / protocol.METRICS_FILE).write_text("".join(protocol.dumps(x) + "\n" for x in lines))
+
+
+def requests(run_dir: Path) -> list[dict]:
+    path = run_dir / "requests.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_population_sends_exploit_and_donate_and_survives_its_death(tmp_path: Path):
+    runs = tmp_path / "runs"
+    store = QueueStore.open(runs)
+    losses = {"a": [0.5, 0.3], "b": [0.6, 0.5], "c": [0.7, 0.6], "d": [2.0, 1.9]}
+    for name, vals in losses.items():
+        entry_id = store.add(NewEntry("train.py", name=name, group="g", params={"lr": 0.1}))
+        run_dir = runs / f"q{entry_id}-{name}"
+        write_member(run_dir, vals, lr={"a": 0.05}.get(name, 0.1))
+        store.claim(entry_id, run_dir=str(run_dir), gpus="")
+    settings = PopulationSettings(interval=2, mutations={"lr": {"values": [0.025, 0.05, 0.1]}})
+    path = create_population(runs, "g", settings)
+    emitted = []
+
+    def emit(event, entry, detail):
+        emitted.append((event, detail))
+
+    population = Population(path, json.loads(path.read_text()))
+    entries = store.entries(group="g")
+    assert all(e.status is Status.RUNNING for e in entries)
+    (decision,) = population.tick(entries, emit)
+    assert (decision.member, decision.donor, decision.checkpoint) == ("q4-d", "q1-a", "epoch-0001")
+    d_dir, a_dir = runs / "q4-d", runs / "q1-a"
+    (exploit,) = requests(d_dir)
+    assert exploit["op"] == "exploit" and exploit["peer"] == str(a_dir.resolve())
+    assert exploit["hparams"]["lr"] in (0.025, 0.1) and exploit["old"] == {"lr": 0.1}
+    (donate,) = requests(a_dir)
+    assert donate["op"] == "donate" and donate["peer"] == str(d_dir.resolve())
+    assert emitted and emitted[0][0] == "pbt_exploit"
+    # the coordinator dies; a new one reads the file and does not decide that boundary again
+    again = Population(population_path(runs, "g"), json.loads(path.read_text()))
+    assert again.tick(store.entries(group="g"), emit) == []
+    assert len(requests(d_dir)) == 1
+    store.close()
