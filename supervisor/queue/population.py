@@ -103,6 +103,11 @@ class Population:
             },
         )
 
+    def close(self) -> None:
+        for member in self.members.values():
+            member.follower.stop()
+        self.members.clear()
+
     def views(self, entries: list[Entry]) -> tuple[list[MemberView], dict[str, Path]]:
         views, dirs = [], {}
         for entry in entries:
@@ -159,19 +164,26 @@ class Populations:
         self.runs_dir, self.store, self.emit = runs_dir, store, emit
         self.groups: dict[str, Population] = {}
         self.broken: set[str] = set()
+        self.ended: set[str] = set()  # every member finished (in this queue run)
 
     def tick(self) -> None:
         folder = queue_dir(self.runs_dir) / PBT_DIR
         if not folder.is_dir():
             return
         for path in sorted(folder.glob("*.json")):
-            if path.stem in self.broken:
+            if path.stem in self.broken or path.stem in self.ended:
                 continue
             try:
                 population = self.groups.get(path.stem)
                 if population is None:
                     population = self.groups[path.stem] = Population(path, json.loads(path.read_text("utf-8")))
-                population.tick(self.store.entries(group=population.group), self.emit)
+                entries = self.store.entries(group=population.group)
+                if entries and not any(e.status in (Status.QUEUED, Status.RUNNING) for e in entries):
+                    population.close()  # the population has ended: its files are no longer followed
+                    del self.groups[path.stem]
+                    self.ended.add(path.stem)
+                    continue
+                population.tick(entries, self.emit)
             except Exception as exc:
                 self.broken.add(path.stem)  # journaled once; the queue goes on without this population
                 self.emit("pbt_error", None, f"{path.stem}: {type(exc).__name__}: {exc}; population stopped")
