@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterator
 
+from lrsup.policies.monitor import Direction, metric_direction
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 
 
@@ -174,10 +175,21 @@ def order_metric_keys(keys: Iterator[str] | list[str]) -> list[str]:
     return (["loss"] if "loss" in seen else []) + train + (["val_loss"] if "val_loss" in seen else []) + val
 
 
-def metric_mode(name: str) -> str:
-    """``"max"`` for accuracy and AUC style names (``*acc*``, ``*auc*``), else ``"min"``."""
-    lowered = name.lower()
-    return "max" if "acc" in lowered or "auc" in lowered else "min"
+def monitor_direction(monitor: str, config: Any = None) -> Direction | None:
+    """``"min"``/``"max"`` for the run's monitored metric, None when nobody can tell.
+
+    The first configured policy that watches ``monitor`` with an explicit ``mode`` decides;
+    else the name does, by the policies' own rule (:func:`lrsup.policies.monitor.metric_direction`).
+
+    Args:
+        monitor: str. The metric that picks the best epoch.
+        config: the run's config.json (a dict; anything else is ignored).
+    """
+    policies = config.get("policies") if isinstance(config, dict) else None
+    for policy in policies if isinstance(policies, list) else ():
+        if isinstance(policy, dict) and policy.get("monitor") == monitor and policy.get("mode") in ("min", "max"):
+            return metric_direction(monitor, policy["mode"])
+    return metric_direction(monitor)
 
 
 def is_finite_number(value: Any) -> bool:

@@ -44,7 +44,6 @@ from typing import Callable, Mapping
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.interruptions import INTERRUPTION_NAMES, find_interruptions, mark_superseded
 from lrsup.supervisor.history.outcome import decide_outcome
-from lrsup.supervisor.history.outcome import pid_alive as _default_pid_alive
 from lrsup.supervisor.history.reader import (
     BATCH_LINE_PREFIX,
     MAX_BATCH_POINTS,
@@ -68,11 +67,12 @@ from lrsup.supervisor.history.rows import (
     Outcome,
     RunInfoError,
     is_finite_number,
-    metric_mode,
+    monitor_direction,
     order_metric_keys,
 )
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
+from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
 
 __all__ = [
     "BATCH_LINE_PREFIX",
@@ -94,7 +94,7 @@ __all__ = [
     "iter_lines",
     "iter_records",
     "load_run",
-    "metric_mode",
+    "monitor_direction",
     "order_metric_keys",
 ]
 
@@ -123,7 +123,7 @@ class RunInfo:
     last_time: float | None = None
     last_step: int | None = None
     monitor: str | None = None
-    mode: str = "min"
+    mode: str | None = None  # "min" / "max" for the monitor; None: its direction is unknown (no best)
     best: EpochRow | None = None
     metrics_stats: ReadStats = field(default_factory=ReadStats)
     journal_stats: ReadStats = field(default_factory=ReadStats)
@@ -243,7 +243,8 @@ def load_run(
         run_dir: path of the run directory.
         progress: callable(bytes_read, total_bytes) or None; called about once per MiB.
         monitor: str or None. The metric that picks the best epoch; default ``val_loss``
-            if any epoch has it, else ``loss``. Mode: max for ``*acc*``/``*auc*`` names, else min.
+            if any epoch has it, else ``loss``. Its direction: the configured policy's ``mode`` for it,
+            else inferred from the name by the policies' rule (``monitor_direction``).
         now: float or None. Unix time used to judge whether a run without a supervisor
             pid is still running (default: the clock).
         pid_alive: callable(pid, start_time) -> bool, the system-call seam. The default checks
@@ -326,8 +327,8 @@ def _find_best(info: RunInfo, monitor: str | None) -> None:
     info.monitor = monitor
     if monitor is None:
         return
-    info.mode = metric_mode(monitor)
+    info.mode = monitor_direction(monitor, info.config)
     candidates = [r for r in info.epochs if not r.superseded and is_finite_number(r.logs.get(monitor))]
-    if candidates:
+    if candidates and info.mode is not None:
         pick = max if info.mode == "max" else min
         info.best = pick(candidates, key=lambda r: r.logs[monitor])

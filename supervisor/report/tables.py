@@ -104,6 +104,8 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
                 f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})",
             )
         )
+    elif info.monitor and info.mode is None:
+        rows.append(("Best epoch", f"– (whether {info.monitor} should go up or down is unknown: set a policy's mode)"))
     elif info.monitor:
         rows.append(("Best epoch", f"– (no finite {info.monitor})"))
     rows.append(("Started", _utc(info.first_time)))

@@ -12,7 +12,7 @@ Two displays with one small interface (``on_record``, ``on_decision``,
     steps_per_epoch, steps per second, ETA);
   - a table of every metric of the latest epoch logs (``val_*`` beside its train twin):
     last batch value, current value, best value and the epoch of the best (min for
-    loss-like names, max for accuracy/auc-like ones, as lrsup.policies.monitor infers);
+    loss-like names, max for accuracy/auc-like ones: lrsup.policies.monitor.metric_direction);
     the current LR, with ``x multiplier`` when one is known and the schedule's name;
   - sparklines of loss, val_loss and LR (log scale) over the last 40 epochs (``×``: NaN);
   - the last decisions, newest first; rollbacks, restarts and give-ups in bold colour,
@@ -34,6 +34,7 @@ import sys
 import threading
 from typing import Any, Protocol, Sequence, TextIO
 
+from lrsup.policies.monitor import metric_direction
 from lrsup.supervisor.protocol.wire import (
     HOUSEKEEPING_ACTIONS,
     AckRecord,
@@ -151,23 +152,6 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = Fal
         else:
             out.append(SPARK_CHARS[min(top, max(0, round((p - low) / (high - low) * top)))])
     return "".join(out)
-
-
-def metric_direction(name: str) -> str | None:
-    """``"min"``/``"max"`` for a Keras log key (``val_`` stripped), None when unknown."""
-    try:
-        from lrsup.policies.monitor import infer_direction
-
-        direction = infer_direction(name)
-    except Exception:  # pragma: no cover - the policies package is part of lrsup
-        direction = None
-    if direction is None:
-        base = name.removeprefix("val_").lower()
-        if "loss" in base or "error" in base:
-            return "min"
-        if "acc" in base or "auc" in base:
-            return "max"
-    return direction
 
 
 def format_duration(seconds: float | None) -> str:
