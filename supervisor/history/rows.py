@@ -192,6 +192,33 @@ def monitor_direction(monitor: str, config: Any = None) -> Direction | None:
     return metric_direction(monitor)
 
 
+def fmt_lr(lr: Any, missing: str = "–") -> str:
+    """A learning rate as people read it, everywhere lrsup prints one: 4 significant digits.
+
+    An LR read back from a float32 optimizer variable is ``0.009999999776482582``: this prints
+    ``0.01``. Terminal, report, status, replay and the live display all print LRs through here.
+
+    Example::
+
+        fmt_lr(0.009999999776482582)  # '0.01'
+        fmt_lr(1.15e-05)              # '1.15e-05'
+        fmt_lr(None)                  # '–'
+
+    Args:
+        lr: the value (a number, or None when unknown).
+        missing: str. What an unknown LR reads as.
+    """
+    if lr is None:
+        return missing
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        return str(lr)
+    if math.isnan(lr):
+        return "NaN"
+    if math.isinf(lr):
+        return "inf" if lr > 0 else "-inf"
+    return f"{lr:.4g}"
+
+
 def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

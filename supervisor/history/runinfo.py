@@ -66,6 +66,7 @@ from lrsup.supervisor.history.rows import (
     MissingExtraError,
     Outcome,
     RunInfoError,
+    fmt_lr,
     is_finite_number,
     monitor_direction,
     order_metric_keys,
@@ -90,6 +91,7 @@ __all__ = [
     "ProgressFn",
     "RunInfo",
     "RunInfoError",
+    "fmt_lr",
     "is_finite_number",
     "iter_lines",
     "iter_records",
@@ -204,9 +206,19 @@ class RunInfo:
         return sum(known) if known else None
 
     @property
+    def policy_decisions(self) -> list[Decision]:
+        """The decisions a person reads: every journal decision but checkpoint bookkeeping (retain, keep...)."""
+        return [d for d in self.decisions if not d.housekeeping]
+
+    @property
     def active_decisions(self) -> list[Decision]:
-        """Decisions that produced a command (not suppressed)."""
-        return [d for d in self.decisions if not d.suppressed]
+        """Decisions that produced a command (not suppressed), bookkeeping left out."""
+        return [d for d in self.policy_decisions if not d.suppressed]
+
+    @property
+    def housekeeping_count(self) -> int:
+        """Journal decisions on checkpoint bookkeeping (``protocol.HOUSEKEEPING_ACTIONS``), never counted as decisions."""
+        return len(self.decisions) - len(self.policy_decisions)
 
     @property
     def metric_keys(self) -> list[str]:

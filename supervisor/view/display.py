@@ -35,6 +35,7 @@ import threading
 from typing import Any, Protocol, Sequence, TextIO
 
 from lrsup.policies.monitor import metric_direction
+from lrsup.supervisor.history.rows import fmt_lr
 from lrsup.supervisor.protocol.wire import (
     HOUSEKEEPING_ACTIONS,
     AckRecord,
@@ -68,7 +69,7 @@ def format_decision(decision: Any) -> str:
     """``decision plateau scale_lr 0.005: <reason>`` (the new LR when there is one)."""
     action = decision.action
     value = decision.lr if decision.lr is not None else getattr(action, "lr", None)
-    what = f"{action.kind} {value:.4g}" if value is not None else action.kind
+    what = f"{action.kind} {fmt_lr(value)}" if value is not None else action.kind
     if action.kind == "set_hparam":
         what = f"set_hparam {action.name}={action.value:.4g}"
     suppressed = f" [suppressed: {decision.suppressed}]" if decision.suppressed else ""
@@ -79,18 +80,18 @@ def describe_record(record: Record, epochs: int | None) -> str | None:
     """The one line a record deserves in the plain display (None: nothing to say)."""
     if isinstance(record, EpochRecord):
         total = f"/{epochs}" if epochs else ""
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         metrics = format_metrics(record.logs)
         return f"epoch {record.epoch + 1}{total}" + (f" {metrics}" if metrics else "") + lr
     if isinstance(record, StartRecord):
         opt = record.optimizer or "optimizer"
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         shape = f", {record.epochs} epochs" if record.epochs else ""
         shape += f" x {record.steps_per_epoch} steps" if record.steps_per_epoch else ""
         return f"training started: {opt}{lr}{shape}"
     if isinstance(record, AckRecord):
         late = " (late)" if record.late else ""
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         return f"applied {record.cmd} (seq {record.seq}) after step {record.step}{lr}{late}"
     if isinstance(record, ErrorRecord):
         which = f" {record.cmd} (seq {record.seq})" if record.cmd else ""
@@ -571,7 +572,7 @@ class LiveDisplay:
         return grid
 
     def _lr_text(self) -> str:
-        text = "?" if self.lr is None else f"{self.lr:.4g}"
+        text = fmt_lr(self.lr, "?")
         if self.multiplier is not None and self.multiplier != 1.0:
             text += f" x{self.multiplier:.4g}"
         if self.lr_schedule:
