@@ -23,15 +23,16 @@ class RunInfoError(ValueError):
 
 
 class MissingExtraError(ImportError):
-    """An optional dependency of lrsup (an "extra") is not installed.
+    """A package lrsup needs for one feature is not installed; the message says how to install it.
 
-    Shared by ``report`` (matplotlib, the ``plots`` extra) and ``export``
-    (tensorboard, the ``tensorboard`` extra).
+    ``export`` raises it for tensorboard (the ``tensorboard`` extra); ``report`` for matplotlib,
+    a plain dependency (``extra`` None) that a partial installation may still lack.
     """
 
-    def __init__(self, what: str, package: str, extra: str) -> None:
+    def __init__(self, what: str, package: str, extra: str | None) -> None:
         self.package, self.extra = package, extra
-        super().__init__(f"{what} needs {package}, which is not installed: pip install 'lrsup[{extra}]'")
+        how = f"pip install 'lrsup[{extra}]'" if extra else f"pip install {package} (a dependency of lrsup)"
+        super().__init__(f"{what} needs {package}, which is not installed: {how}")
 
 
 class Outcome(str, Enum):

@@ -1,8 +1,8 @@
 """The report figures (report.png, compare.png), drawn with matplotlib.
 
-matplotlib is optional (the ``plots`` extra) and imported only when a figure is
-drawn, through its object API (no pyplot, no global backend); without it
-:func:`plot_run` and :func:`plot_compare` raise
+matplotlib is a dependency of lrsup, imported only when a figure is drawn (the CLI
+starts without it), through its object API (no pyplot, no global backend); an
+installation that lacks it makes :func:`plot_run` and :func:`plot_compare` raise
 :class:`~lrsup.supervisor.history.runinfo.MissingExtraError`. The series they draw come from
 ``report_series``.
 """
@@ -45,7 +45,7 @@ def _matplotlib() -> tuple[Any, Any]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingExtraError("drawing the report figure", "matplotlib", "plots") from None
+        raise MissingExtraError("drawing the report figure", "matplotlib", None) from None
     return Figure, FigureCanvasAgg
 
 
