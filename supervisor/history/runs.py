@@ -31,7 +31,6 @@ from lrsup.supervisor.protocol.jsonl import iter_objects
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 from lrsup.supervisor.rundir.layout import RUNS_DIR
 from lrsup.supervisor.rundir.liveness import pid_alive as _pid_alive
-from lrsup.supervisor.rundir.liveness import process_start_time
 
 # How much of a file's head and tail the cheap readers look at.
 WINDOW = 64 * 1024
@@ -51,11 +50,6 @@ PidAlive = Callable[[int, "int | None"], bool]
 
 class RunRefError(ValueError):
     """RUN names no run, or more than one; the message lists the candidates."""
-
-
-def pid_start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (what supervisor.json records beside the pid), None if gone."""
-    return process_start_time(pid)
 
 
 def supervisor_alive(state: dict, pid_alive: PidAlive | None = None) -> bool | None:
