@@ -128,13 +128,22 @@ def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
 
 @app.command()
 def report(
-    runs: List[str] = typer.Argument(
-        ..., metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."
+    runs: Optional[List[str]] = typer.Argument(
+        None, metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Where a comparison of several runs goes (default: .)."),
+    group: Optional[str] = typer.Option(
+        None, "--group", help="Compare the runs of a queue group (lrsup sweep, queue add --group) and name the best."
+    ),
     runs_dir: Path = RunsDirOption,
 ) -> None:
     """Write report.md, report.png and report.html into a run directory, or compare several runs."""
+    if group is not None:
+        from lrsup.supervisor.cli.queue import report_group
+
+        raise typer.Exit(report_group(group, runs, out, runs_dir, _report))
+    if not runs:
+        fail("report needs RUN [RUN ...] or --group G")
     raise typer.Exit(_report([resolve(r, runs_dir) for r in runs], out))
 
 
