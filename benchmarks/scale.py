@@ -242,8 +242,8 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
 
 def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     """What ``lrsup resume`` does before it reattaches: ``resume.rebuild``, then the silent replay of its records."""
+    from lrsup.supervisor.config import run_config
     from lrsup.supervisor.run.launch import build_engine
-    from lrsup.supervisor.run.resume import load_resolved_config
     from lrsup.supervisor.run.resume import rebuild as resume_rebuild
     from lrsup.supervisor.rundir.layout import RunPaths
     from lrsup.supervisor.rundir.recovery import read_control
@@ -254,7 +254,7 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
         snapshot.rename(hidden)
     try:
         s = time.perf_counter()
-        config = load_resolved_config(run_dir / "config.json")
+        config = run_config(run_dir)
         history = read_control(run_dir / "control.jsonl")
         rebuilt = resume_rebuild(RunPaths(run_dir), config, history, build_engine)
         decisions = sum(len(rebuilt.engine.feed(r)) for r in rebuilt.records)

@@ -1,7 +1,7 @@
 """supervisor.json: who supervises a run and how it stands, for ``lrsup ls/status`` and resume.
 
-Rewritten atomically (temporary file, fsync, rename) on every state change, so a
-reader sees the old or the new version, never a mix. Fields::
+Rewritten atomically (temporary file, fsync, rename) on every state change
+(``Runner.write_state``), so a reader sees the old or the new version, never a mix. Fields::
 
     {"v": 1, "supervisor_pid": 123, "supervisor_start_time": 4567,  # /proc/<pid>/stat field 22
      "trainer_pid": 124, "trainer_start_time": 4570,
@@ -102,36 +102,3 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{os.fspath(path)!r} does not hold a JSON object (got {type(obj).__name__})")
     return obj
-
-
-def write_runner_state(runner: Any, exit_status: int | None = None, reason: str | None = None) -> bool:
-    """Write a Runner's supervisor.json (the fields in the module docstring); False if the disk refused."""
-    life, handle = runner.lifecycle, runner.lifecycle.handle
-    trainer_pid = getattr(handle, "pid", None)
-    if trainer_pid is not None and trainer_pid != getattr(runner, "_trainer_pid", None):
-        runner._trainer_pid = trainer_pid
-        runner._trainer_start = getattr(handle, "start_time", None) or process_start_time(trainer_pid)
-    state = {
-        "supervisor_pid": os.getpid(),
-        "supervisor_start_time": process_start_time(os.getpid()),
-        "trainer_pid": trainer_pid,
-        "trainer_start_time": getattr(runner, "_trainer_start", None),
-        "state": life.state.value,
-        "attempt": life.attempt,
-        "restarts": life.restarts,
-        "time_lost": round(life.time_lost, 3),
-        "exit_status": exit_status,
-        "reason": reason,
-        "held": runner.held_by,
-        "degraded": runner.channel.degraded,
-        "script": runner.script,
-        "argv": runner.argv,
-        "cwd": os.fspath(runner.cwd),
-        "started": runner.started,
-        "updated": runner.clock.time(),
-    }
-    try:
-        write_state(runner.paths.state, state)
-    except OSError:
-        return False  # disk full: the journal's degraded condition says it; tried again on the next change
-    return True
