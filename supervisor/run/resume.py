@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import run_config
 from lrsup.supervisor.protocol.wire import EpochRecord, Record, StartRecord
+from lrsup.supervisor.run.lifecycle import EXIT_FATAL, State
 from lrsup.supervisor.rundir.layout import RunDirError, RunPaths, check_existing_run_dir
 from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.recovery import (
@@ -55,7 +56,7 @@ from lrsup.supervisor.rundir.recovery import (
     truncate_torn_tail,
 )
 from lrsup.supervisor.rundir.snapshot import Snapshot, load_snapshot
-from lrsup.supervisor.rundir.statefile import read_state, same_process
+from lrsup.supervisor.rundir.statefile import read_state, same_process, write_state
 
 if TYPE_CHECKING:
     from lrsup.supervisor.config import ResolvedConfig
@@ -91,9 +92,12 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise RunDirError(f"{protocol.STATE_FILE} has no valid argv (got {argv!r})")
     torn = {name: truncate_torn_tail(paths.root / name) for name in (protocol.CONTROL_FILE, protocol.JOURNAL_FILE)}
+    journal = read_journal(paths.journal)
+    if journal.finished is not None:  # died after the run's end was journaled: only supervisor.json is behind
+        return _record_finish(paths, state, journal.finished)
     history = read_control(paths.control)
     rebuilt = rebuild(paths, config, history, build_engine)
-    plan = take_over_plan(state, history, read_journal(paths.journal), rebuilt, torn)
+    plan = take_over_plan(state, history, journal, rebuilt, torn)
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
     runner = Runner(
@@ -126,6 +130,19 @@ def _dead_supervisors_state(paths: RunPaths) -> dict[str, Any]:
     if state.get("exit_status") is not None:
         raise RunDirError(f"the run already finished (exit status {state['exit_status']}: {state.get('reason')})")
     return state
+
+
+def _record_finish(paths: RunPaths, state: dict[str, Any], finished: dict[str, Any]) -> int:
+    """Write the end the journal already holds into supervisor.json; its exit status."""
+    status = finished.get("status")
+    status = status if isinstance(status, int) and not isinstance(status, bool) else 1
+    detail = str(finished.get("detail") or "")
+    reason = detail.rsplit(" (exit status", 1)[0]
+    done = {0: State.EXITED, EXIT_FATAL: State.FATAL}.get(status, State.FAILED).value
+    fields = {k: v for k, v in state.items() if k != "v"}
+    write_state(paths.state, {**fields, "state": done, "exit_status": status, "reason": reason})
+    print(f"lrsup: the run had already finished: {detail}", file=sys.stderr, flush=True)
+    return status
 
 
 @dataclass

@@ -170,6 +170,7 @@ class Runner:
         self.held_by: str | None = None
         self.retained: list[str] = []  # the checkpoints the engine keeps (the last retain decided)
         self._requests_done: tuple[int, int] | None = None  # resume: (offset, index) of the last request acted on
+        self._request_journaled: tuple[int, int] | None = None  # resume: the last request's journal line
         self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
         self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
         self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
@@ -473,16 +474,17 @@ class Runner:
         """
         sends = request.op in ("set_lr", "stop")
         offset, index = position if position is not None else (None, None)
-        self.journal(
-            "request",
-            op=request.op,
-            who=request.who,
-            why=request.why,
-            lr=request.lr,
-            seq=self.channel.seq + 1 if sends else None,
-            offset=offset,
-            index=index,
-        )
+        if position is None or position != self._request_journaled:  # else: journaled, then the supervisor died
+            self.journal(
+                "request",
+                op=request.op,
+                who=request.who,
+                why=request.why,
+                lr=request.lr,
+                seq=self.channel.seq + 1 if sends else None,
+                offset=offset,
+                index=index,
+            )
         because = f" ({request.why})" if request.why else ""
         if request.op == "hold":
             self.hold(request.who, request.why)
@@ -577,6 +579,7 @@ class Runner:
             index -= 1  # journaled, but its command never reached control.jsonl: act on it again
         self.requests.offset = last["offset"]
         self._requests_done = (last["offset"], index)
+        self._request_journaled = (last["offset"], last["index"])
 
     def _restart_after_crash(self, now: float) -> None:
         """The trainer died with the supervisor: restart it, unless it had ended its training cleanly."""

@@ -106,6 +106,7 @@ class JournalHistory:
         resent_seqs: set[int], seqs of commands re-sent after a restart.
         decision_seqs: set[int], seqs whose decision line is journaled.
         applied_seqs: set[int], seqs whose ack (``applied``) or refusal (``command_error``) is journaled.
+        finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
     """
 
     request: dict[str, Any] | None = None
@@ -114,6 +115,7 @@ class JournalHistory:
     resent_seqs: set[int] = field(default_factory=set)
     decision_seqs: set[int] = field(default_factory=set)
     applied_seqs: set[int] = field(default_factory=set)
+    finished: dict[str, Any] | None = None
 
 
 def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
@@ -136,6 +138,8 @@ def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
                 journal.request_seqs.add(seq)
         elif kind == "event" and obj.get("event") == "resent" and seq is not None:
             journal.resent_seqs.add(seq)
+        elif kind == "event" and obj.get("event") == "finished":
+            journal.finished = obj
         elif kind in seqs and seq is not None:
             seqs[kind].add(seq)
     return journal
