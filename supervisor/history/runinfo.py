@@ -54,7 +54,6 @@ from lrsup.supervisor.history.reader import (
     iter_lines,
     iter_records,
     read_journal,
-    read_json,
     read_metrics,
 )
 from lrsup.supervisor.history.rows import (
@@ -73,6 +72,7 @@ from lrsup.supervisor.history.rows import (
 )
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
+from lrsup.supervisor.rundir.statefile import read_json
 
 __all__ = [
     "BATCH_LINE_PREFIX",

@@ -102,3 +102,33 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{os.fspath(path)!r} does not hold a JSON object (got {type(obj).__name__})")
     return obj
+
+
+def read_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object file, leniently, for readers that show what they can (reports, ``lrsup ls``).
+
+    Returns (object, None); (None, None) when the file does not exist; (None, why) when it
+    cannot be read, is not JSON or not an object. :func:`read_state` is the strict reader.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path.name}: cannot be read ({exc})"
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        return None, f"{path.name}: not valid JSON ({exc})"
+    if not isinstance(obj, dict):
+        return None, f"{path.name}: not a JSON object"
+    return obj, None
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of ``path`` in bytes; 0 when it is missing or unreadable."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
