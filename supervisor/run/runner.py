@@ -259,23 +259,29 @@ class Runner:
             if reason is not None:
                 self.lifecycle.kill(now, reason)
         self.lifecycle.transition(now)
-        new_attempt = self.lifecycle.attempt != self._attempt_seen
-        if new_attempt:  # a new attempt was spawned: time it afresh, re-send what it never acked
-            self._attempt_seen, self._resend_on_start = self.lifecycle.attempt, self.lifecycle.attempt > 1
-            self.watchdog.reset()
-            self._drain_events()
-            if self.lifecycle.attempt > 1:
-                restore = self._restore
-                self.event(
-                    "restarted",
-                    f"attempt {self.lifecycle.attempt}: "
-                    + (f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
-                    attempt=self.lifecycle.attempt,
-                    restore=restore,
-                )
-                self._notify("restart", {"attempt": self.lifecycle.attempt, "restore": restore})
+        if self.lifecycle.attempt != self._attempt_seen:
+            self._on_new_attempt()
         self._pump()
         self._journal_notify_failures()
+        self._disk_condition()
+        self._snapshot()
+        self.write_state()
+        return self.lifecycle.state.done
+
+    def _on_new_attempt(self) -> None:
+        """A new attempt was spawned: time it afresh, re-send (on its start) what the last one never acked."""
+        attempt = self.lifecycle.attempt
+        self._attempt_seen, self._resend_on_start = attempt, attempt > 1
+        self.watchdog.reset()
+        self._drain_events()
+        if attempt > 1:
+            restore = self._restore
+            how = f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"
+            self.event("restarted", f"attempt {attempt}: {how}", attempt=attempt, restore=restore)
+            self._notify("restart", {"attempt": attempt, "restore": restore})
+
+    def _disk_condition(self) -> None:
+        """Retry the journal lines waiting for space; say once when the disk fills and when it clears."""
         self.channel.flush()
         if self.channel.degraded is not None and not self._degraded_shown:
             self._degraded_shown = True  # journaled (late) once space returns
@@ -286,9 +292,6 @@ class Runner:
             self._degraded_shown = False
             self._recoveries_seen = self.channel.recoveries
             self.event("recovered", "disk space is back: the journal is written again")
-        self._snapshot()
-        self.write_state()
-        return self.lifecycle.state.done
 
     def _snapshot(self) -> None:
         """Every ``snapshot_interval`` seconds: the engine's state after every record read so far.
@@ -351,20 +354,8 @@ class Runner:
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.display.on_record(record)
-        if isinstance(record, (AckRecord, ErrorRecord)) and record.seq in self._applied_seqs:
-            pass  # journaled before the supervisor's crash
-        elif isinstance(record, AckRecord):
-            self.journal(
-                "applied",
-                seq=record.seq,
-                cmd=record.cmd,
-                epoch=record.epoch,
-                step=record.step,
-                lr=record.lr,
-                late=record.late,
-            )
-        elif isinstance(record, ErrorRecord):
-            self.journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
+        if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
+            self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         for decision in self.engine.feed(record):
             self._on_decision(decision)
         if isinstance(record, EpochRecord):
@@ -382,6 +373,14 @@ class Runner:
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
             self.send("verdict", epoch=record.initial_epoch - 1)
+
+    def _journal_answer(self, record: AckRecord | ErrorRecord) -> None:
+        """The trainer applied (``applied``) or refused (``command_error``) a command."""
+        if isinstance(record, AckRecord):
+            fields = {"epoch": record.epoch, "step": record.step, "lr": record.lr, "late": record.late}
+            self.journal("applied", seq=record.seq, cmd=record.cmd, **fields)
+        else:
+            self.journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
 
     def _note_retain(self, decision: Decision) -> None:
         if decision.command is not None and decision.command.get("cmd") == "retain":
@@ -405,19 +404,7 @@ class Runner:
             return  # decided, sent and journaled before the crash: nothing left to do
         action, seq, suppressed = decision.action, sent, decision.suppressed
         if decision.command is not None and sent is None:
-            if self.held_by is not None:
-                suppressed = f"held by {self.held_by}"
-            elif self.channel.degraded is not None:
-                suppressed = f"not sent: {self.channel.degraded}"
-            else:
-                args = dict(decision.command)
-                args.setdefault("reason", action.reason)
-                try:
-                    seq = self.send(args.pop("cmd"), **args)
-                except ProtocolError as exc:  # an engine bug must not end the run
-                    suppressed = f"invalid command not sent: {exc}"
-                if seq is None and suppressed is None:
-                    suppressed = f"not sent: {self.channel.degraded}"
+            seq, suppressed = self._send_decided(decision)
         self.journal(
             "decision",
             seq=seq,
@@ -443,6 +430,20 @@ class Runner:
                     "checkpoint": (decision.command or {}).get("checkpoint"),
                 },
             )
+
+    def _send_decided(self, decision: Decision) -> tuple[int | None, str | None]:
+        """Send a decision's command unless held or degraded: (its seq, None) or (None, why not)."""
+        if self.held_by is not None:
+            return None, f"held by {self.held_by}"
+        if self.channel.degraded is not None:
+            return None, f"not sent: {self.channel.degraded}"
+        args = dict(decision.command or {})
+        args.setdefault("reason", decision.action.reason)
+        try:
+            seq = self.send(args.pop("cmd"), **args)
+        except ProtocolError as exc:  # an engine bug must not end the run
+            return None, f"invalid command not sent: {exc}"
+        return seq, None if seq is not None else f"not sent: {self.channel.degraded}"
 
     def send(self, cmd: str, **args: Any) -> int | None:
         """Send one command; its seq, or None when not sent (the disk is full)."""

@@ -6,7 +6,8 @@ writes W lines and files (control.jsonl, journal.jsonl, supervisor.json, snapsho
 For every N in 1..W the supervisor is SIGKILLed right after its Nth write
 (tests/faults/die_at_write.py), ``lrsup resume`` takes over, and the finished run must show
 every epoch decided once, every command sent once (none re-sent after the resume), every
-operator request acted on once, every ack journaled once, and one end.
+operator request acted on once, the hold in force throughout, every ack journaled once,
+and one end.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def check_exactly_once(run_dir: Path) -> None:
     applied = Counter(j["seq"] for j in journal if j["type"] == "applied")
     assert all(n == 1 for n in applied.values()) and set(applied) == set(acks)
     assert [e["event"] for e in events(run_dir)].count("finished") == 1
+    # The hold was in force from its request line to the release's, across the crash: no policy
+    # command was written meanwhile (the operator's own set_lr is one).
+    held = [j["time"] for j in journal if j["type"] == "request" and j["op"] in ("hold", "release")]
+    written = [c for c in sent if held[0] < c["time"] < held[1]]
+    assert all(c.get("reason", "").startswith("operator override") for c in written), written
 
 
 @pytest.fixture(scope="module")
