@@ -111,7 +111,8 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     from lrsup.supervisor.engine.core import Engine
     from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
     from lrsup.supervisor.run.follower import Follower
-    from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
+    from lrsup.supervisor.rundir.progress import RunProgress
+    from lrsup.supervisor.rundir.snapshot import SnapshotWriter
 
     config = _default_config(run_dir)
     (run_dir / "config.json").write_text(json.dumps(config.to_json()))
@@ -120,7 +121,7 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     path = run_dir / "metrics.jsonl"
     follower = Follower(path, use_watchdog=False)
     snapshots = SnapshotWriter(run_dir, interval=1.0)
-    progress = Progress()
+    progress = RunProgress()
     checkpoints = {10_000, 100_000, 1_000_000, total}
     rss = {"before": rss_mb()}
     busy, cpu, n, decisions, seq, acks = 0.0, 0.0, 0, 0, 0, []

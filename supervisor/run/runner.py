@@ -449,10 +449,6 @@ class Runner:
         """Send one command; its seq, or None when not sent (the disk is full)."""
         return self.channel.send(cmd, **args)
 
-    @property
-    def seq(self) -> int:
-        return self.channel.seq
-
     # -- operator requests (lrsup.supervisor.run.operator) -----------------------
     def hold(self, who: str, why: str | None = None) -> None:
         """Hold the policies: their decisions are journaled as suppressed, no command is sent."""
