@@ -177,10 +177,12 @@ class Lifecycle:
     def attach(self, handle: Handle, now: float) -> None:
         """Supervise an already-running trainer (resume): ``handle`` polls it from outside."""
         self.handle, self.attempt, self._spawned_at = handle, max(self.attempt, 1), now
+        detail = f"trainer pid {handle.pid}"
         if self.progress.started and self.state is State.STARTING:
             # STARTING -> RUNNING: the attempt we attach to had started training.
-            self.change_state(State.RUNNING, "training had started before the supervisor's crash")
-        self._events.append(Event("attached", f"trainer pid {handle.pid}", self.state))
+            self.change_state(State.RUNNING, detail, event="attached")
+        else:
+            self._events.append(Event("attached", detail, self.state))
 
     def set_command(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
         """How to start a new attempt (for a resumed run whose trainer must be restarted)."""
@@ -188,9 +190,11 @@ class Lifecycle:
 
     def respawn(self, now: float, reason: str) -> None:
         """Start a new attempt now (a resumed run whose trainer died with its supervisor)."""
-        # (any) -> STARTING: a new attempt.
-        self.state = State.STARTING
-        self._events.append(Event("restarting", reason, State.STARTING))
+        if self.state is State.STARTING:
+            self._events.append(Event("restarting", reason, self.state))
+        else:
+            # (any) -> STARTING: a new attempt.
+            self.change_state(State.STARTING, reason, event="restarting")
         self._spawn(now)
 
     def ended_unsupervised(self, detail: str) -> None:
