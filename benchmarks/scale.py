@@ -111,7 +111,8 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     from lrsup.supervisor.engine.core import Engine
     from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
     from lrsup.supervisor.run.follower import Follower
-    from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
+    from lrsup.supervisor.rundir.progress import RunProgress
+    from lrsup.supervisor.rundir.snapshot import SnapshotWriter
 
     config = _default_config(run_dir)
     (run_dir / "config.json").write_text(json.dumps(config.to_json()))
@@ -120,7 +121,7 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     path = run_dir / "metrics.jsonl"
     follower = Follower(path, use_watchdog=False)
     snapshots = SnapshotWriter(run_dir, interval=1.0)
-    progress = Progress()
+    progress = RunProgress()
     checkpoints = {10_000, 100_000, 1_000_000, total}
     rss = {"before": rss_mb()}
     busy, cpu, n, decisions, seq, acks = 0.0, 0.0, 0, 0, 0, []
@@ -242,8 +243,8 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
 
 def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     """What ``lrsup resume`` does before it reattaches: ``resume.rebuild``, then the silent replay of its records."""
+    from lrsup.supervisor.config import run_config
     from lrsup.supervisor.run.launch import build_engine
-    from lrsup.supervisor.run.resume import load_resolved_config
     from lrsup.supervisor.run.resume import rebuild as resume_rebuild
     from lrsup.supervisor.rundir.layout import RunPaths
     from lrsup.supervisor.rundir.recovery import read_control
@@ -254,7 +255,7 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
         snapshot.rename(hidden)
     try:
         s = time.perf_counter()
-        config = load_resolved_config(run_dir / "config.json")
+        config = run_config(run_dir)
         history = read_control(run_dir / "control.jsonl")
         rebuilt = resume_rebuild(RunPaths(run_dir), config, history, build_engine)
         decisions = sum(len(rebuilt.engine.feed(r)) for r in rebuilt.records)

@@ -34,6 +34,8 @@ Example (Python)::
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from lrsup.policies.base import Policy, PolicySettings
-from lrsup.supervisor.protocol.wire import DEFAULT_BATCH_MIN_INTERVAL
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
 CONFIG_NAME = "lrsup.toml"
@@ -294,6 +296,37 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
     if "policies" in data:
         table["policy"] = data["policies"]
     return _resolve(table, source, "")
+
+
+def run_config(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
+    """The configuration a run was supervised with, from its config.json, validated again.
+
+    The one way a run's configuration is reloaded (``lrsup replay``, ``lrsup resume``, the
+    range test's ``--apply``).
+
+    Example::
+
+        run_config("runs/2025-01-01T00-00-00-train").policies
+
+    Args:
+        run_dir: str or PathLike. The run directory.
+
+    Raises:
+        ConfigError: config.json is missing, not JSON, or no longer valid (e.g. a policy
+            that is not installed any more).
+    """
+    path = Path(run_dir, CONFIG_FILE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found: give a configuration to replay with"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(str(path), [f"not JSON: {exc}"]) from None
+    return config_from_json(data, str(path))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

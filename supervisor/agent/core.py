@@ -69,6 +69,7 @@ from lrsup.supervisor.protocol.wire import (
     EndRecord,
     EpochRecord,
     StartRecord,
+    retain_from_env,
 )
 
 __all__ = [
@@ -183,7 +184,8 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             keep_last=keep_last,
         )
         self.checkpoints = CheckpointStore(self.run_dir)
-        self._retain: frozenset[str] = frozenset()
+        # A restarted attempt starts with the run's keep-list: an experiment's checkpoints survive its pruning.
+        self._retain: frozenset[str] = retain_from_env(os.environ)
         # lrsup's own schedule (set_schedule): the LR is schedule(step) * multiplier, set at each batch begin.
         self._schedule: Schedule | None = None
         self._multiplier = 1.0

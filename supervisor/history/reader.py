@@ -10,7 +10,6 @@ a missing file reads as empty.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from lrsup.supervisor.protocol.wire import (
     loads,
     parse_record,
 )
+from lrsup.supervisor.rundir.statefile import file_size
 
 if TYPE_CHECKING:
     from lrsup.supervisor.history.runinfo import RunInfo
@@ -92,13 +92,6 @@ class ReadProgress:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback(self.total, self.total)
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def iter_lines(path: Path, stats: ReadStats, progress: ReadProgress | None = None) -> Iterator[bytes]:
@@ -306,19 +299,3 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
                 )
             )
         # Other line types are newer kinds this reader does not know: skipped, as the protocol allows.
-
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{path.name}: cannot be read ({exc})"
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        return None, f"{path.name}: not valid JSON ({exc})"
-    if not isinstance(obj, dict):
-        return None, f"{path.name}: not a JSON object"
-    return obj, None

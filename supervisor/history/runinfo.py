@@ -53,7 +53,6 @@ from lrsup.supervisor.history.reader import (
     iter_lines,
     iter_records,
     read_journal,
-    read_json,
     read_metrics,
 )
 from lrsup.supervisor.history.rows import (
@@ -74,6 +73,7 @@ from lrsup.supervisor.history.rows import (
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
+from lrsup.supervisor.rundir.statefile import read_json
 
 __all__ = [
     "BATCH_LINE_PREFIX",

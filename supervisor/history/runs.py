@@ -18,7 +18,6 @@ Only the keys :mod:`lrsup.supervisor.rundir.statefile` writes are read from supe
 
 from __future__ import annotations
 
-import json
 import os
 import time as _time
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from lrsup.supervisor.protocol.jsonl import iter_objects
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 from lrsup.supervisor.rundir.layout import RUNS_DIR
 from lrsup.supervisor.rundir.liveness import pid_alive as _pid_alive
+from lrsup.supervisor.rundir.statefile import file_size, read_json
 
 # How much of a file's head and tail the cheap readers look at.
 WINDOW = 64 * 1024
@@ -70,19 +70,7 @@ def supervisor_alive(state: dict, pid_alive: PidAlive | None = None) -> bool | N
 
 def read_state(run_dir: Path) -> dict:
     """supervisor.json as a dict; {} when missing, half-written or not an object."""
-    try:
-        obj = json.loads((run_dir / protocol.STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
+    return read_json(run_dir / protocol.STATE_FILE)[0] or {}
 
 
 def _parse_lines(data: bytes, *, first_is_partial: bool) -> list[dict]:
@@ -446,7 +434,7 @@ def monitor_of(config: dict, logs: dict) -> str | None:
 
 
 def _monitor_and_best(s: RunSummary, run_dir: Path, tail: list[dict], scan: bool) -> None:
-    config = read_json(run_dir / protocol.CONFIG_FILE)
+    config = read_json(run_dir / protocol.CONFIG_FILE)[0] or {}
     s.monitor = monitor_of(config, s.last_logs)
     direction = monitor_direction(s.monitor, config) if s.monitor is not None else None
     if s.monitor is None or direction is None:
@@ -560,7 +548,7 @@ class TailReader:
     def __init__(self, path: Path, offset: int | None = 0, *, parse: bool = True) -> None:
         self.path, self.parse = Path(path), parse
         if offset is None:
-            offset = _size(self.path)
+            offset = file_size(self.path)
             # Start at a line boundary: skip the rest of a line being written.
             self._skip_partial = offset > 0 and not _ends_with_newline(self.path, offset)
         else:
@@ -601,10 +589,3 @@ def _ends_with_newline(path: Path, offset: int) -> bool:
             return f.read(1) == b"\n"
     except OSError:
         return False
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

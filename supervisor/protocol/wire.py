@@ -29,6 +29,8 @@ PROTOCOL_VERSION = 1
 
 # Environment variable through which the supervisor hands the run directory to the trainer.
 ENV_RUN_DIR = "LRSUP_RUN_DIR"
+# A restarted attempt's keep-list: a JSON list of checkpoint names its retention must not delete.
+ENV_RETAIN = "LRSUP_RETAIN"
 
 # File names inside a run directory.
 CONFIG_FILE = "config.json"
@@ -472,6 +474,17 @@ def _parse_checked(obj: Mapping[str, Any]) -> Record:
 # what the agent may use in a file name.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def retain_from_env(environ: Mapping[str, str]) -> frozenset[str]:
+    """The keep-list ``$LRSUP_RETAIN`` gives a restarted attempt (empty when unset or unreadable)."""
+    try:
+        names = json.loads(environ.get(ENV_RETAIN) or "[]")
+    except ValueError:
+        return frozenset()
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(name for name in names if is_checkpoint_name(name))
 
 
 def is_checkpoint_name(name: Any) -> bool:

@@ -51,6 +51,7 @@ from lrsup.supervisor.history.runinfo import (
 )
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
+from lrsup.supervisor.rundir.statefile import file_size
 
 CSV_FIXED = ("epoch", "step", "lr")
 CSV_TRAILING = ("time",)
@@ -246,8 +247,8 @@ def export_tensorboard(
     _tensorboard()  # fail before reading anything
     root, out = Path(run_dir), Path(log_dir)
     metrics = root / protocol.METRICS_FILE
-    size = _size(metrics) + _size(root / protocol.JOURNAL_FILE)
-    total = size + _size(metrics)
+    size = file_size(metrics) + file_size(root / protocol.JOURNAL_FILE)
+    total = size + file_size(metrics)
     info = load_run(root, progress=None if progress is None else (lambda done, _t: progress(done, total)))
     seen = info.batches.seen
     stride = 1 if max_batch_points is None or seen <= max_batch_points else math.ceil(seen / max_batch_points)
@@ -314,10 +315,3 @@ def _remove_old_exports(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.name.startswith("events.out.tfevents.") and entry.name.endswith(EVENT_SUFFIX) and entry.is_file():
             entry.unlink()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from lrsup.supervisor.history.reader import file_size
 from lrsup.supervisor.history.runinfo import MissingExtraError, ProgressFn, RunInfo, load_run
 from lrsup.supervisor.report.html import render_html
 from lrsup.supervisor.report.markdown import render_compare_markdown, render_markdown
@@ -51,6 +50,7 @@ from lrsup.supervisor.report.tables import (
     summary_rows,
 )
 from lrsup.supervisor.report.terminal import render_compare_terminal, render_terminal
+from lrsup.supervisor.rundir.statefile import file_size
 
 __all__ = [
     "COMPARE_MD",

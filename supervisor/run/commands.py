@@ -45,14 +45,11 @@ class CommandChannel:
         self.unacked: dict[int, dict[str, Any]] = {}
         self.pending: list[dict[str, Any]] = []  # journal lines waiting for disk space
         self.degraded: str | None = None
-        self.muted = False  # replaying history: nothing is written
         self.recoveries = 0  # how many times the degraded condition cleared
 
     # -- journal --------------------------------------------------------------
     def journal(self, kind: str, **fields: Any) -> None:
         """Append one journal line (queued while the disk is full)."""
-        if self.muted:
-            return
         obj = {"v": protocol.PROTOCOL_VERSION, "type": kind, "time": self.clock.time(), **fields}
         if self.pending:
             self.pending.append(obj)
@@ -88,10 +85,8 @@ class CommandChannel:
 
     # -- commands -------------------------------------------------------------
     def send(self, cmd: str, **args: Any) -> int | None:
-        """Write one command; its seq, or None when not sent (degraded, muted). ProtocolError if invalid."""
+        """Write one command; its seq, or None when not sent (degraded). ProtocolError if invalid."""
         obj = protocol.make_command(self.seq + 1, cmd, time=self.clock.time(), **args)
-        if self.muted:
-            return None
         if self.degraded is not None and cmd != "verdict":
             return None
         try:

@@ -2,7 +2,9 @@
 
 ``lrsup set-lr/hold/release/stop RUN_DIR`` (the CLI) append one JSON line each to
 ``requests.jsonl`` in the run directory; the runner reads new lines every tick
-(:class:`RequestReader`, following by offset) and applies them:
+(:class:`RequestReader`, following by offset) and applies each once
+(``Runner.apply_request``: a ``request`` journal line with the request's place in the
+file first, then its effect, so that ``lrsup resume`` goes on after it):
 
 - ``set_lr`` (``lr``): a ``set_lr`` command, journaled as ``{"type": "override", "who", "why", "lr"}``;
   policies carry on from the new LR (the records show it).
@@ -169,45 +171,3 @@ class RequestReader:
             except (protocol.ProtocolError, RequestError) as exc:
                 self.errors.append(f"bad request skipped: {exc}")
         return out
-
-
-def apply_requests(runner: Any, now: float) -> None:
-    """Apply the operator requests that arrived since the last tick (called by the runner's loop).
-
-    ``runner`` is a :class:`lrsup.supervisor.run.runner.Runner`: its ``requests`` reader,
-    ``lifecycle``, ``held_by`` and its command/journal methods are used.
-    """
-    if runner.lifecycle.state.done or runner.requests.refused is not None:
-        return
-    try:
-        requests = runner.requests.read()
-    except (RunDirError, OSError) as exc:  # replaced by a symlink, another user's...: ignored from now on
-        runner.requests.refused = str(exc)
-        runner._event("bad_request", f"operator requests ignored from now on: {exc}")
-        return
-    for request in requests:
-        who, why = request.who, request.why
-        because = f" ({why})" if why else ""
-        if request.op == "set_lr":
-            seq = runner._command("set_lr", lr=request.lr, reason=f"operator override by {who}{because}")
-            runner._journal(
-                "override",
-                who=who,
-                why=why,
-                lr=request.lr,
-                seq=seq,
-                suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
-            )
-            runner._event("override", f"{who} set the learning rate to {request.lr:g}{because}", seq=seq)
-        elif request.op == "hold":
-            runner.held_by = who
-            runner._event("hold", f"policies held by {who}{because}: decisions are journaled, not sent", who=who)
-        elif request.op == "release":
-            runner.held_by = None
-            runner._event("released", f"policies released by {who}{because}", who=who)
-        elif request.op == "stop":
-            runner._command("stop", reason=f"stop requested by {who}{because}")
-            timeout = runner.config.run.stop_timeout
-            runner.lifecycle.request_graceful_stop(now, f"stopped by {who}{because}", timeout)
-    while runner.requests.errors:
-        runner._event("bad_request", runner.requests.errors.pop(0))

@@ -282,9 +282,9 @@ class AttachedHandle:
         self._gone = False
 
     def _alive(self) -> bool:
-        from lrsup.supervisor.rundir.statefile import same_process
+        from lrsup.supervisor.rundir.liveness import pid_alive
 
-        self._gone = self._gone or not same_process(self.pid, self.start_time)
+        self._gone = self._gone or not pid_alive(self.pid, self.start_time)
         return not self._gone
 
     def poll(self) -> int | None:

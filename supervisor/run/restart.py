@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lrsup.supervisor.protocol.wire import BatchRecord, EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.rundir.progress import RunProgress
 
 FAST_FAILURES_TO_GIVE_UP = 2
 
@@ -135,10 +136,16 @@ class Watchdog:
         )
         self.ended = False  # a fit of this attempt ended: the time outside fit is after it
 
-    def arm(self, now: float, step: int, progressed: bool) -> None:
-        """Time an attempt already under way (a resumed supervisor reattaching to its trainer)."""
-        self.last_record, self.step, self.started = now, step, True
-        self.progress_at = now if progressed else None
+    def arm(self, now: float, progress: RunProgress) -> None:
+        """Time an attempt already under way (a resumed supervisor reattaching to its trainer).
+
+        A trainer that had not started training is timed as a new attempt (``start_timeout``).
+        """
+        if not progress.started:
+            self.reset(now)
+            return
+        self.last_record, self.step, self.started = now, progress.max_step, True
+        self.progress_at = now if progress.progressed else None
 
     def on_record(self, record: Record, now: float) -> None:
         """Any record proves the trainer alive; a larger step (or the first batch/epoch) is progress."""

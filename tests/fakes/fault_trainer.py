@@ -12,6 +12,9 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --stubborn-child      start a child in the trainer's process group that ignores SIGINT
                           and SIGTERM (a data loader that outlives its parent); it prints
                           ``fault: child pid C``
+    --request E:OP[:LR]   play the operator: append an ``OP`` request (set_lr with LR, hold,
+                          release) to requests.jsonl at the end of epoch E, before its epoch
+                          record (repeatable; only in attempt 1)
 
 Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
 (seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
@@ -60,6 +63,16 @@ class Optimizer:
         self.stop_requested = True
 
 
+def operator_request(spec: str, epoch: int) -> None:
+    """``E:OP[:LR]``: the request line ``lrsup OP`` would append, if ``E`` is ``epoch``."""
+    at, op, *lr = spec.split(":")
+    if int(at) != epoch:
+        return
+    from lrsup.supervisor.run.operator import send_request
+
+    send_request(os.environ["LRSUP_RUN_DIR"], op, lr=float(lr[0]) if lr else None, who="ops@fault", why=f"epoch {at}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="misbehaving lrsup trainer")
     p.add_argument("--epochs", type=int, default=3)
@@ -72,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import-error", action="store_true")
     p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--stubborn-child", action="store_true")
+    p.add_argument("--request", action="append", default=[])
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
@@ -96,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             agent.batch_end(opt, epoch=epoch, batch=batch, step=step, logs={"loss": loss + 0.1})
         logs = {"loss": loss + 0.1, "val_loss": loss}
+        if attempt == "1":
+            for spec in args.request:
+                operator_request(spec, epoch)
         if args.die_at_epoch == epoch and attempt == "1":
             agent._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
             time.sleep(1.0)  # the supervisor decides and writes its commands; none is applied

@@ -49,20 +49,23 @@ def test_another_users_process_is_alive(monkeypatch):
 
 
 def test_every_reader_uses_the_one_rule():
-    assert statefile.same_process is pid_alive  # resume and the process seam
+    from lrsup.supervisor.run import resume
+
+    assert resume.pid_alive is pid_alive  # resume (the process seam imports it when it looks)
+    assert not hasattr(statefile, "same_process")
     assert runinfo._default_pid_alive is pid_alive  # the report's outcome
     assert runs._pid_alive is pid_alive  # ls and status
     assert not hasattr(outcome, "pid_alive")
 
 
-@pytest.mark.parametrize("reader", ["statefile", "runs"])
+@pytest.mark.parametrize("reader", ["liveness", "runs"])
 def test_readers_agree_on_permission_error(monkeypatch, reader):
     def kill(pid, sig):
         raise PermissionError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(liveness.os, "kill", kill)
     state = {"supervisor_pid": os.getpid(), "supervisor_start_time": process_start_time(os.getpid())}
-    if reader == "statefile":
-        assert statefile.same_process(state["supervisor_pid"], state["supervisor_start_time"])
+    if reader == "liveness":
+        assert pid_alive(state["supervisor_pid"], state["supervisor_start_time"])
     else:
         assert runs.supervisor_alive(state) is True

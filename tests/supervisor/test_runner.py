@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -257,6 +258,10 @@ class FakeEngine:
 
     decisions: list
     fed: list
+    exit_status: int | None = None
+
+    def state_dict(self) -> dict:
+        return {}
 
     def feed(self, record):
         self.fed.append(record)
@@ -377,6 +382,11 @@ def test_second_signal_escalates_at_once(tmp_path):
 
 
 class BrokenEngine:
+    exit_status = None
+
+    def state_dict(self) -> dict:
+        return {}
+
     def feed(self, record):
         if isinstance(record, EpochRecord):
             raise RuntimeError("engine bug")
@@ -752,6 +762,9 @@ class RollbackOnFirstEpoch:
 
     exit_status = None
 
+    def state_dict(self) -> dict:
+        return {}
+
     def feed(self, record):
         if isinstance(record, EpochRecord) and record.epoch == 0:
             from lrsup.policies.actions import Rollback
@@ -831,3 +844,22 @@ def test_a_failing_report_is_one_line_and_keeps_the_status(tmp_path, capsys, mon
     runner.report = True
     assert runner.run() == 5
     assert capsys.readouterr().err == "lrsup: report not written: OSError: disk on fire\n"
+
+
+def test_restarts_and_the_watchdog_come_from_the_config_with_no_defaults_of_their_own(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0]))
+    assert runner.lifecycle.restart is not None and runner.lifecycle.restart.max_restarts == 5  # config.py's default
+    assert (runner.watchdog.hang_timeout, runner.watchdog.stall_timeout, runner.watchdog.start_timeout) == (
+        120.0,
+        1800.0,
+        1800.0,
+    )
+    # The runner used to read these with getattr defaults of its own (max_restarts 0, start_timeout 0:
+    # no restart, the start never timed) that contradicted config.py: a settings object without them
+    # was silently run without restarts. Now a missing setting is an error.
+    config = load_config(None, tmp_path)
+    run = {k: v for k, v in vars(config.run).items() if k not in ("max_restarts", "start_timeout")}
+    partial = SimpleNamespace(**{**vars(config), "run": SimpleNamespace(**run)})
+    paths = RunDir.prepare(Path("partial"), script=Path("t.py"), cwd=tmp_path).create()
+    with pytest.raises(AttributeError, match="max_restarts"):
+        Runner(partial, Engine(config.build_policies()), paths, ["python", "t.py"], {}, tmp_path, use_watchdog=False)
