@@ -45,7 +45,6 @@ from lrsup.supervisor.protocol.wire import (
     make_command,
     parse_fast,
     parse_record,
-    register_record_type,
     validate_command,
 )
 
@@ -85,6 +84,5 @@ __all__ = [
     "make_command",
     "parse_fast",
     "parse_record",
-    "register_record_type",
     "validate_command",
 ]

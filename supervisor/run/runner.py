@@ -67,10 +67,11 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
 from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file
+from lrsup.supervisor.rundir.liveness import process_start_time
 from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.recovery import TakeOver, fatal_report
 from lrsup.supervisor.rundir.snapshot import SnapshotWriter
-from lrsup.supervisor.rundir.statefile import process_start_time, write_state
+from lrsup.supervisor.rundir.statefile import write_state
 from lrsup.supervisor.view.display import Display, make_display
 
 if TYPE_CHECKING:
