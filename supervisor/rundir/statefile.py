@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.rundir.liveness import pid_alive
+from lrsup.supervisor.rundir.liveness import pid_alive, process_start_time  # noqa: F401  (re-exported)
 
 # The one liveness rule, under the name run/process.py and run/resume.py import it by.
 same_process = pid_alive
