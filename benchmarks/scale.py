@@ -109,7 +109,8 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     runner would, the last one about ``snapshot_tail`` records before the end.
     """
     from lrsup.supervisor.engine.core import Engine
-    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
+    from lrsup.supervisor.protocol.commands import VerdictCommand, encode_command
+    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps
     from lrsup.supervisor.run.follower import Follower
     from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 
@@ -139,11 +140,12 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
                     decisions += 1
                     if decision.command is not None:
                         seq += 1
-                        sent.append(make_command(seq, **decision.command, time=record.time))
-                        acks.append(_ack(seq, decision.command["cmd"], record))
+                        sent.append(encode_command(decision.command, seq=seq, time=record.time))
+                        acks.append(_ack(seq, decision.command.cmd, record))
                 if type(record) is EpochRecord or type(record) is StartRecord:
                     seq += 1
-                    sent.append(make_command(seq, "verdict", epoch=getattr(record, "epoch", -1), time=record.time))
+                    verdict = VerdictCommand(getattr(record, "epoch", -1))
+                    sent.append(encode_command(verdict, seq=seq, time=record.time))
             busy += time.perf_counter() - s
             cpu += time.process_time() - c
             control.write("".join(dumps(cmd) + "\n" for cmd in sent))

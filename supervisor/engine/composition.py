@@ -96,6 +96,14 @@ from lrsup.supervisor.engine.action_commands import (
 )
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.protocol.commands import (
+    CheckpointCommand,
+    ClearScheduleCommand,
+    RetainCommand,
+    SetHparamCommand,
+    SetScheduleCommand,
+    StopCommand,
+)
 from lrsup.supervisor.protocol.schedules import evaluate
 from lrsup.supervisor.protocol.wire import is_checkpoint_name
 
@@ -168,7 +176,7 @@ class Composer:
                         step=self._step,
                     )
                     lr_plans[id(action)] = plan
-                    if plan[3] is None:
+                    if plan.why is None:
                         lr_winner = action
                         break
         schedule_winner: Action | None = None
@@ -217,7 +225,7 @@ class Composer:
                     status = GIVE_UP_STATUS if action.give_up else None
                     if status is not None:
                         self._exit_status = status
-                    decisions.append(Decision(action, {"cmd": "stop"}, None, epoch, step, None, status))
+                    decisions.append(Decision(action, StopCommand(), None, epoch, step, None, status))
                 else:
                     first_stop: Stop = stop  # type: ignore[assignment]
                     suppress(action, f"another stop (policy {first_stop.policy}) already decided at step {step}")
@@ -233,7 +241,7 @@ class Composer:
                     winner: Action = lr_winner  # type: ignore[assignment]
                     suppress(action, f"another LR change (policy {winner.policy}) already decided at step {step}")
                 else:
-                    suppress(action, lr_plans[id(action)][3])  # type: ignore[arg-type]
+                    suppress(action, lr_plans[id(action)].why)  # type: ignore[arg-type]
             elif isinstance(action, SetSchedule):
                 if action is schedule_winner:
                     decisions.append(self._apply_schedule(action, epoch, step))
@@ -267,7 +275,7 @@ class Composer:
                     )
                 else:
                     hparams[action.name] = action
-                    command = {"cmd": "set_hparam", "name": action.name, "value": float(action.value)}
+                    command = SetHparamCommand(action.name, float(action.value))
                     decisions.append(Decision(action, command, None, epoch, step))
             elif isinstance(action, SaveCheckpoint):
                 if action.name is not None and not is_checkpoint_name(action.name):
@@ -279,10 +287,7 @@ class Composer:
                     )
                 else:
                     checkpoints[action.name] = action
-                    command = {"cmd": "checkpoint"}
-                    if action.name is not None:
-                        command["name"] = action.name
-                    decisions.append(Decision(action, command, None, epoch, step))
+                    decisions.append(Decision(action, CheckpointCommand(action.name), None, epoch, step))
             elif isinstance(action, Configure):
                 decisions.append(configure_decision(action, configured, self._cadence, epoch, step))
             elif isinstance(action, Keep):
@@ -312,7 +317,7 @@ class Composer:
         self._step = target.step
         return Decision(action, command, new_lr, epoch, step)
 
-    def _apply_lr(self, action: Action, plan: tuple, epoch: int | None, step: int) -> Decision:
+    def _apply_lr(self, action: Action, plan: LRPlan, epoch: int | None, step: int) -> Decision:
         command, target, multiplier, _ = plan
         if target is not None:
             self._lr = target
@@ -324,7 +329,7 @@ class Composer:
         self._schedule_before = (self._schedule, self._multiplier)
         if isinstance(action, ClearSchedule):
             self._schedule, self._multiplier = None, None
-            return Decision(action, {"cmd": "clear_schedule"}, None, epoch, step)
+            return Decision(action, ClearScheduleCommand(), None, epoch, step)
         if self._schedule is None:
             self._multiplier = 1.0  # a first schedule starts lrsup's multiplier afresh; a later one keeps it
         self._schedule = dict(action.schedule)
@@ -332,7 +337,7 @@ class Composer:
         if self._multiplier is not None and self._step is not None:
             lr = evaluate(self._schedule, self._step) * self._multiplier
             self._lr = lr
-        return Decision(action, {"cmd": "set_schedule", "schedule": dict(action.schedule)}, lr, epoch, step)
+        return Decision(action, SetScheduleCommand(dict(action.schedule)), lr, epoch, step)
 
     def _apply_keep(self, action: Keep, epoch: int | None, step: int) -> Decision:
         bad = [n for n in action.checkpoints if not is_checkpoint_name(n)]
@@ -343,4 +348,4 @@ class Composer:
         if names == self._retained:
             return Decision(action, None, None, epoch, step, f"no change (retained: {', '.join(names) or 'none'})")
         self._retained = names
-        return Decision(action, {"cmd": "retain", "keep": list(names)}, None, epoch, step)
+        return Decision(action, RetainCommand(names), None, epoch, step)

@@ -42,7 +42,7 @@ Example::
     for record in records:
         for decision in engine.feed(record):
             if decision.command is not None:
-                runner.send(decision.command, reason=decision.action.reason)
+                channel.send(decision.command, reason=decision.action.reason)
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from lrsup.supervisor.engine.action_commands import CADENCE as _CADENCE
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
 from lrsup.supervisor.engine.composition import Composer
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.protocol.commands import RetainCommand
 from lrsup.supervisor.protocol.wire import (
     DEFAULT_BATCH_MIN_INTERVAL,
     AckRecord,
@@ -343,7 +344,7 @@ class Engine(Composer):
             return []
         self._retained = names
         action = Retain(keep=names, policy=ENGINE, reason=retention_reason(parts))
-        return [Decision(action, {"cmd": "retain", "keep": list(names)}, None, epoch, step)]
+        return [Decision(action, RetainCommand(names), None, epoch, step)]
 
     # -- state -------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from lrsup.policies.actions import Action
+from lrsup.supervisor.protocol.commands import Command
 
 # The exit status of a run a policy gave up on (Stop(give_up=True)).
 GIVE_UP_STATUS = 3
@@ -17,8 +17,7 @@ class Decision:
 
     Args:
         action: Action. The policy's action, with ``policy`` stamped.
-        command: dict or None. Command arguments including ``cmd`` (e.g.
-            ``{"cmd": "set_lr", "lr": 0.005}``), or None when suppressed.
+        command: Command or None. What to send (e.g. ``SetLRCommand(0.005)``), or None when suppressed.
         lr: float or None. The effective LR after this decision, when it sets one.
         epoch: int or None. The record's epoch (None for records without one).
         step: int. The record's step.
@@ -28,7 +27,7 @@ class Decision:
     """
 
     action: Action
-    command: dict[str, Any] | None
+    command: Command | None
     lr: float | None
     epoch: int | None
     step: int

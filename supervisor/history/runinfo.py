@@ -71,6 +71,7 @@ from lrsup.supervisor.history.rows import (
     monitor_direction,
     order_metric_keys,
 )
+from lrsup.supervisor.protocol.journal import OVERRIDE
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
@@ -306,6 +307,8 @@ def _join_decisions(info: RunInfo, acks: Mapping[int, AckRecord], refusals: Mapp
                         d.applied.lr = ack.lr
             if d.error is None and d.seq in refusals:
                 d.error = refusals[d.seq]
+        if d.action == OVERRIDE and d.epoch is None and d.applied is not None:
+            d.epoch, d.step = d.applied.epoch, d.applied.step  # an override is placed where it took effect
         d.label = _label(d, lr)
         if d.label == "give up":
             info.gave_up = True

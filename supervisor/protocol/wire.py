@@ -479,6 +479,11 @@ def is_checkpoint_name(name: Any) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
+def is_valid_lr(value: Any) -> bool:
+    """True for a learning rate a command may set: a finite number >= 0 (not a bool)."""
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
 def _check_checkpoint_record(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["name"]):
         raise ProtocolError(f"checkpoint record: invalid name {obj['name']!r}")
@@ -566,7 +571,7 @@ def validate_command(obj: Mapping[str, Any]) -> None:
     _check_fields(f"{cmd} command", obj, {**_COMMAND_COMMON, **spec}, {"seq", "cmd", *required})
     if obj["seq"] < 1:
         raise ProtocolError(f"{cmd} command: seq must be >= 1, got {obj['seq']}")
-    if cmd in ("set_lr",) and not (math.isfinite(obj["lr"]) and obj["lr"] >= 0):
+    if cmd == "set_lr" and not is_valid_lr(obj["lr"]):
         raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {obj['lr']!r}")
     if cmd == "scale_lr" and not (math.isfinite(obj["factor"]) and obj["factor"] > 0):
         raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {obj['factor']!r}")
@@ -585,7 +590,7 @@ def _check_rollback(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["checkpoint"]):
         raise ProtocolError(f"rollback command: invalid checkpoint name {obj['checkpoint']!r}")
     lr = obj.get("lr")
-    if lr is not None and not (math.isfinite(lr) and lr >= 0):
+    if lr is not None and not is_valid_lr(lr):
         raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {lr!r}")
     if obj.get("skip_batches", 0) < 0:
         raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {obj['skip_batches']!r}")

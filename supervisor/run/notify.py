@@ -19,7 +19,7 @@ Every delivery runs in its own daemon thread, bounded by ``timeout``, so a slow 
 dead receiver never holds up training or the supervisor. Nothing is raised: a
 failure (timeout, refused connection, an answer that is not 2xx, a command that
 fails or overruns and is killed) is reported once through ``journal_fn`` as
-``{"type": "event", "event": "notify_failed", "detail": "..."}``.
+an ``EventEntry("notify_failed", "...")`` (lrsup.supervisor.protocol.journal).
 ``journal_fn`` is called from the delivery thread.
 
 The webhook gets ``{"event": ..., "run_dir": ..., **payload}`` as strict JSON (NaN
@@ -45,8 +45,9 @@ from typing import Any, Callable
 
 from lrsup import __version__
 from lrsup.supervisor.config import NOTIFY_EVENTS, NotifySettings
+from lrsup.supervisor.protocol.journal import EventEntry
 
-JournalFn = Callable[[dict], None]
+JournalFn = Callable[[EventEntry], None]
 
 _ENV_PAYLOAD_LIMIT = 100_000
 _STDERR_TAIL = 300
@@ -57,7 +58,7 @@ class Notifier:
 
     Args:
         settings: NotifySettings.
-        journal_fn: callable(dict) that journals a line (called on failure, from a thread).
+        journal_fn: callable(EventEntry) that journals a line (called on failure, from a thread).
         run_dir: str, Path or None. Put in the body and in ``LRSUP_RUN_DIR``
             (default: the payload's ``run_dir``).
     """
@@ -128,7 +129,7 @@ class Notifier:
                 self.failed += 1
         if error is not None:
             try:
-                self.journal_fn({"type": "event", "event": "notify_failed", "detail": error})
+                self.journal_fn(EventEntry("notify_failed", error))
             except Exception:
                 pass  # the journal itself failing must not disturb the run either
 

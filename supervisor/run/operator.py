@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import socket
 import time as _time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import SetLRCommand, StopCommand, is_valid_lr
+from lrsup.supervisor.protocol.journal import OverrideEntry
 from lrsup.supervisor.protocol.jsonl import LineSplitter
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
@@ -83,7 +84,7 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
         raise RequestError(f"time must be a number, got {when!r}")
     lr = obj.get("lr")
     if op == "set_lr":
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+        if not is_valid_lr(lr):
             raise RequestError(f"set_lr needs lr, a finite number >= 0, got {lr!r}")
         lr = float(lr)
     elif lr is not None:
@@ -189,15 +190,9 @@ def apply_requests(runner: Any, now: float) -> None:
         who, why = request.who, request.why
         because = f" ({why})" if why else ""
         if request.op == "set_lr":
-            seq = runner._command("set_lr", lr=request.lr, reason=f"operator override by {who}{because}")
-            runner._journal(
-                "override",
-                who=who,
-                why=why,
-                lr=request.lr,
-                seq=seq,
-                suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
-            )
+            seq = runner._command(SetLRCommand(request.lr), reason=f"operator override by {who}{because}")
+            suppressed = None if seq is not None else f"not sent: {runner.channel.degraded}"
+            runner._journal(OverrideEntry(who, why, request.lr, seq, suppressed))
             runner._event("override", f"{who} set the learning rate to {request.lr:g}{because}", seq=seq)
         elif request.op == "hold":
             runner.held_by = who
@@ -206,7 +201,7 @@ def apply_requests(runner: Any, now: float) -> None:
             runner.held_by = None
             runner._event("released", f"policies released by {who}{because}", who=who)
         elif request.op == "stop":
-            runner._command("stop", reason=f"stop requested by {who}{because}")
+            runner._command(StopCommand(), reason=f"stop requested by {who}{because}")
             timeout = runner.config.run.stop_timeout
             runner.lifecycle.request_graceful_stop(now, f"stopped by {who}{because}", timeout)
     while runner.requests.errors:

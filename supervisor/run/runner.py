@@ -41,7 +41,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import Command, VerdictCommand
 from lrsup.supervisor.protocol.doorbell import ControlWriter
+from lrsup.supervisor.protocol.journal import (
+    AppliedEntry,
+    CommandErrorEntry,
+    DecisionEntry,
+    EventEntry,
+    JournalEntry,
+)
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
 from lrsup.supervisor.run.commands import CommandChannel
@@ -166,7 +174,7 @@ class Runner:
         self._degraded_shown = False
         self.started = self.clock.time()
         self.report = report
-        self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
+        self._notify_failures: queue.SimpleQueue[EventEntry] = queue.SimpleQueue()  # from delivery threads
         self.notifier = notifier if notifier is not None else self._make_notifier()
 
     def _env_for(self, attempt: int) -> dict[str, str]:
@@ -327,22 +335,14 @@ class Runner:
         self.watchdog.on_record(record, self.clock.monotonic())
         self.display.on_record(record)
         if isinstance(record, AckRecord):
-            self._journal(
-                "applied",
-                seq=record.seq,
-                cmd=record.cmd,
-                epoch=record.epoch,
-                step=record.step,
-                lr=record.lr,
-                late=record.late,
-            )
+            self._journal(AppliedEntry(record.seq, record.cmd, record.epoch, record.step, record.lr, record.late))
         elif isinstance(record, ErrorRecord):
-            self._journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
+            self._journal(CommandErrorEntry(record.seq, record.cmd, record.message))
         for decision in self.engine.feed(record):
             self._on_decision(decision)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
-            self._command("verdict", epoch=record.epoch)
+            self._command(VerdictCommand(record.epoch))
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
             for old, new, what in self.channel.resend_unacked():
@@ -354,7 +354,7 @@ class Runner:
                 )
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
-            self._command("verdict", epoch=record.initial_epoch - 1)
+            self._command(VerdictCommand(record.initial_epoch - 1))
 
     def _on_decision(self, decision: Any) -> None:
         action, seq, suppressed = decision.action, None, decision.suppressed
@@ -364,24 +364,16 @@ class Runner:
             elif self.channel.degraded is not None:
                 suppressed = f"not sent: {self.channel.degraded}"
             else:
-                args = dict(decision.command)
-                args.setdefault("reason", action.reason)
                 try:
-                    seq = self._command(args.pop("cmd"), **args)
+                    seq = self._command(decision.command, reason=action.reason)
                 except ProtocolError as exc:  # an engine bug must not end the run
                     suppressed = f"invalid command not sent: {exc}"
                 if seq is None and suppressed is None:
                     suppressed = f"not sent: {self.channel.degraded}"
         self._journal(
-            "decision",
-            seq=seq,
-            policy=action.policy,
-            action=action.kind,
-            lr=decision.lr,
-            reason=action.reason,
-            epoch=decision.epoch,
-            step=decision.step,
-            suppressed=suppressed,
+            DecisionEntry(
+                seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
+            )
         )
         self.display.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
@@ -394,20 +386,20 @@ class Runner:
                     "lr": decision.lr,
                     "epoch": decision.epoch,
                     "step": decision.step,
-                    "checkpoint": (decision.command or {}).get("checkpoint"),
+                    "checkpoint": getattr(decision.command, "checkpoint", None),
                 },
             )
 
-    def _command(self, cmd: str, **args: Any) -> int | None:
-        return self.channel.send(cmd, **args)
+    def _command(self, command: Command, *, reason: str | None = None) -> int | None:
+        return self.channel.send(command, reason=reason)
 
     @property
     def seq(self) -> int:
         return self.channel.seq
 
     # -- journal, events, state file ------------------------------------------
-    def _journal(self, kind: str, **fields: Any) -> None:
-        self.channel.journal(kind, **fields)
+    def _journal(self, entry: JournalEntry) -> None:
+        self.channel.journal(entry)
 
     def _write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
         """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""
@@ -420,7 +412,7 @@ class Runner:
         print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
 
     def _event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
-        self._journal("event", event=event, detail=detail, **extra)
+        self._journal(EventEntry(event, detail, extra))
         # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
         shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
         self.display.on_state(shown, detail)
@@ -454,7 +446,7 @@ class Runner:
         try:
             self.notifier.notify(event, payload)
         except Exception as exc:  # a broken notifier must not disturb the run
-            self._notify_failures.put({"type": "event", "event": "notify_failed", "detail": f"{event}: {exc}"})
+            self._notify_failures.put(EventEntry("notify_failed", f"{event}: {exc}"))
 
     def _journal_notify_failures(self) -> None:
         """Journal the failures the delivery threads reported (the journal is written from this thread only)."""
@@ -463,8 +455,7 @@ class Runner:
                 entry = self._notify_failures.get_nowait()
             except queue.Empty:
                 return
-            fields = {k: v for k, v in entry.items() if k not in ("type", "v", "time")}
-            self._journal(entry.get("type", "event"), **fields)
+            self._journal(entry)
 
     def _notify_end(self, status: int) -> None:
         """``end`` with the run's summary (and ``give_up`` on exit status 3); wait briefly for delivery."""
