@@ -1091,7 +1091,7 @@ def test_a_snapshot_from_before_batch_min_interval_loads_with_the_configured_val
     del state["supervision"]["cadence"]["batch_min_interval"]  # as an older supervisor saved it
     clone = Engine([], batch_every=5, batch_min_interval=0.2)
     clone.load_state_dict(state)
-    assert clone._cadence == {
+    assert clone.state.cadence == {
         "batch_every": 5,
         "batch_min_interval": 0.2,
         "checkpoint_every_epochs": 1,
@@ -1196,16 +1196,16 @@ class ViewChecker(Policy):
     def _check(self, record, run):
         e = self.engine
         fresh = RunView(
-            **e._run,
-            lr=e._lr,
-            step=e._step,
-            checkpoints=e._book.infos(),
-            schedule=e._schedule,
-            multiplier=e._multiplier,
-            batch_every=e._cadence["batch_every"],
-            batch_min_interval=e._cadence["batch_min_interval"],
+            **e.state.run,
+            lr=e.state.lr,
+            step=e.state.step,
+            checkpoints=e.state.book.infos(),
+            schedule=e.state.schedule,
+            multiplier=e.state.multiplier,
+            batch_every=e.state.cadence["batch_every"],
+            batch_min_interval=e.state.cadence["batch_min_interval"],
             probing=e._probing(),
-            start_step=e._start_step,
+            start_step=e.state.start_step,
         )
         assert run == fresh, (record, run, fresh)
         self.checked.append(type(record).__name__)
