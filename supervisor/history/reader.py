@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.history.rows import Applied, BatchPoint, Decision, EpochRow, Event
+from lrsup.supervisor.history.rows import Applied, BatchPoint, DecisionRow, EpochRow, Event
 from lrsup.supervisor.protocol.journal import (
     OVERRIDE,
     AppliedEntry,
@@ -273,7 +273,7 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
             info.last_time = t if info.last_time is None else max(info.last_time, t)
         if isinstance(entry, DecisionEntry):
             info.decisions.append(
-                Decision(
+                DecisionRow(
                     t,
                     entry.seq,
                     entry.policy,
@@ -291,7 +291,7 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
             why = f"operator override by {entry.who}" + (f" ({entry.why})" if entry.why else "")
             extra = {"who": entry.who, "why": entry.why, **entry.extra}
             info.decisions.append(
-                Decision(t, entry.seq, entry.who, OVERRIDE, entry.lr, why, None, None, entry.suppressed, extra)
+                DecisionRow(t, entry.seq, entry.who, OVERRIDE, entry.lr, why, None, None, entry.suppressed, extra)
             )
         elif isinstance(entry, AppliedEntry):
             if entry.seq is not None:

@@ -173,7 +173,7 @@ def _scan(path: Path) -> Iterator[dict]:
 
 
 @dataclass
-class Decision:
+class RecentDecision:
     """One journal decision, as ``status`` shows it."""
 
     epoch: int | None
@@ -211,7 +211,7 @@ class RunSummary:
     restarts: int | None = None
     held: Any = None  # supervisor.json's value: null / false (no), true, or who and why
     degraded: Any = None
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[RecentDecision] = field(default_factory=list)
     supervisor: dict = field(default_factory=dict)
 
     @property
@@ -405,7 +405,7 @@ def _last_epoch(s: RunSummary, record: dict) -> None:
     s.last_logs = record.get("logs") if isinstance(record.get("logs"), dict) else {}
 
 
-def _decisions(entries: list[dict]) -> list[Decision]:
+def _decisions(entries: list[dict]) -> list[RecentDecision]:
     """The journal's decisions, once each (the head and tail of a small journal overlap), bookkeeping left out."""
     seen: set[tuple] = set()
     out = []
@@ -420,8 +420,8 @@ def _decisions(entries: list[dict]) -> list[Decision]:
     return out
 
 
-def _decision(e: dict) -> Decision:
-    return Decision(
+def _decision(e: dict) -> RecentDecision:
+    return RecentDecision(
         epoch=_int(e.get("epoch")),
         step=_int(e.get("step")),
         policy=str(e.get("policy") or "?"),
