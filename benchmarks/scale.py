@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import default_stack_toml, machine_line, md_table, print_table, rss_mb, update_section
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, CONTROL_FILE, JOURNAL_FILE, METRICS_FILE
 
 _NOTE = ""
 
@@ -115,10 +116,10 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 
     config = _default_config(run_dir)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json()))
-    (run_dir / "journal.jsonl").touch()
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_json()))
+    (run_dir / JOURNAL_FILE).touch()
     engine = Engine.from_config(config)
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     follower = Follower(path, use_watchdog=False)
     snapshots = SnapshotWriter(run_dir, interval=1.0)
     progress = Progress()
@@ -126,7 +127,7 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     rss = {"before": rss_mb()}
     busy, cpu, n, decisions, seq, acks = 0.0, 0.0, 0, 0, 0, []
     t0 = time.time()
-    with open(path, "a") as f, open(run_dir / "control.jsonl", "a") as control:
+    with open(path, "a") as f, open(run_dir / CONTROL_FILE, "a") as control:
         while n < total:
             count = min(chunk, total - n)
             f.write("".join(acks) + _lines(n, count, t0))  # the trainer's acks come in its next lines
@@ -186,7 +187,7 @@ def ingest_repeats(tmp: Path, records: int, repeats: int) -> list[float]:
         run_dir = tmp / f"repeat-{i}"
         run_dir.mkdir()
         rates.append(ingest(run_dir, records)["cpu_rate"])
-        for name in ("metrics.jsonl", "control.jsonl"):
+        for name in (METRICS_FILE, CONTROL_FILE):
             (run_dir / name).unlink()
     return rates
 
@@ -214,7 +215,7 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
     from lrsup.supervisor.engine.core import Engine
     from lrsup.supervisor.run.follower import Follower
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     cut = run_dir / "head.jsonl"
     with open(path, "rb") as src, open(cut, "wb") as dst:
         for i, line in enumerate(src):
@@ -256,8 +257,8 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
         snapshot.rename(hidden)
     try:
         s = time.perf_counter()
-        config = load_resolved_config(run_dir / "config.json")
-        history = read_control(run_dir / "control.jsonl")
+        config = load_resolved_config(run_dir / CONFIG_FILE)
+        history = read_control(run_dir / CONTROL_FILE)
         rebuilt = resume_rebuild(RunPaths(run_dir), config, history, build_engine)
         decisions = sum(len(rebuilt.engine.feed(r)) for r in rebuilt.records)
         seconds = time.perf_counter() - s

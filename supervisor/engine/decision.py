@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from lrsup.policies.actions import Action
 from lrsup.supervisor.protocol.commands import Command
+from lrsup.supervisor.protocol.wire import EXIT_GIVE_UP
 
 # The exit status of a run a policy gave up on (Stop(give_up=True)).
-GIVE_UP_STATUS = 3
+GIVE_UP_STATUS = EXIT_GIVE_UP
 
 
 @dataclass(frozen=True)

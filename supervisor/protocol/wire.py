@@ -27,8 +27,20 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 PROTOCOL_VERSION = 1
 
-# Environment variable through which the supervisor hands the run directory to the trainer.
+# Environment variables. The supervisor hands the trainer the run directory, and on a restart the
+# checkpoint to load before the first batch and the attempt (1 for the first, informational).
 ENV_RUN_DIR = "LRSUP_RUN_DIR"
+ENV_RESTORE = "LRSUP_RESTORE"
+ENV_ATTEMPT = "LRSUP_ATTEMPT"
+# A notification command gets the event and its JSON payload (besides ENV_RUN_DIR).
+ENV_NOTIFY_EVENT = "LRSUP_EVENT"
+ENV_NOTIFY_PAYLOAD = "LRSUP_PAYLOAD"
+
+# Exit statuses of ``lrsup run`` (besides the trainer's own, passed through).
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_GIVE_UP = 3  # FATAL (restarts used up), or a policy gave the run up (Stop(give_up=True))
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT, as a shell reports it
+EXIT_UNKNOWN = 255  # a trainer lrsup did not start vanished without a clean end record
 
 # File names inside a run directory.
 CONFIG_FILE = "config.json"
@@ -38,6 +50,7 @@ BELL_FILE = "control.bell"  # the doorbell: see lrsup.supervisor.protocol.doorbe
 JOURNAL_FILE = "journal.jsonl"
 TRAINER_LOG = "trainer.log"
 STATE_FILE = "supervisor.json"
+REQUESTS_FILE = "requests.jsonl"  # operator requests: lrsup set-lr, hold, release, stop
 CHECKPOINT_DIR = "checkpoints"
 
 # A line longer than this is garbage, whatever it holds.

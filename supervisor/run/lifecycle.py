@@ -45,13 +45,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.protocol.wire import (
+    EXIT_GIVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_UNKNOWN,
+    EndRecord,
+    EpochRecord,
+    Record,
+    StartRecord,
+)
 from lrsup.supervisor.run.process import Handle, Spawner
 from lrsup.supervisor.run.restart import RestartPolicy
 
-EXIT_INTERRUPTED = 130
-EXIT_FATAL = 3
-EXIT_UNKNOWN = 255  # a trainer we did not start vanished without a clean end record
+EXIT_FATAL = EXIT_GIVE_UP  # restarts used up
 
 
 class State(Enum):

@@ -46,6 +46,7 @@ from typing import Any, Callable
 from lrsup import __version__
 from lrsup.supervisor.config import NOTIFY_EVENTS, NotifySettings
 from lrsup.supervisor.protocol.journal import EventEntry
+from lrsup.supervisor.protocol.wire import ENV_NOTIFY_EVENT, ENV_NOTIFY_PAYLOAD, ENV_RUN_DIR
 
 JournalFn = Callable[[EventEntry], None]
 
@@ -161,9 +162,9 @@ class Notifier:
 
     def _run(self, command: str, event: str, data: str, run_dir: str) -> str | None:
         env = dict(os.environ)
-        env.update(
-            LRSUP_EVENT=event, LRSUP_RUN_DIR=run_dir, LRSUP_PAYLOAD=data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
-        )
+        env[ENV_NOTIFY_EVENT] = event
+        env[ENV_RUN_DIR] = run_dir
+        env[ENV_NOTIFY_PAYLOAD] = data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
         where = f"command {command!r} ({event})"
         try:
             proc = subprocess.Popen(

@@ -36,7 +36,7 @@ from lrsup.supervisor.protocol.journal import OverrideEntry
 from lrsup.supervisor.protocol.jsonl import LineSplitter
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
-REQUESTS_FILE = "requests.jsonl"
+REQUESTS_FILE = protocol.REQUESTS_FILE
 OPS = ("set_lr", "hold", "release", "stop")
 _FIELDS = {"v", "op", "lr", "who", "why", "time"}
 
