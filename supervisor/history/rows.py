@@ -97,8 +97,11 @@ class Applied:
 
 
 @dataclass
-class Decision:
-    """A journal ``decision`` line joined (by ``seq``) with its ``applied`` or ``command_error``."""
+class DecisionRow:
+    """A journal ``decision`` (or operator ``override``) line joined (by ``seq``) with what became of it.
+
+    Not the engine's :class:`~lrsup.supervisor.engine.decision.Decision`: this is its record, read back.
+    """
 
     time: float | None
     seq: int | None

@@ -58,7 +58,7 @@ from lrsup.supervisor.history.reader import (
 from lrsup.supervisor.history.rows import (
     Applied,
     BatchPoint,
-    Decision,
+    DecisionRow,
     EpochRow,
     Event,
     Interruption,
@@ -70,6 +70,7 @@ from lrsup.supervisor.history.rows import (
     monitor_direction,
     order_metric_keys,
 )
+from lrsup.supervisor.protocol.journal import OVERRIDE
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
@@ -82,7 +83,7 @@ __all__ = [
     "Applied",
     "BatchPoint",
     "BatchSeries",
-    "Decision",
+    "DecisionRow",
     "EpochRow",
     "Event",
     "Interruption",
@@ -109,7 +110,7 @@ class RunInfo:
     starts: list[StartRecord] = field(default_factory=list)
     epochs: list[EpochRow] = field(default_factory=list)
     batches: BatchSeries = field(default_factory=BatchSeries)
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[DecisionRow] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     interruptions: list[Interruption] = field(default_factory=list)
     end: EndRecord | None = None  # the end record of the last fit, if it ended
@@ -206,12 +207,12 @@ class RunInfo:
         return sum(known) if known else None
 
     @property
-    def policy_decisions(self) -> list[Decision]:
+    def policy_decisions(self) -> list[DecisionRow]:
         """The decisions a person reads: every journal decision but checkpoint bookkeeping (retain, keep...)."""
         return [d for d in self.decisions if not d.housekeeping]
 
     @property
-    def active_decisions(self) -> list[Decision]:
+    def active_decisions(self) -> list[DecisionRow]:
         """Decisions that produced a command (not suppressed), bookkeeping left out."""
         return [d for d in self.policy_decisions if not d.suppressed]
 
@@ -306,6 +307,8 @@ def _join_decisions(info: RunInfo, acks: Mapping[int, AckRecord], refusals: Mapp
                         d.applied.lr = ack.lr
             if d.error is None and d.seq in refusals:
                 d.error = refusals[d.seq]
+        if d.action == OVERRIDE and d.epoch is None and d.applied is not None:
+            d.epoch, d.step = d.applied.epoch, d.applied.step  # an override is placed where it took effect
         d.label = _label(d, lr)
         if d.label == "give up":
             info.gave_up = True
@@ -314,7 +317,7 @@ def _join_decisions(info: RunInfo, acks: Mapping[int, AckRecord], refusals: Mapp
             lr = new if new is not None else lr
 
 
-def _label(d: Decision, lr_before: float | None) -> str:
+def _label(d: DecisionRow, lr_before: float | None) -> str:
     action, policy = d.action.lower(), d.policy.lower()
     if action in ("override", "manual") or policy in ("override", "manual", "user"):
         return "override"

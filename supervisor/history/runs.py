@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.rows import monitor_direction
+from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
 from lrsup.supervisor.protocol.jsonl import iter_objects
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 from lrsup.supervisor.rundir.layout import RUNS_DIR
@@ -161,7 +162,7 @@ def _scan(path: Path) -> Iterator[dict]:
 
 
 @dataclass
-class Decision:
+class RecentDecision:
     """One journal decision, as ``status`` shows it."""
 
     epoch: int | None
@@ -199,7 +200,7 @@ class RunSummary:
     restarts: int | None = None
     held: Any = None  # supervisor.json's value: null / false (no), true, or who and why
     degraded: Any = None
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[RecentDecision] = field(default_factory=list)
     supervisor: dict = field(default_factory=dict)
 
     @property
@@ -393,14 +394,14 @@ def _last_epoch(s: RunSummary, record: dict) -> None:
     s.last_logs = record.get("logs") if isinstance(record.get("logs"), dict) else {}
 
 
-def _decisions(entries: list[dict]) -> list[Decision]:
+def _decisions(entries: list[dict]) -> list[RecentDecision]:
     """The journal's decisions, once each (the head and tail of a small journal overlap), bookkeeping left out."""
     seen: set[tuple] = set()
     out = []
-    for e in entries:
-        if e.get("type") != "decision" or e.get("action") in HOUSEKEEPING_ACTIONS:
+    for entry in map(read_entry, entries):
+        if not isinstance(entry, DecisionEntry) or entry.action in HOUSEKEEPING_ACTIONS:
             continue
-        d = _decision(e)
+        d = _decision(entry)
         key = (d.time, d.policy, d.action, d.epoch, d.step)
         if key not in seen:
             seen.add(key)
@@ -408,16 +409,16 @@ def _decisions(entries: list[dict]) -> list[Decision]:
     return out
 
 
-def _decision(e: dict) -> Decision:
-    return Decision(
-        epoch=_int(e.get("epoch")),
-        step=_int(e.get("step")),
-        policy=str(e.get("policy") or "?"),
-        action=str(e.get("action") or "?"),
-        lr=_num(e.get("lr")),
-        reason=str(e.get("reason") or ""),
-        suppressed=e.get("suppressed") if isinstance(e.get("suppressed"), str) else None,
-        time=_num(e.get("time")),
+def _decision(d: DecisionEntry) -> RecentDecision:
+    return RecentDecision(
+        epoch=d.epoch,
+        step=d.step,
+        policy=d.policy or "?",
+        action=d.action or "?",
+        lr=d.lr,
+        reason=d.reason,
+        suppressed=d.suppressed,
+        time=d.time,
     )
 
 

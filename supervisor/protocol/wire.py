@@ -27,10 +27,22 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 PROTOCOL_VERSION = 1
 
-# Environment variable through which the supervisor hands the run directory to the trainer.
+# Environment variables. The supervisor hands the trainer the run directory, and on a restart the
+# checkpoint to load before the first batch and the attempt (1 for the first, informational).
 ENV_RUN_DIR = "LRSUP_RUN_DIR"
 # A restarted attempt's keep-list: a JSON list of checkpoint names its retention must not delete.
 ENV_RETAIN = "LRSUP_RETAIN"
+ENV_RESTORE = "LRSUP_RESTORE"
+ENV_ATTEMPT = "LRSUP_ATTEMPT"
+# A notification command gets the event and its JSON payload (besides ENV_RUN_DIR).
+ENV_NOTIFY_EVENT = "LRSUP_EVENT"
+ENV_NOTIFY_PAYLOAD = "LRSUP_PAYLOAD"
+
+# Exit statuses of ``lrsup run`` (besides the trainer's own, passed through).
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_GIVE_UP = 3  # FATAL (restarts used up), or a policy gave the run up (Stop(give_up=True))
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT, as a shell reports it
+EXIT_UNKNOWN = 255  # a trainer lrsup did not start vanished without a clean end record
 
 # File names inside a run directory.
 CONFIG_FILE = "config.json"
@@ -40,6 +52,7 @@ BELL_FILE = "control.bell"  # the doorbell: see lrsup.supervisor.protocol.doorbe
 JOURNAL_FILE = "journal.jsonl"
 TRAINER_LOG = "trainer.log"
 STATE_FILE = "supervisor.json"
+REQUESTS_FILE = "requests.jsonl"  # operator requests: lrsup set-lr, hold, release, stop
 CHECKPOINT_DIR = "checkpoints"
 
 # A line longer than this is garbage, whatever it holds.
@@ -492,6 +505,11 @@ def is_checkpoint_name(name: Any) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
+def is_valid_lr(value: Any) -> bool:
+    """True for a learning rate a command may set: a finite number >= 0 (not a bool)."""
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
 def _check_checkpoint_record(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["name"]):
         raise ProtocolError(f"checkpoint record: invalid name {obj['name']!r}")
@@ -579,7 +597,7 @@ def validate_command(obj: Mapping[str, Any]) -> None:
     _check_fields(f"{cmd} command", obj, {**_COMMAND_COMMON, **spec}, {"seq", "cmd", *required})
     if obj["seq"] < 1:
         raise ProtocolError(f"{cmd} command: seq must be >= 1, got {obj['seq']}")
-    if cmd in ("set_lr",) and not (math.isfinite(obj["lr"]) and obj["lr"] >= 0):
+    if cmd == "set_lr" and not is_valid_lr(obj["lr"]):
         raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {obj['lr']!r}")
     if cmd == "scale_lr" and not (math.isfinite(obj["factor"]) and obj["factor"] > 0):
         raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {obj['factor']!r}")
@@ -598,7 +616,7 @@ def _check_rollback(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["checkpoint"]):
         raise ProtocolError(f"rollback command: invalid checkpoint name {obj['checkpoint']!r}")
     lr = obj.get("lr")
-    if lr is not None and not (math.isfinite(lr) and lr >= 0):
+    if lr is not None and not is_valid_lr(lr):
         raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {lr!r}")
     if obj.get("skip_batches", 0) < 0:
         raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {obj['skip_batches']!r}")

@@ -41,7 +41,7 @@ from typing import Any, TextIO
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.runinfo import (
-    Decision,
+    DecisionRow,
     MissingExtraError,
     ProgressFn,
     RunInfo,
@@ -281,7 +281,7 @@ def export_tensorboard(
 
 def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
     """One Markdown list per epoch that had decisions (TensorBoard keeps one text per step and tag)."""
-    by_epoch: dict[int, list[Decision]] = {}
+    by_epoch: dict[int, list[DecisionRow]] = {}
     for d in info.policy_decisions:
         by_epoch.setdefault(d.epoch if d.epoch is not None else 0, []).append(d)
     for epoch, decisions in sorted(by_epoch.items()):
@@ -290,7 +290,7 @@ def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
         writer.text("lrsup_decisions", "\n".join(lines), epoch, wall)
 
 
-def _decision_markdown(d: Decision) -> str:
+def _decision_markdown(d: DecisionRow) -> str:
     lr = f", new LR {fmt_lr(d.lr)}" if d.lr is not None and math.isfinite(d.lr) else ""
     where = f"epoch {d.epoch + 1}" if d.epoch is not None else "unknown epoch"
     step = f" (step {d.step})" if d.step is not None else ""

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 from lrsup.supervisor import protocol
 
 LAUNCHER = "lrsup.supervisor.agent.launcher"
-ENV_RESTORE = "LRSUP_RESTORE"
-ENV_ATTEMPT = "LRSUP_ATTEMPT"
+ENV_RESTORE = protocol.ENV_RESTORE
+ENV_ATTEMPT = protocol.ENV_ATTEMPT
 
 
 def trainer_argv(script: Path | str, args: Sequence[str]) -> list[str]:

@@ -45,14 +45,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from lrsup.supervisor.protocol.wire import Record, StartRecord
+from lrsup.supervisor.protocol.wire import (
+    EXIT_GIVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_UNKNOWN,
+    Record,
+    StartRecord,
+)
 from lrsup.supervisor.run.process import Handle, Spawner
 from lrsup.supervisor.run.restart import RestartPolicy
 from lrsup.supervisor.rundir.progress import RunProgress
 
-EXIT_INTERRUPTED = 130
-EXIT_FATAL = 3
-EXIT_UNKNOWN = 255  # a trainer we did not start vanished without a clean end record
+EXIT_FATAL = EXIT_GIVE_UP  # restarts used up
 
 
 class State(Enum):
@@ -97,7 +101,9 @@ class Event(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunExit:
+    """How a supervised run ends: ``lrsup run``'s exit status and why (not history's Outcome of a finished run)."""
+
     status: int
     reason: str
 
@@ -384,31 +390,31 @@ class Lifecycle:
         """Restarts decided so far (attempts beyond the first)."""
         return max(0, self.attempt - 1) if self.restart is None else max(self.restart.total, self.attempt - 1)
 
-    def outcome(self) -> Outcome:
+    def outcome(self) -> RunExit:
         """The supervisor's exit status and why; meaningful once ``state.done``."""
         if self.state is State.FATAL:
-            return Outcome(EXIT_FATAL, f"gave up after {self.restarts} restart(s): {self.fatal_reason}")
+            return RunExit(EXIT_FATAL, f"gave up after {self.restarts} restart(s): {self.fatal_reason}")
         if self._start_error is not None:
-            return Outcome(self._start_status, self._start_error)
+            return RunExit(self._start_status, self._start_error)
         rc = self.returncode
         if self.operator_stop is not None and (rc is None or rc == 0 or self.state is State.EXITED):
-            return Outcome(0, self.operator_stop)
+            return RunExit(0, self.operator_stop)
         if rc is None:
-            return Outcome(1, f"trainer still {self.state.value}")
+            return RunExit(1, f"trainer still {self.state.value}")
         if self.stop_reason is not None:
-            return Outcome(EXIT_INTERRUPTED, f"{self.stop_reason}; {describe_returncode(rc)}")
+            return RunExit(EXIT_INTERRUPTED, f"{self.stop_reason}; {describe_returncode(rc)}")
         if rc < 0:
-            return Outcome(128 - rc, describe_returncode(rc))
+            return RunExit(128 - rc, describe_returncode(rc))
         if rc > 0:
             extra = " (training raised an exception)" if self.progress.end_reason == "exception" else ""
-            return Outcome(rc, describe_returncode(rc) + extra)
+            return RunExit(rc, describe_returncode(rc) + extra)
         if self.progress.end_reason == "stopped":
-            return Outcome(0, "training stopped early by a policy")
+            return RunExit(0, "training stopped early by a policy")
         if self.progress.end_reason == "completed":
-            return Outcome(0, "training completed")
+            return RunExit(0, "training completed")
         if not self.progress.started:
-            return Outcome(0, "trainer exited with status 0 without starting training")
-        return Outcome(0, "trainer exited with status 0")
+            return RunExit(0, "trainer exited with status 0 without starting training")
+        return RunExit(0, "trainer exited with status 0")
 
 
 def describe_returncode(returncode: int) -> str:

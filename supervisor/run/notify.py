@@ -19,7 +19,7 @@ Every delivery runs in its own daemon thread, bounded by ``timeout``, so a slow 
 dead receiver never holds up training or the supervisor. Nothing is raised: a
 failure (timeout, refused connection, an answer that is not 2xx, a command that
 fails or overruns and is killed) is reported once through ``journal_fn`` as
-``{"type": "event", "event": "notify_failed", "detail": "..."}``.
+an ``EventEntry("notify_failed", "...")`` (lrsup.supervisor.protocol.journal).
 ``journal_fn`` is called from the delivery thread.
 
 The webhook gets ``{"event": ..., "run_dir": ..., **payload}`` as strict JSON (NaN
@@ -45,8 +45,10 @@ from typing import Any, Callable
 
 from lrsup import __version__
 from lrsup.supervisor.config import NOTIFY_EVENTS, NotifySettings
+from lrsup.supervisor.protocol.journal import EventEntry
+from lrsup.supervisor.protocol.wire import ENV_NOTIFY_EVENT, ENV_NOTIFY_PAYLOAD, ENV_RUN_DIR
 
-JournalFn = Callable[[dict], None]
+JournalFn = Callable[[EventEntry], None]
 
 _ENV_PAYLOAD_LIMIT = 100_000
 _STDERR_TAIL = 300
@@ -57,7 +59,7 @@ class Notifier:
 
     Args:
         settings: NotifySettings.
-        journal_fn: callable(dict) that journals a line (called on failure, from a thread).
+        journal_fn: callable(EventEntry) that journals a line (called on failure, from a thread).
         run_dir: str, Path or None. Put in the body and in ``LRSUP_RUN_DIR``
             (default: the payload's ``run_dir``).
     """
@@ -128,7 +130,7 @@ class Notifier:
                 self.failed += 1
         if error is not None:
             try:
-                self.journal_fn({"type": "event", "event": "notify_failed", "detail": error})
+                self.journal_fn(EventEntry("notify_failed", error))
             except Exception:
                 pass  # the journal itself failing must not disturb the run either
 
@@ -160,9 +162,9 @@ class Notifier:
 
     def _run(self, command: str, event: str, data: str, run_dir: str) -> str | None:
         env = dict(os.environ)
-        env.update(
-            LRSUP_EVENT=event, LRSUP_RUN_DIR=run_dir, LRSUP_PAYLOAD=data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
-        )
+        env[ENV_NOTIFY_EVENT] = event
+        env[ENV_RUN_DIR] = run_dir
+        env[ENV_NOTIFY_PAYLOAD] = data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
         where = f"command {command!r} ({event})"
         try:
             proc = subprocess.Popen(

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import socket
 import time as _time
@@ -34,10 +33,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import is_valid_lr
 from lrsup.supervisor.protocol.jsonl import LineSplitter
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
-REQUESTS_FILE = "requests.jsonl"
+REQUESTS_FILE = protocol.REQUESTS_FILE
 OPS = ("set_lr", "hold", "release", "stop")
 _FIELDS = {"v", "op", "lr", "who", "why", "time"}
 
@@ -85,7 +85,7 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
         raise RequestError(f"time must be a number, got {when!r}")
     lr = obj.get("lr")
     if op == "set_lr":
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+        if not is_valid_lr(lr):
             raise RequestError(f"set_lr needs lr, a finite number >= 0, got {lr!r}")
         lr = float(lr)
     elif lr is not None:

@@ -41,7 +41,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import Command, RetainCommand, SetLRCommand, StopCommand, VerdictCommand
 from lrsup.supervisor.protocol.doorbell import ControlWriter
+from lrsup.supervisor.protocol.journal import (
+    AppliedEntry,
+    CommandErrorEntry,
+    DecisionEntry,
+    EventEntry,
+    JournalEntry,
+    OverrideEntry,
+    RequestEntry,
+)
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
 from lrsup.supervisor.run.commands import CommandChannel
@@ -188,7 +198,7 @@ class Runner:
         self._degraded_shown = False
         self.started = self.clock.time()
         self.report = report
-        self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
+        self._notify_failures: queue.SimpleQueue[EventEntry] = queue.SimpleQueue()  # from delivery threads
         self.notifier = notifier if notifier is not None else self._make_notifier()
 
     def _env_for(self, attempt: int) -> dict[str, str]:
@@ -361,7 +371,7 @@ class Runner:
             self._on_decision(decision)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
-            self.send("verdict", epoch=record.epoch)
+            self.send(VerdictCommand(record.epoch))
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
             for old, new, what in self.channel.resend_unacked():
@@ -373,25 +383,24 @@ class Runner:
                 )
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
-            self.send("verdict", epoch=record.initial_epoch - 1)
+            self.send(VerdictCommand(record.initial_epoch - 1))
 
     def _journal_answer(self, record: AckRecord | ErrorRecord) -> None:
         """The trainer applied (``applied``) or refused (``command_error``) a command."""
         if isinstance(record, AckRecord):
-            fields = {"epoch": record.epoch, "step": record.step, "lr": record.lr, "late": record.late}
-            self.journal("applied", seq=record.seq, cmd=record.cmd, **fields)
+            self.journal(AppliedEntry(record.seq, record.cmd, record.epoch, record.step, record.lr, record.late))
         else:
-            self.journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
+            self.journal(CommandErrorEntry(record.seq, record.cmd, record.message))
 
     def _note_retain(self, decision: Decision) -> None:
-        if decision.command is not None and decision.command.get("cmd") == "retain":
-            self.retained = list(decision.command["keep"])
+        if isinstance(decision.command, RetainCommand):
+            self.retained = list(decision.command.keep)
 
     def _already_sent(self, decision: Decision) -> int | None:
         """The seq under which a resumed run's dead supervisor sent this decision's command, if it did."""
         if not self._presend or decision.command is None:
             return None
-        wanted = {**decision.command, "reason": decision.command.get("reason", decision.action.reason)}
+        wanted = {"cmd": decision.command.cmd, **decision.command.args(), "reason": decision.action.reason}
         for index, sent in enumerate(self._presend):
             if _content(sent) == wanted:
                 del self._presend[: index + 1]  # the ones before it were not decisions (a lost resend)
@@ -407,15 +416,9 @@ class Runner:
         if decision.command is not None and sent is None:
             seq, suppressed = self._send_decided(decision)
         self.journal(
-            "decision",
-            seq=seq,
-            policy=action.policy,
-            action=action.kind,
-            lr=decision.lr,
-            reason=action.reason,
-            epoch=decision.epoch,
-            step=decision.step,
-            suppressed=suppressed,
+            DecisionEntry(
+                seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
+            )
         )
         self.display.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
@@ -428,7 +431,7 @@ class Runner:
                     "lr": decision.lr,
                     "epoch": decision.epoch,
                     "step": decision.step,
-                    "checkpoint": (decision.command or {}).get("checkpoint"),
+                    "checkpoint": getattr(decision.command, "checkpoint", None),
                 },
             )
 
@@ -438,17 +441,16 @@ class Runner:
             return None, f"held by {self.held_by}"
         if self.channel.degraded is not None:
             return None, f"not sent: {self.channel.degraded}"
-        args = dict(decision.command or {})
-        args.setdefault("reason", decision.action.reason)
+        assert decision.command is not None
         try:
-            seq = self.send(args.pop("cmd"), **args)
+            seq = self.send(decision.command, reason=decision.action.reason)
         except ProtocolError as exc:  # an engine bug must not end the run
             return None, f"invalid command not sent: {exc}"
         return seq, None if seq is not None else f"not sent: {self.channel.degraded}"
 
-    def send(self, cmd: str, **args: Any) -> int | None:
+    def send(self, command: Command, *, reason: str | None = None) -> int | None:
         """Send one command; its seq, or None when not sent (the disk is full)."""
-        return self.channel.send(cmd, **args)
+        return self.channel.send(command, reason=reason)
 
     # -- operator requests (lrsup.supervisor.run.operator) -----------------------
     def hold(self, who: str, why: str | None = None) -> None:
@@ -473,16 +475,8 @@ class Runner:
         sends = request.op in ("set_lr", "stop")
         offset, index = position if position is not None else (None, None)
         if position is None or position != self._request_journaled:  # else: journaled, then the supervisor died
-            self.journal(
-                "request",
-                op=request.op,
-                who=request.who,
-                why=request.why,
-                lr=request.lr,
-                seq=self.channel.seq + 1 if sends else None,
-                offset=offset,
-                index=index,
-            )
+            seq = self.channel.seq + 1 if sends else None
+            self.journal(RequestEntry(request.op, request.who, request.why, request.lr, seq, offset, index))
         because = f" ({request.why})" if request.why else ""
         if request.op == "hold":
             self.hold(request.who, request.why)
@@ -491,14 +485,14 @@ class Runner:
         elif request.op == "set_lr":
             self._override(request, because)
         elif request.op == "stop":
-            self.send("stop", reason=f"stop requested by {request.who}{because}")
+            self.send(StopCommand(), reason=f"stop requested by {request.who}{because}")
             reason = f"stopped by {request.who}{because}"
             self.lifecycle.request_graceful_stop(now, reason, self.config.run.stop_timeout)
 
     def _override(self, request: Request, because: str) -> None:
-        seq = self.send("set_lr", lr=request.lr, reason=f"operator override by {request.who}{because}")
+        seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
         suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
-        self.journal("override", who=request.who, why=request.why, lr=request.lr, seq=seq, suppressed=suppressed)
+        self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
         self.event("override", f"{request.who} set the learning rate to {request.lr:g}{because}", seq=seq)
 
     def _apply_requests(self, now: float) -> None:
@@ -570,14 +564,14 @@ class Runner:
     def _restore_requests(self, plan: TakeOver) -> None:
         """Go on reading requests.jsonl after the last request acted on (its command written, if it has one)."""
         last = plan.journal.request
-        if last is None or not isinstance(last.get("offset"), int) or not isinstance(last.get("index"), int):
+        if last is None or last.offset is None or last.index is None:
             return
-        index, seq = last["index"], last.get("seq")
-        if isinstance(seq, int) and seq > plan.seq:
+        index = last.index
+        if last.seq is not None and last.seq > plan.seq:
             index -= 1  # journaled, but its command never reached control.jsonl: act on it again
-        self.requests.offset = last["offset"]
-        self._requests_done = (last["offset"], index)
-        self._request_journaled = (last["offset"], last["index"])
+        self.requests.offset = last.offset
+        self._requests_done = (last.offset, index)
+        self._request_journaled = (last.offset, last.index)
 
     def _restart_after_crash(self, now: float) -> None:
         """The trainer died with the supervisor: restart it, unless it had ended its training cleanly."""
@@ -592,9 +586,9 @@ class Runner:
         life.respawn(now, "restarting the trainer after the supervisor's crash")
 
     # -- journal, events, state file ------------------------------------------
-    def journal(self, kind: str, **fields: Any) -> None:
+    def journal(self, entry: JournalEntry) -> None:
         """Append one line to journal.jsonl (kept in memory while the disk is full)."""
-        self.channel.journal(kind, **fields)
+        self.channel.journal(entry)
 
     def write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
         """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""
@@ -639,7 +633,7 @@ class Runner:
 
     def event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
         """Journal an event and show it."""
-        self.journal("event", event=event, detail=detail, **extra)
+        self.journal(EventEntry(event, detail, extra))
         # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
         shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
         self.display.on_state(shown, detail)
@@ -673,7 +667,7 @@ class Runner:
         try:
             self.notifier.notify(event, payload)
         except Exception as exc:  # a broken notifier must not disturb the run
-            self._notify_failures.put({"type": "event", "event": "notify_failed", "detail": f"{event}: {exc}"})
+            self._notify_failures.put(EventEntry("notify_failed", f"{event}: {exc}"))
 
     def _journal_notify_failures(self) -> None:
         """Journal the failures the delivery threads reported (the journal is written from this thread only)."""
@@ -682,8 +676,7 @@ class Runner:
                 entry = self._notify_failures.get_nowait()
             except queue.Empty:
                 return
-            fields = {k: v for k, v in entry.items() if k not in ("type", "v", "time")}
-            self.journal(entry.get("type", "event"), **fields)
+            self.journal(entry)
 
     def _notify_end(self, status: int) -> None:
         """``end`` with the run's summary (and ``give_up`` on exit status 3); wait briefly for delivery."""

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrsup.supervisor.protocol.journal import EventEntry, RequestEntry, read_entry
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
 from lrsup.supervisor.protocol.wire import ProtocolError, Record, parse_record
 from lrsup.supervisor.rundir.progress import RunProgress
@@ -98,7 +99,7 @@ class JournalHistory:
     """What journal.jsonl says the supervisor already did (for ``lrsup resume``: never twice).
 
     Args:
-        request: dict | None, the last ``request`` line: the operator request last acted on
+        request: RequestEntry | None, the last ``request`` line: the operator request last acted on
             (``offset``: where its batch of requests.jsonl starts, ``index``: its place in the
             batch, ``seq``: the command it was to send, if any).
         held_by: str | None, who holds the policies (the last ``hold``/``release`` request).
@@ -109,7 +110,7 @@ class JournalHistory:
         finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
     """
 
-    request: dict[str, Any] | None = None
+    request: RequestEntry | None = None
     held_by: str | None = None
     request_seqs: set[int] = field(default_factory=set)
     resent_seqs: set[int] = field(default_factory=set)
@@ -128,20 +129,22 @@ def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
         "command_error": journal.applied_seqs,
     }
     for obj in iter_objects(path, ReadStats()):
-        kind, seq = obj.get("type"), obj.get("seq")
-        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-        if kind == "request":
-            journal.request = obj
-            if obj.get("op") in ("hold", "release"):
-                journal.held_by = obj.get("who") if obj["op"] == "hold" else None
+        entry = read_entry(obj)
+        seq = getattr(entry, "seq", None)
+        if isinstance(entry, RequestEntry):
+            journal.request = entry
+            if entry.op in ("hold", "release"):
+                journal.held_by = entry.who if entry.op == "hold" else None
             if seq is not None:
                 journal.request_seqs.add(seq)
-        elif kind == "event" and obj.get("event") == "resent" and seq is not None:
-            journal.resent_seqs.add(seq)
-        elif kind == "event" and obj.get("event") == "finished":
+        elif isinstance(entry, EventEntry) and entry.event == "resent" and seq is None:
+            seq = entry.fields.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                journal.resent_seqs.add(seq)
+        elif isinstance(entry, EventEntry) and entry.event == "finished":
             journal.finished = obj
-        elif kind in seqs and seq is not None:
-            seqs[kind].add(seq)
+        elif entry.kind in seqs and seq is not None:
+            seqs[entry.kind].add(seq)
     return journal
 
 

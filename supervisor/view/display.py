@@ -298,8 +298,9 @@ class PlainDisplay:
         if is_housekeeping(decision):
             return
         command = getattr(decision, "command", None)
-        if command and not decision.suppressed and isinstance(command.get("cmd"), str):
-            self._announced[command["cmd"]] = self._announced.get(command["cmd"], 0) + 1
+        cmd = getattr(command, "cmd", None)
+        if command is not None and not decision.suppressed and isinstance(cmd, str):
+            self._announced[cmd] = self._announced.get(cmd, 0) + 1
         self._print(format_decision(decision))
 
     def on_output_line(self, line: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, StartRecord
-from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
+from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, RunExit, State, StopPhase, describe_returncode
 from tests.fakes import FakeClock, FakeSpawner, feed
 
 ARGV = ["python", "-m", "launcher", "train.py"]
@@ -341,7 +341,7 @@ def test_graceful_operator_stop_is_forced_after_its_timeout_and_not_restarted():
     assert spawner.handle.group_signals == [signal.SIGTERM]
     spawner.handle.exit(0)
     assert life.transition(31.0) is State.EXITED
-    assert life.outcome() == Outcome(0, "stopped by ana@gpu3")
+    assert life.outcome() == RunExit(0, "stopped by ana@gpu3")
 
 
 def test_stop_during_backoff():

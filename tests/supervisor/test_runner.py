@@ -23,6 +23,7 @@ from lrsup.policies.actions import ScaleLR, SetHparam, SetLR, Stop
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import load_config
 from lrsup.supervisor.engine.core import Decision, Engine
+from lrsup.supervisor.protocol.commands import RollbackCommand, SetHparamCommand, SetLRCommand, StopCommand
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
 from lrsup.supervisor.protocol.wire import (
     AckRecord,
@@ -277,7 +278,7 @@ def decision(action, command, lr=None, suppressed=None):
 def test_policy_stop_ends_with_status_0_and_suppressed_decisions_are_journaled(tmp_path):
     stop = Stop(reason="enough", policy="budget")
     late_cut = SetLR(lr=0.01, reason="cut", policy="plateau")
-    engine = FakeEngine([decision(stop, {"cmd": "stop"}), decision(late_cut, None, suppressed="stop decided")], [])
+    engine = FakeEngine([decision(stop, StopCommand()), decision(late_cut, None, suppressed="stop decided")], [])
     runner, _, trainer = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0, 1.0]), engine=engine)
     assert runner.run() == 0
     assert trainer.epoch_lrs == [0.1]  # stopped after epoch 0
@@ -291,7 +292,7 @@ def test_policy_stop_ends_with_status_0_and_suppressed_decisions_are_journaled(t
 
 def test_invalid_command_is_journaled_not_sent(tmp_path):
     bad = SetLR(lr=-1.0, reason="oops", policy="buggy")
-    engine = FakeEngine([decision(bad, {"cmd": "set_lr", "lr": -1.0}, lr=-1.0)], [])
+    engine = FakeEngine([decision(bad, SetLRCommand(lr=-1.0), lr=-1.0)], [])
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     assert runner.run() == 0
     assert [c["cmd"] for c in commands(runner)] == ["verdict", "verdict", "verdict"]  # start, epochs 0 and 1
@@ -301,7 +302,7 @@ def test_invalid_command_is_journaled_not_sent(tmp_path):
 
 def test_trainer_error_record_is_journaled_and_shown(tmp_path):
     hp = SetHparam(name="momentum", value=0.9, reason="r", policy="p")
-    engine = FakeEngine([decision(hp, {"cmd": "set_hparam", "name": "momentum", "value": 0.9})], [])
+    engine = FakeEngine([decision(hp, SetHparamCommand(name="momentum", value=0.9))], [])
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     runner.run()
     (err,) = journal(runner, "command_error")
@@ -533,7 +534,7 @@ def test_trainer_argv():
 
 def plateau_decision(**kw):
     action = ScaleLR(factor=0.5, reason="val_loss 0.8 has not improved", policy="plateau")
-    return Decision(action=action, command={"cmd": "set_lr", "lr": 0.005}, lr=0.005, epoch=2, step=30, **kw)
+    return Decision(action=action, command=SetLRCommand(lr=0.005), lr=0.005, epoch=2, step=30, **kw)
 
 
 def test_plain_display_lines():
@@ -773,7 +774,7 @@ class RollbackOnFirstEpoch:
             return [
                 Decision(
                     action=action,
-                    command={"cmd": "rollback", "checkpoint": "c1", "lr": 0.01},
+                    command=RollbackCommand(checkpoint="c1", lr=0.01),
                     lr=0.01,
                     epoch=0,
                     step=record.step,

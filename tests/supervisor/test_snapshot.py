@@ -84,7 +84,7 @@ def run(engine: Engine, records: list) -> list[tuple]:
             out.append((d.action.kind, d.action.policy, d.lr, d.step, d.suppressed))
             if d.command is not None:
                 seq += 1
-                engine.feed(AckRecord(time=record.time, seq=seq, cmd=d.command["cmd"], step=record.step))
+                engine.feed(AckRecord(time=record.time, seq=seq, cmd=d.command.cmd, step=record.step))
     return out
 
 
