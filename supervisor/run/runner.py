@@ -45,6 +45,7 @@ from lrsup.supervisor.protocol.doorbell import ControlWriter
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
 from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.run.credence import Credence
 from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runner's public names)
     ENV_ATTEMPT,
@@ -152,6 +153,7 @@ class Runner:
         )
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
         self.progress = Progress()  # what the records handled so far said (resume: from the snapshot on)
+        self.credence = Credence()  # records that would steer the run if wrongly believed
         self.snapshots = SnapshotWriter(paths.root, getattr(settings, "snapshot_interval", 30.0))
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
@@ -316,7 +318,13 @@ class Runner:
         """One record: journal acks/errors, feed the engine, answer epoch records with their verdict.
 
         ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
+        A record the supervisor cannot believe (``Credence``) is journaled as such and goes nowhere else.
         """
+        doubt = self.credence.doubt(record, self.channel.seq)
+        if doubt is not None:
+            if live:
+                self._event("unbelievable", f"a record in {protocol.METRICS_FILE} not believed: {doubt}")
+            return
         self.lifecycle.on_record(record)
         self.progress.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
