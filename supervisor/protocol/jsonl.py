@@ -158,6 +158,8 @@ class JsonlReader:
         self._start = offset or 0
         self.offset = self._start  # bytes read so far
         self._splitter = LineSplitter()
+        if self._at_end and not self._reopen():  # "the current end" is now, not at the first read
+            self._at_end = False  # not there yet: all of it is new
 
     @property
     def is_open(self) -> bool:
