@@ -150,7 +150,7 @@ class JsonlReader:
         self.stats = stats if stats is not None else ReadStats()
         self.stat_every = stat_every
         self._clock = clock
-        self._next_stat = 0.0
+        self.next_stat = 0.0  # when (on ``clock``) the next read looks at the path itself (``stat_every``)
         self._fd = -1
         self._ino: int | None = None
         self._size = -1  # the size seen by the last look (``changed``)
@@ -189,10 +189,10 @@ class JsonlReader:
             st = None
             if self.stat_every > 0:
                 now = self._clock()
-                if now < self._next_stat:
+                if now < self.next_stat:
                     st = os.fstat(self._fd)  # the same file, unless replaced: seen at the next look
                 else:
-                    self._next_stat = now + self.stat_every
+                    self.next_stat = now + self.stat_every
             if st is None:
                 try:
                     st = os.stat(self.path)
@@ -237,11 +237,6 @@ class JsonlReader:
         self.offset += len(data)
         return data
 
-    @property
-    def next_stat(self) -> float:
-        """When (on ``clock``) the next read looks at the path itself (with ``stat_every``)."""
-        return self._next_stat
-
     def _split(self, data: bytes) -> list[bytes]:
         before = self._splitter.overlong
         lines = self._splitter.feed(data)
@@ -257,7 +252,12 @@ class JsonlReader:
 
     def read_lines(self) -> list[bytes]:
         """Every complete line appended since the last read (blank ones included)."""
-        data = self.read_bytes()  # the common case of a poll: nothing new, one stat and no more
+        if self._fd >= 0 and self.stat_every > 0 and self._clock() < self.next_stat:
+            # The agent's poll between looks at the path: one fstat, and nothing new (the common case).
+            st = os.fstat(self._fd)
+            if st.st_size == self.offset:
+                return []
+        data = self.read_bytes()
         return self._split(data) if data else []
 
     def objects(self, lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:

@@ -80,16 +80,20 @@ def loads(line: str | bytes) -> dict[str, Any]:
     """
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
-    data = line if isinstance(line, (bytes, bytearray)) else line.encode("utf-8", "surrogatepass")
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+    if isinstance(line, str):
+        text, data = line, line.encode("utf-8", "surrogatepass")
+    else:
+        text, data = None, bytes(line)
+    shape = data.translate(_SHAPE)  # one pass for both bounds: openers as "[", digits as "0"
+    if shape.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
         raise ProtocolError(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = _decode(line.decode() if isinstance(line, (bytes, bytearray)) else line)
+        obj = _decode(text if text is not None else data.decode())
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {short(str(exc))}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"not a JSON object: {type(obj).__name__}")
-    if _LONG_INTEGER in bytes(data).translate(_DIGIT_RUNS) and _has_huge_int(obj):
+    if _LONG_RUN in shape and _has_huge_int(obj):  # 19 digits in a row somewhere (rare): look closer
         raise ProtocolError(f"an integer of {MAX_INT.bit_length()} bits or more")
     return obj
 
@@ -178,6 +182,12 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
 _DIGIT_RUNS = bytes(ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("x") for i in range(256))
 _LONG_INTEGER = b"x" + b"0" * 19
+# ``loads``'s table: the same, and the openers of arrays and objects as "[" (counted for the depth bound).
+_SHAPE = bytes(
+    ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("[") if chr(i) in "[{" else ord("x")
+    for i in range(256)
+)
+_LONG_RUN = b"0" * 19
 
 
 def _decode_array(data: bytes) -> list | None:
