@@ -271,6 +271,10 @@ use = "platau"
             "[agent]\nheartbeat_interval = nan\n",
             "agent.heartbeat_interval: must be a number of seconds > 0 and <= 9.223e+09 (got nan)",
         ),
+        (  # beyond threading.TIMEOUT_MAX: it would kill the heartbeat thread with OverflowError (issue 17)
+            "[agent]\nheartbeat_interval = 1e10\n",
+            "agent.heartbeat_interval: must be a number of seconds > 0 and <= 9.223e+09 (got 10000000000.0)",
+        ),
         ("[agent]\nbatch_every = 2.0\n", "agent.batch_every: Input should be a valid integer (got 2.0)"),
         (
             "[agent]\nbatch_min_interval = -1\n",
@@ -281,6 +285,16 @@ use = "platau"
 )
 def test_single_problems(tmp_path, text, problem):
     assert problems_of(None, tmp_path, text).problems == [problem]
+
+
+def test_agent_ranges_are_the_protocols():
+    from lrsup.supervisor.config import AgentSettings
+    from lrsup.supervisor.protocol.bounds import MAX_SECONDS, check_agent_setting
+
+    assert AgentSettings(verdict_timeout=0).verdict_timeout == 0.0  # 0: no wait, as the agent reads it
+    assert AgentSettings(heartbeat_interval=MAX_SECONDS).heartbeat_interval == check_agent_setting(
+        "heartbeat_interval", MAX_SECONDS
+    )
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path):
