@@ -28,8 +28,6 @@ from lrsup.supervisor.agent.records import Logs, RecordWriter, metrics_of
 from lrsup.supervisor.agent.settings import AgentError, Settings, load_settings
 
 __all__ = [
-    "ENV_ATTEMPT",
-    "ENV_RESTORE",
     "Agent",
     "AgentError",
     "CheckpointEntry",
@@ -38,6 +36,8 @@ __all__ = [
     "Checkpointer",
     "CommandHandler",
     "ControlReader",
+    "ENV_ATTEMPT",
+    "ENV_RESTORE",
     "Heartbeats",
     "Logs",
     "LrControl",
