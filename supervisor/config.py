@@ -41,9 +41,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lrsup.policies.base import Policy, PolicySettings
+from lrsup.supervisor.protocol.bounds import AGENT_BOUNDS
 from lrsup.supervisor.protocol.wire import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
@@ -104,8 +114,10 @@ class AgentSettings(BaseModel):
             multiple of ``batch_every`` that comes sooner is skipped. Default 0.1 (at most 10
             records a second, whatever the step time); 0 records every ``batch_every`` steps.
         verdict_timeout: float. Seconds the agent waits at each epoch end for the
-            supervisor's verdict (> 0). Default 10.0.
+            supervisor's verdict (>= 0; 0: no wait). Default 10.0.
         heartbeat_interval: float. Seconds between heartbeat records (> 0). Default 5.0.
+        Intervals and timeouts are at most ``threading.TIMEOUT_MAX`` (the platform's longest
+        wait, about 9.2e9 s on Linux); counts at most 2**63 - 1.
         checkpoint_every_epochs: int. Save a checkpoint at the end of every this many
             epochs (>= 0; 0: off). Default 1: rollbacks need somewhere to go.
         checkpoint_every_steps: int. Save a checkpoint every this many optimizer steps
@@ -116,13 +128,22 @@ class AgentSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_every: int = Field(10, strict=True, ge=1)
-    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True, ge=0, allow_inf_nan=False)
-    verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
-    heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
-    checkpoint_every_epochs: int = Field(1, strict=True, ge=0)
-    checkpoint_every_steps: int = Field(0, strict=True, ge=0)
-    keep_last: int = Field(3, strict=True, ge=1)
+    # The types here; the ranges are the protocol's one rule (protocol/bounds.py), checked below.
+    batch_every: int = Field(10, strict=True)
+    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True)
+    verdict_timeout: float = Field(10.0, strict=True)
+    heartbeat_interval: float = Field(5.0, strict=True)
+    checkpoint_every_epochs: int = Field(1, strict=True)
+    checkpoint_every_steps: int = Field(0, strict=True)
+    keep_last: int = Field(3, strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        bound = AGENT_BOUNDS[info.field_name]  # the value is quoted by the error's formatter
+        if not bound.admits(value):
+            raise ValueError(f"must be {bound.describe()}")
+        return value if bound.integer else float(value)
 
 
 class RunSettings(BaseModel):

@@ -16,7 +16,7 @@ CURATED = [
     "lrsup.supervisor.history",
     "lrsup.supervisor.report",
     "lrsup.supervisor.view",
-    # "lrsup.supervisor.agent": the custom training loop's surface (curated with the agent)
+    "lrsup.supervisor.agent",  # the custom training loop's surface
 ]
 
 
@@ -43,3 +43,10 @@ def test_a_plugin_needs_nothing_from_the_supervisor():
         assert name in policies.__all__
     for record in ("StartRecord", "BatchRecord", "EpochRecord", "EndRecord", "AckRecord"):
         assert getattr(policies, record).__module__ == "lrsup.supervisor.protocol.wire"
+
+
+def test_a_custom_training_loop_needs_nothing_from_an_agent_submodule():
+    import lrsup.supervisor.agent as agent
+
+    for name in ("Agent", "OptimizerHandle", "AgentError", "Settings", "CheckpointEntry", "metrics_of", "ENV_RESTORE"):
+        assert name in agent.__all__

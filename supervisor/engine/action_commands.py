@@ -22,6 +22,7 @@ from lrsup.policies.base import pick_checkpoint
 from lrsup.policies.monitor import to_float32
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.engine.decision import Decision
+from lrsup.supervisor.protocol.bounds import check_agent_setting
 from lrsup.supervisor.protocol.commands import (
     ConfigureCommand,
     RollbackCommand,
@@ -141,18 +142,10 @@ def configure_decision(
     Configure on the record set. ``configured`` and ``cadence`` are updated with what is sent."""
     asked = {k: getattr(action, k) for k in CADENCE if getattr(action, k) is not None}
     for key, value in asked.items():
-        if key == "batch_min_interval":
-            if not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-            ):
-                why = f"invalid: {key} must be a number of seconds >= 0 (got {value!r})"
-                return Decision(action, None, None, epoch, step, why)
-            asked[key] = float(value)
-            continue
-        low = 1 if key == "batch_every" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            why = f"invalid: {key} must be an int >= {low} (got {value!r})"
-            return Decision(action, None, None, epoch, step, why)
+        try:
+            asked[key] = check_agent_setting(key, value)
+        except ValueError as exc:
+            return Decision(action, None, None, epoch, step, f"invalid: {exc}")
     taken = {k: configured[k] for k in asked if k in configured}
     changes = {k: v for k, v in asked.items() if k not in taken and cadence[k] != v}
     if not changes:

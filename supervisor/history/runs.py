@@ -27,11 +27,11 @@ from typing import Any, Callable, Iterator
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.rows import monitor_direction
 from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
-from lrsup.supervisor.protocol.jsonl import iter_objects
+from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats, iter_objects
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 from lrsup.supervisor.rundir.layout import RUNS_DIR
 from lrsup.supervisor.rundir.liveness import pid_alive as _pid_alive
-from lrsup.supervisor.rundir.statefile import file_size, read_json
+from lrsup.supervisor.rundir.statefile import read_json
 
 # How much of a file's head and tail the cheap readers look at.
 WINDOW = 64 * 1024
@@ -542,51 +542,28 @@ def _num(value: Any) -> float | None:
 class TailReader:
     """New complete lines of a growing file, from ``offset`` on (None: from its current end).
 
-    ``read()`` returns the objects of the lines completed since the last call; a partial
-    last line waits for its newline; a file that does not exist yet reads as empty.
+    ``read()`` returns the objects of the lines completed since the last call (garbage
+    counted in ``stats``, never raised); a partial last line waits for its newline; a file
+    that does not exist yet reads as empty. The reading is ``JsonlReader``'s.
     """
 
     def __init__(self, path: Path, offset: int | None = 0, *, parse: bool = True) -> None:
         self.path, self.parse = Path(path), parse
-        if offset is None:
-            offset = file_size(self.path)
-            # Start at a line boundary: skip the rest of a line being written.
-            self._skip_partial = offset > 0 and not _ends_with_newline(self.path, offset)
-        else:
-            self._skip_partial = False
-        self.offset = offset
-        self._tail = b""
+        self._reader = JsonlReader(self.path, offset)
+
+    @property
+    def offset(self) -> int:
+        return self._reader.offset
+
+    @property
+    def stats(self) -> ReadStats:
+        return self._reader.stats
 
     def read_bytes(self) -> bytes:
-        try:
-            with open(self.path, "rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                if size < self.offset:  # truncated or replaced: start over
-                    self.offset, self._tail = 0, b""
-                f.seek(self.offset)
-                data = f.read(size - self.offset)
-        except OSError:
-            return b""
-        self.offset += len(data)
-        return data
+        return self._reader.read_bytes()
 
     def read_lines(self) -> list[bytes]:
-        data = self._tail + self.read_bytes()
-        lines = data.split(b"\n")
-        self._tail = lines.pop()
-        if self._skip_partial and lines:
-            lines.pop(0)
-            self._skip_partial = False
-        return lines
+        return self._reader.read_lines()
 
     def read(self) -> list[dict]:
-        return _objects(self.read_lines())
-
-
-def _ends_with_newline(path: Path, offset: int) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset - 1)
-            return f.read(1) == b"\n"
-    except OSError:
-        return False
+        return list(self._reader.objects(self.read_lines()))

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.protocol.commands import is_valid_lr
-from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
 REQUESTS_FILE = protocol.REQUESTS_FILE
@@ -135,6 +135,10 @@ def send_request(
 class RequestReader:
     """Reads requests appended since the last call; bad lines are kept in ``errors``, never raised.
 
+    A line that is not a valid request (not JSON, beyond the protocol's bounds, over-long,
+    an unknown op, a bad value) becomes one message in ``errors`` (the runner journals each
+    as ``bad_request``) and is counted in ``stats.garbage``.
+
     Args:
         path: Path, the requests file (it need not exist yet).
         offset: int, where to start (resume: past the requests already handled).
@@ -142,32 +146,34 @@ class RequestReader:
 
     def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
         self.path = Path(path)
-        self.offset = offset
         self.errors: list[str] = []
         self.refused: str | None = None  # set by the runner when the file became unsafe
-        self._splitter = LineSplitter()
+        self._reader = JsonlReader(self.path, offset)
+
+    @property
+    def offset(self) -> int:
+        """Bytes read so far."""
+        return self._reader.offset
+
+    @property
+    def stats(self) -> ReadStats:
+        return self._reader.stats
 
     def read(self) -> list[Request]:
         """New complete request lines, validated (RunDirError if the file became unsafe)."""
-        try:
-            size = os.lstat(self.path).st_size
-        except FileNotFoundError:
-            return []
-        if size <= self.offset:
+        if not self._reader.changed():
             return []
         check_run_file(self.path)
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        try:
-            data = os.pread(fd, size - self.offset, self.offset)
-        finally:
-            os.close(fd)
-        self.offset += len(data)
         out = []
-        for line in self._splitter.feed(data):
-            if not line.strip():
-                continue
+        before = self.stats.garbage
+        for obj in self._reader.objects(self._reader.read_lines()):
             try:
-                out.append(validate_request(protocol.loads(line)))
-            except (protocol.ProtocolError, RequestError) as exc:
-                self.errors.append(f"bad request skipped: {exc}")
+                out.append(validate_request(obj))
+            except RequestError as exc:
+                self.stats.bad(str(exc))
+        new = self.stats.garbage - before
+        if new:
+            self.errors.extend(f"bad request skipped: {m}" for m in list(self.stats.last_errors)[-new:])
+            if new > len(self.stats.last_errors):
+                self.errors.append(f"... {new - len(self.stats.last_errors)} more bad requests skipped")
         return out

@@ -55,6 +55,7 @@ from lrsup.supervisor.protocol.journal import (
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
 from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.run.credence import Credence
 from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runner's public names)
     ENV_ATTEMPT,
@@ -176,6 +177,7 @@ class Runner:
         )
         self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
+        self.credence = Credence()  # records that would steer the run if wrongly believed
         self.snapshots = SnapshotWriter(paths.root, settings.snapshot_interval)
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
@@ -354,7 +356,13 @@ class Runner:
         """One record: journal acks/errors, feed the engine, answer epoch records with their verdict.
 
         ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
+        A record the supervisor cannot believe (``Credence``) is journaled as such and goes nowhere else.
         """
+        doubt = self.credence.doubt(record, self.channel.seq)
+        if doubt is not None:
+            if live:
+                self.event("unbelievable", f"a record in {protocol.METRICS_FILE} not believed: {doubt}")
+            return
         self.progress.on_record(record)
         self.lifecycle.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)):

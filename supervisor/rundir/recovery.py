@@ -78,12 +78,16 @@ class ControlHistory:
 
 
 def read_control(path: str | os.PathLike[str]) -> ControlHistory:
-    """Scan control.jsonl (torn tail and garbage skipped)."""
+    """Scan control.jsonl (torn tail and garbage skipped).
+
+    Only the unbroken run of seqs from 1 counts, as the agent counts it: a line with another
+    seq was not written by the supervisor (which numbers without gaps) and is skipped.
+    """
     history = ControlHistory()
     for obj in iter_objects(path, history.stats):
         seq = obj.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            history.max_seq = max(history.max_seq, seq)
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq == history.max_seq + 1:
+            history.max_seq = seq
             if obj.get("cmd") == "verdict":
                 history.verdicts += 1
                 history.last_verdict_seq = seq

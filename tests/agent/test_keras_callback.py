@@ -377,7 +377,7 @@ def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
         def on_train_batch_end(self, batch, logs=None):
             if batch == 2 and self.epoch == 1:  # written and rung as the supervisor does: seen at this batch end
                 with ControlWriter(run_dir / CONTROL_FILE, run_dir / BELL_FILE) as control:
-                    control.write(make_command(1000, "rollback", time=time.time(), checkpoint="epoch-0001"))
+                    control.write(make_command(1, "rollback", time=time.time(), checkpoint="epoch-0001"))  # next seq
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch

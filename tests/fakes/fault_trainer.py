@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.request:
                 operator_request(spec, epoch)
         if args.die_at_epoch == epoch and attempt == "1":
-            agent._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
+            agent.records.write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
             time.sleep(1.0)  # the supervisor decides and writes its commands; none is applied
             os.kill(os.getpid(), signal.SIGKILL)
         agent.epoch_end(opt, epoch=epoch, step=step, logs=logs)

@@ -407,7 +407,7 @@ def test_exception_in_loop_kills_the_trainer_group_then_propagates(tmp_path):
     assert spawner.handle.group_signals == [signal.SIGTERM]
     assert spawner.handle.returncode == -signal.SIGTERM
     assert runner.display.closed
-    assert runner.follower.mode == "polling" and runner.follower._file is None  # stopped
+    assert runner.follower.mode == "polling" and not runner.follower.is_open  # stopped
 
 
 def test_exception_with_a_trainer_ignoring_sigterm_ends_in_sigkill(tmp_path):
