@@ -395,12 +395,17 @@ def write_private(path: Path, text: str) -> None:
 def install_signal_handlers(runner: Any) -> Callable[[], None]:
     """Record SIGINT/SIGTERM (and SIGHUP unless ignored, as under nohup) for the loop.
 
-    Returns a function restoring the previous handlers.
+    SIGINT and SIGTERM go to ``runner.signals`` (stop the run); SIGHUP, a hung-up
+    terminal, to ``runner.hangups`` where the runner has one (the run goes on without
+    the terminal), else to ``runner.signals``. Returns a function restoring the previous
+    handlers.
     """
     previous: dict[int, Any] = {}
+    hup = getattr(signal, "SIGHUP", None)
 
     def handler(signum: int, frame: object) -> None:
-        runner.signals.append(signum)  # only record it: the loop acts
+        # only record it: the loop acts
+        (getattr(runner, "hangups", runner.signals) if signum == hup else runner.signals).append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is None or (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):

@@ -36,7 +36,6 @@ import json
 import os
 import queue
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -65,6 +64,7 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     write_private,
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.run.terminal import Terminal, say
 from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file
 from lrsup.supervisor.rundir.recovery import fatal_report
 from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
@@ -156,6 +156,7 @@ class Runner:
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
+        self.hangups: list[int] = []  # SIGHUP (the terminal hung up): the run goes on without it
         self._writers = writers  # (control, journal) writers; default: Appenders (tests inject failing ones)
         self._handled_signals = 0
         self._garbage_seen = 0
@@ -182,7 +183,8 @@ class Runner:
     # -- the loop -------------------------------------------------------------
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
-        self.display = self.display or make_display()
+        own = self.display is None  # make_display() writes to the real stdout: silence it when it closes
+        self.display = Terminal(self.display or make_display(), lambda e, d: self._event(e, d), silence=own)
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
         control, journal = self._writers or (
@@ -229,6 +231,9 @@ class Runner:
             sig = self.signals[self._handled_signals]
             self._handled_signals += 1
             self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
+        if self.hangups:  # the terminal hung up: go on, writing to the run directory only
+            self.hangups.clear()
+            self.display.hang_up()
         apply_requests(self, now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
@@ -417,7 +422,7 @@ class Runner:
 
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
-        print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
+        say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
 
     def _event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
         self._journal("event", event=event, detail=detail, **extra)
@@ -490,9 +495,9 @@ class Runner:
 
             paths = write_report(self.paths.root)
         except Exception as exc:
-            print(f"lrsup: report not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            say(f"lrsup: report not written: {type(exc).__name__}: {exc}")
             return
-        print(f"lrsup: report: {paths.md}", file=sys.stderr, flush=True)
+        say(f"lrsup: report: {paths.md}")
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
