@@ -12,6 +12,8 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --stubborn-child      start a child in the trainer's process group that ignores SIGINT
                           and SIGTERM (a data loader that outlives its parent); it prints
                           ``fault: child pid C``
+    --session-child       start a child in a session of its own (``start_new_session=True``),
+                          outside the trainer's process group; it prints ``fault: session child pid C``
 
 Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
 (seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import-error", action="store_true")
     p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--stubborn-child", action="store_true")
+    p.add_argument("--session-child", action="store_true")
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         import lrsup_no_such_module  # noqa: F401  (the broken script)
     if args.stubborn_child:
         subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])  # same process group, output to the log
+    if args.session_child:
+        code = STUBBORN_CHILD.replace("child pid", "session child pid")
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)  # its own session and group
     if args.start_delay and attempt == "1":
         time.sleep(args.start_delay)  # hangs before fit: no start record, no heartbeat
     losses = [float(x) for x in args.val_loss.split(",")]
