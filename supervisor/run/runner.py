@@ -65,7 +65,7 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
 from lrsup.supervisor.run.terminal import Terminal, say
-from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file
+from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file, remove_temp_files
 from lrsup.supervisor.rundir.recovery import fatal_report
 from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
 from lrsup.supervisor.rundir.statefile import write_runner_state
@@ -172,6 +172,7 @@ class Runner:
 
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
+        remove_temp_files(self.paths.root)  # what a killed attempt left half written (none is alive now)
         env = dict(self.env)
         env[ENV_ATTEMPT] = str(attempt)
         restore = self.restore_point() if attempt > 1 else None
@@ -520,6 +521,7 @@ class Runner:
                 except Exception:
                     pass  # the reaping below still SIGTERMs and SIGKILLs the group
             self._reap_group()  # also when the state is done: _finish may not have run or got through
+            remove_temp_files(self.paths.root)
             if self.lifecycle.handle is not None:
                 self.lifecycle.handle.close(timeout=1.0)
         finally:

@@ -12,6 +12,8 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --stubborn-child      start a child in the trainer's process group that ignores SIGINT
                           and SIGTERM (a data loader that outlives its parent); it prints
                           ``fault: child pid C``
+    --leave-temp          print the checkpoints/.tmp-* files it finds at its start (``fault: temp [...]``),
+                          then leave one of its own there, as a trainer killed mid-save does
     --session-child       start a child in a session of its own (``start_new_session=True``),
                           outside the trainer's process group; it prints ``fault: session child pid C``
 
@@ -75,9 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--stubborn-child", action="store_true")
     p.add_argument("--session-child", action="store_true")
+    p.add_argument("--leave-temp", action="store_true")
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
+    if args.leave_temp:
+        folder = os.path.join(os.environ["LRSUP_RUN_DIR"], "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        print(f"fault: temp {sorted(n for n in os.listdir(folder) if n.startswith('.tmp-'))}", flush=True)
+        with open(os.path.join(folder, f".tmp-epoch-0001-{os.getpid()}.weights.h5"), "wb") as f:
+            f.write(b"half a checkpoint")
     if args.import_error:
         import lrsup_no_such_module  # noqa: F401  (the broken script)
     if args.stubborn_child:
