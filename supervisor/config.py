@@ -34,9 +34,12 @@ Example (Python)::
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
+from urllib.parse import urlsplit
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
@@ -67,6 +70,26 @@ DEFAULT_STACK: list[dict[str, Any]] = [
 ]
 
 
+REDACTED = "***"
+# scheme://userinfo@ : the userinfo (user, user:password, a token) is a credential.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*@")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every URL's credentials (``user:password@``) and each of ``secrets`` replaced by ``***``.
+
+    The one redaction of lrsup: whatever it writes or prints that may hold a ``[notify]``
+    value (journal, config.json, report, terminal, error messages) goes through it.
+
+    Example::
+
+        redact("POST https://ana:pw@hooks.example.com/x failed")  # 'POST https://***@hooks.example.com/x failed'
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+
+
 NotifyEvent = Literal["end", "give_up", "rollback", "restart"]
 NOTIFY_EVENTS: tuple[str, ...] = ("end", "give_up", "rollback", "restart")
 
@@ -79,6 +102,9 @@ class NotifySettings(BaseModel):
         command: str or None. A shell command run for each selected event.
         on: list of events to notify: ``end``, ``give_up``, ``rollback``, ``restart``.
         timeout: float seconds (> 0, at most 300) each delivery may take.
+        secret: list of ``"webhook"`` / ``"command"``: values never written or printed
+            (``***`` instead, the webhook's scheme and host kept). A URL's credentials
+            (``https://user:password@host``) are always hidden.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +113,37 @@ class NotifySettings(BaseModel):
     command: str | None = Field(default=None, min_length=1)
     on: list[NotifyEvent] = Field(default_factory=lambda: ["end", "give_up"])
     timeout: float = Field(default=5.0, gt=0, le=300)
+    secret: list[Literal["webhook", "command"]] = Field(default_factory=list)
+
+    def secrets(self) -> list[str]:
+        """The values to hide: the fields marked secret, and the webhook's credentials."""
+        out = []
+        if self.webhook is not None:
+            parts = urlsplit(str(self.webhook))
+            if "webhook" in self.secret:
+                out.append(str(self.webhook))
+                out.append(str(self.webhook).rstrip("/"))
+            if "@" in parts.netloc:
+                out.append(parts.netloc.rsplit("@", 1)[0])
+        if self.command is not None and "command" in self.secret:
+            out.append(self.command)
+        return [s for s in out if s and s not in ("/", "@")]
+
+    def redact(self, text: str) -> str:
+        """``text`` without this table's secrets (see :func:`redact`)."""
+        return redact(text, self.secrets())
+
+    def redacted(self) -> dict[str, Any]:
+        """The table as JSON with its secrets replaced (what config.json and reports show)."""
+        data = self.model_dump(mode="json", exclude={"secret"} if not self.secret else None)
+        if data.get("webhook") is not None:
+            parts = urlsplit(data["webhook"])
+            host = parts.netloc.rsplit("@", 1)[-1]
+            shown = f"{parts.scheme}://{host}/{REDACTED}" if "webhook" in self.secret else redact(data["webhook"])
+            data["webhook"] = shown
+        if data.get("command") is not None and "command" in self.secret:
+            data["command"] = REDACTED
+        return data
 
     @property
     def enabled(self) -> bool:
@@ -189,7 +246,7 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = [redact(problem) for problem in problems]  # a bad webhook URL quotes its credentials
         super().__init__("\n".join(f"- {source}: {problem}" for problem in self.problems))
 
 
@@ -219,7 +276,8 @@ class ResolvedConfig:
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (what goes to config.json); non-finite floats are kept as floats.
 
-        ``notify`` is there only when the configuration has a ``[notify]`` table.
+        ``notify`` is there only when the configuration has a ``[notify]`` table, its
+        secrets replaced by ``***`` (:meth:`NotifySettings.redacted`).
         """
         data = {
             "source": self.source,
@@ -228,7 +286,7 @@ class ResolvedConfig:
             "policies": [{"use": name, **settings.model_dump()} for name, _, settings in self.policies],
         }
         if self.notify is not None:
-            data["notify"] = self.notify.model_dump(mode="json")
+            data["notify"] = self.notify.redacted()  # never a secret in config.json
         return data
 
 
@@ -290,10 +348,28 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
         raise ConfigError(source, [f"expected a JSON object (got {_got(data)})"])
     table = {key: data[key] for key in ("agent", "run") if key in data}
     if data.get("notify") is not None:
-        table["notify"] = data["notify"]
+        table["notify"] = _unredacted_notify(data["notify"], data.get("source"))
     if "policies" in data:
         table["policy"] = data["policies"]
     return _resolve(table, source, "")
+
+
+def _unredacted_notify(stored: Any, source: Any) -> Any:
+    """A ``[notify]`` table from config.json with its secrets back, read again from the original file.
+
+    config.json holds ``***`` for secrets; a resumed run takes them from the file the run
+    was started with, when its ``[notify]`` still redacts to exactly what was stored.
+    Otherwise the table is dropped (no notifications rather than a command ``***``).
+    """
+    if not isinstance(stored, dict) or REDACTED not in json.dumps(stored, default=str):
+        return stored
+    try:
+        original = load_config(Path(source), Path("/")) if isinstance(source, str) else None
+    except ConfigError:
+        original = None
+    if original is None or original.notify is None or original.notify.redacted() != stored:
+        return None
+    return original.notify.model_dump(mode="json")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
