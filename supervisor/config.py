@@ -70,6 +70,12 @@ DEFAULT_STACK: list[dict[str, Any]] = [
 ]
 
 
+# The longest interval or timeout accepted (a year, in seconds): far below what the platform
+# bounds (threading.TIMEOUT_MAX, time_t, datetime), so no setting can overflow a wait or a timestamp.
+MAX_SECONDS = 365 * 24 * 3600.0
+# The deepest nesting of tables and arrays read from a TOML file (lrsup's own need 3).
+MAX_DEPTH = 32
+
 REDACTED = "***"
 # scheme://userinfo@ : the userinfo (user, user:password, a token) is a credential.
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*@")
@@ -172,9 +178,11 @@ class AgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_every: int = Field(10, strict=True, ge=1)
-    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True, ge=0, allow_inf_nan=False)
-    verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
-    heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
+    batch_min_interval: float = Field(
+        DEFAULT_BATCH_MIN_INTERVAL, strict=True, ge=0, allow_inf_nan=False, le=MAX_SECONDS
+    )
+    verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
     checkpoint_every_epochs: int = Field(1, strict=True, ge=0)
     checkpoint_every_steps: int = Field(0, strict=True, ge=0)
     keep_last: int = Field(3, strict=True, ge=1)
@@ -213,17 +221,17 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
-    poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False)
+    grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
     max_restarts: int = Field(5, strict=True, ge=0)
-    restart_window: float = Field(3600.0, gt=0, allow_inf_nan=False)
-    backoff_base: float = Field(5.0, gt=0, allow_inf_nan=False)
-    backoff_cap: float = Field(300.0, gt=0, allow_inf_nan=False)
-    hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
-    stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False)
-    stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
-    start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False)
-    snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False)
+    restart_window: float = Field(3600.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    backoff_base: float = Field(5.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    backoff_cap: float = Field(300.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
+    snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> "RunSettings":
@@ -373,13 +381,31 @@ def _unredacted_notify(stored: Any, source: Any) -> Any:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    too_deep = ConfigError(str(path), [f"a value nested more than {MAX_DEPTH} levels deep (tables and arrays)"])
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+    except RecursionError:  # tomllib's parser recurses once per level
+        raise too_deep from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    if _depth(data) > MAX_DEPTH:
+        raise too_deep
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s dicts and lists nest (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _got(value: Any) -> str:
