@@ -112,6 +112,8 @@ class Lifecycle:
             attempt ``n`` (1, 2, ...); None reuses the first environment.
         drain: callable() | None, called when an exit is noticed, before deciding on it
             (the runner reads the attempt's last records).
+        disk_full: callable() -> str | None, a phrase when the run directory's disk is full
+            (asked when an attempt fails, so the give-up names the disk, not the program).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class Lifecycle:
         restart: RestartPolicy | None = None,
         env_for_attempt: Callable[[int], Mapping[str, str]] | None = None,
         drain: Callable[[], None] | None = None,
+        disk_full: Callable[[], str | None] | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
@@ -130,6 +133,7 @@ class Lifecycle:
         self.restart = restart
         self.env_for_attempt = env_for_attempt
         self.drain = drain
+        self.disk_full = disk_full
         self.attempt = 0
         self.time_lost = 0.0  # seconds spent in failed attempts and backoff
         self.fatal_reason: str | None = None
@@ -238,7 +242,8 @@ class Lifecycle:
         if self._spawned_at is not None:
             self.time_lost += max(0.0, now - self._spawned_at)
         cause = f"{self.kill_reason}; {detail}" if self.kill_reason else detail
-        verdict = self.restart.on_failure(now, reached_epoch=self._epoch_seen)
+        full = self.disk_full() if self.disk_full is not None else None
+        verdict = self.restart.on_failure(now, reached_epoch=self._epoch_seen, disk_full=full)
         if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
             # What the dead attempt left in its group (a data loader, a forked child): not kept
             # alive beside the next attempt.

@@ -64,6 +64,7 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     write_private,
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.run.space import SPACE_WAIT, disk_full, is_enospc, wait_for_space
 from lrsup.supervisor.run.terminal import Terminal, say
 from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file, remove_temp_files
 from lrsup.supervisor.rundir.recovery import fatal_report
@@ -103,6 +104,8 @@ class Runner:
         offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
         notifier: Notifier | None, where notifications go (default: built from ``config.notify``).
         report: bool, write report.md/.html/.png into the run directory when the run ends.
+        space_wait: float, seconds the last writes (journal, supervisor.json, report) wait for
+            space on a full disk before lrsup says they could not be written.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Runner:
         offset: int = 0,
         notifier: Any = None,
         report: bool = False,
+        space_wait: float = SPACE_WAIT,
     ) -> None:
         self.config, self.engine, self.paths = config, engine, paths
         self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
@@ -143,7 +147,12 @@ class Runner:
                 settings.max_restarts, settings.restart_window, settings.backoff_base, settings.backoff_cap
             )
         self.lifecycle = Lifecycle(
-            self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for, drain=self._read_records
+            self.spawner,
+            grace=grace,
+            restart=restart,
+            env_for_attempt=self._env_for,
+            drain=self._read_records,
+            disk_full=lambda: disk_full(self.paths.root),
         )
         self.watchdog = Watchdog(
             getattr(settings, "hang_timeout", 120.0),
@@ -167,6 +176,7 @@ class Runner:
         self._degraded_shown = False
         self.started = self.clock.time()
         self.report = report
+        self.space_wait = space_wait  # longest wait for space for the last writes (state, report)
         self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
         self.notifier = notifier if notifier is not None else self._make_notifier()
 
@@ -215,7 +225,7 @@ class Runner:
             if self.lifecycle.state is State.FATAL:
                 self._fatal_report(outcome.reason)
             self._event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
-            self._write_state(outcome.status, outcome.reason)
+            self._write_last_state(outcome.status, outcome.reason)
             ended = True
             self._notify_end(outcome.status)
             return outcome.status
@@ -421,6 +431,22 @@ class Runner:
         if key != self._state_key and write_runner_state(self, exit_status, reason):
             self._state_key = key
 
+    def _write_last_state(self, exit_status: int, reason: str) -> None:
+        """The journal's last lines and supervisor.json's final state, waiting for space on a full disk."""
+
+        def write() -> bool:
+            self.channel.flush()
+            self._write_state(exit_status, reason)
+            return not self.channel.pending and self._state_key is not None and self._state_key[-1] == exit_status
+
+        stop = len(self.signals)
+        if not wait_for_space(
+            write, self.clock, self.space_wait, say, "supervisor.json", lambda: len(self.signals) > stop
+        ):
+            say(
+                f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
+            )
+
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
         say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
@@ -491,14 +517,26 @@ class Runner:
 
     def _write_report(self) -> None:
         """The morning report, best effort: a failure is one line on stderr, never a changed status."""
-        try:
-            from lrsup.supervisor.report.write import write_report
+        from lrsup.supervisor.report.write import write_report
 
-            paths = write_report(self.paths.root)
-        except Exception as exc:
-            say(f"lrsup: report not written: {type(exc).__name__}: {exc}")
-            return
-        say(f"lrsup: report: {paths.md}")
+        done: list = []
+        failed: list[BaseException] = []
+
+        def write() -> bool:
+            try:
+                done.append(write_report(self.paths.root))
+                return True
+            except Exception as exc:
+                failed[:] = [exc]
+                return not is_enospc(exc)  # only a full disk is worth waiting for
+
+        wait_for_space(write, self.clock, self.space_wait, say, "the report")
+        if done:
+            say(f"lrsup: report: {done[0].md}")
+        elif failed:
+            exc = failed[0]
+            later = f" (write it later: lrsup report {self.paths.root})" if is_enospc(exc) else ""
+            say(f"lrsup: report not written: {type(exc).__name__}: {exc}{later}")
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
