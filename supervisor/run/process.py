@@ -127,6 +127,34 @@ def _stat(pid: int) -> tuple[bytes, int, int, int] | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``: /proc/<pid>/task/<tid>/children of each of its threads (cheap),
+    else a scan of every process's parent (kernels without CONFIG_PROC_CHILDREN)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{tid}"):
+                return _children_by_scan(pid)  # the thread is there, its children file is not
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _children_by_scan(parent: int) -> list[int]:
+    try:
+        names = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+    return [pid for pid in names if (st := _stat(pid)) is not None and st[1] == parent]
+
+
 class Descendants:
     """The trainer's process tree, remembered while it runs: (pid, start time) of every descendant seen.
 
@@ -147,21 +175,13 @@ class Descendants:
         if not force and now - self._last < self.interval:
             return
         self._last = now
-        try:
-            names = [int(n) for n in os.listdir("/proc") if n.isdigit()]
-        except OSError:
-            return
-        children: dict[int, list[tuple[int, int]]] = {}
-        for pid in names:
-            st = _stat(pid)
-            if st is not None and st[0] != b"Z":
-                children.setdefault(st[1], []).append((pid, st[3]))
         parents = [self.root] if self.root_alive else []
         parents += self.live()
         while parents:
-            for pid, start in children.get(parents.pop(), ()):
-                if self.known.get(pid) != start and pid != self.root:
-                    self.known[pid] = start
+            for pid in _children(parents.pop()):
+                st = _stat(pid)
+                if st is not None and st[0] != b"Z" and pid != self.root and self.known.get(pid) != st[3]:
+                    self.known[pid] = st[3]
                     parents.append(pid)
 
     def live(self) -> list[int]:
