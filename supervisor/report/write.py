@@ -50,6 +50,7 @@ from lrsup.supervisor.report.tables import (
     summary_rows,
 )
 from lrsup.supervisor.report.terminal import render_compare_terminal, render_terminal
+from lrsup.supervisor.rundir.layout import write_atomic
 from lrsup.supervisor.rundir.statefile import file_size
 
 __all__ = [
@@ -180,7 +181,6 @@ def _load_all(paths: list[Path], progress: ProgressFn | None) -> list[RunInfo]:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write through a temporary file and rename, so a reader never sees half a report (0600; no
+    temporary file is left when the disk is full)."""
+    write_atomic(path, data)

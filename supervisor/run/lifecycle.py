@@ -121,6 +121,8 @@ class Lifecycle:
             (the runner reads the attempt's last records).
         progress: RunProgress | None, where the run is (fed by the runner's record handler;
             read here: did training start, did this attempt get through an epoch, how its fit ended).
+        disk_full: callable() -> str | None, a phrase when the run directory's disk is full
+            (asked when an attempt fails, so the give-up names the disk, not the program).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class Lifecycle:
         env_for_attempt: Callable[[int], Mapping[str, str]] | None = None,
         drain: Callable[[], None] | None = None,
         progress: RunProgress | None = None,
+        disk_full: Callable[[], str | None] | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
@@ -141,6 +144,7 @@ class Lifecycle:
         self.env_for_attempt = env_for_attempt
         self.drain = drain
         self.progress = progress if progress is not None else RunProgress()
+        self.disk_full = disk_full
         self.attempt = 0
         self.time_lost = 0.0  # seconds spent in failed attempts and backoff
         self.fatal_reason: str | None = None
@@ -264,7 +268,8 @@ class Lifecycle:
         if self._spawned_at is not None:
             self.time_lost += max(0.0, now - self._spawned_at)
         cause = f"{self.kill_reason}; {detail}" if self.kill_reason else detail
-        verdict = self.restart.on_failure(now, reached_epoch=self.progress.attempt_progressed)
+        full = self.disk_full() if self.disk_full is not None else None
+        verdict = self.restart.on_failure(now, reached_epoch=self.progress.attempt_progressed, disk_full=full)
         if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
             # What the dead attempt left in its group (a data loader, a forked child): not kept
             # alive beside the next attempt.

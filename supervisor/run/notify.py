@@ -20,7 +20,9 @@ dead receiver never holds up training or the supervisor. Nothing is raised: a
 failure (timeout, refused connection, an answer that is not 2xx, a command that
 fails or overruns and is killed) is reported once through ``journal_fn`` as
 an ``EventEntry("notify_failed", "...")`` (lrsup.supervisor.protocol.journal).
-``journal_fn`` is called from the delivery thread.
+``journal_fn`` is called from the delivery thread. The detail never holds a secret: a
+URL's credentials and the values marked ``secret = ["webhook", "command"]`` are replaced
+by ``***`` (lrsup.supervisor.config.redact, the one redaction).
 
 The webhook gets ``{"event": ..., "run_dir": ..., **payload}`` as strict JSON (NaN
 and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``). The
@@ -31,6 +33,7 @@ over 100 kB, the safe size of one environment variable).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -39,6 +42,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -129,18 +133,21 @@ class Notifier:
             else:
                 self.failed += 1
         if error is not None:
-            try:
-                self.journal_fn(EventEntry("notify_failed", error))
+            try:  # the error quotes the webhook or command: never their secrets
+                self.journal_fn(EventEntry("notify_failed", self.settings.redact(error)))
             except Exception:
                 pass  # the journal itself failing must not disturb the run either
 
     def _post(self, url: str, event: str, data: str) -> str | None:
-        request = urllib.request.Request(
-            url,
-            data=data.encode("utf-8"),
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"},
-        )
+        headers = {"Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"}
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:  # urllib does not send a URL's credentials: HTTP basic auth does
+            userinfo, host = parts.netloc.rsplit("@", 1)
+            user, _, password = userinfo.partition(":")
+            token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+            url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+        request = urllib.request.Request(url, data=data.encode("utf-8"), method="POST", headers=headers)
         where = f"webhook {url} ({event})"
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:

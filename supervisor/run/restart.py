@@ -71,9 +71,21 @@ class RestartPolicy:
     def total(self) -> int:
         return len(self.restarts)
 
-    def on_failure(self, now: float, *, reached_epoch: bool) -> RestartVerdict:
-        """An attempt failed at ``now``; ``reached_epoch``: it wrote at least one epoch record."""
-        self.fast_failures = 0 if reached_epoch else self.fast_failures + 1
+    def on_failure(self, now: float, *, reached_epoch: bool, disk_full: str | None = None) -> RestartVerdict:
+        """An attempt failed at ``now``; ``reached_epoch``: it wrote at least one epoch record.
+
+        ``disk_full``: a phrase when the run directory's disk is full. Such a failure is not
+        a program that cannot start (the fast-failure rule does not count it): it is
+        restarted within the budget, and every reason names the full disk.
+        """
+        verdict = self._decide(now, reached_epoch, disk_full is not None)
+        if disk_full is not None:
+            return RestartVerdict(verdict.give_up, verdict.delay, f"{disk_full}; {verdict.reason}")
+        return verdict
+
+    def _decide(self, now: float, reached_epoch: bool, disk_full: bool) -> RestartVerdict:
+        if not disk_full:
+            self.fast_failures = 0 if reached_epoch else self.fast_failures + 1
         if self.fast_failures >= FAST_FAILURES_TO_GIVE_UP:
             return RestartVerdict(
                 True,

@@ -36,7 +36,6 @@ import json
 import os
 import queue
 import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -77,7 +76,9 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     write_private,
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
-from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file
+from lrsup.supervisor.run.space import SPACE_WAIT, disk_full, is_enospc, wait_for_space
+from lrsup.supervisor.run.terminal import Terminal, say
+from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file, remove_temp_files
 from lrsup.supervisor.rundir.liveness import process_start_time
 from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.recovery import TakeOver, fatal_report
@@ -127,6 +128,8 @@ class Runner:
         offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
         notifier: Notifier | None, where notifications go (default: built from ``config.notify``).
         report: bool, write report.md/.html/.png into the run directory when the run ends.
+        space_wait: float, seconds the last writes (journal, supervisor.json, report) wait for
+            space on a full disk before lrsup says they could not be written.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class Runner:
         offset: int = 0,
         notifier: Any = None,
         report: bool = False,
+        space_wait: float = SPACE_WAIT,
     ) -> None:
         self.config, self.engine, self.paths = config, engine, paths
         self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
@@ -174,9 +178,11 @@ class Runner:
             env_for_attempt=self._env_for,
             drain=self._read_records,
             progress=self.progress,
+            disk_full=lambda: disk_full(self.paths.root),
         )
         self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
+        self.space_wait = space_wait  # longest wait for space for the last writes (state, report)
         self.credence = Credence()  # records that would steer the run if wrongly believed
         self.snapshots = SnapshotWriter(paths.root, settings.snapshot_interval)
         self.requests = RequestReader(paths.requests)
@@ -190,6 +196,7 @@ class Runner:
         self._trainer: tuple[int | None, int | None] = (None, None)  # (pid, start time) in supervisor.json
         self._restore: str | None = None  # the checkpoint the current attempt restores
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
+        self.hangups: list[int] = []  # SIGHUP (the terminal hung up): the run goes on without it
         self._writers = writers  # (control, journal) writers; default: Appenders (tests inject failing ones)
         self._handled_signals = 0
         self._garbage_seen = 0
@@ -205,6 +212,7 @@ class Runner:
 
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
+        remove_temp_files(self.paths.root)  # what a killed attempt left half written (none is alive now)
         env = dict(self.env)
         env[ENV_ATTEMPT] = str(attempt)
         restore = self.restore_point() if attempt > 1 else None
@@ -218,7 +226,8 @@ class Runner:
     # -- the loop -------------------------------------------------------------
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
-        self.display = self.display or make_display()
+        own = self.display is None  # make_display() writes to the real stdout: silence it when it closes
+        self.display = Terminal(self.display or make_display(), lambda e, d: self.event(e, d), silence=own)
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
         control, journal = self._writers or (
@@ -249,7 +258,7 @@ class Runner:
             if self.lifecycle.state is State.FATAL:
                 self._fatal_report(outcome.reason)
             self.event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
-            self.write_state(outcome.status, outcome.reason)
+            self._write_last_state(outcome.status, outcome.reason)
             ended = True
             self._notify_end(outcome.status)
             return outcome.status
@@ -266,6 +275,9 @@ class Runner:
             sig = self.signals[self._handled_signals]
             self._handled_signals += 1
             self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
+        if self.hangups:  # the terminal hung up: go on, writing to the run directory only
+            self.hangups.clear()
+            self.display.hang_up()
         self._apply_requests(now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
@@ -635,9 +647,25 @@ class Runner:
             "updated": self.clock.time(),
         }
 
+    def _write_last_state(self, exit_status: int, reason: str) -> None:
+        """The journal's last lines and supervisor.json's final state, waiting for space on a full disk."""
+
+        def write() -> bool:
+            self.channel.flush()
+            self.write_state(exit_status, reason)
+            return not self.channel.pending and self._state_key is not None and self._state_key[-1] == exit_status
+
+        stop = len(self.signals)
+        if not wait_for_space(
+            write, self.clock, self.space_wait, say, "supervisor.json", lambda: len(self.signals) > stop
+        ):
+            say(
+                f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
+            )
+
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
-        print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
+        say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
 
     def event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
         """Journal an event and show it."""
@@ -705,14 +733,26 @@ class Runner:
 
     def _write_report(self) -> None:
         """The morning report, best effort: a failure is one line on stderr, never a changed status."""
-        try:
-            from lrsup.supervisor.report.write import write_report
+        from lrsup.supervisor.report.write import write_report
 
-            paths = write_report(self.paths.root)
-        except Exception as exc:
-            print(f"lrsup: report not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return
-        print(f"lrsup: report: {paths.md}", file=sys.stderr, flush=True)
+        done: list = []
+        failed: list[BaseException] = []
+
+        def write() -> bool:
+            try:
+                done.append(write_report(self.paths.root))
+                return True
+            except Exception as exc:
+                failed[:] = [exc]
+                return not is_enospc(exc)  # only a full disk is worth waiting for
+
+        wait_for_space(write, self.clock, self.space_wait, say, "the report")
+        if done:
+            say(f"lrsup: report: {done[0].md}")
+        elif failed:
+            exc = failed[0]
+            later = f" (write it later: lrsup report {self.paths.root})" if is_enospc(exc) else ""
+            say(f"lrsup: report not written: {type(exc).__name__}: {exc}{later}")
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
@@ -735,6 +775,7 @@ class Runner:
                 except Exception:
                     pass  # the reaping below still SIGTERMs and SIGKILLs the group
             self._reap_group()  # also when the state is done: _finish may not have run or got through
+            remove_temp_files(self.paths.root)
             if self.lifecycle.handle is not None:
                 self.lifecycle.handle.close(timeout=1.0)
         finally:

@@ -15,6 +15,10 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --request E:OP[:LR]   play the operator: append an ``OP`` request (set_lr with LR, hold,
                           release) to requests.jsonl at the end of epoch E, before its epoch
                           record (repeatable; only in attempt 1)
+    --leave-temp          print the checkpoints/.tmp-* files it finds at its start (``fault: temp [...]``),
+                          then leave one of its own there, as a trainer killed mid-save does
+    --session-child       start a child in a session of its own (``start_new_session=True``),
+                          outside the trainer's process group; it prints ``fault: session child pid C``
 
 Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
 (seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
@@ -86,13 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--stubborn-child", action="store_true")
     p.add_argument("--request", action="append", default=[])
+    p.add_argument("--session-child", action="store_true")
+    p.add_argument("--leave-temp", action="store_true")
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
+    if args.leave_temp:
+        folder = os.path.join(os.environ["LRSUP_RUN_DIR"], "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        print(f"fault: temp {sorted(n for n in os.listdir(folder) if n.startswith('.tmp-'))}", flush=True)
+        with open(os.path.join(folder, f".tmp-epoch-0001-{os.getpid()}.weights.h5"), "wb") as f:
+            f.write(b"half a checkpoint")
     if args.import_error:
         import lrsup_no_such_module  # noqa: F401  (the broken script)
     if args.stubborn_child:
         subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])  # same process group, output to the log
+    if args.session_child:
+        code = STUBBORN_CHILD.replace("child pid", "session child pid")
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)  # its own session and group
     if args.start_delay and attempt == "1":
         time.sleep(args.start_delay)  # hangs before fit: no start record, no heartbeat
     losses = [float(x) for x in args.val_loss.split(",")]
