@@ -121,7 +121,7 @@ def _apply_cost(agent, handle, run: Path, n: int) -> list[float]:
     from lrsup.supervisor.protocol.doorbell import BELL_FILE, ControlWriter
 
     out = []
-    seq = agent._max_seq  # noqa: SLF001 - only to continue numbering in a reused dir
+    seq = agent.commands.max_seq  # to continue numbering in a reused dir
     lr = None
     with (
         ControlWriter(run / protocol.CONTROL_FILE, run / BELL_FILE) as control,

@@ -87,13 +87,14 @@ def run_one(cell: dict, tmp: Path, epochs: int) -> dict:
     except (OSError, ValueError):
         out.update(final=0.0, best=0.0, failed=proc.stdout[-1500:])
     if cell["arm"] == "lrsup":
-        journal = tmp / f"run-{name}" / "journal.jsonl"
+        from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
+        from lrsup.supervisor.protocol.jsonl import iter_objects
+        from lrsup.supervisor.protocol.wire import JOURNAL_FILE
+
+        journal = tmp / f"run-{name}" / JOURNAL_FILE
         try:
-            out["decisions"] = sum(
-                1
-                for line in journal.read_text().splitlines()
-                if '"type": "decision"' in line or '"type":"decision"' in line
-            )
+            journal.stat()  # a missing journal: decisions unknown
+            out["decisions"] = sum(isinstance(read_entry(obj), DecisionEntry) for obj in iter_objects(journal))
         except OSError:
             out["decisions"] = None
     print(

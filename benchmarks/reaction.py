@@ -116,7 +116,9 @@ def follower_modes(use_inotify: bool):
 
 def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> dict:
     """Supervise one run of the reaction trainer with the follower in ``mode``; the spans measured."""
+    from lrsup.supervisor import protocol
     from lrsup.supervisor.config import load_config
+    from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
     from lrsup.supervisor.run import runner
     from lrsup.supervisor.rundir.layout import RunDir
 
@@ -141,11 +143,11 @@ def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> di
     if modes != [mode]:
         raise RuntimeError(f"asked for the follower in mode {mode!r}, it started in {modes}")
     if status != 0:
-        log = (run_dir / "trainer.log").read_text(errors="replace")[-2000:]
+        log = (run_dir / protocol.TRAINER_LOG).read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{mode}: supervised run exited with {status}; trainer.log ends:\n{log}")
-    metrics = _read(run_dir / "metrics.jsonl")
-    journal = _read(run_dir / "journal.jsonl")
-    sent = {c["seq"]: c for c in _read(run_dir / "control.jsonl") if "seq" in c}
+    metrics = _read(run_dir / protocol.METRICS_FILE)
+    journal = [read_entry(obj) for obj in _read(run_dir / protocol.JOURNAL_FILE)]
+    sent = {c["seq"]: c for c in _read(run_dir / protocol.CONTROL_FILE) if "seq" in c}
     epochs_rec = {r["epoch"]: r for r in metrics if r.get("type") == "epoch"}
     batches = {r["step"]: r for r in metrics if r.get("type") == "batch"}
     acks = {r["seq"]: r for r in metrics if r.get("type") == "ack"}
@@ -162,13 +164,13 @@ def one_run(mode: str, epochs: int, steps: int, step_ms: float, tmp: Path) -> di
         "epoch_step_lag": [],
     }
     for d in journal:
-        if d.get("type") != "decision" or d.get("seq") is None:
+        if not isinstance(d, DecisionEntry) or d.seq is None:
             continue
-        kind = "epoch" if d["policy"] == "plateau" else "batch"
-        src = epochs_rec[d["epoch"]] if kind == "epoch" else batches[d["step"]]
-        out[f"{kind}_answer"].append(sent[d["seq"]]["time"] - src["time"])
+        kind = "epoch" if d.policy == "plateau" else "batch"
+        src = epochs_rec[d.epoch] if kind == "epoch" else batches[d.step]
+        out[f"{kind}_answer"].append(sent[d.seq]["time"] - src["time"])
         out["epoch_decisions"] += kind == "epoch"
-        ack = acks.get(d["seq"])
+        ack = acks.get(d.seq)
         if ack is None:
             out["unapplied"] += 1
             continue

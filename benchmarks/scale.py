@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import default_stack_toml, machine_line, md_table, print_table, rss_mb, update_section
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, CONTROL_FILE, JOURNAL_FILE, METRICS_FILE
 
 _NOTE = ""
 
@@ -109,23 +110,25 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
     runner would, the last one about ``snapshot_tail`` records before the end.
     """
     from lrsup.supervisor.engine.core import Engine
-    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, make_command
+    from lrsup.supervisor.protocol.commands import VerdictCommand, encode_command
+    from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps
     from lrsup.supervisor.run.follower import Follower
-    from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
+    from lrsup.supervisor.rundir.progress import RunProgress
+    from lrsup.supervisor.rundir.snapshot import SnapshotWriter
 
     config = _default_config(run_dir)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json()))
-    (run_dir / "journal.jsonl").touch()
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_json()))
+    (run_dir / JOURNAL_FILE).touch()
     engine = Engine.from_config(config)
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     follower = Follower(path, use_watchdog=False)
     snapshots = SnapshotWriter(run_dir, interval=1.0)
-    progress = Progress()
+    progress = RunProgress()
     checkpoints = {10_000, 100_000, 1_000_000, total}
     rss = {"before": rss_mb()}
     busy, cpu, n, decisions, seq, acks = 0.0, 0.0, 0, 0, 0, []
     t0 = time.time()
-    with open(path, "a") as f, open(run_dir / "control.jsonl", "a") as control:
+    with open(path, "a") as f, open(run_dir / CONTROL_FILE, "a") as control:
         while n < total:
             count = min(chunk, total - n)
             f.write("".join(acks) + _lines(n, count, t0))  # the trainer's acks come in its next lines
@@ -139,11 +142,12 @@ def ingest(run_dir: Path, total: int, chunk: int = 10_000, snapshot_tail: int = 
                     decisions += 1
                     if decision.command is not None:
                         seq += 1
-                        sent.append(make_command(seq, **decision.command, time=record.time))
-                        acks.append(_ack(seq, decision.command["cmd"], record))
+                        sent.append(encode_command(decision.command, seq=seq, time=record.time))
+                        acks.append(_ack(seq, decision.command.cmd, record))
                 if type(record) is EpochRecord or type(record) is StartRecord:
                     seq += 1
-                    sent.append(make_command(seq, "verdict", epoch=getattr(record, "epoch", -1), time=record.time))
+                    verdict = VerdictCommand(getattr(record, "epoch", -1))
+                    sent.append(encode_command(verdict, seq=seq, time=record.time))
             busy += time.perf_counter() - s
             cpu += time.process_time() - c
             control.write("".join(dumps(cmd) + "\n" for cmd in sent))
@@ -184,7 +188,7 @@ def ingest_repeats(tmp: Path, records: int, repeats: int) -> list[float]:
         run_dir = tmp / f"repeat-{i}"
         run_dir.mkdir()
         rates.append(ingest(run_dir, records)["cpu_rate"])
-        for name in ("metrics.jsonl", "control.jsonl"):
+        for name in (METRICS_FILE, CONTROL_FILE):
             (run_dir / name).unlink()
     return rates
 
@@ -212,7 +216,7 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
     from lrsup.supervisor.engine.core import Engine
     from lrsup.supervisor.run.follower import Follower
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     cut = run_dir / "head.jsonl"
     with open(path, "rb") as src, open(cut, "wb") as dst:
         for i, line in enumerate(src):
@@ -242,8 +246,8 @@ def breakdown(run_dir: Path, limit: int = 100_000) -> list[tuple[str, float]]:
 
 def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
     """What ``lrsup resume`` does before it reattaches: ``resume.rebuild``, then the silent replay of its records."""
+    from lrsup.supervisor.config import run_config
     from lrsup.supervisor.run.launch import build_engine
-    from lrsup.supervisor.run.resume import load_resolved_config
     from lrsup.supervisor.run.resume import rebuild as resume_rebuild
     from lrsup.supervisor.rundir.layout import RunPaths
     from lrsup.supervisor.rundir.recovery import read_control
@@ -254,8 +258,8 @@ def rebuild(run_dir: Path, use_snapshot: bool) -> dict:
         snapshot.rename(hidden)
     try:
         s = time.perf_counter()
-        config = load_resolved_config(run_dir / "config.json")
-        history = read_control(run_dir / "control.jsonl")
+        config = run_config(run_dir)
+        history = read_control(run_dir / CONTROL_FILE)
         rebuilt = resume_rebuild(RunPaths(run_dir), config, history, build_engine)
         decisions = sum(len(rebuilt.engine.feed(r)) for r in rebuilt.records)
         seconds = time.perf_counter() - s

@@ -34,15 +34,29 @@ Example (Python)::
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from lrsup.policies.base import Policy, PolicySettings
-from lrsup.supervisor.protocol.wire import DEFAULT_BATCH_MIN_INTERVAL
+from lrsup.supervisor.protocol.bounds import AGENT_BOUNDS
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 from lrsup.supervisor.registry import PolicyLoadError, load_policy_class
 
 CONFIG_NAME = "lrsup.toml"
@@ -67,6 +81,32 @@ DEFAULT_STACK: list[dict[str, Any]] = [
 ]
 
 
+# The longest interval or timeout accepted (a year, in seconds): far below what the platform
+# bounds (threading.TIMEOUT_MAX, time_t, datetime), so no setting can overflow a wait or a timestamp.
+MAX_SECONDS = 365 * 24 * 3600.0
+# The deepest nesting of tables and arrays read from a TOML file (lrsup's own need 3).
+MAX_DEPTH = 32
+
+REDACTED = "***"
+# scheme://userinfo@ : the userinfo (user, user:password, a token) is a credential.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s'\"]*@")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every URL's credentials (``user:password@``) and each of ``secrets`` replaced by ``***``.
+
+    The one redaction of lrsup: whatever it writes or prints that may hold a ``[notify]``
+    value (journal, config.json, report, terminal, error messages) goes through it.
+
+    Example::
+
+        redact("POST https://ana:pw@hooks.example.com/x failed")  # 'POST https://***@hooks.example.com/x failed'
+    """
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+
+
 NotifyEvent = Literal["end", "give_up", "rollback", "restart"]
 NOTIFY_EVENTS: tuple[str, ...] = ("end", "give_up", "rollback", "restart")
 
@@ -79,6 +119,9 @@ class NotifySettings(BaseModel):
         command: str or None. A shell command run for each selected event.
         on: list of events to notify: ``end``, ``give_up``, ``rollback``, ``restart``.
         timeout: float seconds (> 0, at most 300) each delivery may take.
+        secret: list of ``"webhook"`` / ``"command"``: values never written or printed
+            (``***`` instead, the webhook's scheme and host kept). A URL's credentials
+            (``https://user:password@host``) are always hidden.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,6 +130,37 @@ class NotifySettings(BaseModel):
     command: str | None = Field(default=None, min_length=1)
     on: list[NotifyEvent] = Field(default_factory=lambda: ["end", "give_up"])
     timeout: float = Field(default=5.0, gt=0, le=300)
+    secret: list[Literal["webhook", "command"]] = Field(default_factory=list)
+
+    def secrets(self) -> list[str]:
+        """The values to hide: the fields marked secret, and the webhook's credentials."""
+        out = []
+        if self.webhook is not None:
+            parts = urlsplit(str(self.webhook))
+            if "webhook" in self.secret:
+                out.append(str(self.webhook))
+                out.append(str(self.webhook).rstrip("/"))
+            if "@" in parts.netloc:
+                out.append(parts.netloc.rsplit("@", 1)[0])
+        if self.command is not None and "command" in self.secret:
+            out.append(self.command)
+        return [s for s in out if s and s not in ("/", "@")]
+
+    def redact(self, text: str) -> str:
+        """``text`` without this table's secrets (see :func:`redact`)."""
+        return redact(text, self.secrets())
+
+    def redacted(self) -> dict[str, Any]:
+        """The table as JSON with its secrets replaced (what config.json and reports show)."""
+        data = self.model_dump(mode="json", exclude={"secret"} if not self.secret else None)
+        if data.get("webhook") is not None:
+            parts = urlsplit(data["webhook"])
+            host = parts.netloc.rsplit("@", 1)[-1]
+            shown = f"{parts.scheme}://{host}/{REDACTED}" if "webhook" in self.secret else redact(data["webhook"])
+            data["webhook"] = shown
+        if data.get("command") is not None and "command" in self.secret:
+            data["command"] = REDACTED
+        return data
 
     @property
     def enabled(self) -> bool:
@@ -102,8 +176,10 @@ class AgentSettings(BaseModel):
             multiple of ``batch_every`` that comes sooner is skipped. Default 0.1 (at most 10
             records a second, whatever the step time); 0 records every ``batch_every`` steps.
         verdict_timeout: float. Seconds the agent waits at each epoch end for the
-            supervisor's verdict (> 0). Default 10.0.
+            supervisor's verdict (>= 0; 0: no wait). Default 10.0.
         heartbeat_interval: float. Seconds between heartbeat records (> 0). Default 5.0.
+        Intervals and timeouts are at most ``threading.TIMEOUT_MAX`` (the platform's longest
+        wait, about 9.2e9 s on Linux); counts at most 2**63 - 1.
         checkpoint_every_epochs: int. Save a checkpoint at the end of every this many
             epochs (>= 0; 0: off). Default 1: rollbacks need somewhere to go.
         checkpoint_every_steps: int. Save a checkpoint every this many optimizer steps
@@ -114,13 +190,22 @@ class AgentSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_every: int = Field(10, strict=True, ge=1)
-    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True, ge=0, allow_inf_nan=False)
-    verdict_timeout: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
-    heartbeat_interval: float = Field(5.0, strict=True, gt=0, allow_inf_nan=False)
-    checkpoint_every_epochs: int = Field(1, strict=True, ge=0)
-    checkpoint_every_steps: int = Field(0, strict=True, ge=0)
-    keep_last: int = Field(3, strict=True, ge=1)
+    # The types here; the ranges are the protocol's one rule (protocol/bounds.py), checked below.
+    batch_every: int = Field(10, strict=True)
+    batch_min_interval: float = Field(DEFAULT_BATCH_MIN_INTERVAL, strict=True)
+    verdict_timeout: float = Field(10.0, strict=True)
+    heartbeat_interval: float = Field(5.0, strict=True)
+    checkpoint_every_epochs: int = Field(1, strict=True)
+    checkpoint_every_steps: int = Field(0, strict=True)
+    keep_last: int = Field(3, strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        bound = AGENT_BOUNDS[info.field_name]  # the value is quoted by the error's formatter
+        if not bound.admits(value):
+            raise ValueError(f"must be {bound.describe()}")
+        return value if bound.integer else float(value)
 
 
 class RunSettings(BaseModel):
@@ -156,17 +241,17 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False)
-    poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False)
+    grace_period: float = Field(10.0, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    poll_interval: float = Field(0.05, strict=True, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
     max_restarts: int = Field(5, strict=True, ge=0)
-    restart_window: float = Field(3600.0, gt=0, allow_inf_nan=False)
-    backoff_base: float = Field(5.0, gt=0, allow_inf_nan=False)
-    backoff_cap: float = Field(300.0, gt=0, allow_inf_nan=False)
-    hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
-    stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False)
-    stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False)
-    start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False)
-    snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False)
+    restart_window: float = Field(3600.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    backoff_base: float = Field(5.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    backoff_cap: float = Field(300.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    hang_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    stall_timeout: float = Field(1800.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
+    start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
+    snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> "RunSettings":
@@ -262,7 +347,7 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = list(problems)
+        self.problems = [redact(problem) for problem in problems]  # a bad webhook URL quotes its credentials
         super().__init__("\n".join(f"- {source}: {problem}" for problem in self.problems))
 
 
@@ -294,7 +379,8 @@ class ResolvedConfig:
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (what goes to config.json); non-finite floats are kept as floats.
 
-        ``notify`` is there only when the configuration has a ``[notify]`` table.
+        ``notify`` is there only when the configuration has a ``[notify]`` table, its
+        secrets replaced by ``***`` (:meth:`NotifySettings.redacted`).
         """
         data = {
             "source": self.source,
@@ -303,7 +389,7 @@ class ResolvedConfig:
             "policies": [{"use": name, **settings.model_dump()} for name, _, settings in self.policies],
         }
         if self.notify is not None:
-            data["notify"] = self.notify.model_dump(mode="json")
+            data["notify"] = self.notify.redacted()  # never a secret in config.json
         return data
 
 
@@ -365,20 +451,87 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
         raise ConfigError(source, [f"expected a JSON object (got {_got(data)})"])
     table = {key: data[key] for key in ("agent", "run") if key in data}
     if data.get("notify") is not None:
-        table["notify"] = data["notify"]
+        table["notify"] = _unredacted_notify(data["notify"], data.get("source"))
     if "policies" in data:
         table["policy"] = data["policies"]
     return _resolve(table, source, "")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def run_config(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
+    """The configuration a run was supervised with, from its config.json, validated again.
+
+    The one way a run's configuration is reloaded (``lrsup replay``, ``lrsup resume``, the
+    range test's ``--apply``).
+
+    Example::
+
+        run_config("runs/2025-01-01T00-00-00-train").policies
+
+    Args:
+        run_dir: str or PathLike. The run directory.
+
+    Raises:
+        ConfigError: config.json is missing, not JSON, or no longer valid (e.g. a policy
+            that is not installed any more).
+    """
+    path = Path(run_dir, CONFIG_FILE)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found: give a configuration to replay with"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(str(path), [f"not JSON: {exc}"]) from None
+    return config_from_json(data, str(path))
+
+
+def _unredacted_notify(stored: Any, source: Any) -> Any:
+    """A ``[notify]`` table from config.json with its secrets back, read again from the original file.
+
+    config.json holds ``***`` for secrets; a resumed run takes them from the file the run
+    was started with, when its ``[notify]`` still redacts to exactly what was stored.
+    Otherwise the table is dropped (no notifications rather than a command ``***``).
+    """
+    if not isinstance(stored, dict) or REDACTED not in json.dumps(stored, default=str):
+        return stored
+    try:
+        original = load_config(Path(source), Path("/")) if isinstance(source, str) else None
+    except ConfigError:
+        original = None
+    if original is None or original.notify is None or original.notify.redacted() != stored:
+        return None
+    return original.notify.model_dump(mode="json")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    too_deep = ConfigError(str(path), [f"a value nested more than {MAX_DEPTH} levels deep (tables and arrays)"])
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"TOML syntax error: {exc}"]) from None
+    except RecursionError:  # tomllib's parser recurses once per level
+        raise too_deep from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
+    if _depth(data) > MAX_DEPTH:
+        raise too_deep
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s dicts and lists nest (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level + 1)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _got(value: Any) -> str:

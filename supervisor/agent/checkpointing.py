@@ -1,6 +1,6 @@
 """Checkpoints from the agent's side: when to save, what to record, what to prune.
 
-Owns ``Checkpointing``, the part of ``Agent`` that saves a checkpoint through the
+Owns ``Checkpointer``, the agent's collaborator that saves a checkpoint through the
 handle's ``save_state`` (writing its ``checkpoint`` record, or an ``error`` record when
 the save fails), restores one before a fit's first batch (``LRSUP_RESTORE``) and prunes
 old ones after each save. The files and the manifest are ``CheckpointStore``'s
@@ -9,25 +9,35 @@ old ones after each save. The files and the manifest are ``CheckpointStore``'s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Iterable
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.handle import OptimizerHandle
-from lrsup.supervisor.agent.records import warn
+from lrsup.supervisor.agent.lr_control import LrControl
+from lrsup.supervisor.agent.records import RecordWriter, lr_of, warn
 from lrsup.supervisor.protocol.wire import CheckpointRecord
 
 
-class Checkpointing:
-    """Checkpoint saving, restoring and retention for ``Agent`` (which provides ``checkpoints``,
-    ``settings``, ``_write``, ``_error``, ``_lr`` and the schedule state of ``LrControl``)."""
+class Checkpointer:
+    """Checkpoint saving, restoring and retention for the agent.
 
-    checkpoints: CheckpointStore
-    settings: Any
-    _retain: frozenset[str]
-    _pinned: str | None
-    _warned_no_state: bool
+    Args:
+        store: CheckpointStore, the files and the manifest.
+        records: RecordWriter, for the ``checkpoint`` and ``error`` records.
+        lr: LrControl, whose schedule and multiplier each checkpoint keeps.
+        keep_last: int, checkpoints kept besides the retained and the pinned one.
+    """
 
-    def checkpoint(
+    def __init__(self, store: CheckpointStore, records: RecordWriter, lr: LrControl, keep_last: int) -> None:
+        self.store = store
+        self.keep_last = keep_last
+        self._records = records
+        self._lr = lr
+        self._retain: frozenset[str] = frozenset()
+        self._pinned: str | None = None  # the latest start (or restored) checkpoint: never pruned
+        self._warned_no_state = False
+
+    def save(
         self,
         handle: OptimizerHandle,
         name: str | None = None,
@@ -59,20 +69,18 @@ class Checkpointing:
         """
         if not hasattr(handle, "save_state"):
             if seq is not None:
-                self._error(seq, "checkpoint", f"checkpoint failed: {type(handle).__name__} has no save_state")
+                self._records.error(seq, "checkpoint", f"checkpoint failed: {type(handle).__name__} has no save_state")
             elif not self._warned_no_state:
                 self._warned_no_state = True
                 warn(f"{type(handle).__name__} has no save_state: no checkpoints are taken")
             return None
         if name is None:
-            name = self._fresh_name(f"epoch-{epoch:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
-        lr = self._lr(handle)
-        meta = {
-            "lrsup_schedule": self._schedule.spec if self._schedule is not None else None,
-            "lrsup_multiplier": self._multiplier,
-        }
+            # Named as people count epochs (epoch-0001 is the first epoch's end), as docs/protocol.md says.
+            name = self._fresh_name(f"epoch-{epoch + 1:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
+        lr = lr_of(handle)
+        meta = self._lr.meta()
         try:
-            entry = self.checkpoints.save(
+            entry = self.store.save(
                 name,
                 handle.save_state,
                 suffix=getattr(handle, "state_suffix", ".state"),
@@ -84,12 +92,12 @@ class Checkpointing:
                 meta=meta,
             )
         except (CheckpointError, Exception) as exc:
-            self._error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")
+            self._records.error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")
             return None
         if pin:
             self._pinned = entry.name
-        multiplier = self._multiplier if self._schedule is not None else entry.meta.get("multiplier")
-        self._write(
+        multiplier = self._lr.multiplier if self._lr.schedule is not None else entry.meta.get("multiplier")
+        self._records.write(
             CheckpointRecord(
                 time=entry.time,
                 name=entry.name,
@@ -117,20 +125,25 @@ class Checkpointing:
             name: str, the checkpoint's name.
         """
         try:
-            entry = self.checkpoints.verify(name)
-            handle.load_state(self.checkpoints.path_of(entry), entry.meta)
+            entry = self.store.verify(name)
+            handle.load_state(self.store.path_of(entry), entry.meta)
         except Exception as exc:
-            self._error(
+            self._records.error(
                 None, None, f"restore of checkpoint {name!r} failed, starting from scratch: {type(exc).__name__}: {exc}"
             )
             return None
-        self._restore_schedule(entry)
+        self._lr.restore(entry)
         self._pinned = entry.name
         warn(f"restored checkpoint {name!r} (epoch {entry.epoch}, step {entry.step})")
         return entry
 
+    def retain(self, names: Iterable[str]) -> None:
+        """Keep these checkpoints whatever ``keep_last`` says (replaces the last list), then prune."""
+        self._retain = frozenset(names)
+        self._prune()
+
     def _fresh_name(self, base: str) -> str:
-        taken = {e.name for e in self.checkpoints.entries()}
+        taken = {e.name for e in self.store.entries()}
         name, n = base, 1
         while name in taken:
             n += 1
@@ -140,6 +153,6 @@ class Checkpointing:
     def _prune(self) -> None:
         try:
             retain = self._retain | {self._pinned} if self._pinned else self._retain
-            self.checkpoints.prune(self.settings.keep_last, retain)  # the manifest says what is left
+            self.store.prune(self.keep_last, retain)  # the manifest says what is left
         except (OSError, CheckpointError) as exc:
             warn(f"checkpoint retention failed: {exc}")

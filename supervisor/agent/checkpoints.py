@@ -8,7 +8,9 @@ from its entry, is never loaded.
 
 Saving is atomic and verified, in this order:
 
-1. the handle writes ``checkpoints/.tmp-<name>-<pid><suffix>``; the file is fsynced;
+1. the handle writes ``checkpoints/.tmp-<name>-<pid><suffix>`` (``checkpoints/`` 0700, the
+   file set to 0600 whatever the umask; a symbolic link at ``checkpoints`` is refused); the
+   file is fsynced;
 2. it is renamed to ``checkpoints/<name><suffix>`` and the directory fsynced;
 3. its SHA-256 is computed from the bytes on disk;
 4. ``manifest.json`` is replaced atomically (temp file, fsync, rename, fsync dir) with the
@@ -234,8 +236,9 @@ class CheckpointStore:
         tmp = os.path.join(self.dir, f".tmp-{name}-{os.getpid()}{suffix}")
         renamed = False
         try:
-            os.makedirs(self.dir, exist_ok=True)
+            self._make_dir()
             extra = dict(writer(tmp) or {})
+            os.chmod(tmp, 0o600, follow_symlinks=False)  # the writer (h5py) creates it 0666 & ~umask
             _fsync_path(tmp)
             size = os.path.getsize(tmp)
             os.replace(tmp, final)
@@ -270,6 +273,16 @@ class CheckpointStore:
             _remove(tmp)
             raise
         return entry
+
+    def _make_dir(self) -> None:
+        """``checkpoints/``, mode 0700 whatever the umask; a symbolic link planted there is refused."""
+        try:
+            os.mkdir(self.dir, 0o700)
+        except FileExistsError:
+            pass
+        if os.path.islink(self.dir) or not os.path.isdir(self.dir):
+            raise OSError(errno.ELOOP, f"{self.dir!r} is a symbolic link or not a directory; refusing to use it")
+        os.chmod(self.dir, 0o700)
 
     def prune(self, keep_last: int, retain: Iterable[str] = ()) -> list[str]:
         """Delete checkpoints beyond the last ``keep_last`` that are not in ``retain``.

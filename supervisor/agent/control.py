@@ -1,25 +1,33 @@
 """Commands in: reading control.jsonl and applying each command once, in order.
 
-Owns ``ControlReader`` (the complete lines appended since the last read) and
-``CommandHandler``, the part of ``Agent`` that polls, waits for verdicts and applies
-commands (``set_lr``, ``rollback``, ``configure``...), answering each with an ``ack`` or
-an ``error`` record. A command whose ``seq`` is not above the highest handled is
-ignored, so re-reading a replaced file is harmless. Standard library only.
+Owns ``ControlReader`` (the complete lines appended since the last read, and the doorbell)
+and ``CommandHandler``, the agent's collaborator that polls, waits for verdicts and applies
+commands (``set_lr``, ``rollback``, ``configure``...), answering each with an ``ack`` or an
+``error`` record. Standard library only.
+
+The agent accepts only the next ``seq`` (one more than the last it handled; the supervisor
+numbers from 1 without gaps). A line with any other seq is answered with an ``error``
+record and changes nothing: a forged or stale line with a huge seq cannot make the agent
+ignore every later command, and a second line with a seq already handled is reported
+instead of silently dropped. A line it cannot read (not JSON, beyond the protocol's bounds,
+over-long, not a valid command) is one ``error`` record too, never an exception; the first
+of them is also said on stderr.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from lrsup.supervisor.agent.checkpointing import Checkpointer
 from lrsup.supervisor.agent.checkpoints import CheckpointStore
 from lrsup.supervisor.agent.handle import OptimizerHandle
-from lrsup.supervisor.agent.records import describe_command, warn
+from lrsup.supervisor.agent.lr_control import LrControl
+from lrsup.supervisor.agent.records import RecordWriter, describe_command, lr_of, warn
 from lrsup.supervisor.agent.settings import check_setting
 from lrsup.supervisor.protocol.doorbell import BellWatch
-from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.protocol.wire import (
     CADENCE_FIELDS,
     CONTROL_FILE,
@@ -27,6 +35,7 @@ from lrsup.supervisor.protocol.wire import (
     AckRecord,
     ProtocolError,
     loads,
+    short,
     validate_command,
 )
 
@@ -40,12 +49,13 @@ class ControlReader:
 
     ``bell`` is the mapped ``control.bell`` (a ``BellWatch``, or None without one): its
     ``changed()`` says whether the supervisor rang since the last look (a compare of 8 mapped
-    bytes, see lrsup.supervisor.protocol.doorbell). ``read_lines`` is cheap when nothing changed: one ``os.fstat`` of the open file and a
-    comparison. The paths themselves are looked at again (``os.stat``) at most every
+    bytes, see lrsup.supervisor.protocol.doorbell). The reading is ``JsonlReader``'s, with
+    ``stat_every=path_check``: ``read_lines`` is cheap when nothing changed (one ``os.fstat``
+    of the open file and a comparison); the paths themselves are looked at again at most every
     ``path_check`` seconds, or at once while control.jsonl is not open: a control file
-    replaced (another inode) is then read again from its start, as is one that shrank (the
-    caller's seq check keeps that idempotent), and a bell that appeared or was replaced is
-    mapped afresh.
+    replaced (another inode) or shrunk is then read again from its start (the caller's seq
+    check keeps that harmless), and a bell that appeared or was replaced is mapped afresh.
+    Over-long lines are counted in ``stats`` (and skipped).
 
     Args:
         path: str, control.jsonl.
@@ -62,36 +72,16 @@ class ControlReader:
         self.bell_path = bell_path
         self.bell = BellWatch.open(bell_path) if bell_path is not None else None
         self.path_check = path_check
-        self._clock = clock
-        self._next_path_check = 0.0
-        self._fd = -1
-        self._ino: int | None = None
-        self._offset = 0
-        self._splitter = LineSplitter()
+        self._reader = JsonlReader(path, 0, stat_every=path_check, clock=clock)
+        self.stats: ReadStats = self._reader.stats  # over-long lines skipped (``overlong``)
 
     def read_lines(self) -> list[bytes]:
-        st = None
-        if self._fd >= 0:
-            now = self._clock()
-            if now < self._next_path_check:
-                st = os.fstat(self._fd)  # the same file, unless replaced: checked below in time
-            else:
-                self._next_path_check = now + self.path_check
-                self._check_bell()
-        if st is None:
-            try:
-                st = os.stat(self.path)
-            except OSError:
-                return []
-        if st.st_ino != self._ino or st.st_size < self._offset:
-            if not self._reopen():
-                return []
-            st = os.fstat(self._fd)
-        if st.st_size == self._offset:
-            return []
-        data = os.pread(self._fd, st.st_size - self._offset, self._offset)
-        self._offset += len(data)
-        return self._splitter.feed(data)
+        reader = self._reader
+        looked = reader.next_stat
+        lines = reader.read_lines()
+        if reader.next_stat != looked:  # the path was looked at: the bell too
+            self._check_bell()
+        return lines
 
     def _check_bell(self) -> None:
         """Map the bell afresh if it appeared, went or was replaced since it was mapped."""
@@ -107,25 +97,8 @@ class ControlReader:
             self.bell.close()
         self.bell = BellWatch.open(self.bell_path) if ino is not None else None
 
-    def _reopen(self) -> bool:
-        self._close_file()
-        self._offset = 0
-        self._splitter = LineSplitter()
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return False
-        self._ino = os.fstat(self._fd).st_ino
-        return True
-
-    def _close_file(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
-        self._ino = None
-
     def close(self) -> None:
-        self._close_file()
+        self._reader.close()
         if self.bell is not None:
             self.bell.close()
             self.bell = None
@@ -136,37 +109,86 @@ def int_or_none(value: Any) -> int | None:
 
 
 class CommandHandler:
-    """Command application for ``Agent`` (which provides the state and ``_write``, ``_error``,
-    ``_lr``, ``checkpoint``, ``_reset_buckets`` and the LR methods of ``LrControl``)."""
+    """Reads control.jsonl and applies each command once, in seq order (see the module docstring).
 
-    _control: ControlReader
-    _max_seq: int
-    _verdict_epoch: int
-    _late_epoch: int | None
-    _position: tuple[int | None, int]
-    settings: Any
+    Args:
+        reader: ControlReader.
+        records: RecordWriter, for acks and error records.
+        lr: LrControl.
+        checkpointer: Checkpointer.
+        position: callable returning the training position (epoch or None, step).
+        rewind: callable(step), called after a rollback set the global step back to ``step``.
+        reconfigure: callable(changes), called with a ``configure`` command's checked settings.
+        verdict_timeout: callable returning the seconds a verdict wait may take.
+    """
 
-    def _skip_history(self) -> None:
-        """Count the commands already in control.jsonl as handled (see the module docstring)."""
-        for line in self._control.read_lines():
+    def __init__(
+        self,
+        reader: ControlReader,
+        records: RecordWriter,
+        lr: LrControl,
+        checkpointer: Checkpointer,
+        *,
+        position: Callable[[], tuple[int | None, int]],
+        rewind: Callable[[int], None],
+        reconfigure: Callable[[Mapping[str, Any]], None],
+        verdict_timeout: Callable[[], float],
+    ) -> None:
+        self.reader = reader
+        self.next_seq = 1  # the only seq accepted next
+        self.verdict_epoch = -1  # the highest epoch a verdict has been read for in this fit
+        self.late_epoch: int | None = None  # waiting timed out for this epoch: acks are late until its verdict
+        self._records = records
+        self._lr = lr
+        self._checkpointer = checkpointer
+        self._position = position
+        self._rewind = rewind
+        self._reconfigure = reconfigure
+        self._verdict_timeout = verdict_timeout
+        self._warned_garbage = False
+        self._overlong_seen = 0
+
+    @property
+    def max_seq(self) -> int:
+        """The last seq handled (0: none)."""
+        return self.next_seq - 1
+
+    def skip_history(self) -> None:
+        """Count the commands already in control.jsonl as handled: they were meant for an earlier
+        trainer process. Only an unbroken run of seqs from the next one counts (a stray huge seq
+        in the history moves nothing)."""
+        for line in self.reader.read_lines():
             try:
                 seq = int_or_none(loads(line).get("seq"))
             except ProtocolError:
                 continue
-            if seq is not None:
-                self._max_seq = max(self._max_seq, seq)
+            if seq == self.next_seq:
+                self.next_seq += 1
 
-    def _poll(self, handle: OptimizerHandle) -> None:
-        for line in self._control.read_lines():
+    def begin_fit(self, initial_epoch: int) -> None:
+        """A new fit: verdicts read so far belong to an earlier one (below the start barrier's
+        epoch, ``initial_epoch - 1``, so that only a verdict read from now on counts)."""
+        self.verdict_epoch = initial_epoch - 2
+        self.late_epoch = None
+
+    def poll(self, handle: OptimizerHandle) -> None:
+        """Apply every command appended since the last poll."""
+        for line in self.reader.read_lines():
             if line.strip():
                 self._handle_line(handle, line)
+        overlong = self.reader.stats.overlong
+        if overlong != self._overlong_seen:
+            for _ in range(overlong - self._overlong_seen):
+                self._garbage(f"{CONTROL_FILE}: a line longer than the protocol's limit was skipped")
+            self._overlong_seen = overlong
 
-    def _wait_for_verdict(self, handle: OptimizerHandle, epoch: int) -> bool:
-        deadline = time.monotonic() + self.settings.verdict_timeout
+    def wait_for_verdict(self, handle: OptimizerHandle, epoch: int) -> bool:
+        """Apply commands until the verdict for ``epoch`` arrives; False on timeout."""
+        deadline = time.monotonic() + self._verdict_timeout()
         delay = FIRST_DELAY
         while True:
-            self._poll(handle)
-            if self._verdict_epoch >= epoch:
+            self.poll(handle)
+            if self.verdict_epoch >= epoch:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -174,78 +196,99 @@ class CommandHandler:
             time.sleep(min(delay, left))
             delay = min(delay * 1.5, MAX_DELAY)
 
-    def _handle_line(self: Any, handle: OptimizerHandle, line: bytes) -> None:
+    def _garbage(self, message: str) -> None:
+        """An unreadable line: an error record always, a stderr line the first time."""
+        self._records.error(None, None, message, quiet=self._warned_garbage)
+        if not self._warned_garbage:
+            self._warned_garbage = True
+            warn(f"further unreadable lines in {CONTROL_FILE} are reported in error records only")
+
+    def _handle_line(self, handle: OptimizerHandle, line: bytes) -> None:
         try:
             obj = loads(line)
         except ProtocolError as exc:
-            self._error(None, None, f"{CONTROL_FILE}: {exc}")
+            self._garbage(f"{CONTROL_FILE}: {exc}")
             return
         try:
             validate_command(obj)
         except ProtocolError as exc:
             cmd = obj.get("cmd")
-            self._error(int_or_none(obj.get("seq")), cmd if isinstance(cmd, str) else None, str(exc))
+            seq = int_or_none(obj.get("seq"))
+            if seq == self.next_seq:
+                self.next_seq += 1  # refused, answered: the supervisor goes on with the next
+            self._records.error(seq, short(cmd) if isinstance(cmd, str) else None, str(exc))
             return
         seq, cmd = obj["seq"], obj["cmd"]
-        if seq <= self._max_seq:
-            return  # already handled: commands are idempotent by seq
-        self._max_seq = seq
-        if cmd == "verdict":
-            self._verdict_epoch = max(self._verdict_epoch, obj["epoch"])
-            if self._late_epoch is not None and obj["epoch"] >= self._late_epoch:
-                self._late_epoch = None
+        if seq != self.next_seq:
+            what = "was handled already" if seq < self.next_seq else "is not the next"
+            self._records.error(
+                seq, cmd, f"{cmd} command ignored: seq {seq} {what} (expected seq {self.next_seq})", quiet=True
+            )
             return
-        late = self._late_epoch is not None
-        epoch, step = self._position
+        self.next_seq += 1
+        if cmd == "verdict":
+            self._verdict(seq, obj["epoch"])
+            return
+        self._apply(handle, seq, cmd, obj)
+
+    def _verdict(self, seq: int, epoch: int) -> None:
+        position = self._position()[0]
+        if position is not None and epoch > position:
+            self._records.error(seq, "verdict", f"verdict for epoch {epoch} refused: training is at epoch {position}")
+            return
+        self.verdict_epoch = max(self.verdict_epoch, epoch)
+        if self.late_epoch is not None and epoch >= self.late_epoch:
+            self.late_epoch = None
+
+    def _apply(self, handle: OptimizerHandle, seq: int, cmd: str, obj: Mapping[str, Any]) -> None:
+        late = self.late_epoch is not None
+        epoch, step = self._position()
         try:
             if cmd == "set_lr":
-                self._set_lr(handle, float(obj["lr"]))
+                self._lr.set_lr(handle, float(obj["lr"]), step)
             elif cmd == "scale_lr":
-                self._scale_lr(handle, float(obj["factor"]))
+                self._lr.scale_lr(handle, float(obj["factor"]), step)
             elif cmd == "set_hparam":
                 handle.set_hparam(obj["name"], float(obj["value"]))
             elif cmd == "checkpoint":
-                if self.checkpoint(handle, obj.get("name"), epoch=epoch, step=step, seq=seq) is None:
+                if self._checkpointer.save(handle, obj.get("name"), epoch=epoch, step=step, seq=seq) is None:
                     return  # the error record is written
             elif cmd == "rollback":
                 self._rollback(handle, obj)
             elif cmd == "set_schedule":
-                self._set_schedule(handle, obj["schedule"])
+                self._lr.set_schedule(handle, obj["schedule"], step)
             elif cmd == "clear_schedule":
-                self._schedule = None
-                self._multiplier = 1.0
+                self._lr.clear()
             elif cmd == "retain":
-                self._retain = frozenset(obj["keep"])
-                self._prune()
+                self._checkpointer.retain(obj["keep"])
             elif cmd == "configure":
                 self._configure(obj)
         except Exception as exc:  # a refused command never stops training
-            self._error(seq, cmd, f"{cmd} failed: {type(exc).__name__}: {exc}")
+            self._records.error(seq, cmd, f"{cmd} failed: {type(exc).__name__}: {short(str(exc))}")
             return
-        epoch, step = self._position  # a rollback moved it
-        lr = self._lr(handle)
-        self._write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
+        epoch, step = self._position()  # a rollback moved it
+        lr = lr_of(handle)
+        self._records.write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
         if cmd not in HOUSEKEEPING_COMMANDS:  # checkpoints and cadence: the ack record is enough
             warn(describe_command(obj, epoch, step, lr, late))
         if cmd == "stop":
             handle.request_stop()
 
-    def _rollback(self: Any, handle: OptimizerHandle, obj: Mapping[str, Any]) -> None:
+    def _rollback(self, handle: OptimizerHandle, obj: Mapping[str, Any]) -> None:
         """Load checkpoint ``obj["checkpoint"]`` in the running process (see ``Agent`` docs)."""
         name = obj["checkpoint"]
-        store = CheckpointStore(obj["from_run"]) if obj.get("from_run") else self.checkpoints  # PBT: a donor's
+        store = CheckpointStore(obj["from_run"]) if obj.get("from_run") else self._checkpointer.store  # PBT: a donor's
         entry = store.verify(name)  # CheckpointError: refused, nothing loaded
-        epoch, now = self._position
+        now = self._position()[1]
         handle.load_state(store.path_of(entry), entry.meta)
         step = entry.step
         handle.set_step(step)  # the global step goes back to the checkpoint's
-        self._position = (epoch, step)
-        self._reset_buckets(step)
-        self._restore_schedule(entry)
-        if self._schedule is not None:
-            self._apply_schedule(handle, step)
+        self._rewind(step)
+        self._lr.restore(entry)
+        if self._lr.schedule is not None:
+            self._lr.apply(handle, step)
         if obj.get("lr") is not None:
-            self._set_lr(handle, float(obj["lr"]))
+            self._lr.set_lr(handle, float(obj["lr"]), step)
         skip = obj.get("skip_batches") or 0
         since = now - entry.step
         if skip > since:
@@ -254,9 +297,8 @@ class CommandHandler:
                 f"batch(es) trained since the checkpoint are the ones skipped"
             )
 
-    def _configure(self: Any, obj: Mapping[str, Any]) -> None:
+    def _configure(self, obj: Mapping[str, Any]) -> None:
         changes = {k: obj[k] for k in CADENCE_FIELDS if obj.get(k) is not None}
         for name, value in changes.items():
-            check_setting(name, value, "configure")
-        self.settings = replace(self.settings, **changes)
-        self._reset_buckets(self._position[1])
+            changes[name] = check_setting(name, value, "configure")
+        self._reconfigure(changes)

@@ -17,50 +17,37 @@ Example::
     agent.end(reason="completed", epoch=9, step=step)
     agent.close()
 
-Commands are applied in order, each once (a ``seq`` not above the highest handled is
-ignored). Commands already in control.jsonl when the agent is created were meant for an
-earlier trainer process (a restarted run) and count as handled: an old ``stop`` or
-``set_lr`` is never replayed on a fresh optimizer.
+Commands are applied in order, each once: only the next ``seq`` is accepted, anything
+else is answered with an error record. Commands already in control.jsonl when the agent
+is created were meant for an earlier trainer process (a restarted run) and count as
+handled: an old ``stop`` or ``set_lr`` is never replayed on a fresh optimizer.
 
-This module owns ``Agent``'s construction and the training loop's calls (``start``,
-``batch_begin``, ``batch_end``, ``epoch_end``, ``end``, ``close``). The rest of ``Agent``
-comes from small bases, one concern each: ``settings.py`` (``Settings``, ``AgentError``),
-``handle.py`` (``OptimizerHandle``), ``records.py`` (writing records), ``control.py``
-(reading and applying commands), ``lr_control.py`` (lrsup's LR schedule),
-``checkpointing.py`` (saving, restoring, pruning) and ``heartbeat.py``. Their public
-names are re-exported here.
+This module owns ``Agent``: its construction, the training position and cadence, and the
+training loop's calls (``start``, ``batch_begin``, ``batch_end``, ``epoch_end``, ``end``,
+``close``). The rest is done by collaborators it owns, one concern each, each with a
+public method surface: ``records`` (``RecordWriter``: records out, a full disk ridden
+out), ``commands`` (``CommandHandler``: control.jsonl in, commands applied),
+``checkpointer`` (``Checkpointer``: saving, restoring, pruning), ``lr_control``
+(``LrControl``: lrsup's LR schedule) and ``heartbeats`` (``Heartbeats``). A custom
+training loop imports what it needs from ``lrsup.supervisor.agent``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import threading
 import time
+from dataclasses import replace
 from typing import Any, Mapping
 
-from lrsup.supervisor.agent.checkpointing import Checkpointing
-from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
-from lrsup.supervisor.agent.control import FIRST_DELAY, MAX_DELAY, CommandHandler, ControlReader
+from lrsup.supervisor.agent.checkpointing import Checkpointer
+from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointStore
+from lrsup.supervisor.agent.control import CommandHandler, ControlReader
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.heartbeat import Heartbeats
 from lrsup.supervisor.agent.lr_control import LrControl
-from lrsup.supervisor.agent.records import AGENT_NAME, Logs, RecordWriter, batch_line, metrics_of, warn
-from lrsup.supervisor.agent.settings import (
-    DEFAULT_BATCH_EVERY,
-    DEFAULT_BATCH_MIN_INTERVAL,
-    DEFAULT_CHECKPOINT_EVERY_EPOCHS,
-    DEFAULT_CHECKPOINT_EVERY_STEPS,
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_KEEP_LAST,
-    DEFAULT_VERDICT_TIMEOUT,
-    AgentError,
-    Settings,
-    check_setting,
-    load_settings,
-)
-from lrsup.supervisor.protocol.jsonl import Appender
-from lrsup.supervisor.protocol.schedules import Schedule
+from lrsup.supervisor.agent.records import AGENT_NAME, Logs, RecordWriter, batch_line, lr_of, metrics_of, warn
+from lrsup.supervisor.agent.settings import AgentError, load_settings
 from lrsup.supervisor.protocol.wire import (
     BELL_FILE,
     CONTROL_FILE,
@@ -69,34 +56,8 @@ from lrsup.supervisor.protocol.wire import (
     EndRecord,
     EpochRecord,
     StartRecord,
+    retain_from_env,
 )
-
-__all__ = [
-    "AGENT_NAME",
-    "DEFAULT_BATCH_EVERY",
-    "DEFAULT_BATCH_MIN_INTERVAL",
-    "DEFAULT_CHECKPOINT_EVERY_EPOCHS",
-    "DEFAULT_CHECKPOINT_EVERY_STEPS",
-    "DEFAULT_HEARTBEAT_INTERVAL",
-    "DEFAULT_KEEP_LAST",
-    "DEFAULT_VERDICT_TIMEOUT",
-    "ENV_ATTEMPT",
-    "ENV_RESTORE",
-    "ENV_RUN_DIR",
-    "FIRST_DELAY",
-    "MAX_DELAY",
-    "POLL_INTERVAL",
-    "Agent",
-    "AgentError",
-    "CheckpointEntry",
-    "CheckpointError",
-    "Logs",
-    "OptimizerHandle",
-    "Settings",
-    "check_setting",
-    "load_settings",
-    "metrics_of",
-]
 
 # Environment variables the supervisor sets when it restarts a crashed trainer.
 ENV_RESTORE = "LRSUP_RESTORE"  # the name of the checkpoint to load before the first batch
@@ -112,7 +73,7 @@ BELL_FALLBACK = 0.25
 _monotonic = time.monotonic
 
 
-class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
+class Agent:
     """Writes a run's records and applies the supervisor's commands, inside the training process.
 
     Example::
@@ -182,37 +143,37 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             checkpoint_every_steps=checkpoint_every_steps,
             keep_last=keep_last,
         )
-        self.checkpoints = CheckpointStore(self.run_dir)
-        self._retain: frozenset[str] = frozenset()
-        # lrsup's own schedule (set_schedule): the LR is schedule(step) * multiplier, set at each batch begin.
-        self._schedule: Schedule | None = None
-        self._multiplier = 1.0
-        # The next step at which batch_end has more to do than a poll (a batch record or a checkpoint).
-        self._next_event = 0
-        self._ckpt_bucket = 0
-        self._warned_no_state = False
-        self._pinned: str | None = None  # the latest start (or restored) checkpoint: never pruned
-        metrics_path = os.path.join(self.run_dir, METRICS_FILE)
-        try:
-            self._out = Appender(metrics_path)
-        except OSError as exc:
-            raise AgentError(f"cannot write {metrics_path!r}: {exc.strerror or exc}") from None
-        self._write_lock = threading.Lock()
+        self.records = RecordWriter(os.path.join(self.run_dir, METRICS_FILE))
+        self.lr_control = LrControl()
+        self.checkpointer = Checkpointer(
+            CheckpointStore(self.run_dir), self.records, self.lr_control, self.settings.keep_last
+        )
+        # A restarted attempt starts with the run's keep-list: an experiment's checkpoints survive its pruning.
+        self.checkpointer.retain(retain_from_env(os.environ))
+        self.heartbeats = Heartbeats(self.records, self.settings.heartbeat_interval, self.position)
         # Maps the bell first: a command appended after this rings, one before it is history.
         self._control = ControlReader(os.path.join(self.run_dir, CONTROL_FILE), os.path.join(self.run_dir, BELL_FILE))
-        self._max_seq = 0
-        self._skip_history()
+        self.commands = CommandHandler(
+            self._control,
+            self.records,
+            self.lr_control,
+            self.checkpointer,
+            position=self.position,
+            rewind=self._rewind,
+            reconfigure=self._reconfigure,
+            verdict_timeout=lambda: self.settings.verdict_timeout,
+        )
+        self.commands.skip_history()
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
         self._position: tuple[int | None, int] = (None, 0)
+        # The next step at which batch_end has more to do than a poll (a batch record or a checkpoint).
+        self._next_event = 0
         self._batch_bucket = 0
+        self._ckpt_bucket = 0
         self._last_batch_record = -math.inf  # clock() of the last batch record (batch_min_interval)
         self.clock = _monotonic  # what batch_min_interval is measured with (a benchmark replaces it)
         self.poll_interval = POLL_INTERVAL  # seconds; 0 polls at every batch end
         self._next_poll = 0.0  # time.monotonic() from which batch_end polls again
-        self._verdict_epoch = -1
-        self._late_epoch: int | None = None
-        self._heartbeat: tuple[threading.Thread, threading.Event] | None = None
-        self._closed = False
 
     @classmethod
     def from_env(cls) -> "Agent | None":
@@ -231,6 +192,32 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
     @property
     def heartbeat_interval(self) -> float:
         return self.settings.heartbeat_interval
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The run's checkpoint files and manifest."""
+        return self.checkpointer.store
+
+    def position(self) -> tuple[int | None, int]:
+        """Where training is: (epoch or None before the first, the global optimizer step)."""
+        return self._position
+
+    def checkpoint(
+        self,
+        handle: OptimizerHandle,
+        name: str | None = None,
+        *,
+        epoch: int | None,
+        step: int,
+        epoch_end: bool = False,
+        pin: bool = False,
+    ) -> CheckpointEntry | None:
+        """Save a checkpoint now (see ``Checkpointer.save``); None when it failed (an error record says why)."""
+        return self.checkpointer.save(handle, name, epoch=epoch, step=step, epoch_end=epoch_end, pin=pin)
+
+    def restore(self, handle: OptimizerHandle, name: str) -> CheckpointEntry | None:
+        """Load checkpoint ``name`` before a fit's first batch (see ``Checkpointer.restore``)."""
+        return self.checkpointer.restore(handle, name)
 
     # -- the training loop's calls ---------------------------------------------------
 
@@ -271,22 +258,19 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
                 come, so that decisions on the start record (an LR range test, a schedule) are in
                 effect from the first batch. False for a fit that will run no batch.
         """
-        # Verdicts read so far belong to an earlier fit; a new fit's epochs start again (below the
-        # start barrier's epoch, initial_epoch - 1, so that only a verdict read from now on counts).
-        self._poll(handle)
-        self._verdict_epoch = initial_epoch - 2
-        self._late_epoch = None
+        self.commands.poll(handle)
+        self.commands.begin_fit(initial_epoch)
         self._position = (initial_epoch, step)
         self._reset_buckets(step)
-        if self._schedule is not None:
-            self._apply_schedule(handle, step)
-        self._write(
+        if self.lr_control.schedule is not None:
+            self.lr_control.apply(handle, step)
+        self.records.write(
             StartRecord(
                 time=time.time(),
                 pid=os.getpid(),
                 optimizer=optimizer,
                 optimizer_config=dict(optimizer_config or {}),
-                lr=self._lr(handle),
+                lr=lr_of(handle),
                 lr_schedule=lr_schedule,
                 steps_per_epoch=steps_per_epoch,
                 epochs=epochs,
@@ -297,16 +281,16 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
                 agent=AGENT_NAME,
             )
         )
-        self._start_heartbeat()
+        self.heartbeats.start()
         if checkpoint:
-            self.checkpoint(handle, epoch=None, step=step, pin=True)
+            self.checkpointer.save(handle, epoch=None, step=step, pin=True)
         if barrier:
             self._barrier(handle, initial_epoch - 1, "the start of training")
 
     @property
     def schedule_active(self) -> bool:
         """True while an lrsup schedule drives the LR: call ``batch_begin`` before every batch then."""
-        return self._schedule is not None
+        return self.lr_control.schedule is not None
 
     def batch_begin(self, handle: OptimizerHandle, step: int) -> None:
         """Before the update after ``step`` updates: set the LR from lrsup's schedule, if one is active.
@@ -315,9 +299,9 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             handle: OptimizerHandle.
             step: int, the global optimizer step before this batch.
         """
-        schedule = self._schedule
-        if schedule is not None:
-            handle.set_lr(schedule(step) * self._multiplier)
+        lr = self.lr_control
+        if lr.schedule is not None:
+            handle.set_lr(lr.schedule(step) * lr.multiplier)
 
     def batch_end(self, handle: OptimizerHandle, *, epoch: int, batch: int, step: int, logs: Logs = None) -> None:
         """After each batch: a batch record when ``step`` enters a new block of ``batch_every``
@@ -343,23 +327,23 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             if bucket > self._batch_bucket:
                 self._batch_bucket = bucket
                 if self._record_due():
-                    self._write_line(
-                        batch_line(time.time(), epoch, batch, step, self._lr(handle, recent=True), metrics_of(logs)),
+                    self.records.write_line(
+                        batch_line(time.time(), epoch, batch, step, lr_of(handle, recent=True), metrics_of(logs)),
                         "batch",
                     )
             every = self.settings.checkpoint_every_steps
             if every and step // every > self._ckpt_bucket:
                 self._ckpt_bucket = step // every
-                self.checkpoint(handle, epoch=epoch, step=step)
+                self.checkpointer.save(handle, epoch=epoch, step=step)
             self._plan_next_event()
         bell = self._control.bell
         if bell is not None and bell.changed():  # the common case: one compare of 8 mapped bytes
-            self._poll(handle)
+            self.commands.poll(handle)
             return
         now = _monotonic()
         if now >= self._next_poll:
             self._next_poll = now + (self.poll_interval if bell is None else BELL_FALLBACK)
-            self._poll(handle)
+            self.commands.poll(handle)
 
     def epoch_end(self, handle: OptimizerHandle, *, epoch: int, step: int, logs: Logs) -> None:
         """Checkpoint (every ``checkpoint_every_epochs``), write the epoch record, then apply
@@ -379,8 +363,10 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
         self._position = (epoch, step)
         every = self.settings.checkpoint_every_epochs
         if every and (epoch + 1) % every == 0:
-            self.checkpoint(handle, epoch=epoch, step=step, epoch_end=True)
-        self._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=self._lr(handle), logs=metrics_of(logs)))
+            self.checkpointer.save(handle, epoch=epoch, step=step, epoch_end=True)
+        self.records.write(
+            EpochRecord(time=time.time(), epoch=epoch, step=step, lr=lr_of(handle), logs=metrics_of(logs))
+        )
         self._barrier(handle, epoch, f"epoch {epoch + 1}")
 
     def _barrier(self, handle: OptimizerHandle, epoch: int, what: str) -> None:
@@ -388,9 +374,9 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
 
         A ``verdict_timeout`` of 0 turns the barriers off: one poll, no wait, nothing marked late.
         """
-        if self._wait_for_verdict(handle, epoch) or self.verdict_timeout <= 0:
+        if self.commands.wait_for_verdict(handle, epoch) or self.verdict_timeout <= 0:
             return
-        self._late_epoch = epoch
+        self.commands.late_epoch = epoch
         warn(
             f"no verdict from the supervisor for {what} after {self.verdict_timeout:g} s; "
             "training goes on (commands for it will be applied late)"
@@ -413,6 +399,16 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             nxt = min(nxt, (self._ckpt_bucket + 1) * every)
         self._next_event = nxt
 
+    def _rewind(self, step: int) -> None:
+        """A rollback set the global step back to ``step`` (the epoch stays)."""
+        self._position = (self._position[0], step)
+        self._reset_buckets(step)
+
+    def _reconfigure(self, changes: Mapping[str, Any]) -> None:
+        """A ``configure`` command's settings (checked): the cadence from now on."""
+        self.settings = replace(self.settings, **changes)
+        self._reset_buckets(self._position[1])
+
     def _reset_buckets(self, step: int) -> None:
         """The step is now ``step`` (a fit's start, a rollback, a new cadence): recount the blocks."""
         self._batch_bucket = step // self.settings.batch_every
@@ -429,15 +425,13 @@ class Agent(CommandHandler, LrControl, Checkpointing, Heartbeats, RecordWriter):
             epoch: int or None, the last epoch reached.
             step: int, the global optimizer step.
         """
-        self._stop_heartbeat()
-        self._write(EndRecord(time=time.time(), reason=reason, epoch=epoch, step=step))
+        self.heartbeats.stop()
+        self.records.write(EndRecord(time=time.time(), reason=reason, epoch=epoch, step=step))
 
     def close(self) -> None:
         """Stop heartbeats and close the files. Safe to call twice."""
-        self._stop_heartbeat()
-        with self._write_lock:
-            self._closed = True
-            self._out.close()
+        self.heartbeats.stop()
+        self.records.close()
         self._control.close()
 
     def __enter__(self) -> "Agent":

@@ -35,7 +35,8 @@ import keras
 from keras.optimizers.schedules import LearningRateSchedule
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
-from lrsup.supervisor.agent.core import ENV_RESTORE, Agent, check_setting
+from lrsup.supervisor.agent.core import ENV_RESTORE, Agent
+from lrsup.supervisor.agent.settings import check_setting
 from lrsup.supervisor.protocol.wire import ENV_RUN_DIR
 
 # Attributes that look like numbers but are structure, not hyperparameters.
@@ -467,7 +468,7 @@ class LrsupCallback(keras.callbacks.Callback):
         # Keras calls every callback's batch-begin hook anyway; this one costs a call and a
         # test unless an lrsup schedule is active.
         agent = self._agent
-        if agent is not None and agent._schedule is not None:
+        if agent is not None and agent.lr_control.schedule is not None:
             agent.batch_begin(self._handle, self._epoch_base + batch)
 
     def on_train_batch_end(self, batch, logs=None):

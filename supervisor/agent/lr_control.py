@@ -1,11 +1,17 @@
 """The learning rate as the agent sets it: straight on the optimizer, or as lrsup's
 schedule times a multiplier.
 
-Owns ``LrControl``, the part of ``Agent`` that applies ``set_lr`` / ``scale_lr`` /
+Owns ``LrControl``, the agent's collaborator that applies ``set_lr`` / ``scale_lr`` /
 ``set_schedule`` and restores a checkpoint's schedule and multiplier. While an lrsup
 schedule is active the LR is ``schedule(step) * multiplier``: ``set_lr`` changes the
 multiplier to ``lr / schedule(step)``, ``scale_lr`` multiplies it. Standard library only
 (plus ``lrsup.supervisor.protocol.schedules``).
+
+Example::
+
+    lr = LrControl()
+    lr.set_schedule(handle, {"kind": "cosine", ...}, step=0)
+    lr.apply(handle, step)          # before each batch while ``lr.schedule`` is not None
 """
 
 from __future__ import annotations
@@ -19,46 +25,60 @@ from lrsup.supervisor.protocol.schedules import Schedule
 
 
 class LrControl:
-    """lrsup's own LR schedule for ``Agent``: ``_schedule`` (or None) and ``_multiplier``."""
+    """lrsup's own LR schedule: ``schedule`` (None: the optimizer's LR is set directly) and ``multiplier``."""
 
-    _schedule: Schedule | None
-    _multiplier: float
-    _position: tuple[int | None, int]
+    def __init__(self) -> None:
+        self.schedule: Schedule | None = None
+        self.multiplier = 1.0
 
-    def _apply_schedule(self, handle: OptimizerHandle, step: int) -> None:
-        handle.set_lr(self._schedule(step) * self._multiplier)  # type: ignore[misc]
+    def apply(self, handle: OptimizerHandle, step: int) -> None:
+        """Set the LR to ``schedule(step) * multiplier`` (only while a schedule is active)."""
+        handle.set_lr(self.schedule(step) * self.multiplier)  # type: ignore[misc]
 
-    def _set_lr(self, handle: OptimizerHandle, lr: float) -> None:
-        if self._schedule is None:
+    def set_lr(self, handle: OptimizerHandle, lr: float, step: int) -> None:
+        if self.schedule is None:
             handle.set_lr(lr)
             return
-        step = self._position[1]
-        base = self._schedule(step)
+        base = self.schedule(step)
         if not (math.isfinite(base) and base > 0):
             raise ValueError(f"lrsup's schedule gives {base!r} at step {step}; no multiplier turns it into {lr!r}")
-        self._multiplier = lr / base
-        self._apply_schedule(handle, step)
+        self.multiplier = lr / base
+        self.apply(handle, step)
 
-    def _scale_lr(self, handle: OptimizerHandle, factor: float) -> None:
-        if self._schedule is None:
+    def scale_lr(self, handle: OptimizerHandle, factor: float, step: int) -> None:
+        if self.schedule is None:
             handle.scale_lr(factor)
             return
-        self._multiplier *= factor
-        self._apply_schedule(handle, self._position[1])
+        self.multiplier *= factor
+        self.apply(handle, step)
 
-    def _set_schedule(self, handle: OptimizerHandle, spec: Mapping[str, Any]) -> None:
+    def set_schedule(self, handle: OptimizerHandle, spec: Mapping[str, Any], step: int) -> None:
+        """Drive the LR by ``spec`` from ``step`` on (ValueError for a handle with a native schedule)."""
         native = getattr(handle, "native_schedule", None)
         if native is not None:
             raise ValueError(
                 f"the optimizer's learning rate is a {native}; lrsup schedules drive a float learning "
                 "rate only (use set_lr / scale_lr, which scale the optimizer's own schedule)"
             )
-        self._schedule = Schedule(spec)
-        self._multiplier = 1.0
-        self._apply_schedule(handle, self._position[1])
+        self.schedule = Schedule(spec)
+        self.multiplier = 1.0
+        self.apply(handle, step)
 
-    def _restore_schedule(self, entry: CheckpointEntry) -> None:
+    def clear(self) -> None:
+        """Drop the schedule; the LR stays where it is."""
+        self.schedule = None
+        self.multiplier = 1.0
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint keeps of it (``restore`` reads it back)."""
+        return {
+            "lrsup_schedule": self.schedule.spec if self.schedule is not None else None,
+            "lrsup_multiplier": self.multiplier,
+        }
+
+    def restore(self, entry: CheckpointEntry) -> None:
+        """The schedule and multiplier as they were when ``entry`` was saved."""
         spec = entry.meta.get("lrsup_schedule")
-        self._schedule = Schedule(spec) if spec else None
+        self.schedule = Schedule(spec) if spec else None
         multiplier = entry.meta.get("lrsup_multiplier")
-        self._multiplier = float(multiplier) if multiplier is not None else 1.0
+        self.multiplier = float(multiplier) if multiplier is not None else 1.0

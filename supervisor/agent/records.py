@@ -2,8 +2,8 @@
 
 Owns ``metrics_of`` (Keras-style logs as ``{name: float}``), ``warn`` (one ``lrsup:``
 line on stderr), ``describe_command`` (the log line for an applied command) and
-``RecordWriter``, the part of ``Agent`` that writes records under its lock (``_write``,
-``_error``, ``_lr``). Standard library only.
+``RecordWriter``, the agent's collaborator that writes records under its lock and
+rides out a full disk, and ``lr_of`` (a handle's LR, or None). Standard library only.
 
 Example::
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Union
 from lrsup import __version__
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.settings import AgentError
-from lrsup.supervisor.protocol.jsonl import Appender
+from lrsup.supervisor.protocol.jsonl import DISK_FULL, Appender
 from lrsup.supervisor.protocol.wire import PROTOCOL_VERSION, ErrorRecord, Record, dumps
 
 AGENT_NAME = f"lrsup {__version__}"
@@ -148,33 +148,81 @@ def describe_command(obj: Mapping[str, Any], epoch: int | None, step: int, lr: f
 
 
 class RecordWriter:
-    """Record output for ``Agent``: one record a line, under a lock (the heartbeat thread writes too)."""
+    """The agent's records out: one line per record appended to metrics.jsonl, under a lock
+    (the heartbeat thread writes too).
 
-    run_dir: str
-    _out: Appender
-    _write_lock: threading.Lock
-    _closed: bool
+    A full disk (ENOSPC, EDQUOT) never ends the training: records are dropped and counted,
+    one stderr line says so, and when a write succeeds again an ``error`` record (and a
+    stderr line) says how many were lost. A line cut short by the full disk is never glued
+    to the next one (``Appender`` starts that on a fresh line).
 
-    def _write(self, record: Record) -> None:
-        self._write_line((dumps(record.to_json()) + "\n").encode(), record.type)
+    Args:
+        path: str, metrics.jsonl.
 
-    def _write_line(self, data: bytes, what: str) -> None:
-        """Write one encoded line (``_write``'s, or ``batch_line``'s; ``what``: its record type)."""
-        with self._write_lock:
-            if self._closed:
-                raise AgentError(f"agent for {self.run_dir!r} is closed; cannot write a {what} record")
-            self._out.write_line(data)
+    Raises:
+        AgentError: the file cannot be opened for writing.
+    """
 
-    def _error(self, seq: int | None, cmd: str | None, message: str) -> None:
-        self._write(ErrorRecord(time=time.time(), seq=seq, cmd=cmd, message=message))
-        warn(f"{'command refused' if seq is not None else 'error'}: {message}")
-
-    @staticmethod
-    def _lr(handle: OptimizerHandle, recent: bool = False) -> float | None:
-        """The handle's learning rate (None if it cannot say); ``recent``: accept the value the
-        handle last read or set if it has ``recent_lr`` (batch records)."""
+    def __init__(self, path: str) -> None:
+        self.path = path
         try:
-            lr = handle.recent_lr() if recent and hasattr(handle, "recent_lr") else handle.get_lr()
-        except Exception:
-            return None
-        return None if lr is None else float(lr)
+            self._out = Appender(path)
+        except OSError as exc:
+            raise AgentError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.dropped = 0  # records lost to a full disk since the last that was written
+        self.dropped_total = 0
+        self._dropped_since: float | None = None
+
+    def write(self, record: Record) -> None:
+        """Append one record (AgentError once closed; other write errors than a full disk raised)."""
+        self.write_line((dumps(record.to_json()) + "\n").encode(), record.type)
+
+    def write_line(self, data: bytes, what: str) -> None:
+        """Write one encoded line (``write``'s, or ``batch_line``'s; ``what``: its record type)."""
+        with self._lock:
+            if self._closed:
+                raise AgentError(f"agent for {self.path!r} is closed; cannot write a {what} record")
+            try:
+                if self.dropped:
+                    self._out.write_line(self._dropped_line())
+                    warn(f"disk space is back: {self.dropped} record(s) were dropped while {self.path} was full")
+                    self.dropped, self._dropped_since = 0, None
+                self._out.write_line(data)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                if not self.dropped:
+                    self._dropped_since = time.time()
+                    warn(f"cannot write {self.path}: {exc.strerror}; records are dropped until space returns")
+                self.dropped += 1
+                self.dropped_total += 1
+
+    def _dropped_line(self) -> bytes:
+        message = (
+            f"disk full: {self.dropped} record(s) dropped since "
+            f"{time.strftime('%H:%M:%S', time.localtime(self._dropped_since or time.time()))}"
+        )
+        return (dumps(ErrorRecord(time=time.time(), message=message).to_json()) + "\n").encode()
+
+    def error(self, seq: int | None, cmd: str | None, message: str, *, quiet: bool = False) -> None:
+        """An ``error`` record (a refused command: ``seq``/``cmd``), and a stderr line unless ``quiet``."""
+        self.write(ErrorRecord(time=time.time(), seq=seq, cmd=cmd, message=message))
+        if not quiet:
+            warn(f"{'command refused' if seq is not None else 'error'}: {message}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._out.close()
+
+
+def lr_of(handle: OptimizerHandle, recent: bool = False) -> float | None:
+    """The handle's learning rate (None if it cannot say); ``recent``: accept the value the
+    handle last read or set if it has ``recent_lr`` (batch records)."""
+    try:
+        lr = handle.recent_lr() if recent and hasattr(handle, "recent_lr") else handle.get_lr()
+    except Exception:
+        return None
+    return None if lr is None else float(lr)

@@ -14,11 +14,11 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from lrsup.supervisor.protocol.bounds import AGENT_BOUNDS, check_agent_setting
 from lrsup.supervisor.protocol.wire import CONFIG_FILE, DEFAULT_BATCH_MIN_INTERVAL
 
 DEFAULT_BATCH_EVERY = 10
@@ -65,40 +65,20 @@ class Settings:
 def check_setting(name: str, value: Any, source: str) -> Any:
     """``value`` as setting ``name`` takes it; ValueError quoting it when out of range.
 
+    The ranges are the protocol's (``lrsup.supervisor.protocol.bounds``), the same that the
+    ``[agent]`` table and the ``configure`` command are checked against.
+
     Args:
         name: str, a ``Settings`` field (else TypeError).
         value: the value given.
         source: str, where it came from, for the message.
     """
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if name in ("checkpoint_every_epochs", "checkpoint_every_steps"):
-        if not (is_int and value >= 0):
-            raise ValueError(f"{source}: {name} must be an integer >= 0 (0: off), got {value!r}")
-        return value
-    if name == "keep_last":
-        if not (is_int and value >= 1):
-            raise ValueError(f"{source}: keep_last must be an integer >= 1, got {value!r}")
-        return value
-    if name == "batch_every":
-        if not (is_int and value >= 1):
-            raise ValueError(f"{source}: batch_every must be an integer >= 1, got {value!r}")
-        return value
-    if name == "batch_min_interval":
-        if not (is_number and math.isfinite(value) and value >= 0):
-            raise ValueError(
-                f"{source}: batch_min_interval must be a number of seconds >= 0 (0: no minimum), got {value!r}"
-            )
-        return float(value)
-    if name == "verdict_timeout":
-        if not (is_number and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{source}: verdict_timeout must be a number of seconds >= 0, got {value!r}")
-        return float(value)
-    if name == "heartbeat_interval":
-        if not (is_number and math.isfinite(value) and value > 0):
-            raise ValueError(f"{source}: heartbeat_interval must be a number of seconds > 0, got {value!r}")
-        return float(value)
-    raise TypeError(f"unknown agent setting {name!r}")
+    if name not in AGENT_BOUNDS:
+        raise TypeError(f"unknown agent setting {name!r}")
+    try:
+        return check_agent_setting(name, value)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def load_settings(run_dir: str | os.PathLike[str], **overrides: Any) -> Settings:

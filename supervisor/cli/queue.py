@@ -283,7 +283,7 @@ def run(
         None, "--config", help="Where the [notify] settings for the end of the queue are."
     ),
     ray: Optional[str] = typer.Option(
-        None, "--ray", metavar="ADDRESS|local", help="Run the queue on a Ray cluster (needs lrsup\\[ray])."
+        None, "--ray", metavar="ADDRESS|local", help="Run the queue on a Ray cluster (needs lrsup[ray])."
     ),
     runs_dir: Path = RunsDirOption,
 ) -> None:

@@ -98,21 +98,20 @@ def _logs(run_dir: Path, follow: bool, poll: float = 0.2) -> int:
     return 0
 
 
-def _decision_view(entry: dict) -> Any:
-    """A journal decision as the display's ``on_decision`` expects it (``action``, ``lr``, ``suppressed``)."""
+def _decision_view(entry: Any) -> Any:
+    """A journal decision (a DecisionEntry) as the display's ``on_decision`` expects it (``action``, ``lr``, ``suppressed``)."""
     from types import SimpleNamespace
 
+    name = entry.extra.get("name")
     action = SimpleNamespace(
-        kind=str(entry.get("action") or "?"),
-        policy=entry.get("policy"),
-        reason=str(entry.get("reason") or ""),
+        kind=entry.action or "?",
+        policy=entry.policy,
+        reason=entry.reason,
         lr=None,
-        name=str(entry.get("name") or "?"),
+        name=str(name or "?"),
         value=float("nan"),
     )
-    lr = entry.get("lr") if isinstance(entry.get("lr"), (int, float)) else None
-    suppressed = entry.get("suppressed") if isinstance(entry.get("suppressed"), str) else None
-    return SimpleNamespace(action=action, lr=lr, suppressed=suppressed)
+    return SimpleNamespace(action=action, lr=entry.lr, suppressed=entry.suppressed)
 
 
 def _feed(display: Any, obj: dict) -> None:
@@ -124,12 +123,14 @@ def _feed(display: Any, obj: dict) -> None:
         pass
 
 
-def _feed_journal(display: Any, entry: dict) -> None:
-    kind = entry.get("type")
-    if kind == "decision":
+def _feed_journal(display: Any, obj: dict) -> None:
+    from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry, read_entry
+
+    entry = read_entry(obj)
+    if isinstance(entry, DecisionEntry):
         display.on_decision(_decision_view(entry))
-    elif kind == "event":
-        display.on_state(str(entry.get("event") or "event"), str(entry.get("detail") or entry.get("event")))
+    elif isinstance(entry, EventEntry):
+        display.on_state(entry.event or "event", str(entry.detail or entry.event))
 
 
 def _watch(run_dir: Path, poll: float = 0.25, display: Any = None) -> int:
@@ -142,6 +143,7 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
 
     from lrsup.supervisor import protocol
     from lrsup.supervisor.history.runs import TailReader, head_objects, summarize, tail_objects
+    from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
     from lrsup.supervisor.view.display import make_display
 
     metrics, journal = run_dir / protocol.METRICS_FILE, run_dir / protocol.JOURNAL_FILE
@@ -163,7 +165,8 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
         last_epoch = next((r for r in reversed(tail) if r.get("type") == "epoch"), None)
         if last_epoch is not None and (start is None or (last_epoch.get("time") or 0) >= (start.get("time") or 0)):
             _feed(display, last_epoch)
-        for entry in [e for e in tail_objects(journal) if e.get("type") == "decision"][-5:]:
+        decided = [e for e in map(read_entry, tail_objects(journal)) if isinstance(e, DecisionEntry)]
+        for entry in decided[-5:]:
             display.on_decision(_decision_view(entry))
         if summary.state != "running":
             display.on_state(summary.state, f"{summary.name} is not running: {state_text(summary)}")

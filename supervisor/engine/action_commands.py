@@ -8,56 +8,78 @@ the record's actions takes effect is the composition's business
 
 Example::
 
-    command, lr, multiplier, why = lr_plan(ScaleLR(factor=0.5), lr=0.01, schedule=None,
-                                           multiplier=None, step=400)
-    # ({"cmd": "set_lr", "lr": 0.005}, 0.005, None, None)
+    plan = lr_plan(ScaleLR(factor=0.5), lr=0.01, schedule=None, multiplier=None, step=400)
+    # LRPlan(command=SetLRCommand(lr=0.005), lr=0.005, multiplier=None, why=None)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import NamedTuple
 
 from lrsup.policies.actions import Action, Configure, Rollback, ScaleLR, SetLR
 from lrsup.policies.base import pick_checkpoint
 from lrsup.policies.monitor import to_float32
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
 from lrsup.supervisor.engine.decision import Decision
+from lrsup.supervisor.protocol.bounds import check_agent_setting
+from lrsup.supervisor.protocol.commands import (
+    ConfigureCommand,
+    RollbackCommand,
+    ScaleLRCommand,
+    SetLRCommand,
+    is_valid_lr,
+)
 from lrsup.supervisor.protocol.schedules import evaluate
 from lrsup.supervisor.protocol.wire import CADENCE_FIELDS
 
 # The agent's cadence settings a Configure may change (the configure command's fields).
 CADENCE = CADENCE_FIELDS
 
-# (command or None, new LR or None, new multiplier or None, why suppressed or None).
-LRPlan = tuple[dict | None, float | None, float | None, str | None]
+
+class LRPlan(NamedTuple):
+    """What a SetLR or ScaleLR would send: the command and the LR and multiplier after it, or why not."""
+
+    command: SetLRCommand | ScaleLRCommand | None
+    lr: float | None  # the effective LR after it, when known
+    multiplier: float | None  # lrsup's multiplier after it, while a schedule is in force
+    why: str | None = None  # why it is not sent ("invalid: ...", "no change (...)"); then command is None
 
 
-def rollback_plan(action: Rollback, book: CheckpointBook) -> tuple[TrackedCheckpoint | None, float | None, str | None]:
-    """(target, LR after it or None, why it cannot be sent or None)."""
-    if action.lr is not None and not (math.isfinite(action.lr) and action.lr >= 0):
-        return None, None, f"invalid: lr must be finite and >= 0 (got {action.lr!r})"
+class RollbackPlan(NamedTuple):
+    """Where a Rollback would go and the LR after it, or why it cannot be sent."""
+
+    target: TrackedCheckpoint | None
+    lr: float | None  # the LR the command sets (None: the checkpoint's own)
+    why: str | None = None
+
+
+def _no_lr_plan(why: str) -> LRPlan:
+    return LRPlan(None, None, None, why)
+
+
+def rollback_plan(action: Rollback, book: CheckpointBook) -> RollbackPlan:
+    """The checkpoint ``action`` goes to and the LR after it, or why it cannot be sent."""
+    if action.lr is not None and not is_valid_lr(action.lr):
+        return RollbackPlan(None, None, f"invalid: lr must be finite and >= 0 (got {action.lr!r})")
     if action.lr_factor is not None and not (math.isfinite(action.lr_factor) and action.lr_factor > 0):
-        return None, None, f"invalid: lr_factor must be finite and > 0 (got {action.lr_factor!r})"
+        return RollbackPlan(None, None, f"invalid: lr_factor must be finite and > 0 (got {action.lr_factor!r})")
     if not isinstance(action.skip_batches, int) or action.skip_batches < 0:
-        return None, None, f"invalid: skip_batches must be an int >= 0 (got {action.skip_batches!r})"
+        return RollbackPlan(None, None, f"invalid: skip_batches must be an int >= 0 (got {action.skip_batches!r})")
     if action.checkpoint is not None:
         target = book.get(action.checkpoint)
         if target is None:
             known = ", ".join(c.name for c in book.infos()) or "none"
-            return (
-                None,
-                None,
-                (f"no checkpoint to roll back to: no checkpoint named {action.checkpoint!r} (known: {known})"),
-            )
+            why = f"no checkpoint to roll back to: no checkpoint named {action.checkpoint!r} (known: {known})"
+            return RollbackPlan(None, None, why)
     elif action.best:
         target, why = book.best()
         if target is None:
-            return None, None, f"no checkpoint to roll back to: {why}"
+            return RollbackPlan(None, None, f"no checkpoint to roll back to: {why}")
     else:
         info, why = pick_checkpoint(book.infos(), action.before_step)
         if info is None:
-            return None, None, f"no checkpoint to roll back to: {why}"
+            return RollbackPlan(None, None, f"no checkpoint to roll back to: {why}")
         target = book.get(info.name)
     if action.lr is not None:
         lr = float(action.lr)
@@ -65,14 +87,11 @@ def rollback_plan(action: Rollback, book: CheckpointBook) -> tuple[TrackedCheckp
         lr = target.lr * action.lr_factor  # type: ignore[union-attr]
     else:
         lr = None
-    return target, lr, None
+    return RollbackPlan(target, lr)
 
 
-def rollback_command(action: Rollback, target: TrackedCheckpoint, lr: float | None) -> dict[str, Any]:
-    command: dict[str, Any] = {"cmd": "rollback", "checkpoint": target.name, "skip_batches": action.skip_batches}
-    if lr is not None:
-        command["lr"] = lr
-    return command
+def rollback_command(action: Rollback, target: TrackedCheckpoint, lr: float | None) -> RollbackCommand:
+    return RollbackCommand(target.name, action.skip_batches, lr)
 
 
 def lr_plan(
@@ -82,30 +101,30 @@ def lr_plan(
     current = lr
     if isinstance(action, SetLR):
         target = float(action.lr)
-        if not (math.isfinite(target) and target >= 0):
-            return None, None, None, f"invalid: lr must be finite and >= 0 (got {action.lr!r})"
+        if not is_valid_lr(target):
+            return _no_lr_plan(f"invalid: lr must be finite and >= 0 (got {action.lr!r})")
         if current is not None and to_float32(target) == to_float32(current):
-            return None, None, None, f"no change (LR already {current:.6g})"
+            return _no_lr_plan(f"no change (LR already {current:.6g})")
         new_multiplier = multiplier_for(schedule, target, step) if schedule is not None else None
-        return {"cmd": "set_lr", "lr": target}, target, new_multiplier, None
+        return LRPlan(SetLRCommand(target), target, new_multiplier)
     factor, min_lr = float(action.factor), float(action.min_lr)
     if not (math.isfinite(factor) and factor > 0):
-        return None, None, None, f"invalid: factor must be finite and > 0 (got {action.factor!r})"
+        return _no_lr_plan(f"invalid: factor must be finite and > 0 (got {action.factor!r})")
     if not (math.isfinite(min_lr) and min_lr >= 0):
-        return None, None, None, f"invalid: min_lr must be finite and >= 0 (got {action.min_lr!r})"
+        return _no_lr_plan(f"invalid: min_lr must be finite and >= 0 (got {action.min_lr!r})")
     if current is None:
         new_multiplier = None if multiplier is None else multiplier * factor
-        return {"cmd": "scale_lr", "factor": factor}, None, new_multiplier, None
+        return LRPlan(ScaleLRCommand(factor), None, new_multiplier)
     target = max(current * factor, min_lr)
     if to_float32(target) == to_float32(current):
-        return None, None, None, f"no change (LR already {current:.6g})"
+        return _no_lr_plan(f"no change (LR already {current:.6g})")
     if schedule is None:
-        return {"cmd": "set_lr", "lr": target}, target, None, None
+        return LRPlan(SetLRCommand(target), target, None)
     effective = target / current if current > 0 else factor
     if effective >= 1.0:
-        return None, None, None, f"no change (LR {current:.6g} is not above min_lr {min_lr:.6g})"
+        return _no_lr_plan(f"no change (LR {current:.6g} is not above min_lr {min_lr:.6g})")
     new_multiplier = None if multiplier is None else multiplier * effective
-    return {"cmd": "scale_lr", "factor": effective}, target, new_multiplier, None
+    return LRPlan(ScaleLRCommand(effective), target, new_multiplier)
 
 
 def multiplier_for(schedule: dict | None, lr: float, step: int | None) -> float | None:
@@ -123,18 +142,10 @@ def configure_decision(
     Configure on the record set. ``configured`` and ``cadence`` are updated with what is sent."""
     asked = {k: getattr(action, k) for k in CADENCE if getattr(action, k) is not None}
     for key, value in asked.items():
-        if key == "batch_min_interval":
-            if not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-            ):
-                why = f"invalid: {key} must be a number of seconds >= 0 (got {value!r})"
-                return Decision(action, None, None, epoch, step, why)
-            asked[key] = float(value)
-            continue
-        low = 1 if key == "batch_every" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            why = f"invalid: {key} must be an int >= {low} (got {value!r})"
-            return Decision(action, None, None, epoch, step, why)
+        try:
+            asked[key] = check_agent_setting(key, value)
+        except ValueError as exc:
+            return Decision(action, None, None, epoch, step, f"invalid: {exc}")
     taken = {k: configured[k] for k in asked if k in configured}
     changes = {k: v for k, v in asked.items() if k not in taken and cadence[k] != v}
     if not changes:
@@ -149,4 +160,4 @@ def configure_decision(
     for key, value in changes.items():
         configured[key] = action
         cadence[key] = value
-    return Decision(action, {"cmd": "configure", **changes}, None, epoch, step)
+    return Decision(action, ConfigureCommand(**changes), None, epoch, step)

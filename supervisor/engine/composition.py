@@ -62,15 +62,19 @@ Composition rules, per record:
 Suppressed decisions have ``command=None`` and ``lr=None``. Decisions come back in
 the order the actions were returned, then the engine's retain decision.
 
-:class:`Composer` holds these rules (``_resolve``) and applies the winners to the
-engine's state; :class:`~lrsup.supervisor.engine.core.Engine` derives from it and owns that
-state (the attributes listed in :class:`Composer`'s docstring). The checks and the
-arithmetic of each single action are in :mod:`lrsup.supervisor.engine.action_commands`.
+:func:`compose` applies these rules to one record's actions and the engine's
+:class:`~lrsup.supervisor.engine.state.EngineState`, which it changes as the winners take
+effect. It first picks the winners (:func:`pick_winners`: the rollback, the stop, the LR
+change and the schedule change that take effect), then turns each action into its
+decision by one rule per action kind (``RULES``: the action's type to its function).
+The checks and the arithmetic of each single action are in
+:mod:`lrsup.supervisor.engine.action_commands`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Callable
 
 from lrsup.policies.actions import (
     Action,
@@ -94,253 +98,329 @@ from lrsup.supervisor.engine.action_commands import (
     rollback_command,
     rollback_plan,
 )
-from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, TrackedCheckpoint
+from lrsup.supervisor.engine.checkpoint_book import TrackedCheckpoint
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.engine.state import EngineState, PendingRollback
+from lrsup.supervisor.protocol.commands import (
+    CheckpointCommand,
+    ClearScheduleCommand,
+    RetainCommand,
+    SetHparamCommand,
+    SetScheduleCommand,
+    StopCommand,
+)
 from lrsup.supervisor.protocol.schedules import evaluate
 from lrsup.supervisor.protocol.wire import is_checkpoint_name
+
+__all__ = ["RULES", "Round", "Winners", "compose", "pick_winners"]
 
 _LR_CHANGES = (SetLR, ScaleLR)
 
 
-class Composer:
-    """The composition rules (see the module docstring), as the base of :class:`~lrsup.supervisor.engine.core.Engine`.
+@dataclass(frozen=True)
+class ChosenRollback:
+    """The rollback that takes effect: the action, its target and the LR after it (None: the checkpoint's)."""
 
-    The engine owns the state these methods read and change: ``_lr``, ``_step``,
-    ``_schedule``, ``_multiplier``, ``_schedule_before``, ``_pending``, ``_book``
-    (a :class:`~lrsup.supervisor.engine.checkpoint_book.CheckpointBook`), ``_cadence``,
-    ``_keeps``, ``_retained`` and ``_exit_status``; and ``_probing()`` and ``_retain_set()``.
+    action: Rollback
+    target: TrackedCheckpoint
+    lr: float | None
+
+
+@dataclass
+class Winners:
+    """Pass 1: the actions of the record that take effect, by priority (rule 2), and why others cannot."""
+
+    rollback: ChosenRollback | None = None
+    problems: dict[int, str] = field(default_factory=dict)  # id(rollback action) -> why it cannot be sent
+    stop: Stop | None = None
+    lr_change: Action | None = None
+    lr_plans: dict[int, LRPlan] = field(default_factory=dict)  # id(LR change) -> its plan
+    schedule_change: Action | None = None
+
+
+@dataclass
+class Round:
+    """One record's composition: the state, where the record is, the winners, and what was sent so far."""
+
+    state: EngineState
+    epoch: int | None
+    step: int
+    probing: str | None  # the policy probing (an LR range test), or None
+    pending: PendingRollback | None  # a rollback decided on an earlier record, not applied yet
+    winners: Winners = field(default_factory=Winners)
+    hparams: dict[str, Action] = field(default_factory=dict)  # the first SetHparam per name
+    checkpoints: dict[str | None, Action] = field(default_factory=dict)  # the first SaveCheckpoint per name
+    configured: dict[str, Action] = field(default_factory=dict)  # the Configure that set each setting
+    lr_change_seen: bool = False
+
+    def probed(self, action: Action) -> bool:
+        """True when another policy's probing suppresses ``action`` (rule 7)."""
+        return self.probing is not None and action.policy != self.probing
+
+    @property
+    def probe_why(self) -> str:
+        return f"policy {self.probing} is probing (an LR range test); its outcome decides the LR"
+
+    @property
+    def overruled(self) -> str | None:
+        """Why the record's LR changes and SetSchedules are not sent (a rollback or a stop won), or None."""
+        w = self.winners
+        if w.rollback is not None:
+            return f"rollback (policy {w.rollback.action.policy}) decided at step {self.step}"
+        if w.stop is not None:
+            return f"stop (policy {w.stop.policy}) decided at step {self.step}"
+        return None
+
+    def sent(self, action: Action, command, lr: float | None = None, exit_status: int | None = None) -> Decision:
+        return Decision(action, command, lr, self.epoch, self.step, None, exit_status)
+
+    def suppress(self, action: Action, why: str) -> Decision:
+        return Decision(action, None, None, self.epoch, self.step, why)
+
+
+def compose(
+    state: EngineState, actions: list[Action], epoch: int | None, step: int, probing: str | None
+) -> list[Decision]:
+    """The decisions on one record's actions, in the order they came; ``state`` takes the winners' effect.
+
+    Args:
+        state: EngineState. The engine's state, changed by the decisions sent.
+        actions: list of Action. The record's actions, in stack order, ``policy`` stamped.
+        epoch: int or None. The record's epoch.
+        step: int. The record's step.
+        probing: str or None. The policy probing when the record arrived (or now).
     """
+    r = Round(state, epoch, step, probing, state.pending)
+    r.winners = pick_winners(r, actions)
+    return [rule_for(action)(r, action) for action in actions]
 
-    _lr: float | None
-    _step: int | None
-    _schedule: dict | None
-    _multiplier: float | None
-    _schedule_before: tuple[dict | None, float | None]
-    _pending: dict[str, Any] | None
-    _book: CheckpointBook
-    _cadence: dict[str, int]
-    _keeps: dict[str, tuple[str, ...]]
-    _retained: tuple[str, ...]
-    _exit_status: int | None
 
-    def _probing(self) -> str | None:
-        raise NotImplementedError  # abstract
-
-    def _retain_set(self) -> tuple[str, ...]:
-        raise NotImplementedError  # abstract
-
-    def _resolve(
-        self, actions: list[Action], epoch: int | None, step: int, probing_before: str | None
-    ) -> list[Decision]:
-        probing = probing_before or self._probing()
-        pending = self._pending  # a rollback decided on an earlier record, not applied yet
-        decisions: list[Decision] = []
-
-        def suppress(action: Action, why: str) -> None:
-            decisions.append(Decision(action, None, None, epoch, step, why))
-
-        def probed(action: Action) -> bool:
-            return probing is not None and action.policy != probing
-
-        probe_why = f"policy {probing} is probing (an LR range test); its outcome decides the LR"
-
-        # Pass 1: the winners, by priority.
-        rollback: tuple[Rollback, TrackedCheckpoint, float | None] | None = None
-        problems: dict[int, str] = {}
-        for action in actions:
-            if isinstance(action, Rollback) and rollback is None and pending is None and not probed(action):
-                target, lr, problem = rollback_plan(action, self._book)
-                if problem is not None:
-                    problems[id(action)] = problem
-                else:
-                    rollback = (action, target, lr)  # type: ignore[assignment]
-        stop = next((a for a in actions if isinstance(a, Stop)), None)
-        lr_winner: Action | None = None
-        lr_plans: dict[int, LRPlan] = {}
-        if rollback is None and stop is None:
-            for action in actions:
-                if isinstance(action, _LR_CHANGES) and not probed(action):
-                    plan = lr_plan(
-                        action,
-                        lr=self._lr,
-                        schedule=self._schedule,  # type: ignore[arg-type]
-                        multiplier=self._multiplier,
-                        step=self._step,
-                    )
-                    lr_plans[id(action)] = plan
-                    if plan[3] is None:
-                        lr_winner = action
-                        break
-        schedule_winner: Action | None = None
-        for action in actions:
-            if probed(action):
-                continue
-            if isinstance(action, SetSchedule) and rollback is None and stop is None and lr_winner is None:
-                schedule_winner = action
-                break
-            if isinstance(action, ClearSchedule) and self._schedule is not None:
-                schedule_winner = action
-                break
-
-        # Pass 2: the decisions, in the order the actions came.
-        overruled = None  # why the record's LR changes and SetSchedules are not sent
-        if rollback is not None:
-            overruled = f"rollback (policy {rollback[0].policy}) decided at step {step}"
-        elif stop is not None:
-            overruled = f"stop (policy {stop.policy}) decided at step {step}"
-        hparams: dict[str, Action] = {}
-        checkpoints: dict[str | None, Action] = {}
-        configured: dict[str, Action] = {}
-        seen_lr_winner = False
-        for action in actions:
-            if isinstance(action, Rollback):
-                if rollback is not None and action is rollback[0]:
-                    decisions.append(self._apply_rollback(*rollback, epoch, step))
-                elif probed(action):
-                    suppress(action, probe_why)
-                elif pending is not None:
-                    suppress(
-                        action,
-                        f"a rollback to {pending['checkpoint']} decided at step "
-                        f"{pending['decided_at']} is not applied yet",
-                    )
-                elif id(action) in problems:
-                    suppress(action, problems[id(action)])
-                else:
-                    suppress(
-                        action,
-                        f"another rollback (policy {rollback[0].policy}) already "  # type: ignore[index]
-                        f"decided at step {step}",
-                    )
-            elif isinstance(action, Stop):
-                if action is stop:
-                    status = GIVE_UP_STATUS if action.give_up else None
-                    if status is not None:
-                        self._exit_status = status
-                    decisions.append(Decision(action, {"cmd": "stop"}, None, epoch, step, None, status))
-                else:
-                    first_stop: Stop = stop  # type: ignore[assignment]
-                    suppress(action, f"another stop (policy {first_stop.policy}) already decided at step {step}")
-            elif isinstance(action, _LR_CHANGES):
-                if overruled is not None:
-                    suppress(action, overruled)
-                elif probed(action):
-                    suppress(action, probe_why)
-                elif action is lr_winner:
-                    seen_lr_winner = True
-                    decisions.append(self._apply_lr(action, lr_plans[id(action)], epoch, step))
-                elif seen_lr_winner:
-                    winner: Action = lr_winner  # type: ignore[assignment]
-                    suppress(action, f"another LR change (policy {winner.policy}) already decided at step {step}")
-                else:
-                    suppress(action, lr_plans[id(action)][3])  # type: ignore[arg-type]
-            elif isinstance(action, SetSchedule):
-                if action is schedule_winner:
-                    decisions.append(self._apply_schedule(action, epoch, step))
-                elif overruled is not None:
-                    suppress(action, overruled)
-                elif lr_winner is not None:
-                    suppress(action, f"an LR change (policy {lr_winner.policy}) already decided at step {step}")
-                elif probed(action):
-                    suppress(action, probe_why)
-                else:
-                    first: Action = schedule_winner  # type: ignore[assignment]
-                    suppress(action, f"another schedule change (policy {first.policy}) already decided at step {step}")
-            elif isinstance(action, ClearSchedule):
-                if action is schedule_winner:
-                    decisions.append(self._apply_schedule(action, epoch, step))
-                elif probed(action):
-                    suppress(action, probe_why)
-                elif schedule_winner is not None:
-                    suppress(
-                        action,
-                        f"another schedule change (policy {schedule_winner.policy}) already decided at step {step}",
-                    )
-                else:
-                    suppress(action, "no change (no lrsup schedule in force)")
-            elif isinstance(action, SetHparam):
-                first = hparams.get(action.name)
-                if first is not None:
-                    suppress(
-                        action,
-                        f"another {action.name} change (policy {first.policy}) already decided at step {step}",
-                    )
-                else:
-                    hparams[action.name] = action
-                    command = {"cmd": "set_hparam", "name": action.name, "value": float(action.value)}
-                    decisions.append(Decision(action, command, None, epoch, step))
-            elif isinstance(action, SaveCheckpoint):
-                if action.name is not None and not is_checkpoint_name(action.name):
-                    suppress(action, f"invalid: checkpoint name {action.name!r} (1 to 100 of A-Z a-z 0-9 _ . -)")
-                elif action.name in checkpoints:
-                    first = checkpoints[action.name]
-                    suppress(
-                        action, f"another checkpoint request (policy {first.policy}) already decided at step {step}"
-                    )
-                else:
-                    checkpoints[action.name] = action
-                    command = {"cmd": "checkpoint"}
-                    if action.name is not None:
-                        command["name"] = action.name
-                    decisions.append(Decision(action, command, None, epoch, step))
-            elif isinstance(action, Configure):
-                decisions.append(configure_decision(action, configured, self._cadence, epoch, step))
-            elif isinstance(action, Keep):
-                decisions.append(self._apply_keep(action, epoch, step))
+def pick_winners(r: Round, actions: list[Action]) -> Winners:
+    """Pass 1 (rules 2 to 7): the rollback, stop, LR change and schedule change that take effect."""
+    w = Winners()
+    state = r.state
+    for action in actions:
+        if isinstance(action, Rollback) and w.rollback is None and r.pending is None and not r.probed(action):
+            target, lr, problem = rollback_plan(action, state.book)
+            if problem is not None:
+                w.problems[id(action)] = problem
             else:
-                why = f"unsupported action {type(action).__name__} (kind {action.kind!r})"
-                if isinstance(action, Retain):
-                    why += ": the engine decides retention; a policy asks with Keep"
-                suppress(action, why)
-        return decisions
+                w.rollback = ChosenRollback(action, target, lr)  # type: ignore[arg-type]
+    w.stop = next((a for a in actions if isinstance(a, Stop)), None)
+    if w.rollback is None and w.stop is None:
+        for action in actions:
+            if isinstance(action, _LR_CHANGES) and not r.probed(action):
+                plan = lr_plan(
+                    action, lr=state.lr, schedule=state.schedule, multiplier=state.multiplier, step=state.step
+                )
+                w.lr_plans[id(action)] = plan
+                if plan.why is None:
+                    w.lr_change = action
+                    break
+    for action in actions:
+        if r.probed(action):
+            continue
+        if isinstance(action, SetSchedule) and w.rollback is None and w.stop is None and w.lr_change is None:
+            w.schedule_change = action
+            break
+        if isinstance(action, ClearSchedule) and state.schedule is not None:
+            w.schedule_change = action
+            break
+    return w
 
-    # -- applying the winners ----------------------------------------------------------
 
-    def _apply_rollback(
-        self, action: Rollback, target: TrackedCheckpoint, lr: float | None, epoch: int | None, step: int
-    ) -> Decision:
-        command = rollback_command(action, target, lr)
-        self._pending = {"checkpoint": target.name, "step": target.step, "decided_at": step}
-        self._book.drop_after(target.step)  # the abandoned run's
-        new_lr = lr if lr is not None else target.lr
-        if self._schedule is not None:
-            self._multiplier = target.multiplier
-            if lr is not None:
-                self._multiplier = multiplier_for(self._schedule, lr, target.step)
-        if new_lr is not None:
-            self._lr = new_lr
-        self._step = target.step
-        return Decision(action, command, new_lr, epoch, step)
+# -- pass 2: one rule per action kind ------------------------------------------------------
 
-    def _apply_lr(self, action: Action, plan: tuple, epoch: int | None, step: int) -> Decision:
-        command, target, multiplier, _ = plan
-        if target is not None:
-            self._lr = target
-        if self._schedule is not None:
-            self._multiplier = multiplier
-        return Decision(action, command, target, epoch, step)
 
-    def _apply_schedule(self, action: SetSchedule | ClearSchedule, epoch: int | None, step: int) -> Decision:
-        self._schedule_before = (self._schedule, self._multiplier)
-        if isinstance(action, ClearSchedule):
-            self._schedule, self._multiplier = None, None
-            return Decision(action, {"cmd": "clear_schedule"}, None, epoch, step)
-        if self._schedule is None:
-            self._multiplier = 1.0  # a first schedule starts lrsup's multiplier afresh; a later one keeps it
-        self._schedule = dict(action.schedule)
-        lr = None
-        if self._multiplier is not None and self._step is not None:
-            lr = evaluate(self._schedule, self._step) * self._multiplier
-            self._lr = lr
-        return Decision(action, {"cmd": "set_schedule", "schedule": dict(action.schedule)}, lr, epoch, step)
+def decide_rollback(r: Round, action: Rollback) -> Decision:
+    """Rule 3: the winning rollback is sent; the others say why not."""
+    chosen = r.winners.rollback
+    if chosen is not None and action is chosen.action:
+        return apply_rollback(r, chosen)
+    if r.probed(action):
+        return r.suppress(action, r.probe_why)
+    if r.pending is not None:
+        p = r.pending
+        return r.suppress(action, f"a rollback to {p.checkpoint} decided at step {p.decided_at} is not applied yet")
+    if id(action) in r.winners.problems:
+        return r.suppress(action, r.winners.problems[id(action)])
+    first = chosen.action.policy  # type: ignore[union-attr]
+    return r.suppress(action, f"another rollback (policy {first}) already decided at step {r.step}")
 
-    def _apply_keep(self, action: Keep, epoch: int | None, step: int) -> Decision:
-        bad = [n for n in action.checkpoints if not is_checkpoint_name(n)]
-        if bad:
-            return Decision(action, None, None, epoch, step, f"invalid: checkpoint name(s) {bad!r}")
-        self._keeps[action.policy] = tuple(action.checkpoints)
-        names = self._retain_set()
-        if names == self._retained:
-            return Decision(action, None, None, epoch, step, f"no change (retained: {', '.join(names) or 'none'})")
-        self._retained = names
-        return Decision(action, {"cmd": "retain", "keep": list(names)}, None, epoch, step)
+
+def decide_stop(r: Round, action: Stop) -> Decision:
+    """Rule 4: the first Stop is sent (a give-up stop sets the exit status); later ones are suppressed."""
+    first = r.winners.stop
+    if action is not first:
+        return r.suppress(action, f"another stop (policy {first.policy}) already decided at step {r.step}")  # type: ignore[union-attr]
+    status = GIVE_UP_STATUS if action.give_up else None
+    if status is not None:
+        r.state.exit_status = status
+    return r.sent(action, StopCommand(), exit_status=status)
+
+
+def decide_lr_change(r: Round, action: Action) -> Decision:
+    """Rule 5: the first SetLR/ScaleLR that changes the LR is sent, unless a rollback, a stop or a probe overrules."""
+    overruled = r.overruled
+    if overruled is not None:
+        return r.suppress(action, overruled)
+    if r.probed(action):
+        return r.suppress(action, r.probe_why)
+    winner = r.winners.lr_change
+    if action is winner:
+        r.lr_change_seen = True
+        return apply_lr(r, action, r.winners.lr_plans[id(action)])
+    if r.lr_change_seen:
+        return r.suppress(action, f"another LR change (policy {winner.policy}) already decided at step {r.step}")  # type: ignore[union-attr]
+    return r.suppress(action, r.winners.lr_plans[id(action)].why)  # type: ignore[arg-type]
+
+
+def decide_set_schedule(r: Round, action: SetSchedule) -> Decision:
+    """Rule 6: one schedule change per record; a rollback, a stop or an LR change beats a SetSchedule."""
+    w = r.winners
+    if action is w.schedule_change:
+        return apply_schedule(r, action)
+    overruled = r.overruled
+    if overruled is not None:
+        return r.suppress(action, overruled)
+    if w.lr_change is not None:
+        return r.suppress(action, f"an LR change (policy {w.lr_change.policy}) already decided at step {r.step}")
+    if r.probed(action):
+        return r.suppress(action, r.probe_why)
+    first = w.schedule_change.policy  # type: ignore[union-attr]
+    return r.suppress(action, f"another schedule change (policy {first}) already decided at step {r.step}")
+
+
+def decide_clear_schedule(r: Round, action: ClearSchedule) -> Decision:
+    """Rule 6: a ClearSchedule keeps the LR, so only probing or another schedule change stops it."""
+    w = r.winners
+    if action is w.schedule_change:
+        return apply_schedule(r, action)
+    if r.probed(action):
+        return r.suppress(action, r.probe_why)
+    if w.schedule_change is not None:
+        first = w.schedule_change.policy
+        return r.suppress(action, f"another schedule change (policy {first}) already decided at step {r.step}")
+    return r.suppress(action, "no change (no lrsup schedule in force)")
+
+
+def decide_hparam(r: Round, action: SetHparam) -> Decision:
+    """Rule 8: at most one SetHparam per hyperparameter name per record."""
+    first = r.hparams.get(action.name)
+    if first is not None:
+        why = f"another {action.name} change (policy {first.policy}) already decided at step {r.step}"
+        return r.suppress(action, why)
+    r.hparams[action.name] = action
+    return r.sent(action, SetHparamCommand(action.name, float(action.value)))
+
+
+def decide_checkpoint(r: Round, action: SaveCheckpoint) -> Decision:
+    """Rule 8: a valid name, once per record (an unnamed request too)."""
+    if action.name is not None and not is_checkpoint_name(action.name):
+        return r.suppress(action, f"invalid: checkpoint name {action.name!r} (1 to 100 of A-Z a-z 0-9 _ . -)")
+    first = r.checkpoints.get(action.name)
+    if first is not None:
+        why = f"another checkpoint request (policy {first.policy}) already decided at step {r.step}"
+        return r.suppress(action, why)
+    r.checkpoints[action.name] = action
+    return r.sent(action, CheckpointCommand(action.name))
+
+
+def decide_configure(r: Round, action: Configure) -> Decision:
+    """Rule 8: only the settings that differ from the agent's cadence and no earlier Configure set."""
+    return configure_decision(action, r.configured, r.state.cadence, r.epoch, r.step)
+
+
+def decide_keep(r: Round, action: Keep) -> Decision:
+    """Rule 9: a Keep that changes the retained set carries the retain command."""
+    bad = [n for n in action.checkpoints if not is_checkpoint_name(n)]
+    if bad:
+        return r.suppress(action, f"invalid: checkpoint name(s) {bad!r}")
+    state = r.state
+    state.keeps[action.policy] = tuple(action.checkpoints)
+    names = state.retain_set()
+    if names == state.retained:
+        return r.suppress(action, f"no change (retained: {', '.join(names) or 'none'})")
+    state.retained = names
+    return r.sent(action, RetainCommand(names))
+
+
+def decide_unsupported(r: Round, action: Action) -> Decision:
+    """Rule 10: an action kind this engine has no command for."""
+    why = f"unsupported action {type(action).__name__} (kind {action.kind!r})"
+    if isinstance(action, Retain):
+        why += ": the engine decides retention; a policy asks with Keep"
+    return r.suppress(action, why)
+
+
+Rule = Callable[[Round, Action], Decision]
+
+# Each action kind's rule (a subclass of an action takes its base's).
+RULES: dict[type, Rule] = {
+    Rollback: decide_rollback,  # type: ignore[dict-item]
+    Stop: decide_stop,  # type: ignore[dict-item]
+    SetLR: decide_lr_change,
+    ScaleLR: decide_lr_change,
+    SetSchedule: decide_set_schedule,  # type: ignore[dict-item]
+    ClearSchedule: decide_clear_schedule,  # type: ignore[dict-item]
+    SetHparam: decide_hparam,  # type: ignore[dict-item]
+    SaveCheckpoint: decide_checkpoint,  # type: ignore[dict-item]
+    Configure: decide_configure,  # type: ignore[dict-item]
+    Keep: decide_keep,  # type: ignore[dict-item]
+}
+
+
+def rule_for(action: Action) -> Rule:
+    """The rule for ``action``'s kind (its class or the nearest base in ``RULES``), else ``decide_unsupported``."""
+    for cls in type(action).__mro__:
+        rule = RULES.get(cls)
+        if rule is not None:
+            return rule
+    return decide_unsupported
+
+
+# -- applying the winners to the state ---------------------------------------------------
+
+
+def apply_rollback(r: Round, chosen: ChosenRollback) -> Decision:
+    """Send the rollback; the state goes back to its target (LR, multiplier, step) until the ack."""
+    state, target, lr = r.state, chosen.target, chosen.lr
+    command = rollback_command(chosen.action, target, lr)
+    state.pending = PendingRollback(target.name, target.step, r.step)
+    state.book.drop_after(target.step)  # the abandoned run's
+    new_lr = lr if lr is not None else target.lr
+    if state.schedule is not None:
+        state.multiplier = target.multiplier
+        if lr is not None:
+            state.multiplier = multiplier_for(state.schedule, lr, target.step)
+    if new_lr is not None:
+        state.lr = new_lr
+    state.step = target.step
+    return r.sent(chosen.action, command, new_lr)
+
+
+def apply_lr(r: Round, action: Action, plan: LRPlan) -> Decision:
+    """Send the LR change; the state takes its LR (and multiplier, under a schedule)."""
+    state = r.state
+    if plan.lr is not None:
+        state.lr = plan.lr
+    if state.schedule is not None:
+        state.multiplier = plan.multiplier
+    return r.sent(action, plan.command, plan.lr)
+
+
+def apply_schedule(r: Round, action: SetSchedule | ClearSchedule) -> Decision:
+    """Send the schedule change; the state remembers the one before (restored if the trainer refuses)."""
+    state = r.state
+    state.schedule_before = (state.schedule, state.multiplier)
+    if isinstance(action, ClearSchedule):
+        state.schedule, state.multiplier = None, None
+        return r.sent(action, ClearScheduleCommand())
+    if state.schedule is None:
+        state.multiplier = 1.0  # a first schedule starts lrsup's multiplier afresh; a later one keeps it
+    state.schedule = dict(action.schedule)
+    lr = None
+    if state.multiplier is not None and state.step is not None:
+        lr = evaluate(state.schedule, state.step) * state.multiplier
+        state.lr = lr
+    return r.sent(action, SetScheduleCommand(dict(action.schedule)), lr)

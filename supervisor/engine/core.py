@@ -32,7 +32,8 @@ checkpoint's step again.
 Composition rules: how the actions of one record become decisions (safety first:
 Rollback > Stop > LR changes > schedules; probing; checkpoints, configuration and
 retention) are in :mod:`lrsup.supervisor.engine.composition`'s docstring, with
-:class:`~lrsup.supervisor.engine.composition.Composer`, the base of :class:`Engine`. Suppressed
+:func:`~lrsup.supervisor.engine.composition.compose`, which the engine calls with its
+:class:`~lrsup.supervisor.engine.state.EngineState` (all it knows, in one object). Suppressed
 decisions have ``command=None`` and ``lr=None``. Decisions come back in the order the
 actions were returned, then the engine's retain decision.
 
@@ -42,7 +43,7 @@ Example::
     for record in records:
         for decision in engine.feed(record):
             if decision.command is not None:
-                runner.send(decision.command, reason=decision.action.reason)
+                channel.send(decision.command, reason=decision.action.reason)
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ from typing import Any, Sequence
 from lrsup.policies.actions import Action, Retain
 from lrsup.policies.base import CheckpointInfo, Policy, RunView
 from lrsup.policies.monitor import Monitor
-from lrsup.supervisor.engine.action_commands import CADENCE as _CADENCE
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
-from lrsup.supervisor.engine.composition import Composer
+from lrsup.supervisor.engine.composition import compose
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.engine.state import RUN_FIELDS, EngineState
+from lrsup.supervisor.protocol.commands import (
+    ClearScheduleCommand,
+    RetainCommand,
+    RollbackCommand,
+    SetScheduleCommand,
+)
 from lrsup.supervisor.protocol.wire import (
     DEFAULT_BATCH_MIN_INTERVAL,
     AckRecord,
@@ -83,10 +90,8 @@ HOOKS: dict[type[Record], str] = {
 # The ``policy`` of the engine's own decisions (retain).
 ENGINE = "engine"
 
-_RUN_FIELDS = ("optimizer", "optimizer_config", "steps_per_epoch", "epochs")
 
-
-class Engine(Composer):
+class Engine:
     """Runs a stack of policies over the trainer's records.
 
     Example::
@@ -127,16 +132,14 @@ class Engine(Composer):
             for record_type, hook in HOOKS.items()
         }
         self._probers = tuple(p for p in self.policies if type(p).overrides("probing"))
-        self._book = CheckpointBook(Monitor(monitor, mode))
-        self._initial_cadence = {
+        initial_cadence = {
             "batch_every": batch_every,
             "batch_min_interval": float(batch_min_interval),
             "checkpoint_every_epochs": checkpoint_every_epochs,
             "checkpoint_every_steps": checkpoint_every_steps,
         }
-        self._lr: float | None = None
-        self._run: dict[str, Any] = dict.fromkeys(_RUN_FIELDS)
-        self._reset_supervision()
+        self.state = EngineState(CheckpointBook(Monitor(monitor, mode)), initial_cadence)
+        self._view_fields: dict[str, Any] | None = None  # see _view
 
     @classmethod
     def from_config(cls, config: Any) -> "Engine":
@@ -155,52 +158,38 @@ class Engine(Composer):
             checkpoint_every_steps=agent.checkpoint_every_steps,
         )
 
-    def _reset_supervision(self) -> None:
-        self._step: int | None = None
-        self._start_step = 0
-        self._book.reset()
-        self._pending: dict[str, Any] | None = None
-        self._schedule: dict | None = None
-        self._multiplier: float | None = None
-        self._schedule_before: tuple[dict | None, float | None] = (None, None)
-        self._cadence = dict(self._initial_cadence)
-        self._keeps: dict[str, tuple[str, ...]] = {}
-        self._retained: tuple[str, ...] = ()
-        self._exit_status: int | None = None
-        self._view_fields: dict[str, Any] | None = None  # see _view
-
     # -- what the runner and tests read ------------------------------------------------
 
     @property
     def lr(self) -> float | None:
         """The effective learning rate as the engine knows it (None until a record gives it)."""
-        return self._lr
+        return self.state.lr
 
     @property
     def exit_status(self) -> int | None:
         """3 once a give-up stop was sent (the exit status ``lrsup run`` should end with), else None."""
-        return self._exit_status
+        return self.state.exit_status
 
     @property
     def checkpoints(self) -> tuple[CheckpointInfo, ...]:
         """The checkpoints a rollback may go to, oldest first."""
-        return self._book.infos()
+        return self.state.book.infos()
 
     @property
     def known_good_checkpoint(self) -> str | None:
         """The name of the newest known-good checkpoint (a restart's restore point), or None."""
-        newest = self._book.newest_good()
+        newest = self.state.book.newest_good()
         return None if newest is None else newest.name
 
     @property
     def rollback_pending(self) -> str | None:
         """The checkpoint of a rollback decided and not yet acknowledged, or None."""
-        return None if self._pending is None else self._pending["checkpoint"]
+        return None if self.state.pending is None else self.state.pending.checkpoint
 
     @property
     def schedule(self) -> dict | None:
         """The lrsup schedule in force as the engine knows it, or None."""
-        return self._schedule
+        return self.state.schedule
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -211,38 +200,39 @@ class Engine(Composer):
             record: Record. The next record from metrics.jsonl, in order.
         """
         kind = type(record)
-        if kind is BatchRecord and self._pending is None:
+        state = self.state
+        if kind is BatchRecord and state.pending is None:
             return self._feed_batch(record)  # type: ignore[arg-type]
         self._view_fields = None  # any record but a batch record may change what the view shows
         if kind is CheckpointRecord:
             return self._on_checkpoint(record)  # type: ignore[arg-type]
         if kind is ErrorRecord:
             self._on_error(record)  # type: ignore[arg-type]
-            return self._retain_decisions(None, self._step or 0)
-        if kind is AckRecord and record.cmd == "rollback" and self._pending is not None:  # type: ignore[attr-defined]
-            self._pending = None
-        elif self._pending is not None and kind in (BatchRecord, EpochRecord):
+            return self._retain_decisions(None, state.step or 0)
+        if kind is AckRecord and record.cmd == RollbackCommand.cmd and state.pending is not None:  # type: ignore[attr-defined]
+            state.pending = None
+        elif state.pending is not None and kind in (BatchRecord, EpochRecord):
             return []  # the abandoned run: see "Rollbacks in flight"
         lr = getattr(record, "lr", None)
         if lr is not None:
-            self._lr = float(lr)
+            state.lr = float(lr)
         if kind is StartRecord:  # a new fit: nothing carries over from the last one
-            self._lr = None if lr is None else float(lr)
-            self._run = {name: getattr(record, name) for name in _RUN_FIELDS}
-            self._start_step = record.step  # type: ignore[attr-defined]
-            self._schedule, self._multiplier, self._pending = None, None, None
+            state.lr = None if lr is None else float(lr)
+            state.run = {name: getattr(record, name) for name in RUN_FIELDS}
+            state.start_step = record.step  # type: ignore[attr-defined]
+            state.schedule, state.multiplier, state.pending = None, None, None
         if kind in (StartRecord, BatchRecord, EpochRecord, AckRecord):
-            self._step = record.step  # type: ignore[attr-defined]
+            state.step = record.step  # type: ignore[attr-defined]
         epoch, step = getattr(record, "epoch", None), getattr(record, "step", 0)
         if kind is EpochRecord:
-            self._book.vouch(record)  # type: ignore[arg-type]
+            state.book.vouch(record)  # type: ignore[arg-type]
         hooks = self._hooks.get(kind)
         decisions: list[Decision] = []
         if hooks:
             view = self._view()
             actions = self._ask(hooks, kind, record, view)
             if actions:
-                decisions = self._resolve(actions, epoch, step, view.probing)
+                decisions = compose(state, actions, epoch, step, view.probing or self._probing())
                 self._view_fields = None
         if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
             decisions.extend(self._retain_decisions(epoch, step))
@@ -250,9 +240,10 @@ class Engine(Composer):
 
     def _feed_batch(self, record: BatchRecord) -> list[Decision]:
         """``feed`` for a batch record outside a rollback: the same steps, minus the tests that cannot apply."""
+        state = self.state
         if record.lr is not None:
-            self._lr = float(record.lr)
-        self._step = record.step
+            state.lr = float(record.lr)
+        state.step = record.step
         hooks = self._hooks.get(BatchRecord)
         if not hooks:
             return []
@@ -260,7 +251,7 @@ class Engine(Composer):
         actions = self._ask(hooks, BatchRecord, record, view)
         if not actions:
             return []
-        decisions = self._resolve(actions, record.epoch, record.step, view.probing)
+        decisions = compose(state, actions, record.epoch, record.step, view.probing or self._probing())
         self._view_fields = None
         if decisions:
             decisions.extend(self._retain_decisions(record.epoch, record.step))
@@ -289,22 +280,23 @@ class Engine(Composer):
         # to the next in _view_fields, which ``feed`` clears on such a record and after every
         # decision, and ``_reset_supervision`` on a new or loaded state; lr, step and probing
         # are read afresh.
+        state = self.state
         fields = self._view_fields
         if fields is None:
             fields = self._view_fields = {
-                **self._run,
-                "checkpoints": self._book.infos(),
-                "schedule": self._schedule,
-                "multiplier": self._multiplier,
-                "batch_every": self._cadence["batch_every"],
-                "batch_min_interval": self._cadence["batch_min_interval"],
-                "start_step": self._start_step,
+                **state.run,
+                "checkpoints": state.book.infos(),
+                "schedule": state.schedule,
+                "multiplier": state.multiplier,
+                "batch_every": state.cadence["batch_every"],
+                "batch_min_interval": state.cadence["batch_min_interval"],
+                "start_step": state.start_step,
             }
         view = object.__new__(RunView)
         values = view.__dict__
         values.update(fields)
-        values["lr"] = self._lr
-        values["step"] = self._step
+        values["lr"] = state.lr
+        values["step"] = state.step
         values["probing"] = self._probing()
         return view
 
@@ -317,33 +309,29 @@ class Engine(Composer):
     # -- checkpoints -------------------------------------------------------------------
 
     def _on_checkpoint(self, record: CheckpointRecord) -> list[Decision]:
-        if self._pending is not None and record.step > self._pending["step"]:
+        state = self.state
+        if state.pending is not None and record.step > state.pending.step:
             return []  # taken in the run being abandoned
-        self._book.add(record, lr=self._lr, multiplier=self._multiplier, start=record.step == self._start_step)
+        state.book.add(record, lr=state.lr, multiplier=state.multiplier, start=record.step == state.start_step)
         return self._retain_decisions(record.epoch, record.step)
 
     def _on_error(self, record: ErrorRecord) -> None:
-        if record.cmd == "rollback" and self._pending is not None:
+        state = self.state
+        if record.cmd == RollbackCommand.cmd and state.pending is not None:
             # The trainer could not restore it: never try that checkpoint again.
-            self._book.drop(self._pending["checkpoint"])
-            self._pending = None
-        elif record.cmd in ("set_schedule", "clear_schedule"):
-            self._schedule, self._multiplier = self._schedule_before
-
-    def _retention(self) -> list[tuple[tuple[str, ...], str]]:
-        return self._book.retention(None if self._pending is None else self._pending["checkpoint"], self._keeps)
-
-    def _retain_set(self) -> tuple[str, ...]:
-        return retained_names(self._retention())
+            state.book.drop(state.pending.checkpoint)
+            state.pending = None
+        elif record.cmd in (SetScheduleCommand.cmd, ClearScheduleCommand.cmd):
+            state.schedule, state.multiplier = state.schedule_before
 
     def _retain_decisions(self, epoch: int | None, step: int) -> list[Decision]:
-        parts = self._retention()
+        parts = self.state.retention()
         names = retained_names(parts)
-        if names == self._retained:
+        if names == self.state.retained:
             return []
-        self._retained = names
+        self.state.retained = names
         action = Retain(keep=names, policy=ENGINE, reason=retention_reason(parts))
-        return [Decision(action, {"cmd": "retain", "keep": list(names)}, None, epoch, step)]
+        return [Decision(action, RetainCommand(names), None, epoch, step)]
 
     # -- state -------------------------------------------------------------------------
 
@@ -352,25 +340,9 @@ class Engine(Composer):
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state: the engine's LR, run info and supervision (checkpoints, schedule...), and each policy's."""
-        return {
-            "lr": self._lr,
-            "run": dict(self._run),
-            "policies": {key: policy.state_dict() for key, policy in zip(self._keys(), self.policies)},
-            "supervision": {
-                "step": self._step,
-                "start_step": self._start_step,
-                "checkpoints": self._book.state(),
-                "last_epoch": self._book.last_epoch,
-                "pending": self._pending,
-                "schedule": self._schedule,
-                "multiplier": self._multiplier,
-                "schedule_before": list(self._schedule_before),
-                "cadence": dict(self._cadence),
-                "keeps": {k: list(v) for k, v in self._keeps.items()},
-                "retained": list(self._retained),
-                "exit_status": self._exit_status,
-            },
-        }
+        own = self.state.state_dict()
+        policies = {key: policy.state_dict() for key, policy in zip(self._keys(), self.policies)}
+        return {"lr": own["lr"], "run": own["run"], "policies": policies, "supervision": own["supervision"]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict`; the stack must be the same policies in the same order.
@@ -393,8 +365,8 @@ class Engine(Composer):
             got = list(saved) if isinstance(saved, dict) else saved
             raise ValueError(f"engine state was saved for policies {got!r}, but this engine has {keys!r}")
         run = state["run"]
-        if not isinstance(run, dict) or set(run) != set(_RUN_FIELDS):
-            raise ValueError(f"engine state: run must have keys {sorted(_RUN_FIELDS)}; got {run!r}")
+        if not isinstance(run, dict) or set(run) != set(RUN_FIELDS):
+            raise ValueError(f"engine state: run must have keys {sorted(RUN_FIELDS)}; got {run!r}")
         lr = state["lr"]
         if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool)):
             raise ValueError(f"engine state: lr must be a number or None; got {lr!r}")
@@ -403,31 +375,5 @@ class Engine(Composer):
             raise ValueError(f"engine state: supervision must be an object; got {supervision!r}")
         for key, policy in zip(keys, self.policies):
             policy.load_state_dict(saved[key])
-        self._lr = None if lr is None else float(lr)
-        self._run = dict(run)
-        self._reset_supervision()
-        if supervision:
-            self._load_supervision(supervision)
-
-    def _load_supervision(self, s: dict[str, Any]) -> None:
-        try:
-            self._step = s["step"]
-            self._start_step = int(s["start_step"])
-            self._book.load(s["checkpoints"], s["last_epoch"])
-            self._pending = s["pending"]
-            self._schedule = s["schedule"]
-            self._multiplier = s["multiplier"]
-            before = s["schedule_before"]
-            self._schedule_before = (before[0], before[1])
-            cadence = dict(s["cadence"])
-            # a snapshot from before batch_min_interval: the run's configured value
-            cadence.setdefault("batch_min_interval", self._initial_cadence["batch_min_interval"])
-            if set(cadence) != set(_CADENCE):
-                raise ValueError(f"cadence must have keys {sorted(_CADENCE)}; got {sorted(cadence)}")
-            self._cadence = cadence
-            self._keeps = {k: tuple(v) for k, v in s["keeps"].items()}
-            self._retained = tuple(s["retained"])
-            self._exit_status = s["exit_status"]
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            self._reset_supervision()
-            raise ValueError(f"engine state: malformed supervision: {exc!r}") from None
+        self._view_fields = None
+        self.state.load_state_dict(state)

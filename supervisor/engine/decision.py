@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from lrsup.policies.actions import Action
+from lrsup.supervisor.protocol.commands import Command
+from lrsup.supervisor.protocol.wire import EXIT_GIVE_UP
 
 # The exit status of a run a policy gave up on (Stop(give_up=True)).
-GIVE_UP_STATUS = 3
+GIVE_UP_STATUS = EXIT_GIVE_UP
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,7 @@ class Decision:
 
     Args:
         action: Action. The policy's action, with ``policy`` stamped.
-        command: dict or None. Command arguments including ``cmd`` (e.g.
-            ``{"cmd": "set_lr", "lr": 0.005}``), or None when suppressed.
+        command: Command or None. What to send (e.g. ``SetLRCommand(0.005)``), or None when suppressed.
         lr: float or None. The effective LR after this decision, when it sets one.
         epoch: int or None. The record's epoch (None for records without one).
         step: int. The record's step.
@@ -28,7 +28,7 @@ class Decision:
     """
 
     action: Action
-    command: dict[str, Any] | None
+    command: Command | None
     lr: float | None
     epoch: int | None
     step: int

@@ -22,43 +22,14 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from lrsup.supervisor.config import ConfigError, ResolvedConfig, config_from_json
+from lrsup.supervisor.config import ResolvedConfig, run_config
 from lrsup.supervisor.engine.core import Decision, Engine
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
-from lrsup.supervisor.protocol.wire import CONFIG_FILE, METRICS_FILE, ProtocolError, parse_record
-
-
-def run_config(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
-    """The configuration a run was supervised with, from its config.json, validated again.
-
-    Example::
-
-        run_config("runs/2025-01-01T00-00-00-train").policies
-
-    Args:
-        run_dir: str or PathLike. The run directory.
-
-    Raises:
-        ConfigError: config.json is missing, not JSON, or no longer valid (e.g. a policy
-            that is not installed any more).
-    """
-    path = Path(run_dir, CONFIG_FILE)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["file not found: give a configuration to replay with"]) from None
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(str(path), [f"not JSON: {exc}"]) from None
-    return config_from_json(data, str(path))
+from lrsup.supervisor.protocol.wire import METRICS_FILE, ProtocolError, parse_record
 
 
 def decision_dict(decision: Decision) -> dict[str, Any]:

@@ -10,14 +10,22 @@ a missing file reads as empty.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.history.rows import Applied, BatchPoint, Decision, EpochRow, Event, as_float, as_int, as_str
+from lrsup.supervisor.history.rows import Applied, BatchPoint, DecisionRow, EpochRow, Event
+from lrsup.supervisor.protocol.journal import (
+    OVERRIDE,
+    AppliedEntry,
+    CommandErrorEntry,
+    DecisionEntry,
+    EventEntry,
+    OverrideEntry,
+    read_entry,
+)
 from lrsup.supervisor.protocol.jsonl import LineSplitter, ReadStats
 from lrsup.supervisor.protocol.wire import (
     AckRecord,
@@ -31,6 +39,7 @@ from lrsup.supervisor.protocol.wire import (
     loads,
     parse_record,
 )
+from lrsup.supervisor.rundir.statefile import file_size
 
 if TYPE_CHECKING:
     from lrsup.supervisor.history.runinfo import RunInfo
@@ -92,13 +101,6 @@ class ReadProgress:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback(self.total, self.total)
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def iter_lines(path: Path, stats: ReadStats, progress: ReadProgress | None = None) -> Iterator[bytes]:
@@ -257,68 +259,42 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
         if obj.get("v") != protocol.PROTOCOL_VERSION:
             stats.bad(f"unsupported protocol version {obj.get('v')!r}")
             continue
-        kind = obj.get("type")
-        t = as_float(obj.get("time"))
+        entry = read_entry(obj)
+        t = entry.time
         if t is not None:
             info.first_time = t if info.first_time is None else min(info.first_time, t)
             info.last_time = t if info.last_time is None else max(info.last_time, t)
-        if kind == "decision":
-            known = {"v", "type", "time", "seq", "policy", "action", "lr", "reason", "epoch", "step", "suppressed"}
+        if isinstance(entry, DecisionEntry):
             info.decisions.append(
-                Decision(
-                    time=t,
-                    seq=as_int(obj.get("seq")),
-                    policy=as_str(obj.get("policy")),
-                    action=as_str(obj.get("action")),
-                    lr=as_float(obj.get("lr")),
-                    reason=as_str(obj.get("reason")),
-                    epoch=as_int(obj.get("epoch")),
-                    step=as_int(obj.get("step")),
-                    suppressed=as_str(obj.get("suppressed")) or None,
-                    extra={k: v for k, v in obj.items() if k not in known},
+                DecisionRow(
+                    t,
+                    entry.seq,
+                    entry.policy,
+                    entry.action,
+                    entry.lr,
+                    entry.reason,
+                    entry.epoch,
+                    entry.step,
+                    entry.suppressed,
+                    dict(entry.extra),
                 )
             )
-        elif kind == "applied":
-            seq = as_int(obj.get("seq"))
-            if seq is not None:
-                applied[seq] = Applied(
-                    as_int(obj.get("epoch")),
-                    as_int(obj.get("step")),
-                    obj.get("late") is True,
-                    as_float(obj.get("lr")),
-                    t,
-                )
-        elif kind == "command_error":
-            seq = as_int(obj.get("seq"))
-            if seq is not None:
-                errors[seq] = as_str(obj.get("message")) or "refused"
-        elif kind == "event":
-            name = as_str(obj.get("event"))
-            if not name:
+        elif isinstance(entry, OverrideEntry):
+            # An operator's set-lr: a decision of the operator's, labelled "override" (placed by its ack).
+            why = f"operator override by {entry.who}" + (f" ({entry.why})" if entry.why else "")
+            extra = {"who": entry.who, "why": entry.why, **entry.extra}
+            info.decisions.append(
+                DecisionRow(t, entry.seq, entry.who, OVERRIDE, entry.lr, why, None, None, entry.suppressed, extra)
+            )
+        elif isinstance(entry, AppliedEntry):
+            if entry.seq is not None:
+                applied[entry.seq] = Applied(entry.epoch, entry.step, entry.late, entry.lr, t)
+        elif isinstance(entry, CommandErrorEntry):
+            if entry.seq is not None:
+                errors[entry.seq] = entry.message or "refused"
+        elif isinstance(entry, EventEntry):
+            if not entry.event:
                 stats.bad("event line without an event name")
                 continue
-            info.events.append(
-                Event(
-                    t,
-                    name,
-                    obj.get("detail"),
-                    {k: v for k, v in obj.items() if k not in ("v", "type", "time", "event", "detail")},
-                )
-            )
-        # Other line types are newer kinds this reader does not know: skipped, as the protocol allows.
-
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"{path.name}: cannot be read ({exc})"
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        return None, f"{path.name}: not valid JSON ({exc})"
-    if not isinstance(obj, dict):
-        return None, f"{path.name}: not a JSON object"
-    return obj, None
+            info.events.append(Event(t, entry.event, entry.detail, dict(entry.fields)))
+        # UnknownEntry: a newer kind this reader does not know: skipped, as the protocol allows.

@@ -2,11 +2,12 @@
 
 Standard library only: the agent imports it inside the training process. ``wire``
 holds the versioned line formats (records, commands, file names, environment
-variables); ``jsonl`` the torn-line-safe reading and single-write appends;
-``doorbell`` the mapped ``control.bell``; ``schedules`` the schedule specs and their
-evaluation. The wire format's names are re-exported here, so
-``from lrsup.supervisor import protocol`` then ``protocol.METRICS_FILE`` reads as before.
-See docs/protocol.md.
+variables, exit statuses); ``commands`` the command types (one per ``cmd``) and their
+encoding; ``journal`` the journal's entry types, its one writer and one reader;
+``jsonl`` the torn-line-safe reading and single-write appends; ``doorbell`` the mapped
+``control.bell``; ``schedules`` the schedule specs and their evaluation. The wire
+format's names are re-exported here, so ``from lrsup.supervisor import protocol`` then
+``protocol.METRICS_FILE`` reads as before. See docs/protocol.md.
 """
 
 from lrsup.supervisor.protocol.wire import (
@@ -17,7 +18,16 @@ from lrsup.supervisor.protocol.wire import (
     CONFIG_FILE,
     CONTROL_FILE,
     DEFAULT_BATCH_MIN_INTERVAL,
+    ENV_ATTEMPT,
+    ENV_NOTIFY_EVENT,
+    ENV_NOTIFY_PAYLOAD,
+    ENV_RESTORE,
+    ENV_RETAIN,
     ENV_RUN_DIR,
+    EXIT_GIVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
     HOUSEKEEPING_ACTIONS,
     HOUSEKEEPING_COMMANDS,
     JOURNAL_FILE,
@@ -25,6 +35,7 @@ from lrsup.supervisor.protocol.wire import (
     METRICS_FILE,
     PROTOCOL_VERSION,
     RECORD_TYPES,
+    REQUESTS_FILE,
     STATE_FILE,
     TRAINER_LOG,
     AckRecord,
@@ -44,7 +55,6 @@ from lrsup.supervisor.protocol.wire import (
     make_command,
     parse_fast,
     parse_record,
-    register_record_type,
     validate_command,
 )
 
@@ -56,7 +66,17 @@ __all__ = [
     "CONFIG_FILE",
     "CONTROL_FILE",
     "DEFAULT_BATCH_MIN_INTERVAL",
+    "ENV_RETAIN",
     "ENV_RUN_DIR",
+    "REQUESTS_FILE",
+    "EXIT_USAGE",
+    "EXIT_UNKNOWN",
+    "EXIT_INTERRUPTED",
+    "EXIT_GIVE_UP",
+    "ENV_RESTORE",
+    "ENV_NOTIFY_PAYLOAD",
+    "ENV_NOTIFY_EVENT",
+    "ENV_ATTEMPT",
     "HOUSEKEEPING_ACTIONS",
     "HOUSEKEEPING_COMMANDS",
     "JOURNAL_FILE",
@@ -83,6 +103,5 @@ __all__ = [
     "make_command",
     "parse_fast",
     "parse_record",
-    "register_record_type",
     "validate_command",
 ]

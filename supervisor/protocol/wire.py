@@ -20,6 +20,7 @@ import functools
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field, fields
 from itertools import product
 from operator import itemgetter
@@ -27,8 +28,22 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 PROTOCOL_VERSION = 1
 
-# Environment variable through which the supervisor hands the run directory to the trainer.
+# Environment variables. The supervisor hands the trainer the run directory, and on a restart the
+# checkpoint to load before the first batch and the attempt (1 for the first, informational).
 ENV_RUN_DIR = "LRSUP_RUN_DIR"
+# A restarted attempt's keep-list: a JSON list of checkpoint names its retention must not delete.
+ENV_RETAIN = "LRSUP_RETAIN"
+ENV_RESTORE = "LRSUP_RESTORE"
+ENV_ATTEMPT = "LRSUP_ATTEMPT"
+# A notification command gets the event and its JSON payload (besides ENV_RUN_DIR).
+ENV_NOTIFY_EVENT = "LRSUP_EVENT"
+ENV_NOTIFY_PAYLOAD = "LRSUP_PAYLOAD"
+
+# Exit statuses of ``lrsup run`` (besides the trainer's own, passed through).
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_GIVE_UP = 3  # FATAL (restarts used up), or a policy gave the run up (Stop(give_up=True))
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C / SIGINT, as a shell reports it
+EXIT_UNKNOWN = 255  # a trainer lrsup did not start vanished without a clean end record
 
 # File names inside a run directory.
 CONFIG_FILE = "config.json"
@@ -38,10 +53,16 @@ BELL_FILE = "control.bell"  # the doorbell: see lrsup.supervisor.protocol.doorbe
 JOURNAL_FILE = "journal.jsonl"
 TRAINER_LOG = "trainer.log"
 STATE_FILE = "supervisor.json"
+REQUESTS_FILE = "requests.jsonl"  # operator requests: lrsup set-lr, hold, release, stop
 CHECKPOINT_DIR = "checkpoints"
 
 # A line longer than this is garbage, whatever it holds.
 MAX_LINE_BYTES = 1 << 20
+# Bounds on what one line may hold (deeper or larger is garbage, never an exception): records
+# and commands nest 3 levels (a schedule spec 4); an integer must fit in 64 bits (a float field
+# takes it, and ``float()`` of a 400-digit integer raises OverflowError).
+MAX_DEPTH = 32
+MAX_INT = 1 << 63
 
 
 class ProtocolError(ValueError):
@@ -66,16 +87,71 @@ def _decode(text: str) -> Any:
 
 
 def loads(line: str | bytes) -> dict[str, Any]:
-    """Parse one line; raise ProtocolError unless it is a JSON object."""
+    """Parse one line; raise ProtocolError unless it is a JSON object within the bounds.
+
+    The bounds (``MAX_LINE_BYTES``, ``MAX_DEPTH``, ``MAX_INT``) are checked before or right
+    after decoding, so no line makes any reader raise anything but ProtocolError (no
+    RecursionError on deep nesting, no OverflowError later on a huge integer).
+    """
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes is longer than {MAX_LINE_BYTES}")
+    if isinstance(line, str):
+        text, data = line, line.encode("utf-8", "surrogatepass")
+    else:
+        text, data = None, bytes(line)
+    shape = data.translate(_SHAPE)  # one pass for both bounds: openers as "[", digits as "0"
+    if shape.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise ProtocolError(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        obj = _decode(line.decode() if isinstance(line, (bytes, bytearray)) else line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}") from None
+        obj = _decode(text if text is not None else data.decode())
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {short(str(exc))}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"not a JSON object: {type(obj).__name__}")
+    if _LONG_RUN in shape and _has_huge_int(obj):  # 19 digits in a row somewhere (rare): look closer
+        raise ProtocolError(f"an integer of {MAX_INT.bit_length()} bits or more")
     return obj
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _depth(data: bytes) -> int:
+    """How deep the arrays and objects of one JSON text nest (strings skipped; garbage counts as it comes)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRING.sub(b"", data)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _has_huge_int(obj: Any) -> bool:
+    """Whether an integer of abs >= MAX_INT is anywhere in ``obj`` (depth already bounded)."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is int and not -MAX_INT < value < MAX_INT:
+            return True
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
+
+
+def short(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (error messages quote values from untrusted lines)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _brief(value: Any) -> str:
+    """A bounded repr of an untrusted value: nesting and length cut (never a RecursionError)."""
+    return short(_REPR.repr(value))
 
 
 def loads_many(lines: Sequence[bytes]) -> list[dict[str, Any] | ProtocolError]:
@@ -90,7 +166,7 @@ def loads_many(lines: Sequence[bytes]) -> list[dict[str, Any] | ProtocolError]:
         return []
     objs = None
     if max(map(len, lines)) <= MAX_LINE_BYTES:
-        objs = _decode_array(b"[" + b",".join(lines) + b"]")
+        objs = _decode_array(b"[" + b",".join(lines) + b"]")  # None: a huge integer or a decoder limit
     if objs is None or len(objs) != len(lines):
         out: list[dict[str, Any] | ProtocolError] = []
         for line in lines:
@@ -117,8 +193,16 @@ def _orjson_loads() -> Callable[[bytes], Any] | None:
 # for one as the needle below in the text mapped through this table (digits to "0", the
 # point kept, any other byte to "x"); a float's long fraction never matches, a long string
 # of digits may (and is then decoded by the json module: slower, never wrong).
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
 _DIGIT_RUNS = bytes(ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("x") for i in range(256))
 _LONG_INTEGER = b"x" + b"0" * 19
+# ``loads``'s table: the same, and the openers of arrays and objects as "[" (counted for the depth bound).
+_SHAPE = bytes(
+    ord("0") if chr(i) in "0123456789" else ord(".") if chr(i) == "." else ord("[") if chr(i) in "[{" else ord("x")
+    for i in range(256)
+)
+_LONG_RUN = b"0" * 19
 
 
 def _decode_array(data: bytes) -> list | None:
@@ -129,15 +213,17 @@ def _decode_array(data: bytes) -> list | None:
     non-finite losses are written as, numbers beyond its range, lone surrogates) goes to the
     json module, which accepts more, so the result never depends on orjson being there.
     """
+    if _LONG_INTEGER in data.translate(_DIGIT_RUNS):
+        return None  # maybe an integer beyond MAX_INT: each line through ``loads``, which checks
     fast = _orjson_loads()
-    if fast is not None and _LONG_INTEGER not in data.translate(_DIGIT_RUNS):
+    if fast is not None:
         try:
-            return fast(data)
+            return fast(data)  # nests at most 1024 levels (else JSONDecodeError); records bound fields deeper
         except ValueError:  # orjson.JSONDecodeError
             pass
     try:
         return json.loads(data.decode())  # decoded as ``loads`` does (json.loads of bytes would let surrogates in)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -163,6 +249,20 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int or (isinstance(value, (int, float)) and kind is not bool)
 
 
+def _nests_within(value: Any, limit: int = MAX_DEPTH - 1) -> bool:
+    """Whether ``value``'s lists and dicts nest at most ``limit`` levels (iterative: never a RecursionError)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if level >= limit:
+                    return False
+                stack.append((child, level + 1))
+    return True
+
+
 _CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "int?": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
@@ -171,9 +271,10 @@ _CHECKS = {
     "str": lambda v: isinstance(v, str),
     "str?": lambda v: v is None or isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
-    "dict": lambda v: isinstance(v, dict),
-    "dict?": lambda v: v is None or isinstance(v, dict),
-    "list": lambda v: isinstance(v, list),
+    # Containers: a line within MAX_DEPTH is checked by ``loads``; these bound what came another way.
+    "dict": lambda v: isinstance(v, dict) and _nests_within(v),
+    "dict?": lambda v: v is None or (isinstance(v, dict) and _nests_within(v)),
+    "list": lambda v: isinstance(v, list) and _nests_within(v),
     "names": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "metrics": lambda v: isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items()),
     "any": lambda v: True,
@@ -185,12 +286,12 @@ def _check_fields(kind: str, obj: Mapping[str, Any], spec: Mapping[str, str], re
     for name, value in obj.items():
         expected = spec.get(name)
         if expected is None:
-            raise ProtocolError(f"{kind}: unknown field(s) {sorted(set(obj) - set(spec))}")
+            raise ProtocolError(f"{kind}: unknown field(s) {_brief(sorted(set(obj) - set(spec)))}")
         if not _CHECKS[expected](value):
-            raise ProtocolError(f"{kind}: field {name!r} has invalid value {value!r} (expected {expected})")
+            raise ProtocolError(f"{kind}: field {_brief(name)} has invalid value {_brief(value)} (expected {expected})")
     if len(required) > len(obj) or not required.issubset(obj.keys()):
         missing = sorted(required - obj.keys())
-        raise ProtocolError(f"{kind}: missing field {missing[0]!r}")
+        raise ProtocolError(f"{kind}: missing field {_brief(missing[0])}")
 
 
 # ---------------------------------------------------------------------------
@@ -367,17 +468,6 @@ _RECORD_SPECS = {cls: ({"time": "float", **spec}, required) for cls, (spec, requ
 RECORD_TYPES: dict[str, type[Record]] = {cls.type: cls for cls in _RECORD_SPECS}
 
 
-def register_record_type(cls: type[Record], spec: dict[str, str], required: set[str]) -> None:
-    """Add a record kind (used by later protocol extensions such as checkpoints)."""
-    _RECORD_SPECS[cls] = ({"time": "float", **spec}, required)
-    RECORD_TYPES[cls.type] = cls
-    fast = _FastShape.of(cls)
-    if fast is not None:
-        _FAST[cls.type] = fast
-    else:
-        _FAST.pop(cls.type, None)
-
-
 def parse_record(obj: Mapping[str, Any]) -> Record:
     """Validate a decoded metrics line and build its record. Raises ProtocolError."""
     record = parse_fast(obj)
@@ -420,7 +510,11 @@ class _FastShape:
     @classmethod
     def of(cls, record_cls: type[Record]) -> "_FastShape | None":
         spec, _ = _RECORD_SPECS[record_cls]
-        if record_cls is CheckpointRecord or any(kind not in _FAST_TYPES for kind in spec.values()):
+        # Not for a kind with a value checked beyond its type (a checkpoint's name, a start record's
+        # optimizer_config: its nesting depth): those take the checked path.
+        if record_cls is CheckpointRecord or any(
+            kind not in _FAST_TYPES or kind in ("dict", "dict?", "list") for kind in spec.values()
+        ):
             return None
         names = ["v", *sorted(spec)]
         choices = [(int,), *(_FAST_TYPES[spec[name]] for name in names[1:])]
@@ -467,11 +561,11 @@ def _parse_checked(obj: Mapping[str, Any]) -> Record:
     obj = dict(obj)
     version = obj.pop("v", None)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {version!r} (this lrsup speaks {PROTOCOL_VERSION})")
+        raise ProtocolError(f"unsupported protocol version {_brief(version)} (this lrsup speaks {PROTOCOL_VERSION})")
     kind = obj.pop("type", None)
     cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown record type {kind!r}")
+        raise ProtocolError(f"unknown record type {_brief(kind)}")
     spec, required = _RECORD_SPECS[cls]
     _check_fields(f"{kind} record", obj, spec, required)
     if cls is CheckpointRecord:
@@ -485,22 +579,41 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def retain_from_env(environ: Mapping[str, str]) -> frozenset[str]:
+    """The keep-list ``$LRSUP_RETAIN`` gives a restarted attempt (empty when unset or unreadable)."""
+    try:
+        names = json.loads(environ.get(ENV_RETAIN) or "[]")
+    except ValueError:
+        return frozenset()
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(name for name in names if is_checkpoint_name(name))
+
+
 def is_checkpoint_name(name: Any) -> bool:
     """True for a valid checkpoint name: 1 to 100 of ``A-Z a-z 0-9 _ . -``, not starting with ``.`` or ``-``."""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
+def is_valid_lr(value: Any) -> bool:
+    """True for a learning rate a command may set: a finite number >= 0 (not a bool)."""
+    try:
+        return _is_number(value) and math.isfinite(value) and value >= 0
+    except OverflowError:  # an integer past a float's range
+        return False
+
+
 def _check_checkpoint_record(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["name"]):
-        raise ProtocolError(f"checkpoint record: invalid name {obj['name']!r}")
+        raise ProtocolError(f"checkpoint record: invalid name {_brief(obj['name'])}")
     if obj["step"] < 0:
         raise ProtocolError(f"checkpoint record: step must be >= 0, got {obj['step']}")
     file = obj["file"]
     parts = file.replace("\\", "/").split("/")
     if not file or file.startswith("/") or ".." in parts or ":" in file:
-        raise ProtocolError(f"checkpoint record: file must be a path inside the run directory, got {file!r}")
+        raise ProtocolError(f"checkpoint record: file must be a path inside the run directory, got {_brief(file)}")
     if not _SHA256.fullmatch(obj["sha256"]):
-        raise ProtocolError(f"checkpoint record: sha256 must be 64 lower-case hex digits, got {obj['sha256']!r}")
+        raise ProtocolError(f"checkpoint record: sha256 must be 64 lower-case hex digits, got {_brief(obj['sha256'])}")
 
 
 # ---------------------------------------------------------------------------
@@ -570,18 +683,18 @@ def make_command(seq: int, cmd: str, *, time: float, reason: str | None = None, 
 def validate_command(obj: Mapping[str, Any]) -> None:
     """Raise ProtocolError unless ``obj`` is a well-formed command of a known kind."""
     if obj.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+        raise ProtocolError(f"unsupported protocol version {_brief(obj.get('v'))}")
     cmd = obj.get("cmd")
     if not isinstance(cmd, str) or cmd not in COMMAND_SPECS:
-        raise ProtocolError(f"unknown command {cmd!r}")
+        raise ProtocolError(f"unknown command {_brief(cmd)}")
     spec, required = COMMAND_SPECS[cmd]
     _check_fields(f"{cmd} command", obj, {**_COMMAND_COMMON, **spec}, {"seq", "cmd", *required})
     if obj["seq"] < 1:
         raise ProtocolError(f"{cmd} command: seq must be >= 1, got {obj['seq']}")
-    if cmd in ("set_lr",) and not (math.isfinite(obj["lr"]) and obj["lr"] >= 0):
-        raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {obj['lr']!r}")
+    if cmd == "set_lr" and not is_valid_lr(obj["lr"]):
+        raise ProtocolError(f"set_lr command: lr must be finite and >= 0, got {_brief(obj['lr'])}")
     if cmd == "scale_lr" and not (math.isfinite(obj["factor"]) and obj["factor"] > 0):
-        raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {obj['factor']!r}")
+        raise ProtocolError(f"scale_lr command: factor must be finite and > 0, got {_brief(obj['factor'])}")
     check = _COMMAND_VALUE_CHECKS.get(cmd)
     if check is not None:
         check(obj)
@@ -590,20 +703,20 @@ def validate_command(obj: Mapping[str, Any]) -> None:
 def _check_checkpoint_command(obj: Mapping[str, Any]) -> None:
     name = obj.get("name")
     if name is not None and not is_checkpoint_name(name):
-        raise ProtocolError(f"checkpoint command: invalid name {name!r}")
+        raise ProtocolError(f"checkpoint command: invalid name {_brief(name)}")
 
 
 def _check_rollback(obj: Mapping[str, Any]) -> None:
     if not is_checkpoint_name(obj["checkpoint"]):
-        raise ProtocolError(f"rollback command: invalid checkpoint name {obj['checkpoint']!r}")
+        raise ProtocolError(f"rollback command: invalid checkpoint name {_brief(obj['checkpoint'])}")
     lr = obj.get("lr")
-    if lr is not None and not (math.isfinite(lr) and lr >= 0):
-        raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {lr!r}")
+    if lr is not None and not is_valid_lr(lr):
+        raise ProtocolError(f"rollback command: lr must be finite and >= 0, got {_brief(lr)}")
     if obj.get("skip_batches", 0) < 0:
-        raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {obj['skip_batches']!r}")
+        raise ProtocolError(f"rollback command: skip_batches must be >= 0, got {_brief(obj['skip_batches'])}")
     from_run = obj.get("from_run")
     if from_run is not None and not (from_run.startswith("/") and "\x00" not in from_run):
-        raise ProtocolError(f"rollback command: from_run must be an absolute run directory, got {from_run!r}")
+        raise ProtocolError(f"rollback command: from_run must be an absolute run directory, got {_brief(from_run)}")
 
 
 def _check_set_schedule(obj: Mapping[str, Any]) -> None:
@@ -619,21 +732,20 @@ def _check_set_schedule(obj: Mapping[str, Any]) -> None:
 def _check_retain(obj: Mapping[str, Any]) -> None:
     bad = [name for name in obj["keep"] if not is_checkpoint_name(name)]
     if bad:
-        raise ProtocolError(f"retain command: invalid checkpoint name(s) {bad!r}")
+        raise ProtocolError(f"retain command: invalid checkpoint name(s) {_brief(bad)}")
 
 
 def _check_configure(obj: Mapping[str, Any]) -> None:
-    given = {k: obj.get(k) for k in CADENCE_FIELDS}
-    if all(v is None for v in given.values()):
+    from lrsup.supervisor.protocol.bounds import check_agent_setting
+
+    given = {k: obj[k] for k in CADENCE_FIELDS if obj.get(k) is not None}
+    if not given:
         raise ProtocolError(f"configure command: give at least one of {', '.join(CADENCE_FIELDS)}")
-    if given["batch_every"] is not None and given["batch_every"] < 1:
-        raise ProtocolError(f"configure command: batch_every must be >= 1, got {given['batch_every']!r}")
-    interval = given["batch_min_interval"]
-    if interval is not None and not (math.isfinite(interval) and interval >= 0):
-        raise ProtocolError(f"configure command: batch_min_interval must be finite and >= 0, got {interval!r}")
-    for key in ("checkpoint_every_epochs", "checkpoint_every_steps"):
-        if given[key] is not None and given[key] < 0:
-            raise ProtocolError(f"configure command: {key} must be >= 0 (0: off), got {given[key]!r}")
+    for key, value in given.items():
+        try:
+            check_agent_setting(key, value)
+        except ValueError as exc:
+            raise ProtocolError(f"configure command: {exc}") from None
 
 
 _COMMAND_VALUE_CHECKS = {

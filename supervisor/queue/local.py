@@ -23,7 +23,8 @@ from pathlib import Path
 from lrsup.supervisor import protocol
 from lrsup.supervisor.queue.daemon import Ended, RunState
 from lrsup.supervisor.queue.store import Entry
-from lrsup.supervisor.rundir.statefile import process_start_time, read_state, same_process
+from lrsup.supervisor.rundir.liveness import pid_alive, process_start_time
+from lrsup.supervisor.rundir.statefile import read_state
 
 
 def lrsup_argv(*args: str) -> list[str]:
@@ -64,7 +65,7 @@ def live_supervisor(run_dir: Path) -> tuple[int, int] | None:
     """(pid, start time) of the run's supervisor when it is alive, else None."""
     state = _state(run_dir) or {}
     pid, start = state.get("supervisor_pid"), state.get("supervisor_start_time")
-    if state.get("exit_status") is None and same_process(pid, start):
+    if state.get("exit_status") is None and pid_alive(pid, start):
         return int(pid), int(start)
     return None
 
@@ -97,10 +98,10 @@ class AdoptedHandle:
         self.pid, self.start_time = pid, start_time
 
     def poll(self) -> Ended | None:
-        return None if same_process(self.pid, self.start_time) else Ended(None)
+        return None if pid_alive(self.pid, self.start_time) else Ended(None)
 
     def stop(self) -> None:
-        if same_process(self.pid, self.start_time):
+        if pid_alive(self.pid, self.start_time):
             os.kill(self.pid, signal.SIGTERM)
 
 

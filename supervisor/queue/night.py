@@ -176,10 +176,11 @@ def _notify_end(options: QueueOptions, counts: dict[str, int], journal: Journal)
     settings = options.notify
     if settings is None or not settings.enabled:
         return
+    from lrsup.supervisor.protocol.journal import EventEntry
     from lrsup.supervisor.run.notify import Notifier
 
-    def failed(line: dict) -> None:
-        journal("notify_failed", None, str(line.get("detail")))
+    def failed(entry: EventEntry) -> None:
+        journal("notify_failed", None, str(entry.detail))
 
     notifier = Notifier(settings, failed, run_dir=options.runs_dir)
     notifier.notify("end", {"queue": True, "counts": counts, "runs_dir": str(options.runs_dir)})

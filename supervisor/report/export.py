@@ -41,15 +41,17 @@ from typing import Any, TextIO
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.runinfo import (
-    Decision,
+    DecisionRow,
     MissingExtraError,
     ProgressFn,
     RunInfo,
+    fmt_lr,
     iter_records,
     load_run,
 )
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import BatchRecord, EpochRecord
+from lrsup.supervisor.rundir.statefile import file_size
 
 CSV_FIXED = ("epoch", "step", "lr")
 CSV_TRAILING = ("time",)
@@ -245,8 +247,8 @@ def export_tensorboard(
     _tensorboard()  # fail before reading anything
     root, out = Path(run_dir), Path(log_dir)
     metrics = root / protocol.METRICS_FILE
-    size = _size(metrics) + _size(root / protocol.JOURNAL_FILE)
-    total = size + _size(metrics)
+    size = file_size(metrics) + file_size(root / protocol.JOURNAL_FILE)
+    total = size + file_size(metrics)
     info = load_run(root, progress=None if progress is None else (lambda done, _t: progress(done, total)))
     seen = info.batches.seen
     stride = 1 if max_batch_points is None or seen <= max_batch_points else math.ceil(seen / max_batch_points)
@@ -279,8 +281,8 @@ def export_tensorboard(
 
 def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
     """One Markdown list per epoch that had decisions (TensorBoard keeps one text per step and tag)."""
-    by_epoch: dict[int, list[Decision]] = {}
-    for d in info.decisions:
+    by_epoch: dict[int, list[DecisionRow]] = {}
+    for d in info.policy_decisions:
         by_epoch.setdefault(d.epoch if d.epoch is not None else 0, []).append(d)
     for epoch, decisions in sorted(by_epoch.items()):
         lines = [_decision_markdown(d) for d in decisions]
@@ -288,8 +290,8 @@ def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
         writer.text("lrsup_decisions", "\n".join(lines), epoch, wall)
 
 
-def _decision_markdown(d: Decision) -> str:
-    lr = f", new LR {d.lr:.4g}" if d.lr is not None and math.isfinite(d.lr) else ""
+def _decision_markdown(d: DecisionRow) -> str:
+    lr = f", new LR {fmt_lr(d.lr)}" if d.lr is not None and math.isfinite(d.lr) else ""
     where = f"epoch {d.epoch + 1}" if d.epoch is not None else "unknown epoch"
     step = f" (step {d.step})" if d.step is not None else ""
     policy = f" by `{d.policy}`" if d.policy else ""
@@ -313,10 +315,3 @@ def _remove_old_exports(folder: Path) -> None:
     for entry in folder.iterdir():
         if entry.name.startswith("events.out.tfevents.") and entry.name.endswith(EVENT_SUFFIX) and entry.is_file():
             entry.unlink()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from lrsup.supervisor.history.runinfo import Decision, EpochRow, RunInfo, is_finite_number
+from lrsup.supervisor.history.runinfo import DecisionRow, EpochRow, RunInfo, is_finite_number
 
 
 def x_of_row(row: EpochRow) -> float:
@@ -57,7 +57,7 @@ def lr_series(info: RunInfo) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [p[2] for p in points]
 
 
-def _decided_on_superseded(info: RunInfo, d: Decision) -> bool:
+def _decided_on_superseded(info: RunInfo, d: DecisionRow) -> bool:
     """True when the epoch the decision was taken on was later redone (its LR change was undone too)."""
     rows = [r for r in info.epochs if r.epoch == d.epoch and (d.time is None or r.time <= d.time)]
     return bool(rows) and rows[-1].superseded
@@ -117,7 +117,7 @@ def decision_markers(info: RunInfo) -> list[Marker]:
     return out
 
 
-def _marked(d: Decision) -> bool:
+def _marked(d: DecisionRow) -> bool:
     """Decisions drawn on the figure: those that produced a command the trainer did not refuse,
     checkpoint bookkeeping left out."""
     return not d.suppressed and d.error is None and d.epoch is not None and not d.housekeeping

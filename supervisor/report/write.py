@@ -3,7 +3,7 @@
 Example::
 
     paths = write_report("runs/20260101T000000Z-train")
-    paths.md, paths.html, paths.png      # png is None when matplotlib is missing
+    paths.md, paths.html, paths.png      # png is None only when matplotlib is missing
     for note in paths.notes: print(note)
 
     render_terminal(load_run(run_dir), rich.console.Console())
@@ -15,8 +15,8 @@ short label (cut, raise, stop, give up, rollback, restart, override) at every
 decision, and shaded spans for the work lost to restarts and rollbacks. Its x axis
 counts epochs as people do: x = 3 is the end of the third epoch (protocol epoch 2).
 
-matplotlib is optional (the ``plots`` extra) and imported only when a figure is
-drawn, through its object API (no pyplot, no global backend). Without it, the
+matplotlib (a dependency) is imported only when a figure is drawn, through its
+object API (no pyplot, no global backend). In an installation that lacks it, the
 Markdown, HTML and terminal parts are written anyway and ``notes`` says why the
 figure is missing.
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from lrsup.supervisor.history.reader import file_size
 from lrsup.supervisor.history.runinfo import MissingExtraError, ProgressFn, RunInfo, load_run
 from lrsup.supervisor.report.html import render_html
 from lrsup.supervisor.report.markdown import render_compare_markdown, render_markdown
@@ -51,6 +50,8 @@ from lrsup.supervisor.report.tables import (
     summary_rows,
 )
 from lrsup.supervisor.report.terminal import render_compare_terminal, render_terminal
+from lrsup.supervisor.rundir.layout import write_atomic
+from lrsup.supervisor.rundir.statefile import file_size
 
 __all__ = [
     "COMPARE_MD",
@@ -180,7 +181,6 @@ def _load_all(paths: list[Path], progress: ProgressFn | None) -> list[RunInfo]:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write through a temporary file and rename, so a reader never sees half a report (0600; no
+    temporary file is left when the disk is full)."""
+    write_atomic(path, data)

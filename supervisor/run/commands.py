@@ -15,8 +15,8 @@ suppressed), and training is never killed for it. Other OSErrors propagate.
 Example::
 
     channel = CommandChannel(ControlWriter(paths.control, paths.bell), Appender(paths.journal), clock)
-    seq = channel.send("set_lr", lr=0.01, reason="plateau")
-    channel.journal("event", event="started", detail="...")
+    seq = channel.send(SetLRCommand(0.01), reason="plateau")
+    channel.journal(EventEntry("started", "..."))
 """
 
 from __future__ import annotations
@@ -24,9 +24,18 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import (
+    Command,
+    ScaleLRCommand,
+    SetHparamCommand,
+    SetLRCommand,
+    VerdictCommand,
+    decode_command,
+    encode_command,
+)
+from lrsup.supervisor.protocol.journal import JournalEntry, journal_line
 
-NOT_RESENT = ("verdict",)
+NOT_RESENT = (VerdictCommand.cmd,)
 
 
 class CommandChannel:
@@ -45,15 +54,12 @@ class CommandChannel:
         self.unacked: dict[int, dict[str, Any]] = {}
         self.pending: list[dict[str, Any]] = []  # journal lines waiting for disk space
         self.degraded: str | None = None
-        self.muted = False  # replaying history: nothing is written
         self.recoveries = 0  # how many times the degraded condition cleared
 
     # -- journal --------------------------------------------------------------
-    def journal(self, kind: str, **fields: Any) -> None:
+    def journal(self, entry: JournalEntry) -> None:
         """Append one journal line (queued while the disk is full)."""
-        if self.muted:
-            return
-        obj = {"v": protocol.PROTOCOL_VERSION, "type": kind, "time": self.clock.time(), **fields}
+        obj = journal_line(entry, self.clock.time())
         if self.pending:
             self.pending.append(obj)
             self.flush()
@@ -87,12 +93,11 @@ class CommandChannel:
         self.degraded = f"disk full: the {what} cannot be written ({exc.strerror or exc})"
 
     # -- commands -------------------------------------------------------------
-    def send(self, cmd: str, **args: Any) -> int | None:
-        """Write one command; its seq, or None when not sent (degraded, muted). ProtocolError if invalid."""
-        obj = protocol.make_command(self.seq + 1, cmd, time=self.clock.time(), **args)
-        if self.muted:
-            return None
-        if self.degraded is not None and cmd != "verdict":
+    def send(self, command: Command, *, reason: str | None = None) -> int | None:
+        """Write one command; its seq, or None when not sent (degraded). ProtocolError if invalid."""
+        obj = encode_command(command, seq=self.seq + 1, time=self.clock.time(), reason=reason)
+        cmd = command.cmd
+        if self.degraded is not None and cmd != VerdictCommand.cmd:
             return None
         try:
             self.control.write(obj)
@@ -114,20 +119,24 @@ class CommandChannel:
 
         Returns (old seq, new seq or None, what happened) for the journal.
         """
-        old = [self.unacked[s] for s in sorted(self.unacked)]
+        old = [decode_command(self.unacked[s]) for s in sorted(self.unacked)]
         self.unacked.clear()
         out: list[tuple[int, int | None, str]] = []
-        for i, obj in enumerate(old):
-            later = old[i + 1 :]
-            if obj["cmd"] in ("set_lr", "scale_lr") and any(o["cmd"] == "set_lr" for o in later):
-                out.append((obj["seq"], None, "moot: a later set_lr replaces it"))
+        for i, line in enumerate(old):
+            command = line.command
+            later_commands = [o.command for o in old[i + 1 :]]
+            if isinstance(command, (SetLRCommand, ScaleLRCommand)) and any(
+                isinstance(o, SetLRCommand) for o in later_commands
+            ):
+                out.append((line.seq, None, "moot: a later set_lr replaces it"))
                 continue
-            if obj["cmd"] == "set_hparam" and any(o["cmd"] == "set_hparam" and o["name"] == obj["name"] for o in later):
-                out.append((obj["seq"], None, f"moot: a later set_hparam {obj['name']} replaces it"))
+            if isinstance(command, SetHparamCommand) and any(
+                isinstance(o, SetHparamCommand) and o.name == command.name for o in later_commands
+            ):
+                out.append((line.seq, None, f"moot: a later set_hparam {command.name} replaces it"))
                 continue
-            args = {k: v for k, v in obj.items() if k not in ("v", "seq", "cmd", "time")}
-            new = self.send(obj["cmd"], **args)
-            out.append((obj["seq"], new, "re-sent after the restart" if new else f"not sent: {self.degraded}"))
+            new = self.send(command, reason=line.reason)
+            out.append((line.seq, new, "re-sent after the restart" if new else f"not sent: {self.degraded}"))
         return out
 
     def close(self) -> None:

@@ -32,29 +32,13 @@ import os
 import select
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.protocol.jsonl import CHUNK, JsonlReader, ReadStats
 from lrsup.supervisor.protocol.wire import ProtocolError, Record, loads_many, parse_fast, parse_record
 
-CHUNK = 1 << 16
-
-
-@dataclass
-class FollowStats:
-    """What the follower read and skipped; ``last_errors`` holds the newest few messages."""
-
-    records: int = 0
-    garbage: int = 0  # every skipped line, over-long ones included
-    overlong: int = 0
-    restarts: int = 0  # the file shrank or was replaced: read again from its start
-    last_errors: deque[str] = field(default_factory=lambda: deque(maxlen=5))
-
-    def bad(self, message: str) -> None:
-        self.garbage += 1
-        self.last_errors.append(message)
+# What the follower read and skipped (``last_errors``: the newest few messages).
+FollowStats = ReadStats
 
 
 class Follower:
@@ -84,7 +68,7 @@ class Follower:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
         self.path = Path(path)
         self.poll_interval = poll_interval
-        self.stats = FollowStats()
+        self.stats = ReadStats()
         self.mode = "polling"
         self._want_watchdog = use_watchdog
         self._want_inotify = use_inotify
@@ -94,12 +78,7 @@ class Follower:
         self._poller = None  # select.poll on the watch and the wake pipe's read end
         self._wake_lock = threading.Lock()  # wake() (another thread) never writes to a closed pipe
         self._wake_r = self._wake_w = -1
-        self._file = None
-        self._ino: int | None = None
-        self._offset = 0
-        self._start_offset = offset
-        self._consumed = offset
-        self._splitter = LineSplitter()
+        self._reader = JsonlReader(path, offset, stats=self.stats)  # the bytes and lines; waiting is ours
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> "Follower":
@@ -195,9 +174,7 @@ class Follower:
         if self._watch is not None:
             self._stop_inotify()
             self.mode = "polling"
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._reader.close()
         self._changed.set()  # release a waiter
 
     def __enter__(self) -> "Follower":
@@ -234,7 +211,7 @@ class Follower:
             return fired
         remaining = timeout
         while True:
-            if self._changed.is_set() or self._size_changed():
+            if self._changed.is_set() or self._reader.changed():
                 self._changed.clear()
                 return True
             if remaining <= 0:
@@ -270,66 +247,30 @@ class Follower:
         except OSError:  # BlockingIOError: empty
             pass
 
-    def _size_changed(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        return st.st_size != self._offset or st.st_ino != self._ino
-
     # -- reading --------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """Whether the followed file is open (it is closed by ``stop``)."""
+        return self._reader.is_open
+
     @property
     def consumed(self) -> int:
         """The offset after the last complete line ``read`` returned: where a new reader would go on."""
-        return self._consumed
+        return self._reader.consumed
 
     def read(self) -> list[Record]:
         """Records from the complete lines appended since the last call (maybe none)."""
-        f = self._open()
-        if f is None:
-            return []
         records: list[Record] = []
-        overlong_before = self._splitter.overlong
-        while chunk := f.read(CHUNK):
-            self._offset += len(chunk)
-            lines = [line for line in self._splitter.feed(chunk) if line.strip()]
+        for chunk in self._reader.chunks(CHUNK):
+            lines = [line for line in chunk if line.strip()]
+            self.stats.lines += len(lines)
             for obj in loads_many(lines):
                 if type(obj) is dict and (record := parse_fast(obj)) is not None:
                     records.append(record)  # the common case, without the checked path's try
                 elif (record := self._parse(obj)) is not None:
                     records.append(record)
-        self._consumed = self._offset - self._splitter.pending
-        new_overlong = self._splitter.overlong - overlong_before
-        if new_overlong:
-            self.stats.overlong += new_overlong
-            for _ in range(new_overlong):
-                self.stats.bad(f"line longer than the protocol's limit skipped near byte {self._offset}")
         self.stats.records += len(records)
         return records
-
-    def _open(self):
-        """The open file, reopened from the start when it was replaced or truncated."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return self._file  # gone or not there yet: keep reading what we have open
-        if self._file is not None and (st.st_ino != self._ino or st.st_size < self._offset):
-            self._file.close()
-            self._file = None
-            self.stats.restarts += 1
-        if self._file is None:
-            try:  # never through a symlink: the runner refuses one, this closes the race
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-            except OSError:
-                return None
-            self._file = os.fdopen(fd, "rb")
-            self._ino = os.fstat(fd).st_ino
-            self._offset, self._start_offset = self._start_offset, 0
-            self._consumed = self._offset
-            if self._offset:
-                self._file.seek(self._offset)
-            self._splitter = LineSplitter()
-        return self._file
 
     def _parse(self, obj: dict | ProtocolError) -> Record | None:
         try:
@@ -338,6 +279,6 @@ class Follower:
             return parse_record(obj)
         except ProtocolError as exc:
             self.stats.bad(str(exc))
-        except (TypeError, ValueError) as exc:  # belt and braces: never fatal
-            self.stats.bad(f"unreadable record: {exc}")
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # belt and braces: never fatal
+            self.stats.bad(f"unreadable record: {type(exc).__name__}")
         return None

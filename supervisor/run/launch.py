@@ -22,8 +22,8 @@ from typing import Any, Sequence
 from lrsup.supervisor import protocol
 
 LAUNCHER = "lrsup.supervisor.agent.launcher"
-ENV_RESTORE = "LRSUP_RESTORE"
-ENV_ATTEMPT = "LRSUP_ATTEMPT"
+ENV_RESTORE = protocol.ENV_RESTORE
+ENV_ATTEMPT = protocol.ENV_ATTEMPT
 
 
 def trainer_argv(script: Path | str, args: Sequence[str]) -> list[str]:
@@ -37,16 +37,15 @@ def trainer_env(run_dir: Path, base: dict[str, str] | None = None) -> dict[str, 
     env["PYTHONUNBUFFERED"] = "1"
     env.pop(ENV_RESTORE, None)
     env.pop(ENV_ATTEMPT, None)
+    env.pop(protocol.ENV_RETAIN, None)
     return env
 
 
 def build_engine(config: Any) -> Any:
-    """The decision engine for ``config`` (with the agent's checkpoint cadence when the config has one)."""
+    """The decision engine for ``config``: its policy stack and the agent's checkpoint cadence."""
     from lrsup.supervisor.engine.core import Engine
 
-    if hasattr(Engine, "from_config") and hasattr(config.agent, "checkpoint_every_epochs"):
-        return Engine.from_config(config)
-    return Engine(config.build_policies())
+    return Engine.from_config(config)
 
 
 def engine_restore_point(engine: Any) -> str | None:

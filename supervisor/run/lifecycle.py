@@ -45,13 +45,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.protocol.wire import (
+    EXIT_GIVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_UNKNOWN,
+    Record,
+    StartRecord,
+)
 from lrsup.supervisor.run.process import Handle, Spawner
 from lrsup.supervisor.run.restart import RestartPolicy
+from lrsup.supervisor.rundir.progress import RunProgress
 
-EXIT_INTERRUPTED = 130
-EXIT_FATAL = 3
-EXIT_UNKNOWN = 255  # a trainer we did not start vanished without a clean end record
+EXIT_FATAL = EXIT_GIVE_UP  # restarts used up
 
 
 class State(Enum):
@@ -96,7 +101,9 @@ class Event(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RunExit:
+    """How a supervised run ends: ``lrsup run``'s exit status and why (not history's Outcome of a finished run)."""
+
     status: int
     reason: str
 
@@ -112,6 +119,10 @@ class Lifecycle:
             attempt ``n`` (1, 2, ...); None reuses the first environment.
         drain: callable() | None, called when an exit is noticed, before deciding on it
             (the runner reads the attempt's last records).
+        progress: RunProgress | None, where the run is (fed by the runner's record handler;
+            read here: did training start, did this attempt get through an epoch, how its fit ended).
+        disk_full: callable() -> str | None, a phrase when the run directory's disk is full
+            (asked when an attempt fails, so the give-up names the disk, not the program).
     """
 
     def __init__(
@@ -122,6 +133,8 @@ class Lifecycle:
         restart: RestartPolicy | None = None,
         env_for_attempt: Callable[[int], Mapping[str, str]] | None = None,
         drain: Callable[[], None] | None = None,
+        progress: RunProgress | None = None,
+        disk_full: Callable[[], str | None] | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
@@ -130,6 +143,8 @@ class Lifecycle:
         self.restart = restart
         self.env_for_attempt = env_for_attempt
         self.drain = drain
+        self.progress = progress if progress is not None else RunProgress()
+        self.disk_full = disk_full
         self.attempt = 0
         self.time_lost = 0.0  # seconds spent in failed attempts and backoff
         self.fatal_reason: str | None = None
@@ -140,7 +155,6 @@ class Lifecycle:
         self._env: Mapping[str, str] = {}
         self._cwd = Path(".")
         self._spawned_at: float | None = None
-        self._epoch_seen = False
         self._now = 0.0
         self.state = State.STARTING
         self.handle: Handle | None = None
@@ -150,8 +164,6 @@ class Lifecycle:
         self._deadline: float | None = None
         self._start_error: str | None = None
         self._start_status = 0
-        self._started_training = False
-        self._end_reason: str | None = None
         self._events: list[Event] = []
 
     # -- the one setter -------------------------------------------------------
@@ -172,15 +184,34 @@ class Lifecycle:
         self._argv, self._env, self._cwd = list(argv), env, cwd
         self._spawn(self._now if now is None else now)
 
-    def attach(self, handle: Handle, now: float, *, started: bool = True) -> None:
+    def attach(self, handle: Handle, now: float) -> None:
         """Supervise an already-running trainer (resume): ``handle`` polls it from outside."""
         self.handle, self.attempt, self._spawned_at = handle, max(self.attempt, 1), now
-        self._started_training = started
-        self._events.append(Event("attached", f"trainer pid {handle.pid}", self.state))
+        detail = f"trainer pid {handle.pid}"
+        if self.progress.started and self.state is State.STARTING:
+            # STARTING -> RUNNING: the attempt we attach to had started training.
+            self.change_state(State.RUNNING, detail, event="attached")
+        else:
+            self._events.append(Event("attached", detail, self.state))
 
     def set_command(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
         """How to start a new attempt (for a resumed run whose trainer must be restarted)."""
         self._argv, self._env, self._cwd = list(argv), env, cwd
+
+    def respawn(self, now: float, reason: str) -> None:
+        """Start a new attempt now (a resumed run whose trainer died with its supervisor)."""
+        if self.state is State.STARTING:
+            self._events.append(Event("restarting", reason, self.state))
+        else:
+            # (any) -> STARTING: a new attempt.
+            self.change_state(State.STARTING, reason, event="restarting")
+        self._spawn(now)
+
+    def ended_unsupervised(self, detail: str) -> None:
+        """The trainer ended its training cleanly while no supervisor watched it (resume): nothing to restart."""
+        # STARTING/RUNNING -> EXITED: its end record said completed/stopped.
+        self.returncode = 0
+        self.change_state(State.EXITED, detail)
 
     def _spawn(self, now: float) -> None:
         self.attempt += 1
@@ -199,7 +230,8 @@ class Lifecycle:
                 self.fatal_reason = self._start_error
             self.change_state(new, self._start_error, event="failed_to_start")
             return
-        self._spawned_at, self._epoch_seen, self._end_reason = now, False, None
+        self._spawned_at = now
+        self.progress.new_attempt()
         self.returncode, self.kill_reason, self.phase, self._deadline = None, None, None, None
         self._events.append(
             Event(
@@ -210,16 +242,14 @@ class Lifecycle:
         )
 
     def on_record(self, record: Record) -> None:
-        """A record from the trainer (also after exit, while the runner drains the file)."""
-        if isinstance(record, StartRecord):
-            self._started_training = True
-            if self.state is State.STARTING:
-                # STARTING -> RUNNING: the agent is up and fit() has begun.
-                self.change_state(State.RUNNING, _describe_start(record))
-        elif isinstance(record, EndRecord):
-            self._end_reason = record.reason  # no edge: the exit status decides
-        elif isinstance(record, EpochRecord):
-            self._epoch_seen = True  # this attempt got somewhere: not a fast failure
+        """A record from the trainer, after ``progress`` saw it (also after exit, while the runner drains).
+
+        Only a start record is an edge; the rest (an epoch got through, how the fit ended) is
+        read from ``progress`` when the exit is decided on.
+        """
+        if isinstance(record, StartRecord) and self.state is State.STARTING:
+            # STARTING -> RUNNING: the agent is up and fit() has begun.
+            self.change_state(State.RUNNING, _describe_start(record))
 
     def on_exit(self, returncode: int, now: float | None = None) -> None:
         """The trainer exited (``returncode`` < 0: killed by that signal)."""
@@ -229,7 +259,7 @@ class Lifecycle:
         self.returncode = returncode
         self.phase, self._deadline = None, None
         detail = describe_returncode(returncode)
-        clean = self._end_reason in ("completed", "stopped") and self.kill_reason is None
+        clean = self.progress.end_reason in ("completed", "stopped") and self.kill_reason is None
         asked = any(why is not None for why in (self.stop_reason, self.operator_stop, self.shutdown_reason))
         if (returncode == 0 and self.kill_reason is None) or asked or clean or self.restart is None:
             # STARTING/RUNNING/STOPPING -> EXITED on status 0, FAILED otherwise (no restart wanted).
@@ -238,7 +268,8 @@ class Lifecycle:
         if self._spawned_at is not None:
             self.time_lost += max(0.0, now - self._spawned_at)
         cause = f"{self.kill_reason}; {detail}" if self.kill_reason else detail
-        verdict = self.restart.on_failure(now, reached_epoch=self._epoch_seen)
+        full = self.disk_full() if self.disk_full is not None else None
+        verdict = self.restart.on_failure(now, reached_epoch=self.progress.attempt_progressed, disk_full=full)
         if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
             # What the dead attempt left in its group (a data loader, a forked child): not kept
             # alive beside the next attempt.
@@ -340,7 +371,7 @@ class Lifecycle:
                 self.drain()
             if getattr(self.handle, "exit_unknown", False):
                 # Not our child (resumed run): its status is unknown; its end record tells.
-                returncode = 0 if self._end_reason in ("completed", "stopped") else EXIT_UNKNOWN
+                returncode = 0 if self.progress.end_reason in ("completed", "stopped") else EXIT_UNKNOWN
             self.on_exit(returncode, now)
         elif self.state is State.STOPPING and self._deadline is not None and now >= self._deadline:
             # STOPPING -> STOPPING: the trainer ignored the last request for its time.
@@ -364,31 +395,31 @@ class Lifecycle:
         """Restarts decided so far (attempts beyond the first)."""
         return max(0, self.attempt - 1) if self.restart is None else max(self.restart.total, self.attempt - 1)
 
-    def outcome(self) -> Outcome:
+    def outcome(self) -> RunExit:
         """The supervisor's exit status and why; meaningful once ``state.done``."""
         if self.state is State.FATAL:
-            return Outcome(EXIT_FATAL, f"gave up after {self.restarts} restart(s): {self.fatal_reason}")
+            return RunExit(EXIT_FATAL, f"gave up after {self.restarts} restart(s): {self.fatal_reason}")
         if self._start_error is not None:
-            return Outcome(self._start_status, self._start_error)
+            return RunExit(self._start_status, self._start_error)
         rc = self.returncode
         if self.operator_stop is not None and (rc is None or rc == 0 or self.state is State.EXITED):
-            return Outcome(0, self.operator_stop)
+            return RunExit(0, self.operator_stop)
         if rc is None:
-            return Outcome(1, f"trainer still {self.state.value}")
+            return RunExit(1, f"trainer still {self.state.value}")
         if self.stop_reason is not None:
-            return Outcome(EXIT_INTERRUPTED, f"{self.stop_reason}; {describe_returncode(rc)}")
+            return RunExit(EXIT_INTERRUPTED, f"{self.stop_reason}; {describe_returncode(rc)}")
         if rc < 0:
-            return Outcome(128 - rc, describe_returncode(rc))
+            return RunExit(128 - rc, describe_returncode(rc))
         if rc > 0:
-            extra = " (training raised an exception)" if self._end_reason == "exception" else ""
-            return Outcome(rc, describe_returncode(rc) + extra)
-        if self._end_reason == "stopped":
-            return Outcome(0, "training stopped early by a policy")
-        if self._end_reason == "completed":
-            return Outcome(0, "training completed")
-        if not self._started_training:
-            return Outcome(0, "trainer exited with status 0 without starting training")
-        return Outcome(0, "trainer exited with status 0")
+            extra = " (training raised an exception)" if self.progress.end_reason == "exception" else ""
+            return RunExit(rc, describe_returncode(rc) + extra)
+        if self.progress.end_reason == "stopped":
+            return RunExit(0, "training stopped early by a policy")
+        if self.progress.end_reason == "completed":
+            return RunExit(0, "training completed")
+        if not self.progress.started:
+            return RunExit(0, "trainer exited with status 0 without starting training")
+        return RunExit(0, "trainer exited with status 0")
 
 
 def describe_returncode(returncode: int) -> str:

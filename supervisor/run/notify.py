@@ -19,8 +19,10 @@ Every delivery runs in its own daemon thread, bounded by ``timeout``, so a slow 
 dead receiver never holds up training or the supervisor. Nothing is raised: a
 failure (timeout, refused connection, an answer that is not 2xx, a command that
 fails or overruns and is killed) is reported once through ``journal_fn`` as
-``{"type": "event", "event": "notify_failed", "detail": "..."}``.
-``journal_fn`` is called from the delivery thread.
+an ``EventEntry("notify_failed", "...")`` (lrsup.supervisor.protocol.journal).
+``journal_fn`` is called from the delivery thread. The detail never holds a secret: a
+URL's credentials and the values marked ``secret = ["webhook", "command"]`` are replaced
+by ``***`` (lrsup.supervisor.config.redact, the one redaction).
 
 The webhook gets ``{"event": ..., "run_dir": ..., **payload}`` as strict JSON (NaN
 and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``). The
@@ -31,6 +33,7 @@ over 100 kB, the safe size of one environment variable).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -39,14 +42,17 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
 from lrsup import __version__
 from lrsup.supervisor.config import NOTIFY_EVENTS, NotifySettings
+from lrsup.supervisor.protocol.journal import EventEntry
+from lrsup.supervisor.protocol.wire import ENV_NOTIFY_EVENT, ENV_NOTIFY_PAYLOAD, ENV_RUN_DIR
 
-JournalFn = Callable[[dict], None]
+JournalFn = Callable[[EventEntry], None]
 
 _ENV_PAYLOAD_LIMIT = 100_000
 _STDERR_TAIL = 300
@@ -57,7 +63,7 @@ class Notifier:
 
     Args:
         settings: NotifySettings.
-        journal_fn: callable(dict) that journals a line (called on failure, from a thread).
+        journal_fn: callable(EventEntry) that journals a line (called on failure, from a thread).
         run_dir: str, Path or None. Put in the body and in ``LRSUP_RUN_DIR``
             (default: the payload's ``run_dir``).
     """
@@ -127,18 +133,21 @@ class Notifier:
             else:
                 self.failed += 1
         if error is not None:
-            try:
-                self.journal_fn({"type": "event", "event": "notify_failed", "detail": error})
+            try:  # the error quotes the webhook or command: never their secrets
+                self.journal_fn(EventEntry("notify_failed", self.settings.redact(error)))
             except Exception:
                 pass  # the journal itself failing must not disturb the run either
 
     def _post(self, url: str, event: str, data: str) -> str | None:
-        request = urllib.request.Request(
-            url,
-            data=data.encode("utf-8"),
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"},
-        )
+        headers = {"Content-Type": "application/json", "User-Agent": f"lrsup/{__version__}"}
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:  # urllib does not send a URL's credentials: HTTP basic auth does
+            userinfo, host = parts.netloc.rsplit("@", 1)
+            user, _, password = userinfo.partition(":")
+            token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+            url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+        request = urllib.request.Request(url, data=data.encode("utf-8"), method="POST", headers=headers)
         where = f"webhook {url} ({event})"
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
@@ -160,9 +169,9 @@ class Notifier:
 
     def _run(self, command: str, event: str, data: str, run_dir: str) -> str | None:
         env = dict(os.environ)
-        env.update(
-            LRSUP_EVENT=event, LRSUP_RUN_DIR=run_dir, LRSUP_PAYLOAD=data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
-        )
+        env[ENV_NOTIFY_EVENT] = event
+        env[ENV_RUN_DIR] = run_dir
+        env[ENV_NOTIFY_PAYLOAD] = data if len(data) <= _ENV_PAYLOAD_LIMIT else ""
         where = f"command {command!r} ({event})"
         try:
             proc = subprocess.Popen(

@@ -2,7 +2,9 @@
 
 ``lrsup set-lr/hold/release/stop RUN_DIR`` (the CLI) append one JSON line each to
 ``requests.jsonl`` in the run directory; the runner reads new lines every tick
-(:class:`RequestReader`, following by offset) and applies them:
+(:class:`RequestReader`, following by offset) and applies each once
+(``Runner.apply_request``: a ``request`` journal line with the request's place in the
+file first, then its effect, so that ``lrsup resume`` goes on after it):
 
 - ``set_lr`` (``lr``): a ``set_lr`` command, journaled as ``{"type": "override", "who", "why", "lr"}``;
   policies carry on from the new LR (the records show it).
@@ -29,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import socket
 import time as _time
@@ -38,10 +39,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol.jsonl import LineSplitter
+from lrsup.supervisor.protocol.commands import RollbackCommand, SetHparamCommand, is_valid_lr
+from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
-REQUESTS_FILE = "requests.jsonl"
+REQUESTS_FILE = protocol.REQUESTS_FILE
 OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate")
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
 _PBT_OPS = ("exploit", "donate")
@@ -95,7 +97,7 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
         raise RequestError(f"time must be a number, got {when!r}")
     lr = obj.get("lr")
     if op == "set_lr":
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+        if not is_valid_lr(lr):
             raise RequestError(f"set_lr needs lr, a finite number >= 0, got {lr!r}")
         lr = float(lr)
     elif lr is not None:
@@ -176,6 +178,10 @@ def send_request(
 class RequestReader:
     """Reads requests appended since the last call; bad lines are kept in ``errors``, never raised.
 
+    A line that is not a valid request (not JSON, beyond the protocol's bounds, over-long,
+    an unknown op, a bad value) becomes one message in ``errors`` (the runner journals each
+    as ``bad_request``) and is counted in ``stats.garbage``.
+
     Args:
         path: Path, the requests file (it need not exist yet).
         offset: int, where to start (resume: past the requests already handled).
@@ -183,107 +189,57 @@ class RequestReader:
 
     def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
         self.path = Path(path)
-        self.offset = offset
         self.errors: list[str] = []
         self.refused: str | None = None  # set by the runner when the file became unsafe
-        self._splitter = LineSplitter()
+        self._reader = JsonlReader(self.path, offset)
+
+    @property
+    def offset(self) -> int:
+        """Bytes read so far."""
+        return self._reader.offset
+
+    @property
+    def stats(self) -> ReadStats:
+        return self._reader.stats
 
     def read(self) -> list[Request]:
         """New complete request lines, validated (RunDirError if the file became unsafe)."""
-        try:
-            size = os.lstat(self.path).st_size
-        except FileNotFoundError:
-            return []
-        if size <= self.offset:
+        if not self._reader.changed():
             return []
         check_run_file(self.path)
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        try:
-            data = os.pread(fd, size - self.offset, self.offset)
-        finally:
-            os.close(fd)
-        self.offset += len(data)
         out = []
-        for line in self._splitter.feed(data):
-            if not line.strip():
-                continue
+        before = self.stats.garbage
+        for obj in self._reader.objects(self._reader.read_lines()):
             try:
-                out.append(validate_request(protocol.loads(line)))
-            except (protocol.ProtocolError, RequestError) as exc:
-                self.errors.append(f"bad request skipped: {exc}")
+                out.append(validate_request(obj))
+            except RequestError as exc:
+                self.stats.bad(str(exc))
+        new = self.stats.garbage - before
+        if new:
+            self.errors.extend(f"bad request skipped: {m}" for m in list(self.stats.last_errors)[-new:])
+            if new > len(self.stats.last_errors):
+                self.errors.append(f"... {new - len(self.stats.last_errors)} more bad requests skipped")
         return out
 
 
-def apply_requests(runner: Any, now: float) -> None:
-    """Apply the operator requests that arrived since the last tick (called by the runner's loop).
-
-    ``runner`` is a :class:`lrsup.supervisor.run.runner.Runner`: its ``requests`` reader,
-    ``lifecycle``, ``held_by`` and its command/journal methods are used.
-    """
-    if runner.lifecycle.state.done or runner.requests.refused is not None:
-        return
-    try:
-        requests = runner.requests.read()
-    except (RunDirError, OSError) as exc:  # replaced by a symlink, another user's...: ignored from now on
-        runner.requests.refused = str(exc)
-        runner._event("bad_request", f"operator requests ignored from now on: {exc}")
-        return
-    for request in requests:
-        who, why = request.who, request.why
-        because = f" ({why})" if why else ""
-        if request.op == "set_lr":
-            seq = runner._command("set_lr", lr=request.lr, reason=f"operator override by {who}{because}")
-            runner._journal(
-                "override",
-                who=who,
-                why=why,
-                lr=request.lr,
-                seq=seq,
-                suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
-            )
-            runner._event("override", f"{who} set the learning rate to {request.lr:g}{because}", seq=seq)
-        elif request.op == "hold":
-            runner.held_by = who
-            runner._event("hold", f"policies held by {who}{because}: decisions are journaled, not sent", who=who)
-        elif request.op == "release":
-            runner.held_by = None
-            runner._event("released", f"policies released by {who}{because}", who=who)
-        elif request.op == "stop":
-            runner._command("stop", reason=f"stop requested by {who}{because}")
-            timeout = runner.config.run.stop_timeout
-            runner.lifecycle.request_graceful_stop(now, f"stopped by {who}{because}", timeout)
-        elif request.op in _PBT_OPS:
-            _apply_pbt(runner, request)
-    while runner.requests.errors:
-        runner._event("bad_request", runner.requests.errors.pop(0))
-
-
-def _apply_pbt(runner: Any, request: Request) -> None:
+def apply_pbt(runner: Any, request: Request) -> None:
     """``exploit``: rollback to the donor's checkpoint with the new LR, then the other hyperparameters."""
     new, old = request.hparams or {}, request.old or {}
     peer = os.path.basename(request.peer or "")
     fields = {"peer": request.peer, "checkpoint": request.checkpoint, "at_epoch": request.epoch, "old": old, "new": new}
     if request.op == "donate":
-        runner._event(
+        runner.event(
             "donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields
         )
         return
     reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
-    seq = runner._command(
-        "rollback",
-        checkpoint=request.checkpoint,
-        from_run=request.peer,
-        lr=new.get("lr"),
-        skip_batches=0,
-        reason=reason,
-    )
+    rollback = RollbackCommand(checkpoint=request.checkpoint, lr=new.get("lr"), from_run=request.peer)
+    seq = runner.send(rollback, reason=reason)
     seqs = [seq] + [
-        runner._command("set_hparam", name=name, value=value, reason=reason)
-        for name, value in new.items()
-        if name != "lr"
+        runner.send(SetHparamCommand(name=name, value=value), reason=reason) for name, value in new.items() if name != "lr"
     ]
     changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
-    runner._event(
+    runner.event(
         "exploit",
         f"copied {peer}'s checkpoint {request.checkpoint} at epoch {request.epoch}; {changes}",
         seq=seq,

@@ -9,6 +9,14 @@ own process group are ever signalled, by pid / pgid.
 trainer's group gets SIGTERM, then SIGKILL after the grace period, and the supervisor
 waits until the group is gone (zombies do not count), so no trainer outlives it.
 
+The group is not the whole tree: a child the script starts in a session of its own
+(``start_new_session=True``, ``setsid``, a daemon) leaves it. :class:`Descendants` follows
+the trainer's process tree through /proc while it runs (every ``poll``, at most every
+``TRACK_INTERVAL`` seconds, and before every signal): each descendant is remembered by
+pid and start time, and the group's signals also go to each remembered descendant still
+alive (to its own group when it leads one). What it cannot see: a process started and
+orphaned (its parent exited) between two looks, e.g. a quick double fork.
+
 Example::
 
     spawner = ProcessSpawner(log_path=paths.trainer_log, sink=print)
@@ -34,6 +42,7 @@ MAX_LINE = 1 << 16
 CHUNK = 1 << 16
 
 
+TRACK_INTERVAL = 0.5  # seconds between two walks of the trainer's process tree through /proc
 KILL_WAIT = 5.0  # seconds to wait for the group to be gone after SIGKILL (a process in D state may take a while)
 
 
@@ -108,6 +117,105 @@ class LogTail:
         self._thread.join(timeout)
 
 
+def _stat(pid: int) -> tuple[bytes, int, int, int] | None:
+    """(state, ppid, pgid, start time) of ``pid`` from /proc/<pid>/stat; None when gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``: /proc/<pid>/task/<tid>/children of each of its threads (cheap),
+    else a scan of every process's parent (kernels without CONFIG_PROC_CHILDREN)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{tid}"):
+                return _children_by_scan(pid)  # the thread is there, its children file is not
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _children_by_scan(parent: int) -> list[int]:
+    try:
+        names = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+    return [pid for pid in names if (st := _stat(pid)) is not None and st[1] == parent]
+
+
+class Descendants:
+    """The trainer's process tree, remembered while it runs: (pid, start time) of every descendant seen.
+
+    Args:
+        root: int, the trainer's pid.
+        interval: float, shortest time between two walks of /proc (``update(force=True)`` ignores it).
+    """
+
+    def __init__(self, root: int, interval: float = TRACK_INTERVAL) -> None:
+        self.root, self.interval = root, interval
+        self.known: dict[int, int] = {}  # pid -> start time
+        self.root_alive = True  # set False once the trainer is reaped (its pid may be reused then)
+        self._last = float("-inf")
+
+    def update(self, force: bool = False) -> None:
+        """Remember the live descendants of the trainer and of every descendant already known."""
+        now = _time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        parents = [self.root] if self.root_alive else []
+        parents += self.live()
+        while parents:
+            for pid in _children(parents.pop()):
+                st = _stat(pid)
+                if st is not None and st[0] != b"Z" and pid != self.root and self.known.get(pid) != st[3]:
+                    self.known[pid] = st[3]
+                    parents.append(pid)
+
+    def live(self) -> list[int]:
+        """The remembered descendants still running (same start time, not a zombie)."""
+        out = []
+        for pid, start in list(self.known.items()):
+            st = _stat(pid)
+            if st is None or st[3] != start or st[0] == b"Z":
+                del self.known[pid]  # gone (a reused pid is someone else's)
+            else:
+                out.append(pid)
+        return out
+
+    def outside(self, pgid: int) -> list[int]:
+        """The live remembered descendants that are not in group ``pgid`` (the group's signals miss them)."""
+        return [pid for pid in self.live() if (st := _stat(pid)) is not None and st[2] != pgid]
+
+    def signal(self, pgid: int, sig: int) -> bool:
+        """Send ``sig`` to each live descendant outside group ``pgid`` (to its group when it leads one)."""
+        self.update(force=True)
+        sent = False
+        for pid in self.outside(pgid):
+            st = _stat(pid)
+            try:
+                if st is not None and st[2] == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+                sent = True
+            except OSError:
+                pass
+        return sent
+
+
 class ProcessHandle:
     """A child started in its own session (so its own process group, pgid == pid).
 
@@ -120,22 +228,32 @@ class ProcessHandle:
         self.pid = popen.pid
         self.pgid = popen.pid  # start_new_session=True: the child leads its own group
         self._tail = LogTail(log_path, offset, sink) if log_path is not None else None
+        self.tree = Descendants(self.pid)
 
     def poll(self) -> int | None:
         """The return code once the child has exited (negative: killed by that signal)."""
-        return self._popen.poll()
+        status = self._popen.poll()
+        if status is None:
+            self.tree.update()  # while the trainer runs, its children are its children
+        else:
+            self.tree.root_alive = False
+        return status
 
     def send_signal(self, sig: int) -> None:
         """Signal the child itself; a no-op once it has been reaped."""
         self._popen.send_signal(sig)
 
     def signal_group(self, sig: int) -> bool:
-        """Signal the child's whole process group; False when no member is left."""
-        return _signal_group(self.pgid, sig)
+        """Signal the child's whole process group and its descendants outside it; False when none is left."""
+        if sig == 0:
+            return _signal_group(self.pgid, 0) or bool(self.tree.outside(self.pgid))
+        escaped = self.tree.signal(self.pgid, sig)
+        return _signal_group(self.pgid, sig) or escaped
 
     def group_alive(self) -> bool:
-        """True while some process of the child's group is still running (zombies do not count)."""
-        return group_alive(self.pgid)
+        """True while a process of the child's group, or a descendant outside it, is running (not zombies)."""
+        self.tree.update()
+        return group_alive(self.pgid) or bool(self.tree.outside(self.pgid))
 
     def wait(self, timeout: float | None = None) -> int:
         return self._popen.wait(timeout)
@@ -280,27 +398,34 @@ class AttachedHandle:
         offset = os.path.getsize(log_path) if log_path is not None and os.path.exists(log_path) else 0
         self._tail = LogTail(log_path, offset, sink) if log_path is not None else None
         self._gone = False
+        self.tree = Descendants(pid)  # from the takeover on
 
     def _alive(self) -> bool:
-        from lrsup.supervisor.rundir.statefile import same_process
+        from lrsup.supervisor.rundir.liveness import pid_alive
 
-        self._gone = self._gone or not same_process(self.pid, self.start_time)
+        self._gone = self._gone or not pid_alive(self.pid, self.start_time)
+        self.tree.root_alive = not self._gone
         return not self._gone
 
     def poll(self) -> int | None:
-        return None if self._alive() else 0
+        if self._alive():
+            self.tree.update()
+            return None
+        return 0
 
     def send_signal(self, sig: int) -> None:
         if self._alive():
             os.kill(self.pid, sig)
 
     def signal_group(self, sig: int) -> bool:
+        escaped = self.tree.signal(self.pgid, sig) if sig else bool(self.tree.outside(self.pgid))
         if not self._alive() and not self._leftovers():
-            return False
-        return _signal_group(self.pgid, sig)
+            return escaped
+        return _signal_group(self.pgid, sig) or escaped
 
     def group_alive(self) -> bool:
-        return group_alive(self.pgid) if self._alive() else self._leftovers()
+        self.tree.update()
+        return (group_alive(self.pgid) if self._alive() else self._leftovers()) or bool(self.tree.outside(self.pgid))
 
     def _leftovers(self) -> bool:
         """Once the trainer is gone: are live processes of its group left?
@@ -395,12 +520,17 @@ def write_private(path: Path, text: str) -> None:
 def install_signal_handlers(runner: Any) -> Callable[[], None]:
     """Record SIGINT/SIGTERM (and SIGHUP unless ignored, as under nohup) for the loop.
 
-    Returns a function restoring the previous handlers.
+    SIGINT and SIGTERM go to ``runner.signals`` (stop the run); SIGHUP, a hung-up
+    terminal, to ``runner.hangups`` where the runner has one (the run goes on without
+    the terminal), else to ``runner.signals``. Returns a function restoring the previous
+    handlers.
     """
     previous: dict[int, Any] = {}
+    hup = getattr(signal, "SIGHUP", None)
 
     def handler(signum: int, frame: object) -> None:
-        runner.signals.append(signum)  # only record it: the loop acts
+        # only record it: the loop acts
+        (getattr(runner, "hangups", runner.signals) if signum == hup else runner.signals).append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is None or (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):

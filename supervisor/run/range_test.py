@@ -122,9 +122,8 @@ def range_test_curve(run_dir: str | os.PathLike[str]) -> RangeTestCurve:
     Raises:
         ValueError: the run's configuration has no lr_find policy, or cannot be used.
     """
-    from lrsup.supervisor.config import ConfigError
+    from lrsup.supervisor.config import ConfigError, run_config
     from lrsup.supervisor.engine.core import Engine
-    from lrsup.supervisor.engine.replay import run_config
     from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
     from lrsup.supervisor.protocol.wire import METRICS_FILE, ProtocolError, StartRecord, parse_record
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lrsup.supervisor.protocol.wire import BatchRecord, EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.rundir.progress import RunProgress
 
 FAST_FAILURES_TO_GIVE_UP = 2
 
@@ -70,9 +71,21 @@ class RestartPolicy:
     def total(self) -> int:
         return len(self.restarts)
 
-    def on_failure(self, now: float, *, reached_epoch: bool) -> RestartVerdict:
-        """An attempt failed at ``now``; ``reached_epoch``: it wrote at least one epoch record."""
-        self.fast_failures = 0 if reached_epoch else self.fast_failures + 1
+    def on_failure(self, now: float, *, reached_epoch: bool, disk_full: str | None = None) -> RestartVerdict:
+        """An attempt failed at ``now``; ``reached_epoch``: it wrote at least one epoch record.
+
+        ``disk_full``: a phrase when the run directory's disk is full. Such a failure is not
+        a program that cannot start (the fast-failure rule does not count it): it is
+        restarted within the budget, and every reason names the full disk.
+        """
+        verdict = self._decide(now, reached_epoch, disk_full is not None)
+        if disk_full is not None:
+            return RestartVerdict(verdict.give_up, verdict.delay, f"{disk_full}; {verdict.reason}")
+        return verdict
+
+    def _decide(self, now: float, reached_epoch: bool, disk_full: bool) -> RestartVerdict:
+        if not disk_full:
+            self.fast_failures = 0 if reached_epoch else self.fast_failures + 1
         if self.fast_failures >= FAST_FAILURES_TO_GIVE_UP:
             return RestartVerdict(
                 True,
@@ -135,10 +148,16 @@ class Watchdog:
         )
         self.ended = False  # a fit of this attempt ended: the time outside fit is after it
 
-    def arm(self, now: float, step: int, progressed: bool) -> None:
-        """Time an attempt already under way (a resumed supervisor reattaching to its trainer)."""
-        self.last_record, self.step, self.started = now, step, True
-        self.progress_at = now if progressed else None
+    def arm(self, now: float, progress: RunProgress) -> None:
+        """Time an attempt already under way (a resumed supervisor reattaching to its trainer).
+
+        A trainer that had not started training is timed as a new attempt (``start_timeout``).
+        """
+        if not progress.started:
+            self.reset(now)
+            return
+        self.last_record, self.step, self.started = now, progress.max_step, True
+        self.progress_at = now if progress.progressed else None
 
     def on_record(self, record: Record, now: float) -> None:
         """Any record proves the trainer alive; a larger step (or the first batch/epoch) is progress."""

@@ -17,7 +17,15 @@
 4. If the trainer is alive (pid exists and its start time matches) reattach: poll it
    with ``os.kill(pid, 0)`` + start time (it is not our child), follow metrics.jsonl
    from where the replay ended. Otherwise restart it (attempt + 1) from the newest
-   known-good checkpoint, re-sending the commands it never acknowledged.
+   known-good checkpoint, re-sending the commands it never acknowledged (a trainer whose
+   last record says it completed or stopped is not restarted).
+
+Exactly once (docs/protocol.md, "Delivery"): the hold in force and the operator requests
+already acted on come from journal.jsonl's ``request`` lines (requests.jsonl is read on
+from the last one, never from byte 0); on the records after the last verdict, a command
+already in control.jsonl is not sent again; the keep-list (the last ``retain``) is given
+to every new attempt. Nothing is made up: the run's progress comes from the snapshot and
+the records themselves.
 
 Example::
 
@@ -26,34 +34,36 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.config import run_config
 from lrsup.supervisor.protocol.wire import EpochRecord, Record, StartRecord
-from lrsup.supervisor.run.lifecycle import State
-from lrsup.supervisor.run.process import AttachedHandle
-from lrsup.supervisor.rundir.layout import RunDirError, check_existing_run_dir
-from lrsup.supervisor.rundir.recovery import read_control, read_records, truncate_torn_tail
-from lrsup.supervisor.rundir.snapshot import Progress, Snapshot, load_snapshot
-from lrsup.supervisor.rundir.statefile import read_state, same_process
+from lrsup.supervisor.run.lifecycle import EXIT_FATAL, State
+from lrsup.supervisor.rundir.layout import RunDirError, RunPaths, check_existing_run_dir
+from lrsup.supervisor.rundir.liveness import pid_alive
+from lrsup.supervisor.rundir.progress import RunProgress
+from lrsup.supervisor.rundir.recovery import (
+    ControlHistory,
+    JournalHistory,
+    TakeOver,
+    read_control,
+    read_journal,
+    read_records,
+    truncate_torn_tail,
+)
+from lrsup.supervisor.rundir.snapshot import Snapshot, load_snapshot
+from lrsup.supervisor.rundir.statefile import read_state, write_state
+
+if TYPE_CHECKING:
+    from lrsup.supervisor.config import ResolvedConfig
+    from lrsup.supervisor.engine.core import Engine
 
 EXIT_USAGE = 2
-
-
-def load_resolved_config(path: Path) -> Any:
-    """Rebuild the ResolvedConfig from config.json (validated again, like the original)."""
-    from lrsup.supervisor.config import config_from_json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"cannot read {str(path)!r}: {exc}") from None
-    return config_from_json(data, str(path))
 
 
 def resume_run(
@@ -77,21 +87,18 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     from lrsup.supervisor.run.runner import Runner, build_engine, install_signal_handlers, trainer_env
 
     paths = check_existing_run_dir(run_dir)
-    state = read_state(paths.state)
-    if (
-        same_process(state.get("supervisor_pid"), state.get("supervisor_start_time"))
-        and state.get("supervisor_pid") != os.getpid()
-    ):
-        raise RunDirError(f"its supervisor (pid {state['supervisor_pid']}) is still running")
-    if state.get("exit_status") is not None:
-        raise RunDirError(f"the run already finished (exit status {state['exit_status']}: {state.get('reason')})")
-    config = load_resolved_config(paths.config)
+    state = _dead_supervisors_state(paths)
+    config = run_config(paths.root)
     argv, cwd = state.get("argv"), state.get("cwd")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise RunDirError(f"{protocol.STATE_FILE} has no valid argv (got {argv!r})")
     torn = {name: truncate_torn_tail(paths.root / name) for name in (protocol.CONTROL_FILE, protocol.JOURNAL_FILE)}
+    journal = read_journal(paths.journal)
+    if journal.finished is not None:  # died after the run's end was journaled: only supervisor.json is behind
+        return _record_finish(paths, state, journal.finished)
     history = read_control(paths.control)
     rebuilt = rebuild(paths, config, history, build_engine)
+    plan = take_over_plan(state, history, journal, rebuilt, torn)
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
     runner = Runner(
@@ -110,9 +117,33 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     )
     restore = install_signal_handlers(runner) if handle_signals else (lambda: None)
     try:
-        return runner.run(start=lambda: _take_over(runner, state, history, rebuilt, torn))
+        return runner.run(start=lambda: runner.take_over(plan))
     finally:
         restore()
+
+
+def _dead_supervisors_state(paths: RunPaths) -> dict[str, Any]:
+    """supervisor.json of a run whose supervisor is gone and that has not finished; RunDirError otherwise."""
+    state = read_state(paths.state)
+    pid = state.get("supervisor_pid")
+    if pid_alive(pid, state.get("supervisor_start_time")) and pid != os.getpid():
+        raise RunDirError(f"its supervisor (pid {pid}) is still running")
+    if state.get("exit_status") is not None:
+        raise RunDirError(f"the run already finished (exit status {state['exit_status']}: {state.get('reason')})")
+    return state
+
+
+def _record_finish(paths: RunPaths, state: dict[str, Any], finished: dict[str, Any]) -> int:
+    """Write the end the journal already holds into supervisor.json; its exit status."""
+    status = finished.get("status")
+    status = status if isinstance(status, int) and not isinstance(status, bool) else 1
+    detail = str(finished.get("detail") or "")
+    reason = detail.rsplit(" (exit status", 1)[0]
+    done = {0: State.EXITED, EXIT_FATAL: State.FATAL}.get(status, State.FAILED).value
+    fields = {k: v for k, v in state.items() if k != "v"}
+    write_state(paths.state, {**fields, "state": done, "exit_status": status, "reason": reason})
+    print(f"lrsup: the run had already finished: {detail}", file=sys.stderr, flush=True)
+    return status
 
 
 @dataclass
@@ -123,20 +154,20 @@ class Rebuilt:
         engine: Engine, restored from the snapshot (or fresh without one).
         records: list[Record], the records after the snapshot (all of them without one).
         offset: int, where metrics.jsonl's complete lines end (the follower goes on there).
-        progress: Progress, what the records before ``records`` said (empty without a snapshot).
+        progress: RunProgress, what the records before ``records`` said (empty without a snapshot).
         snapshot: Snapshot or None.
         how: str, a phrase saying where the state came from (for the journal).
     """
 
-    engine: Any
+    engine: Engine
     records: list[Record]
     offset: int
-    progress: Progress
+    progress: RunProgress
     snapshot: Snapshot | None
     how: str
 
 
-def rebuild(paths: Any, config: Any, history: Any, build_engine: Callable[[Any], Any]) -> Rebuilt:
+def rebuild(paths: RunPaths, config: ResolvedConfig, history: ControlHistory, build_engine: Callable) -> Rebuilt:
     """The engine for resuming ``paths``: from its snapshot if that fits, else from a full replay to come."""
     engine = build_engine(config)
     snap, why = load_snapshot(paths.root, history)
@@ -147,63 +178,49 @@ def rebuild(paths: Any, config: Any, history: Any, build_engine: Callable[[Any],
             snap, why, engine = None, f"snapshot does not fit this stack ({exc})", build_engine(config)
     records, offset = read_records(paths.metrics, start=snap.offset if snap is not None else 0)
     if snap is None:
-        return Rebuilt(engine, records, offset, Progress(), None, f"full replay ({why})")
+        return Rebuilt(engine, records, offset, RunProgress(), None, f"full replay ({why})")
     return Rebuilt(engine, records, offset, replace(snap.progress), snap, f"from its {why}")
 
 
-def _take_over(runner: Any, state: dict, history: Any, rebuilt: Rebuilt, torn: dict) -> None:
-    """Replay, then reattach to the live trainer or restart it (called inside ``Runner.run``)."""
-    runner.open(seq=history.max_seq)
-    life, channel = runner.lifecycle, runner.channel
-    records, snap = rebuilt.records, rebuilt.snapshot
-    channel.unacked = dict(history.commands)
-    if snap is not None:  # acknowledged before the snapshot: settled
-        pending = set(snap.unacked)
-        channel.unacked = {seq: c for seq, c in channel.unacked.items() if seq > snap.max_seq or seq in pending}
-    runner.progress = replace(rebuilt.progress)
-    for record in rebuilt.progress.summary_records():  # the lifecycle learns what the covered records said
-        life.on_record(record)
-    life.attempt = int(state.get("attempt") or 1)
-    # Replay: the records decided on before the crash (up to the V-th start or epoch record: each
-    # gets one verdict, the start record's being the start barrier's) silently.
-    epochs_left, split = history.verdicts - rebuilt.progress.verdicts, 0
+def take_over_plan(
+    state: dict[str, Any], history: ControlHistory, journal: JournalHistory, rebuilt: Rebuilt, torn: dict[str, int]
+) -> TakeOver:
+    """What the new Runner does (``Runner.take_over``): which records are replayed, which handled live."""
+    unacked = dict(history.commands)
+    if rebuilt.snapshot is not None:  # acknowledged before the snapshot: settled
+        pending, max_seq = set(rebuilt.snapshot.unacked), rebuilt.snapshot.max_seq
+        unacked = {seq: c for seq, c in unacked.items() if seq > max_seq or seq in pending}
+    split = _decided(rebuilt.records, history.verdicts - rebuilt.progress.verdicts)
+    pid, start_time = state.get("trainer_pid"), state.get("trainer_start_time")
+    dropped = ", ".join(f"{n} torn bytes of {name}" for name, n in torn.items() if n) or "no torn lines"
+    return TakeOver(
+        seq=history.max_seq,
+        unacked=unacked,
+        progress=replace(rebuilt.progress),
+        attempt=int(state.get("attempt") or 1),
+        replay=rebuilt.records[:split],
+        live=rebuilt.records[split:],
+        presend=history.after_last_verdict(journal.request_seqs | journal.resent_seqs),
+        journal=journal,
+        retained=list(history.retained or ()),
+        trainer=(pid, start_time),
+        alive=pid_alive(pid, start_time),
+        started=state.get("started"),
+        how=rebuilt.how,
+        torn=dropped,
+    )
+
+
+def _decided(records: list[Record], verdicts: int) -> int:
+    """How many of ``records`` were decided on before the crash: up to the ``verdicts``-th start or epoch record.
+
+    Each start and epoch record gets one verdict (the start record's is the start barrier's).
+    """
+    split = 0
     for index, record in enumerate(records):
-        if epochs_left <= 0:
+        if verdicts <= 0:
             break
         if isinstance(record, (StartRecord, EpochRecord)):
-            epochs_left -= 1
+            verdicts -= 1
         split = index + 1
-    for record in records[:split]:
-        runner._on_record(record, live=False)
-    life.pop_events()
-    pid, start_time = state.get("trainer_pid"), state.get("trainer_start_time")
-    alive = same_process(pid, start_time)
-    dropped = ", ".join(f"{n} torn bytes of {name}" for name, n in torn.items() if n) or "no torn lines"
-    runner._event(
-        "resumed",
-        f"supervisor resumed after a crash: state {rebuilt.how}, replayed {split} record(s) "
-        f"({dropped}); "
-        + (f"reattaching to trainer pid {pid}" if alive else f"trainer pid {pid} is gone: restarting it"),
-        replayed=split,
-        seq=channel.seq,
-        snapshot_records=rebuilt.progress.records,
-    )
-    runner.follower.start()
-    runner.started = state.get("started") or runner.started
-    now = runner.clock.monotonic()
-    if alive:
-        handle = AttachedHandle(pid, start_time, runner.paths.trainer_log, runner._on_output)
-        seen = replace(rebuilt.progress)  # everything before the live records, the unreplayed ones too
-        for record in records:
-            seen.on_record(record)
-        life.attach(handle, now, started=seen.started)
-        runner.watchdog.arm(now, seen.max_step, progressed=seen.progressed)
-        runner._attempt_seen = life.attempt
-    for record in records[split:]:  # after the last verdict: not decided on yet, handle live
-        runner._on_record(record)
-    if not alive:
-        life.set_command(runner.argv, runner.env, runner.cwd)
-        runner._attempt_seen = life.attempt  # tick() announces the new attempt and re-sends on its start
-        if life.state is not State.STARTING:
-            life.change_state(State.STARTING, "restarting the trainer after the supervisor's crash", event="restarting")
-        life._spawn(now)
+    return split

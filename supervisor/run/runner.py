@@ -36,15 +36,25 @@ import json
 import os
 import queue
 import signal
-import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.protocol.commands import Command, RetainCommand, SetLRCommand, StopCommand, VerdictCommand
 from lrsup.supervisor.protocol.doorbell import ControlWriter
+from lrsup.supervisor.protocol.journal import (
+    AppliedEntry,
+    CommandErrorEntry,
+    DecisionEntry,
+    EventEntry,
+    JournalEntry,
+    OverrideEntry,
+    RequestEntry,
+)
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
 from lrsup.supervisor.run.commands import CommandChannel
+from lrsup.supervisor.run.credence import Credence
 from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runner's public names)
     ENV_ATTEMPT,
@@ -56,8 +66,9 @@ from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runne
     trainer_env,
 )
 from lrsup.supervisor.run.lifecycle import Lifecycle, State
-from lrsup.supervisor.run.operator import RequestReader, apply_requests
+from lrsup.supervisor.run.operator import Request, RequestReader, apply_pbt
 from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_signal_handlers: re-exported)
+    AttachedHandle,
     ProcessSpawner,
     Spawner,
     SystemClock,
@@ -65,17 +76,31 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     write_private,
 )
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
-from lrsup.supervisor.rundir.layout import RunDir, RunPaths, check_run_file
-from lrsup.supervisor.rundir.recovery import fatal_report
-from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter
-from lrsup.supervisor.rundir.statefile import write_runner_state
+from lrsup.supervisor.run.space import SPACE_WAIT, disk_full, is_enospc, wait_for_space
+from lrsup.supervisor.run.terminal import Terminal, say
+from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file, remove_temp_files
+from lrsup.supervisor.rundir.liveness import process_start_time
+from lrsup.supervisor.rundir.progress import RunProgress
+from lrsup.supervisor.rundir.recovery import TakeOver, fatal_report
+from lrsup.supervisor.rundir.snapshot import SnapshotWriter
+from lrsup.supervisor.rundir.statefile import write_state
 from lrsup.supervisor.view.display import Display, make_display
+
+if TYPE_CHECKING:
+    from lrsup.supervisor.config import ResolvedConfig
+    from lrsup.supervisor.engine.core import Decision, Engine
 
 EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
 NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
 
 # Journal events that name a condition the display shows instead of the lifecycle state.
 _CONDITION_EVENTS = frozenset({"hold", "released", "degraded", "recovered"})
+# A command's identity for "was it already sent": everything but its number and time.
+_NOT_CONTENT = ("v", "seq", "time")
+
+
+def _content(command: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in command.items() if k not in _NOT_CONTENT}
 
 
 class Runner:
@@ -103,12 +128,14 @@ class Runner:
         offset: int, where the follower starts in metrics.jsonl (resume: after the replay).
         notifier: Notifier | None, where notifications go (default: built from ``config.notify``).
         report: bool, write report.md/.html/.png into the run directory when the run ends.
+        space_wait: float, seconds the last writes (journal, supervisor.json, report) wait for
+            space on a full disk before lrsup says they could not be written.
     """
 
     def __init__(
         self,
-        config: Any,
-        engine: Any,
+        config: ResolvedConfig,
+        engine: Engine,
         paths: RunPaths,
         argv: Sequence[str],
         env: dict[str, str],
@@ -127,6 +154,7 @@ class Runner:
         offset: int = 0,
         notifier: Any = None,
         report: bool = False,
+        space_wait: float = SPACE_WAIT,
     ) -> None:
         self.config, self.engine, self.paths = config, engine, paths
         self.argv, self.env, self.cwd, self.script = list(argv), env, cwd, script
@@ -138,24 +166,37 @@ class Runner:
         self.grace, self.tick_interval = grace, tick
         settings = config.run
         restart = None
-        if getattr(settings, "max_restarts", 0) > 0:
+        if settings.max_restarts > 0:
             restart = RestartPolicy(
                 settings.max_restarts, settings.restart_window, settings.backoff_base, settings.backoff_cap
             )
+        self.progress = RunProgress()  # where the run is: fed by _on_record only (resume: restored first)
         self.lifecycle = Lifecycle(
-            self.spawner, grace=grace, restart=restart, env_for_attempt=self._env_for, drain=self._read_records
+            self.spawner,
+            grace=grace,
+            restart=restart,
+            env_for_attempt=self._env_for,
+            drain=self._read_records,
+            progress=self.progress,
+            disk_full=lambda: disk_full(self.paths.root),
         )
-        self.watchdog = Watchdog(
-            getattr(settings, "hang_timeout", 120.0),
-            getattr(settings, "stall_timeout", 1800.0),
-            getattr(settings, "start_timeout", 0.0),
-        )
+        self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
-        self.progress = Progress()  # what the records handled so far said (resume: from the snapshot on)
-        self.snapshots = SnapshotWriter(paths.root, getattr(settings, "snapshot_interval", 30.0))
+        self.space_wait = space_wait  # longest wait for space for the last writes (state, report)
+        self.credence = Credence()  # records that would steer the run if wrongly believed
+        self.snapshots = SnapshotWriter(paths.root, settings.snapshot_interval)
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
+        self.retained: list[str] = []  # the checkpoints the engine keeps (the last retain decided)
+        self._requests_done: tuple[int, int] | None = None  # resume: (offset, index) of the last request acted on
+        self._request_journaled: tuple[int, int] | None = None  # resume: the last request's journal line
+        self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
+        self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
+        self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
+        self._trainer: tuple[int | None, int | None] = (None, None)  # (pid, start time) in supervisor.json
+        self._restore: str | None = None  # the checkpoint the current attempt restores
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
+        self.hangups: list[int] = []  # SIGHUP (the terminal hung up): the run goes on without it
         self._writers = writers  # (control, journal) writers; default: Appenders (tests inject failing ones)
         self._handled_signals = 0
         self._garbage_seen = 0
@@ -166,23 +207,27 @@ class Runner:
         self._degraded_shown = False
         self.started = self.clock.time()
         self.report = report
-        self._notify_failures: queue.SimpleQueue[dict] = queue.SimpleQueue()  # from delivery threads
+        self._notify_failures: queue.SimpleQueue[EventEntry] = queue.SimpleQueue()  # from delivery threads
         self.notifier = notifier if notifier is not None else self._make_notifier()
 
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
+        remove_temp_files(self.paths.root)  # what a killed attempt left half written (none is alive now)
         env = dict(self.env)
         env[ENV_ATTEMPT] = str(attempt)
         restore = self.restore_point() if attempt > 1 else None
         if restore:
             env[ENV_RESTORE] = restore
+        if attempt > 1 and self.retained:  # an experiment's checkpoints survive the restart's pruning
+            env[protocol.ENV_RETAIN] = json.dumps(self.retained)
         self._restore = restore
         return env
 
     # -- the loop -------------------------------------------------------------
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
-        self.display = self.display or make_display()
+        own = self.display is None  # make_display() writes to the real stdout: silence it when it closes
+        self.display = Terminal(self.display or make_display(), lambda e, d: self.event(e, d), silence=own)
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
         control, journal = self._writers or (
@@ -200,19 +245,20 @@ class Runner:
                 write_private(self.paths.config, json.dumps(self.config.to_json(), indent=2) + "\n")
                 self.follower.start()
                 self.lifecycle.start(self.argv, self.env, self.cwd, self.clock.monotonic())
+                self.write_state()  # the trainer's pid, before anything else is written: resume needs it
             else:
                 start()
             while not self.tick():
                 self.follower.wait(self.tick_interval)
             self._finish()
             outcome = self.lifecycle.outcome()
-            gave_up = getattr(self.engine, "exit_status", None)
+            gave_up = self.engine.exit_status
             if gave_up and outcome.status == 0:  # a policy gave the run up (engine.exit_status)
                 outcome = type(outcome)(gave_up, f"{outcome.reason}; a policy gave the run up")
             if self.lifecycle.state is State.FATAL:
                 self._fatal_report(outcome.reason)
-            self._event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
-            self._write_state(outcome.status, outcome.reason)
+            self.event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
+            self._write_last_state(outcome.status, outcome.reason)
             ended = True
             self._notify_end(outcome.status)
             return outcome.status
@@ -229,42 +275,48 @@ class Runner:
             sig = self.signals[self._handled_signals]
             self._handled_signals += 1
             self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
-        apply_requests(self, now)
+        if self.hangups:  # the terminal hung up: go on, writing to the run directory only
+            self.hangups.clear()
+            self.display.hang_up()
+        self._apply_requests(now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
             if reason is not None:
                 self.lifecycle.kill(now, reason)
         self.lifecycle.transition(now)
-        new_attempt = self.lifecycle.attempt != self._attempt_seen
-        if new_attempt:  # a new attempt was spawned: time it afresh, re-send what it never acked
-            self._attempt_seen, self._resend_on_start = self.lifecycle.attempt, self.lifecycle.attempt > 1
-            self.watchdog.reset()
-            self._drain_events()
-            if self.lifecycle.attempt > 1:
-                restore = getattr(self, "_restore", None)
-                self._event(
-                    "restarted",
-                    f"attempt {self.lifecycle.attempt}: "
-                    + (f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"),
-                    attempt=self.lifecycle.attempt,
-                    restore=restore,
-                )
-                self._notify("restart", {"attempt": self.lifecycle.attempt, "restore": restore})
+        if self.lifecycle.attempt != self._attempt_seen:
+            self._on_new_attempt()
         self._pump()
         self._journal_notify_failures()
+        self._disk_condition()
+        self._snapshot()
+        self.write_state()
+        return self.lifecycle.state.done
+
+    def _on_new_attempt(self) -> None:
+        """A new attempt was spawned: time it afresh, re-send (on its start) what the last one never acked."""
+        attempt = self.lifecycle.attempt
+        self._attempt_seen, self._resend_on_start = attempt, attempt > 1
+        self.watchdog.reset()
+        self._drain_events()
+        if attempt > 1:
+            restore = self._restore
+            how = f"restoring checkpoint {restore!r}" if restore else "from scratch (no known-good checkpoint)"
+            self.event("restarted", f"attempt {attempt}: {how}", attempt=attempt, restore=restore)
+            self._notify("restart", {"attempt": attempt, "restore": restore})
+
+    def _disk_condition(self) -> None:
+        """Retry the journal lines waiting for space; say once when the disk fills and when it clears."""
         self.channel.flush()
         if self.channel.degraded is not None and not self._degraded_shown:
             self._degraded_shown = True  # journaled (late) once space returns
-            self._event(
+            self.event(
                 "degraded", f"DEGRADED: {self.channel.degraded}; no commands are sent until it clears, training goes on"
             )
         if self.channel.recoveries != self._recoveries_seen:
             self._degraded_shown = False
             self._recoveries_seen = self.channel.recoveries
-            self._event("recovered", "disk space is back: the journal is written again")
-        self._snapshot()
-        self._write_state()
-        return self.lifecycle.state.done
+            self.event("recovered", "disk space is back: the journal is written again")
 
     def _snapshot(self) -> None:
         """Every ``snapshot_interval`` seconds: the engine's state after every record read so far.
@@ -273,7 +325,7 @@ class Runner:
         snapshot says was sent is in control.jsonl; ``lrsup resume`` then replays only what
         came after it (see lrsup.supervisor.rundir.snapshot).
         """
-        if self.channel.degraded is None and hasattr(self.engine, "state_dict"):
+        if self.channel.degraded is None:
             self.snapshots.maybe_write(
                 self.clock.monotonic(),
                 engine=self.engine,
@@ -316,37 +368,34 @@ class Runner:
         """One record: journal acks/errors, feed the engine, answer epoch records with their verdict.
 
         ``live=False`` (resume replay): the engine and the lifecycle see it, nothing is written.
+        A record the supervisor cannot believe (``Credence``) is journaled as such and goes nowhere else.
         """
-        self.lifecycle.on_record(record)
+        doubt = self.credence.doubt(record, self.channel.seq)
+        if doubt is not None:
+            if live:
+                self.event("unbelievable", f"a record in {protocol.METRICS_FILE} not believed: {doubt}")
+            return
         self.progress.on_record(record)
+        self.lifecycle.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
             self.channel.settled(record.seq)
         if not live:
-            self.engine.feed(record)
+            for decision in self.engine.feed(record):
+                self._note_retain(decision)
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.display.on_record(record)
-        if isinstance(record, AckRecord):
-            self._journal(
-                "applied",
-                seq=record.seq,
-                cmd=record.cmd,
-                epoch=record.epoch,
-                step=record.step,
-                lr=record.lr,
-                late=record.late,
-            )
-        elif isinstance(record, ErrorRecord):
-            self._journal("command_error", seq=record.seq, cmd=record.cmd, message=record.message)
+        if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
+            self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         for decision in self.engine.feed(record):
             self._on_decision(decision)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
-            self._command("verdict", epoch=record.epoch)
+            self.send(VerdictCommand(record.epoch))
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
             for old, new, what in self.channel.resend_unacked():
-                self._event(
+                self.event(
                     "resent",
                     f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
                     seq=new,
@@ -354,34 +403,42 @@ class Runner:
                 )
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
-            self._command("verdict", epoch=record.initial_epoch - 1)
+            self.send(VerdictCommand(record.initial_epoch - 1))
 
-    def _on_decision(self, decision: Any) -> None:
-        action, seq, suppressed = decision.action, None, decision.suppressed
-        if decision.command is not None:
-            if self.held_by is not None:
-                suppressed = f"held by {self.held_by}"
-            elif self.channel.degraded is not None:
-                suppressed = f"not sent: {self.channel.degraded}"
-            else:
-                args = dict(decision.command)
-                args.setdefault("reason", action.reason)
-                try:
-                    seq = self._command(args.pop("cmd"), **args)
-                except ProtocolError as exc:  # an engine bug must not end the run
-                    suppressed = f"invalid command not sent: {exc}"
-                if seq is None and suppressed is None:
-                    suppressed = f"not sent: {self.channel.degraded}"
-        self._journal(
-            "decision",
-            seq=seq,
-            policy=action.policy,
-            action=action.kind,
-            lr=decision.lr,
-            reason=action.reason,
-            epoch=decision.epoch,
-            step=decision.step,
-            suppressed=suppressed,
+    def _journal_answer(self, record: AckRecord | ErrorRecord) -> None:
+        """The trainer applied (``applied``) or refused (``command_error``) a command."""
+        if isinstance(record, AckRecord):
+            self.journal(AppliedEntry(record.seq, record.cmd, record.epoch, record.step, record.lr, record.late))
+        else:
+            self.journal(CommandErrorEntry(record.seq, record.cmd, record.message))
+
+    def _note_retain(self, decision: Decision) -> None:
+        if isinstance(decision.command, RetainCommand):
+            self.retained = list(decision.command.keep)
+
+    def _already_sent(self, decision: Decision) -> int | None:
+        """The seq under which a resumed run's dead supervisor sent this decision's command, if it did."""
+        if not self._presend or decision.command is None:
+            return None
+        wanted = {"cmd": decision.command.cmd, **decision.command.args(), "reason": decision.action.reason}
+        for index, sent in enumerate(self._presend):
+            if _content(sent) == wanted:
+                del self._presend[: index + 1]  # the ones before it were not decisions (a lost resend)
+                return sent["seq"]
+        return None
+
+    def _on_decision(self, decision: Decision) -> None:
+        self._note_retain(decision)
+        sent = self._already_sent(decision)
+        if sent is not None and sent in self._journaled_seqs:
+            return  # decided, sent and journaled before the crash: nothing left to do
+        action, seq, suppressed = decision.action, sent, decision.suppressed
+        if decision.command is not None and sent is None:
+            seq, suppressed = self._send_decided(decision)
+        self.journal(
+            DecisionEntry(
+                seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
+            )
         )
         self.display.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
@@ -394,33 +451,227 @@ class Runner:
                     "lr": decision.lr,
                     "epoch": decision.epoch,
                     "step": decision.step,
-                    "checkpoint": (decision.command or {}).get("checkpoint"),
+                    "checkpoint": getattr(decision.command, "checkpoint", None),
                 },
             )
 
-    def _command(self, cmd: str, **args: Any) -> int | None:
-        return self.channel.send(cmd, **args)
+    def _send_decided(self, decision: Decision) -> tuple[int | None, str | None]:
+        """Send a decision's command unless held or degraded: (its seq, None) or (None, why not)."""
+        if self.held_by is not None:
+            return None, f"held by {self.held_by}"
+        if self.channel.degraded is not None:
+            return None, f"not sent: {self.channel.degraded}"
+        assert decision.command is not None
+        try:
+            seq = self.send(decision.command, reason=decision.action.reason)
+        except ProtocolError as exc:  # an engine bug must not end the run
+            return None, f"invalid command not sent: {exc}"
+        return seq, None if seq is not None else f"not sent: {self.channel.degraded}"
 
-    @property
-    def seq(self) -> int:
-        return self.channel.seq
+    def send(self, command: Command, *, reason: str | None = None) -> int | None:
+        """Send one command; its seq, or None when not sent (the disk is full)."""
+        return self.channel.send(command, reason=reason)
+
+    # -- operator requests (lrsup.supervisor.run.operator) -----------------------
+    def hold(self, who: str, why: str | None = None) -> None:
+        """Hold the policies: their decisions are journaled as suppressed, no command is sent."""
+        self.held_by = who
+        because = f" ({why})" if why else ""
+        self.event("hold", f"policies held by {who}{because}: decisions are journaled, not sent", who=who)
+
+    def release(self, who: str, why: str | None = None) -> None:
+        """End a hold: decisions are sent again."""
+        self.held_by = None
+        because = f" ({why})" if why else ""
+        self.event("released", f"policies released by {who}{because}", who=who)
+
+    def apply_request(self, request: Request, now: float, position: tuple[int, int] | None = None) -> None:
+        """Apply one operator request, exactly once: a ``request`` journal line first, then its effect.
+
+        ``position``: (offset, index), where the request's batch of requests.jsonl starts and
+        its place in it; the journal line carries it, and the seq its command is to get, so
+        that ``lrsup resume`` goes on after it and knows whether the command was written.
+        """
+        sends = request.op in ("set_lr", "stop")
+        offset, index = position if position is not None else (None, None)
+        if position is None or position != self._request_journaled:  # else: journaled, then the supervisor died
+            seq = self.channel.seq + 1 if sends else None
+            self.journal(RequestEntry(request.op, request.who, request.why, request.lr, seq, offset, index))
+        because = f" ({request.why})" if request.why else ""
+        if request.op == "hold":
+            self.hold(request.who, request.why)
+        elif request.op == "release":
+            self.release(request.who, request.why)
+        elif request.op == "set_lr":
+            self._override(request, because)
+        elif request.op == "stop":
+            self.send(StopCommand(), reason=f"stop requested by {request.who}{because}")
+            reason = f"stopped by {request.who}{because}"
+            self.lifecycle.request_graceful_stop(now, reason, self.config.run.stop_timeout)
+        elif request.op in ("exploit", "donate"):  # population-based training (lrsup.supervisor.queue.population)
+            apply_pbt(self, request)
+
+    def _override(self, request: Request, because: str) -> None:
+        seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
+        suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
+        self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
+        self.event("override", f"{request.who} set the learning rate to {request.lr:g}{because}", seq=seq)
+
+    def _apply_requests(self, now: float) -> None:
+        """The operator requests that arrived since the last tick (requests.jsonl), each applied once."""
+        reader = self.requests
+        if self.lifecycle.state.done or reader.refused is not None:
+            return
+        start = reader.offset
+        try:
+            requests = reader.read()
+        except (RunDirError, OSError) as exc:  # replaced by a symlink, another user's...: ignored from now on
+            reader.refused = str(exc)
+            self.event("bad_request", f"operator requests ignored from now on: {exc}")
+            return
+        done = self._requests_done
+        if requests:
+            self._requests_done = None
+        for index, request in enumerate(requests):
+            if done is not None and start == done[0] and index <= done[1]:
+                continue  # acted on before the supervisor's crash
+            self.apply_request(request, now, (start, index))
+        while reader.errors:
+            self.event("bad_request", reader.errors.pop(0))
+
+    # -- taking over a run whose supervisor died (lrsup.supervisor.run.resume) --
+    def take_over(self, plan: TakeOver) -> None:
+        """Continue a run from its files (``run(start=...)``): replay, then reattach to the trainer or restart it.
+
+        Before anything is decided: the hold in force, the operator requests already acted on
+        and the commands already sent are restored; records already decided on (a verdict was
+        sent) are replayed silently; on the records after the last verdict, a command already
+        sent (``plan.presend``) is not sent again, a line already journaled not written again.
+        """
+        self.open(seq=plan.seq)
+        self.channel.unacked = dict(plan.unacked)
+        self.progress.load(plan.progress)
+        self.held_by, self.retained = plan.journal.held_by, list(plan.retained)
+        self._restore_requests(plan)
+        self._presend = list(plan.presend)
+        self._journaled_seqs, self._applied_seqs = plan.journal.decision_seqs, plan.journal.applied_seqs
+        life = self.lifecycle
+        life.attempt = plan.attempt
+        for record in plan.replay:
+            self._on_record(record, live=False)
+        life.pop_events()
+        pid, start_time = plan.trainer
+        self.event(
+            "resumed",
+            f"supervisor resumed after a crash: state {plan.how}, replayed {len(plan.replay)} record(s) "
+            f"({plan.torn}); "
+            + (f"reattaching to trainer pid {pid}" if plan.alive else f"trainer pid {pid} is gone: restarting it"),
+            replayed=len(plan.replay),
+            seq=self.channel.seq,
+            snapshot_records=plan.progress.records,
+        )
+        self.follower.start()
+        self.started = plan.started or self.started
+        now = self.clock.monotonic()
+        if plan.alive and pid is not None:
+            life.attach(AttachedHandle(pid, start_time, self.paths.trainer_log, self._on_output), now)
+            self.watchdog.arm(now, self.progress)
+            self._attempt_seen = life.attempt
+        self._apply_requests(now)  # what the operator asked meanwhile (a hold) comes before any decision
+        for record in plan.live:
+            self._on_record(record)
+        if not plan.alive:
+            self._restart_after_crash(now)
+
+    def _restore_requests(self, plan: TakeOver) -> None:
+        """Go on reading requests.jsonl after the last request acted on (its command written, if it has one)."""
+        last = plan.journal.request
+        if last is None or last.offset is None or last.index is None:
+            return
+        index = last.index
+        if last.seq is not None and last.seq > plan.seq:
+            index -= 1  # journaled, but its command never reached control.jsonl: act on it again
+        self.requests.offset = last.offset
+        self._requests_done = (last.offset, index)
+        self._request_journaled = (last.offset, last.index)
+
+    def _restart_after_crash(self, now: float) -> None:
+        """The trainer died with the supervisor: restart it, unless it had ended its training cleanly."""
+        life = self.lifecycle
+        if life.state.done:
+            return
+        if self.progress.end_reason in ("completed", "stopped"):
+            life.ended_unsupervised(f"the trainer had ended its training ({self.progress.end_reason}) unsupervised")
+            return
+        life.set_command(self.argv, self.env, self.cwd)
+        self._attempt_seen = life.attempt  # tick() announces the new attempt and re-sends on its start
+        life.respawn(now, "restarting the trainer after the supervisor's crash")
 
     # -- journal, events, state file ------------------------------------------
-    def _journal(self, kind: str, **fields: Any) -> None:
-        self.channel.journal(kind, **fields)
+    def journal(self, entry: JournalEntry) -> None:
+        """Append one line to journal.jsonl (kept in memory while the disk is full)."""
+        self.channel.journal(entry)
 
-    def _write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
+    def write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
         """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""
         key = (self.lifecycle.state, self.lifecycle.attempt, self.held_by, self.channel.degraded, exit_status)
-        if key != self._state_key and write_runner_state(self, exit_status, reason):
-            self._state_key = key
+        if key == self._state_key:
+            return
+        try:
+            write_state(self.paths.state, self._state(exit_status, reason))
+        except OSError:
+            return  # disk full: the journal's degraded condition says it; tried again on the next change
+        self._state_key = key
+
+    def _state(self, exit_status: int | None, reason: str | None) -> dict[str, Any]:
+        """supervisor.json's fields (lrsup.supervisor.rundir.statefile)."""
+        life = self.lifecycle
+        pid = getattr(life.handle, "pid", None)
+        if pid is not None and pid != self._trainer[0]:
+            self._trainer = (pid, getattr(life.handle, "start_time", None) or process_start_time(pid))
+        return {
+            "supervisor_pid": os.getpid(),
+            "supervisor_start_time": process_start_time(os.getpid()),
+            "trainer_pid": pid,
+            "trainer_start_time": self._trainer[1],
+            "state": life.state.value,
+            "attempt": life.attempt,
+            "restarts": life.restarts,
+            "time_lost": round(life.time_lost, 3),
+            "exit_status": exit_status,
+            "reason": reason,
+            "held": self.held_by,
+            "degraded": self.channel.degraded,
+            "script": self.script,
+            "argv": self.argv,
+            "cwd": os.fspath(self.cwd),
+            "started": self.started,
+            "updated": self.clock.time(),
+        }
+
+    def _write_last_state(self, exit_status: int, reason: str) -> None:
+        """The journal's last lines and supervisor.json's final state, waiting for space on a full disk."""
+
+        def write() -> bool:
+            self.channel.flush()
+            self.write_state(exit_status, reason)
+            return not self.channel.pending and self._state_key is not None and self._state_key[-1] == exit_status
+
+        stop = len(self.signals)
+        if not wait_for_space(
+            write, self.clock, self.space_wait, say, "supervisor.json", lambda: len(self.signals) > stop
+        ):
+            say(
+                f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
+            )
 
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
-        print(fatal_report(self.lifecycle, self.paths.trainer_log, reason), file=sys.stderr, flush=True)
+        say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
 
-    def _event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
-        self._journal("event", event=event, detail=detail, **extra)
+    def event(self, event: str, detail: str, state: State | None = None, **extra: Any) -> None:
+        """Journal an event and show it."""
+        self.journal(EventEntry(event, detail, extra))
         # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
         shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
         self.display.on_state(shown, detail)
@@ -430,17 +681,17 @@ class Runner:
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():
             extra = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
-            self._event(event.name, event.detail, event.state, **extra)
+            self.event(event.name, event.detail, event.state, **extra)
         stats = self.follower.stats
         new, self._garbage_seen = stats.garbage - self._garbage_seen, stats.garbage
         for message in list(stats.last_errors)[-new:] if new else ():
-            self._event("garbage", f"skipped a bad line in {protocol.METRICS_FILE}: {message}")
+            self.event("garbage", f"skipped a bad line in {protocol.METRICS_FILE}: {message}")
         if new > len(stats.last_errors):
-            self._event("garbage", f"... {new - len(stats.last_errors)} more bad lines skipped")
+            self.event("garbage", f"... {new - len(stats.last_errors)} more bad lines skipped")
 
     # -- notifications and the report -----------------------------------------
     def _make_notifier(self) -> Any:
-        settings = getattr(self.config, "notify", None)
+        settings = self.config.notify
         if settings is None or not settings.enabled:
             return None
         from lrsup.supervisor.run.notify import Notifier
@@ -454,7 +705,7 @@ class Runner:
         try:
             self.notifier.notify(event, payload)
         except Exception as exc:  # a broken notifier must not disturb the run
-            self._notify_failures.put({"type": "event", "event": "notify_failed", "detail": f"{event}: {exc}"})
+            self._notify_failures.put(EventEntry("notify_failed", f"{event}: {exc}"))
 
     def _journal_notify_failures(self) -> None:
         """Journal the failures the delivery threads reported (the journal is written from this thread only)."""
@@ -463,8 +714,7 @@ class Runner:
                 entry = self._notify_failures.get_nowait()
             except queue.Empty:
                 return
-            fields = {k: v for k, v in entry.items() if k not in ("type", "v", "time")}
-            self._journal(entry.get("type", "event"), **fields)
+            self.journal(entry)
 
     def _notify_end(self, status: int) -> None:
         """``end`` with the run's summary (and ``give_up`` on exit status 3); wait briefly for delivery."""
@@ -485,14 +735,26 @@ class Runner:
 
     def _write_report(self) -> None:
         """The morning report, best effort: a failure is one line on stderr, never a changed status."""
-        try:
-            from lrsup.supervisor.report.write import write_report
+        from lrsup.supervisor.report.write import write_report
 
-            paths = write_report(self.paths.root)
-        except Exception as exc:
-            print(f"lrsup: report not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return
-        print(f"lrsup: report: {paths.md}", file=sys.stderr, flush=True)
+        done: list = []
+        failed: list[BaseException] = []
+
+        def write() -> bool:
+            try:
+                done.append(write_report(self.paths.root))
+                return True
+            except Exception as exc:
+                failed[:] = [exc]
+                return not is_enospc(exc)  # only a full disk is worth waiting for
+
+        wait_for_space(write, self.clock, self.space_wait, say, "the report")
+        if done:
+            say(f"lrsup: report: {done[0].md}")
+        elif failed:
+            exc = failed[0]
+            later = f" (write it later: lrsup report {self.paths.root})" if is_enospc(exc) else ""
+            say(f"lrsup: report not written: {type(exc).__name__}: {exc}{later}")
 
     # -- never leave an orphan ------------------------------------------------
     def _cleanup(self) -> None:
@@ -515,6 +777,7 @@ class Runner:
                 except Exception:
                     pass  # the reaping below still SIGTERMs and SIGKILLs the group
             self._reap_group()  # also when the state is done: _finish may not have run or got through
+            remove_temp_files(self.paths.root)
             if self.lifecycle.handle is not None:
                 self.lifecycle.handle.close(timeout=1.0)
         finally:
@@ -532,7 +795,7 @@ class Runner:
         if handle is None:
             return
         signals_before = len(self.signals)
-        reap_group(handle, self.clock, self.grace, self._event, hurry=lambda: len(self.signals) > signals_before)
+        reap_group(handle, self.clock, self.grace, self.event, hurry=lambda: len(self.signals) > signals_before)
 
     def _close(self) -> None:
         try:

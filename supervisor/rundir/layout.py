@@ -103,6 +103,79 @@ def check_run_file(path: Path) -> None:
         raise RunDirError(f"{str(path)!r} belongs to another user (uid {st.st_uid}, you are {os.getuid()})")
 
 
+def check_checkpoint_dir(root: Path) -> None:
+    """Refuse ``root/checkpoints`` when it is a symbolic link, not a directory, or another user's (absent is fine).
+
+    The trainer restores whatever checkpoint file it finds there: a link planted after the
+    run directory was created would redirect its loads and saves.
+    """
+    path = root / protocol.CHECKPOINT_DIR
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise RunDirError(f"{str(path)!r} is a symbolic link; refusing to follow it (checkpoints are loaded from it)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise RunDirError(f"{str(path)!r} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise RunDirError(f"{str(path)!r} belongs to another user (uid {st.st_uid}, you are {os.getuid()})")
+
+
+def is_temp_file(name: str) -> bool:
+    """A temporary file of an atomic write: ``.<file>.tmp``, ``.<file>.<pid>.tmp`` (the run directory),
+    ``.tmp-<name>-<pid><suffix>`` and ``manifest.json.tmp-<pid>`` (checkpoints/)."""
+    return (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".tmp-") or ".json.tmp-" in name
+
+
+def remove_temp_files(root: Path) -> list[str]:
+    """Remove what interrupted atomic writes left in the run directory and ``checkpoints/``; their names.
+
+    Only when no writer is alive: before an attempt starts and after the run (a trainer
+    killed while saving a checkpoint leaves ``checkpoints/.tmp-<name>-<pid>.weights.h5``).
+    A ``checkpoints`` that is a symbolic link is not entered.
+    """
+    removed = []
+    for folder in (root, root / protocol.CHECKPOINT_DIR):
+        try:
+            if folder != root and stat.S_ISLNK(os.lstat(folder).st_mode):
+                continue
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if is_temp_file(name):
+                try:
+                    os.unlink(folder / name)
+                    removed.append(os.path.relpath(folder / name, root))
+                except OSError:
+                    pass
+    return sorted(removed)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through ``.<name>.tmp`` (mode 0600 whatever the umask, never
+    through a symlink); the temporary file is removed when the write fails (a full disk)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an old temporary file keeps its mode otherwise
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def check_existing_run_dir(path: Path) -> RunPaths:
     """Check a run directory being resumed: ours, a real directory, not world-writable, safe files."""
     try:
@@ -121,6 +194,7 @@ def check_existing_run_dir(path: Path) -> RunPaths:
     paths = RunPaths(Path(os.path.abspath(path)))
     for name in CONTROLLED_FILES:
         check_run_file(paths.root / name)
+    check_checkpoint_dir(paths.root)
     return paths
 
 
@@ -195,6 +269,9 @@ class RunDir:
                 os.mkdir(d, 0o700)
                 self._made.append(d)
             os.chmod(self.path, 0o700)
+            # Made now, private, so that nothing can be planted there later (the agent only enters it).
+            os.mkdir(self.path / protocol.CHECKPOINT_DIR, 0o700)
+            os.chmod(self.path / protocol.CHECKPOINT_DIR, 0o700)
         except OSError as exc:
             self.discard()
             raise RunDirError(f"cannot create run directory {str(self.path)!r}: {exc.strerror}") from None

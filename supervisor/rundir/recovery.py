@@ -18,8 +18,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrsup.supervisor.protocol.journal import EventEntry, RequestEntry, read_entry
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
 from lrsup.supervisor.protocol.wire import ProtocolError, Record, parse_record
+from lrsup.supervisor.rundir.progress import RunProgress
 
 _DECODE_BATCH = 1024  # lines per JSON array: one garbage line sends only its batch down the slow path
 
@@ -57,26 +59,135 @@ def truncate_torn_tail(path: str | os.PathLike[str]) -> int:
 
 @dataclass
 class ControlHistory:
-    """What control.jsonl says was sent: the highest seq and every non-verdict command by seq."""
+    """What control.jsonl says was sent: the highest seq and every non-verdict command by seq.
+
+    ``retained``: the last ``retain`` command's list, the checkpoints the run's experiments
+    need (None: none sent); ``last_verdict_seq``: the seq of the last verdict (0: none).
+    """
 
     max_seq: int = 0
     verdicts: int = 0  # one per epoch record the supervisor finished deciding on
     commands: dict[int, dict[str, Any]] = field(default_factory=dict)
     stats: ReadStats = field(default_factory=ReadStats)
+    last_verdict_seq: int = 0
+    retained: list[str] | None = None
+
+    def after_last_verdict(self, exclude: set[int]) -> list[dict[str, Any]]:
+        """The commands sent after the last verdict, oldest first, but for the seqs in ``exclude``."""
+        return [self.commands[s] for s in sorted(self.commands) if s > self.last_verdict_seq and s not in exclude]
 
 
 def read_control(path: str | os.PathLike[str]) -> ControlHistory:
-    """Scan control.jsonl (torn tail and garbage skipped)."""
+    """Scan control.jsonl (torn tail and garbage skipped).
+
+    Only the unbroken run of seqs from 1 counts, as the agent counts it: a line with another
+    seq was not written by the supervisor (which numbers without gaps) and is skipped.
+    """
     history = ControlHistory()
     for obj in iter_objects(path, history.stats):
         seq = obj.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            history.max_seq = max(history.max_seq, seq)
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq == history.max_seq + 1:
+            history.max_seq = seq
             if obj.get("cmd") == "verdict":
                 history.verdicts += 1
+                history.last_verdict_seq = seq
             else:
                 history.commands[seq] = obj
+            if obj.get("cmd") == "retain" and isinstance(obj.get("keep"), list):
+                history.retained = [name for name in obj["keep"] if isinstance(name, str)]
     return history
+
+
+@dataclass
+class JournalHistory:
+    """What journal.jsonl says the supervisor already did (for ``lrsup resume``: never twice).
+
+    Args:
+        request: RequestEntry | None, the last ``request`` line: the operator request last acted on
+            (``offset``: where its batch of requests.jsonl starts, ``index``: its place in the
+            batch, ``seq``: the command it was to send, if any).
+        held_by: str | None, who holds the policies (the last ``hold``/``release`` request).
+        request_seqs: set[int], seqs of commands sent for operator requests.
+        resent_seqs: set[int], seqs of commands re-sent after a restart.
+        decision_seqs: set[int], seqs whose decision line is journaled.
+        applied_seqs: set[int], seqs whose ack (``applied``) or refusal (``command_error``) is journaled.
+        finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
+    """
+
+    request: RequestEntry | None = None
+    held_by: str | None = None
+    request_seqs: set[int] = field(default_factory=set)
+    resent_seqs: set[int] = field(default_factory=set)
+    decision_seqs: set[int] = field(default_factory=set)
+    applied_seqs: set[int] = field(default_factory=set)
+    finished: dict[str, Any] | None = None
+
+
+def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
+    """Scan journal.jsonl for what must not be done twice (torn tail and garbage skipped)."""
+    journal = JournalHistory()
+    seqs = {
+        "decision": journal.decision_seqs,
+        "override": journal.decision_seqs,
+        "applied": journal.applied_seqs,
+        "command_error": journal.applied_seqs,
+    }
+    for obj in iter_objects(path, ReadStats()):
+        entry = read_entry(obj)
+        seq = getattr(entry, "seq", None)
+        if isinstance(entry, RequestEntry):
+            journal.request = entry
+            if entry.op in ("hold", "release"):
+                journal.held_by = entry.who if entry.op == "hold" else None
+            if seq is not None:
+                journal.request_seqs.add(seq)
+        elif isinstance(entry, EventEntry) and entry.event == "resent" and seq is None:
+            seq = entry.fields.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                journal.resent_seqs.add(seq)
+        elif isinstance(entry, EventEntry) and entry.event == "finished":
+            journal.finished = obj
+        elif entry.kind in seqs and seq is not None:
+            seqs[entry.kind].add(seq)
+    return journal
+
+
+@dataclass
+class TakeOver:
+    """What ``lrsup resume`` hands a new Runner (``Runner.take_over``), computed from the run directory.
+
+    Args:
+        seq: int, the highest seq in control.jsonl (the channel continues after it).
+        unacked: dict[int, dict], commands sent and not acknowledged yet.
+        progress: RunProgress, what the records before ``replay`` said (from the snapshot).
+        attempt: int, the attempt supervisor.json names.
+        replay: list[Record], records already decided on (a verdict was sent): fed silently.
+        live: list[Record], records after the last verdict: handled live, but a command
+            already in ``presend`` is not sent again.
+        presend: list[dict], the commands sent after the last verdict (policy decisions on ``live``).
+        journal: JournalHistory, what is already journaled.
+        retained: list[str], the checkpoints to keep, given to every new attempt.
+        trainer: (pid, start time) of the trainer supervisor.json names.
+        alive: bool, that trainer is still running (reattach), else restart it.
+        started: float | None, when the run started (wall clock).
+        how: str, where the engine's state came from, for the journal.
+        torn: str, which torn tails were dropped, for the journal.
+    """
+
+    seq: int
+    unacked: dict[int, dict[str, Any]]
+    progress: RunProgress
+    attempt: int
+    replay: list[Record]
+    live: list[Record]
+    presend: list[dict[str, Any]]
+    journal: JournalHistory
+    retained: list[str]
+    trainer: tuple[int | None, int | None]
+    alive: bool
+    started: float | None
+    how: str
+    torn: str
 
 
 def read_records(
@@ -149,10 +260,13 @@ def fatal_report(lifecycle: Any, log_path: str | os.PathLike[str], reason: str) 
 
 __all__ = [
     "ControlHistory",
+    "JournalHistory",
+    "TakeOver",
     "complete_length",
     "iter_objects",
     "last_traceback",
     "read_control",
+    "read_journal",
     "read_records",
     "truncate_torn_tail",
 ]

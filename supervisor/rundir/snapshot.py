@@ -12,9 +12,10 @@ It holds:
 
 - ``offset``: the bytes of metrics.jsonl whose records it covers, and ``tail``: the last
   (up to) 64 of those bytes, so that a replaced or rewritten file is noticed;
-- ``progress``: what those records told the supervisor besides the engine (how many start
-  and epoch records were answered with a verdict, whether training started and got
-  through an epoch, the highest step, the last end record's reason);
+- ``progress``: what those records told the supervisor besides the engine, the run's
+  :class:`~lrsup.supervisor.rundir.progress.RunProgress` (how many start and epoch records
+  were answered with a verdict, whether training started and got through an epoch, the
+  highest step, the last epoch, the current LR, the last end record's reason);
 - ``max_seq`` and ``unacked``: the highest command seq sent and the commands not
   acknowledged yet then;
 - ``config_sha256``: the digest of config.json, and ``engine``: ``Engine.state_dict()``.
@@ -35,11 +36,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, Record, StartRecord
+from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.statefile import read_state, write_state
 
 SNAPSHOT_FILE = "snapshot.json"
@@ -48,61 +49,10 @@ TAIL_BYTES = 64
 
 
 @dataclass
-class Progress:
-    """What the records handled so far told the supervisor, besides the engine's state."""
-
-    records: int = 0
-    verdicts: int = 0  # start and epoch records: each is answered with one verdict
-    started: bool = False  # a start record came: training began
-    progressed: bool = False  # an epoch record came
-    max_step: int = 0
-    end_reason: str | None = None  # of the last end record
-
-    def on_record(self, record: Record) -> None:
-        self.records += 1
-        kind = type(record)
-        if kind is StartRecord or kind is EpochRecord:
-            self.verdicts += 1
-            self.started = True
-            self.progressed = self.progressed or kind is EpochRecord
-        elif kind is EndRecord:
-            self.end_reason = record.reason  # type: ignore[attr-defined]
-        step = getattr(record, "step", 0)
-        if step > self.max_step:
-            self.max_step = step
-
-    def summary_records(self) -> list[Record]:
-        """Records standing for the ones a snapshot covers, for a consumer that counts kinds (the lifecycle)."""
-        out: list[Record] = []
-        if self.started:
-            out.append(StartRecord(step=self.max_step))
-        if self.progressed:
-            out.append(EpochRecord(step=self.max_step))
-        if self.end_reason is not None:
-            out.append(EndRecord(reason=self.end_reason, step=self.max_step))
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Any) -> "Progress":
-        if not isinstance(obj, dict) or set(obj) != set(asdict(cls())):
-            raise ValueError(f"progress must have keys {sorted(asdict(cls()))}; got {obj!r}")
-        progress = cls(**obj)
-        for name in ("records", "verdicts", "max_step"):
-            value = getattr(progress, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"progress.{name} must be an integer >= 0; got {value!r}")
-        if not isinstance(progress.started, bool) or not isinstance(progress.progressed, bool):
-            raise ValueError("progress.started and progress.progressed must be true or false")
-        if progress.end_reason is not None and not isinstance(progress.end_reason, str):
-            raise ValueError(f"progress.end_reason must be a string or null; got {progress.end_reason!r}")
-        return progress
-
-
-@dataclass
 class Snapshot:
     offset: int
     tail: str  # hex of the last TAIL_BYTES bytes before offset
-    progress: Progress
+    progress: RunProgress
     max_seq: int
     unacked: list[int]
     config_sha256: str
@@ -157,7 +107,7 @@ class SnapshotWriter:
         now: float,
         *,
         engine: Any,
-        progress: Progress,
+        progress: RunProgress,
         offset: int,
         max_seq: int,
         unacked: list[int],
@@ -180,7 +130,7 @@ class SnapshotWriter:
                     "time": wall_time,
                     "offset": offset,
                     "tail": tail.hex(),
-                    "progress": asdict(progress),
+                    "progress": progress.to_json(),
                     "max_seq": max_seq,
                     "unacked": sorted(unacked),
                     "config_sha256": self._config_sha256,
@@ -211,7 +161,7 @@ def load_snapshot(root: Path, history: Any) -> tuple[Snapshot | None, str]:
         snap = Snapshot(
             offset=obj["offset"],
             tail=obj["tail"],
-            progress=Progress.from_json(obj["progress"]),
+            progress=RunProgress.from_json(obj["progress"]),
             max_seq=obj["max_seq"],
             unacked=list(obj["unacked"]),
             config_sha256=obj["config_sha256"],
@@ -242,4 +192,4 @@ def load_snapshot(root: Path, history: Any) -> tuple[Snapshot | None, str]:
     return snap, f"snapshot of {snap.progress.records:,} record(s)"
 
 
-__all__ = ["Progress", "SNAPSHOT_FILE", "Snapshot", "SnapshotWriter", "load_snapshot"]
+__all__ = ["SNAPSHOT_FILE", "Snapshot", "SnapshotWriter", "load_snapshot"]

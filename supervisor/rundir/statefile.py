@@ -1,7 +1,7 @@
 """supervisor.json: who supervises a run and how it stands, for ``lrsup ls/status`` and resume.
 
-Rewritten atomically (temporary file, fsync, rename) on every state change, so a
-reader sees the old or the new version, never a mix. Fields::
+Rewritten atomically (temporary file, fsync, rename) on every state change
+(``Runner.write_state``), so a reader sees the old or the new version, never a mix. Fields::
 
     {"v": 1, "supervisor_pid": 123, "supervisor_start_time": 4567,  # /proc/<pid>/stat field 22
      "trainer_pid": 124, "trainer_start_time": 4570,
@@ -14,12 +14,13 @@ reader sees the old or the new version, never a mix. Fields::
      "started": 1790000000.0, "updated": 1790000100.0}
 
 A pid alone does not name a process for long (pids are reused); the pair (pid, start
-time in clock ticks since boot) does, which is what :func:`same_process` checks.
+time in clock ticks since boot) does, which is what
+:func:`lrsup.supervisor.rundir.liveness.pid_alive` checks.
 
 Example::
 
     write_state(paths.state, {"state": "running", ...})
-    if same_process(state["trainer_pid"], state["trainer_start_time"]): ...
+    if pid_alive(state["trainer_pid"], state["trainer_start_time"]): ...
 """
 
 from __future__ import annotations
@@ -30,37 +31,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
-
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` (clock ticks after boot, /proc/<pid>/stat field 22); None if gone/unknown."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last ')'.
-    rest = data.rsplit(b")", 1)[-1].split()
-    try:
-        if rest[0] == b"Z":  # a zombie has finished: not a live process
-            return None
-        return int(rest[19])  # field 22 is the 20th after "pid (comm)"
-    except (IndexError, ValueError):
-        return None
-
-
-def same_process(pid: int | None, start_time: int | None) -> bool:
-    """True while ``pid`` exists, is not a zombie, and started at ``start_time`` (so it was not reused)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, but another user's: not ours
-        return False
-    now = process_start_time(pid)
-    return now is not None and (start_time is None or now == start_time)
 
 
 def write_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
@@ -104,34 +74,31 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
-def write_runner_state(runner: Any, exit_status: int | None = None, reason: str | None = None) -> bool:
-    """Write a Runner's supervisor.json (the fields in the module docstring); False if the disk refused."""
-    life, handle = runner.lifecycle, runner.lifecycle.handle
-    trainer_pid = getattr(handle, "pid", None)
-    if trainer_pid is not None and trainer_pid != getattr(runner, "_trainer_pid", None):
-        runner._trainer_pid = trainer_pid
-        runner._trainer_start = getattr(handle, "start_time", None) or process_start_time(trainer_pid)
-    state = {
-        "supervisor_pid": os.getpid(),
-        "supervisor_start_time": process_start_time(os.getpid()),
-        "trainer_pid": trainer_pid,
-        "trainer_start_time": getattr(runner, "_trainer_start", None),
-        "state": life.state.value,
-        "attempt": life.attempt,
-        "restarts": life.restarts,
-        "time_lost": round(life.time_lost, 3),
-        "exit_status": exit_status,
-        "reason": reason,
-        "held": runner.held_by,
-        "degraded": runner.channel.degraded,
-        "script": runner.script,
-        "argv": runner.argv,
-        "cwd": os.fspath(runner.cwd),
-        "started": runner.started,
-        "updated": runner.clock.time(),
-    }
+def read_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object file, leniently, for readers that show what they can (reports, ``lrsup ls``).
+
+    Returns (object, None); (None, None) when the file does not exist; (None, why) when it
+    cannot be read, is not JSON or not an object. :func:`read_state` is the strict reader.
+    """
+    path = Path(path)
     try:
-        write_state(runner.paths.state, state)
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path.name}: cannot be read ({exc})"
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        return None, f"{path.name}: not valid JSON ({exc})"
+    if not isinstance(obj, dict):
+        return None, f"{path.name}: not a JSON object"
+    return obj, None
+
+
+def file_size(path: str | os.PathLike[str]) -> int:
+    """The size of ``path`` in bytes; 0 when it is missing or unreadable."""
+    try:
+        return os.stat(path).st_size
     except OSError:
-        return False  # disk full: the journal's degraded condition says it; tried again on the next change
-    return True
+        return 0

@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrsup.supervisor.agent.core import (
-    DEFAULT_BATCH_MIN_INTERVAL,
+from lrsup.supervisor.agent import (
     Agent,
     AgentError,
     Settings,
@@ -25,7 +24,15 @@ from lrsup.supervisor.agent.core import (
     metrics_of,
 )
 from lrsup.supervisor.protocol.jsonl import iter_objects
-from lrsup.supervisor.protocol.wire import CONTROL_FILE, ENV_RUN_DIR, METRICS_FILE, dumps, make_command, parse_record
+from lrsup.supervisor.protocol.wire import (
+    CONTROL_FILE,
+    DEFAULT_BATCH_MIN_INTERVAL,
+    ENV_RUN_DIR,
+    METRICS_FILE,
+    dumps,
+    make_command,
+    parse_record,
+)
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.timeout(60)

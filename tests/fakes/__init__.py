@@ -122,3 +122,9 @@ class FakeSpawner:
     @property
     def handle(self) -> FakeHandle:
         return self.spawned[-1][3]
+
+
+def feed(life, record) -> None:
+    """What the runner's record handler does for the lifecycle: ``progress`` first, then the edge."""
+    life.progress.on_record(record)
+    life.on_record(record)

@@ -18,7 +18,8 @@ Example::
 Options:
     --epochs N, --steps N (batches per epoch), --lr X, --val-loss "a,b,c",
     --sleep S (seconds per step), --exit-code N (exit with it after training),
-    --checkpoints (checkpointable fake state), --crash-at-epoch N (raise in epoch N, 0-based), --ignore-sigint (keep training on
+    --checkpoints (checkpointable fake state), --crash-at-epoch N (raise in epoch N, 0-based;
+    --crash-once-at-epoch N: in attempt 1 only), --ignore-sigint (keep training on
     Ctrl-C, to test escalation), --spawn-child (start a sleeping child in the same
     process group and print its pid, to test that no orphan survives).
 """
@@ -108,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--exit-code", type=int, default=0)
     p.add_argument("--crash-at-epoch", type=int, default=None)
+    p.add_argument("--crash-once-at-epoch", type=int, default=None, help="like --crash-at-epoch, in attempt 1 only")
     p.add_argument("--ignore-sigint", action="store_true")
     p.add_argument("--spawn-child", action="store_true")
     p.add_argument(
@@ -116,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="let the agent checkpoint the fake state (start, epoch ends, commands; restore on restart)",
     )
     return p.parse_args(argv)
+
+
+def first_attempt() -> bool:
+    return os.environ.get("LRSUP_ATTEMPT", "1") == "1"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     step, epoch, reason = opt.iterations, None, "completed"
     try:
         for epoch in range(first_epoch, args.epochs):
-            if args.crash_at_epoch == epoch:
+            if args.crash_at_epoch == epoch or (args.crash_once_at_epoch == epoch and first_attempt()):
                 raise RuntimeError(f"fake crash at epoch {epoch}")
             val_loss = val_losses[min(epoch, len(val_losses) - 1)]
             for batch in range(args.steps):

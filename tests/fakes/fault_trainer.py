@@ -12,6 +12,13 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --stubborn-child      start a child in the trainer's process group that ignores SIGINT
                           and SIGTERM (a data loader that outlives its parent); it prints
                           ``fault: child pid C``
+    --request E:OP[:LR]   play the operator: append an ``OP`` request (set_lr with LR, hold,
+                          release) to requests.jsonl at the end of epoch E, before its epoch
+                          record (repeatable; only in attempt 1)
+    --leave-temp          print the checkpoints/.tmp-* files it finds at its start (``fault: temp [...]``),
+                          then leave one of its own there, as a trainer killed mid-save does
+    --session-child       start a child in a session of its own (``start_new_session=True``),
+                          outside the trainer's process group; it prints ``fault: session child pid C``
 
 Other options: --epochs, --steps, --lr, --val-loss "a,b,c" (last repeats), --sleep S
 (seconds per step). It prints ``fault: pid P attempt A`` first, so tests can find it.
@@ -60,6 +67,16 @@ class Optimizer:
         self.stop_requested = True
 
 
+def operator_request(spec: str, epoch: int) -> None:
+    """``E:OP[:LR]``: the request line ``lrsup OP`` would append, if ``E`` is ``epoch``."""
+    at, op, *lr = spec.split(":")
+    if int(at) != epoch:
+        return
+    from lrsup.supervisor.run.operator import send_request
+
+    send_request(os.environ["LRSUP_RUN_DIR"], op, lr=float(lr[0]) if lr else None, who="ops@fault", why=f"epoch {at}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="misbehaving lrsup trainer")
     p.add_argument("--epochs", type=int, default=3)
@@ -72,13 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import-error", action="store_true")
     p.add_argument("--start-delay", type=float, default=0.0)
     p.add_argument("--stubborn-child", action="store_true")
+    p.add_argument("--request", action="append", default=[])
+    p.add_argument("--session-child", action="store_true")
+    p.add_argument("--leave-temp", action="store_true")
     args = p.parse_args(argv)
     attempt = os.environ.get("LRSUP_ATTEMPT", "1")
     print(f"fault: pid {os.getpid()} attempt {attempt}", flush=True)
+    if args.leave_temp:
+        folder = os.path.join(os.environ["LRSUP_RUN_DIR"], "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        print(f"fault: temp {sorted(n for n in os.listdir(folder) if n.startswith('.tmp-'))}", flush=True)
+        with open(os.path.join(folder, f".tmp-epoch-0001-{os.getpid()}.weights.h5"), "wb") as f:
+            f.write(b"half a checkpoint")
     if args.import_error:
         import lrsup_no_such_module  # noqa: F401  (the broken script)
     if args.stubborn_child:
         subprocess.Popen([sys.executable, "-c", STUBBORN_CHILD])  # same process group, output to the log
+    if args.session_child:
+        code = STUBBORN_CHILD.replace("child pid", "session child pid")
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)  # its own session and group
     if args.start_delay and attempt == "1":
         time.sleep(args.start_delay)  # hangs before fit: no start record, no heartbeat
     losses = [float(x) for x in args.val_loss.split(",")]
@@ -96,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
             step += 1
             agent.batch_end(opt, epoch=epoch, batch=batch, step=step, logs={"loss": loss + 0.1})
         logs = {"loss": loss + 0.1, "val_loss": loss}
+        if attempt == "1":
+            for spec in args.request:
+                operator_request(spec, epoch)
         if args.die_at_epoch == epoch and attempt == "1":
-            agent._write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
+            agent.records.write(EpochRecord(time=time.time(), epoch=epoch, step=step, lr=opt.lr, logs=logs))
             time.sleep(1.0)  # the supervisor decides and writes its commands; none is applied
             os.kill(os.getpid(), signal.SIGKILL)
         agent.epoch_end(opt, epoch=epoch, step=step, logs=logs)

@@ -113,3 +113,43 @@ def test_sigterm_during_backoff_leaves_no_leftover_of_the_dead_attempt(workdir, 
     assert len(trainer_pids(run_dir)) == 1  # not restarted
     names = [e["event"] for e in events(run_dir)]
     assert names.index("leftovers") < names.index("backoff")
+
+
+def session_child_pids(run_dir) -> list[int]:
+    try:
+        text = (run_dir / "trainer.log").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(m) for m in re.findall(r"^fault: session child pid (\d+)", text, re.M)]
+
+
+def session_started(procs, workdir, *args: str):
+    """``lrsup run`` whose trainer starts a child in a session of its own (outside its group)."""
+    proc = procs.lrsup_run(workdir, "r", "--session-child", *args)
+    procs.add(proc.pid)
+    run_dir = workdir / "r"
+    trainer = wait_for(lambda: trainer_pids(run_dir), 30, "the trainer to start")[0]
+    procs.add(trainer)
+    child = wait_for(lambda: session_child_pids(run_dir), 30, "the session child to start")[0]
+    procs.add(child)
+    return proc, run_dir, trainer, child
+
+
+def test_sigterm_stops_a_child_in_its_own_session(workdir, procs):
+    """Issue 17 item 12: ``start_new_session=True`` took the child out of the group; it outlived lrsup."""
+    proc, run_dir, trainer, child = session_started(procs, workdir, "--epochs", "500", "--sleep", "0.05")
+    wait_for(lambda: any(e["event"] == "started" for e in events(run_dir)), 30, "the start record")
+    time.sleep(0.8)  # the tree is walked every 0.5 s while the trainer runs
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc, 30)
+    assert proc.returncode == 130, out + err
+    assert not alive(child), "the child in its own session outlived lrsup"
+    assert not alive(trainer)
+
+
+def test_a_completed_trainer_leaving_a_child_in_its_own_session_is_cleaned_up(workdir, procs):
+    proc, run_dir, trainer, child = session_started(procs, workdir, "--epochs", "4", "--sleep", "0.2")
+    out, err = finish(proc, 60)
+    assert proc.returncode == 0, out + err
+    assert not alive(child), "the child in its own session outlived lrsup"
+    assert "leftovers_gone" in {e["event"] for e in events(run_dir)}

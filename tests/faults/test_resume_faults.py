@@ -16,11 +16,18 @@ def epochs_decided(run_dir) -> int:
     return sum(1 for c in read_jsonl(path) if c.get("cmd") == "verdict") if path.exists() else 0
 
 
-def kill_supervisor_mid_run(workdir, procs, *args):
+def kill_supervisor_mid_run(workdir, procs, *args, ready=None):
+    # The trainer waits for its verdicts while no supervisor runs (a resume on a loaded machine can
+    # take over a second to start): these tests check that resume continues where the dead one
+    # stopped, not how the policies catch up on epochs the trainer went through alone.
+    toml = workdir / "lrsup.toml"
+    toml.write_text(toml.read_text().replace("verdict_timeout = 1.0", "verdict_timeout = 30.0"))
     proc = procs.lrsup_run(workdir, "r", *args)
     procs.add(proc.pid)
     run_dir = workdir / "r"
     wait_for(lambda: epochs_decided(run_dir) >= 3, 30, "three epochs decided")
+    if ready is not None:
+        wait_for(lambda: ready(run_dir), 30, "the test's condition before the kill")
     proc.kill()  # SIGKILL: no cleanup, supervisor.json still says "running"
     proc.communicate(timeout=10)
     (trainer,) = trainer_pids(run_dir)

@@ -19,6 +19,14 @@ def resume_to_the_end(workdir, procs, run_dir):
     return event
 
 
+def snapshot_records(run_dir) -> int:
+    """How many records snapshot.json covers (0 while there is none or it is being replaced)."""
+    try:
+        return json.loads((run_dir / "snapshot.json").read_text())["progress"]["records"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def check_plateau_continued(run_dir, epochs: int) -> None:
     control = check_commands_unique(run_dir)
     assert [c["epoch"] for c in control if c["cmd"] == "verdict"] == [-1, *range(epochs)]
@@ -28,7 +36,9 @@ def check_plateau_continued(run_dir, epochs: int) -> None:
 
 def test_resume_starts_from_the_snapshot_and_replays_only_what_came_after(workdir, procs):
     (workdir / "lrsup.toml").write_text(BASE_TOML + "snapshot_interval = 0.1\n")
-    run_dir, trainer = kill_supervisor_mid_run(workdir, procs, "--epochs", "14", "--sleep", "0.03")
+    run_dir, trainer = kill_supervisor_mid_run(
+        workdir, procs, "--epochs", "14", "--sleep", "0.03", ready=lambda run_dir: snapshot_records(run_dir) > 10
+    )
     snap = json.loads((run_dir / "snapshot.json").read_text())
     covered = snap["progress"]["records"]
     assert covered > 10 and snap["offset"] <= (run_dir / "metrics.jsonl").stat().st_size

@@ -11,6 +11,7 @@ from lrsup.policies.actions import Rollback, Stop
 from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence, DivergenceSettings, RunningMeanLoss
 from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.commands import RollbackCommand, StopCommand
 from lrsup.supervisor.protocol.wire import (
     AckRecord,
     BatchRecord,
@@ -125,7 +126,7 @@ def test_nan_batch_loss_rolls_back_to_before_it_with_the_sgd_cut():
     [d] = out
     assert d.action == Rollback(before_step=22, lr_factor=0.1, policy="divergence", reason=d.action.reason)
     assert d.action.reason == ("loss is nan at step 23 (epoch 2); rolling back to e1 (step 20), LR 0.1 -> 0.01")
-    assert d.command == {"cmd": "rollback", "checkpoint": "e1", "skip_batches": 0, "lr": pytest.approx(0.01)}
+    assert d.command == RollbackCommand(checkpoint="e1", skip_batches=0, lr=pytest.approx(0.01))
 
 
 def test_adam_family_cut_is_a_half_and_cut_setting_wins():
@@ -169,7 +170,7 @@ def test_a_spike_that_lasts_two_records_rolls_back_to_before_it():
         "loss spike: batch loss 5 at step 63 (epoch 2) is above 1.5 = median 1 + "
         "max(6 x MAD 0.01, 0.5 x |median|) of the last 50 batch losses, for 2 records"
     )
-    assert d.command["checkpoint"] == "e1"
+    assert d.command.checkpoint == "e1"
 
 
 def test_a_one_record_spike_that_heals_is_left_alone():
@@ -233,7 +234,7 @@ def test_stuck_at_a_high_lr_goes_back_to_the_start_but_not_at_a_modest_lr():
     engine.feed(ckpt("start-0", 0, lr=0.5))
     out = epochs_of(engine, [2.30, 2.31, 2.29], lr=0.5)  # the first epoch's loss is the untrained level
     [d] = out[2]
-    assert d.action.before_step == 0 and d.command["checkpoint"] == "start-0" and d.command["lr"] == pytest.approx(0.05)
+    assert d.action.before_step == 0 and d.command.checkpoint == "start-0" and d.command.lr == pytest.approx(0.05)
     assert "stuck: the loss has stayed at its untrained level 2.3" in d.action.reason
     assert "LR 0.5, which is high for SGD (>= 0.1)" in d.action.reason
 
@@ -250,7 +251,7 @@ def test_no_checkpoint_gives_up_at_once_with_exit_status_3():
     engine.feed(StartRecord(pid=1, lr=0.1, optimizer="SGD"))
     rollback, stop = actions(engine.feed(EpochRecord(epoch=0, step=10, lr=0.1, logs={"loss": NAN})))
     assert rollback.suppressed == "no checkpoint to roll back to: no checkpoint has been taken"
-    assert stop.command == {"cmd": "stop"} and stop.exit_status == 3
+    assert stop.command == StopCommand() and stop.exit_status == 3
     assert stop.action.reason == (
         "gave up: loss nan at the end of epoch 1 (step 10), and there is no checkpoint to "
         "roll back to: no checkpoint has been taken"
@@ -266,10 +267,10 @@ def test_repeated_rollbacks_to_one_checkpoint_compound_the_cut_then_give_up():
         out = actions(engine.feed(EpochRecord(epoch=1 + attempt, step=40, lr=0.1, logs={"loss": NAN})))
         if attempt < 3:
             [d] = out
-            lrs.append(d.command["lr"])
-            engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=1 + attempt, step=20, lr=d.command["lr"]))
+            lrs.append(d.command.lr)
+            engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=1 + attempt, step=20, lr=d.command.lr))
             # after each rollback the run learns (a batch loss below half the untrained level), then blows up again
-            engine.feed(BatchRecord(epoch=1 + attempt, batch=9, step=30, lr=d.command["lr"], logs={"loss": 0.4}))
+            engine.feed(BatchRecord(epoch=1 + attempt, batch=9, step=30, lr=d.command.lr, logs={"loss": 0.4}))
         else:
             [d] = out
             assert d.action == Stop(give_up=True, policy="divergence", reason=d.action.reason)
@@ -299,9 +300,9 @@ def test_rollbacks_without_recovery_in_between_square_the_step_of_the_cut():
             )
             epoch += 1
         [d] = out
-        lrs.append(d.command["lr"])
+        lrs.append(d.command.lr)
         reasons.append(d.action.reason)
-        engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=epoch, step=0, lr=d.command["lr"]))
+        engine.feed(AckRecord(seq=attempt + 1, cmd="rollback", epoch=epoch, step=0, lr=d.command.lr))
     # exponents 1, 3 (= 2 * 1 + 1), 7 (= 2 * 3 + 1): steps of x0.5, x0.25, x0.0625
     assert lrs == pytest.approx([0.5, 0.125, 0.0078125])
     assert reasons[1].endswith("LR 1 -> 0.125 (rollback 2 to it without having learned since the last one: x0.5^3)")
@@ -384,7 +385,7 @@ def test_an_lr_above_the_stability_limit_is_rolled_back_and_cut_until_it_trains(
     engine = Engine([Divergence()])
     sim = SimTrainer(engine, quadratic(h=1.0), w=5.0, lr=3.0, steps_per_epoch=30, epochs=6, batch_every=1).run()
     [rollback] = sim.decided("rollback")
-    assert rollback.command["checkpoint"] == "start-0" and rollback.command["lr"] == pytest.approx(0.3)
+    assert rollback.command.checkpoint == "start-0" and rollback.command.lr == pytest.approx(0.3)
     assert not sim.stop and engine.exit_status is None
     last = [r for r in sim.records if isinstance(r, EpochRecord)][-1]
     assert last.logs["loss"] == pytest.approx(0.1, abs=1e-6)  # converged to the floor
@@ -404,8 +405,8 @@ def test_a_bad_batch_is_rolled_back_to_the_last_good_checkpoint_and_not_seen_aga
         val=lambda w: 0.1 + 0.5 * w * w,
     ).run()
     [rollback] = sim.decided("rollback")
-    assert rollback.command["checkpoint"] == "epoch-0002"  # step 60, vouched for by its val_loss
-    assert rollback.command["lr"] == pytest.approx(0.005)
+    assert rollback.command.checkpoint == "epoch-0002"  # step 60, vouched for by its val_loss
+    assert rollback.command.lr == pytest.approx(0.005)
     assert rollback.action.reason.startswith("loss spike")
     assert not sim.stop
     assert all(r.logs["loss"] < 2.0 for r in sim.records if isinstance(r, EpochRecord))

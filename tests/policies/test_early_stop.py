@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from lrsup.policies.actions import Keep, Rollback, SaveCheckpoint, Stop
 from lrsup.policies.early_stop import BEST_CHECKPOINT, EarlyStop, EarlyStopSettings
 from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.commands import StopCommand
 from lrsup.supervisor.protocol.wire import AckRecord, CheckpointRecord, EpochRecord, StartRecord, dumps, loads
 
 NAN, INF = math.nan, math.inf
@@ -37,11 +38,11 @@ class FakeTrainer:
             if d.command is None:
                 continue
             self.seq += 1
-            cmd = d.command["cmd"]
+            cmd = d.command.cmd
             if cmd == "checkpoint":
-                self.save(d.command.get("name", f"manual-{self.seq}"), record)
+                self.save(d.command.name or f"manual-{self.seq}", record)
             elif cmd == "rollback":
-                self.weights = self.saved[d.command["checkpoint"]]
+                self.weights = self.saved[d.command.checkpoint]
                 self.feed(AckRecord(seq=self.seq, cmd="rollback", epoch=record.epoch, step=record.step))
             elif cmd == "stop":
                 self.stopped_at = record.epoch
@@ -110,7 +111,7 @@ def test_invalid_settings_are_refused_by_name(kwargs, field, text):
 def test_stops_after_patience_epochs_without_improvement():
     trainer, policy = drive([1.0, 0.9, 0.95, 0.96, 0.97], patience=2)
     assert trainer.stopped_at == 3
-    [stop] = [d for d in trainer.journal if d.command == {"cmd": "stop"}]
+    [stop] = [d for d in trainer.journal if d.command == StopCommand()]
     assert stop.action == Stop(
         policy="early_stop",
         reason=("val_loss 0.96 has not improved on best 0.9 (epoch 2) for 2 epochs: early stopping at epoch 4"),
@@ -139,10 +140,10 @@ def test_start_from_epoch_and_missing_values_are_ignored():
 
 def test_restore_best_weights_rolls_back_to_the_best_epochs_checkpoint_then_stops():
     trainer, policy = drive([1.0, 0.5, 0.7, 0.8], patience=2, restore_best_weights=True)
-    cmds = [d.command["cmd"] for d in trainer.journal if d.command and d.action.policy == "early_stop"]
+    cmds = [d.command.cmd for d in trainer.journal if d.command and d.action.policy == "early_stop"]
     assert cmds == ["retain", "retain", "rollback", "stop"]
-    rollback = next(d for d in trainer.journal if d.command and d.command["cmd"] == "rollback")
-    assert rollback.command["checkpoint"] == "epoch-2" and trainer.weights == 1
+    rollback = next(d for d in trainer.journal if d.command and d.command.cmd == "rollback")
+    assert rollback.command.checkpoint == "epoch-2" and trainer.weights == 1
     assert rollback.action.reason.endswith("restoring the weights of the best epoch, 2")
 
 
@@ -156,14 +157,14 @@ def test_without_cadence_checkpoints_the_best_weights_are_saved_on_each_improvem
 def test_restores_the_best_weights_after_the_last_epoch_as_keras_does():
     trainer, policy = drive([1.0, 0.5, 0.7], patience=5, restore_best_weights=True)
     assert trainer.stopped_at is None and trainer.weights == 1
-    [rollback] = [d for d in trainer.journal if d.command and d.command["cmd"] == "rollback"]
+    [rollback] = [d for d in trainer.journal if d.command and d.command.cmd == "rollback"]
     assert rollback.epoch == 2 and rollback.action.reason.startswith("the last epoch, 3, has ended")
     # the budget unknown: nothing to do at the end
     trainer = FakeTrainer(EarlyStop(patience=5, restore_best_weights=True), epochs=None)
     trainer.feed(StartRecord(pid=1, lr=0.1))
     for e, v in enumerate([1.0, 0.5, 0.7]):
         trainer.feed(EpochRecord(epoch=e, step=e + 1, logs={"val_loss": v}))
-    assert not [d for d in trainer.journal if d.command and d.command["cmd"] == "rollback"]
+    assert not [d for d in trainer.journal if d.command and d.command.cmd == "rollback"]
 
 
 def test_nan_is_never_an_improvement_except_first():

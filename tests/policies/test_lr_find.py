@@ -13,6 +13,7 @@ from lrsup.policies.base import CheckpointInfo, RunView
 from lrsup.policies.divergence import Divergence
 from lrsup.policies.lr_find import LRFind, LRFindSettings, min_loss, smooth, steepest, suggest, valley
 from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.commands import ConfigureCommand, RollbackCommand
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, loads
 from tests.supervisor.test_engine import SimTrainer, quadratic
 
@@ -114,7 +115,7 @@ def run(policy, lr, h=10.0, epochs=4, stack=()):
 
 
 def commands(sim, policy="lr_find"):
-    return [d.command["cmd"] for d in sim.decided() if d.action.policy == policy]
+    return [d.command.cmd for d in sim.decided() if d.action.policy == policy]
 
 
 def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
@@ -129,7 +130,7 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
         "rollback",
         "configure",
     ]
-    ramp = next(d for d in sim.decided("set_schedule")).command["schedule"]
+    ramp = next(d for d in sim.decided("set_schedule")).command.schedule
     assert ramp == {
         "kind": "exponential_decay",
         "initial_learning_rate": 1e-5,
@@ -141,13 +142,13 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
     }  # SGD: 1e-5 .. 10 from the first step, frozen at the top
     rollback = sim.decided("rollback")[0]
     suggestion = policy.result["suggestion"]
-    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
+    assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0, lr=suggestion)
     assert 1e-3 < suggestion < 0.2  # above 10 x 1e-4, below the stability limit 2 / h
     # the test ended when the loss blew up, before 100 steps
     assert "passed 4 x its best" in policy.result["why"] and policy.result["points"] < 100
     # a batch record at every step during the test, then the cadence as it was
-    assert sim.decided("configure")[0].command == {"cmd": "configure", "batch_every": 1, "batch_min_interval": 0.0}
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.1}
+    assert sim.decided("configure")[0].command == ConfigureCommand(batch_every=1, batch_min_interval=0.0)
+    assert sim.decided("configure")[-1].command == ConfigureCommand(batch_every=10, batch_min_interval=0.1)
     # after the rollback the run trains at the suggestion, from step 0, and converges
     after = [lr for step, lr in sim.trained[sim.trained.index((0, suggestion)) :]]
     assert set(after) == {suggestion} and sim.schedule is None
@@ -159,7 +160,7 @@ def test_raise_only_leaves_a_good_lr_alone_and_restores_the_start():
     policy = LRFind(max_share=1.0, mode="raise_only")
     sim = run(policy, lr=0.05)
     rollback = sim.decided("rollback")[0]
-    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0}
+    assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0)
     assert "not more than 10 x the run's LR 0.05: back to the start at the run's LR" in rollback.action.reason
     assert sim.lr == 0.05 and policy.result["lr"] is None
 
@@ -171,7 +172,7 @@ def test_auto_lowers_a_far_too_high_lr_to_the_suggestion_and_the_run_converges()
     suggestion = policy.result["suggestion"]
     assert 1e-3 < suggestion < 0.1  # 1.0 is more than 10 x it
     rollback = sim.decided("rollback")[0]
-    assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0, "lr": suggestion}
+    assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0, lr=suggestion)
     assert (
         f"the run's LR 1 is more than 10 x that: back to the start with LR {suggestion:.3g}" in rollback.action.reason
     )
@@ -189,7 +190,7 @@ def test_auto_lowers_an_lr_at_or_past_the_blow_up_even_within_the_threshold():
     blow_up = policy.result["blow_up"]
     assert "passed 4 x its best" in policy.result["why"] and blow_up is not None and blow_up <= 5.0
     rollback = sim.decided("rollback")[0]
-    assert rollback.command["lr"] == policy.result["suggestion"] == sim.lr
+    assert rollback.command.lr == policy.result["suggestion"] == sim.lr
     assert f"the run's LR 5 is at or past LR {blow_up:.3g}, where the loss blew up" in rollback.action.reason
 
 
@@ -201,7 +202,7 @@ def test_auto_raises_a_far_too_low_lr_and_leaves_a_reasonable_one_alone():
         policy = LRFind(max_share=1.0, mode="auto")
         sim = run(policy, lr=lr)
         rollback = sim.decided("rollback")[0]
-        assert rollback.command == {"cmd": "rollback", "checkpoint": "lr_find-0", "skip_batches": 0}
+        assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0)
         assert "neither more than 10 x below it nor more than 10 x above it" in rollback.action.reason
         assert sim.lr == lr and policy.result["lr"] is None
 
@@ -241,10 +242,10 @@ def test_an_lr_find_in_auto_mode_pickles_mid_test():
 def test_always_takes_the_suggestion_and_an_adam_run_searches_lower():
     policy = LRFind(max_share=1.0, mode="always", suggestion="steepest")
     sim = run(policy, lr=0.05)
-    assert sim.decided("rollback")[0].command["lr"] == policy.result["suggestion"] == sim.lr
+    assert sim.decided("rollback")[0].command.lr == policy.result["suggestion"] == sim.lr
     engine = Engine([LRFind(max_share=1.0)], batch_every=10)
     sim = SimTrainer(engine, noisy(10.0), lr=1e-3, optimizer="Adam", steps_per_epoch=50, epochs=3, batch_every=10).run()
-    ramp = sim.decided("set_schedule")[0].command["schedule"]
+    ramp = sim.decided("set_schedule")[0].command.schedule
     assert (ramp["initial_learning_rate"], ramp["decay_rate"]) == (1e-7, pytest.approx(1e7))  # Adam-family: 1e-7 .. 1
 
 
@@ -275,7 +276,7 @@ def test_the_ramp_goes_out_with_its_checkpoint_and_falls_back_when_that_never_ar
     decisions = engine.feed(StartRecord(pid=1, lr=0.01, optimizer="SGD"))
     # Inside the start barrier, in this order: the trainer saves, then ramps from step 0.
     assert [type(d.action) for d in decisions] == [SaveCheckpoint, Keep, Configure, SetSchedule]
-    assert decisions[-1].command["schedule"]["start_step"] == 0 and policy.phase == "ramp"
+    assert decisions[-1].command.schedule["start_step"] == 0 and policy.phase == "ramp"
     # Its checkpoint was saved: back to it. Never saved (a full disk): back to before the ramp.
     saved = RunView(lr=0.01, checkpoints=(CheckpointInfo(name="lr_find-0", step=0, good=True),))
     assert policy._back(saved, lr=0.1, reason="r") == Rollback(checkpoint="lr_find-0", lr=0.1, reason="r")
@@ -340,7 +341,7 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
     assert policy.phase == "done" and not policy.probing
     assert policy.result["why"].startswith("its ramp is not in force")
     assert not sim.decided("rollback")  # the ramp never ran: nothing to undo
-    assert sim.decided("configure")[-1].command == {"cmd": "configure", "batch_every": 10, "batch_min_interval": 0.1}
+    assert sim.decided("configure")[-1].command == ConfigureCommand(batch_every=10, batch_min_interval=0.1)
 
 
 def test_steepest_skips_points_at_one_lr():

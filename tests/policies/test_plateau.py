@@ -13,6 +13,7 @@ from lrsup.policies.base import RunView
 from lrsup.policies.monitor import to_float32
 from lrsup.policies.plateau import Plateau, PlateauSettings
 from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.protocol.commands import SetLRCommand
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, loads
 
 NAN = math.nan
@@ -32,10 +33,10 @@ class FakeRunner:
             command = decision.command
             if command is None:
                 continue
-            if command["cmd"] == "set_lr":
-                self.lr = to_float32(command["lr"])
-            elif command["cmd"] == "scale_lr":
-                self.lr = to_float32(self.lr * command["factor"])
+            if command.cmd == "set_lr":
+                self.lr = to_float32(command.lr)
+            elif command.cmd == "scale_lr":
+                self.lr = to_float32(self.lr * command.factor)
             else:
                 raise AssertionError(f"plateau sent {command}")
 
@@ -118,7 +119,7 @@ def test_cuts_after_patience_epochs_without_improvement():
         policy="plateau",
         reason="val_loss 0.96 has not improved on best 0.9 (epoch 2) for 2 epochs; LR 0.01 -> 0.005",
     )
-    assert first.command == {"cmd": "set_lr", "lr": a * 0.5}
+    assert first.command == SetLRCommand(lr=a * 0.5)
     assert second.epoch == 5
 
 

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from lrsup.supervisor.rundir.statefile import read_state, same_process
+from lrsup.supervisor.rundir.liveness import pid_alive
+from lrsup.supervisor.rundir.statefile import read_state
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "fake_trainer.py"
 NO_POLICIES = "policy = []\n[run]\nsnapshot_interval = 0\n"
@@ -76,7 +77,7 @@ def supervisors_up(cwd: Path, n: int) -> bool:
     for e in entries(cwd):
         path = Path(e["run_dir"] or "/nonexistent") / "supervisor.json"
         state = read_state(path) if path.is_file() else {}
-        if same_process(state.get("supervisor_pid"), state.get("supervisor_start_time")) and state.get("trainer_pid"):
+        if pid_alive(state.get("supervisor_pid"), state.get("supervisor_start_time")) and state.get("trainer_pid"):
             up += 1
     return up >= n
 
@@ -87,7 +88,7 @@ def kill_runs(runs: Path, sig: int = signal.SIGKILL) -> None:
         state = read_state(state_file)
         for who in ("supervisor", "trainer"):
             pid, start = state.get(f"{who}_pid"), state.get(f"{who}_start_time")
-            if same_process(pid, start):
+            if pid_alive(pid, start):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:

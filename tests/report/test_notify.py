@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from lrsup.supervisor.config import NotifySettings
 from lrsup.supervisor.history.runinfo import load_run
+from lrsup.supervisor.protocol.journal import EventEntry
 from lrsup.supervisor.run.notify import Notifier, summary_payload
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,10 +77,10 @@ class Journal:
     """journal_fn that records lines (called from delivery threads)."""
 
     def __init__(self) -> None:
-        self.lines: list[dict] = []
+        self.lines: list[EventEntry] = []
         self._lock = threading.Lock()
 
-    def __call__(self, line: dict) -> None:
+    def __call__(self, line: EventEntry) -> None:
         with self._lock:
             self.lines.append(line)
 
@@ -142,8 +143,8 @@ def test_refused_connection_is_journaled_not_raised() -> None:
     assert notifier.flush(10)
     assert len(journal.lines) == 1
     line = journal.lines[0]
-    assert line["type"] == "event" and line["event"] == "notify_failed"
-    assert url in line["detail"] and "refused" in line["detail"].lower()
+    assert isinstance(line, EventEntry) and line.event == "notify_failed"
+    assert url in line.detail and "refused" in line.detail.lower()
     assert notifier.failed == 1
 
 
@@ -156,7 +157,7 @@ def test_a_server_slower_than_the_timeout_is_a_failure_and_never_blocks(server) 
     assert time.monotonic() - started < 0.3  # the caller (the run) does not wait
     assert notifier.flush(10)
     assert time.monotonic() - started < 5
-    assert len(journal.lines) == 1 and "no answer within 0.5 s" in journal.lines[0]["detail"]
+    assert len(journal.lines) == 1 and "no answer within 0.5 s" in journal.lines[0].detail
 
 
 def test_a_non_2xx_answer_is_a_failure(server) -> None:
@@ -165,7 +166,7 @@ def test_a_non_2xx_answer_is_a_failure(server) -> None:
     notifier = Notifier(NotifySettings(webhook=srv.url), journal)
     notifier.notify("end", {})
     notifier.flush(10)
-    assert len(journal.lines) == 1 and "HTTP 500" in journal.lines[0]["detail"]
+    assert len(journal.lines) == 1 and "HTTP 500" in journal.lines[0].detail
 
 
 def test_command_gets_the_payload_on_stdin_and_in_env(tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ def test_failing_command_is_journaled_with_its_stderr() -> None:
     notifier.notify("end", {})
     notifier.flush(10)
     assert len(journal.lines) == 1
-    assert "exited with status 3: boom" in journal.lines[0]["detail"]
+    assert "exited with status 3: boom" in journal.lines[0].detail
 
 
 def test_overrunning_command_is_killed_with_what_it_started(tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_overrunning_command_is_killed_with_what_it_started(tmp_path: Path) -> N
     notifier.notify("end", {})
     assert notifier.flush(10)
     assert time.monotonic() - started < 5
-    assert len(journal.lines) == 1 and "killed" in journal.lines[0]["detail"]
+    assert len(journal.lines) == 1 and "killed" in journal.lines[0].detail
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 5
     while _alive(child) and time.monotonic() < deadline:

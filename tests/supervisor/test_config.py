@@ -227,8 +227,8 @@ use = "platau"
     )
     assert err.problems == [
         "polcy: unknown key (got 1); expected one of: agent, notify, policy, run",
-        "agent.batch_every: Input should be greater than or equal to 1 (got 0)",
-        "agent.verdict_timeout: Input should be greater than 0 (got -1.0)",
+        "agent.batch_every: must be an integer >= 1 (got 0)",
+        "agent.verdict_timeout: must be a number of seconds >= 0 and <= 9.223e+09 (0: no wait) (got -1.0)",
         "agent.bogus: unknown setting (got True); known settings: " + ", ".join(sorted(AgentSettings.model_fields)),
         "run.poll_interval: Input should be a valid number (got 'fast')",
         "policy[0].mode: Input should be 'auto', 'min' or 'max' (got 'up')",
@@ -267,17 +267,34 @@ use = "platau"
         ("agent = 3\n", "agent: expected a table [agent] (got 3)"),
         ("[run]\ngrace_period = 0\n", "run.grace_period: Input should be greater than 0 (got 0)"),
         ("[run]\ngrace_period = inf\n", "run.grace_period: Input should be a finite number (got inf)"),
-        ("[agent]\nheartbeat_interval = nan\n", "agent.heartbeat_interval: Input should be a finite number (got nan)"),
+        (
+            "[agent]\nheartbeat_interval = nan\n",
+            "agent.heartbeat_interval: must be a number of seconds > 0 and <= 9.223e+09 (got nan)",
+        ),
+        (  # beyond threading.TIMEOUT_MAX: it would kill the heartbeat thread with OverflowError (issue 17)
+            "[agent]\nheartbeat_interval = 1e10\n",
+            "agent.heartbeat_interval: must be a number of seconds > 0 and <= 9.223e+09 (got 10000000000.0)",
+        ),
         ("[agent]\nbatch_every = 2.0\n", "agent.batch_every: Input should be a valid integer (got 2.0)"),
         (
             "[agent]\nbatch_min_interval = -1\n",
-            "agent.batch_min_interval: Input should be greater than or equal to 0 (got -1)",
+            "agent.batch_min_interval: must be a number of seconds >= 0 and <= 9.223e+09 (0: no minimum) (got -1)",
         ),
         ('[agent]\nbatch_min_interval = "1s"\n', "agent.batch_min_interval: Input should be a valid number (got '1s')"),
     ],
 )
 def test_single_problems(tmp_path, text, problem):
     assert problems_of(None, tmp_path, text).problems == [problem]
+
+
+def test_agent_ranges_are_the_protocols():
+    from lrsup.supervisor.config import AgentSettings
+    from lrsup.supervisor.protocol.bounds import MAX_SECONDS, check_agent_setting
+
+    assert AgentSettings(verdict_timeout=0).verdict_timeout == 0.0  # 0: no wait, as the agent reads it
+    assert AgentSettings(heartbeat_interval=MAX_SECONDS).heartbeat_interval == check_agent_setting(
+        "heartbeat_interval", MAX_SECONDS
+    )
 
 
 def test_toml_syntax_error_gives_line_and_column(tmp_path):

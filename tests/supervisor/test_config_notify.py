@@ -43,7 +43,7 @@ def test_defaults_of_the_notify_table(tmp_path):
     [
         (
             '[notify]\nwebhok = "http://x/"\n',
-            "notify.webhok: unknown setting (got 'http://x/'); known settings: command, on, timeout, webhook",
+            "notify.webhok: unknown setting (got 'http://x/'); known settings: command, on, secret, timeout, webhook",
         ),
         (
             '[notify]\non = ["end", "epoch"]\n',

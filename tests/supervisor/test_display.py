@@ -6,6 +6,7 @@ import io
 import math
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -27,7 +28,7 @@ T0 = 1_790_000_000.0
 
 
 def decision(action, *, lr=None, epoch=0, suppressed=None):
-    command = None if suppressed else {"cmd": action.kind}
+    command = None if suppressed else SimpleNamespace(cmd=action.kind)  # what the display reads of a command
     return Decision(action=action, command=command, lr=lr, epoch=epoch, step=0, suppressed=suppressed)
 
 

@@ -24,7 +24,6 @@ from lrsup.supervisor.protocol.wire import (
     StartRecord,
     dumps,
     loads,
-    make_command,
 )
 
 # -- fakes ------------------------------------------------------------------------------
@@ -109,15 +108,14 @@ class FakeRunner:
             if d.command is None:
                 continue
             self.seq += 1
-            args = {k: v for k, v in d.command.items() if k != "cmd"}
-            self.control.append(make_command(self.seq, d.command["cmd"], time=0.0, reason=d.action.reason, **args))
-            cmd = d.command["cmd"]
+            self.control.append(encode_command(d.command, seq=self.seq, time=0.0, reason=d.action.reason))
+            cmd = d.command.cmd
             if cmd == "set_lr":
-                self.lr = to_float32(d.command["lr"])
+                self.lr = to_float32(d.command.lr)
             elif cmd == "scale_lr":
-                self.lr = to_float32(self.lr * d.command["factor"])
+                self.lr = to_float32(self.lr * d.command.factor)
             elif cmd == "set_hparam":
-                self.hparams[d.command["name"]] = d.command["value"]
+                self.hparams[d.command.name] = d.command.value
             elif cmd == "stop":
                 self.stopped = True
 
@@ -236,21 +234,21 @@ def test_set_lr_scale_lr_hparam_and_stop_commands():
         ]
     )
     engine.feed(StartRecord(pid=1, lr=1.0))
-    assert engine.feed(epoch(0, lr=1.0))[0].command == {"cmd": "set_lr", "lr": 0.5}
+    assert engine.feed(epoch(0, lr=1.0))[0].command == SetLRCommand(lr=0.5)
     d = engine.feed(epoch(1, lr=0.5))[0]
-    assert d.command == {"cmd": "set_lr", "lr": 0.05} and d.lr == 0.05  # the concrete LR, not a factor
+    assert d.command == SetLRCommand(lr=0.05) and d.lr == 0.05  # the concrete LR, not a factor
     d = engine.feed(epoch(2, lr=0.05))[0]
-    assert d.command == {"cmd": "set_lr", "lr": 0.02}  # max(lr * factor, min_lr)
+    assert d.command == SetLRCommand(lr=0.02)  # max(lr * factor, min_lr)
     d = engine.feed(epoch(3, lr=0.02))[0]
-    assert d.command == {"cmd": "set_hparam", "name": "momentum", "value": 1.0} and d.lr is None
+    assert d.command == SetHparamCommand(name="momentum", value=1.0) and d.lr is None
     d = engine.feed(epoch(4, lr=0.02))[0]
-    assert d == Decision(Stop(reason="done", policy="scripted"), {"cmd": "stop"}, None, 4, 500, None)
+    assert d == Decision(Stop(reason="done", policy="scripted"), StopCommand(), None, 4, 500, None)
 
 
 def test_scale_lr_with_unknown_lr_is_sent_as_a_factor():
     engine = Engine([Scripted({0: [ScaleLR(factor=0.5, min_lr=0.01, reason="r")]})])
     [d] = engine.feed(EpochRecord(epoch=0, step=10, logs={}))
-    assert d.command == {"cmd": "scale_lr", "factor": 0.5} and d.lr is None
+    assert d.command == ScaleLRCommand(factor=0.5) and d.lr is None
     assert engine.lr is None
 
 
@@ -278,7 +276,7 @@ def test_first_lr_change_in_stack_order_wins():
         ]
     )
     d1, d2 = engine.feed(epoch(0, lr=1.0))
-    assert d1.command == {"cmd": "set_lr", "lr": 0.5} and d1.suppressed is None
+    assert d1.command == SetLRCommand(lr=0.5) and d1.suppressed is None
     assert d2.command is None and d2.lr is None
     assert d2.suppressed == "another LR change (policy a) already decided at step 100"
     assert engine.lr == 0.5
@@ -287,7 +285,7 @@ def test_first_lr_change_in_stack_order_wins():
 def test_one_policy_returning_two_lr_changes_gets_the_first():
     engine = Engine([Scripted({0: [SetLR(lr=0.3, reason="x"), SetLR(lr=0.2, reason="y")]})])
     d1, d2 = engine.feed(epoch(0, lr=1.0))
-    assert d1.command == {"cmd": "set_lr", "lr": 0.3}
+    assert d1.command == SetLRCommand(lr=0.3)
     assert d2.suppressed == "another LR change (policy scripted) already decided at step 100"
 
 
@@ -312,10 +310,10 @@ def test_stop_suppresses_lr_changes_on_the_same_record_before_or_after_it():
     assert [d.action.reason for d in decisions] == ["a", "b", "c", "c2", "c3"]
     assert [d.command for d in decisions] == [
         None,
-        {"cmd": "stop"},
+        StopCommand(),
         None,
         None,
-        {"cmd": "set_hparam", "name": "momentum", "value": 0.0},
+        SetHparamCommand(name="momentum", value=0.0),
     ]
     assert decisions[0].suppressed == "stop (policy b) decided at step 100"
     assert decisions[2].suppressed == "stop (policy b) decided at step 100"
@@ -333,7 +331,7 @@ def test_an_lr_change_that_changes_nothing_is_journaled_and_does_not_count():
     # the trainer reports the float32 of 0.1: SetLR(0.1) would store the same float32
     d1, d2 = engine.feed(epoch(0, lr=to_float32(0.1)))
     assert d1.command is None and d1.suppressed == "no change (LR already 0.1)"
-    assert d2.command == {"cmd": "set_lr", "lr": 0.05}
+    assert d2.command == SetLRCommand(lr=0.05)
 
 
 def test_scale_lr_at_min_lr_is_no_change():
@@ -356,7 +354,7 @@ def test_invalid_lr_changes_are_suppressed_and_do_not_count(action, text):
     engine = Engine([Scripted({0: [action, SetLR(lr=0.5, reason="ok")]})])
     d1, d2 = engine.feed(epoch(0, lr=1.0))
     assert d1.suppressed == text and d1.command is None
-    assert d2.command == {"cmd": "set_lr", "lr": 0.5}
+    assert d2.command == SetLRCommand(lr=0.5)
 
 
 def test_one_change_per_hyperparameter_per_record():
@@ -374,9 +372,9 @@ def test_one_change_per_hyperparameter_per_record():
         ]
     )
     d1, d2, d3 = engine.feed(epoch(0))
-    assert d1.command["value"] == 0.5
+    assert d1.command.value == 0.5
     assert d2.suppressed == "another momentum change (policy scripted) already decided at step 100"
-    assert d3.command == {"cmd": "set_hparam", "name": "beta_1", "value": 0.8}
+    assert d3.command == SetHparamCommand(name="beta_1", value=0.8)
 
 
 def test_unknown_action_kind_is_suppressed():
@@ -429,7 +427,7 @@ def test_a_run_through_the_fake_runner():
     assert runner.control[0]["lr"] == a / 2 and runner.control[1]["lr"] == to_float32(a / 2) / 2
     # epoch 5: plateau wanted a cut too, but the stop has priority
     last = runner.journal[-2:]
-    assert [d.command for d in last] == [{"cmd": "stop"}, None]
+    assert [d.command for d in last] == [StopCommand(), None]
     assert last[1].suppressed == "stop (policy stop_after) decided at step 600"
     assert engine.lr == runner.lr
 
@@ -488,6 +486,19 @@ from lrsup.policies.actions import (  # noqa: E402
 )
 from lrsup.policies.base import CheckpointInfo, pick_checkpoint  # noqa: E402
 from lrsup.supervisor.engine.core import GIVE_UP_STATUS  # noqa: E402
+from lrsup.supervisor.protocol.commands import (
+    CheckpointCommand,
+    ClearScheduleCommand,
+    ConfigureCommand,
+    RetainCommand,
+    RollbackCommand,
+    ScaleLRCommand,
+    SetHparamCommand,
+    SetLRCommand,
+    SetScheduleCommand,
+    StopCommand,
+    encode_command,
+)
 from lrsup.supervisor.protocol.schedules import evaluate, validate_spec  # noqa: E402
 from lrsup.supervisor.protocol.wire import CheckpointRecord, validate_command  # noqa: E402
 
@@ -571,10 +582,7 @@ class SimTrainer:
             self.journal.append(decision)
             if decision.command is not None:
                 self.seq += 1
-                args = {k: v for k, v in decision.command.items() if k != "cmd"}
-                command = make_command(
-                    self.seq, decision.command["cmd"], time=0.0, reason=decision.action.reason, **args
-                )
+                command = encode_command(decision.command, seq=self.seq, time=0.0, reason=decision.action.reason)
                 validate_command(command)
                 self.commands.append(command)
                 self.queue.append(command)
@@ -721,7 +729,7 @@ class SimTrainer:
         return self
 
     def decided(self, kind=None):
-        return [d for d in self.journal if d.command is not None and (kind is None or d.command["cmd"] == kind)]
+        return [d for d in self.journal if d.command is not None and (kind is None or d.command.cmd == kind)]
 
 
 np = pytest.importorskip("numpy")
@@ -821,8 +829,8 @@ def test_rollback_resolution_and_lr():
     engine = Engine([Spy({("batch", 350): [Rollback(before_step=250, lr_factor=0.5, reason="nan")]})])
     feed_checkpointed_run(engine)
     d, retain = engine.feed(BatchRecord(epoch=3, batch=49, step=350, lr=0.02, logs={"loss": math.nan}))
-    assert d.command == {"cmd": "rollback", "checkpoint": "e2", "skip_batches": 0, "lr": 0.05 * 0.5}
-    assert retain.command == {"cmd": "retain", "keep": ["e2"]}  # e3 is gone: e2 is the newest good and the best
+    assert d.command == RollbackCommand(checkpoint="e2", skip_batches=0, lr=0.05 * 0.5)
+    assert retain.command == RetainCommand(keep=("e2",))  # e3 is gone: e2 is the newest good and the best
     assert d.lr == 0.025 and engine.lr == 0.025 and engine.rollback_pending == "e2"
     assert [c.name for c in engine.checkpoints] == ["start-0", "e1", "e2"]  # e3 (step 300) was abandoned
 
@@ -843,13 +851,13 @@ def test_rollback_best_explicit_and_missing():
     )
     feed_checkpointed_run(engine)
     d, _ = engine.feed(BatchRecord(epoch=3, batch=9, step=310, logs={"loss": 1.0}))
-    assert d.command == {"cmd": "rollback", "checkpoint": "e2", "skip_batches": 0}  # best val_loss 0.8
+    assert d.command == RollbackCommand(checkpoint="e2", skip_batches=0)  # best val_loss 0.8
     assert d.lr == 0.05  # the checkpoint's own LR
     engine.feed(AckRecord(seq=1, cmd="rollback", epoch=3, step=200, lr=0.05))
     d1, d2, retain = engine.feed(BatchRecord(epoch=3, batch=19, step=320, logs={"loss": 1.0}))
-    assert retain.command == {"cmd": "retain", "keep": ["e1"]}
+    assert retain.command == RetainCommand(keep=("e1",))
     assert d1.suppressed == "no checkpoint to roll back to: no checkpoint named 'nope' (known: start-0, e1, e2)"
-    assert d2.command == {"cmd": "rollback", "checkpoint": "e1", "skip_batches": 0, "lr": 0.3}
+    assert d2.command == RollbackCommand(checkpoint="e1", skip_batches=0, lr=0.3)
 
 
 def test_no_checkpoint_suppresses_the_rollback_and_lets_the_stop_through():
@@ -859,7 +867,7 @@ def test_no_checkpoint_suppresses_the_rollback_and_lets_the_stop_through():
     engine.feed(StartRecord(pid=1, lr=0.1))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, logs={"loss": math.nan}))
     assert d1.command is None and d1.suppressed == "no checkpoint to roll back to: no checkpoint has been taken"
-    assert d2.command == {"cmd": "stop"} and d2.exit_status == GIVE_UP_STATUS == 3
+    assert d2.command == StopCommand() and d2.exit_status == GIVE_UP_STATUS == 3
     assert engine.exit_status == 3
 
 
@@ -886,7 +894,7 @@ def test_a_refused_rollback_forgets_its_checkpoint():
     engine.feed(ErrorRecord(seq=1, cmd="rollback", message="sha256 mismatch"))
     assert engine.rollback_pending is None and [c.name for c in engine.checkpoints] == ["start-0", "e1", "e2"]
     [d] = engine.feed(BatchRecord(epoch=3, batch=10, step=311, logs={"loss": 1.0}))
-    assert d.command["checkpoint"] == "e2"
+    assert d.command.checkpoint == "e2"
 
 
 def test_rollback_beats_lr_changes_and_schedules_and_goes_with_a_stop():
@@ -899,7 +907,7 @@ def test_rollback_beats_lr_changes_and_schedules_and_goes_with_a_stop():
     )
     feed_checkpointed_run(engine, val=(1.0, 0.8))
     decisions = engine.feed(EpochRecord(epoch=2, step=300, logs={"loss": 1.0, "val_loss": 2.0}))
-    assert [d.command and d.command["cmd"] for d in decisions] == [None, None, "rollback", "stop"]
+    assert [d.command and d.command.cmd for d in decisions] == [None, None, "rollback", "stop"]
     assert decisions[0].suppressed == decisions[1].suppressed == "rollback (policy b) decided at step 300"
 
 
@@ -918,9 +926,9 @@ def test_priorities_stop_beats_schedules_and_lr_change_beats_a_schedule_before_i
     engine.feed(StartRecord(pid=1, lr=0.1))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={}))
     assert d1.suppressed == "an LR change (policy spy) already decided at step 100"
-    assert d2.command == {"cmd": "set_lr", "lr": 0.05}
+    assert d2.command == SetLRCommand(lr=0.05)
     d1, d2 = engine.feed(EpochRecord(epoch=1, step=200, lr=0.05, logs={}))
-    assert d1.suppressed == "stop (policy spy) decided at step 200" and d2.command == {"cmd": "stop"}
+    assert d1.suppressed == "stop (policy spy) decided at step 200" and d2.command == StopCommand()
     assert engine.schedule is None
 
 
@@ -945,20 +953,20 @@ def test_schedules_multiplier_and_scale_lr_with_min_lr():
     )
     engine.feed(StartRecord(pid=1, lr=0.3, step=0))
     d1, d2 = engine.feed(EpochRecord(epoch=0, step=100, lr=0.3, logs={}))
-    assert d1.command == {"cmd": "set_schedule", "schedule": spec | {"start_step": 0}}
+    assert d1.command == SetScheduleCommand(schedule=spec | {"start_step": 0})
     assert d1.lr == 0.05 and engine.lr == 0.05  # schedule(100) * multiplier 1
     assert d2.suppressed == "another schedule change (policy spy) already decided at step 100"
     [d] = engine.feed(EpochRecord(epoch=1, step=200, lr=0.025, logs={}))
-    assert d.command["cmd"] == "scale_lr" and d.command["factor"] == pytest.approx(0.8)  # not below min_lr
+    assert d.command.cmd == "scale_lr" and d.command.factor == pytest.approx(0.8)  # not below min_lr
     assert d.lr == 0.02
     [d] = engine.feed(EpochRecord(epoch=2, step=300, lr=0.01, logs={}))
     assert d.suppressed == "no change (LR 0.01 is not above min_lr 0.02)"
     [d] = engine.feed(EpochRecord(epoch=3, step=400, lr=0.01 * 0.8 / 2, logs={}))
-    assert d.command == {"cmd": "set_lr", "lr": 0.01}
+    assert d.command == SetLRCommand(lr=0.01)
     view_multiplier = engine.state_dict()["supervision"]["multiplier"]
     assert view_multiplier == pytest.approx(0.01 / evaluate(spec, 400))
     d1, d2 = engine.feed(EpochRecord(epoch=4, step=500, lr=0.01, logs={}))
-    assert d1.command == {"cmd": "clear_schedule"} and d1.lr is None and engine.schedule is None
+    assert d1.command == ClearScheduleCommand() and d1.lr is None and engine.schedule is None
     assert d2.suppressed == "another schedule change (policy spy) already decided at step 500"
     [d] = engine.feed(EpochRecord(epoch=5, step=600, lr=0.01, logs={}))
     assert d.suppressed == "no change (no lrsup schedule in force)"
@@ -998,12 +1006,12 @@ def test_while_a_policy_probes_others_cannot_change_the_lr_but_can_stop():
     engine.feed(StartRecord(pid=1, lr=0.1))
     engine.feed(ckpt("start-0", 0))
     [d] = engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={}))
-    assert d.command == {"cmd": "set_lr", "lr": 0.9}
+    assert d.command == SetLRCommand(lr=0.9)
     d1, d2, d3 = engine.feed(EpochRecord(epoch=1, step=200, lr=0.9, logs={}))
     assert other.views[-1].probing == "prober"
     assert d1.suppressed == "stop (policy spy) decided at step 200"
     assert d2.suppressed == "policy prober is probing (an LR range test); its outcome decides the LR"
-    assert d3.command == {"cmd": "stop"}
+    assert d3.command == StopCommand()
 
 
 def test_checkpoint_configure_keep_and_retain_commands():
@@ -1031,13 +1039,13 @@ def test_checkpoint_configure_keep_and_retain_commands():
     engine.feed(StartRecord(pid=1, lr=0.1))
     ds = engine.feed(EpochRecord(epoch=0, step=100, lr=0.1, logs={}))
     assert [d.command for d in ds] == [
-        {"cmd": "checkpoint", "name": "x"},
+        CheckpointCommand(name="x"),
         None,
-        {"cmd": "checkpoint"},
+        CheckpointCommand(),
         None,
-        {"cmd": "configure", "batch_every": 1},
+        ConfigureCommand(batch_every=1),
         None,
-        {"cmd": "retain", "keep": ["x"]},
+        RetainCommand(keep=("x",)),
         None,
         None,
     ]
@@ -1068,10 +1076,13 @@ def test_configure_batch_min_interval_is_sent_as_a_float_and_shows_in_the_view()
     engine.feed(StartRecord(pid=1, lr=0.1))
     [d] = engine.feed(EpochRecord(epoch=0, step=100, logs={}))
     assert spy.views[-1].batch_min_interval == 0.05  # the view of the record the Configure was decided on
-    assert d.command == {"cmd": "configure", "batch_min_interval": 0.0}
-    validate_command({"v": 1, "seq": 1, "time": 0.0, **d.command})
+    assert d.command == ConfigureCommand(batch_min_interval=0.0)
+    validate_command(encode_command(d.command, seq=1, time=0.0))
     [bad, nan] = engine.feed(EpochRecord(epoch=1, step=200, logs={}))
-    assert bad.suppressed == "invalid: batch_min_interval must be a number of seconds >= 0 (got -1.0)"
+    assert (
+        bad.suppressed
+        == "invalid: batch_min_interval must be a number of seconds >= 0 and <= 9.223e+09 (0: no minimum), got -1.0"
+    )
     assert nan.command is None and nan.suppressed.startswith("invalid: batch_min_interval")
     assert spy.views[-1].batch_min_interval == 0.0
 
@@ -1083,7 +1094,7 @@ def test_a_snapshot_from_before_batch_min_interval_loads_with_the_configured_val
     del state["supervision"]["cadence"]["batch_min_interval"]  # as an older supervisor saved it
     clone = Engine([], batch_every=5, batch_min_interval=0.2)
     clone.load_state_dict(state)
-    assert clone._cadence == {
+    assert clone.state.cadence == {
         "batch_every": 5,
         "batch_min_interval": 0.2,
         "checkpoint_every_epochs": 1,
@@ -1095,13 +1106,13 @@ def test_retain_follows_the_start_good_and_best_checkpoints():
     engine = Engine([])
     engine.feed(StartRecord(pid=1, lr=0.1))
     [d] = engine.feed(ckpt("start-0", 0))
-    assert d.command == {"cmd": "retain", "keep": ["start-0"]} and d.action.policy == "engine"
+    assert d.command == RetainCommand(keep=("start-0",)) and d.action.policy == "engine"
     assert engine.feed(ckpt("e1", 100, epoch=0)) == []  # not good yet: nothing changes
     [d] = engine.feed(EpochRecord(epoch=0, step=100, logs={"loss": 1.0, "val_loss": 0.5}))
-    assert d.command == {"cmd": "retain", "keep": ["e1"]}  # newest good and best
+    assert d.command == RetainCommand(keep=("e1",))  # newest good and best
     engine.feed(ckpt("e2", 200, epoch=1))
     [d] = engine.feed(EpochRecord(epoch=1, step=200, logs={"loss": 1.0, "val_loss": 0.9}))
-    assert d.command == {"cmd": "retain", "keep": ["e1", "e2"]}  # best e1, newest good e2
+    assert d.command == RetainCommand(keep=("e1", "e2"))  # best e1, newest good e2
     assert d.action.reason == "keep newest known-good e2; best e1"
 
 
@@ -1188,16 +1199,16 @@ class ViewChecker(Policy):
     def _check(self, record, run):
         e = self.engine
         fresh = RunView(
-            **e._run,
-            lr=e._lr,
-            step=e._step,
-            checkpoints=e._book.infos(),
-            schedule=e._schedule,
-            multiplier=e._multiplier,
-            batch_every=e._cadence["batch_every"],
-            batch_min_interval=e._cadence["batch_min_interval"],
+            **e.state.run,
+            lr=e.state.lr,
+            step=e.state.step,
+            checkpoints=e.state.book.infos(),
+            schedule=e.state.schedule,
+            multiplier=e.state.multiplier,
+            batch_every=e.state.cadence["batch_every"],
+            batch_min_interval=e.state.cadence["batch_min_interval"],
             probing=e._probing(),
-            start_step=e._start_step,
+            start_step=e.state.start_step,
         )
         assert run == fresh, (record, run, fresh)
         self.checked.append(type(record).__name__)

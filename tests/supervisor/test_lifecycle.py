@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lrsup.supervisor.protocol.wire import EndRecord, EpochRecord, StartRecord
-from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, Outcome, State, StopPhase, describe_returncode
-from tests.fakes import FakeClock, FakeSpawner
+from lrsup.supervisor.run.lifecycle import EXIT_INTERRUPTED, Lifecycle, RunExit, State, StopPhase, describe_returncode
+from tests.fakes import FakeClock, FakeSpawner, feed
 
 ARGV = ["python", "-m", "launcher", "train.py"]
 START = StartRecord(pid=4242, optimizer="SGD", lr=0.1, epochs=5)
@@ -37,12 +37,12 @@ def test_start_spawns_through_the_seam_and_stays_starting():
 def test_start_record_moves_to_running_once():
     life, _ = started()
     life.pop_events()
-    life.on_record(START)
+    feed(life, START)
     assert life.state is State.RUNNING
     (event,) = life.pop_events()
     assert event.name == "started" and "SGD" in event.detail and "lr=0.1" in event.detail
     assert event.state is State.RUNNING
-    life.on_record(START)  # a second fit: no edge
+    feed(life, START)  # a second fit: no edge
     assert life.pop_events() == []
 
 
@@ -57,7 +57,7 @@ def test_start_record_moves_to_running_once():
 )
 def test_exit_sets_state_and_status(returncode, state, status, reason):
     life, spawner = started()
-    life.on_record(START)
+    feed(life, START)
     spawner.handle.exit(returncode)
     assert life.transition(1.0) is state
     assert life.state.done
@@ -80,18 +80,18 @@ def test_exit_while_starting():
 )
 def test_end_record_drained_after_exit_names_the_reason(end_reason, expected):
     life, spawner = started()
-    life.on_record(START)
+    feed(life, START)
     spawner.handle.exit(0)
     life.transition(1.0)
-    life.on_record(EndRecord(reason=end_reason, epoch=3, step=40))  # drained after the exit
+    feed(life, EndRecord(reason=end_reason, epoch=3, step=40))  # drained after the exit
     assert life.state is State.EXITED
     assert (life.outcome().status, life.outcome().reason) == (0, expected)
 
 
 def test_crash_reports_exception_end():
     life, spawner = started()
-    life.on_record(START)
-    life.on_record(EndRecord(reason="exception", epoch=1, step=3))
+    feed(life, START)
+    feed(life, EndRecord(reason="exception", epoch=1, step=3))
     spawner.handle.exit(1)
     life.transition(0.0)
     assert life.outcome().status == 1
@@ -114,7 +114,7 @@ def test_failure_to_start(error, status):
 
 def test_user_stop_forwards_sigint_and_exits_130():
     life, spawner = started(FakeSpawner(exit_on={signal.SIGINT: 1}))
-    life.on_record(START)
+    feed(life, START)
     life.pop_events()
     life.request_stop(5.0)
     assert spawner.handle.signals == [signal.SIGINT]
@@ -140,7 +140,7 @@ def test_stop_escalates_sigint_then_sigterm_then_sigkill_on_the_clock():
     clock = FakeClock()
     life, spawner = started(grace=10.0)
     handle = spawner.handle
-    life.on_record(START)
+    feed(life, START)
     life.request_stop(clock.monotonic())
     assert life.phase is StopPhase.INTERRUPT and handle.signals == [signal.SIGINT]
     clock.advance(9.9)
@@ -209,7 +209,7 @@ def test_terminate_during_a_user_stop_keeps_escalating_from_where_it_is():
 
 def test_terminate_skips_sigint_then_kills_after_grace():
     life, spawner = started(grace=2.0)
-    life.on_record(START)
+    feed(life, START)
     life.terminate(0.0, "supervisor error")
     assert spawner.handle.signals == [] and spawner.handle.group_signals == [signal.SIGTERM]
     life.transition(2.0)
@@ -223,8 +223,8 @@ def test_records_after_exit_do_not_move_the_state():
     life, spawner = started()
     spawner.handle.exit(2)
     life.transition(0.0)
-    life.on_record(START)
-    life.on_record(EpochRecord(epoch=0, step=1))
+    feed(life, START)
+    feed(life, EpochRecord(epoch=0, step=1))
     assert life.state is State.FAILED and life.outcome().status == 2
 
 
@@ -266,8 +266,8 @@ def restartable(max_restarts: int = 3, base: float = 5.0, drain=None) -> tuple[L
 
 def test_crash_after_progress_backs_off_then_restarts_on_the_clock():
     life, spawner, envs = restartable()
-    life.on_record(START)
-    life.on_record(EpochRecord(epoch=0, step=10))
+    feed(life, START)
+    feed(life, EpochRecord(epoch=0, step=10))
     spawner.handle.exit(1, leave_children=1)
     assert life.transition(100.0) is State.BACKOFF
     assert spawner.spawned[0][3].group_signals == [signal.SIGKILL]  # leftovers of the dead attempt
@@ -302,7 +302,7 @@ def test_two_fast_failures_are_fatal_with_status_3():
 def test_restarts_used_up_is_fatal():
     life, spawner, _ = restartable(max_restarts=1)
     for now in (0.0, 100.0):
-        life.on_record(EpochRecord(epoch=0, step=1))
+        feed(life, EpochRecord(epoch=0, step=1))
         spawner.handle.exit(-9)
         life.transition(now + 1)
         life.transition(now + 50)
@@ -311,7 +311,7 @@ def test_restarts_used_up_is_fatal():
 
 def test_clean_end_with_nonzero_status_passes_through_without_restart():
     drained = []
-    life, spawner, _ = restartable(drain=lambda: (drained.append(1), life.on_record(EndRecord(reason="completed"))))
+    life, spawner, _ = restartable(drain=lambda: (drained.append(1), feed(life, EndRecord(reason="completed"))))
     spawner.handle.exit(4)
     assert life.transition(1.0) is State.FAILED and drained == [1]  # the end record was read first
     assert life.outcome().status == 4
@@ -320,7 +320,7 @@ def test_clean_end_with_nonzero_status_passes_through_without_restart():
 def test_kill_of_a_hung_trainer_escalates_then_takes_the_restart_path():
     life, spawner, _ = restartable()
     spawner.exit_on = {}
-    life.on_record(START)
+    feed(life, START)
     spawner.handle.exit_on = {}
     life.kill(10.0, "trainer hung: no record")
     assert life.state is State.STOPPING and spawner.handle.group_signals == [signal.SIGTERM]
@@ -333,7 +333,7 @@ def test_kill_of_a_hung_trainer_escalates_then_takes_the_restart_path():
 def test_graceful_operator_stop_is_forced_after_its_timeout_and_not_restarted():
     life, spawner, _ = restartable()
     spawner.handle.exit_on = {}
-    life.on_record(START)
+    feed(life, START)
     life.request_graceful_stop(0.0, "stopped by ana@gpu3", timeout=30.0)
     assert life.state is State.STOPPING and life.phase is StopPhase.COMMAND
     assert life.transition(29.0) is State.STOPPING and spawner.handle.group_signals == []
@@ -341,12 +341,12 @@ def test_graceful_operator_stop_is_forced_after_its_timeout_and_not_restarted():
     assert spawner.handle.group_signals == [signal.SIGTERM]
     spawner.handle.exit(0)
     assert life.transition(31.0) is State.EXITED
-    assert life.outcome() == Outcome(0, "stopped by ana@gpu3")
+    assert life.outcome() == RunExit(0, "stopped by ana@gpu3")
 
 
 def test_stop_during_backoff():
     life, spawner, _ = restartable()
-    life.on_record(EpochRecord(epoch=0, step=1))
+    feed(life, EpochRecord(epoch=0, step=1))
     spawner.handle.exit(1)
     life.transition(1.0)
     life.request_stop(2.0, "interrupted by the user (SIGINT)")
@@ -372,5 +372,5 @@ def test_attached_trainer_vanishing_without_end_record_is_restarted():
     life2 = Lifecycle(spawner, restart=RestartPolicy(), grace=1.0)
     life2.set_command(ARGV, {}, Path("/tmp"))
     life2.attach(Gone(), 0.0)
-    life2.on_record(EpochRecord(epoch=3, step=40))
+    feed(life2, EpochRecord(epoch=3, step=40))
     assert life2.transition(1.0) is State.BACKOFF and life2.returncode == EXIT_UNKNOWN

@@ -8,7 +8,7 @@ from pathlib import Path
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord
 from lrsup.supervisor.run.lifecycle import Lifecycle, State
 from lrsup.supervisor.run.restart import RestartPolicy
-from tests.fakes import FakeSpawner
+from tests.fakes import FakeSpawner, feed
 
 ARGV = ["python", "-m", "launcher", "train.py"]
 
@@ -17,8 +17,8 @@ def restartable(**spawner_kw) -> tuple[Lifecycle, FakeSpawner]:
     spawner = FakeSpawner(**spawner_kw)
     life = Lifecycle(spawner, grace=2.0, restart=RestartPolicy(5, 3600.0, 0.5, 60.0))
     life.start(ARGV, {}, Path("/tmp"), now=0.0)
-    life.on_record(StartRecord(pid=4242, epochs=5))
-    life.on_record(EpochRecord(epoch=0, step=10))
+    feed(life, StartRecord(pid=4242, epochs=5))
+    feed(life, EpochRecord(epoch=0, step=10))
     return life, spawner
 
 

@@ -12,7 +12,9 @@ import pytest
 
 from lrsup.supervisor.config import load_config
 from lrsup.supervisor.engine.core import Engine
+from lrsup.supervisor.history.runinfo import load_run
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
+from lrsup.supervisor.report.series import decision_markers
 from lrsup.supervisor.run.lifecycle import State
 from lrsup.supervisor.run.operator import send_request
 from lrsup.supervisor.run.runner import ENV_ATTEMPT, ENV_RESTORE, Runner
@@ -243,6 +245,29 @@ def test_operator_set_lr_hold_release_and_stop(tmp_path):
     assert shown.index("hold") < shown.index("released")  # the display shows the held condition
     assert [c for c in cmds if c["cmd"] == "stop"][0]["reason"] == "stop requested by bo@gpu3 (done for today)"
     assert journal(runner, "event")[-1]["detail"] == "stopped by bo@gpu3 (done for today) (exit status 0)"
+
+
+def test_an_operator_override_is_drawn_in_the_report(tmp_path):
+    """An operator's set-lr (journaled as an ``override`` entry) is a decision of the report, marked "override"."""
+
+    def factory(r):
+        trainer = ScriptedTrainer(r, [1.0] * 6)
+
+        def step():
+            if trainer.polls == 3:
+                send_request(r, "set_lr", lr=0.02, who="ana@gpu3", why="manual", time=1.0)
+            return trainer()
+
+        return step
+
+    runner, _ = make(tmp_path, [factory])
+    assert runner.run() == 0
+    (override,) = journal(runner, "override")
+    info = load_run(runner.paths.root)
+    (decision,) = [d for d in info.decisions if d.seq == override["seq"]]
+    assert (decision.label, decision.policy, decision.lr) == ("override", "ana@gpu3", 0.02)
+    assert decision.applied is not None and decision.epoch == decision.applied.epoch
+    assert "override" in [m.label for m in decision_markers(info)]
 
 
 def test_a_requests_file_turned_symlink_is_ignored_not_fatal(tmp_path):

@@ -129,11 +129,23 @@ def test_new_commands_are_valid(cmd, args):
         ("retain", {"keep": [1]}, "field 'keep' has invalid value [1]"),
         ("retain", {"keep": ["ok", "../no"]}, "retain command: invalid checkpoint name(s) ['../no']"),
         ("configure", {}, "configure command: give at least one of batch_every"),
-        ("configure", {"batch_every": 0}, "batch_every must be >= 1, got 0"),
-        ("configure", {"checkpoint_every_steps": -1}, "checkpoint_every_steps must be >= 0 (0: off), got -1"),
+        ("configure", {"batch_every": 0}, "batch_every must be an integer >= 1, got 0"),
+        (
+            "configure",
+            {"checkpoint_every_steps": -1},
+            "checkpoint_every_steps must be an integer >= 0 (0: off), got -1",
+        ),
         ("configure", {"keep_last": 2}, "unknown field(s) ['keep_last']"),
-        ("configure", {"batch_min_interval": -0.1}, "batch_min_interval must be finite and >= 0, got -0.1"),
-        ("configure", {"batch_min_interval": math.inf}, "batch_min_interval must be finite and >= 0, got inf"),
+        (
+            "configure",
+            {"batch_min_interval": -0.1},
+            "batch_min_interval must be a number of seconds >= 0 and <= 9.223e+09 (0: no minimum), got -0.1",
+        ),
+        (
+            "configure",
+            {"batch_min_interval": math.inf},
+            "batch_min_interval must be a number of seconds >= 0 and <= 9.223e+09 (0: no minimum), got inf",
+        ),
         ("configure", {"batch_min_interval": "1s"}, "field 'batch_min_interval' has invalid value '1s'"),
     ],
 )

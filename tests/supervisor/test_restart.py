@@ -6,6 +6,7 @@ import pytest
 
 from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EpochRecord, HeartbeatRecord, StartRecord
 from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.rundir.progress import RunProgress
 
 
 def test_backoff_doubles_up_to_the_cap_and_the_budget_is_per_window():
@@ -79,7 +80,7 @@ def test_reset_and_arm():
     dog.on_record(StartRecord(pid=1), 0.0)
     dog.reset()
     assert dog.check(100.0) is None
-    dog.arm(100.0, step=40, progressed=True)
+    dog.arm(100.0, RunProgress(started=True, progressed=True, max_step=40))
     assert dog.check(131.0).startswith("trainer hung")
     with pytest.raises(ValueError, match="hang_timeout must be > 0 seconds, got 0"):
         Watchdog(hang_timeout=0)

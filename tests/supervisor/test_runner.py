@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from lrsup.policies.actions import ScaleLR, SetHparam, SetLR, Stop
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import load_config
 from lrsup.supervisor.engine.core import Decision, Engine
+from lrsup.supervisor.protocol.commands import RollbackCommand, SetHparamCommand, SetLRCommand, StopCommand
 from lrsup.supervisor.protocol.jsonl import Appender, iter_objects
 from lrsup.supervisor.protocol.wire import (
     AckRecord,
@@ -257,6 +259,10 @@ class FakeEngine:
 
     decisions: list
     fed: list
+    exit_status: int | None = None
+
+    def state_dict(self) -> dict:
+        return {}
 
     def feed(self, record):
         self.fed.append(record)
@@ -272,7 +278,7 @@ def decision(action, command, lr=None, suppressed=None):
 def test_policy_stop_ends_with_status_0_and_suppressed_decisions_are_journaled(tmp_path):
     stop = Stop(reason="enough", policy="budget")
     late_cut = SetLR(lr=0.01, reason="cut", policy="plateau")
-    engine = FakeEngine([decision(stop, {"cmd": "stop"}), decision(late_cut, None, suppressed="stop decided")], [])
+    engine = FakeEngine([decision(stop, StopCommand()), decision(late_cut, None, suppressed="stop decided")], [])
     runner, _, trainer = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0, 1.0]), engine=engine)
     assert runner.run() == 0
     assert trainer.epoch_lrs == [0.1]  # stopped after epoch 0
@@ -286,7 +292,7 @@ def test_policy_stop_ends_with_status_0_and_suppressed_decisions_are_journaled(t
 
 def test_invalid_command_is_journaled_not_sent(tmp_path):
     bad = SetLR(lr=-1.0, reason="oops", policy="buggy")
-    engine = FakeEngine([decision(bad, {"cmd": "set_lr", "lr": -1.0}, lr=-1.0)], [])
+    engine = FakeEngine([decision(bad, SetLRCommand(lr=-1.0), lr=-1.0)], [])
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     assert runner.run() == 0
     assert [c["cmd"] for c in commands(runner)] == ["verdict", "verdict", "verdict"]  # start, epochs 0 and 1
@@ -296,7 +302,7 @@ def test_invalid_command_is_journaled_not_sent(tmp_path):
 
 def test_trainer_error_record_is_journaled_and_shown(tmp_path):
     hp = SetHparam(name="momentum", value=0.9, reason="r", policy="p")
-    engine = FakeEngine([decision(hp, {"cmd": "set_hparam", "name": "momentum", "value": 0.9})], [])
+    engine = FakeEngine([decision(hp, SetHparamCommand(name="momentum", value=0.9))], [])
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 1.0]), engine=engine)
     runner.run()
     (err,) = journal(runner, "command_error")
@@ -377,6 +383,11 @@ def test_second_signal_escalates_at_once(tmp_path):
 
 
 class BrokenEngine:
+    exit_status = None
+
+    def state_dict(self) -> dict:
+        return {}
+
     def feed(self, record):
         if isinstance(record, EpochRecord):
             raise RuntimeError("engine bug")
@@ -396,7 +407,7 @@ def test_exception_in_loop_kills_the_trainer_group_then_propagates(tmp_path):
     assert spawner.handle.group_signals == [signal.SIGTERM]
     assert spawner.handle.returncode == -signal.SIGTERM
     assert runner.display.closed
-    assert runner.follower.mode == "polling" and runner.follower._file is None  # stopped
+    assert runner.follower.mode == "polling" and not runner.follower.is_open  # stopped
 
 
 def test_exception_with_a_trainer_ignoring_sigterm_ends_in_sigkill(tmp_path):
@@ -523,7 +534,7 @@ def test_trainer_argv():
 
 def plateau_decision(**kw):
     action = ScaleLR(factor=0.5, reason="val_loss 0.8 has not improved", policy="plateau")
-    return Decision(action=action, command={"cmd": "set_lr", "lr": 0.005}, lr=0.005, epoch=2, step=30, **kw)
+    return Decision(action=action, command=SetLRCommand(lr=0.005), lr=0.005, epoch=2, step=30, **kw)
 
 
 def test_plain_display_lines():
@@ -752,6 +763,9 @@ class RollbackOnFirstEpoch:
 
     exit_status = None
 
+    def state_dict(self) -> dict:
+        return {}
+
     def feed(self, record):
         if isinstance(record, EpochRecord) and record.epoch == 0:
             from lrsup.policies.actions import Rollback
@@ -760,7 +774,7 @@ class RollbackOnFirstEpoch:
             return [
                 Decision(
                     action=action,
-                    command={"cmd": "rollback", "checkpoint": "c1", "lr": 0.01},
+                    command=RollbackCommand(checkpoint="c1", lr=0.01),
                     lr=0.01,
                     epoch=0,
                     step=record.step,
@@ -831,3 +845,22 @@ def test_a_failing_report_is_one_line_and_keeps_the_status(tmp_path, capsys, mon
     runner.report = True
     assert runner.run() == 5
     assert capsys.readouterr().err == "lrsup: report not written: OSError: disk on fire\n"
+
+
+def test_restarts_and_the_watchdog_come_from_the_config_with_no_defaults_of_their_own(tmp_path):
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0]))
+    assert runner.lifecycle.restart is not None and runner.lifecycle.restart.max_restarts == 5  # config.py's default
+    assert (runner.watchdog.hang_timeout, runner.watchdog.stall_timeout, runner.watchdog.start_timeout) == (
+        120.0,
+        1800.0,
+        1800.0,
+    )
+    # The runner used to read these with getattr defaults of its own (max_restarts 0, start_timeout 0:
+    # no restart, the start never timed) that contradicted config.py: a settings object without them
+    # was silently run without restarts. Now a missing setting is an error.
+    config = load_config(None, tmp_path)
+    run = {k: v for k, v in vars(config.run).items() if k not in ("max_restarts", "start_timeout")}
+    partial = SimpleNamespace(**{**vars(config), "run": SimpleNamespace(**run)})
+    paths = RunDir.prepare(Path("partial"), script=Path("t.py"), cwd=tmp_path).create()
+    with pytest.raises(AttributeError, match="max_restarts"):
+        Runner(partial, Engine(config.build_policies()), paths, ["python", "t.py"], {}, tmp_path, use_watchdog=False)

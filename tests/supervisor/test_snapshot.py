@@ -24,8 +24,9 @@ from lrsup.supervisor.protocol.wire import (
     dumps,
     loads,
 )
+from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.recovery import ControlHistory, read_records
-from lrsup.supervisor.rundir.snapshot import Progress, SnapshotWriter, load_snapshot
+from lrsup.supervisor.rundir.snapshot import SnapshotWriter, load_snapshot
 
 SHA = "ab" * 32
 
@@ -83,7 +84,7 @@ def run(engine: Engine, records: list) -> list[tuple]:
             out.append((d.action.kind, d.action.policy, d.lr, d.step, d.suppressed))
             if d.command is not None:
                 seq += 1
-                engine.feed(AckRecord(time=record.time, seq=seq, cmd=d.command["cmd"], step=record.step))
+                engine.feed(AckRecord(time=record.time, seq=seq, cmd=d.command.cmd, step=record.step))
     return out
 
 
@@ -105,17 +106,22 @@ def test_an_engine_restored_from_a_snapshot_goes_on_as_if_never_stopped(tmp_path
 
 
 def test_progress_counts_what_the_lifecycle_and_resume_need():
-    progress = Progress()
+    progress = RunProgress()
     for record in stream(epochs=2, steps=3, spike_at=None):
         progress.on_record(record)
     assert (progress.records, progress.verdicts, progress.max_step) == (13, 3, 6)
     assert progress.started and progress.progressed and progress.end_reason == "completed"
-    assert [type(r).__name__ for r in progress.summary_records()] == ["StartRecord", "EpochRecord", "EndRecord"]
-    assert Progress.from_json(json.loads(json.dumps(progress.__dict__))) == progress
+    assert progress.epoch == 1 and progress.lr is not None
+    progress.new_attempt()  # what the last attempt did no longer counts for the next one; the run's facts stay
+    assert (progress.attempt_progressed, progress.end_reason, progress.started) == (False, None, True)
+    assert RunProgress.from_json(json.loads(json.dumps(progress.__dict__))) == progress
     with pytest.raises(ValueError, match="verdicts"):
-        Progress.from_json({**progress.__dict__, "verdicts": -1})
+        RunProgress.from_json({**progress.__dict__, "verdicts": -1})
     with pytest.raises(ValueError, match="keys"):
-        Progress.from_json({"records": 1})
+        RunProgress.from_json({"records": 1, "verdicts": 0, "max_step": 0, "unknown": 1})
+    assert RunProgress.from_json({"records": 1, "verdicts": 0, "max_step": 0}) == RunProgress(
+        records=1
+    )  # older snapshots
 
 
 class FakeEngine:
@@ -136,13 +142,13 @@ def make_run_dir(tmp_path: Path, lines: int = 5) -> Path:
     return run_dir
 
 
-def write(run_dir: Path, progress: Progress | None = None, max_seq: int = 3) -> dict:
+def write(run_dir: Path, progress: RunProgress | None = None, max_seq: int = 3) -> dict:
     writer = SnapshotWriter(run_dir, interval=10.0)
     offset = (run_dir / "metrics.jsonl").stat().st_size
     assert writer.maybe_write(
         0.0,
         engine=FakeEngine(),
-        progress=progress or Progress(verdicts=2),
+        progress=progress or RunProgress(verdicts=2),
         offset=offset,
         max_seq=max_seq,
         unacked=[3, 2],
@@ -159,7 +165,7 @@ def test_writer_writes_at_most_every_interval_and_only_news(tmp_path):
     run_dir = make_run_dir(tmp_path)
     writer = SnapshotWriter(run_dir, interval=10.0)
     size = (run_dir / "metrics.jsonl").stat().st_size
-    kw = dict(engine=FakeEngine(), progress=Progress(), max_seq=0, unacked=[], wall_time=0.0)
+    kw = dict(engine=FakeEngine(), progress=RunProgress(), max_seq=0, unacked=[], wall_time=0.0)
     assert not writer.maybe_write(0.0, offset=0, **kw)  # nothing read yet
     assert writer.maybe_write(0.0, offset=size, **kw)
     assert not writer.maybe_write(5.0, offset=size, **kw)  # too soon
@@ -176,7 +182,7 @@ def test_writer_survives_a_refusing_disk(tmp_path):
     (run_dir / "config.json").unlink()  # unreadable config: the snapshot is skipped, never raised
     writer = SnapshotWriter(run_dir, interval=1.0)
     assert not writer.maybe_write(
-        0.0, engine=FakeEngine(), progress=Progress(), offset=10, max_seq=0, unacked=[], wall_time=0.0
+        0.0, engine=FakeEngine(), progress=RunProgress(), offset=10, max_seq=0, unacked=[], wall_time=0.0
     )
     assert writer.error and "config.json" in writer.error
 
@@ -223,9 +229,9 @@ def test_a_snapshot_that_does_not_fit_is_refused_with_a_reason(tmp_path, spoil, 
 
 def test_a_snapshot_ahead_of_control_jsonl_is_refused(tmp_path):
     run_dir = make_run_dir(tmp_path)
-    write(run_dir, Progress(verdicts=4), max_seq=3)
+    write(run_dir, RunProgress(verdicts=4), max_seq=3)
     assert load_snapshot(run_dir, history(verdicts=3, max_seq=3))[0] is None  # verdict lines lost
-    write(run_dir, Progress(verdicts=2), max_seq=5)
+    write(run_dir, RunProgress(verdicts=2), max_seq=5)
     snap, how = load_snapshot(run_dir, history(verdicts=2, max_seq=4))
     assert snap is None and "less than the snapshot knows was sent" in how
 

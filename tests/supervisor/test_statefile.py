@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from lrsup.supervisor.rundir.statefile import process_start_time, read_state, same_process, write_state
+from lrsup.supervisor.rundir.liveness import pid_alive as same_process
+from lrsup.supervisor.rundir.liveness import process_start_time
+from lrsup.supervisor.rundir.statefile import read_state, write_state
 
 
 def test_process_start_time_is_field_22_and_identifies_a_process():

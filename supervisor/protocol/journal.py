@@ -1,0 +1,272 @@
+"""The journal's line kinds (``journal.jsonl``): one frozen dataclass each, one writer, one reader.
+
+The supervisor writes one line per decision (suppressed ones included), per command the
+trainer applied or refused, per operator override and per event (started, restart,
+hold, garbage, ...). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
+``time`` (the supervisor's wall clock) and the entry's fields, in the order below; a line
+journaled late because the disk was full also carries ``late`` (why; read back among the
+entry's extra fields, or for ``applied``, over its own ``late``). People and
+``lrsup report``/``status``/``watch`` read it back.
+
+:func:`journal_line` is the one writer (the object of one line), :func:`read_entry` the
+one reader: tolerant of old and foreign lines, it never raises. A field of the wrong type
+reads as None (``""`` for text), and a line of a kind it does not know comes back as an
+:class:`UnknownEntry` holding its fields.
+
+Example::
+
+    obj = journal_line(EventEntry("started", "trainer pid 12"), time=1790000000.0)
+    entry = read_entry(obj)  # EventEntry(event='started', detail='trainer pid 12', ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Union
+
+from lrsup.supervisor.protocol.wire import PROTOCOL_VERSION
+
+# The journal's entry kinds (the ``type`` of a line).
+DECISION = "decision"
+APPLIED = "applied"
+COMMAND_ERROR = "command_error"
+OVERRIDE = "override"
+EVENT = "event"
+REQUEST = "request"
+
+# Keys every line has besides its entry's fields.
+_COMMON = ("v", "type", "time")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class DecisionEntry:
+    """What the engine decided about one policy action, and the command's ``seq`` if one was sent.
+
+    ``suppressed`` says why no command was sent (None when one was).
+    """
+
+    kind: ClassVar[str] = DECISION
+    seq: int | None
+    policy: str
+    action: str
+    lr: float | None
+    reason: str
+    epoch: int | None
+    step: int | None
+    suppressed: str | None
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # fields this reader does not know
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "DecisionEntry":
+        return cls(
+            _int(obj.get("seq")),
+            _str(obj.get("policy")),
+            _str(obj.get("action")),
+            _float(obj.get("lr")),
+            _str(obj.get("reason")),
+            _int(obj.get("epoch")),
+            _int(obj.get("step")),
+            _str(obj.get("suppressed")) or None,
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
+class AppliedEntry:
+    """The trainer acknowledged command ``seq`` (its ``ack`` record)."""
+
+    kind: ClassVar[str] = APPLIED
+    seq: int | None
+    cmd: str
+    epoch: int | None
+    step: int | None
+    lr: float | None
+    late: bool  # the ack's: applied after its epoch's verdict timed out
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "AppliedEntry":
+        return cls(
+            _int(obj.get("seq")),
+            _str(obj.get("cmd")),
+            _int(obj.get("epoch")),
+            _int(obj.get("step")),
+            _float(obj.get("lr")),
+            obj.get("late") is True,
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
+class CommandErrorEntry:
+    """The trainer refused command ``seq`` (its ``error`` record)."""
+
+    kind: ClassVar[str] = COMMAND_ERROR
+    seq: int | None
+    cmd: str | None
+    message: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "CommandErrorEntry":
+        return cls(_int(obj.get("seq")), _str_or_none(obj.get("cmd")), _str(obj.get("message")), time, extra)
+
+
+@dataclass(frozen=True)
+class OverrideEntry:
+    """An operator's ``lrsup set-lr``: a ``set_lr`` command sent as ``seq`` (None when not sent)."""
+
+    kind: ClassVar[str] = OVERRIDE
+    who: str
+    why: str | None
+    lr: float | None
+    seq: int | None
+    suppressed: str | None
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "OverrideEntry":
+        return cls(
+            _str(obj.get("who")),
+            _str_or_none(obj.get("why")),
+            _float(obj.get("lr")),
+            _int(obj.get("seq")),
+            _str(obj.get("suppressed")) or None,
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """Something that happened to the run (``event``: started, restart, hold, garbage, finished, ...).
+
+    ``fields`` holds the event's own extra fields (``returncode``, ``seq``, ``who``, ...).
+    """
+
+    kind: ClassVar[str] = EVENT
+    event: str
+    detail: Any = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    time: float | None = None
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "EventEntry":
+        return cls(_str(obj.get("event")), obj.get("detail"), extra, time)
+
+
+@dataclass(frozen=True)
+class RequestEntry:
+    """An operator request the supervisor is about to act on (requests.jsonl), journaled first so that
+    ``lrsup resume`` acts on each request once: ``offset`` is where its batch of requests.jsonl starts,
+    ``index`` its place in the batch, ``seq`` the command it is to send (None for hold/release).
+    """
+
+    kind: ClassVar[str] = REQUEST
+    op: str
+    who: str
+    why: str | None
+    lr: float | None
+    seq: int | None
+    offset: int | None
+    index: int | None
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "RequestEntry":
+        return cls(
+            _str(obj.get("op")),
+            _str(obj.get("who")),
+            _str_or_none(obj.get("why")),
+            _float(obj.get("lr")),
+            _int(obj.get("seq")),
+            _int(obj.get("offset")),
+            _int(obj.get("index")),
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
+class UnknownEntry:
+    """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
+
+    type: Any
+    fields: Mapping[str, Any]
+    time: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.type if isinstance(self.type, str) else ""
+
+
+JournalEntry = Union[
+    DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, UnknownEntry
+]
+
+ENTRY_TYPES: dict[str, type] = {
+    cls.kind: cls for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry)
+}
+
+# Fields of each kind that are the line's own (not in ``extra``), in the order they are written.
+_WRITTEN: dict[type, tuple[str, ...]] = {
+    DecisionEntry: ("seq", "policy", "action", "lr", "reason", "epoch", "step", "suppressed"),
+    AppliedEntry: ("seq", "cmd", "epoch", "step", "lr", "late"),
+    CommandErrorEntry: ("seq", "cmd", "message"),
+    OverrideEntry: ("who", "why", "lr", "seq", "suppressed"),
+    EventEntry: ("event", "detail"),
+    RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
+}
+
+
+def journal_line(entry: JournalEntry, time: float) -> dict[str, Any]:
+    """The object of one journal line for ``entry``, written at ``time`` (the one writer).
+
+    Its fields come in a fixed order after ``v``, ``type`` and ``time``, then the entry's
+    extra fields (an event's ``fields``). ``entry.time`` is ignored: the writer stamps the time
+    (and the command channel adds ``late`` to a line it journals late).
+    """
+    if isinstance(entry, UnknownEntry):
+        return {"v": PROTOCOL_VERSION, "type": entry.type, "time": time, **entry.fields}
+    obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": entry.kind, "time": time}
+    for name in _WRITTEN[type(entry)]:
+        obj[name] = getattr(entry, name)
+    obj.update(entry.fields if isinstance(entry, EventEntry) else entry.extra)
+    return obj
+
+
+def read_entry(obj: Mapping[str, Any]) -> JournalEntry:
+    """The entry of one decoded journal line (the one reader). Never raises.
+
+    The caller checks ``v`` (a line of another protocol version is not this format).
+    """
+    kind = obj.get("type")
+    time = _float(obj.get("time"))
+    cls = ENTRY_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return UnknownEntry(kind, {k: v for k, v in obj.items() if k not in _COMMON}, time)
+    own = _WRITTEN[cls]
+    return cls._read(obj, time, {k: v for k, v in obj.items() if k not in own and k not in _COMMON})
