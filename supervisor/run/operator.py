@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import socket
 import time as _time
@@ -228,15 +229,15 @@ def apply_pbt(runner: Any, request: Request) -> None:
     peer = os.path.basename(request.peer or "")
     fields = {"peer": request.peer, "checkpoint": request.checkpoint, "at_epoch": request.epoch, "old": old, "new": new}
     if request.op == "donate":
-        runner.event(
-            "donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields
-        )
+        runner.event("donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields)
         return
     reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
     rollback = RollbackCommand(checkpoint=request.checkpoint, lr=new.get("lr"), from_run=request.peer)
     seq = runner.send(rollback, reason=reason)
     seqs = [seq] + [
-        runner.send(SetHparamCommand(name=name, value=value), reason=reason) for name, value in new.items() if name != "lr"
+        runner.send(SetHparamCommand(name=name, value=value), reason=reason)
+        for name, value in new.items()
+        if name != "lr"
     ]
     changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
     runner.event(

@@ -19,8 +19,12 @@ def donor_run(tmp_path, lr):
     handle = StateHandle(lr=lr)
     with make_agent(donor, keep_last=10) as agent:
         agent.start(handle, step=0)
-        train(agent, handle, epochs=2, steps=4)  # epoch-0001 holds w = -8 * lr at step 8
+        train(agent, handle, epochs=2, steps=4)  # its newest checkpoint holds w = -8 * lr at step 8
     return donor
+
+
+def newest(run_dir):
+    return CheckpointStore(run_dir).entries()[-1]
 
 
 def test_rollback_from_another_run_loads_the_donors_checkpoint(tmp_path):
@@ -32,17 +36,19 @@ def test_rollback_from_another_run_loads_the_donors_checkpoint(tmp_path):
     with make_agent(member, keep_last=10) as agent:
         agent.start(handle, step=0)
         step = train(agent, handle, epochs=2, steps=4)
-        seq = control.send("rollback", checkpoint="epoch-0001", from_run=str(donor), lr=0.5, skip_batches=0)
+        name = newest(donor).name
+        assert newest(donor).step == 8
+        seq = control.send("rollback", checkpoint=name, from_run=str(donor), lr=0.5, skip_batches=0)
         train(agent, handle, epochs=1, steps=1, first_epoch=2, step=step)
         assert handle.w == pytest.approx(-8.0)  # the donor's weights
         assert handle.iterations == 8 and handle.lr == 0.5
     assert [r for r in records(member, "ack") if r["seq"] == seq]
-    assert CheckpointStore(member).get("epoch-0001").step == 8  # the member's own manifest is untouched
+    assert CheckpointStore(member).get(name).step == 8  # the member's own manifest is untouched (its own w)
 
 
 def test_a_torn_donor_checkpoint_is_refused(tmp_path):
     donor = donor_run(tmp_path, lr=1.0)
-    entry = CheckpointStore(donor).get("epoch-0001")
+    entry = newest(donor)
     (donor / entry.file).write_text('{"w": 123}')
     member = tmp_path / "member"
     member.mkdir()
@@ -51,7 +57,7 @@ def test_a_torn_donor_checkpoint_is_refused(tmp_path):
     with make_agent(member) as agent:
         agent.start(handle, step=0)
         step = train(agent, handle, epochs=1, steps=2)
-        seq = control.send("rollback", checkpoint="epoch-0001", from_run=str(donor))
+        seq = control.send("rollback", checkpoint=entry.name, from_run=str(donor))
         agent.batch_end(handle, epoch=1, batch=0, step=step)
     assert handle.w == pytest.approx(-0.2)
     errors = [r for r in records(member, "error") if r["seq"] == seq]
