@@ -226,7 +226,7 @@ use = "platau"
 """,
     )
     assert err.problems == [
-        "polcy: unknown key (got 1); expected one of: agent, notify, policy, run",
+        "polcy: unknown key (got 1); expected one of: agent, notify, policy, population, run",
         "agent.batch_every: must be an integer >= 1 (got 0)",
         "agent.verdict_timeout: must be a number of seconds >= 0 and <= 9.223e+09 (0: no wait) (got -1.0)",
         "agent.bogus: unknown setting (got True); known settings: " + ", ".join(sorted(AgentSettings.model_fields)),
@@ -329,7 +329,7 @@ def test_pyproject_problems_carry_the_table_path(tmp_path):
     )
     assert err.source == str(tmp_path / "pyproject.toml")
     assert err.problems == [
-        "tool.lrsup.surprise: unknown key (got 1); expected one of: agent, notify, policy, run",
+        "tool.lrsup.surprise: unknown key (got 1); expected one of: agent, notify, policy, population, run",
         "tool.lrsup.policy[0].factor: Plateau does not support a factor >= 1.0; got factor=2.0 (got 2)",
     ]
 
