@@ -394,10 +394,14 @@ def check(plain: Run, sup: Run) -> dict[str, list[str]]:
     if sup.script.crashes:
         problems["lr"] = check_restart_lr(sup)
         return problems
-    if sup.result is not None and plain.result is not None:
-        problems["callbacks"] = check_callbacks(plain, sup)
-        problems["lr"] = check_lr(sup)
-        problems["says"] = check_says(sup)
+    if sup.result is None or plain.result is None:
+        missing = "the lrsup run" if sup.result is None else "the plain run"
+        for group in ("callbacks", "lr", "says"):
+            problems[group] = [f"nothing to check: {missing} wrote no result (see completes)"]
+        return problems
+    problems["callbacks"] = check_callbacks(plain, sup)
+    problems["lr"] = check_lr(sup)
+    problems["says"] = check_says(sup)
     return problems
 
 
