@@ -1,6 +1,6 @@
 """No harm: well-tuned ordinary scripts, plainly and under ``lrsup run`` (default stack), over seeds.
 
-    python -m benchmarks.no_harm --quick       # 3 scripts x 3 seeds x 2 arms (~10 min on 2 free cores)
+    python -m benchmarks.no_harm --quick       # 4 scripts x 3 seeds x 2 arms (~15 min on 2 free cores)
     python -m benchmarks.no_harm               # every well-tuned script of tests/compat (~50 min)
     python -m benchmarks.no_harm --smoke       # one script, one seed; docs untouched
 
@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 from tests.compat import harness  # noqa: E402
 
-QUICK = ("own_callbacks", "functional_split", "regression")
+QUICK = ("own_callbacks", "functional_split", "reduce_lr_plateau", "regression")
 ARMS = ("plain", "default")
 
 
@@ -40,12 +40,17 @@ def well_tuned(backend: str) -> list[str]:
     return [s.name for s in harness.SCRIPTS.values() if s.tuned and backend in s.backends]
 
 
-def measure(names: list[str], seeds: list[int], backend: str) -> list[dict]:
+def measure(names: list[str], seeds: list[int], backend: str, done: list[dict] | None = None) -> list[dict]:
+    """Run every (script, seed, arm); ``done``: results of an earlier run to keep instead of running again."""
     out = []
+    kept = {(r["script"], r["seed"], r["arm"]): r for r in done or []}
     for name in names:
         script = harness.SCRIPTS[name]
         for seed in seeds:
             for arm in ARMS:
+                if (name, seed, arm) in kept:
+                    out.append(kept[(name, seed, arm)])
+                    continue
                 run = harness.run(script, backend, arm, seed)
                 final = (run.result or {}).get("final")
                 lower = bool((run.result or {}).get("lower_is_better"))
@@ -107,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="one script, one seed; docs/benchmarks.md untouched")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--backend", default="tensorflow", choices=harness.BACKENDS)
-    p.add_argument("--label", default="before the fixes of issue 13", help="what the docs' section calls this run")
+    p.add_argument("--label", default="Before the fixes of issue 13", help="what the docs' section calls this run")
     p.add_argument("--json", type=Path, help="also write every run's result here")
+    p.add_argument("--reuse", type=Path, help="keep the runs found in this --json file of an earlier run")
     p.add_argument("scripts", nargs="*", help="script names (default: by mode)")
     args = p.parse_args(argv)
     if args.scripts:
@@ -123,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     header = machine_line()
     t0 = time.perf_counter()
     print(f"{len(names)} scripts x {len(seeds)} seeds x {len(ARMS)} arms on {args.backend}", flush=True)
-    results = measure(names, seeds, args.backend)
+    done = json.loads(args.reuse.read_text()) if args.reuse else []
+    results = measure(names, seeds, args.backend, done)
+    reused = sum(1 for r in results if any(r is d for d in done))
     total = time.perf_counter() - t0
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
@@ -139,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             "## 5. No harm: well-tuned scripts, plain vs the default stack",
             "",
             f"**{args.label}.** Last run: `{' '.join(['python -m benchmarks.no_harm', mode]).strip()}` "
-            f"({len(results)} runs, {total / 60:.0f} min, backend {args.backend}). "
+            f"({len(results)} runs, {sum(r['wall'] for r in results) / 60:.0f} min of runs"
+            + (f", {reused} of them kept from an earlier run with `--reuse`" if reused else "")
+            + f", backend {args.backend}). "
             "The whole set: `python -m benchmarks.no_harm` (every well-tuned script of tests/compat).",
             "",
             header,
