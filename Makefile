@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast compat lint install clean
+.PHONY: demo test test-fast compat lint wheel-check install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint]'
+	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint,ray]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,6 +36,16 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	rm -rf .lint && $(PY) -m pip install -q --no-deps --no-build-isolation --target .lint . 2>/dev/null
 	cd .lint && PYTHONPATH=. ../$(VENV)/bin/lint-imports ../pyproject.toml
+
+# wheel-check: the wheel built from this checkout, installed into a fresh virtual environment
+# (not the editable install), supervises the digits example for 2 epochs from outside the repo.
+wheel-check: $(VENV)/.installed
+	rm -rf build/wheel-check && mkdir -p build/wheel-check/run
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel-check .
+	$(PYTHON) -m venv build/wheel-check/venv
+	build/wheel-check/venv/bin/pip install -q "$$(ls build/wheel-check/lrsup-*.whl)[tensorflow]"
+	cd build/wheel-check/run && ../venv/bin/lrsup run $(CURDIR)/examples/digits/train.py -- --epochs 2
+	test -f build/wheel-check/run/runs/*/report.md
 
 clean:
 	rm -rf $(VENV) build .lint *.egg-info runs .pytest_cache .hypothesis

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "--quick" if args.quick and not args.scripts else ""
     body = "\n".join(
         [
-            "## 5. No harm: well-tuned scripts, plain vs the default stack",
+            "## 4b. No harm: well-tuned scripts, plain vs the default stack",
             "",
             f"**{args.label}.** Last run: `{' '.join(['python -m benchmarks.no_harm', mode]).strip()}` "
             f"({len(results)} runs, {sum(r['wall'] for r in results) / 60:.0f} min of runs"

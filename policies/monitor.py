@@ -185,17 +185,41 @@ def resolve_mode(monitor: str, mode: str) -> Direction:
         ValueError: ``mode`` is not one of the three, or it is ``"auto"`` and the
             direction of ``monitor`` cannot be inferred from its name.
     """
-    if mode == "min" or mode == "max":
-        return mode
-    if mode != "auto":
+    if mode not in MODES:
         raise ValueError(f"mode must be one of 'auto', 'min', 'max'; got mode={mode!r}")
-    direction = infer_direction(monitor)
+    direction = metric_direction(monitor, mode)
     if direction is None:
         raise ValueError(
             f"mode='auto' cannot tell whether monitor={monitor!r} should be minimised or "
             "maximised; set mode to 'min' or 'max'"
         )
     return direction
+
+
+def metric_direction(name: str, mode: str = "auto") -> Direction | None:
+    """Whether higher or lower is better for ``name``, for everything that reads a run back.
+
+    The one answer to "is higher better?" in lrsup: the policies decide with it (through
+    :func:`resolve_mode`), and so do the live display, the report, ``lrsup ls`` and
+    ``status``, so that they never disagree. ``mode`` is a policy's setting when the caller
+    knows it (``"min"``/``"max"`` win); ``"auto"`` infers from the name as Keras does.
+
+    Example::
+
+        metric_direction("val_precision")            # "max"
+        metric_direction("my_score")                 # None: nobody can tell
+        metric_direction("my_score", mode="max")     # "max"
+
+    Args:
+        name: str. A key of Keras's logs.
+        mode: str. ``"auto"``, ``"min"`` or ``"max"``; anything else counts as ``"auto"``.
+
+    Returns:
+        ``"min"``, ``"max"``, or None when the direction of ``name`` cannot be inferred.
+    """
+    if mode == "min" or mode == "max":
+        return mode
+    return infer_direction(name)
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,8 @@ class Checkpointing:
                 warn(f"{type(handle).__name__} has no save_state: no checkpoints are taken")
             return None
         if name is None:
-            name = self._fresh_name(f"epoch-{epoch:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
+            # Named as people count epochs (epoch-0001 is the first epoch's end), as docs/protocol.md says.
+            name = self._fresh_name(f"epoch-{epoch + 1:04d}" if epoch_end and epoch is not None else f"step-{step:07d}")
         lr = self._lr(handle)
         meta = {
             "lrsup_schedule": self._schedule.spec if self._schedule is not None else None,

@@ -27,6 +27,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: flags read "-d, --detach", without the "<bool>" typer's rich panels put after them.
+    rich_markup_mode=None,
 )
 
 

@@ -2,12 +2,19 @@
 
 Owns the small formatters that ``ls``, ``status``, ``watch``, ``stop`` and ``replay``
 share, and the colour of each run state. Pure functions over values or a
-``runs.RunSummary``; standard library only.
+``runs.RunSummary``; standard library only at import time.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def fmt_lr(lr: float | None) -> str:
+    """A learning rate (``history.rows.fmt_lr``, the one LR format), ``-`` when unknown."""
+    from lrsup.supervisor.history.rows import fmt_lr as one_format
+
+    return one_format(lr, "-")
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from lrsup.supervisor.cli import operator as cli_operator  # noqa: F401
 from lrsup.supervisor.cli import policies as cli_policies  # noqa: F401
+from lrsup.supervisor.cli import queue as cli_queue  # noqa: F401
 from lrsup.supervisor.cli import reports as cli_reports  # noqa: F401
 
 # Registration order is the order of the commands in --help.

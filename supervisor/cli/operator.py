@@ -15,7 +15,7 @@ from typing import Any, Optional
 import typer
 
 from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, fail, resolve
-from lrsup.supervisor.cli.format import epoch_text, state_text
+from lrsup.supervisor.cli.format import epoch_text, fmt_lr, state_text
 
 WhyOption = typer.Option(None, "--why", help="Why (recorded in the journal with who asked).")
 
@@ -86,16 +86,13 @@ def _request(run_dir: Path, op: str, why: str | None, **fields: Any) -> int:
         if summary.state == "running":  # fresh files but no supervisor pid recorded
             fail(f"{summary.name}: no live supervisor is recorded in supervisor.json; cannot send {op}")
         fail(f"{summary.name} is not running ({summary.state}); use `lrsup resume {summary.name}` to go on with it")
-    try:
-        from lrsup.supervisor.run.operator import send_request
-    except ImportError:
-        print("lrsup: this lrsup has no operator channel (lrsup.supervisor.run.operator is missing)", file=sys.stderr)
-        return 1
+    from lrsup.supervisor.run.operator import send_request
+
     try:
         answer = send_request(run_dir, op, who=_who(), why=why, **fields)
     except (ValueError, OSError) as err:
         fail(f"cannot send {op} to {summary.name}: {err}")
-    what = f"{op} lr={fields['lr']:.6g}" if "lr" in fields else op
+    what = f"{op} lr={fmt_lr(fields['lr'])}" if "lr" in fields else op
     ref = f" (request {answer})" if isinstance(answer, (int, str)) and not isinstance(answer, bool) else ""
     print(f"lrsup: sent {what} to {summary.name}{ref}")
     return 0
@@ -145,13 +142,7 @@ def _resume(run_dir: Path) -> int:
     summary = summarize(run_dir, scan_best=False)
     if summary.state == "running" and summary.alive:
         fail(f"{summary.name} is running (supervisor pid {summary.pid}); nothing to resume")
-    try:
-        from lrsup.supervisor.run.runner import resume as resume_run
-    except ImportError:
-        print(
-            "lrsup: this lrsup cannot resume runs yet (lrsup.supervisor.run.runner.resume is missing)", file=sys.stderr
-        )
-        return 1
+    from lrsup.supervisor.run.runner import resume as resume_run
     from lrsup.supervisor.rundir.layout import RunDirError
 
     try:

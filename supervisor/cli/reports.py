@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 import typer
 
 from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, fail, load_config, resolve
-from lrsup.supervisor.cli.format import fmt
+from lrsup.supervisor.cli.format import fmt, fmt_lr
 
 BIG_RUN_BYTES = 50 * 1024 * 1024  # show a progress bar on stderr above this much to read
 
@@ -79,27 +79,19 @@ def replay(
 
 
 def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
-    import inspect
     import json
 
     resolved = load_config(config_path, Path.cwd()) if config_path is not None else None
-    try:
-        from lrsup.supervisor.engine.replay import replay as replay_run
-    except ImportError:
-        print("lrsup: this lrsup cannot replay runs yet (lrsup.supervisor.engine.replay is missing)", file=sys.stderr)
-        return 1
     from lrsup.supervisor import protocol
+    from lrsup.supervisor.engine.replay import replay as replay_run
 
     size = _run_bytes([run_dir])
     rows: list[dict] = []
     with _ByteProgress(size, "replaying") as bar:
-        kwargs: dict[str, Any] = {}
-        if bar.callback is not None and "progress" in inspect.signature(replay_run).parameters:
-            kwargs["progress"] = bar.callback
-        elif bar.progress is not None:
+        if bar.progress is not None:
             bar.progress.update(bar.task, total=None)  # no byte counts from replay: a pulsing bar
         try:
-            for item in replay_run(run_dir, resolved, **kwargs):
+            for item in replay_run(run_dir, resolved):
                 if as_json:
                     print(protocol.dumps(item) if isinstance(item, dict) else json.dumps(str(item)), flush=False)
                 else:
@@ -126,7 +118,7 @@ def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
             fmt(r.get("step")),
             escape(str(r.get("policy") or "")),
             escape(str(r.get("action") or "")),
-            fmt(r.get("lr")),
+            fmt_lr(r.get("lr")),
             escape(str(r.get("reason") or "")),
             escape(str(r.get("suppressed") or "")),
         )
@@ -136,13 +128,22 @@ def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
 
 @app.command()
 def report(
-    runs: List[str] = typer.Argument(
-        ..., metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."
+    runs: Optional[List[str]] = typer.Argument(
+        None, metavar="RUN [RUN ...]", help="One run (a report) or several (a comparison)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Where a comparison of several runs goes (default: .)."),
+    group: Optional[str] = typer.Option(
+        None, "--group", help="Compare the runs of a queue group (lrsup sweep, queue add --group) and name the best."
+    ),
     runs_dir: Path = RunsDirOption,
 ) -> None:
     """Write report.md, report.png and report.html into a run directory, or compare several runs."""
+    if group is not None:
+        from lrsup.supervisor.cli.queue import report_group
+
+        raise typer.Exit(report_group(group, runs, out, runs_dir, _report))
+    if not runs:
+        fail("report needs RUN [RUN ...] or --group G")
     raise typer.Exit(_report([resolve(r, runs_dir) for r in runs], out))
 
 
@@ -189,7 +190,7 @@ def export(
         None,
         "--tensorboard",
         metavar="DIR",
-        help="Write TensorBoard event files under DIR (needs lrsup\\[tensorboard]).",
+        help="Write TensorBoard event files under DIR (needs lrsup[tensorboard]).",
     ),
     runs_dir: Path = RunsDirOption,
 ) -> None:

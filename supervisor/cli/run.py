@@ -27,7 +27,7 @@ def run(
     config: Optional[Path] = typer.Option(
         None,
         "--config",
-        help="lrsup.toml or a pyproject.toml with \\[tool.lrsup] (default: found in the current directory).",
+        help="lrsup.toml or a pyproject.toml with [tool.lrsup] (default: found in the current directory).",
     ),
     run_dir: Optional[Path] = typer.Option(
         None, "--run-dir", help="Where the run's files go (default: runs/<UTC time>-<script>); must be new or empty."

@@ -14,7 +14,16 @@ from typing import Any
 import typer
 
 from lrsup.supervisor.cli.app import RunArgument, RunsDirOption, app, resolve
-from lrsup.supervisor.cli.format import STATE_STYLE, best_text, epoch_text, fmt, fmt_duration, fmt_time, state_text
+from lrsup.supervisor.cli.format import (
+    STATE_STYLE,
+    best_text,
+    epoch_text,
+    fmt,
+    fmt_duration,
+    fmt_lr,
+    fmt_time,
+    state_text,
+)
 
 
 @app.command("ls")
@@ -30,6 +39,7 @@ def status(run: str = RunArgument, runs_dir: Path = RunsDirOption) -> None:
 
 
 def _ls(runs_dir: Path) -> int:
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -44,33 +54,63 @@ def _ls(runs_dir: Path) -> int:
     if not found:
         print(f"no runs in {runs_dir}", file=sys.stderr)
         return 0
-    table = Table(title=f"lrsup runs in {runs_dir}", title_justify="left")
-    for column, justify in (
-        ("name", "left"),
-        ("state", "left"),
-        ("epoch", "right"),
-        ("best", "left"),
-        ("lr", "right"),
-        ("started", "left"),
-        ("duration", "right"),
-    ):
-        table.add_column(
-            column, justify=justify, overflow="fold", no_wrap=column in ("epoch", "lr", "started", "duration")
-        )
-    for path in found:
-        s = summarize(path)
+    summaries = [summarize(path) for path in found]
+    rows = [_ls_row(s) for s in summaries]
+    console = Console()
+    shown = _ls_columns(rows, console.width)
+    # The name is what RUN is typed as: whole, on one line; columns that do not fit are left out.
+    table = Table(title=f"lrsup runs in {runs_dir}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for column, justify in _LS_COLUMNS:
+        if column in shown:
+            table.add_column(column, justify=justify, no_wrap=True)
+    for s, row in zip(summaries, rows):
+        cells = [escape(row[c]) for c, _ in _LS_COLUMNS if c in shown]
         style = STATE_STYLE.get(s.state, "")
-        table.add_row(
-            escape(s.name),
-            f"[{style}]{escape(state_text(s))}[/]" if style else escape(state_text(s)),
-            epoch_text(s),
-            escape(best_text(s)),
-            fmt(s.lr),
-            fmt_time(s.started),
-            fmt_duration(s.duration()),
-        )
-    Console().print(table)
+        if style and "state" in shown:
+            cells[1] = f"[{style}]{cells[1]}[/]"
+        table.add_row(*cells)
+    if any(s.stale for s in summaries):
+        table.caption = "stale: its supervisor is gone; `lrsup resume RUN` goes on with it"
+        table.caption_justify = "left"
+    console.print(table)
     return 0
+
+
+_LS_COLUMNS = (
+    ("name", "left"),
+    ("state", "left"),
+    ("epoch", "right"),
+    ("best", "left"),
+    ("lr", "right"),
+    ("started", "left"),
+    ("duration", "right"),
+)
+_LS_GAP = 3  # between two columns: padding, the box's blank separator, padding
+# Left out first when the terminal is too narrow for every column (name and state always stay).
+_LS_OPTIONAL = ("started", "duration", "best", "lr", "epoch")
+
+
+def _ls_row(s: Any) -> dict[str, str]:
+    return {
+        "name": s.name,
+        "state": s.state,
+        "epoch": epoch_text(s),
+        "best": best_text(s),
+        "lr": fmt_lr(s.lr),
+        "started": fmt_time(s.started),
+        "duration": fmt_duration(s.duration()),
+    }
+
+
+def _ls_columns(rows: list[dict[str, str]], width: int) -> set[str]:
+    """The columns of ``ls`` that fit in ``width`` on one line each, dropping optional ones in order."""
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c, _ in _LS_COLUMNS}
+    shown = set(widths)
+    for column in (None, *_LS_OPTIONAL):
+        shown.discard(column)
+        if sum(widths[c] for c in shown) + _LS_GAP * (len(shown) - 1) <= width:
+            break
+    return shown
 
 
 def _status(run_dir: Path) -> int:
@@ -95,7 +135,7 @@ def _status(run_dir: Path) -> int:
         ("restarts", fmt(s.restarts)),
         ("epoch", epoch_text(s)),
         ("step", fmt(s.step)),
-        ("lr", fmt(s.lr, 6)),
+        ("lr", fmt_lr(s.lr)),
         ("last metrics", escape(" ".join(f"{k}={fmt(v)}" for k, v in s.last_logs.items())) or "-"),
         ("best", escape(best_text(s))),
         ("held", _flag_text(s.held, s.supervisor)),
@@ -119,7 +159,7 @@ def _status(run_dir: Path) -> int:
                 fmt(d.step),
                 escape(d.policy),
                 escape(d.action),
-                fmt(d.lr),
+                fmt_lr(d.lr),
                 escape(reason),
             )
         console.print(table)

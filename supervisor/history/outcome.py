@@ -5,19 +5,23 @@ give-up events, the last fit's end record, supervisor.json (the supervisor's pid
 and exit status) and, for a run without a supervisor, how recently the trainer
 wrote. Exit statuses come from an event's fields or its detail text (a signal N
 counts as 128 + N). Whether a pid still runs is asked through ``pid_alive``, the
-system-call seam (:func:`pid_alive` by default), so tests need no real process.
+system-call seam (``load_run`` passes :func:`lrsup.supervisor.rundir.liveness.pid_alive`),
+so tests need no real process.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from lrsup.supervisor.history.rows import Event, Outcome, as_float, as_int
+from lrsup.supervisor.protocol.wire import EndRecord
 
 if TYPE_CHECKING:
     from lrsup.supervisor.history.runinfo import RunInfo
+
+__all__ = ["decide_outcome"]
 
 # Journal events that mean the supervisor gave up on the trainer (restarts used up, ...).
 _GIVE_UP_EVENTS = ("fatal", "give_up", "gave_up")
@@ -25,51 +29,144 @@ _GIVE_UP_EVENTS = ("fatal", "give_up", "gave_up")
 _STALE_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class _Evidence:
+    """What the files say about the end of a run, gathered once for the cases below."""
+
+    finished: Event | None  # the supervisor's last ``finished`` event
+    exited: Event | None  # the trainer's last exit, unless a restarted trainer runs again
+    fatal: Event | None  # the last give-up event
+    last_start: float | None  # time of the last start record
+    pid: int | None  # the supervisor's, from supervisor.json
+    supervisor_alive: bool  # that pid is this run's live supervisor and it has not finished
+    trainer_status: int | None  # the exit status of ``exited``
+    end: EndRecord | None  # the last fit's end record
+    gave_up: bool
+    recent: bool  # no supervisor pid, and records arrived moments ago
+
+
 def decide_outcome(info: RunInfo, *, now: float, pid_alive: Callable[[int, int | None], bool]) -> None:
-    finished = next((e for e in reversed(info.events) if e.event == "finished"), None)
-    exited = next((e for e in reversed(info.events) if e.event == "trainer_exited"), None)
+    """Set ``info.outcome``, ``outcome_detail``, ``exit_status`` and ``gave_up`` from the files.
+
+    The first case of :data:`_CASES` that applies decides (they are in priority order).
+
+    Args:
+        info: RunInfo, read (events, starts, end, supervisor_state, last_time).
+        now: float. Unix time, to judge whether records are still arriving.
+        pid_alive: callable(pid, start_time) -> bool, the system-call seam.
+    """
+    evidence = _gather(info, now, pid_alive)
+    if info.exit_status is None:
+        info.exit_status = _recorded_status(info, evidence)
+    info.gave_up = info.gave_up or evidence.fatal is not None
+    for case in _CASES:
+        found = case(evidence)
+        if found is not None:
+            info.outcome, info.outcome_detail = found
+            return
+
+
+def _gather(info: RunInfo, now: float, pid_alive: Callable[[int, int | None], bool]) -> _Evidence:
+    finished = _last_event(info, ("finished",))
+    exited = _last_event(info, ("trainer_exited",))
     last_start = info.starts[-1].time if info.starts else None
     if exited is not None and last_start and exited.time is not None and exited.time < last_start:
         exited = None  # a restarted trainer is running again
-    for source in (finished, exited):
-        if source is not None and info.exit_status is None:
-            info.exit_status = _exit_status(source)
     state = info.supervisor_state or {}
-    if info.exit_status is None:
-        info.exit_status = as_int(state.get("exit_status", state.get("status")))
-    fatal = next((e for e in reversed(info.events) if e.event in _GIVE_UP_EVENTS), None)
-    if fatal is not None:
-        info.gave_up = True
-
-    pid = as_int(state.get("supervisor_pid", state.get("pid")))
+    pid = as_int(state.get("supervisor_pid"))
     started = as_int(state.get("supervisor_start_time"))
-    supervisor_alive = pid is not None and finished is None and pid_alive(pid, started)
-    trainer_status = _exit_status(exited) if exited is not None else None
-    end = info.end
-    if supervisor_alive and exited is None:
-        outcome, detail = Outcome.RUNNING, f"the supervisor (pid {pid}) is running"
-    elif fatal is not None and (not last_start or fatal.time is None or fatal.time >= last_start):
-        outcome, detail = Outcome.FAILED, _detail_text(fatal) or "the supervisor gave up on the trainer"
-    elif end is not None and end.reason == "exception":
-        outcome, detail = Outcome.FAILED, "training raised an exception"
-    elif end is not None and trainer_status not in (None, 0):
-        outcome, detail = Outcome.FAILED, _detail_text(exited) or f"trainer exited with status {trainer_status}"
-    elif end is not None and end.reason == "stopped":
-        outcome, detail = Outcome.STOPPED, _detail_text(finished) or ("gave up" if info.gave_up else "stopped early")
-    elif end is not None:
-        outcome, detail = Outcome.COMPLETED, _detail_text(finished) or "training completed"
-    elif exited is not None:
-        text = _detail_text(exited) or "the trainer exited"
-        outcome = Outcome.COMPLETED if trainer_status == 0 else Outcome.FAILED
-        detail = text if trainer_status == 0 else f"{text}, before training ended"
-    elif finished is not None:
-        outcome, detail = Outcome.FAILED, _detail_text(finished) or "the supervisor finished without an end record"
-    elif pid is None and info.last_time is not None and now - info.last_time < _stale_after(info):
-        outcome, detail = Outcome.RUNNING, "records are still arriving"
-    else:
-        outcome = Outcome.INTERRUPTED
-        detail = "no end record and no exit recorded: the supervisor or the machine stopped"
-    info.outcome, info.outcome_detail = outcome, detail
+    fatal = _last_event(info, _GIVE_UP_EVENTS)
+    return _Evidence(
+        finished=finished,
+        exited=exited,
+        fatal=fatal,
+        last_start=last_start,
+        pid=pid,
+        supervisor_alive=pid is not None and finished is None and pid_alive(pid, started),
+        trainer_status=_exit_status(exited) if exited is not None else None,
+        end=info.end,
+        gave_up=info.gave_up or fatal is not None,
+        recent=pid is None and info.last_time is not None and now - info.last_time < _stale_after(info),
+    )
+
+
+def _last_event(info: RunInfo, names: tuple[str, ...]) -> Event | None:
+    return next((e for e in reversed(info.events) if e.event in names), None)
+
+
+def _recorded_status(info: RunInfo, ev: _Evidence) -> int | None:
+    """The exit status: the supervisor's ``finished``, else the trainer's exit, else supervisor.json."""
+    for source in (ev.finished, ev.exited):
+        status = _exit_status(source) if source is not None else None
+        if status is not None:
+            return status
+    return as_int((info.supervisor_state or {}).get("exit_status"))
+
+
+# The cases, in priority order: each returns (outcome, detail) when it applies, else None.
+_Found = Optional[Tuple[Outcome, str]]
+
+
+def _running(ev: _Evidence) -> _Found:
+    if ev.supervisor_alive and ev.exited is None:
+        return Outcome.RUNNING, f"the supervisor (pid {ev.pid}) is running"
+    return None
+
+
+def _gave_up(ev: _Evidence) -> _Found:
+    fatal = ev.fatal
+    if fatal is not None and (not ev.last_start or fatal.time is None or fatal.time >= ev.last_start):
+        return Outcome.FAILED, _detail_text(fatal) or "the supervisor gave up on the trainer"
+    return None
+
+
+def _fit_ended(ev: _Evidence) -> _Found:
+    """The last fit wrote its end record: how it ended, and how its trainer exited."""
+    end = ev.end
+    if end is None:
+        return None
+    if end.reason == "exception":
+        return Outcome.FAILED, "training raised an exception"
+    if ev.trainer_status not in (None, 0):
+        return Outcome.FAILED, _detail_text(ev.exited) or f"trainer exited with status {ev.trainer_status}"
+    if end.reason == "stopped":
+        return Outcome.STOPPED, _detail_text(ev.finished) or ("gave up" if ev.gave_up else "stopped early")
+    return Outcome.COMPLETED, _detail_text(ev.finished) or "training completed"
+
+
+def _trainer_exited(ev: _Evidence) -> _Found:
+    """No end record, but the trainer's exit was seen."""
+    if ev.exited is None:
+        return None
+    text = _detail_text(ev.exited) or "the trainer exited"
+    if ev.trainer_status == 0:
+        return Outcome.COMPLETED, text
+    return Outcome.FAILED, f"{text}, before training ended"
+
+
+def _supervisor_finished(ev: _Evidence) -> _Found:
+    if ev.finished is None:
+        return None
+    return Outcome.FAILED, _detail_text(ev.finished) or "the supervisor finished without an end record"
+
+
+def _still_writing(ev: _Evidence) -> _Found:
+    return (Outcome.RUNNING, "records are still arriving") if ev.recent else None
+
+
+def _interrupted(ev: _Evidence) -> _Found:
+    return Outcome.INTERRUPTED, "no end record and no exit recorded: the supervisor or the machine stopped"
+
+
+_CASES: tuple[Callable[[_Evidence], _Found], ...] = (
+    _running,
+    _gave_up,
+    _fit_ended,
+    _trainer_exited,
+    _supervisor_finished,
+    _still_writing,
+    _interrupted,
+)
 
 
 def _stale_after(info: RunInfo) -> float:
@@ -105,28 +202,3 @@ def _detail_text(event: Event | None) -> str:
     if event is None:
         return ""
     return event.detail if isinstance(event.detail, str) else ""
-
-
-def pid_alive(pid: int, start_time: int | None = None) -> bool:
-    """True while ``pid`` exists and is no zombie, and (when known) started at ``start_time``."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, belongs to someone else
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[-1].split()
-    except OSError:
-        return True  # no /proc (not Linux): the pid exists, that is all we can tell
-    if not fields or fields[0] == b"Z":
-        return False
-    try:
-        return start_time is None or int(fields[19]) == start_time  # field 22 of /proc/<pid>/stat
-    except (IndexError, ValueError):
-        return True

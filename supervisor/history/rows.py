@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterator
 
+from lrsup.policies.monitor import Direction, metric_direction
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 
 
@@ -22,15 +23,16 @@ class RunInfoError(ValueError):
 
 
 class MissingExtraError(ImportError):
-    """An optional dependency of lrsup (an "extra") is not installed.
+    """A package lrsup needs for one feature is not installed; the message says how to install it.
 
-    Shared by ``report`` (matplotlib, the ``plots`` extra) and ``export``
-    (tensorboard, the ``tensorboard`` extra).
+    ``export`` raises it for tensorboard (the ``tensorboard`` extra); ``report`` for matplotlib,
+    a plain dependency (``extra`` None) that a partial installation may still lack.
     """
 
-    def __init__(self, what: str, package: str, extra: str) -> None:
+    def __init__(self, what: str, package: str, extra: str | None) -> None:
         self.package, self.extra = package, extra
-        super().__init__(f"{what} needs {package}, which is not installed: pip install 'lrsup[{extra}]'")
+        how = f"pip install 'lrsup[{extra}]'" if extra else f"pip install {package} (a dependency of lrsup)"
+        super().__init__(f"{what} needs {package}, which is not installed: {how}")
 
 
 class Outcome(str, Enum):
@@ -174,10 +176,48 @@ def order_metric_keys(keys: Iterator[str] | list[str]) -> list[str]:
     return (["loss"] if "loss" in seen else []) + train + (["val_loss"] if "val_loss" in seen else []) + val
 
 
-def metric_mode(name: str) -> str:
-    """``"max"`` for accuracy and AUC style names (``*acc*``, ``*auc*``), else ``"min"``."""
-    lowered = name.lower()
-    return "max" if "acc" in lowered or "auc" in lowered else "min"
+def monitor_direction(monitor: str, config: Any = None) -> Direction | None:
+    """``"min"``/``"max"`` for the run's monitored metric, None when nobody can tell.
+
+    The first configured policy that watches ``monitor`` with an explicit ``mode`` decides;
+    else the name does, by the policies' own rule (:func:`lrsup.policies.monitor.metric_direction`).
+
+    Args:
+        monitor: str. The metric that picks the best epoch.
+        config: the run's config.json (a dict; anything else is ignored).
+    """
+    policies = config.get("policies") if isinstance(config, dict) else None
+    for policy in policies if isinstance(policies, list) else ():
+        if isinstance(policy, dict) and policy.get("monitor") == monitor and policy.get("mode") in ("min", "max"):
+            return metric_direction(monitor, policy["mode"])
+    return metric_direction(monitor)
+
+
+def fmt_lr(lr: Any, missing: str = "–") -> str:
+    """A learning rate as people read it, everywhere lrsup prints one: 4 significant digits.
+
+    An LR read back from a float32 optimizer variable is ``0.009999999776482582``: this prints
+    ``0.01``. Terminal, report, status, replay and the live display all print LRs through here.
+
+    Example::
+
+        fmt_lr(0.009999999776482582)  # '0.01'
+        fmt_lr(1.15e-05)              # '1.15e-05'
+        fmt_lr(None)                  # '–'
+
+    Args:
+        lr: the value (a number, or None when unknown).
+        missing: str. What an unknown LR reads as.
+    """
+    if lr is None:
+        return missing
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        return str(lr)
+    if math.isnan(lr):
+        return "NaN"
+    if math.isinf(lr):
+        return "inf" if lr > 0 else "-inf"
+    return f"{lr:.4g}"
 
 
 def is_finite_number(value: Any) -> bool:

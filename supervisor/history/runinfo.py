@@ -44,7 +44,6 @@ from typing import Callable, Mapping
 from lrsup.supervisor import protocol
 from lrsup.supervisor.history.interruptions import INTERRUPTION_NAMES, find_interruptions, mark_superseded
 from lrsup.supervisor.history.outcome import decide_outcome
-from lrsup.supervisor.history.outcome import pid_alive as _default_pid_alive
 from lrsup.supervisor.history.reader import (
     BATCH_LINE_PREFIX,
     MAX_BATCH_POINTS,
@@ -67,12 +66,14 @@ from lrsup.supervisor.history.rows import (
     MissingExtraError,
     Outcome,
     RunInfoError,
+    fmt_lr,
     is_finite_number,
-    metric_mode,
+    monitor_direction,
     order_metric_keys,
 )
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
+from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
 
 __all__ = [
     "BATCH_LINE_PREFIX",
@@ -90,11 +91,12 @@ __all__ = [
     "ProgressFn",
     "RunInfo",
     "RunInfoError",
+    "fmt_lr",
     "is_finite_number",
     "iter_lines",
     "iter_records",
     "load_run",
-    "metric_mode",
+    "monitor_direction",
     "order_metric_keys",
 ]
 
@@ -123,7 +125,7 @@ class RunInfo:
     last_time: float | None = None
     last_step: int | None = None
     monitor: str | None = None
-    mode: str = "min"
+    mode: str | None = None  # "min" / "max" for the monitor; None: its direction is unknown (no best)
     best: EpochRow | None = None
     metrics_stats: ReadStats = field(default_factory=ReadStats)
     journal_stats: ReadStats = field(default_factory=ReadStats)
@@ -204,9 +206,19 @@ class RunInfo:
         return sum(known) if known else None
 
     @property
+    def policy_decisions(self) -> list[Decision]:
+        """The decisions a person reads: every journal decision but checkpoint bookkeeping (retain, keep...)."""
+        return [d for d in self.decisions if not d.housekeeping]
+
+    @property
     def active_decisions(self) -> list[Decision]:
-        """Decisions that produced a command (not suppressed)."""
-        return [d for d in self.decisions if not d.suppressed]
+        """Decisions that produced a command (not suppressed), bookkeeping left out."""
+        return [d for d in self.policy_decisions if not d.suppressed]
+
+    @property
+    def housekeeping_count(self) -> int:
+        """Journal decisions on checkpoint bookkeeping (``protocol.HOUSEKEEPING_ACTIONS``), never counted as decisions."""
+        return len(self.decisions) - len(self.policy_decisions)
 
     @property
     def metric_keys(self) -> list[str]:
@@ -243,7 +255,8 @@ def load_run(
         run_dir: path of the run directory.
         progress: callable(bytes_read, total_bytes) or None; called about once per MiB.
         monitor: str or None. The metric that picks the best epoch; default ``val_loss``
-            if any epoch has it, else ``loss``. Mode: max for ``*acc*``/``*auc*`` names, else min.
+            if any epoch has it, else ``loss``. Its direction: the configured policy's ``mode`` for it,
+            else inferred from the name by the policies' rule (``monitor_direction``).
         now: float or None. Unix time used to judge whether a run without a supervisor
             pid is still running (default: the clock).
         pid_alive: callable(pid, start_time) -> bool, the system-call seam. The default checks
@@ -326,8 +339,8 @@ def _find_best(info: RunInfo, monitor: str | None) -> None:
     info.monitor = monitor
     if monitor is None:
         return
-    info.mode = metric_mode(monitor)
+    info.mode = monitor_direction(monitor, info.config)
     candidates = [r for r in info.epochs if not r.superseded and is_finite_number(r.logs.get(monitor))]
-    if candidates:
+    if candidates and info.mode is not None:
         pick = max if info.mode == "max" else min
         info.best = pick(candidates, key=lambda r: r.logs[monitor])

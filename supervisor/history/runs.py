@@ -11,9 +11,9 @@ a missing or half-written ``supervisor.json`` is an empty dict, a torn or garbag
 line is skipped. ``metrics.jsonl`` is never parsed whole: the start record comes
 from its first 64 KiB, the latest epoch and learning rate from its last 64 KiB, and
 the best epoch from a byte search for epoch lines (batch lines, the bulk of a big
-file, are never decoded). Standard library only; the system calls that ask whether
-the supervisor lives (``/proc/<pid>/stat``) go through :class:`ProcessProbe`, so
-tests pass a fake.
+file, are never decoded). Whether the supervisor lives is asked through ``pid_alive``
+(:func:`lrsup.supervisor.rundir.liveness.pid_alive` by default), so tests pass a fake.
+Only the keys :mod:`lrsup.supervisor.rundir.statefile` writes are read from supervisor.json.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.history.rows import monitor_direction
 from lrsup.supervisor.protocol.jsonl import iter_objects
+from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 from lrsup.supervisor.rundir.layout import RUNS_DIR
+from lrsup.supervisor.rundir.liveness import pid_alive as _pid_alive
 
 # How much of a file's head and tail the cheap readers look at.
 WINDOW = 64 * 1024
@@ -37,116 +40,28 @@ MAX_BEST_SCAN = 512 * 1024 * 1024
 RECENT = 60.0
 
 FINAL_STATES = ("completed", "failed", "stopped", "fatal")
-# supervisor.json "state" values that mean the run is over, and what ``ls`` calls them.
-_FINAL_ALIASES = {
-    "completed": "completed",
-    "succeeded": "completed",
-    "done": "completed",
-    "error": "failed",
-    "crashed": "failed",
-    "killed": "failed",
-    "stopped": "stopped",
-    "interrupted": "stopped",
-    "cancelled": "stopped",
-    "fatal": "fatal",
-    "gave_up": "fatal",
-    "give_up": "fatal",
-}
-_STATE_FILE_STATE_KEYS = ("state", "status_text", "phase")
-# Final lifecycle states whose meaning the files refine (a stop ends "exited"; Ctrl-C "failed" with 130).
-_REFINED = ("exited", "failed", "finished")
-_PID_KEYS = ("supervisor_pid", "pid")
-_PID_START_KEYS = (
-    "supervisor_start_time",
-    "pid_start_time",
-    "pid_start",
-    "pid_starttime",
-    "start_ticks",
-    "proc_start_time",
-    "pid_start_ticks",
-)
+# Final lifecycle states (supervisor.json "state", as rundir.statefile writes it) whose meaning
+# the files refine: a stop ends "exited", Ctrl-C "failed" with 130.
+_REFINED = ("exited", "failed")
+
+# Is this pid (with this start time) alive? The system-call seam; tests pass a fake.
+PidAlive = Callable[[int, "int | None"], bool]
 
 
 class RunRefError(ValueError):
     """RUN names no run, or more than one; the message lists the candidates."""
 
 
-# ---------------------------------------------------------------------------
-# Is the supervisor alive? (/proc/<pid>/stat, field 22: start time in clock ticks since boot)
-
-
-class ProcessProbe:
-    """The system-call seam: ``start_ticks(pid)`` is None when the process is gone (or a zombie)."""
-
-    def start_ticks(self, pid: int) -> int | None:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        except (OSError, IndexError):
-            return self._kill0(pid)
-        if not fields or fields[0] == b"Z":
-            return None
-        try:
-            return int(fields[19])  # field 22 counted from 1, after "pid (comm)" and state
-        except (IndexError, ValueError):
-            return -1
-
-    @staticmethod
-    def _kill0(pid: int) -> int | None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return -1
-        return -1  # alive, start time unknown (no /proc)
-
-    def boot_time(self) -> float | None:
-        try:
-            with open("/proc/stat", "rb") as f:
-                for line in f:
-                    if line.startswith(b"btime "):
-                        return float(line.split()[1])
-        except OSError:
-            return None
-        return None
-
-    def clock_ticks(self) -> int:
-        try:
-            return int(os.sysconf("SC_CLK_TCK"))
-        except (ValueError, OSError, AttributeError):
-            return 100
-
-
-def pid_start_ticks(pid: int) -> int | None:
-    """Field 22 of ``/proc/<pid>/stat`` (what supervisor.json records beside the pid), None if gone."""
-    ticks = ProcessProbe().start_ticks(pid)
-    return None if ticks is None or ticks < 0 else ticks
-
-
-def supervisor_alive(state: dict, probe: ProcessProbe | None = None) -> bool | None:
+def supervisor_alive(state: dict, pid_alive: PidAlive | None = None) -> bool | None:
     """True / False whether supervisor.json's pid is this run's live supervisor; None: no pid recorded.
 
-    A pid that exists but started at another time than recorded is a reused pid: False.
+    A pid that exists but started at another time than recorded is a reused pid: False
+    (the rule is :func:`lrsup.supervisor.rundir.liveness.pid_alive`'s).
     """
-    probe = probe or ProcessProbe()
-    pid = _int(_first(state, *_PID_KEYS))
+    pid = _int(state.get("supervisor_pid"))
     if pid is None or pid <= 0:
         return None
-    ticks = probe.start_ticks(pid)
-    if ticks is None:
-        return False
-    recorded = next((state[k] for k in _PID_START_KEYS if _num(state.get(k)) is not None), None)
-    if recorded is None or ticks < 0:
-        return True
-    if isinstance(recorded, int) and recorded < 10**9:  # clock ticks since boot, as /proc writes them
-        return recorded == ticks
-    boot = probe.boot_time()  # a Unix time: compare with boot time + ticks / CLK_TCK
-    if boot is None:
-        return True
-    return abs(boot + ticks / probe.clock_ticks() - float(recorded)) < 2.0
+    return (pid_alive or _pid_alive)(pid, _int(state.get("supervisor_start_time")))
 
 
 # ---------------------------------------------------------------------------
@@ -319,10 +234,14 @@ class RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / name).exists()
-        for name in (protocol.STATE_FILE, protocol.METRICS_FILE, protocol.JOURNAL_FILE, protocol.CONFIG_FILE)
-    )
+    """A directory holding at least one of the files only lrsup writes (a run's metrics, journal or state)."""
+    try:
+        return path.is_dir() and any(
+            (path / name).is_file()
+            for name in (protocol.STATE_FILE, protocol.METRICS_FILE, protocol.JOURNAL_FILE, protocol.CONFIG_FILE)
+        )
+    except OSError:  # a name too long, a loop of links: not a run
+        return False
 
 
 def list_runs(runs_dir: Path) -> list[Path]:
@@ -335,7 +254,7 @@ def list_runs(runs_dir: Path) -> list[Path]:
 
 
 def _started_guess(path: Path) -> float:
-    started = _num(_first(read_state(path), "started", "started_at", "start_time", "created"))
+    started = _num(read_state(path).get("started"))
     if started is not None:
         return started
     for name in (protocol.JOURNAL_FILE, protocol.METRICS_FILE):
@@ -353,44 +272,81 @@ def _first_time(path: Path) -> float | None:
     return None
 
 
+def script_of(name: str) -> str:
+    """The script part of a run's name: ``train`` in ``20261126T123325Z-train`` (``""`` if none)."""
+    stamp, sep, rest = name.partition("-")
+    return rest if sep and len(stamp) == 16 and stamp.endswith("Z") and stamp[8] == "T" else ""
+
+
 def resolve_run(
     ref: str | os.PathLike[str], runs_dir: str | os.PathLike[str] = RUNS_DIR, cwd: Path | None = None
 ) -> Path:
-    """RUN as given on the command line: a run directory's path, or a unique prefix of a name in ``runs_dir``.
+    """RUN as given on the command line: a run directory's path, or what names one run in ``runs_dir``.
+
+    A run is named by its whole name, a prefix of it (its timestamp: ``20261126T12``), or a
+    prefix of its script's part (``train`` for ``20261126T123325Z-train``), in that order.
 
     Raises:
-        RunRefError: no such run, or the prefix matches several (they are listed).
+        RunRefError: no such run, a directory that is not a run, or a name that matches
+            several runs (they are listed).
     """
     cwd = cwd or Path.cwd()
     text = os.fspath(ref)
     runs = Path(cwd, runs_dir)
     if not text:
         raise RunRefError("RUN is empty: give a run directory or a run name")
+    if len(os.fsencode(text)) > 4096 or "\0" in text:
+        raise RunRefError(f"RUN is not a run directory or a run name: {len(text)} characters, starting {text[:40]!r}")
     direct = Path(cwd, text)
-    if direct.is_dir() and (is_run_dir(direct) or os.sep in text or text in (".", "..")):
+    if _is_dir(direct) and (os.sep in text or text in (".", "..") or is_run_dir(direct)):
+        if not is_run_dir(direct):
+            raise RunRefError(f"{text!r} is not an lrsup run directory (it holds none of the files a run has)")
         return Path(os.path.abspath(direct))
     names = sorted((p.name for p in list_runs(runs)), reverse=True)
-    if text in names:
-        return Path(os.path.abspath(runs / text))
-    matches = [n for n in names if n.startswith(text)]
+    matches = _matching_names(text, names)
     if len(matches) == 1:
         return Path(os.path.abspath(runs / matches[0]))
     if matches:
-        shown = "\n".join(f"  {n}" for n in matches[:20]) + (
-            f"\n  ... {len(matches) - 20} more" if len(matches) > 20 else ""
+        raise RunRefError(
+            f"{text!r} matches {len(matches)} runs in {runs_dir}; give more of the name:\n{_listed(matches)}"
         )
-        raise RunRefError(f"{text!r} matches {len(matches)} runs in {runs_dir}; give more of the name:\n{shown}")
-    if direct.exists():
+    if _exists(direct):
         raise RunRefError(f"{text!r} is not an lrsup run directory")
-    recent = "\n".join(f"  {n}" for n in names[:10])
-    hint = f"; runs in {runs_dir}:\n{recent}" if names else f" (and {runs_dir} holds no runs)"
+    hint = f"; runs in {runs_dir}:\n{_listed(names, 10)}" if names else f" (and {runs_dir} holds no runs)"
     raise RunRefError(f"no run {text!r}: not a directory and no run name in {runs_dir} starts with it{hint}")
+
+
+def _matching_names(text: str, names: list[str]) -> list[str]:
+    """The names ``text`` picks: itself, else those it starts, else those whose script part it starts."""
+    if text in names:
+        return [text]
+    by_name = [n for n in names if n.startswith(text)]
+    return by_name or [n for n in names if script_of(n).startswith(text)]
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    more = f"\n  ... {len(names) - limit} more" if len(names) > limit else ""
+    return "\n".join(f"  {n}" for n in names[:limit]) + more
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # ENAMETOOLONG, ELOOP: not a directory we can use
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def summarize(
     run_dir: Path,
     *,
-    probe: ProcessProbe | None = None,
+    pid_alive: PidAlive | None = None,
     now: float | None = None,
     full_journal: bool = False,
     scan_best: bool = True,
@@ -399,7 +355,7 @@ def summarize(
 
     Args:
         run_dir: Path, the run directory.
-        probe: ProcessProbe | None, the /proc seam.
+        pid_alive: callable(pid, start_time) -> bool, the system-call seam (default: rundir.liveness's).
         now: float | None, the wall clock (tests pass one).
         full_journal: bool, read the whole journal (``status``: the last decisions); else its tail.
         scan_best: bool, search the metrics file for every epoch record to find the best one.
@@ -409,59 +365,59 @@ def summarize(
     state = read_state(run_dir)
     s = RunSummary(path=run_dir, name=run_dir.name, supervisor=state)
     metrics, journal = run_dir / protocol.METRICS_FILE, run_dir / protocol.JOURNAL_FILE
+    head, tail = head_objects(metrics), tail_objects(metrics)
+    _progress(s, head, tail)
+    entries = list(iter_objects(journal)) if full_journal else head_objects(journal, 4096) + tail_objects(journal)
+    events = [e for e in entries if e.get("type") == "event"]
+    s.decisions = _decisions(entries)
+    _monitor_and_best(s, run_dir, tail, scan_best)
+    _times(s, state, head, entries, events)
+    _state(s, state, events, tail, pid_alive, now, run_dir)
+    s.attempt = _int(state.get("attempt"))
+    s.restarts = _int(state.get("restarts"))
+    if s.restarts is None and full_journal:
+        s.restarts = sum(1 for e in events if e.get("event") in ("restart", "restarted", "restarting"))
+    s.held, s.degraded = state.get("held"), state.get("degraded")
+    return s
 
-    head = head_objects(metrics)
-    tail = tail_objects(metrics)
-    records = head + tail
-    starts = [r for r in records if r.get("type") == "start"]
+
+def _progress(s: RunSummary, head: list[dict], tail: list[dict]) -> None:
+    """Epochs planned and done, the step, the LR and the last epoch's logs, from the metrics' head and tail."""
+    starts = [r for r in head + tail if r.get("type") == "start"]
     if starts:
         s.epochs = _int(starts[-1].get("epochs"))
-    for r in tail if tail else head:
-        t = r.get("type")
-        if t == "epoch":
-            s.epoch = (_int(r.get("epoch")) or 0) + 1
-            s.last_logs = r.get("logs") if isinstance(r.get("logs"), dict) else {}
-        if t in ("batch", "epoch", "ack", "start") and _num(r.get("lr")) is not None:
+    for r in tail or head:
+        kind = r.get("type")
+        if kind == "epoch":
+            _last_epoch(s, r)
+        if kind in ("batch", "epoch", "ack", "start") and _num(r.get("lr")) is not None:
             s.lr = float(r["lr"])
         if _int(r.get("step")) is not None:
             s.step = _int(r.get("step"))
-    if s.epoch is None:
-        epochs_seen = [r for r in head if r.get("type") == "epoch"]
-        if epochs_seen:
-            s.epoch = (_int(epochs_seen[-1].get("epoch")) or 0) + 1
-            s.last_logs = epochs_seen[-1].get("logs") or {}
-    s.epoch = _int(_first(state, "epoch_display")) or s.epoch
-    s.lr = _num(_first(state, "lr", "current_lr")) if _num(_first(state, "lr", "current_lr")) is not None else s.lr
-    s.epochs = _int(_first(state, "epochs")) or s.epochs
+    if s.epoch is None:  # the tail held no epoch record (a long epoch): the last one in the head
+        seen = [r for r in head if r.get("type") == "epoch"]
+        if seen:
+            _last_epoch(s, seen[-1])
 
-    entries = list(iter_objects(journal)) if full_journal else head_objects(journal, 4096) + tail_objects(journal)
-    events = [e for e in entries if e.get("type") == "event"]
-    s.decisions = [_decision(e) for e in entries if e.get("type") == "decision"]
-    if not full_journal:
-        seen: set[tuple] = set()  # head and tail of a small journal overlap
-        unique = []
-        for d in s.decisions:
-            key = (d.time, d.policy, d.action, d.epoch, d.step)
-            if key not in seen:
-                seen.add(key)
-                unique.append(d)
-        s.decisions = unique
 
-    _monitor_and_best(s, run_dir, tail, scan_best, state)
-    _times(s, state, head, entries, events)
-    _state(s, state, events, tail, probe, now, run_dir)
-    s.attempt = _int(_first(state, "attempt", "attempts"))
-    restarts = _int(_first(state, "restarts", "restart_count"))
-    s.restarts = (
-        restarts
-        if restarts is not None
-        else (
-            sum(1 for e in events if e.get("event") in ("restart", "restarted", "restarting")) if full_journal else None
-        )
-    )
-    s.held = state.get("held") if "held" in state else None
-    s.degraded = state.get("degraded") if "degraded" in state else None
-    return s
+def _last_epoch(s: RunSummary, record: dict) -> None:
+    s.epoch = (_int(record.get("epoch")) or 0) + 1
+    s.last_logs = record.get("logs") if isinstance(record.get("logs"), dict) else {}
+
+
+def _decisions(entries: list[dict]) -> list[Decision]:
+    """The journal's decisions, once each (the head and tail of a small journal overlap), bookkeeping left out."""
+    seen: set[tuple] = set()
+    out = []
+    for e in entries:
+        if e.get("type") != "decision" or e.get("action") in HOUSEKEEPING_ACTIONS:
+            continue
+        d = _decision(e)
+        key = (d.time, d.policy, d.action, d.epoch, d.step)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def _decision(e: dict) -> Decision:
@@ -489,26 +445,16 @@ def monitor_of(config: dict, logs: dict) -> str | None:
     return None
 
 
-def metric_mode(name: str) -> str:
-    low = name.lower()
-    return "max" if any(k in low for k in ("acc", "auc", "precision", "recall", "f1", "iou")) else "min"
-
-
-def _monitor_and_best(s: RunSummary, run_dir: Path, tail: list[dict], scan: bool, state: dict) -> None:
-    best = state.get("best")
-    if isinstance(best, dict) and _num(best.get("value")) is not None:
-        s.monitor = str(best.get("metric") or best.get("monitor") or "") or None
-        s.best = float(best["value"])
-        s.best_epoch = (_int(best.get("epoch")) + 1) if _int(best.get("epoch")) is not None else None
-        return
+def _monitor_and_best(s: RunSummary, run_dir: Path, tail: list[dict], scan: bool) -> None:
     config = read_json(run_dir / protocol.CONFIG_FILE)
     s.monitor = monitor_of(config, s.last_logs)
-    if s.monitor is None:
+    direction = monitor_direction(s.monitor, config) if s.monitor is not None else None
+    if s.monitor is None or direction is None:
         return
     epochs = scan_epoch_lines(run_dir / protocol.METRICS_FILE) if scan else None
     if epochs is None:
         epochs = iter([r for r in tail if r.get("type") == "epoch"])
-    sign = 1 if metric_mode(s.monitor) == "min" else -1
+    sign = 1 if direction == "min" else -1
     for r in epochs:
         logs = r.get("logs")
         value = _num(logs.get(s.monitor)) if isinstance(logs, dict) else None
@@ -519,14 +465,13 @@ def _monitor_and_best(s: RunSummary, run_dir: Path, tail: list[dict], scan: bool
 
 
 def _times(s: RunSummary, state: dict, head: list[dict], entries: list[dict], events: list[dict]) -> None:
-    s.started = _num(_first(state, "started", "started_at", "start_time", "created"))
+    s.started = _num(state.get("started"))
     if s.started is None:
         times = [_num(e.get("time")) for e in entries[:5]] + [_num(r.get("time")) for r in head[:1]]
         times = [t for t in times if t is not None]
         s.started = min(times) if times else None
-    s.ended = _num(_first(state, "finished", "finished_at", "ended", "end_time"))
     finished = [e for e in events if e.get("event") == "finished"]
-    if s.ended is None and finished:
+    if finished:
         s.ended = _num(finished[-1].get("time"))
 
 
@@ -535,37 +480,33 @@ def _state(
     state: dict,
     events: list[dict],
     tail: list[dict],
-    probe: ProcessProbe | None,
+    pid_alive: PidAlive | None,
     now: float,
     run_dir: Path,
 ) -> None:
-    s.pid = _int(_first(state, *_PID_KEYS))
-    s.alive = supervisor_alive(state, probe)
-    s.exit_status = _int(_first(state, "exit_status", "status", "returncode"))
+    s.pid = _int(state.get("supervisor_pid"))
+    s.alive = supervisor_alive(state, pid_alive)
+    s.exit_status = _int(state.get("exit_status"))
     finished = next((e for e in reversed(events) if e.get("event") == "finished"), None)
     if s.exit_status is None and finished is not None:
         s.exit_status = _int(finished.get("status"))
-    claimed = next((str(state[k]).lower() for k in _STATE_FILE_STATE_KEYS if isinstance(state.get(k), str)), None)
-    final = _FINAL_ALIASES.get(claimed) if claimed else None
+    claimed = state.get("state") if isinstance(state.get("state"), str) else None
+    final = "fatal" if claimed == "fatal" else None
     if claimed in _REFINED or (final is None and finished is not None):
         final = _final_from_files(s.exit_status, events, tail, failed=claimed == "failed")
     if final is not None:
         s.state = final
-        s.detail = str((finished or {}).get("detail") or state.get("detail") or "")
-        return
-    if s.alive:
+        s.detail = str((finished or {}).get("detail") or state.get("reason") or "")
+    elif s.alive:
         s.state, s.detail = "running", claimed or ""
-        return
-    if s.alive is False:
-        s.state = "stale"
-        s.detail = f"supervisor gone: lrsup resume {run_dir}"
-        return
-    # No pid recorded (an older supervisor): judge by how fresh the files are.
-    fresh = max((_mtime(run_dir / n) for n in (protocol.METRICS_FILE, protocol.JOURNAL_FILE)), default=0.0)
-    if fresh and now - fresh < RECENT:
-        s.state, s.detail = "running", "files still being written"
-    else:
-        s.state, s.detail = "unknown", claimed or "no supervisor state and no finished event"
+    elif s.alive is False:
+        s.state, s.detail = "stale", f"supervisor gone: lrsup resume {run_dir}"
+    else:  # no pid recorded: judge by how fresh the files are
+        fresh = max((_mtime(run_dir / n) for n in (protocol.METRICS_FILE, protocol.JOURNAL_FILE)), default=0.0)
+        if fresh and now - fresh < RECENT:
+            s.state, s.detail = "running", "files still being written"
+        else:
+            s.state, s.detail = "unknown", claimed or "no supervisor state and no finished event"
 
 
 def _final_from_files(status: int | None, events: list[dict], tail: list[dict], *, failed: bool = False) -> str:
@@ -587,13 +528,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _first(d: dict, *keys: str) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
 
 
 def _int(value: Any) -> int | None:
@@ -674,14 +608,3 @@ def _size(path: Path) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float, interval: float = 0.2, sleep: Callable[[float], None] = _time.sleep
-) -> bool:
-    deadline = _time.monotonic() + timeout
-    while not predicate():
-        if _time.monotonic() >= deadline:
-            return False
-        sleep(interval)
-    return True

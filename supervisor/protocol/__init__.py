@@ -44,7 +44,6 @@ from lrsup.supervisor.protocol.wire import (
     make_command,
     parse_fast,
     parse_record,
-    register_record_type,
     validate_command,
 )
 
@@ -83,6 +82,5 @@ __all__ = [
     "make_command",
     "parse_fast",
     "parse_record",
-    "register_record_type",
     "validate_command",
 ]

@@ -367,17 +367,6 @@ _RECORD_SPECS = {cls: ({"time": "float", **spec}, required) for cls, (spec, requ
 RECORD_TYPES: dict[str, type[Record]] = {cls.type: cls for cls in _RECORD_SPECS}
 
 
-def register_record_type(cls: type[Record], spec: dict[str, str], required: set[str]) -> None:
-    """Add a record kind (used by later protocol extensions such as checkpoints)."""
-    _RECORD_SPECS[cls] = ({"time": "float", **spec}, required)
-    RECORD_TYPES[cls.type] = cls
-    fast = _FastShape.of(cls)
-    if fast is not None:
-        _FAST[cls.type] = fast
-    else:
-        _FAST.pop(cls.type, None)
-
-
 def parse_record(obj: Mapping[str, Any]) -> Record:
     """Validate a decoded metrics line and build its record. Raises ProtocolError."""
     record = parse_fast(obj)

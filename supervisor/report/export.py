@@ -45,6 +45,7 @@ from lrsup.supervisor.history.runinfo import (
     MissingExtraError,
     ProgressFn,
     RunInfo,
+    fmt_lr,
     iter_records,
     load_run,
 )
@@ -280,7 +281,7 @@ def export_tensorboard(
 def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
     """One Markdown list per epoch that had decisions (TensorBoard keeps one text per step and tag)."""
     by_epoch: dict[int, list[Decision]] = {}
-    for d in info.decisions:
+    for d in info.policy_decisions:
         by_epoch.setdefault(d.epoch if d.epoch is not None else 0, []).append(d)
     for epoch, decisions in sorted(by_epoch.items()):
         lines = [_decision_markdown(d) for d in decisions]
@@ -289,7 +290,7 @@ def _write_decisions(writer: EventWriter, info: RunInfo) -> None:
 
 
 def _decision_markdown(d: Decision) -> str:
-    lr = f", new LR {d.lr:.4g}" if d.lr is not None and math.isfinite(d.lr) else ""
+    lr = f", new LR {fmt_lr(d.lr)}" if d.lr is not None and math.isfinite(d.lr) else ""
     where = f"epoch {d.epoch + 1}" if d.epoch is not None else "unknown epoch"
     step = f" (step {d.step})" if d.step is not None else ""
     policy = f" by `{d.policy}`" if d.policy else ""

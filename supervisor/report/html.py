@@ -80,9 +80,10 @@ def render_html(info: RunInfo, png: bytes | None, *, notes: Sequence[str] = ()) 
     header, rows = metric_table(info)
     parts.append(_html_table(header, rows, table_id="metrics") if rows else "<p>No epoch was recorded.</p>")
     parts.append("<h2>Decisions</h2>")
-    if info.decisions:
+    if info.policy_decisions:
         classes = [
-            "late" if d.late else "suppressed" if d.suppressed else "refused" if d.error else "" for d in info.decisions
+            "late" if d.late else "suppressed" if d.suppressed else "refused" if d.error else ""
+            for d in info.policy_decisions
         ]
         parts.append(_html_table(DECISION_HEADER, decision_rows(info), table_id="decisions", row_classes=classes))
         parts.append(

@@ -51,7 +51,7 @@ def render_markdown(info: RunInfo, *, png_name: str | None = REPORT_PNG, notes: 
     header, rows = metric_table(info)
     lines += (md_table(header, rows) if rows else ["No epoch was recorded."]) + [""]
     lines += ["## Decisions", ""]
-    if info.decisions:
+    if info.policy_decisions:
         lines += md_table(DECISION_HEADER, decision_rows(info))
         lines += [
             "",

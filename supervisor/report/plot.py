@@ -1,8 +1,8 @@
 """The report figures (report.png, compare.png), drawn with matplotlib.
 
-matplotlib is optional (the ``plots`` extra) and imported only when a figure is
-drawn, through its object API (no pyplot, no global backend); without it
-:func:`plot_run` and :func:`plot_compare` raise
+matplotlib is a dependency of lrsup, imported only when a figure is drawn (the CLI
+starts without it), through its object API (no pyplot, no global backend); an
+installation that lacks it makes :func:`plot_run` and :func:`plot_compare` raise
 :class:`~lrsup.supervisor.history.runinfo.MissingExtraError`. The series they draw come from
 ``report_series``.
 """
@@ -45,7 +45,7 @@ def _matplotlib() -> tuple[Any, Any]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingExtraError("drawing the report figure", "matplotlib", "plots") from None
+        raise MissingExtraError("drawing the report figure", "matplotlib", None) from None
     return Figure, FigureCanvasAgg
 
 
@@ -57,109 +57,170 @@ def _png(fig: Any, canvas_cls: Any) -> bytes:
 
 
 def plot_run(info: RunInfo) -> bytes:
-    """The report figure as PNG bytes. Raises MissingExtraError without matplotlib."""
+    """The report figure as PNG bytes. Raises MissingExtraError without matplotlib.
+
+    Drawn in layers, bottom to top, each by one helper that appends its legend entries
+    to ``handles``: batch losses, epoch metrics (redone epochs as crosses), values off the
+    chart, the best epoch, NaN epochs, the work lost, the LR (twin axis), the decisions.
+    """
     Figure, Canvas = _matplotlib()
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import blended_transform_factory
 
     fig = Figure(figsize=(11, 5.6), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
     band = blended_transform_factory(ax.transData, ax.transAxes)  # x in data, y in axes fraction
     handles: list[Any] = []
+    plotted = _plotted_keys(info)
     bx, by, _, _ = batch_xy(info)
-    keys = {k for r in info.epochs for k in r.logs}
-    plotted = [k for k in ("loss", "val_loss") if k in keys] or ([info.monitor] if info.monitor in keys else [])
     show_batches = bool(by) and (not plotted or "loss" in plotted)
     if show_batches:
-        ax.plot(bx, by, color="#1f77b4", alpha=0.22, linewidth=0.7, zorder=1)
-        handles.append(Line2D([], [], color="#1f77b4", alpha=0.35, linewidth=1, label="loss per batch"))
+        _draw_batches(ax, bx, by, handles)
+    epoch_values = _draw_epochs(ax, info, plotted, handles)
+    limits = loss_limits(epoch_values, by if show_batches else ())
+    if limits is not None:
+        _set_ylim(ax, info, plotted, limits, band, handles)
+    _draw_best(ax, info, plotted, handles)
+    _draw_nan_epochs(ax, info, plotted, band, handles)
+    xmin, xmax = _set_xlim(ax, info, bx)
+    _draw_work_lost(ax, info, xmin, xmax, band, handles)
+    _draw_lr(ax, info, handles)
+    _draw_decisions(ax, info, band, handles)
+    _finish(fig, ax, info, plotted, bool(by), handles)
+    return _png(fig, Canvas)
+
+
+def _plotted_keys(info: RunInfo) -> list[str]:
+    """loss and val_loss where the epochs have them, else the monitored metric."""
+    keys = {k for r in info.epochs for k in r.logs}
+    return [k for k in ("loss", "val_loss") if k in keys] or ([info.monitor] if info.monitor in keys else [])
+
+
+def _draw_batches(ax: Any, bx: list[float], by: list[float], handles: list[Any]) -> None:
+    from matplotlib.lines import Line2D
+
+    ax.plot(bx, by, color="#1f77b4", alpha=0.22, linewidth=0.7, zorder=1)
+    handles.append(Line2D([], [], color="#1f77b4", alpha=0.35, linewidth=1, label="loss per batch"))
+
+
+def _draw_epochs(ax: Any, info: RunInfo, plotted: list[str], handles: list[Any]) -> list[float]:
+    """One line per plotted metric, redone epochs as crosses; returns every value drawn (for the limits)."""
+    from matplotlib.lines import Line2D
+
     colors = {"loss": "#1f77b4", "val_loss": "#ff7f0e"}
-    epoch_values: list[float] = []
+    values: list[float] = []
     redone = False
     for key in plotted:
         color = colors.get(key, "#2ca02c")
         x, y = metric_series(info, key, superseded=False)
-        epoch_values += y
+        values += y
         (line,) = ax.plot(x, y, color=color, marker="o", markersize=3.5, linewidth=1.8, label=key, zorder=3)
         handles.append(line)
         sx, sy = metric_series(info, key, superseded=True)
         if sx:
             redone = True
-            epoch_values += sy
+            values += sy
             ax.plot(sx, sy, color=color, linestyle="none", marker="x", markersize=4.5, alpha=0.6, zorder=2)
     if redone:
         handles.append(
             Line2D([], [], color="#555", linestyle="none", marker="x", alpha=0.6, label="epochs later redone")
         )
-    limits = loss_limits(epoch_values, by if show_batches else ())
-    if limits is not None:
-        bottom, top, log = limits
-        if log:
-            ax.set_yscale("log")
-        ax.set_ylim(bottom, top)
-        off = [
-            (x_of_row(r), r.logs[k])
-            for r in info.epochs
-            for k in plotted
-            if is_finite_number(r.logs.get(k)) and r.logs[k] > top
-        ]
-        if off:  # values above the chart: a triangle at the top edge, with the value
-            ax.plot(
-                [x for x, _ in off],
-                [0.995] * len(off),
-                transform=band,
-                marker="^",
-                color="#d62728",
-                markersize=6,
-                linestyle="none",
-                clip_on=False,
-                zorder=6,
-            )
-            handles.append(Line2D([], [], marker="^", color="#d62728", linestyle="none", label="off the chart"))
-            for x, v in off[:10]:
-                ax.text(x, 0.96, fmt_num(v, 2), transform=band, ha="left", va="top", fontsize=7, color="#a50f15")
-    if info.best is not None and info.monitor in plotted:
-        (star,) = ax.plot(
-            [x_of_row(info.best)],
-            [info.best.logs[info.monitor]],
-            marker="*",
-            markersize=13,
-            color="#ffd700",
-            markeredgecolor="#333",
-            linestyle="none",
-            zorder=5,
-            label=f"best {info.monitor} (epoch {fmt_epoch(info.best.epoch)})",
-        )
-        handles.append(star)
-    nan_x = [x_of_row(r) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)]
-    if nan_x:  # NaN / inf epochs: a cross at the bottom edge
-        ax.plot(
-            nan_x,
-            [0.02] * len(nan_x),
-            transform=band,
-            marker="X",
-            color="#d62728",
-            markersize=8,
-            linestyle="none",
-            clip_on=False,
-            zorder=6,
-        )
-        handles.append(Line2D([], [], marker="X", color="#d62728", linestyle="none", label="NaN / inf loss"))
+    return values
 
+
+def _set_ylim(
+    ax: Any, info: RunInfo, plotted: list[str], limits: tuple[float, float, bool], band: Any, handles: list[Any]
+) -> None:
+    """The y range (log when the values span decades); values above it: a triangle at the top edge, with the value."""
+    from matplotlib.lines import Line2D
+
+    bottom, top, log = limits
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
+    off = [
+        (x_of_row(r), r.logs[k])
+        for r in info.epochs
+        for k in plotted
+        if is_finite_number(r.logs.get(k)) and r.logs[k] > top
+    ]
+    if not off:
+        return
+    ax.plot(
+        [x for x, _ in off],
+        [0.995] * len(off),
+        transform=band,
+        marker="^",
+        color="#d62728",
+        markersize=6,
+        linestyle="none",
+        clip_on=False,
+        zorder=6,
+    )
+    handles.append(Line2D([], [], marker="^", color="#d62728", linestyle="none", label="off the chart"))
+    for x, v in off[:10]:
+        ax.text(x, 0.96, fmt_num(v, 2), transform=band, ha="left", va="top", fontsize=7, color="#a50f15")
+
+
+def _draw_best(ax: Any, info: RunInfo, plotted: list[str], handles: list[Any]) -> None:
+    if info.best is None or info.monitor not in plotted:
+        return
+    (star,) = ax.plot(
+        [x_of_row(info.best)],
+        [info.best.logs[info.monitor]],
+        marker="*",
+        markersize=13,
+        color="#ffd700",
+        markeredgecolor="#333",
+        linestyle="none",
+        zorder=5,
+        label=f"best {info.monitor} (epoch {fmt_epoch(info.best.epoch)})",
+    )
+    handles.append(star)
+
+
+def _draw_nan_epochs(ax: Any, info: RunInfo, plotted: list[str], band: Any, handles: list[Any]) -> None:
+    """NaN / inf epochs: a cross at the bottom edge."""
+    from matplotlib.lines import Line2D
+
+    nan_x = [x_of_row(r) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)]
+    if not nan_x:
+        return
+    ax.plot(
+        nan_x,
+        [0.02] * len(nan_x),
+        transform=band,
+        marker="X",
+        color="#d62728",
+        markersize=8,
+        linestyle="none",
+        clip_on=False,
+        zorder=6,
+    )
+    handles.append(Line2D([], [], marker="X", color="#d62728", linestyle="none", label="NaN / inf loss"))
+
+
+def _set_xlim(ax: Any, info: RunInfo, bx: list[float]) -> tuple[float, float]:
+    """x from the first fit's initial epoch to the last point drawn; returns (xmin, xmax)."""
     xs = [x_of_row(r) for r in info.epochs] + bx
     xmin = float(info.start.initial_epoch) if info.start is not None else 0.0
     xmax = max(xs + [xmin + 1.0])
     ax.set_xlim(xmin, xmax + max(0.3, 0.01 * (xmax - xmin)))
+    return xmin, xmax
+
+
+def _draw_work_lost(ax: Any, info: RunInfo, xmin: float, xmax: float, band: Any, handles: list[Any]) -> None:
+    """The work thrown away: a shaded span (a restart's downtime has no width in epochs: a thin band)."""
+    from matplotlib.patches import Patch
+
     spans = [i for i in info.interruptions if i.span is not None]
     min_width = 0.008 * (xmax - xmin + 1)
-    for item in spans:  # the work thrown away (a restart's downtime has no width in epochs: a thin band)
+    for item in spans:
         x0, x1 = item.span
-        ax.axvspan(x0, max(x1, x0 + min_width), color="#d62728", alpha=0.1, zorder=0, linewidth=0)
+        x1 = max(x1, x0 + min_width)
+        ax.axvspan(x0, x1, color="#d62728", alpha=0.1, zorder=0, linewidth=0)
         if item.time_lost is not None:
             ax.text(
-                (x0 + max(x1, x0 + min_width)) / 2,
+                (x0 + x1) / 2,
                 0.09,
                 f"−{fmt_duration(item.time_lost)}",
                 transform=band,
@@ -171,26 +232,28 @@ def plot_run(info: RunInfo) -> bytes:
             )
     if spans:
         handles.append(Patch(color="#d62728", alpha=0.15, label="work lost (restart / rollback)"))
-    _draw_lr(ax, info, handles)
+
+
+def _draw_decisions(ax: Any, info: RunInfo, band: Any, handles: list[Any]) -> None:
+    """A dotted line and a label per decision; one legend entry per kind of decision."""
+    from matplotlib.lines import Line2D
+
     markers = decision_markers(info)
     _draw_markers(ax, markers, band)
     for label in sorted({m.label for m in markers}):
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=_LABEL_COLORS.get(label, "#444"),
-                linestyle=":",
-                linewidth=1.4,
-                label=f"decision: {label}" if label not in ("restart",) else label,
-            )
-        )
+        name = f"decision: {label}" if label != "restart" else label
+        handles.append(Line2D([], [], color=_LABEL_COLORS.get(label, "#444"), linestyle=":", linewidth=1.4, label=name))
     if any(m.late for m in markers):
         handles.append(Line2D([], [], linestyle="none", label="*: applied late"))
 
+
+def _finish(fig: Any, ax: Any, info: RunInfo, plotted: list[str], any_batch: bool, handles: list[Any]) -> None:
+    """Axis labels, grid, the title (outcome and best epoch) and the legend under the axes."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
     ax.set_ylabel(" / ".join(plotted) if plotted else "loss")
-    if not info.epochs and not by:
+    if not info.epochs and not any_batch:
         ax.text(0.5, 0.5, "no epoch recorded yet", transform=ax.transAxes, ha="center", va="center", color="#777")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
     ax.grid(True, alpha=0.25, linewidth=0.6)
@@ -203,7 +266,6 @@ def plot_run(info: RunInfo) -> bytes:
         fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     rows = math.ceil(len(handles) / ncol) if handles else 0
     fig.subplots_adjust(left=0.07, right=0.91, top=0.93, bottom=0.1 + 0.036 * rows)
-    return _png(fig, Canvas)
 
 
 def _draw_lr(ax: Any, info: RunInfo, handles: list[Any]) -> None:

@@ -13,7 +13,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from lrsup.supervisor.history.runinfo import RunInfo
+from lrsup.supervisor.history.runinfo import RunInfo, fmt_lr
 
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
@@ -90,7 +90,7 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
         if start.lr_schedule:
             opt += f" with {start.lr_schedule}"
         rows.append(("Optimizer", opt))
-    rows.append(("Learning rate", f"{fmt_num(info.initial_lr)} at start, {fmt_num(info.final_lr)} at the end"))
+    rows.append(("Learning rate", f"{fmt_lr(info.initial_lr)} at start, {fmt_lr(info.final_lr)} at the end"))
     done = len({(r.attempt, r.epoch) for r in info.epochs if not r.superseded})
     budget = info.epochs_budget
     rows.append(("Epochs", f"{done} of {budget}" if budget else str(done)))
@@ -104,15 +104,16 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
                 f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})",
             )
         )
+    elif info.monitor and info.mode is None:
+        rows.append(("Best epoch", f"– (whether {info.monitor} should go up or down is unknown: set a policy's mode)"))
     elif info.monitor:
         rows.append(("Best epoch", f"– (no finite {info.monitor})"))
     rows.append(("Started", _utc(info.first_time)))
     rows.append(("Wall time", fmt_duration(info.wall_time)))
     rows.append(("Time per epoch", f"{fmt_duration(info.time_per_epoch)} (median)"))
-    active = [d for d in info.active_decisions if not d.housekeeping]
-    shown = [d for d in info.decisions if not d.housekeeping]
+    active, shown = info.active_decisions, info.policy_decisions
     late = sum(1 for d in active if d.late)
-    bookkeeping = len(info.decisions) - len(shown)
+    bookkeeping = info.housekeeping_count
     rows.append(
         (
             "Decisions",
@@ -151,10 +152,9 @@ def metric_table(info: RunInfo) -> tuple[list[str], list[list[str]]]:
 
 
 def decision_rows(info: RunInfo) -> list[list[str]]:
+    """One row per decision a person reads (``info.policy_decisions``: no bookkeeping)."""
     rows = []
-    for d in info.decisions:
-        if d.housekeeping:
-            continue
+    for d in info.policy_decisions:
         action = d.label if d.label == d.action else f"{d.label} ({d.action})"
         rows.append(
             [
@@ -163,7 +163,7 @@ def decision_rows(info: RunInfo) -> list[list[str]]:
                 "–" if d.step is None else str(d.step),
                 d.policy or "–",
                 action,
-                fmt_num(d.lr),
+                fmt_lr(d.lr),
                 d.reason or "–",
                 d.status,
             ]

@@ -43,18 +43,19 @@ def render_terminal(info: RunInfo, console: Any) -> None:
             table.add_row(*(escape_markup(c) for c in row))
         console.print(table)
 
-    if info.decisions:
+    decisions = info.policy_decisions
+    if decisions:
         table = Table(title="Decisions", title_justify="left")
         for h in DECISION_HEADER:
             table.add_column(h, overflow="fold")
-        shown = info.decisions[-_TERMINAL_ROWS:]
+        shown = decisions[-_TERMINAL_ROWS:]
         for d, row in zip(shown, decision_rows(info)[-_TERMINAL_ROWS:]):
             table.add_row(
                 *(escape_markup(c) for c in row), style="yellow" if d.late else ("dim" if d.suppressed else None)
             )
         console.print(table)
-        if len(info.decisions) > _TERMINAL_ROWS:
-            console.print(f"[dim]… {len(info.decisions) - _TERMINAL_ROWS} earlier decisions in {REPORT_MD}[/]")
+        if len(decisions) > len(shown):
+            console.print(f"[dim]… {len(decisions) - len(shown)} earlier decisions in {REPORT_MD}[/]")
     if info.interruptions:
         table = Table(title="Restarts and rollbacks", title_justify="left")
         for h in INTERRUPTION_HEADER:

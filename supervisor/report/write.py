@@ -3,7 +3,7 @@
 Example::
 
     paths = write_report("runs/20260101T000000Z-train")
-    paths.md, paths.html, paths.png      # png is None when matplotlib is missing
+    paths.md, paths.html, paths.png      # png is None only when matplotlib is missing
     for note in paths.notes: print(note)
 
     render_terminal(load_run(run_dir), rich.console.Console())
@@ -15,8 +15,8 @@ short label (cut, raise, stop, give up, rollback, restart, override) at every
 decision, and shaded spans for the work lost to restarts and rollbacks. Its x axis
 counts epochs as people do: x = 3 is the end of the third epoch (protocol epoch 2).
 
-matplotlib is optional (the ``plots`` extra) and imported only when a figure is
-drawn, through its object API (no pyplot, no global backend). Without it, the
+matplotlib (a dependency) is imported only when a figure is drawn, through its
+object API (no pyplot, no global backend). In an installation that lacks it, the
 Markdown, HTML and terminal parts are written anyway and ``notes`` says why the
 figure is missing.
 

@@ -14,12 +14,14 @@ reader sees the old or the new version, never a mix. Fields::
      "started": 1790000000.0, "updated": 1790000100.0}
 
 A pid alone does not name a process for long (pids are reused); the pair (pid, start
-time in clock ticks since boot) does, which is what :func:`same_process` checks.
+time in clock ticks since boot) does, which is what
+:func:`lrsup.supervisor.rundir.liveness.pid_alive` checks (``same_process`` here is that
+function, under the name run/ imports it by).
 
 Example::
 
     write_state(paths.state, {"state": "running", ...})
-    if same_process(state["trainer_pid"], state["trainer_start_time"]): ...
+    if pid_alive(state["trainer_pid"], state["trainer_start_time"]): ...
 """
 
 from __future__ import annotations
@@ -30,37 +32,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.rundir.liveness import pid_alive, process_start_time
 
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` (clock ticks after boot, /proc/<pid>/stat field 22); None if gone/unknown."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last ')'.
-    rest = data.rsplit(b")", 1)[-1].split()
-    try:
-        if rest[0] == b"Z":  # a zombie has finished: not a live process
-            return None
-        return int(rest[19])  # field 22 is the 20th after "pid (comm)"
-    except (IndexError, ValueError):
-        return None
-
-
-def same_process(pid: int | None, start_time: int | None) -> bool:
-    """True while ``pid`` exists, is not a zombie, and started at ``start_time`` (so it was not reused)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, but another user's: not ours
-        return False
-    now = process_start_time(pid)
-    return now is not None and (start_time is None or now == start_time)
+# The one liveness rule, under the name run/process.py and run/resume.py import it by.
+same_process = pid_alive
 
 
 def write_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:

@@ -12,7 +12,7 @@ Two displays with one small interface (``on_record``, ``on_decision``,
     steps_per_epoch, steps per second, ETA);
   - a table of every metric of the latest epoch logs (``val_*`` beside its train twin):
     last batch value, current value, best value and the epoch of the best (min for
-    loss-like names, max for accuracy/auc-like ones, as lrsup.policies.monitor infers);
+    loss-like names, max for accuracy/auc-like ones: lrsup.policies.monitor.metric_direction);
     the current LR, with ``x multiplier`` when one is known and the schedule's name;
   - sparklines of loss, val_loss and LR (log scale) over the last 40 epochs (``×``: NaN);
   - the last decisions, newest first; rollbacks, restarts and give-ups in bold colour,
@@ -32,8 +32,11 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, TextIO
 
+from lrsup.policies.monitor import metric_direction
+from lrsup.supervisor.history.rows import fmt_lr
 from lrsup.supervisor.protocol.wire import (
     HOUSEKEEPING_ACTIONS,
     AckRecord,
@@ -67,7 +70,7 @@ def format_decision(decision: Any) -> str:
     """``decision plateau scale_lr 0.005: <reason>`` (the new LR when there is one)."""
     action = decision.action
     value = decision.lr if decision.lr is not None else getattr(action, "lr", None)
-    what = f"{action.kind} {value:.4g}" if value is not None else action.kind
+    what = f"{action.kind} {fmt_lr(value)}" if value is not None else action.kind
     if action.kind == "set_hparam":
         what = f"set_hparam {action.name}={action.value:.4g}"
     suppressed = f" [suppressed: {decision.suppressed}]" if decision.suppressed else ""
@@ -78,18 +81,18 @@ def describe_record(record: Record, epochs: int | None) -> str | None:
     """The one line a record deserves in the plain display (None: nothing to say)."""
     if isinstance(record, EpochRecord):
         total = f"/{epochs}" if epochs else ""
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         metrics = format_metrics(record.logs)
         return f"epoch {record.epoch + 1}{total}" + (f" {metrics}" if metrics else "") + lr
     if isinstance(record, StartRecord):
         opt = record.optimizer or "optimizer"
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         shape = f", {record.epochs} epochs" if record.epochs else ""
         shape += f" x {record.steps_per_epoch} steps" if record.steps_per_epoch else ""
         return f"training started: {opt}{lr}{shape}"
     if isinstance(record, AckRecord):
         late = " (late)" if record.late else ""
-        lr = f" lr={record.lr:.4g}" if record.lr is not None else ""
+        lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         return f"applied {record.cmd} (seq {record.seq}) after step {record.step}{lr}{late}"
     if isinstance(record, ErrorRecord):
         which = f" {record.cmd} (seq {record.seq})" if record.cmd else ""
@@ -151,23 +154,6 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = Fal
         else:
             out.append(SPARK_CHARS[min(top, max(0, round((p - low) / (high - low) * top)))])
     return "".join(out)
-
-
-def metric_direction(name: str) -> str | None:
-    """``"min"``/``"max"`` for a Keras log key (``val_`` stripped), None when unknown."""
-    try:
-        from lrsup.policies.monitor import infer_direction
-
-        direction = infer_direction(name)
-    except Exception:  # pragma: no cover - the policies package is part of lrsup
-        direction = None
-    if direction is None:
-        base = name.removeprefix("val_").lower()
-        if "loss" in base or "error" in base:
-            return "min"
-        if "acc" in base or "auc" in base:
-            return "max"
-    return direction
 
 
 def format_duration(seconds: float | None) -> str:
@@ -265,6 +251,16 @@ def _decision_style(decision: Any) -> tuple[str, str]:
     if kind == "stop":
         return "STOP", "bold yellow"
     return "", ""
+
+
+@dataclass(frozen=True)
+class _Position:
+    """Where the live display shows training: epoch (0-based, None before the first), batch done, step."""
+
+    epoch: int | None
+    batch: int
+    step: int
+    done_in_epoch: bool  # the position is an epoch's end
 
 
 class PlainDisplay:
@@ -537,57 +533,73 @@ class LiveDisplay:
         return text
 
     def _progress(self) -> Any:
-        from rich.progress_bar import ProgressBar
+        """Two bars: the run (epochs done of N, ETA) and the epoch (batch of steps_per_epoch, speed, ETA)."""
         from rich.table import Table
 
         grid = Table.grid(padding=(0, 1))
         grid.add_column(justify="right", style="bold", no_wrap=True)
         grid.add_column(no_wrap=True)
         grid.add_column(no_wrap=True)
-        last = self._last_batch
-        epoch, batch, step = self.epoch, self.batch, self.step
-        if last is not None and (epoch is None or last.epoch > epoch or (last.epoch == epoch and not self._epoch_done)):
-            epoch, batch, step = last.epoch, last.batch + 1, last.step
-            done_in_epoch = False
-        else:
-            done_in_epoch = self._epoch_done
-        bar_width = max(10, min(40, self.console.width - 60))
+        where = self._position()
         spe = self.steps_per_epoch
-        if spe and batch > spe:  # steps_per_epoch was a guess (or the epoch is longer): grow the bar
-            spe = batch
-        # Speed: steps since the epoch began over the records' own clock; else the last epoch's.
-        rate = self._step_rate
-        if last is not None and self._anchor is not None and last.time and last.step > self._anchor[1]:
-            seconds = last.time - self._anchor[0]
-            if seconds > 0.5 or rate is None:
-                rate = (last.step - self._anchor[1]) / seconds if seconds > 0 else rate
-        epoch_eta = (spe - batch) / rate if spe and rate and not done_in_epoch else None
-        done = 0 if epoch is None else epoch + (1 if done_in_epoch else 0)
+        if spe and where.batch > spe:  # steps_per_epoch was a guess (or the epoch is longer): grow the bar
+            spe = where.batch
+        rate = self._rate()
+        bar_width = max(10, min(40, self.console.width - 60))
         if self.epochs:
-            fraction = (batch / spe) if spe and not done_in_epoch and epoch is not None else 0.0
-            remaining = max(0.0, self.epochs - done - fraction)
-            if self._epoch_seconds:
-                run_eta: float | None = remaining * self._epoch_seconds
-            elif spe and rate:
-                run_eta = remaining * spe / rate
-            else:
-                run_eta = None
-            bar = ProgressBar(total=self.epochs, completed=min(self.epochs, done + fraction), width=bar_width)
-            eta = f"  ETA {format_duration(run_eta)}" if run_eta is not None and done < self.epochs else ""
-            grid.add_row("run", bar, f"{done}/{self.epochs} epochs{eta}")
-        shown = "–" if epoch is None else str(epoch + 1)
-        label = f"epoch {shown}"
-        speed = f"  {rate:.1f} steps/s" if rate else ""
-        eta = f"  ETA {format_duration(epoch_eta)}" if epoch_eta is not None else ""
-        if spe:
-            bar = ProgressBar(total=spe, completed=min(batch, spe), width=bar_width)
-            grid.add_row(label, bar, f"{batch}/{spe} (step {step}){speed}{eta}")
-        else:
-            grid.add_row(label, "", f"batch {batch} (step {step}){speed}")
+            grid.add_row(*self._run_row(where, spe, rate, bar_width))
+        grid.add_row(*self._epoch_row(where, spe, rate, bar_width))
         return grid
 
+    def _position(self) -> _Position:
+        """Where training is: the last batch record when it is newer than the last epoch end."""
+        last, epoch = self._last_batch, self.epoch
+        if last is not None and (epoch is None or last.epoch > epoch or (last.epoch == epoch and not self._epoch_done)):
+            return _Position(last.epoch, last.batch + 1, last.step, done_in_epoch=False)
+        return _Position(epoch, self.batch, self.step, done_in_epoch=self._epoch_done)
+
+    def _rate(self) -> float | None:
+        """Steps per second since the epoch began, on the records' own clock; else the last epoch's."""
+        rate, last, anchor = self._step_rate, self._last_batch, self._anchor
+        if last is None or anchor is None or not last.time or last.step <= anchor[1]:
+            return rate
+        seconds = last.time - anchor[0]
+        if seconds > 0 and (seconds > 0.5 or rate is None):
+            return (last.step - anchor[1]) / seconds
+        return rate
+
+    def _run_row(self, where: _Position, spe: int | None, rate: float | None, width: int) -> tuple[Any, ...]:
+        from rich.progress_bar import ProgressBar
+
+        epochs = self.epochs or 0
+        done = 0 if where.epoch is None else where.epoch + (1 if where.done_in_epoch else 0)
+        in_epoch = spe and not where.done_in_epoch and where.epoch is not None
+        fraction = where.batch / spe if in_epoch and spe else 0.0
+        remaining = max(0.0, epochs - done - fraction)
+        if self._epoch_seconds:
+            run_eta: float | None = remaining * self._epoch_seconds
+        elif spe and rate:
+            run_eta = remaining * spe / rate
+        else:
+            run_eta = None
+        bar = ProgressBar(total=epochs, completed=min(epochs, done + fraction), width=width)
+        eta = f"  ETA {format_duration(run_eta)}" if run_eta is not None and done < epochs else ""
+        return "run", bar, f"{done}/{epochs} epochs{eta}"
+
+    def _epoch_row(self, where: _Position, spe: int | None, rate: float | None, width: int) -> tuple[Any, ...]:
+        from rich.progress_bar import ProgressBar
+
+        label = f"epoch {'–' if where.epoch is None else where.epoch + 1}"
+        speed = f"  {rate:.1f} steps/s" if rate else ""
+        if not spe:
+            return label, "", f"batch {where.batch} (step {where.step}){speed}"
+        epoch_eta = (spe - where.batch) / rate if rate and not where.done_in_epoch else None
+        eta = f"  ETA {format_duration(epoch_eta)}" if epoch_eta is not None else ""
+        bar = ProgressBar(total=spe, completed=min(where.batch, spe), width=width)
+        return label, bar, f"{where.batch}/{spe} (step {where.step}){speed}{eta}"
+
     def _lr_text(self) -> str:
-        text = "?" if self.lr is None else f"{self.lr:.4g}"
+        text = fmt_lr(self.lr, "?")
         if self.multiplier is not None and self.multiplier != 1.0:
             text += f" x{self.multiplier:.4g}"
         if self.lr_schedule:

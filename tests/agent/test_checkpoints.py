@@ -235,9 +235,9 @@ def test_agent_checkpoints_at_start_and_epoch_end_before_the_epoch_record(run_di
     kinds = [(r["type"], r.get("name")) for r in records(run_dir) if r["type"] in ("checkpoint", "epoch")]
     assert kinds == [
         ("checkpoint", "step-0000000"),
-        ("checkpoint", "epoch-0000"),
-        ("epoch", None),
         ("checkpoint", "epoch-0001"),
+        ("epoch", None),
+        ("checkpoint", "epoch-0002"),
         ("epoch", None),
     ]
     ck = records(run_dir, "checkpoint")
@@ -287,8 +287,8 @@ def test_rollback_restores_weights_rewinds_the_step_and_sets_lr(run_dir):
     control = Control(run_dir)
     with make_agent(run_dir, keep_last=10) as agent:
         agent.start(handle, step=0)
-        train(agent, handle, epochs=2, steps=4)  # w = -0.8 at step 8; epoch-0000 holds w = -0.4
-        seq = control.send("rollback", checkpoint="epoch-0000", lr=0.01, skip_batches=0)
+        train(agent, handle, epochs=2, steps=4)  # w = -0.8 at step 8; epoch-0001 holds w = -0.4
+        seq = control.send("rollback", checkpoint="epoch-0001", lr=0.01, skip_batches=0)
         step = train(agent, handle, epochs=1, steps=1, first_epoch=2, step=8)  # polls after step 9
         assert handle.w == pytest.approx(-0.4)
         assert handle.iterations == 4  # back at the checkpoint's step
@@ -400,7 +400,7 @@ def test_restore_at_start_loads_state_and_reports_resume_epoch(run_dir):
         train(agent, handle, epochs=2, steps=3)
     fresh = StateHandle(lr=0.5)
     with make_agent(run_dir) as agent:
-        entry = agent.restore(fresh, "epoch-0000")
+        entry = agent.restore(fresh, "epoch-0001")
         assert entry is not None and entry.resume_epoch() == 1
         assert (fresh.w, fresh.iterations, fresh.lr) == (pytest.approx(-0.3), 3, 0.1)
         assert agent.restore(StateHandle(), "nope") is None
@@ -414,7 +414,7 @@ def test_fresh_names_do_not_overwrite_an_earlier_attempts_checkpoints(run_dir):
             agent.start(handle, step=0)
             train(agent, handle, epochs=1, steps=2)
     names = [e.name for e in CheckpointStore(run_dir).entries()]
-    assert names == ["step-0000000", "epoch-0000", "step-0000000.2", "epoch-0000.2"]
+    assert names == ["step-0000000", "epoch-0001", "step-0000000.2", "epoch-0001.2"]
 
 
 def test_fake_trainer_checkpoints_and_restores_without_tensorflow(run_dir):
@@ -429,19 +429,19 @@ def test_fake_trainer_checkpoints_and_restores_without_tensorflow(run_dir):
     first = records(run_dir, "epoch")
     assert [r["name"] for r in records(run_dir, "checkpoint")] == [
         "step-0000000",
-        "epoch-0000",
         "epoch-0001",
         "epoch-0002",
+        "epoch-0003",
     ]
     out = subprocess.run(
         args,
-        env={**env, "LRSUP_RESTORE": "epoch-0000", "LRSUP_ATTEMPT": "2"},
+        env={**env, "LRSUP_RESTORE": "epoch-0001", "LRSUP_ATTEMPT": "2"},
         check=True,
         timeout=60,
         capture_output=True,
         text=True,
     )
-    assert "restored epoch-0000 at step 4, epoch 1" in out.stdout
+    assert "restored epoch-0001 at step 4, epoch 1" in out.stdout
     start = records(run_dir, "start")[-1]
     assert (start["initial_epoch"], start["step"]) == (1, 4)
     again = records(run_dir, "epoch")[len(first) :]

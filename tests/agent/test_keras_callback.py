@@ -336,11 +336,11 @@ def test_checkpoints_at_train_begin_and_epoch_end_hold_weights_and_optimizer_sta
     from lrsup.supervisor.agent.checkpoints import CheckpointStore
 
     store = CheckpointStore(run_dir)
-    assert [e.name for e in store.entries()] == ["step-0000000", "epoch-0000", "epoch-0001"]
+    assert [e.name for e in store.entries()] == ["step-0000000", "epoch-0001", "epoch-0002"]
     kinds = [r["type"] for r in records(run_dir) if r["type"] in ("checkpoint", "epoch")]
     assert kinds == ["checkpoint", "checkpoint", "epoch", "checkpoint", "epoch"]
-    entry = store.verify("epoch-0000")
-    assert (entry.epoch, entry.step, entry.file) == (0, STEPS, "checkpoints/epoch-0000.weights.h5")
+    entry = store.verify("epoch-0001")
+    assert (entry.epoch, entry.step, entry.file) == (0, STEPS, "checkpoints/epoch-0001.weights.h5")
     other = make_model(0.5, momentum=0.9)
     other.optimizer.build(other.trainable_variables)
     other.load_weights(str(store.path_of(entry)))
@@ -353,7 +353,7 @@ def test_checkpoints_at_train_begin_and_epoch_end_hold_weights_and_optimizer_sta
 
 def test_rollback_restores_exact_weights_and_sets_the_lr(run_dir):
     model, probe = make_model(0.1), WeightProbe()
-    plan = {1: [("rollback", {"checkpoint": "epoch-0000", "lr": 0.01, "skip_batches": 0})]}
+    plan = {1: [("rollback", {"checkpoint": "epoch-0001", "lr": 0.01, "skip_batches": 0})]}
     with MiniSupervisor(run_dir, plan):
         fit(model, probe, LrsupCallback(run_dir), epochs=3)
     w = probe.weights
@@ -377,7 +377,7 @@ def test_rollback_mid_epoch_rewinds_step_and_resets_running_metrics(run_dir):
         def on_train_batch_end(self, batch, logs=None):
             if batch == 2 and self.epoch == 1:  # written and rung as the supervisor does: seen at this batch end
                 with ControlWriter(run_dir / CONTROL_FILE, run_dir / BELL_FILE) as control:
-                    control.write(make_command(1000, "rollback", time=time.time(), checkpoint="epoch-0000"))
+                    control.write(make_command(1000, "rollback", time=time.time(), checkpoint="epoch-0001"))
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -422,7 +422,7 @@ def test_restore_at_start_continues_weights_step_and_epochs(run_dir, monkeypatch
     fit(first, epochs=2)
     saved = kernel(first)
     keras_callback._close_agents()
-    monkeypatch.setenv("LRSUP_RESTORE", "epoch-0001")
+    monkeypatch.setenv("LRSUP_RESTORE", "epoch-0002")
     monkeypatch.setattr(keras_callback, "_plan", None)
     second, probe = make_model(0.7, momentum=0.9), WeightProbe()
     history = fit(second, probe, epochs=4)

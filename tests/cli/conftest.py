@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from lrsup.supervisor.history.runs import pid_start_ticks
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import (
     PROTOCOL_VERSION,
@@ -26,6 +25,7 @@ from lrsup.supervisor.protocol.wire import (
     EpochRecord,
     StartRecord,
 )
+from lrsup.supervisor.rundir.liveness import process_start_time
 
 T0 = 1_790_000_000.0
 SPE = 4
@@ -134,7 +134,7 @@ def live_state(**extra) -> dict:
     """supervisor.json naming this test process as the run's live supervisor."""
     return {
         "supervisor_pid": os.getpid(),
-        "supervisor_start_time": pid_start_ticks(os.getpid()),
+        "supervisor_start_time": process_start_time(os.getpid()),
         "state": "running",
         "attempt": 1,
         "restarts": 0,

@@ -7,7 +7,6 @@ import os
 import pytest
 
 from lrsup.supervisor.history.runs import (
-    ProcessProbe,
     RunRefError,
     TailReader,
     head_objects,
@@ -124,28 +123,19 @@ def test_stale_when_the_pid_was_reused(runs):
     assert summarize(make_run(runs, "r", outcome=None, state=state)).state == "stale"
 
 
-class FakeProbe(ProcessProbe):
-    def __init__(self, ticks):
-        self.ticks = ticks
+def test_liveness_asks_the_seam_with_the_recorded_pid_and_start_time():
+    asked = []
 
-    def start_ticks(self, pid):
-        return self.ticks
+    def alive(pid, start):
+        asked.append((pid, start))
+        return start == 500
 
-    def boot_time(self):
-        return 1000.0
-
-    def clock_ticks(self):
-        return 100
-
-
-def test_liveness_with_a_fake_probe():
     assert supervisor_alive({}) is None
-    assert supervisor_alive({"supervisor_pid": 7}, FakeProbe(None)) is False
-    assert supervisor_alive({"supervisor_pid": 7, "supervisor_start_time": 500}, FakeProbe(500)) is True
-    assert supervisor_alive({"supervisor_pid": 7, "supervisor_start_time": 501}, FakeProbe(500)) is False
-    # a start time recorded as a Unix time: boot 1000 s + 500 ticks / 100 = 1005
-    assert supervisor_alive({"pid": 7, "pid_start_time": 1005.5}, FakeProbe(500)) is True
-    assert supervisor_alive({"pid": 7, "pid_start_time": 2000.0}, FakeProbe(500)) is False
+    assert supervisor_alive({"supervisor_pid": 7, "supervisor_start_time": 500}, alive) is True
+    assert supervisor_alive({"supervisor_pid": 7, "supervisor_start_time": 501}, alive) is False
+    assert asked == [(7, 500), (7, 501)]
+    # keys statefile.py never writes are not read
+    assert supervisor_alive({"pid": 7, "pid_start_time": 1005.5}, alive) is None
 
 
 def test_no_state_file_and_old_files_is_unknown(runs):

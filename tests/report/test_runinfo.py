@@ -16,7 +16,7 @@ from lrsup.supervisor.history.runinfo import (
     Outcome,
     RunInfoError,
     load_run,
-    metric_mode,
+    monitor_direction,
     order_metric_keys,
 )
 
@@ -255,7 +255,7 @@ def test_two_fits_in_one_script_do_not_supersede_each_other(run_writer) -> None:
 def test_monitor_override_and_max_mode(synthetic_run: Path) -> None:
     info = load_run(synthetic_run, monitor="val_accuracy")
     assert info.mode == "max" and info.best.epoch == 10 and info.best.logs["val_accuracy"] == 0.73
-    assert metric_mode("val_auc") == "max" and metric_mode("val_mae") == "min"
+    assert monitor_direction("val_auc") == "max" and monitor_direction("val_mae") == "min"
 
 
 def test_metric_key_order() -> None:
