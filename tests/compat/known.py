@@ -17,7 +17,8 @@ from __future__ import annotations
 KNOWN: dict[tuple[str, str, str, str], str] = {
     ('argparse_exit', 'jax', 'default', 'callbacks'): "predicted, not yet run on jax (as on own_callbacks): the script's callbacks saw epochs 0-2 trained inside lrsup's LR range test",
     ('argparse_exit', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
-    ('crash_callback', 'jax', 'default', 'completes'): "predicted, not yet run on jax (as on tensorflow): the same crash was restarted 2 times; diagnosed as failing 'before its first epoch'",
+    ('crash_callback', 'jax', 'default', 'completes'): "the same crash was restarted 2 times over 183 s (plainly 62 s); diagnosed as failing 'before its first epoch', though the run had trained 3 epochs and each attempt died at the end of the same epoch",
+    ('crash_callback', 'jax', 'default', 'lr'): "a restarted trainer started at LR 0.03981; lrsup's last decided LR was 0.01276; a restarted trainer started at LR 0.03981; lrsup's last decided LR was 0.01276",
     ('crash_callback', 'tensorflow', 'default', 'completes'): "the same crash was restarted 2 times over 109 s (plainly 32 s); diagnosed as failing 'before its first epoch' though the run had trained 3 epochs and each attempt died at the end of the same epoch",
     ('crash_callback', 'tensorflow', 'plateau', 'completes'): "the same crash was restarted 2 times over 96 s (plainly 32 s); diagnosed as failing 'before its first epoch' though the run had trained 3 epochs and each attempt died at the end of the same epoch",
     ('custom_train_step', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
