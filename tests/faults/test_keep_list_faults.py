@@ -23,21 +23,22 @@ backoff_cap = 0.2
 
 
 def test_a_restarted_attempt_keeps_the_checkpoints_the_run_retains(tmp_path):
-    # The best checkpoint is epoch 0's; the trainer crashes once in epoch 4 and is restarted from
-    # epoch-0003. With keep_last = 1 the new attempt, which never read the old retain commands,
-    # used to delete epoch-0000 at its first checkpoint; $LRSUP_RETAIN now gives it the list.
+    # The best checkpoint is the first epoch's (epoch-0001); the trainer crashes once in the fifth
+    # epoch and is restarted from epoch-0004. With keep_last = 1 the new attempt, which never read
+    # the old retain commands, used to delete epoch-0001 at its first checkpoint; $LRSUP_RETAIN
+    # now gives it the list.
     (tmp_path / "lrsup.toml").write_text(TOML)
     losses = ["--val-loss", "0.5,0.9,0.9,0.9,0.9,0.9"]
     args = ["--checkpoints", "--epochs", "6", *losses, "--crash-once-at-epoch", "4"]
     result = lrsup("run", "--run-dir", "r", str(FAKE), "--", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     run_dir = tmp_path / "r"
-    assert "restored checkpoint 'epoch-0003'" in (run_dir / "trainer.log").read_text()
+    assert "restored checkpoint 'epoch-0004'" in (run_dir / "trainer.log").read_text()
     retains = [c["keep"] for c in read_jsonl(run_dir / "control.jsonl") if c["cmd"] == "retain"]
-    assert retains[-1] == ["epoch-0000", "epoch-0005"]
+    assert retains[-1] == ["epoch-0001", "epoch-0006"]
     manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
-    assert {"epoch-0000", "epoch-0005"} <= {entry["name"] for entry in manifest["checkpoints"]}
-    assert (run_dir / "checkpoints" / "epoch-0000.json").exists()
+    assert {"epoch-0001", "epoch-0006"} <= {entry["name"] for entry in manifest["checkpoints"]}
+    assert (run_dir / "checkpoints" / "epoch-0001.json").exists()
 
 
 def test_the_keep_list_is_read_back_from_control_jsonl_and_passed_by_environment(tmp_path):
