@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint wheel-check install clean
+.PHONY: demo test test-fast compat lint wheel-check install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not keras"
+
+# compat: the whole compatibility matrix of issue 13 (tests/compat) for one backend:
+# make compat BACKEND=jax (needs jax installed: pip install -e '.[jax,test]').
+BACKEND ?= tensorflow
+compat: $(VENV)/.installed
+	$(PY) -m tests.compat --backend $(BACKEND)
 
 # lint: ruff (lint and format), then the import contracts (pyproject.toml) over a plain install of
 # the packages in .lint/ (the editable install's import hook is invisible to static tools).

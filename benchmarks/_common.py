@@ -40,7 +40,7 @@ timings. Where a target is not met, the section says so.
 
 """
 
-SECTIONS = ("agent_overhead", "reaction", "scale", "outcomes")
+SECTIONS = ("agent_overhead", "reaction", "scale", "outcomes", "no_harm")
 
 
 def cpu_model() -> str:

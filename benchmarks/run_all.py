@@ -2,10 +2,11 @@
 
     python -m benchmarks all            # or: python benchmarks/run_all.py
     python -m benchmarks all --smoke
-    python -m benchmarks scale          # one of: agent_overhead, reaction, scale, outcomes
+    python -m benchmarks scale          # one of: agent_overhead, reaction, scale, outcomes, no_harm
 
 Extra arguments go to every benchmark (e.g. ``--smoke``); ``outcomes`` runs its small grid
-unless ``--grid full`` is given to it directly.
+unless ``--grid full`` is given to it directly; ``no_harm`` runs every well-tuned script unless
+``--quick`` is given to it (``all`` gives it ``--quick``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ("agent_overhead", "reaction", "scale", "outcomes")
+NAMES = ("agent_overhead", "reaction", "scale", "outcomes", "no_harm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for name in NAMES:
         print(f"\n=== {name} ===", flush=True)
-        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *args], cwd=ROOT)
+        extra = ["--quick"] if name == "no_harm" and "--smoke" not in args else []  # as outcomes' small grid
+        rc = subprocess.call([sys.executable, "-m", f"benchmarks.{name}", *args, *extra], cwd=ROOT)
         if rc:
             print(f"benchmarks.{name} exited with {rc}", file=sys.stderr)
             status = status or rc

@@ -591,7 +591,7 @@ class Runner:
         index = last.index
         if last.seq is not None and last.seq > plan.seq:
             index -= 1  # journaled, but its command never reached control.jsonl: act on it again
-        self.requests.offset = last.offset
+        self.requests = RequestReader(self.paths.requests, last.offset)
         self._requests_done = (last.offset, index)
         self._request_journaled = (last.offset, last.index)
 
