@@ -363,7 +363,7 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
 
     Example::
 
-        config = config_from_json(json.loads((run_dir / "config.json").read_text()), str(run_dir))
+        config = config_from_json(json.loads((run_dir / CONFIG_FILE).read_text()), str(run_dir))
 
     Args:
         data: the decoded JSON object.

@@ -35,9 +35,9 @@ import keras
 from keras.optimizers.schedules import LearningRateSchedule
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
-from lrsup.supervisor.agent.core import ENV_RESTORE, Agent
+from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.agent.settings import check_setting
-from lrsup.supervisor.protocol.wire import ENV_RUN_DIR
+from lrsup.supervisor.protocol.wire import ENV_RESTORE, ENV_RUN_DIR
 
 # Attributes that look like numbers but are structure, not hyperparameters.
 _NOT_HPARAMS = frozenset({"learning_rate", "iterations", "gradient_accumulation_steps", "ema_overwrite_frequency"})

@@ -52,7 +52,15 @@ from lrsup.supervisor.protocol.journal import (
     RequestEntry,
 )
 from lrsup.supervisor.protocol.jsonl import Appender
-from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
+from lrsup.supervisor.protocol.wire import (
+    EXIT_GIVE_UP,
+    AckRecord,
+    EpochRecord,
+    ErrorRecord,
+    ProtocolError,
+    Record,
+    StartRecord,
+)
 from lrsup.supervisor.run.commands import CommandChannel
 from lrsup.supervisor.run.credence import Credence
 from lrsup.supervisor.run.follower import Follower
@@ -90,7 +98,6 @@ if TYPE_CHECKING:
     from lrsup.supervisor.config import ResolvedConfig
     from lrsup.supervisor.engine.core import Decision, Engine
 
-EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
 NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
 
 # Journal events that name a condition the display shows instead of the lifecycle state.
@@ -657,7 +664,7 @@ class Runner:
 
         stop = len(self.signals)
         if not wait_for_space(
-            write, self.clock, self.space_wait, say, "supervisor.json", lambda: len(self.signals) > stop
+            write, self.clock, self.space_wait, say, protocol.STATE_FILE, lambda: len(self.signals) > stop
         ):
             say(
                 f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
