@@ -128,7 +128,7 @@ class NotifySettings(BaseModel):
 
     webhook: HttpUrl | None = None
     command: str | None = Field(default=None, min_length=1)
-    on: list[NotifyEvent] = Field(default_factory=lambda: ["end", "give_up"])
+    on: list[NotifyEvent] = Field(default_factory=lambda: list[NotifyEvent](("end", "give_up")))
     timeout: float = Field(default=5.0, gt=0, le=300)
     secret: list[Literal["webhook", "command"]] = Field(default_factory=list)
 
@@ -202,6 +202,7 @@ class AgentSettings(BaseModel):
     @field_validator("*")
     @classmethod
     def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None  # a field validator's
         bound = AGENT_BOUNDS[info.field_name]  # the value is quoted by the error's formatter
         if not bound.admits(value):
             raise ValueError(f"must be {bound.describe()}")
