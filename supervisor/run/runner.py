@@ -169,6 +169,7 @@ class Runner:
         self.follower = Follower(paths.metrics, use_watchdog=use_watchdog, poll_interval=poll_interval, offset=offset)
         self.spawner = spawner or ProcessSpawner(log_path=paths.trainer_log, sink=self._on_output)
         self.display = display
+        self.terminal: Terminal  # the display as open() wraps it (also self.display from then on)
         self.clock = clock or SystemClock()
         self.grace, self.tick_interval = grace, tick
         settings = config.run
@@ -234,7 +235,9 @@ class Runner:
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
         own = self.display is None  # make_display() writes to the real stdout: silence it when it closes
-        self.display = Terminal(self.display or make_display(), lambda e, d: self.event(e, d), silence=own)
+        self.display = self.terminal = Terminal(
+            self.display or make_display(), lambda e, d: self.event(e, d), silence=own
+        )
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
         control, journal = self._writers or (
@@ -284,7 +287,7 @@ class Runner:
             self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
         if self.hangups:  # the terminal hung up: go on, writing to the run directory only
             self.hangups.clear()
-            self.display.hang_up()
+            self.terminal.hang_up()
         self._apply_requests(now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
@@ -362,7 +365,7 @@ class Runner:
                 line = self.output.get_nowait()
             except queue.Empty:
                 break
-            self.display.on_output_line(line)
+            self.terminal.on_output_line(line)
         self._read_records()
         self._drain_events()
 
@@ -391,7 +394,7 @@ class Runner:
                 self._note_retain(decision)
             return
         self.watchdog.on_record(record, self.clock.monotonic())
-        self.display.on_record(record)
+        self.terminal.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         for decision in self.engine.feed(record):
@@ -447,7 +450,7 @@ class Runner:
                 seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
             )
         )
-        self.display.on_decision(decision)
+        self.terminal.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
             self._notify(
                 "rollback",
@@ -517,6 +520,7 @@ class Runner:
             self.lifecycle.request_graceful_stop(now, reason, self.config.run.stop_timeout)
 
     def _override(self, request: Request, because: str) -> None:
+        assert request.lr is not None  # a set_lr request's (parse_request)
         seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
         suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
         self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
@@ -679,9 +683,9 @@ class Runner:
         self.journal(EventEntry(event, detail, extra))
         # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
         shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
-        self.display.on_state(shown, detail)
+        self.terminal.on_state(shown, detail)
         if event in ("backoff", "restarted") and hasattr(self.display, "on_time_lost"):
-            self.display.on_time_lost(self.lifecycle.time_lost)
+            self.terminal.on_time_lost(self.lifecycle.time_lost)
 
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():
