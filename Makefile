@@ -29,13 +29,14 @@ BACKEND ?= tensorflow
 compat: $(VENV)/.installed
 	$(PY) -m tests.compat --backend $(BACKEND)
 
-# lint: ruff (lint and format), then the import contracts (pyproject.toml) over a plain install of
-# the packages in .lint/ (the editable install's import hook is invisible to static tools).
+# lint: ruff (lint and format), then the import contracts and mypy (pyproject.toml) over a plain install
+# of the packages in .lint/ (the editable install's import hook is invisible to static tools).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	rm -rf .lint && $(PY) -m pip install -q --no-deps --no-build-isolation --target .lint . 2>/dev/null
 	cd .lint && PYTHONPATH=. ../$(VENV)/bin/lint-imports ../pyproject.toml
+	cd .lint && ../$(VENV)/bin/mypy --config-file ../pyproject.toml --cache-dir ../.mypy_cache -p lrsup
 
 # wheel-check: the wheel built from this checkout, installed into a fresh virtual environment
 # (not the editable install), supervises the digits example for 2 epochs from outside the repo.

@@ -317,7 +317,7 @@ class LRFind(Policy):
             SaveCheckpoint(name=self.checkpoint, reason="LR range test: the weights to come back to"),
             Keep(checkpoints=(self.checkpoint,), reason="LR range test: keep the weights to come back to"),
         ]
-        every_step = {"batch_every": 1} if run.batch_every != 1 else {}
+        every_step: dict[str, Any] = {"batch_every": 1} if run.batch_every != 1 else {}
         if run.batch_min_interval != 0:  # None (not known) included
             every_step["batch_min_interval"] = 0.0
         if every_step:
@@ -345,10 +345,11 @@ class LRFind(Policy):
             if any(c.name == self.checkpoint for c in run.checkpoints):
                 return self._start_ramp(record.step, run)
             return ()
-        if self.phase != "test" or loss is None or record.step <= self.test_start:  # type: ignore[operator]
+        ramp, test_start = self.ramp, self.test_start  # both set once the phase is "test"
+        if self.phase != "test" or loss is None or ramp is None or test_start is None or record.step <= test_start:
             return ()
         s = self.settings
-        lr = evaluate(self.ramp, record.step - 1)  # the LR of update `step` (schedule(step) is the next one's)
+        lr = evaluate(ramp, record.step - 1)  # the LR of update `step` (schedule(step) is the next one's)
         if not math.isfinite(loss):
             return self._finish(f"the loss became {loss} at LR {lr:.3g} (step {record.step})", run, blow_up=lr)
         self.lrs.append(lr)
@@ -362,7 +363,7 @@ class LRFind(Policy):
                 run,
                 blow_up=lr,
             )
-        if record.step - 1 >= self.ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
+        if record.step - 1 >= ramp["end_step"]:  # the ramp is at its top (a late ack means fewer points)
             return self._finish(f"the ramp reached LR {lr:.3g} after {self.steps} steps", run)
         return ()
 

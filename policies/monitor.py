@@ -49,66 +49,65 @@ _F32 = struct.Struct("<f")
 # plus the short identifiers ``compile(metrics=[...])`` accepts (the metric is then
 # named after the identifier). Keys are lower-cased with underscores removed, so that
 # ``mean_squared_error``, ``MeanSquaredError`` and ``meansquarederror`` all match.
+_DIRECTION_NAMES: dict[Direction, tuple[str, ...]] = {
+    "max": (
+        "accuracy",
+        "acc",
+        "binary_accuracy",
+        "categorical_accuracy",
+        "sparse_categorical_accuracy",
+        "top_k_categorical_accuracy",
+        "sparse_top_k_categorical_accuracy",
+        "auc",
+        "precision",
+        "recall",
+        "f1_score",
+        "fbeta_score",
+        "r2_score",
+        "iou",
+        "io_u",
+        "binary_io_u",
+        "mean_io_u",
+        "one_hot_io_u",
+        "one_hot_mean_io_u",
+        "cosine_similarity",
+        "pearson_correlation",
+        "concordance_correlation",
+        "precision_at_recall",
+        "recall_at_precision",
+        "sensitivity_at_specificity",
+        "specificity_at_sensitivity",
+    ),
+    "min": (
+        "loss",
+        "mean_squared_error",
+        "mse",
+        "mean_absolute_error",
+        "mae",
+        "mean_absolute_percentage_error",
+        "mape",
+        "mean_squared_logarithmic_error",
+        "msle",
+        "root_mean_squared_error",
+        "rmse",
+        "binary_crossentropy",
+        "bce",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+        "crossentropy",
+        "hinge",
+        "squared_hinge",
+        "categorical_hinge",
+        "kl_divergence",
+        "kld",
+        "poisson",
+        "logcosh",
+        "log_cosh",
+        "log_cosh_error",
+    ),
+}
 _DIRECTIONS: dict[str, Direction] = {
-    key.replace("_", ""): direction
-    for direction, names in {
-        "max": (
-            "accuracy",
-            "acc",
-            "binary_accuracy",
-            "categorical_accuracy",
-            "sparse_categorical_accuracy",
-            "top_k_categorical_accuracy",
-            "sparse_top_k_categorical_accuracy",
-            "auc",
-            "precision",
-            "recall",
-            "f1_score",
-            "fbeta_score",
-            "r2_score",
-            "iou",
-            "io_u",
-            "binary_io_u",
-            "mean_io_u",
-            "one_hot_io_u",
-            "one_hot_mean_io_u",
-            "cosine_similarity",
-            "pearson_correlation",
-            "concordance_correlation",
-            "precision_at_recall",
-            "recall_at_precision",
-            "sensitivity_at_specificity",
-            "specificity_at_sensitivity",
-        ),
-        "min": (
-            "loss",
-            "mean_squared_error",
-            "mse",
-            "mean_absolute_error",
-            "mae",
-            "mean_absolute_percentage_error",
-            "mape",
-            "mean_squared_logarithmic_error",
-            "msle",
-            "root_mean_squared_error",
-            "rmse",
-            "binary_crossentropy",
-            "bce",
-            "categorical_crossentropy",
-            "sparse_categorical_crossentropy",
-            "crossentropy",
-            "hinge",
-            "squared_hinge",
-            "categorical_hinge",
-            "kl_divergence",
-            "kld",
-            "poisson",
-            "logcosh",
-            "log_cosh",
-            "log_cosh_error",
-        ),
-    }.items()
-    for key in names
+    key.replace("_", ""): direction for direction, names in _DIRECTION_NAMES.items() for key in names
 }
 
 _NUMBERED = re.compile(r"_\d+$")
@@ -217,8 +216,10 @@ def metric_direction(name: str, mode: str = "auto") -> Direction | None:
     Returns:
         ``"min"``, ``"max"``, or None when the direction of ``name`` cannot be inferred.
     """
-    if mode == "min" or mode == "max":
-        return mode
+    if mode == "min":
+        return "min"
+    if mode == "max":
+        return "max"
     return infer_direction(name)
 
 

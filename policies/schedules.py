@@ -179,6 +179,8 @@ class ExponentialDecay(SchedulePolicy):
             _exactly_one(self, "decay_steps", "decay_epochs")
             return self
 
+    settings: Settings
+
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
         lr0, lr_text = self._lr(s.initial_lr, "initial_lr", record, run)
@@ -223,6 +225,8 @@ class StepDecay(SchedulePolicy):
         def _period(self):
             _exactly_one(self, "every_steps", "every_epochs")
             return self
+
+    settings: Settings
 
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
@@ -273,6 +277,8 @@ class Cyclic(SchedulePolicy):
                 raise ValueError(f"max_lr={self.max_lr!r} must be above base_lr={self.base_lr!r}")
             return self
 
+    settings: Settings
+
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
         base, base_text = self._lr(s.base_lr, "base_lr", record, run)
@@ -320,6 +326,8 @@ class OneCycle(SchedulePolicy):
         final_div_factor: float = Field(1e4, gt=0)
         anneal: Literal["cos", "linear"] = "cos"
         three_phase: bool = False
+
+    settings: Settings
 
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
@@ -377,6 +385,8 @@ class Warmup(SchedulePolicy):
         def _spec(cls, value: dict | None) -> dict | None:
             return None if value is None else validate_spec(value)
 
+    settings: Settings
+
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
         spec: dict[str, Any] = {"kind": "warmup", "steps": s.steps, "start_lr": s.start_lr, "then": s.then}
@@ -425,12 +435,14 @@ class Cosine(SchedulePolicy):
                 raise ValueError(f"warmup_start_lr={self.warmup_start_lr!r} needs warmup_steps > 0")
             return self
 
+    settings: Settings
+
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
         peak, peak_text = self._lr(s.initial_lr, "initial_lr", record, run)
         if s.decay_steps is None and s.decay_epochs is None:
             total, _ = self._rest_of_run(record, run, "decay_steps")
-            steps = total - s.warmup_steps
+            steps: float = total - s.warmup_steps
             if steps <= 0:
                 raise ValueError(
                     f"{self.name}: warmup_steps={s.warmup_steps} leaves no steps to decay over "

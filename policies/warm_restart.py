@@ -139,6 +139,8 @@ class WarmRestart(SchedulePolicy):
                     raise ValueError(f"{given} only apply with on_plateau = true")
             return self
 
+    settings: Settings
+
     def reset(self) -> None:
         super().reset()
         s = self.settings
@@ -181,6 +183,7 @@ class WarmRestart(SchedulePolicy):
         if self._wait < self.settings.patience:
             return ()
         best = self._best
+        assert best is not None  # a wait is counted only after a first value became the best
         self._schedule = restart_now(self._schedule, record.step)
         self._cycle, self._best, self._wait = 0, None, 0
         peak, length = self._schedule["initial_learning_rate"], self._schedule["first_decay_steps"]

@@ -128,7 +128,7 @@ class NotifySettings(BaseModel):
 
     webhook: HttpUrl | None = None
     command: str | None = Field(default=None, min_length=1)
-    on: list[NotifyEvent] = Field(default_factory=lambda: ["end", "give_up"])
+    on: list[NotifyEvent] = Field(default_factory=lambda: list[NotifyEvent](("end", "give_up")))
     timeout: float = Field(default=5.0, gt=0, le=300)
     secret: list[Literal["webhook", "command"]] = Field(default_factory=list)
 
@@ -202,6 +202,7 @@ class AgentSettings(BaseModel):
     @field_validator("*")
     @classmethod
     def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None  # a field validator's
         bound = AGENT_BOUNDS[info.field_name]  # the value is quoted by the error's formatter
         if not bound.admits(value):
             raise ValueError(f"must be {bound.describe()}")
@@ -438,7 +439,7 @@ def config_from_json(data: Any, source: str) -> ResolvedConfig:
 
     Example::
 
-        config = config_from_json(json.loads((run_dir / "config.json").read_text()), str(run_dir))
+        config = config_from_json(json.loads((run_dir / CONFIG_FILE).read_text()), str(run_dir))
 
     Args:
         data: the decoded JSON object.

@@ -20,12 +20,13 @@ own ``OptimizerHandle``::
 from lrsup.supervisor.agent.checkpointing import Checkpointer
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.control import CommandHandler, ControlReader
-from lrsup.supervisor.agent.core import ENV_ATTEMPT, ENV_RESTORE, Agent
+from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.agent.handle import OptimizerHandle
 from lrsup.supervisor.agent.heartbeat import Heartbeats
 from lrsup.supervisor.agent.lr_control import LrControl
 from lrsup.supervisor.agent.records import Logs, RecordWriter, metrics_of
 from lrsup.supervisor.agent.settings import AgentError, Settings, load_settings
+from lrsup.supervisor.protocol.wire import ENV_ATTEMPT, ENV_RESTORE
 
 __all__ = [
     "Agent",

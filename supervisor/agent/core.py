@@ -51,6 +51,8 @@ from lrsup.supervisor.agent.settings import AgentError, load_settings
 from lrsup.supervisor.protocol.wire import (
     BELL_FILE,
     CONTROL_FILE,
+    ENV_ATTEMPT,  # noqa: F401  (re-exported under its old name; the protocol's, as ENV_RESTORE)
+    ENV_RESTORE,  # noqa: F401
     ENV_RUN_DIR,
     METRICS_FILE,
     EndRecord,
@@ -58,10 +60,6 @@ from lrsup.supervisor.protocol.wire import (
     StartRecord,
     retain_from_env,
 )
-
-# Environment variables the supervisor sets when it restarts a crashed trainer.
-ENV_RESTORE = "LRSUP_RESTORE"  # the name of the checkpoint to load before the first batch
-ENV_ATTEMPT = "LRSUP_ATTEMPT"  # the trainer attempt, 1 for the first (informational)
 
 # Between the barriers batch_end reads control.jsonl when the supervisor rings control.bell (a
 # compare of 8 mapped bytes, ~0.1 us, see lrsup.supervisor.protocol.doorbell), and anyway every

@@ -39,9 +39,10 @@ class OptimizerHandle(Protocol):
     state_suffix: str
     """The file-name ending of ``save_state`` files (".weights.h5" for Keras)."""
 
-    native_schedule: str | None
-    """The class name of the optimizer's own LR schedule, or None for a plain float LR
-    (lrsup's ``set_schedule`` drives float learning rates only)."""
+    @property
+    def native_schedule(self) -> str | None:
+        """The class name of the optimizer's own LR schedule, or None for a plain float LR
+        (lrsup's ``set_schedule`` drives float learning rates only); read-only for the agent."""
 
     def save_state(self, path: str) -> Mapping[str, Any] | None:
         """Write the weights and the optimizer state to ``path``; return extra meta to keep

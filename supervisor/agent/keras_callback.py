@@ -35,9 +35,9 @@ import keras
 from keras.optimizers.schedules import LearningRateSchedule
 
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
-from lrsup.supervisor.agent.core import ENV_RESTORE, Agent
+from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.agent.settings import check_setting
-from lrsup.supervisor.protocol.wire import ENV_RUN_DIR
+from lrsup.supervisor.protocol.wire import ENV_RESTORE, ENV_RUN_DIR
 
 # Attributes that look like numbers but are structure, not hyperparameters.
 _NOT_HPARAMS = frozenset({"learning_rate", "iterations", "gradient_accumulation_steps", "ema_overwrite_frequency"})
@@ -165,7 +165,7 @@ class KerasOptimizerHandle:
         else:
             self.schedule = None
 
-    def get_lr(self) -> float | None:
+    def get_lr(self) -> float:
         """The effective learning rate (the schedule's value at the current step times the multiplier)."""
         lr = _to_float(self.optimizer.learning_rate)
         self._lr_seen = (lr, time.monotonic())
@@ -452,6 +452,7 @@ class LrsupCallback(keras.callbacks.Callback):
         if self._start_info is None:
             return
         info, self._start_info = self._start_info, None
+        assert self._agent is not None and self._handle is not None  # set with _start_info
         self._epoch = initial_epoch
         self._agent.start(
             self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored, barrier=barrier, **info
@@ -508,6 +509,7 @@ class LrsupCallback(keras.callbacks.Callback):
             return
         self._running = False
         self._write_start(self._epoch, barrier=False)
+        assert self._agent is not None  # set before _running
         self._agent.end(reason="exception", epoch=self._epoch, step=self._step)
 
 

@@ -6,7 +6,7 @@ on stderr, exit status 2), the RUN argument and ``--runs-dir`` option with ``res
 of ``run``/``lr-find`` (``script_args``, ``check_script``). The commands themselves are
 in the ``cli_*`` modules, registered on ``app`` when ``lrsup.supervisor.cli.main`` imports them.
 
-Cheap to import: typer only; everything else is imported inside the functions.
+Cheap to import: typer and the protocol's constants only; everything else is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any, NoReturn
 import typer
 
 from lrsup import __version__
-
-EXIT_USAGE = 2
+from lrsup.supervisor.protocol.wire import EXIT_USAGE
 
 app = typer.Typer(
     name="lrsup",

@@ -8,10 +8,14 @@ registry are imported inside the command.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from lrsup.supervisor.cli.app import app
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @app.command()
@@ -50,7 +54,7 @@ def _policies() -> int:
     return 0
 
 
-def _describe_settings(model: type) -> str:
+def _describe_settings(model: type[BaseModel]) -> str:
     """One ``name: type = default`` line per field of a pydantic Settings model."""
     lines = []
     for field_name, field in model.model_fields.items():

@@ -166,14 +166,14 @@ def _report(run_dirs: list[Path], out: Path | None) -> int:
                 paths = compare_runs(run_dirs, out_dir, progress=bar.callback)
         if len(run_dirs) == 1:
             render_terminal(info, console)
-            paths = write_report(run_dirs[0], info=info)
-            written = [paths.md, paths.png, paths.html]
+            report = write_report(run_dirs[0], info=info)
+            written, notes = [report.md, report.png, report.html], report.notes
         else:
             render_compare_terminal(paths.infos, console)
-            written = [paths.md, paths.png]
+            written, notes = [paths.md, paths.png], paths.notes
     except RunInfoError as err:
         fail(str(err))
-    for note in paths.notes:
+    for note in notes:
         print(f"lrsup: note: {note}", file=sys.stderr)
     for path in written:
         if path is not None:

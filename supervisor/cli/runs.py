@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -76,7 +76,7 @@ def _ls(runs_dir: Path) -> int:
     return 0
 
 
-_LS_COLUMNS = (
+_LS_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
     ("name", "left"),
     ("state", "left"),
     ("epoch", "right"),

@@ -177,8 +177,8 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
         while True:
             for obj in followers[0].read():
                 _feed(display, obj)
-            for entry in followers[1].read():
-                _feed_journal(display, entry)
+            for entry_obj in followers[1].read():
+                _feed_journal(display, entry_obj)
             for line in followers[2].read_lines():
                 display.on_output_line(line.decode("utf-8", "replace"))
             if not live or stop.wait(poll):

@@ -258,7 +258,7 @@ class Engine:
         return decisions
 
     @staticmethod
-    def _ask(hooks: list, kind: type, record: Record, view: RunView) -> list[Action]:
+    def _ask(hooks: Sequence[tuple[Policy, Any]], kind: type, record: Record, view: RunView) -> list[Action]:
         """Every interested policy's actions on ``record``, stamped with the policy's name."""
         actions: list[Action] = []
         for policy, hook in hooks:

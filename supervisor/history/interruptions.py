@@ -38,7 +38,7 @@ def mark_superseded(info: RunInfo, fits: list[int]) -> None:
     ``fits[i]`` counts the fits that had ended (completed or stopped) before row i:
     a script that calls ``fit`` twice starts again at epoch 0 without redoing anything.
     """
-    min_later: float | tuple[int, int] = math.inf
+    min_later: float = math.inf
     fit = None
     out: list[EpochRow] = []
     for row, row_fit in zip(reversed(info.epochs), reversed(fits)):

@@ -236,6 +236,7 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
     if last_batch_line is not None:  # the newest batch may have been skipped by the downsampler
         try:
             record = parse_record(loads(last_batch_line))
+            assert isinstance(record, BatchRecord)  # the line was kept as a batch record's
             if record.time:
                 last = record.time if last is None else max(last, record.time)
             last_step = record.step if last_step is None else max(last_step, record.step)

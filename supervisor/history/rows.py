@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeGuard
 
 from lrsup.policies.monitor import Direction, metric_direction
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
@@ -223,7 +223,7 @@ def fmt_lr(lr: Any, missing: str = "–") -> str:
     return f"{lr:.4g}"
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -391,7 +391,8 @@ def _progress(s: RunSummary, head: list[dict], tail: list[dict]) -> None:
 
 def _last_epoch(s: RunSummary, record: dict) -> None:
     s.epoch = (_int(record.get("epoch")) or 0) + 1
-    s.last_logs = record.get("logs") if isinstance(record.get("logs"), dict) else {}
+    logs = record.get("logs")
+    s.last_logs = logs if isinstance(logs, dict) else {}
 
 
 def _decisions(entries: list[dict]) -> list[RecentDecision]:
@@ -457,8 +458,8 @@ def _times(s: RunSummary, state: dict, head: list[dict], entries: list[dict], ev
     s.started = _num(state.get("started"))
     if s.started is None:
         times = [_num(e.get("time")) for e in entries[:5]] + [_num(r.get("time")) for r in head[:1]]
-        times = [t for t in times if t is not None]
-        s.started = min(times) if times else None
+        known = [t for t in times if t is not None]
+        s.started = min(known) if known else None
     finished = [e for e in events if e.get("event") == "finished"]
     if finished:
         s.ended = _num(finished[-1].get("time"))

@@ -86,7 +86,7 @@ class BellWatch:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self.ino = os.fstat(fd).st_ino
-        self._map: mmap.mmap | None = mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ)
+        self._map = mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ)
         self._last = self._map[:SIZE]
 
     @classmethod
@@ -114,9 +114,7 @@ class BellWatch:
         return True
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._map.close()  # a second close does nothing
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

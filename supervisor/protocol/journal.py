@@ -223,11 +223,10 @@ class UnknownEntry:
         return self.type if isinstance(self.type, str) else ""
 
 
-JournalEntry = Union[
-    DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, UnknownEntry
-]
+KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry]
+JournalEntry = Union[KnownEntry, UnknownEntry]
 
-ENTRY_TYPES: dict[str, type] = {
+ENTRY_TYPES: dict[str, type[KnownEntry]] = {
     cls.kind: cls for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry)
 }
 

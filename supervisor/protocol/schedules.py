@@ -144,7 +144,7 @@ def _cosine(step: float, decay_steps: float, decay_from_lr: float, alpha: float)
 
 
 def cosine_decay(
-    step: int,
+    step: float,
     initial_learning_rate: float,
     decay_steps: float,
     alpha: float = 0.0,

@@ -24,7 +24,7 @@ import reprlib
 from dataclasses import dataclass, field, fields
 from itertools import product
 from operator import itemgetter
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeGuard
 
 PROTOCOL_VERSION = 1
 
@@ -595,7 +595,7 @@ def is_checkpoint_name(name: Any) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
-def is_valid_lr(value: Any) -> bool:
+def is_valid_lr(value: Any) -> TypeGuard[float]:
     """True for a learning rate a command may set: a finite number >= 0 (not a bool)."""
     try:
         return _is_number(value) and math.isfinite(value) and value >= 0

@@ -92,7 +92,9 @@ def plot_run(info: RunInfo) -> bytes:
 def _plotted_keys(info: RunInfo) -> list[str]:
     """loss and val_loss where the epochs have them, else the monitored metric."""
     keys = {k for r in info.epochs for k in r.logs}
-    return [k for k in ("loss", "val_loss") if k in keys] or ([info.monitor] if info.monitor in keys else [])
+    return [k for k in ("loss", "val_loss") if k in keys] or (
+        [info.monitor] if info.monitor is not None and info.monitor in keys else []
+    )
 
 
 def _draw_batches(ax: Any, bx: list[float], by: list[float], handles: list[Any]) -> None:
@@ -212,10 +214,9 @@ def _draw_work_lost(ax: Any, info: RunInfo, xmin: float, xmax: float, band: Any,
     """The work thrown away: a shaded span (a restart's downtime has no width in epochs: a thin band)."""
     from matplotlib.patches import Patch
 
-    spans = [i for i in info.interruptions if i.span is not None]
+    spans = [(i, i.span) for i in info.interruptions if i.span is not None]
     min_width = 0.008 * (xmax - xmin + 1)
-    for item in spans:
-        x0, x1 = item.span
+    for item, (x0, x1) in spans:
         x1 = max(x1, x0 + min_width)
         ax.axvspan(x0, x1, color="#d62728", alpha=0.1, zorder=0, linewidth=0)
         if item.time_lost is not None:

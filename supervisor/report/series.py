@@ -20,7 +20,10 @@ def x_of_row(row: EpochRow) -> float:
 def batch_xy(info: RunInfo) -> tuple[list[float], list[float], list[float], list[float]]:
     """(x, loss) of finite batch losses and (x, lr) of batch LRs, x in epochs (1 = end of the first)."""
     spe = info.steps_per_epoch
-    xs, ys, lx, ly = [], [], [], []
+    xs: list[float] = []
+    ys: list[float] = []
+    lx: list[float] = []
+    ly: list[float] = []
     if not spe:
         return xs, ys, lx, ly
     for p in info.batches.points:
@@ -105,7 +108,7 @@ class Marker:
 
 
 def decision_markers(info: RunInfo) -> list[Marker]:
-    out = [Marker(d.epoch + 1.0, d.label, d.late) for d in info.decisions if _marked(d)]
+    out = [Marker(d.epoch + 1.0, d.label, d.late) for d in info.decisions if d.epoch is not None and _marked(d)]
     decided = {d.seq for d in info.decisions if d.seq is not None and _marked(d)}
     for item in info.interruptions:
         if item.seq in decided and item.seq is not None:

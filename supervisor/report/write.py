@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lrsup.supervisor.history.runinfo import MissingExtraError, ProgressFn, RunInfo, load_run
+from lrsup.supervisor.protocol.wire import JOURNAL_FILE, METRICS_FILE
 from lrsup.supervisor.report.html import render_html
 from lrsup.supervisor.report.markdown import render_compare_markdown, render_markdown
 from lrsup.supervisor.report.plot import plot_compare, plot_run
@@ -172,7 +173,7 @@ def _shifted(progress: ProgressFn, offset: int, total: int) -> ProgressFn:
 
 
 def _load_all(paths: list[Path], progress: ProgressFn | None) -> list[RunInfo]:
-    sizes = [sum(file_size(p / name) for name in ("metrics.jsonl", "journal.jsonl")) for p in paths]
+    sizes = [sum(file_size(p / name) for name in (METRICS_FILE, JOURNAL_FILE)) for p in paths]
     total, offset, infos = sum(sizes), 0, []
     for path, size in zip(paths, sizes):
         infos.append(load_run(path, progress=None if progress is None else _shifted(progress, offset, total)))

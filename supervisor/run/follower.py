@@ -33,9 +33,15 @@ import select
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lrsup.supervisor.protocol.jsonl import CHUNK, JsonlReader, ReadStats
 from lrsup.supervisor.protocol.wire import ProtocolError, Record, loads_many, parse_fast, parse_record
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
+    from lrsup.supervisor.run.inotify import FileWatch
 
 # What the follower read and skipped (``last_errors``: the newest few messages).
 FollowStats = ReadStats
@@ -73,9 +79,9 @@ class Follower:
         self._want_watchdog = use_watchdog
         self._want_inotify = use_inotify
         self._changed = threading.Event()
-        self._observer = None
-        self._watch = None  # an inotify.FileWatch in mode "inotify"
-        self._poller = None  # select.poll on the watch and the wake pipe's read end
+        self._observer: BaseObserver | None = None
+        self._watch: FileWatch | None = None  # in mode "inotify"
+        self._poller: select.poll | None = None  # on the watch and the wake pipe's read end
         self._wake_lock = threading.Lock()  # wake() (another thread) never writes to a closed pipe
         self._wake_r = self._wake_w = -1
         self._reader = JsonlReader(path, offset, stats=self.stats)  # the bytes and lines; waiting is ours
@@ -223,18 +229,20 @@ class Follower:
 
     def _wait_inotify(self, timeout: float) -> bool:
         """Block in poll(2) on the watch and the wake pipe; events about other files wait on."""
-        watch_fd = self._watch.fileno()
+        watch, poller = self._watch, self._poller
+        assert watch is not None and poller is not None  # mode "inotify"
+        watch_fd = watch.fileno()
         deadline = time.monotonic() + timeout
         while True:
             if self._changed.is_set():  # wake(), maybe before start(): its byte is read with it
                 self._drain_wake()
                 return True
-            ready = {fd for fd, _ in self._poller.poll(max(deadline - time.monotonic(), 0.0) * 1000.0)}
-            changed = watch_fd in ready and self._watch.drain()
+            ready = {fd for fd, _ in poller.poll(max(deadline - time.monotonic(), 0.0) * 1000.0)}
+            changed = watch_fd in ready and watch.drain()
             if self._wake_r in ready:
                 self._drain_wake()
                 return True
-            if changed or self._watch.dead:
+            if changed or watch.dead:
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -115,14 +115,14 @@ class Notifier:
             return not self._threads
 
     # -- deliveries (in threads) ------------------------------------------------
-    def _start(self, target: Callable[..., None], *args: Any) -> None:
+    def _start(self, target: Callable[..., str | None], *args: Any) -> None:
         thread = threading.Thread(target=self._guard, args=(target, *args), name=f"lrsup-notify-{args[1]}", daemon=True)
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
         thread.start()
 
-    def _guard(self, target: Callable[..., None], *args: Any) -> None:
+    def _guard(self, target: Callable[..., str | None], *args: Any) -> None:
         try:
             error = target(*args)
         except Exception as exc:  # never let a delivery thread die with a traceback

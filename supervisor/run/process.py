@@ -435,7 +435,9 @@ class AttachedHandle:
         now holding the pid itself is someone else's (the pid was reused: not ours).
         """
         members = group_members(self.pgid)
-        return bool(members) and self.pid not in members
+        if not members:  # None (cannot tell) or none left
+            return False
+        return self.pid not in members
 
     def close(self, timeout: float = 5.0) -> None:
         if self._tail is not None:

@@ -368,7 +368,9 @@ def run_range_test(script: Path, args: list[str], prepared: Any, config: Resolve
     from lrsup.supervisor.history.runinfo import MissingExtraError
     from lrsup.supervisor.run.runner import run as supervise
 
-    num_steps = config.policies[0][2].num_steps
+    settings = config.policies[0][2]
+    assert isinstance(settings, LRFindSettings)  # range_test_config made it
+    num_steps = settings.num_steps
     status = supervise(
         config, script=script, args=args, run_dir=prepared, cwd=cwd, display=RangeTestDisplay(num_steps), report=False
     )

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import run_config
-from lrsup.supervisor.protocol.wire import EpochRecord, Record, StartRecord
+from lrsup.supervisor.protocol.wire import EXIT_USAGE, EpochRecord, Record, StartRecord
 from lrsup.supervisor.run.lifecycle import EXIT_FATAL, State
 from lrsup.supervisor.rundir.layout import RunDirError, RunPaths, check_existing_run_dir
 from lrsup.supervisor.rundir.liveness import pid_alive
@@ -62,8 +62,6 @@ from lrsup.supervisor.rundir.statefile import read_state, write_state
 if TYPE_CHECKING:
     from lrsup.supervisor.config import ResolvedConfig
     from lrsup.supervisor.engine.core import Engine
-
-EXIT_USAGE = 2
 
 
 def resume_run(

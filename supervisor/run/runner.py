@@ -52,7 +52,15 @@ from lrsup.supervisor.protocol.journal import (
     RequestEntry,
 )
 from lrsup.supervisor.protocol.jsonl import Appender
-from lrsup.supervisor.protocol.wire import AckRecord, EpochRecord, ErrorRecord, ProtocolError, Record, StartRecord
+from lrsup.supervisor.protocol.wire import (
+    EXIT_GIVE_UP,
+    AckRecord,
+    EpochRecord,
+    ErrorRecord,
+    ProtocolError,
+    Record,
+    StartRecord,
+)
 from lrsup.supervisor.run.commands import CommandChannel
 from lrsup.supervisor.run.credence import Credence
 from lrsup.supervisor.run.follower import Follower
@@ -90,7 +98,6 @@ if TYPE_CHECKING:
     from lrsup.supervisor.config import ResolvedConfig
     from lrsup.supervisor.engine.core import Decision, Engine
 
-EXIT_GIVE_UP = 3  # FATAL, or a policy gave the run up
 NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
 
 # Journal events that name a condition the display shows instead of the lifecycle state.
@@ -162,6 +169,7 @@ class Runner:
         self.follower = Follower(paths.metrics, use_watchdog=use_watchdog, poll_interval=poll_interval, offset=offset)
         self.spawner = spawner or ProcessSpawner(log_path=paths.trainer_log, sink=self._on_output)
         self.display = display
+        self.terminal: Terminal  # the display as open() wraps it (also self.display from then on)
         self.clock = clock or SystemClock()
         self.grace, self.tick_interval = grace, tick
         settings = config.run
@@ -227,7 +235,9 @@ class Runner:
     def open(self, seq: int = 0) -> None:
         """Open the display and the writers (control, journal); ``seq``: the highest seq already sent."""
         own = self.display is None  # make_display() writes to the real stdout: silence it when it closes
-        self.display = Terminal(self.display or make_display(), lambda e, d: self.event(e, d), silence=own)
+        self.display = self.terminal = Terminal(
+            self.display or make_display(), lambda e, d: self.event(e, d), silence=own
+        )
         for path in (self.paths.control, self.paths.bell, self.paths.journal, self.paths.metrics, self.paths.requests):
             check_run_file(path)
         control, journal = self._writers or (
@@ -277,7 +287,7 @@ class Runner:
             self.lifecycle.request_stop(now, f"interrupted by the user ({signal.Signals(sig).name})")
         if self.hangups:  # the terminal hung up: go on, writing to the run directory only
             self.hangups.clear()
-            self.display.hang_up()
+            self.terminal.hang_up()
         self._apply_requests(now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
@@ -355,7 +365,7 @@ class Runner:
                 line = self.output.get_nowait()
             except queue.Empty:
                 break
-            self.display.on_output_line(line)
+            self.terminal.on_output_line(line)
         self._read_records()
         self._drain_events()
 
@@ -384,7 +394,7 @@ class Runner:
                 self._note_retain(decision)
             return
         self.watchdog.on_record(record, self.clock.monotonic())
-        self.display.on_record(record)
+        self.terminal.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         for decision in self.engine.feed(record):
@@ -440,7 +450,7 @@ class Runner:
                 seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
             )
         )
-        self.display.on_decision(decision)
+        self.terminal.on_decision(decision)
         if action.kind == "rollback" and seq is not None:
             self._notify(
                 "rollback",
@@ -512,6 +522,7 @@ class Runner:
             apply_pbt(self, request)
 
     def _override(self, request: Request, because: str) -> None:
+        assert request.lr is not None  # a set_lr request's (parse_request)
         seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
         suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
         self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
@@ -659,7 +670,7 @@ class Runner:
 
         stop = len(self.signals)
         if not wait_for_space(
-            write, self.clock, self.space_wait, say, "supervisor.json", lambda: len(self.signals) > stop
+            write, self.clock, self.space_wait, say, protocol.STATE_FILE, lambda: len(self.signals) > stop
         ):
             say(
                 f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
@@ -674,9 +685,9 @@ class Runner:
         self.journal(EventEntry(event, detail, extra))
         # Conditions beside the lifecycle (held, degraded) are shown by their event's name.
         shown = event if event in _CONDITION_EVENTS else (state or self.lifecycle.state).value
-        self.display.on_state(shown, detail)
+        self.terminal.on_state(shown, detail)
         if event in ("backoff", "restarted") and hasattr(self.display, "on_time_lost"):
-            self.display.on_time_lost(self.lifecycle.time_lost)
+            self.terminal.on_time_lost(self.lifecycle.time_lost)
 
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():

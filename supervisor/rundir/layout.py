@@ -72,7 +72,7 @@ class RunPaths:
 
     @property
     def requests(self) -> Path:
-        return self.root / "requests.jsonl"
+        return self.root / protocol.REQUESTS_FILE
 
 
 # The files whose content steers the run: refused when a symlink or another user's.
@@ -80,7 +80,7 @@ CONTROLLED_FILES = (
     protocol.CONTROL_FILE,
     protocol.BELL_FILE,
     protocol.METRICS_FILE,
-    "requests.jsonl",
+    protocol.REQUESTS_FILE,
     protocol.JOURNAL_FILE,
     protocol.STATE_FILE,
     protocol.CONFIG_FILE,

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrsup.supervisor.protocol.wire import CONFIG_FILE, METRICS_FILE
 from lrsup.supervisor.rundir.progress import RunProgress
 from lrsup.supervisor.rundir.statefile import read_state, write_state
 
@@ -88,8 +89,8 @@ class SnapshotWriter:
 
     def __init__(self, root: Path, interval: float) -> None:
         self.path = Path(root) / SNAPSHOT_FILE
-        self.metrics = Path(root) / "metrics.jsonl"
-        self.config = Path(root) / "config.json"
+        self.metrics = Path(root) / METRICS_FILE
+        self.config = Path(root) / CONFIG_FILE
         self.interval = interval
         self._last: float | None = None
         self._last_offset = -1
@@ -177,11 +178,11 @@ def load_snapshot(root: Path, history: Any) -> tuple[Snapshot | None, str]:
     except (KeyError, TypeError, ValueError) as exc:
         return None, f"snapshot unreadable ({exc})"
     try:
-        if file_sha256(Path(root) / "config.json") != snap.config_sha256:
+        if file_sha256(Path(root) / CONFIG_FILE) != snap.config_sha256:
             return None, "config.json changed since the snapshot"
     except OSError as exc:
         return None, f"config.json unreadable ({exc.strerror})"
-    tail = read_tail(Path(root) / "metrics.jsonl", snap.offset)
+    tail = read_tail(Path(root) / METRICS_FILE, snap.offset)
     if tail is None or tail.hex() != snap.tail:
         return None, "metrics.jsonl is not the file the snapshot was taken of"
     if history.verdicts < snap.progress.verdicts or history.max_seq < snap.max_seq:

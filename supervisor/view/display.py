@@ -642,9 +642,11 @@ class LiveDisplay:
 
         for name in names:
             val_key = f"val_{name}" if not name.startswith("val_") else None
-            has_val = val_key is not None and val_key in epoch_logs
             row = [name, cell(batch_logs.get(name)), cell(epoch_logs.get(name)), *best(name)]
-            row += [cell(epoch_logs.get(val_key)), *best(val_key)] if has_val else ["", "", ""]
+            if val_key is not None and val_key in epoch_logs:
+                row += [cell(epoch_logs.get(val_key)), *best(val_key)]
+            else:
+                row += ["", "", ""]
             table.add_row(*row)
         table.add_row(Text("lr", style="bold"), "", Text(self._lr_text(), style="cyan"), "", "", "", "", "")
         return table
@@ -653,7 +655,9 @@ class LiveDisplay:
         from rich.table import Table
         from rich.text import Text
 
-        series = [(key, self.history[key], False) for key in ("loss", "val_loss") if key in self.history]
+        series: list[tuple[str, list[float], bool]] = [
+            (key, self.history[key], False) for key in ("loss", "val_loss") if key in self.history
+        ]
         if self.lr_history:
             series.append(("lr (log)", self.lr_history, True))
         if not series:
