@@ -57,7 +57,9 @@ class _Member:
 
     def __init__(self, run_dir: Path) -> None:
         self.follower = Follower(run_dir / protocol.METRICS_FILE, use_watchdog=False)
-        self.epochs, self.score, self.step, self.lr = 0, None, 0, None
+        self.epochs, self.step = 0, 0
+        self.score: float | None = None
+        self.lr: float | None = None
         self.checkpoints: list[tuple[str, int | None, int]] = []  # (name, epoch, step)
 
     def read(self, metric: str) -> None:
@@ -135,7 +137,7 @@ class Population:
             self.hparams[d.member] = {k: v for k, v in d.new.items() if k != "lr"}
         self.save()  # before sending: a coordinator that dies now loses an exploit, never repeats one
         for d in decisions:
-            fields = {"checkpoint": d.checkpoint, "epoch": d.epoch, "hparams": d.new, "old": d.old}
+            fields: dict[str, Any] = {"checkpoint": d.checkpoint, "epoch": d.epoch, "hparams": d.new, "old": d.old}
             why = f"population {self.group}: {self.settings.metric} {d.score:g} vs {d.donor_score:g}"
             try:
                 send_request(dirs[d.member], "exploit", who="lrsup-pbt", why=why, peer=str(dirs[d.donor]), **fields)

@@ -120,7 +120,7 @@ def _validate_pbt(obj: Mapping[str, Any], base: Request) -> Request:
         raise RequestError(f"{op} needs checkpoint, a checkpoint name, got {name!r}")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise RequestError(f"{op} needs epoch, an int >= 0, got {epoch!r}")
-    tables = {}
+    tables: dict[str, dict[str, float]] = {}
     for key in ("hparams", "old"):
         table = obj.get(key, {})
         if not isinstance(table, dict) or not all(
@@ -128,7 +128,7 @@ def _validate_pbt(obj: Mapping[str, Any], base: Request) -> Request:
         ):
             raise RequestError(f"{op}: {key} must map names to finite numbers >= 0, got {table!r}")
         tables[key] = {k: float(v) for k, v in table.items()}
-    return replace(base, peer=peer, checkpoint=name, epoch=epoch, **tables)
+    return replace(base, peer=peer, checkpoint=name, epoch=epoch, hparams=tables["hparams"], old=tables["old"])
 
 
 def _finite(value: Any) -> bool:
@@ -232,6 +232,7 @@ def apply_pbt(runner: Any, request: Request) -> None:
         runner.event("donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields)
         return
     reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
+    assert request.checkpoint is not None  # validate_request refuses an exploit without one
     rollback = RollbackCommand(checkpoint=request.checkpoint, lr=new.get("lr"), from_run=request.peer)
     seq = runner.send(rollback, reason=reason)
     seqs = [seq] + [
