@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, Iterator, TypeGuard
 
 from lrsup.policies.monitor import Direction, metric_direction
+from lrsup.supervisor.protocol.journal import as_float, as_int, as_str  # noqa: F401  (re-exported: the readers use them from here)
 from lrsup.supervisor.protocol.wire import HOUSEKEEPING_ACTIONS
 
 
@@ -225,18 +226,3 @@ def fmt_lr(lr: Any, missing: str = "–") -> str:
 
 def is_finite_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def as_int(value: Any) -> int | None:
-    """``value`` if it is an int (not a bool), else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def as_float(value: Any) -> float | None:
-    """``value`` as a float if it is a number (not a bool), else None."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def as_str(value: Any) -> str:
-    """``value`` if it is a str, else ``""``."""
-    return value if isinstance(value, str) else ""

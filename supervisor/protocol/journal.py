@@ -38,15 +38,18 @@ REQUEST = "request"
 _COMMON = ("v", "type", "time")
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """``value`` if it is an int (not a bool), else None: the lenient reading of a line's field."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _float(value: Any) -> float | None:
+def as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not a bool), else None."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _str(value: Any) -> str:
+def as_str(value: Any) -> str:
+    """``value`` if it is a str, else ``""``."""
     return value if isinstance(value, str) else ""
 
 
@@ -76,14 +79,14 @@ class DecisionEntry:
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "DecisionEntry":
         return cls(
-            _int(obj.get("seq")),
-            _str(obj.get("policy")),
-            _str(obj.get("action")),
-            _float(obj.get("lr")),
-            _str(obj.get("reason")),
-            _int(obj.get("epoch")),
-            _int(obj.get("step")),
-            _str(obj.get("suppressed")) or None,
+            as_int(obj.get("seq")),
+            as_str(obj.get("policy")),
+            as_str(obj.get("action")),
+            as_float(obj.get("lr")),
+            as_str(obj.get("reason")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("suppressed")) or None,
             time,
             extra,
         )
@@ -106,11 +109,11 @@ class AppliedEntry:
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "AppliedEntry":
         return cls(
-            _int(obj.get("seq")),
-            _str(obj.get("cmd")),
-            _int(obj.get("epoch")),
-            _int(obj.get("step")),
-            _float(obj.get("lr")),
+            as_int(obj.get("seq")),
+            as_str(obj.get("cmd")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_float(obj.get("lr")),
             obj.get("late") is True,
             time,
             extra,
@@ -130,7 +133,7 @@ class CommandErrorEntry:
 
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "CommandErrorEntry":
-        return cls(_int(obj.get("seq")), _str_or_none(obj.get("cmd")), _str(obj.get("message")), time, extra)
+        return cls(as_int(obj.get("seq")), _str_or_none(obj.get("cmd")), as_str(obj.get("message")), time, extra)
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,11 @@ class OverrideEntry:
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "OverrideEntry":
         return cls(
-            _str(obj.get("who")),
+            as_str(obj.get("who")),
             _str_or_none(obj.get("why")),
-            _float(obj.get("lr")),
-            _int(obj.get("seq")),
-            _str(obj.get("suppressed")) or None,
+            as_float(obj.get("lr")),
+            as_int(obj.get("seq")),
+            as_str(obj.get("suppressed")) or None,
             time,
             extra,
         )
@@ -174,7 +177,7 @@ class EventEntry:
 
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "EventEntry":
-        return cls(_str(obj.get("event")), obj.get("detail"), extra, time)
+        return cls(as_str(obj.get("event")), obj.get("detail"), extra, time)
 
 
 @dataclass(frozen=True)
@@ -198,13 +201,13 @@ class RequestEntry:
     @classmethod
     def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "RequestEntry":
         return cls(
-            _str(obj.get("op")),
-            _str(obj.get("who")),
+            as_str(obj.get("op")),
+            as_str(obj.get("who")),
             _str_or_none(obj.get("why")),
-            _float(obj.get("lr")),
-            _int(obj.get("seq")),
-            _int(obj.get("offset")),
-            _int(obj.get("index")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("seq")),
+            as_int(obj.get("offset")),
+            as_int(obj.get("index")),
             time,
             extra,
         )
@@ -263,7 +266,7 @@ def read_entry(obj: Mapping[str, Any]) -> JournalEntry:
     The caller checks ``v`` (a line of another protocol version is not this format).
     """
     kind = obj.get("type")
-    time = _float(obj.get("time"))
+    time = as_float(obj.get("time"))
     cls = ENTRY_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         return UnknownEntry(kind, {k: v for k, v in obj.items() if k not in _COMMON}, time)

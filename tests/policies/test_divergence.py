@@ -21,7 +21,7 @@ from lrsup.supervisor.protocol.wire import (
     dumps,
     loads,
 )
-from tests.supervisor.test_engine import SimTrainer, quadratic
+from tests.engine.test_engine import SimTrainer, quadratic
 
 NAN, INF = math.nan, math.inf
 

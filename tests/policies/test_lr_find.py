@@ -15,7 +15,7 @@ from lrsup.policies.lr_find import LRFind, LRFindSettings, min_loss, smooth, ste
 from lrsup.supervisor.engine.core import Engine
 from lrsup.supervisor.protocol.commands import ConfigureCommand, RollbackCommand
 from lrsup.supervisor.protocol.wire import EpochRecord, StartRecord, dumps, loads
-from tests.supervisor.test_engine import SimTrainer, quadratic
+from tests.engine.test_engine import SimTrainer, quadratic
 
 # -- pure functions ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from lrsup.supervisor.run.operator import send_request
 from lrsup.supervisor.run.runner import ENV_ATTEMPT, ENV_RESTORE, Runner
 from lrsup.supervisor.rundir.layout import RunDir
 from tests.fakes import FakeClock, FakeSpawner
-from tests.supervisor.test_runner import RecordingDisplay, ScriptedTrainer
+from tests.run.test_runner import RecordingDisplay, ScriptedTrainer
 
 pytestmark = pytest.mark.timeout(60)
 

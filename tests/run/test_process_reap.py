@@ -19,7 +19,7 @@ import pytest
 
 from lrsup.supervisor.run.process import group_alive, group_members, reap_group
 from tests.fakes import FakeClock, FakeHandle
-from tests.supervisor.test_runner import RecordingDisplay, ScriptedTrainer, journal, make_runner
+from tests.run.test_runner import RecordingDisplay, ScriptedTrainer, journal, make_runner
 
 
 def reaped(handle: FakeHandle, grace: float = 10.0, **kw) -> tuple[str, FakeClock, list[tuple[str, str]]]:

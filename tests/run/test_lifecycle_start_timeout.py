@@ -18,7 +18,7 @@ from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import BatchRecord, EndRecord, EpochRecord, HeartbeatRecord, StartRecord
 from lrsup.supervisor.run.restart import Watchdog
 from tests.fakes import FakeClock
-from tests.supervisor.test_runner import ScriptedTrainer, journal, make_runner
+from tests.run.test_runner import ScriptedTrainer, journal, make_runner
 
 START = StartRecord(pid=1, epochs=3)
 
