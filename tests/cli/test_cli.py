@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -206,16 +205,19 @@ def test_commands_never_import_keras_or_tensorflow(argv):
     assert "LOADED []" in result.stderr, result.stderr
 
 
-def test_help_is_fast():
-    lrsup = Path(sys.executable).with_name("lrsup")
-    argv = [str(lrsup)] if lrsup.exists() else [sys.executable, "-m", "lrsup.supervisor.cli.main"]
-    best = float("inf")
-    for _ in range(3):  # the best of three: the CPUs are shared
-        t0 = time.perf_counter()
-        result = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60)
-        best = min(best, time.perf_counter() - t0)
-        assert result.returncode == 0
-    assert best < 1.0, f"lrsup --help took {best:.2f} s"
+def test_help_loads_nothing_heavy():
+    """``lrsup --help`` stays fast by what it does not import (its time is a benchmark:
+    benchmarks/scale.py's cold start row, not a timed test on shared CPUs)."""
+    heavy = ["keras", "tensorflow", "jax", "torch", "matplotlib", "ray", "lrsup.supervisor.run.runner"]
+    code = (
+        "import sys\n"
+        "from lrsup.supervisor.cli import main\n"
+        "try:\n    main.app(['--help'], prog_name='lrsup')\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_module_entry_point_runs():
