@@ -162,6 +162,8 @@ class Agent:
             verdict_timeout=lambda: self.settings.verdict_timeout,
         )
         self.commands.skip_history()
+        # How many fits this process has started (the start record's ``fit``: a stage of the run).
+        self.fits = 0
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
         self._position: tuple[int | None, int] = (None, 0)
         # The next step at which batch_end has more to do than a poll (a batch record or a checkpoint).
@@ -258,6 +260,7 @@ class Agent:
         """
         self.commands.poll(handle)
         self.commands.begin_fit(initial_epoch)
+        self.fits += 1
         self._position = (initial_epoch, step)
         self._reset_buckets(step)
         if self.lr_control.schedule is not None:
@@ -277,6 +280,7 @@ class Agent:
                 keras_version=keras_version,
                 backend=backend,
                 agent=AGENT_NAME,
+                fit=self.fits,
             )
         )
         self.heartbeats.start()

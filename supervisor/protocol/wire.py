@@ -330,6 +330,9 @@ class StartRecord(Record):
     keras_version: str | None = None
     backend: str | None = None
     agent: str | None = None
+    # The ordinal (1-based) of this fit among the process's fit calls, in the script's order:
+    # the same number for the same fit in every attempt. A stage of the run is one fit.
+    fit: int = 1
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,7 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
             "keras_version": "str?",
             "backend": "str?",
             "agent": "str?",
+            "fit": "int",
         },
         {"pid"},
     ),

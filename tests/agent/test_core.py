@@ -134,6 +134,15 @@ def test_start_writes_a_valid_start_record(run_dir, agent_factory):
     assert start["optimizer"] == "SGD" and start["optimizer_config"] == {"momentum": 0.9}
     assert start["agent"].startswith("lrsup ")
     assert start["time"] == pytest.approx(time.time(), abs=5)
+    assert start["fit"] == 1
+
+
+def test_each_fit_of_the_process_is_numbered_in_its_start_record(run_dir, agent_factory):
+    agent = agent_factory()
+    for _ in range(3):
+        agent.start(FakeHandle(0.1), barrier=False)
+        agent.end(reason="completed", epoch=None, step=0)
+    assert [start["fit"] for start in records(run_dir, "start")] == [1, 2, 3]
 
 
 def test_batch_records_every_n_steps_and_logs_converted_only_then(run_dir, agent_factory):
