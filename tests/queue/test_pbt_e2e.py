@@ -1,5 +1,7 @@
 """``lrsup sweep --pbt`` then ``queue run``: a population of 4 fake trainers (real supervisors)
-in which the worst member copies the best one's checkpoint in place, with no process restart."""
+in which the worst member copies the best one's checkpoint in place, with no process restart;
+the member takes its new origin, the donor keeps the donated checkpoint (``keep_last = 1``
+would prune it) until the member has loaded it."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.timeout(180)
 
 PBT = (
     NO_POLICIES
+    + "[agent]\nkeep_last = 1\n"
     + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
 )
 
@@ -54,6 +57,17 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     assert acks and not [r for r in metrics if r.get("type") == "error"]
     assert acks[0]["lr"] == exploits[0]["new"]["lr"]
     assert len([r for r in metrics if r.get("type") == "start"]) == 1  # one process: no restart
+    # the member's new origin: a checkpoint right after the rollback's ack, the only one it kept then
+    at = metrics.index(acks[0])
+    base = metrics[at + 1]
+    assert base["type"] == "checkpoint" and base["name"] == exploits[0]["base"], metrics[at : at + 3]
+    before = {r["name"] for r in metrics[:at] if r.get("type") == "checkpoint"}
+    retains = [c["keep"] for c in lines(worst / "control.jsonl") if c["cmd"] == "retain" and base["name"] in c["keep"]]
+    assert retains and not before & set(retains[0]), (before, retains)
+    # the donor kept the donated checkpoint from the donate request on
+    donor_control = lines(donor / "control.jsonl")
+    kept = [c for c in donor_control if c["cmd"] == "retain" and "pbt donation to" in c.get("reason", "")]
+    assert kept and exploits[0]["checkpoint"] in kept[0]["keep"], donor_control
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
-from lrsup.supervisor.queue.population import Population, create_population, population_path
+from lrsup.supervisor.queue.population import DONATION_TIMEOUT, Population, create_population, population_path
 from lrsup.supervisor.queue.store import NewEntry, QueueStore, Status
 
 SHA = "0" * 64
@@ -65,4 +65,39 @@ def test_population_sends_exploit_and_donate_and_survives_its_death(tmp_path: Pa
     again = Population(population_path(runs, "g"), json.loads(path.read_text()))
     assert again.tick(store.entries(group="g"), emit) == []
     assert len(requests(d_dir)) == 1
+    store.close()
+
+
+def test_the_donor_is_told_when_the_member_answered_its_rollback_or_gave_no_answer_in_time(tmp_path: Path):
+    runs = tmp_path / "runs"
+    store = QueueStore.open(runs)
+    losses = {"a": [0.5, 0.3], "b": [0.6, 0.5], "c": [0.7, 0.6], "d": [2.0, 1.9]}
+    for name, vals in losses.items():
+        entry_id = store.add(NewEntry("train.py", name=name, group="g", params={"lr": 0.1}))
+        write_member(runs / f"q{entry_id}-{name}", vals, lr=0.1)
+        store.claim(entry_id, run_dir=str(runs / f"q{entry_id}-{name}"), gpus="")
+    settings = PopulationSettings(interval=2, mutations={"lr": {"values": [0.025, 0.05, 0.1]}})
+    path = create_population(runs, "g", settings)
+    population = Population(path, json.loads(path.read_text()))
+    (decision,) = population.tick(store.entries(group="g"), lambda *a: None, now=100.0)
+    d_dir, a_dir = runs / "q4-d", runs / "q1-a"
+    assert [r["op"] for r in requests(a_dir)] == ["donate"]
+    assert json.loads(path.read_text())["donations"][0]["donor"] == "q1-a"  # saved: survives the coordinator
+    population.tick(store.entries(group="g"), lambda *a: None, now=200.0)
+    assert [r["op"] for r in requests(a_dir)] == ["donate"]  # no answer yet: still kept
+    ack = {"v": 1, "type": "ack", "time": 2.0, "seq": 5, "cmd": "rollback", "epoch": 1, "step": 20, "lr": 0.05}
+    with (d_dir / protocol.METRICS_FILE).open("a") as f:
+        f.write(protocol.dumps(ack) + "\n")
+    again = Population(path, json.loads(path.read_text()))  # a new coordinator reads the open donation back
+    again.tick(store.entries(group="g"), lambda *a: None, now=201.0)
+    done = requests(a_dir)[-1]
+    assert done["op"] == "donation_done" and done["peer"] == str(d_dir.resolve())
+    assert done["checkpoint"] == decision.checkpoint and json.loads(path.read_text())["donations"] == []
+    # a member that never answers: released after the timeout
+    again.donations.append({**again.request_fields(decision), "member": "q4-d", "donor": "q1-a",
+                            "rollbacks": 99, "time": 0.0})  # fmt: skip
+    again.tick(store.entries(group="g"), lambda *a: None, now=DONATION_TIMEOUT - 1)
+    assert len(requests(a_dir)) == 2
+    again.tick(store.entries(group="g"), lambda *a: None, now=DONATION_TIMEOUT + 1)
+    assert requests(a_dir)[-1]["op"] == "donation_done" and not again.donations
     store.close()
