@@ -73,4 +73,7 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)
     assert report.returncode == 0, report.stderr
     assert f"{worst.name} copied {donor.name}" in report.stdout and "population best val_loss: 0.5" in report.stdout
-    assert "## Lineage" in (tmp_path / "runs" / f"{group}-report" / "population.md").read_text()
+    folder = tmp_path / "runs" / f"{group}-report"
+    assert "## Lineage" in (folder / "population.md").read_text()
+    assert (folder / "population.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "(population.png)" in (folder / "compare.md").read_text()
