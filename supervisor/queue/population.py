@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
+from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
 from lrsup.supervisor.queue.pbt import Coordinator, Exploit, MemberView
 from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
 from lrsup.supervisor.run.follower import Follower
@@ -79,6 +80,8 @@ class _Member:
                 self.epochs, self.step, self.lr = record.epoch + 1, record.step, record.lr
                 self.score = float(value) if isinstance(value, (int, float)) else math.nan
             elif isinstance(record, protocol.CheckpointRecord):
+                if record.name.startswith(EXPLOIT_BASE):  # its new origin: the older ones hold abandoned weights
+                    self.checkpoints.clear()
                 self.checkpoints.append((record.name, record.epoch, record.step))
             elif isinstance(record, protocol.AckRecord) and record.lr is not None:
                 self.lr = record.lr

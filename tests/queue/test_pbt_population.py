@@ -101,3 +101,30 @@ def test_the_donor_is_told_when_the_member_answered_its_rollback_or_gave_no_answ
     again.tick(store.entries(group="g"), lambda *a: None, now=DONATION_TIMEOUT + 1)
     assert requests(a_dir)[-1]["op"] == "donation_done" and not again.donations
     store.close()
+
+
+def test_a_member_never_donates_a_checkpoint_from_before_its_own_exploit(tmp_path: Path):
+    from lrsup.supervisor.queue.population import _Member
+
+    run_dir = tmp_path / "q1-a"
+    write_member(run_dir, [0.9, 0.8, 0.7, 0.6], lr=0.1)  # epoch-0000..0003 at steps 10..40
+    base = {"v": 1, "type": "checkpoint", "time": 2.0, "name": "exploit-0004-epoch-0005", "epoch": 3, "step": 60,
+            "file": "checkpoints/exploit-0004-epoch-0005.json", "sha256": SHA}  # fmt: skip
+    ack = {"v": 1, "type": "ack", "time": 2.0, "seq": 9, "cmd": "rollback", "epoch": 3, "step": 60, "lr": 0.05}
+    epoch = {"v": 1, "type": "epoch", "time": 3.0, "epoch": 4, "step": 70, "lr": 0.05, "logs": {"val_loss": 0.5}}
+    member = _Member(run_dir)
+    try:
+        member.read("val_loss")
+        assert member.known_good() == "epoch-0003"
+        with (run_dir / protocol.METRICS_FILE).open("a") as f:
+            f.write(protocol.dumps(ack) + "\n" + protocol.dumps(base) + "\n")
+        member.read("val_loss")
+        # it loaded a donor's state at step 60: its checkpoints up to step 40 hold abandoned weights,
+        # and its last score (step 40) vouches for none of its checkpoints now
+        assert member.known_good() is None and member.rollbacks == 1
+        with (run_dir / protocol.METRICS_FILE).open("a") as f:
+            f.write(protocol.dumps(epoch) + "\n")
+        member.read("val_loss")
+        assert member.known_good() == "exploit-0004-epoch-0005"
+    finally:
+        member.follower.stop()
