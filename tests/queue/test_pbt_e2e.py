@@ -26,11 +26,14 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_a_population_exploits_in_place(tmp_path: Path) -> None:
+    # Epochs of 0.6 s, 8 of them: the donor is still running when the coordinator's donate
+    # request reaches it at the epoch-2 boundary, even on a loaded machine (with 0.2 s epochs
+    # the donor could finish first and never journal the donation).
     (tmp_path / "lrsup.toml").write_text(PBT)
     out = lrsup(
         tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
         "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
-        "--epochs", "5", "--steps", "4", "--sleep", "0.05", "--checkpoints", "--lr", "0.02",
+        "--epochs", "8", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     group = out.stdout.split()[0]
