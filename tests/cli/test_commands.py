@@ -429,3 +429,18 @@ def test_replay_is_a_what_if_through_the_cli(runs, tmp_path):
     assert [lr for _, lr in cuts] == [round(0.1 * 0.5 ** (n + 1), 6) for n in range(len(cuts))]
     table = invoke("replay", "r", "--config", "what-if.toml")
     assert table.exit_code == 0 and "scale_lr" in table.stdout and "retain" not in table.stdout
+
+
+def test_watch_shows_a_journaled_missing_metric_as_the_live_run_did():
+    import io
+
+    from lrsup.supervisor.cli.watch import _feed_journal
+    from lrsup.supervisor.protocol.journal import MissingMetricEntry, journal_line
+    from lrsup.supervisor.view.display import PlainDisplay
+
+    out = io.StringIO()
+    entry = MissingMetricEntry(
+        "plateau", "val_loss", ("loss",), 1, 0, 10, "plateau monitors val_loss, which is missing"
+    )
+    _feed_journal(PlainDisplay(out), journal_line(entry, T0))
+    assert out.getvalue() == "warning: plateau monitors val_loss, which is missing\n"

@@ -337,3 +337,10 @@ def test_replay_decides_what_reduce_lr_on_plateau_decides_on_any_sequence(keras_
         assert replayed_cuts(values, lr, **settings) == keras_cuts(keras_optimizer_model, values, lr, **settings)
 
     check()
+
+
+def test_replay_says_a_missing_metric_too():
+    records = [StartRecord(pid=1, lr=0.1), *epochs(2)]
+    (item,) = follow(Engine([Plateau(monitor="val_loss")]), records)
+    assert (item["epoch"], item["policy"], item["action"], item["lr"]) == (0, "plateau", "missing_metric", None)
+    assert item["reason"].startswith("plateau monitors val_loss, which is missing")
