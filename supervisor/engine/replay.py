@@ -13,13 +13,16 @@ the run would have had under the replayed stack (:class:`WhatIfLR`):
 - each fit starts at its start record's LR (the script's); a restarted attempt of the same
   fit (a start record with the same ``fit``) goes on at the what-if LR, as a restarted
   trainer resumes at the LR lrsup last decided;
-- every later record (batch, epoch, ack, checkpoint) carries the LR of the replayed stack's
+- every later record (batch, epoch, ack) carries the LR of the replayed stack's
   last LR decision (``set_lr``, ``scale_lr``), as the trainer's float32 learning-rate
   variable would hold it; so a plateau stack that cuts 0.02 -> 0.006 cuts 0.006 -> 0.0018
   next, as Keras's ReduceLROnPlateau does on the same sequence;
 - under a schedule the replayed stack set, a record at step ``S`` carries
   ``evaluate(schedule, S - 1) * multiplier`` (the LR of the update that led to it, as the
   agent sets it before each batch; never a step before the schedule was set);
+- a checkpoint record carries the LR (and multiplier) of the record before it: it was taken
+  before the decisions on that record reached the trainer (so a start checkpoint holds the
+  script's LR even when the stack sets a schedule at the start, as an LR range test does);
 - the recorded run's own LR changes are not carried over: its commands (their acks) and
   the script's own LR logic (a callback, a ``LearningRateSchedule``) do not move the what-if
   LR. A recorded rollback still takes the records back to its step, as it took the run.
@@ -28,7 +31,10 @@ Where the what-if ends: the records after a replayed **rollback** or **stop** de
 run that would not have happened (the recorded run did not go back, or went on training),
 so the replay follows the stack up to and including the first rollback or stop it sends,
 then ends with one more item, ``{"policy": "replay", "action": "end", ...}``, whose reason
-says why. Decisions on checkpoint bookkeeping (``retain``, ``keep``, ``checkpoint``,
+says why. One exception: when the recorded run itself rolled back to the same step right
+after (its rollback ack comes before its next epoch, start or end record), as a replay of
+the run's own stack does at the end of an LR range test, the records after that ack are
+the restored run's, and the what-if follows on from them. Decisions on checkpoint bookkeeping (``retain``, ``keep``, ``checkpoint``,
 ``configure``: ``protocol.HOUSEKEEPING_ACTIONS``) are left out unless ``housekeeping=True``
 (``lrsup replay --all``).
 
@@ -56,6 +62,7 @@ from lrsup.supervisor.protocol.wire import (
     AckRecord,
     BatchRecord,
     CheckpointRecord,
+    EndRecord,
     EpochRecord,
     ProtocolError,
     Record,
@@ -70,8 +77,8 @@ END = "end"
 # Decisions after which the recorded metrics no longer describe the what-if run.
 _ENDS_WHAT_IF = ("rollback", "stop")
 
-# Records whose ``lr`` the what-if replaces.
-_CARRIES_LR = (BatchRecord, EpochRecord, AckRecord, CheckpointRecord)
+# Records whose ``lr`` the what-if replaces with its own (checkpoint records: the LR they were taken at).
+_CARRIES_LR = (BatchRecord, EpochRecord, AckRecord)
 
 
 def decision_dict(decision: Decision) -> dict[str, Any]:
@@ -105,6 +112,7 @@ class WhatIfLR:
         self.engine = engine
         self.fit: int | None = None  # the fit of the latest start record
         self.schedule_since: int = 0  # the step the schedule in force was set at
+        self.held: tuple[float | None, float | None] = (None, None)  # LR, multiplier of the last record fed
 
     def rewrite(self, record: Record) -> Record:
         """``record`` with the what-if LR in place of the recorded one (unchanged when it is unknown)."""
@@ -112,13 +120,20 @@ class WhatIfLR:
             same_fit, self.fit = record.fit == self.fit, record.fit
             lr = self.engine.lr
             if same_fit and lr is not None:
-                return dataclasses.replace(record, lr=to_float32(lr))
-            return record  # a new fit starts at the script's LR
+                record = dataclasses.replace(record, lr=to_float32(lr))
+            self.held = (record.lr, None)  # a new fit starts at the script's LR
+            return record
+        if isinstance(record, CheckpointRecord):
+            # Taken before the decisions on the records around it reach the trainer: at the
+            # LR the last record carried (a start checkpoint: before a schedule set at the start).
+            lr, multiplier = self.held
+            return record if lr is None else dataclasses.replace(record, lr=lr, multiplier=multiplier)
         if not isinstance(record, _CARRIES_LR):
             return record
         lr = self.lr_at(record.step)
         if lr is None:
             return record
+        self.held = (lr, self.engine.state.multiplier)
         return dataclasses.replace(record, lr=lr)
 
     def lr_at(self, step: int) -> float | None:
@@ -209,17 +224,40 @@ def follow(engine: Engine, records: Iterable[Record], housekeeping: bool = False
         housekeeping: bool. Also yield checkpoint bookkeeping (see :func:`replay`).
     """
     what_if = WhatIfLR(engine)
+    waiting: tuple[int, dict[str, Any]] | None = None  # a replayed rollback's (target step, end item)
     for record in records:
+        if waiting is not None:
+            if _rollback_ack(record) and record.step == waiting[0]:  # type: ignore[attr-defined]
+                waiting = None  # the recorded run went back to the same step: its records are the what-if's again
+            elif _rollback_ack(record) or isinstance(record, (EpochRecord, StartRecord, EndRecord)):
+                yield waiting[1]  # the recorded run went on, or went elsewhere
+                return
+            else:
+                continue  # the recorded run's records before its own rollback (the engine ignores them)
         decisions = engine.feed(what_if.rewrite(record))
         what_if.after(decisions)
-        end = None
+        ending: Decision | None = None
         for decision in decisions:
             if housekeeping or decision.action.kind not in HOUSEKEEPING_ACTIONS:
                 yield decision_dict(decision)
-            end = end or end_item(decision)
-        if end is not None:
-            yield end
-            return
+            if ending is None and end_item(decision) is not None:
+                ending = decision
+        if ending is None:
+            continue
+        end = end_item(ending)
+        assert end is not None
+        pending = engine.state.pending
+        if ending.action.kind == "rollback" and pending is not None:
+            waiting = (pending.step, end)
+            continue
+        yield end
+        return
+    if waiting is not None:
+        yield waiting[1]
+
+
+def _rollback_ack(record: Record) -> bool:
+    return isinstance(record, AckRecord) and record.cmd == "rollback"
 
 
 __all__ = ["END", "REPLAY", "WhatIfLR", "decision_dict", "end_item", "follow", "replay", "run_config"]

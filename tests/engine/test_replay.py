@@ -21,6 +21,7 @@ from lrsup.supervisor.protocol.wire import (
     CONFIG_FILE,
     METRICS_FILE,
     AckRecord,
+    BatchRecord,
     CheckpointRecord,
     EpochRecord,
     StartRecord,
@@ -143,7 +144,7 @@ class At(Policy):
         return self.plan.get(None, ())
 
     def on_epoch(self, record, run):
-        return self.plan.get(record.epoch, ())
+        return self.plan.pop(record.epoch, ())  # once: a rolled-back epoch seen again decides nothing
 
 
 def epochs(n, lr=0.1, first=0, steps=10, **logs):
@@ -224,6 +225,45 @@ def test_the_what_if_ends_at_its_first_rollback():
     items = list(follow(engine, records))
     assert [(i["epoch"], i["policy"], i["action"]) for i in items] == [(2, "at", "rollback"), (2, "replay", "end")]
     assert "the what-if ends at this rollback (at): the run would have rolled back to ck" in items[-1]["reason"]
+
+
+def test_the_what_if_follows_on_when_the_recorded_run_rolled_back_to_the_same_step():
+    # as a replay of the run's own stack does at the end of an LR range test
+    spy = Spy()
+    plan = {2: [Rollback(checkpoint="ck", lr=0.01, reason="back")], 3: [ScaleLR(factor=0.5, reason="cut")]}
+    ck = CheckpointRecord(name="ck", epoch=0, step=10, lr=0.1, file="checkpoints/ck.keras", sha256="0" * 64)
+    records = [
+        StartRecord(pid=1, lr=0.1),
+        *epochs(1),
+        ck,
+        *epochs(2, first=1),
+        BatchRecord(epoch=3, batch=0, step=31, lr=0.1, logs={"loss": 9.0}),  # before the recorded rollback
+        AckRecord(seq=4, cmd="rollback", epoch=0, step=10, lr=0.003),  # the recorded run's own, to the same step
+        *epochs(3, first=1, lr=0.003),
+    ]
+    items = list(follow(Engine([At(plan), spy]), records))
+    assert [(i["epoch"], i["action"]) for i in items] == [(2, "rollback"), (3, "scale_lr")]
+    assert [(e, lr) for e, lr, _ in spy.seen[3:]] == [
+        (1, to_float32(0.01)),  # the rollback's LR, not the recorded 0.003
+        (2, to_float32(0.01)),
+        (3, to_float32(0.01)),
+    ]
+    # a recorded rollback elsewhere, or none before the next epoch: the what-if ends
+    for other in (AckRecord(seq=4, cmd="rollback", epoch=0, step=0, lr=0.003), *epochs(1, first=3)):
+        plan = {2: [Rollback(checkpoint="ck", reason="back")]}
+        items = list(follow(Engine([At(plan)]), [*records[:5], other, *epochs(2, first=4)]))
+        assert [i["action"] for i in items] == ["rollback", "end"]
+
+
+def test_a_checkpoint_holds_the_lr_of_the_record_before_it():
+    # the start checkpoint is taken before a schedule set at the start reaches the trainer (an
+    # LR range test): a rollback to it goes back to the script's LR, as it did live
+    spec = {"kind": "step_decay", "initial_learning_rate": 1.0, "factor": 0.5, "every_steps": 10}
+    plan = {None: [SetSchedule(schedule=spec, reason="ramp")], 1: [Rollback(checkpoint="start", reason="back")]}
+    start = CheckpointRecord(name="start", epoch=None, step=0, lr=0.1, file="checkpoints/s.keras", sha256="0" * 64)
+    records = [StartRecord(pid=1, lr=0.1), start, *epochs(2, lr=0.7)]
+    rollback = [i for i in follow(Engine([At(plan)]), records) if i["action"] == "rollback"]
+    assert [i["lr"] for i in rollback] == [0.1]
 
 
 def test_checkpoint_bookkeeping_is_left_out_unless_asked():
