@@ -384,3 +384,20 @@ def test_replay_says_a_missing_metric_too():
     (item,) = follow(Engine([Plateau(monitor="val_loss")]), records)
     assert (item["epoch"], item["policy"], item["action"], item["lr"]) == (0, "plateau", "missing_metric", None)
     assert item["reason"].startswith("plateau monitors val_loss, which is missing")
+
+
+def test_a_run_replayed_with_its_own_stack_gives_back_its_journaled_decisions(tmp_path):
+    from lrsup.supervisor.protocol.jsonl import iter_objects
+    from tests.run.test_runner import PLATEAU, ScriptedTrainer, make_runner
+
+    losses = [1.0, 0.9, 0.95, 0.97, 0.99, 0.8, 0.85, 0.86]
+    runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, losses), toml=PLATEAU)
+    assert runner.run() == 0
+    journaled = [
+        (d["epoch"], d["policy"], d["action"], pytest.approx(d["lr"], rel=1e-6))
+        for d in iter_objects(runner.paths.journal)
+        if d["type"] == "decision" and d["action"] not in ("retain", "keep", "checkpoint", "configure")
+    ]
+    assert len(journaled) >= 3  # cut after cut: each from the last
+    replayed = [(d["epoch"], d["policy"], d["action"], d["lr"]) for d in replay(runner.paths.root)]
+    assert replayed == journaled
