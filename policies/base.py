@@ -182,6 +182,16 @@ class Policy:
         return ()
 
     @property
+    def monitors(self) -> tuple[str, ...]:
+        """The epoch-log keys this policy decides on (e.g. ``("val_loss",)``); () for none.
+
+        The engine checks them against the first epoch record of each fit and says when one
+        is missing (a ``missing_metric`` decision, journaled and shown): a policy whose metric
+        never appears does nothing, and must not do it silently. Pure: from the settings.
+        """
+        return ()
+
+    @property
     def probing(self) -> bool:
         """True while this policy runs an experiment that upsets the loss on purpose.
 

@@ -124,11 +124,16 @@ def _feed(display: Any, obj: dict) -> None:
 
 
 def _feed_journal(display: Any, obj: dict) -> None:
-    from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry, read_entry
+    from types import SimpleNamespace
+
+    from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry, MissingMetricEntry, read_entry
 
     entry = read_entry(obj)
     if isinstance(entry, DecisionEntry):
         display.on_decision(_decision_view(entry))
+    elif isinstance(entry, MissingMetricEntry):  # shown as the live run showed it
+        action = SimpleNamespace(kind=entry.kind, policy=entry.policy, reason=entry.message)
+        display.on_decision(SimpleNamespace(action=action, lr=None, suppressed=None, epoch=entry.epoch))
     elif isinstance(entry, EventEntry):
         display.on_state(entry.event or "event", str(entry.detail or entry.event))
 

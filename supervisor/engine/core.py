@@ -35,7 +35,9 @@ retention) are in :mod:`lrsup.supervisor.engine.composition`'s docstring, with
 :func:`~lrsup.supervisor.engine.composition.compose`, which the engine calls with its
 :class:`~lrsup.supervisor.engine.state.EngineState` (all it knows, in one object). Suppressed
 decisions have ``command=None`` and ``lr=None``. Decisions come back in the order the
-actions were returned, then the engine's retain decision.
+actions were returned, then the engine's missing-metric decisions (no command: a monitored
+metric a fit's first epoch lacks, see :mod:`~lrsup.supervisor.engine.metric_check`), then
+its retain decision.
 
 Example::
 
@@ -57,6 +59,7 @@ from lrsup.policies.monitor import Monitor
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
 from lrsup.supervisor.engine.composition import compose
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.engine.metric_check import MetricCheck
 from lrsup.supervisor.engine.state import RUN_FIELDS, EngineState
 from lrsup.supervisor.protocol.commands import (
     ClearScheduleCommand,
@@ -140,6 +143,7 @@ class Engine:
         }
         self.state = EngineState(CheckpointBook(Monitor(monitor, mode)), initial_cadence)
         self._view_fields: dict[str, Any] | None = None  # see _view
+        self._metric_check = MetricCheck(self.policies)  # monitored metrics a fit lacks (metric_check)
 
     @classmethod
     def from_config(cls, config: Any) -> "Engine":
@@ -221,6 +225,7 @@ class Engine:
             state.run = {name: getattr(record, name) for name in RUN_FIELDS}
             state.start_step = record.step  # type: ignore[attr-defined]
             state.schedule, state.multiplier, state.pending = None, None, None
+            self._metric_check.on_start(record)  # type: ignore[arg-type]
         if kind in (StartRecord, BatchRecord, EpochRecord, AckRecord):
             state.step = record.step  # type: ignore[attr-defined]
         epoch, step = getattr(record, "epoch", None), getattr(record, "step", 0)
@@ -234,6 +239,8 @@ class Engine:
             if actions:
                 decisions = compose(state, actions, epoch, step, view.probing or self._probing())
                 self._view_fields = None
+        if kind is EpochRecord:
+            decisions.extend(Decision(w, None, None, epoch, step) for w in self._metric_check.on_epoch(record))  # type: ignore[arg-type]
         if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
             decisions.extend(self._retain_decisions(epoch, step))
         return decisions
@@ -353,7 +360,8 @@ class Engine:
         """JSON-safe state: the engine's LR, run info and supervision (checkpoints, schedule...), and each policy's."""
         own = self.state.state_dict()
         policies = {key: policy.state_dict() for key, policy in zip(self._keys(), self.policies)}
-        return {"lr": own["lr"], "run": own["run"], "policies": policies, "supervision": own["supervision"]}
+        supervision = {**own["supervision"], "metric_check": self._metric_check.state()}
+        return {"lr": own["lr"], "run": own["run"], "policies": policies, "supervision": supervision}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict`; the stack must be the same policies in the same order.
@@ -388,3 +396,4 @@ class Engine:
             policy.load_state_dict(saved[key])
         self._view_fields = None
         self.state.load_state_dict(state)
+        self._metric_check.load((supervision or {}).get("metric_check"))

@@ -1,8 +1,8 @@
 """The journal's line kinds (``journal.jsonl``): one frozen dataclass each, one writer, one reader.
 
 The supervisor writes one line per decision (suppressed ones included), per command the
-trainer applied or refused, per operator override and per event (started, restart,
-hold, garbage, ...). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
+trainer applied or refused, per operator override, per event (started, restart,
+hold, garbage, ...) and per monitored metric a fit lacks (``missing_metric``). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
 ``time`` (the supervisor's wall clock) and the entry's fields, in the order below; a line
 journaled late because the disk was full also carries ``late`` (why; read back among the
 entry's extra fields, or for ``applied``, over its own ``late``). People and
@@ -33,6 +33,7 @@ COMMAND_ERROR = "command_error"
 OVERRIDE = "override"
 EVENT = "event"
 REQUEST = "request"
+MISSING_METRIC = "missing_metric"
 
 # Keys every line has besides its entry's fields.
 _COMMON = ("v", "type", "time")
@@ -214,6 +215,42 @@ class RequestEntry:
 
 
 @dataclass(frozen=True)
+class MissingMetricEntry:
+    """A policy monitors ``metric``, which fit ``fit``'s first epoch record (``epoch``, ``step``) lacked.
+
+    ``available`` lists the keys that epoch's logs had; ``message`` is the sentence shown.
+    Written once per fit and policy (the engine's missing-metric check).
+    """
+
+    kind: ClassVar[str] = MISSING_METRIC
+    policy: str
+    metric: str
+    available: tuple[str, ...]
+    fit: int | None
+    epoch: int | None
+    step: int | None
+    message: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "MissingMetricEntry":
+        available = obj.get("available")
+        keys = tuple(k for k in available if isinstance(k, str)) if isinstance(available, list) else ()
+        return cls(
+            as_str(obj.get("policy")),
+            as_str(obj.get("metric")),
+            keys,
+            as_int(obj.get("fit")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("message")),
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
 class UnknownEntry:
     """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
 
@@ -226,11 +263,22 @@ class UnknownEntry:
         return self.type if isinstance(self.type, str) else ""
 
 
-KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry]
+KnownEntry = Union[
+    DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, MissingMetricEntry
+]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
 ENTRY_TYPES: dict[str, type[KnownEntry]] = {
-    cls.kind: cls for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry)
+    cls.kind: cls
+    for cls in (
+        DecisionEntry,
+        AppliedEntry,
+        CommandErrorEntry,
+        OverrideEntry,
+        EventEntry,
+        RequestEntry,
+        MissingMetricEntry,
+    )
 }
 
 # Fields of each kind that are the line's own (not in ``extra``), in the order they are written.
@@ -241,6 +289,7 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     OverrideEntry: ("who", "why", "lr", "seq", "suppressed"),
     EventEntry: ("event", "detail"),
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
+    MissingMetricEntry: ("policy", "metric", "available", "fit", "epoch", "step", "message"),
 }
 
 
@@ -255,7 +304,8 @@ def journal_line(entry: JournalEntry, time: float) -> dict[str, Any]:
         return {"v": PROTOCOL_VERSION, "type": entry.type, "time": time, **entry.fields}
     obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": entry.kind, "time": time}
     for name in _WRITTEN[type(entry)]:
-        obj[name] = getattr(entry, name)
+        value = getattr(entry, name)
+        obj[name] = list(value) if isinstance(value, tuple) else value
     obj.update(entry.fields if isinstance(entry, EventEntry) else entry.extra)
     return obj
 

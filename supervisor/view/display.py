@@ -37,6 +37,7 @@ from typing import Any, Protocol, Sequence, TextIO
 
 from lrsup.policies.monitor import metric_direction
 from lrsup.supervisor.history.rows import fmt_lr
+from lrsup.supervisor.protocol.journal import MISSING_METRIC
 from lrsup.supervisor.protocol.wire import (
     HOUSEKEEPING_ACTIONS,
     AckRecord,
@@ -69,6 +70,8 @@ def format_metrics(logs: dict) -> str:
 def format_decision(decision: Any) -> str:
     """``decision plateau scale_lr 0.005: <reason>`` (the new LR when there is one)."""
     action = decision.action
+    if action.kind == MISSING_METRIC:
+        return f"warning: {action.reason}"
     value = decision.lr if decision.lr is not None else getattr(action, "lr", None)
     what = f"{action.kind} {fmt_lr(value)}" if value is not None else action.kind
     if action.kind == "set_hparam":
@@ -242,6 +245,8 @@ def _decision_style(decision: Any) -> tuple[str, str]:
     kind = getattr(action, "kind", "?")
     if decision.suppressed:
         return "", "dim"
+    if kind == MISSING_METRIC:
+        return "WARNING", "bold yellow"
     if kind in ("give_up",) or (kind == "stop" and getattr(action, "give_up", False)):
         return "GIVE UP", "bold red"
     if kind == "rollback":

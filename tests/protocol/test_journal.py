@@ -10,6 +10,7 @@ from lrsup.supervisor.protocol.journal import (
     CommandErrorEntry,
     DecisionEntry,
     EventEntry,
+    MissingMetricEntry,
     OverrideEntry,
     UnknownEntry,
     journal_line,
@@ -26,6 +27,7 @@ ENTRIES = [
     OverrideEntry("ana@gpu3", None, 0.02, None, "not sent: disk full"),
     EventEntry("started", "trainer pid 12"),
     EventEntry("trainer_exited", "status 1", {"returncode": 1}),
+    MissingMetricEntry("plateau", "val_loss", ("loss", "accuracy"), 1, 0, 10, "plateau monitors val_loss, ..."),
 ]
 
 
@@ -55,7 +57,21 @@ def test_the_reader_reads_what_the_writer_wrote(entry) -> None:
 
 
 def test_every_kind_has_its_own_type() -> None:
-    assert set(ENTRY_TYPES) == {"decision", "applied", "command_error", "override", "event", "request"}
+    assert set(ENTRY_TYPES) == {
+        "decision",
+        "applied",
+        "command_error",
+        "override",
+        "event",
+        "request",
+        "missing_metric",
+    }
+    assert dumps(journal_line(ENTRIES[8], 1.0)) == (
+        '{"v":1,"type":"missing_metric","time":1.0,"policy":"plateau","metric":"val_loss",'
+        '"available":["loss","accuracy"],"fit":1,"epoch":0,"step":10,"message":"plateau monitors val_loss, ..."}'
+    )
+    broken = read_entry({"type": "missing_metric", "available": ["loss", 3], "fit": "1"})
+    assert isinstance(broken, MissingMetricEntry) and (broken.available, broken.fit) == (("loss",), None)
 
 
 def test_unknown_kinds_are_kept_as_generic_entries() -> None:

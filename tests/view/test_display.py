@@ -18,6 +18,7 @@ from lrsup.supervisor.view.display import (
     LiveDisplay,
     PlainDisplay,
     display_state,
+    format_decision,
     format_duration,
     metric_direction,
     sparkline,
@@ -326,3 +327,15 @@ def test_metric_direction_and_duration():
     assert metric_direction("lr_seen") is None
     assert format_duration(42) == "0:42" and format_duration(3723) == "1:02:03"
     assert format_duration(None) == "–" and format_duration(math.inf) == "–"
+
+
+def test_a_missing_metric_is_a_warning_line_not_a_decision():
+    from lrsup.policies.plateau import Plateau
+    from lrsup.supervisor.engine.metric_check import MetricCheck
+
+    (warning,) = MetricCheck([Plateau()]).on_epoch(EpochRecord(epoch=0, step=10, logs={"loss": 1.0}))
+    decision = Decision(warning, None, None, 0, 10)
+    assert format_decision(decision) == f"warning: {warning.reason}"
+    out = io.StringIO()
+    PlainDisplay(out).on_decision(decision)
+    assert out.getvalue().startswith("warning: plateau monitors val_loss, which is missing from the epoch logs")
