@@ -67,6 +67,12 @@ class EngineState:
     keeps: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each policy's Keep
     retained: tuple[str, ...] = ()  # what the last retain command kept
     exit_status: int | None = None
+    # One owner per learning rate (issue 13), per fit: the start record's ``fit``, what of the
+    # script moves the LR while the script owns it (RunView.script_lr; empty: lrsup alone), and
+    # the journal's lr_owner events already written for this fit (each once).
+    fit: int | None = None
+    lr_movers: tuple[str, ...] = ()
+    lr_noted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.cadence = dict(self.initial_cadence)
@@ -84,6 +90,9 @@ class EngineState:
         self.keeps = {}
         self.retained = ()
         self.exit_status = None
+        self.fit = None
+        self.lr_movers = ()
+        self.lr_noted = ()
 
     # -- retention ---------------------------------------------------------------------
 
@@ -115,6 +124,9 @@ class EngineState:
                 "keeps": {k: list(v) for k, v in self.keeps.items()},
                 "retained": list(self.retained),
                 "exit_status": self.exit_status,
+                "fit": self.fit,
+                "lr_movers": list(self.lr_movers),
+                "lr_noted": list(self.lr_noted),
             },
         }
 
@@ -154,3 +166,7 @@ class EngineState:
         self.keeps = {k: tuple(v) for k, v in s["keeps"].items()}
         self.retained = tuple(s["retained"])
         self.exit_status = s["exit_status"]
+        # (a snapshot from before the one-owner rule has none of these: none known yet)
+        self.fit = s.get("fit")
+        self.lr_movers = tuple(s.get("lr_movers") or ())
+        self.lr_noted = tuple(s.get("lr_noted") or ())

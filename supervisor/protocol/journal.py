@@ -33,6 +33,7 @@ COMMAND_ERROR = "command_error"
 OVERRIDE = "override"
 EVENT = "event"
 REQUEST = "request"
+LR_OWNER = "lr_owner"
 
 # Keys every line has besides its entry's fields.
 _COMMON = ("v", "type", "time")
@@ -214,6 +215,53 @@ class RequestEntry:
 
 
 @dataclass(frozen=True)
+class LrOwnerEntry:
+    """Who owns the learning rate in fit ``fit`` (issue 13: one owner per learning rate), and what it changed.
+
+    ``event``: ``stand_down`` (the script's own LR logic keeps the LR: lrsup's LR-tuning
+    ``policies`` stand down for the fit; the rescues stay on), ``take_over`` (``[run] lr_owner
+    = "lrsup"``: lrsup owns the LR, the script's LR callbacks left out of the fit where they
+    could be), ``rescue`` (a rescue moved the script's LR: ``lr`` is the LR it restores) or
+    ``moved`` (under lrsup's ownership, an LR change lrsup did not command). ``owner`` is
+    ``script`` or ``lrsup``; ``movers`` what of the script moves the LR (its LR callbacks,
+    its optimizer's LearningRateSchedule, an uncommanded change); ``detail`` says it in a sentence.
+    """
+
+    kind: ClassVar[str] = LR_OWNER
+    event: str
+    owner: str
+    fit: int | None
+    movers: tuple[str, ...]
+    policies: tuple[str, ...]
+    lr: float | None
+    epoch: int | None
+    step: int | None
+    detail: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "LrOwnerEntry":
+        return cls(
+            as_str(obj.get("event")),
+            as_str(obj.get("owner")),
+            as_int(obj.get("fit")),
+            _strs(obj.get("movers")),
+            _strs(obj.get("policies")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("detail")),
+            time,
+            extra,
+        )
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+@dataclass(frozen=True)
 class UnknownEntry:
     """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
 
@@ -226,11 +274,14 @@ class UnknownEntry:
         return self.type if isinstance(self.type, str) else ""
 
 
-KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry]
+KnownEntry = Union[
+    DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, LrOwnerEntry
+]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
 ENTRY_TYPES: dict[str, type[KnownEntry]] = {
-    cls.kind: cls for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry)
+    cls.kind: cls
+    for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, LrOwnerEntry)
 }
 
 # Fields of each kind that are the line's own (not in ``extra``), in the order they are written.
@@ -241,6 +292,7 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     OverrideEntry: ("who", "why", "lr", "seq", "suppressed"),
     EventEntry: ("event", "detail"),
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
+    LrOwnerEntry: ("event", "owner", "fit", "movers", "policies", "lr", "epoch", "step", "detail"),
 }
 
 
@@ -255,7 +307,8 @@ def journal_line(entry: JournalEntry, time: float) -> dict[str, Any]:
         return {"v": PROTOCOL_VERSION, "type": entry.type, "time": time, **entry.fields}
     obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": entry.kind, "time": time}
     for name in _WRITTEN[type(entry)]:
-        obj[name] = getattr(entry, name)
+        value = getattr(entry, name)
+        obj[name] = list(value) if isinstance(value, tuple) else value
     obj.update(entry.fields if isinstance(entry, EventEntry) else entry.extra)
     return obj
 

@@ -10,6 +10,7 @@ from lrsup.supervisor.protocol.journal import (
     CommandErrorEntry,
     DecisionEntry,
     EventEntry,
+    LrOwnerEntry,
     OverrideEntry,
     UnknownEntry,
     journal_line,
@@ -26,6 +27,7 @@ ENTRIES = [
     OverrideEntry("ana@gpu3", None, 0.02, None, "not sent: disk full"),
     EventEntry("started", "trainer pid 12"),
     EventEntry("trainer_exited", "status 1", {"returncode": 1}),
+    LrOwnerEntry("stand_down", "script", 1, ("ReduceLROnPlateau",), ("plateau",), None, None, 0, "fit 1: ..."),
 ]
 
 
@@ -55,7 +57,13 @@ def test_the_reader_reads_what_the_writer_wrote(entry) -> None:
 
 
 def test_every_kind_has_its_own_type() -> None:
-    assert set(ENTRY_TYPES) == {"decision", "applied", "command_error", "override", "event", "request"}
+    assert set(ENTRY_TYPES) == {"decision", "applied", "command_error", "override", "event", "request", "lr_owner"}
+
+
+def test_an_lr_owner_entry_writes_its_lists_as_json_lists() -> None:
+    line = journal_line(ENTRIES[8], 2.0)
+    assert line["movers"] == ["ReduceLROnPlateau"] and line["policies"] == ["plateau"]
+    assert dumps(line).startswith('{"v":1,"type":"lr_owner","time":2.0,"event":"stand_down","owner":"script","fit":1')
 
 
 def test_unknown_kinds_are_kept_as_generic_entries() -> None:
