@@ -35,7 +35,8 @@ an epoch record whose ``lr_moved_from`` is set shows an LR change lrsup did not 
 With ``lr_owner="script"`` (the default) any of these makes the script the owner of the LR
 for that fit (``RunView.script_lr``): the policies whose ``lr_role`` is ``"tunes"`` (plateau,
 schedules, warm restarts, the LR range test) are not consulted until the next start record
-(one that is probing finishes its probe first), the rescues (``"rescues"``: divergence) stay
+(one that is probing finishes its probe first; an lrsup schedule still in force is cleared,
+once, by the engine's own ClearSchedule), the rescues (``"rescues"``: divergence) stay
 on and cut the script's LR now, and the journal says so once per fit
 (:class:`~lrsup.supervisor.protocol.journal.LrOwnerEntry`, from :meth:`Engine.take_notes`).
 With ``lr_owner="lrsup"`` the agent leaves the script's LR callbacks out of the fit, the
@@ -63,7 +64,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from lrsup.policies.actions import Action, Retain
+from lrsup.policies.actions import Action, ClearSchedule, Retain
 from lrsup.policies.base import CheckpointInfo, Policy, RunView
 from lrsup.policies.monitor import Monitor
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
@@ -280,9 +281,10 @@ class Engine:
             self._stand_down()
         hooks = self._active_hooks.get(kind)
         decisions: list[Decision] = []
-        if hooks:
+        release = self._release_schedule()
+        if hooks or release:
             view = self._view()
-            actions = self._ask(hooks, kind, record, view)
+            actions = self._ask(hooks, kind, record, view) + release if hooks else release
             if actions:
                 lr_before = state.lr
                 decisions = compose(state, actions, epoch, step, view.probing or self._probing())
@@ -424,6 +426,17 @@ class Engine:
             + ' ([run] lr_owner = "lrsup" lets lrsup take the LR over)'
         )
         self._note("stand_down", "script", movers, tuners, None, getattr(record, "epoch", None), record.step, detail)
+
+    def _release_schedule(self) -> list[Action]:
+        """An lrsup schedule still in force when the script took the LR over mid-fit: clear it (the LR stays)."""
+        state = self.state
+        if not state.lr_movers or state.schedule is None or self._probing() is not None:
+            return []
+        if "release" in state.lr_noted:
+            return []
+        state.lr_noted = (*state.lr_noted, "release")
+        why = f"the script's own LR logic keeps the LR ({', '.join(state.lr_movers)}): lrsup's schedule stops here"
+        return [ClearSchedule(policy=ENGINE, reason=why)]
 
     def _stand_down(self) -> None:
         """Consult no LR tuner while the script owns the LR; one probing stands down when its probe ends."""

@@ -160,3 +160,19 @@ def test_the_stand_down_survives_a_snapshot() -> None:
     decisions, notes = run(resumed, FLAT[1:])
     assert lr_moves(decisions, "plateau") == [] and notes == []  # said once, before the snapshot
     assert resumed.script_lr == ("LearningRateScheduler",)
+
+
+def test_lrsups_schedule_is_cleared_when_the_script_takes_the_lr_mid_fit() -> None:
+    from lrsup.policies.schedules import ExponentialDecay
+
+    engine = Engine([ExponentialDecay(decay_rate=0.5, decay_steps=100)])
+    decisions, _ = run(engine, [start()])
+    assert [d.action.kind for d in decisions if d.command is not None] == ["set_schedule"]
+    assert engine.schedule is not None
+    decisions, notes = run(engine, [epoch(0, 0.0005, 0.5), epoch(1, 0.0001, 0.5, moved_from=0.00025)])
+    cleared = [d for d in decisions if d.action.kind == "clear_schedule"]
+    assert len(cleared) == 1 and cleared[0].command is not None and cleared[0].action.policy == "engine"
+    assert engine.schedule is None
+    assert [n.event for n in notes] == ["stand_down"] and notes[0].policies == ("exponential_decay",)
+    decisions, _ = run(engine, [epoch(2, 0.0001, 0.5, moved_from=0.00005)])
+    assert [d.action.kind for d in decisions] == []  # once
