@@ -17,7 +17,8 @@ Composition rules, per record:
    falling back to ``loss``); a name is taken as given if the checkpoint is known. The
    LR after it: ``lr``, else the checkpoint's LR times ``lr_factor``, else none given
    (the checkpoint's own); while the script owns the LR (``RunView.script_lr``), ``lr_factor``
-   cuts the LR now, the script's. Others are suppressed: "no checkpoint to roll back to: ...",
+   cuts the script's LR now where it is lower than the checkpoint's (never restoring more
+   than the LR that failed, cut; ``EngineState.script_lr_base``). Others are suppressed: "no checkpoint to roll back to: ...",
    "another rollback (policy X) already decided at step N", "a rollback to X decided at
    step N is not applied yet", or "invalid: ...". A rollback suppresses every SetLR,
    ScaleLR and SetSchedule on the record ("rollback (policy X) decided at step N").
@@ -202,8 +203,7 @@ def pick_winners(r: Round, actions: list[Action]) -> Winners:
     state = r.state
     for action in actions:
         if isinstance(action, Rollback) and w.rollback is None and r.pending is None and not r.probed(action):
-            lr_now = state.lr if state.lr_movers else None  # the script owns the LR: a rescue cuts its LR now
-            target, lr, problem = rollback_plan(action, state.book, lr_now)
+            target, lr, problem = rollback_plan(action, state.book, state.script_lr_base())
             if problem is not None:
                 w.problems[id(action)] = problem
             else:

@@ -464,6 +464,9 @@ class Engine:
         for d in decisions:
             if d.command is None or d.lr is None or d.action.policy not in self._rescuers:
                 continue
+            factor = getattr(d.action, "lr_factor", None)
+            if factor:
+                self.state.lr_rescue = (d.lr / factor, d.lr)
             cut = f" cut x{d.lr / lr_before:.3g}" if lr_before else ""
             detail = (
                 f"fit {self.state.fit}: {d.action.policy}'s {d.action.kind} restores LR {_lr(d.lr)}: the script's "

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -73,6 +74,7 @@ class EngineState:
     fit: int | None = None
     lr_movers: tuple[str, ...] = ()
     lr_noted: tuple[str, ...] = ()
+    lr_rescue: tuple[float, float] | None = None  # the last rescue's (base LR, LR sent) while the script owns the LR
 
     def __post_init__(self) -> None:
         self.cadence = dict(self.initial_cadence)
@@ -93,6 +95,21 @@ class EngineState:
         self.fit = None
         self.lr_movers = ()
         self.lr_noted = ()
+        self.lr_rescue = None
+
+    def script_lr_base(self) -> float | None:
+        """While the script owns the LR: the LR a rescue's ``lr_factor`` cuts (None: the checkpoint's).
+
+        The script's LR now; but where it is still the LR the last rescue set, that rescue's
+        base, so that a repeated rescue compounds its cut from the same LR as divergence's
+        rule does, and not twice.
+        """
+        if not self.lr_movers or self.lr is None:
+            return None
+        rescue = self.lr_rescue
+        if rescue is not None and math.isclose(self.lr, rescue[1], rel_tol=1e-5):
+            return rescue[0]
+        return self.lr
 
     # -- retention ---------------------------------------------------------------------
 
@@ -127,6 +144,7 @@ class EngineState:
                 "fit": self.fit,
                 "lr_movers": list(self.lr_movers),
                 "lr_noted": list(self.lr_noted),
+                "lr_rescue": None if self.lr_rescue is None else list(self.lr_rescue),
             },
         }
 
@@ -170,3 +188,5 @@ class EngineState:
         self.fit = s.get("fit")
         self.lr_movers = tuple(s.get("lr_movers") or ())
         self.lr_noted = tuple(s.get("lr_noted") or ())
+        rescue = s.get("lr_rescue")
+        self.lr_rescue = None if rescue is None else (float(rescue[0]), float(rescue[1]))

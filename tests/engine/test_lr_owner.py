@@ -176,3 +176,29 @@ def test_lrsups_schedule_is_cleared_when_the_script_takes_the_lr_mid_fit() -> No
     assert [n.event for n in notes] == ["stand_down"] and notes[0].policies == ("exponential_decay",)
     decisions, _ = run(engine, [epoch(2, 0.0001, 0.5, moved_from=0.00005)])
     assert [d.action.kind for d in decisions] == []  # once
+
+
+def test_a_repeated_rescue_compounds_from_the_same_base_and_never_restores_more_than_failed() -> None:
+    from lrsup.supervisor.protocol.wire import AckRecord
+
+    engine = Engine([Divergence(), Plateau(patience=1, factor=0.5)])
+    records = [
+        start(lr_callbacks=["ReduceLROnPlateau"]),
+        checkpoint(0),
+        epoch(0, 0.001, 0.5),
+        checkpoint(1),
+        epoch(1, 0.0002, 0.45, moved_from=0.001),
+        epoch(2, 0.0002, math.nan, loss=math.nan),
+    ]
+    decisions, _ = run(engine, records)
+    (first,) = [d for d in decisions if d.action.kind == "rollback"]
+    assert math.isclose(first.command.lr, 1e-4)  # 2e-4 (the script's now, below the checkpoint's 1e-3) x0.5
+    again = [
+        AckRecord(seq=1, cmd="rollback", epoch=2, step=200, lr=1e-4),
+        epoch(3, 1e-4, math.nan, loss=math.nan),
+    ]
+    decisions, notes = run(engine, again)
+    (second,) = [d for d in decisions if d.action.kind == "rollback"]
+    # Unrecovered: divergence squares its cut (x0.5^3) from the same base, 2e-4, not from 1e-4 again.
+    assert math.isclose(second.command.lr, 2e-4 * 0.125)
+    assert [n.event for n in notes] == ["rescue"]
