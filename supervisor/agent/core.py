@@ -111,6 +111,11 @@ class Agent:
       (the caller calls it only while ``schedule_active``); ``set_lr`` then sets the multiplier
       to ``lr / schedule(step)``, ``scale_lr`` multiplies it, ``clear_schedule`` keeps the LR
       where it is. Refused (error record) for a handle whose ``native_schedule`` is set.
+    - What else moves the LR: ``start`` records the script's LR callbacks it is told of
+      (``lr_callbacks``: the launcher sees fit's callbacks), and each epoch record carries
+      ``lr_moved_from`` when the LR differs from the one lrsup last left (at the start, after
+      each command, at each step of lrsup's schedule): an LR change lrsup did not command, such
+      as a callback of the script assigning it. Not compared under a ``native_schedule``.
 
     Raises:
         AgentError: the run directory is missing or metrics.jsonl cannot be opened for writing.
