@@ -70,7 +70,7 @@ from lrsup.supervisor.history.rows import (
     monitor_direction,
     order_metric_keys,
 )
-from lrsup.supervisor.protocol.journal import OVERRIDE, MissingMetricEntry
+from lrsup.supervisor.protocol.journal import OVERRIDE, LrOwnerEntry, MissingMetricEntry
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
@@ -131,6 +131,7 @@ class RunInfo:
     best: EpochRow | None = None
     metrics_stats: ReadStats = field(default_factory=ReadStats)
     journal_stats: ReadStats = field(default_factory=ReadStats)
+    lr_owner: list[LrOwnerEntry] = field(default_factory=list)  # who owned the LR, per fit (the journal's)
 
     # -- convenience views ------------------------------------------------------
     @property

@@ -34,6 +34,7 @@ OVERRIDE = "override"
 EVENT = "event"
 REQUEST = "request"
 MISSING_METRIC = "missing_metric"
+LR_OWNER = "lr_owner"
 
 # Keys every line has besides its entry's fields.
 _COMMON = ("v", "type", "time")
@@ -251,6 +252,53 @@ class MissingMetricEntry:
 
 
 @dataclass(frozen=True)
+class LrOwnerEntry:
+    """Who owns the learning rate in fit ``fit`` (issue 13: one owner per learning rate), and what it changed.
+
+    ``event``: ``stand_down`` (the script's own LR logic keeps the LR: lrsup's LR-tuning
+    ``policies`` stand down for the fit; the rescues stay on), ``take_over`` (``[run] lr_owner
+    = "lrsup"``: lrsup owns the LR, the script's LR callbacks left out of the fit where they
+    could be), ``rescue`` (a rescue moved the script's LR: ``lr`` is the LR it restores) or
+    ``moved`` (under lrsup's ownership, an LR change lrsup did not command). ``owner`` is
+    ``script`` or ``lrsup``; ``movers`` what of the script moves the LR (its LR callbacks,
+    its optimizer's LearningRateSchedule, an uncommanded change); ``detail`` says it in a sentence.
+    """
+
+    kind: ClassVar[str] = LR_OWNER
+    event: str
+    owner: str
+    fit: int | None
+    movers: tuple[str, ...]
+    policies: tuple[str, ...]
+    lr: float | None
+    epoch: int | None
+    step: int | None
+    detail: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "LrOwnerEntry":
+        return cls(
+            as_str(obj.get("event")),
+            as_str(obj.get("owner")),
+            as_int(obj.get("fit")),
+            _strs(obj.get("movers")),
+            _strs(obj.get("policies")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("detail")),
+            time,
+            extra,
+        )
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+@dataclass(frozen=True)
 class UnknownEntry:
     """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
 
@@ -264,7 +312,14 @@ class UnknownEntry:
 
 
 KnownEntry = Union[
-    DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, MissingMetricEntry
+    DecisionEntry,
+    AppliedEntry,
+    CommandErrorEntry,
+    OverrideEntry,
+    EventEntry,
+    RequestEntry,
+    MissingMetricEntry,
+    LrOwnerEntry,
 ]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
@@ -278,6 +333,7 @@ ENTRY_TYPES: dict[str, type[KnownEntry]] = {
         EventEntry,
         RequestEntry,
         MissingMetricEntry,
+        LrOwnerEntry,
     )
 }
 
@@ -290,6 +346,7 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     EventEntry: ("event", "detail"),
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
     MissingMetricEntry: ("policy", "metric", "available", "fit", "epoch", "step", "message"),
+    LrOwnerEntry: ("event", "owner", "fit", "movers", "policies", "lr", "epoch", "step", "detail"),
 }
 
 

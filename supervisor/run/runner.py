@@ -395,6 +395,7 @@ class Runner:
         if not live:
             for decision in self.engine.feed(record):
                 self._note_retain(decision)
+            self.engine.take_notes()  # journaled by the supervisor that read the record first
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.terminal.on_record(record)
@@ -402,6 +403,9 @@ class Runner:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         for decision in self.engine.feed(record):
             self._on_decision(decision)
+        for note in self.engine.take_notes():  # who owns the LR (lr_owner entries)
+            self.journal(note)
+            self.terminal.on_note(note.detail)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
             self.send(VerdictCommand(record.epoch))

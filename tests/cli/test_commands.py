@@ -158,6 +158,27 @@ def test_watch_a_finished_run_shows_its_last_state_and_returns(runs):
     assert "epoch 6/6" in out and "decision plateau scale_lr 0.05" in out and "is not running: completed" in out
 
 
+def test_watch_shows_who_owns_the_lr(runs):
+    run = make_run(runs, "r")
+    with Appender(run / "journal.jsonl") as j:
+        j.write(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "lr_owner",
+                "time": T0 + 1,
+                "event": "stand_down",
+                "owner": "script",
+                "fit": 1,
+                "movers": ["ReduceLROnPlateau"],
+                "policies": ["plateau"],
+                "detail": "at the start of fit 1: the script's own LR logic keeps the LR: lrsup's plateau stands down",
+            }
+        )
+    result = invoke("watch", "r")
+    assert result.exit_code == 0, result.output
+    assert "lrsup's plateau stands down" in result.stdout
+
+
 def test_watch_follows_a_live_run_until_it_ends(runs):
     run = make_run(runs, "r", outcome=None, epochs=8, epochs_done=2, state=live_state(), trainer_log="old\n")
 

@@ -10,6 +10,7 @@ from lrsup.supervisor.protocol.journal import (
     CommandErrorEntry,
     DecisionEntry,
     EventEntry,
+    LrOwnerEntry,
     MissingMetricEntry,
     OverrideEntry,
     UnknownEntry,
@@ -28,6 +29,7 @@ ENTRIES = [
     EventEntry("started", "trainer pid 12"),
     EventEntry("trainer_exited", "status 1", {"returncode": 1}),
     MissingMetricEntry("plateau", "val_loss", ("loss", "accuracy"), 1, 0, 10, "plateau monitors val_loss, ..."),
+    LrOwnerEntry("stand_down", "script", 1, ("ReduceLROnPlateau",), ("plateau",), None, None, 0, "fit 1: ..."),
 ]
 
 
@@ -65,6 +67,7 @@ def test_every_kind_has_its_own_type() -> None:
         "event",
         "request",
         "missing_metric",
+        "lr_owner",
     }
     assert dumps(journal_line(ENTRIES[8], 1.0)) == (
         '{"v":1,"type":"missing_metric","time":1.0,"policy":"plateau","metric":"val_loss",'
@@ -72,6 +75,12 @@ def test_every_kind_has_its_own_type() -> None:
     )
     broken = read_entry({"type": "missing_metric", "available": ["loss", 3], "fit": "1"})
     assert isinstance(broken, MissingMetricEntry) and (broken.available, broken.fit) == (("loss",), None)
+
+
+def test_an_lr_owner_entry_writes_its_lists_as_json_lists() -> None:
+    line = journal_line(ENTRIES[9], 2.0)
+    assert line["movers"] == ["ReduceLROnPlateau"] and line["policies"] == ["plateau"]
+    assert dumps(line).startswith('{"v":1,"type":"lr_owner","time":2.0,"event":"stand_down","owner":"script","fit":1')
 
 
 def test_unknown_kinds_are_kept_as_generic_entries() -> None:

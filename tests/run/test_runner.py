@@ -270,6 +270,9 @@ class FakeEngine:
             return list(self.decisions)
         return []
 
+    def take_notes(self) -> list:
+        return []
+
 
 def decision(action, command, lr=None, suppressed=None):
     return Decision(action=action, command=command, lr=lr, epoch=0, step=10, suppressed=suppressed)
@@ -391,6 +394,9 @@ class BrokenEngine:
     def feed(self, record):
         if isinstance(record, EpochRecord):
             raise RuntimeError("engine bug")
+        return []
+
+    def take_notes(self) -> list:
         return []
 
 
@@ -780,6 +786,9 @@ class RollbackOnFirstEpoch:
                     step=record.step,
                 )
             ]
+        return []
+
+    def take_notes(self) -> list:
         return []
 
 
