@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol.commands import Command, RetainCommand, SetLRCommand, StopCommand, VerdictCommand
+from lrsup.supervisor.protocol.commands import (
+    Command,
+    RetainCommand,
+    SetLRCommand,
+    SetScheduleCommand,
+    StopCommand,
+    VerdictCommand,
+)
 from lrsup.supervisor.protocol.doorbell import ControlWriter
 from lrsup.supervisor.protocol.journal import (
     AppliedEntry,
@@ -83,7 +90,15 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     install_signal_handlers,
     write_private,
 )
-from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.run.restart import (
+    AttemptPlace,
+    Crash,
+    DecidedLr,
+    RestartPolicy,
+    Watchdog,
+    crash_from_log,
+    moot_after_restart,
+)
 from lrsup.supervisor.run.space import SPACE_WAIT, disk_full, is_enospc, wait_for_space
 from lrsup.supervisor.run.terminal import Terminal, say
 from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file, remove_temp_files
@@ -187,7 +202,11 @@ class Runner:
             drain=self._read_records,
             progress=self.progress,
             disk_full=lambda: disk_full(self.paths.root),
+            crash=self._crash,
         )
+        self.place = AttemptPlace()  # where the current attempt is (its crash's place)
+        self.decided = DecidedLr()  # the LR lrsup last decided, per fit: where a restarted attempt trains
+        self._log_offset: int | None = None  # trainer.log's size when the current attempt was spawned
         self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
         self.space_wait = space_wait  # longest wait for space for the last writes (state, report)
@@ -221,6 +240,8 @@ class Runner:
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
         remove_temp_files(self.paths.root)  # what a killed attempt left half written (none is alive now)
+        self.place.reset()
+        self._log_offset = _size(self.paths.trainer_log)  # this attempt's output starts here
         env = dict(self.env)
         env[ENV_ATTEMPT] = str(attempt)
         restore = self.restore_point() if attempt > 1 else None
@@ -385,32 +406,34 @@ class Runner:
             if live:
                 self.event("unbelievable", f"a record in {protocol.METRICS_FILE} not believed: {doubt}")
             return
+        lr_before = self.progress.lr
         self.progress.on_record(record)
+        self.place.on_record(record)
         self.lifecycle.on_record(record)
+        if isinstance(record, StartRecord):
+            self.decided.on_start(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
             self.channel.settled(record.seq)
         if not live:
             for decision in self.engine.feed(record):
                 self._note_retain(decision)
+                if decision.command is not None:  # sent before the crash
+                    self._note_sent(decision.command, decision.lr, lr_before)
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.terminal.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
+        sets_lr = False
         for decision in self.engine.feed(record):
-            self._on_decision(decision)
+            self._on_decision(decision, lr_before)
+            sets_lr = sets_lr or decision.lr is not None or isinstance(decision.command, SetScheduleCommand)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
             self.send(VerdictCommand(record.epoch))
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
-            for old, new, what in self.channel.resend_unacked():
-                self.event(
-                    "resent",
-                    f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
-                    seq=new,
-                    original_seq=old,
-                )
+            self._after_restart(record, sets_lr)
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
             self.send(VerdictCommand(record.initial_epoch - 1))
@@ -421,6 +444,32 @@ class Runner:
             self.journal(AppliedEntry(record.seq, record.cmd, record.epoch, record.step, record.lr, record.late))
         else:
             self.journal(CommandErrorEntry(record.seq, record.cmd, record.message))
+
+    def _after_restart(self, record: StartRecord, sets_lr: bool) -> None:
+        """A restarted attempt started: re-send what is still meaningful, and bring back the LR lrsup last decided."""
+        known = {c.name for c in getattr(self.engine, "checkpoints", ())}
+        for old, new, what in self.channel.resend_unacked(lambda command: moot_after_restart(command, known)):
+            self.event(
+                "resent",
+                f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
+                seq=new,
+                original_seq=old,
+            )
+        if sets_lr:
+            return  # a policy decided the LR on this start record: that is the LR lrsup decided
+        restored = next((c for c in getattr(self.engine, "checkpoints", ()) if c.name == self._restore), None)
+        for command in self.decided.after_restart(record, None if restored is None else restored.multiplier):
+            if isinstance(command, SetLRCommand):
+                started = f"; the attempt started at {record.lr:g}" if record.lr is not None else ""
+                why = f"restart: back to the LR lrsup last decided ({command.lr:g}){started}"
+            else:
+                why = "restart: the checkpoint brought back an lrsup schedule no policy holds any more"
+            seq = self.send(command, reason=why)
+            self.event("restart_lr", f"command seq {seq}: {command.cmd}: {why}", seq=seq)
+
+    def _note_sent(self, command: Command, lr: float | None, lr_before: float | None) -> None:
+        probing = any(getattr(policy, "probing", None) for policy in getattr(self.engine, "policies", ()))
+        self.decided.on_sent(command, lr, probing=probing, lr_before=lr_before)
 
     def _note_retain(self, decision: Decision) -> None:
         if isinstance(decision.command, RetainCommand):
@@ -437,14 +486,18 @@ class Runner:
                 return sent["seq"]
         return None
 
-    def _on_decision(self, decision: Decision) -> None:
+    def _on_decision(self, decision: Decision, lr_before: float | None = None) -> None:
         self._note_retain(decision)
         sent = self._already_sent(decision)
+        if sent is not None and decision.command is not None:
+            self._note_sent(decision.command, decision.lr, lr_before)
         if sent is not None and sent in self._journaled_seqs:
             return  # decided, sent and journaled before the crash: nothing left to do
         action, seq, suppressed = decision.action, sent, decision.suppressed
         if decision.command is not None and sent is None:
             seq, suppressed = self._send_decided(decision)
+            if seq is not None:
+                self._note_sent(decision.command, decision.lr, lr_before)
         self.journal(
             DecisionEntry(
                 seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
@@ -524,6 +577,8 @@ class Runner:
     def _override(self, request: Request, because: str) -> None:
         assert request.lr is not None  # a set_lr request's (parse_request)
         seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
+        if seq is not None:
+            self.decided.on_sent(SetLRCommand(request.lr), request.lr, probing=False, lr_before=None)
         suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
         self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
         self.event("override", f"{request.who} set the learning rate to {request.lr:g}{because}", seq=seq)
@@ -676,6 +731,10 @@ class Runner:
                 f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
             )
 
+    def _crash(self) -> Crash | None:
+        """How the attempt that just exited died: the traceback in its part of trainer.log, and its place."""
+        return crash_from_log(_log_lines(self.paths.trainer_log, self._log_offset), self.place)
+
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
         say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
@@ -691,7 +750,10 @@ class Runner:
 
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():
-            extra = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
+            extra: dict[str, Any] = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
+            crash = self.lifecycle.repeated_crash
+            if event.name == "fatal" and crash is not None:  # the script's own words, for the journal's reader
+                extra = {"exception": crash.exception, "frame": crash.frame, "traceback": list(crash.traceback)}
             self.event(event.name, event.detail, event.state, **extra)
         stats = self.follower.stats
         new, self._garbage_seen = stats.garbage - self._garbage_seen, stats.garbage
@@ -874,3 +936,21 @@ def resume(run_dir: str | os.PathLike[str], **options: Any) -> int:
 
     options.setdefault("report", True)
     return resume_run(Path(run_dir), **options)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _log_lines(path: Path, offset: int | None, limit: int = 1 << 16) -> list[str]:
+    """The last ``limit`` bytes of ``path`` from ``offset`` on (None: the last ``limit`` bytes), as lines."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(offset or 0, end - limit))
+            return f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
