@@ -32,6 +32,7 @@ notification nor a failed report changes the exit status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -220,6 +221,8 @@ class Runner:
         self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
         self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
         self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
+        self._catching_up = False  # resume: deciding on records written while no supervisor ran
+        self._catch_up_lr: float | None = None  # the LR decided during the catch-up (later records predate it)
         self._trainer: tuple[int | None, int | None] = (None, None)  # (pid, start time) in supervisor.json
         self._restore: str | None = None  # the checkpoint the current attempt restores
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
@@ -498,6 +501,10 @@ class Runner:
             seq, suppressed = self._send_decided(decision)
             if seq is not None:
                 self._note_sent(decision.command, decision.lr, lr_before)
+                if self._catching_up and decision.lr is not None:
+                    self._catch_up_lr = decision.lr
+                elif self._catching_up and decision.command.cmd in ("set_schedule", "clear_schedule"):
+                    self._catch_up_lr = None  # the LR follows a schedule the records cannot show yet
         self.journal(
             DecisionEntry(
                 seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
@@ -644,10 +651,27 @@ class Runner:
             self.watchdog.arm(now, self.progress)
             self._attempt_seen = life.attempt
         self._apply_requests(now)  # what the operator asked meanwhile (a hold) comes before any decision
-        for record in plan.live:
-            self._on_record(record)
+        self._catch_up(plan.live)
         if not plan.alive:
             self._restart_after_crash(now)
+
+    def _catch_up(self, records: Sequence[Record]) -> None:
+        """Decide on the records the trainer wrote while no supervisor ran (after the last verdict), in order.
+
+        Each is decided once. The trainer wrote all of them before it could read any command sent
+        now: once an LR has been decided on one of them, the LR the later ones carry is the old one,
+        and is read as the LR decided (as if each decision had reached the trainer before its next
+        epoch), so that a policy does not decide the same cut again on every epoch the trainer went
+        through alone (a ``scale_lr`` applied five times over).
+        """
+        self._catching_up, self._catch_up_lr = True, None
+        try:
+            for record in records:
+                if self._catch_up_lr is not None and getattr(record, "lr", None) is not None:
+                    record = dataclasses.replace(record, lr=self._catch_up_lr)
+                self._on_record(record)
+        finally:
+            self._catching_up = False
 
     def _restore_requests(self, plan: TakeOver) -> None:
         """Go on reading requests.jsonl after the last request acted on (its command written, if it has one)."""
