@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
+from lrsup.supervisor.history.outcome import dead_model, with_dead_model
 from lrsup.supervisor.protocol.commands import (
     Command,
     RetainCommand,
@@ -206,6 +207,7 @@ class Runner:
             crash=self._crash,
         )
         self.place = AttemptPlace()  # where the current attempt is (its crash's place)
+        self._final_logs: dict[str, Any] | None = None  # the last epoch record's logs (did the model learn?)
         self.decided = DecidedLr()  # the LR lrsup last decided, per fit: where a restarted attempt trains
         self._log_offset: int | None = None  # trainer.log's size when the current attempt was spawned
         self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
@@ -291,6 +293,9 @@ class Runner:
                 outcome = type(outcome)(gave_up, f"{outcome.reason}; a policy gave the run up")
             if self.lifecycle.state is State.FATAL:
                 self._fatal_report(outcome.reason)
+            if outcome.status == 0 and (note := dead_model(self._final_logs or {})) is not None:
+                self.event("dead_model", note)  # never a plain "completed" for a model that did not learn
+                outcome = type(outcome)(0, with_dead_model(outcome.reason, self._final_logs))
             self.event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
             self._write_last_state(outcome.status, outcome.reason)
             ended = True
@@ -413,6 +418,8 @@ class Runner:
         self.progress.on_record(record)
         self.place.on_record(record)
         self.lifecycle.on_record(record)
+        if isinstance(record, EpochRecord):
+            self._final_logs = record.logs
         if isinstance(record, StartRecord):
             self.decided.on_start(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
