@@ -654,6 +654,7 @@ class Runner:
         self.started = plan.started or self.started
         now = self.clock.monotonic()
         if plan.alive and pid is not None:
+            self._log_offset = _size(self.paths.trainer_log)  # an older attempt's traceback is not this one's
             life.attach(AttachedHandle(pid, start_time, self.paths.trainer_log, self._on_output), now)
             self.watchdog.arm(now, self.progress)
             self._attempt_seen = life.attempt
