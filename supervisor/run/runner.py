@@ -456,19 +456,27 @@ class Runner:
             self.journal(CommandErrorEntry(record.seq, record.cmd, record.message))
 
     def _after_restart(self, record: StartRecord, sets_lr: bool) -> None:
-        """A restarted attempt started: re-send what is still meaningful, and bring back the LR lrsup last decided."""
-        known = {c.name for c in getattr(self.engine, "checkpoints", ())}
-        for old, new, what in self.channel.resend_unacked(lambda command: moot_after_restart(command, known)):
+        """A restarted attempt started: re-send what is still meaningful, and bring back the LR lrsup last decided.
+
+        ``sets_lr``: a decision on this start record set the LR or a schedule (then that is
+        the LR lrsup decided, and nothing is added).
+        """
+        checkpoints = getattr(self.engine, "checkpoints", ())
+        restored = next((c for c in checkpoints if c.name == self._restore), None)
+        fixes = [] if sets_lr else self.decided.after_restart(record, None if restored is None else restored.multiplier)
+        known, lr_set = {c.name for c in checkpoints}, any(isinstance(c, SetLRCommand) for c in fixes)
+
+        def moot(command: Command) -> str | None:
+            return moot_after_restart(command, known, lr_set=lr_set)
+
+        for old, new, what in self.channel.resend_unacked(moot):
             self.event(
                 "resent",
                 f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
                 seq=new,
                 original_seq=old,
             )
-        if sets_lr:
-            return  # a policy decided the LR on this start record: that is the LR lrsup decided
-        restored = next((c for c in getattr(self.engine, "checkpoints", ()) if c.name == self._restore), None)
-        for command in self.decided.after_restart(record, None if restored is None else restored.multiplier):
+        for command in fixes:
             if isinstance(command, SetLRCommand):
                 started = f"; the attempt started at {record.lr:g}" if record.lr is not None else ""
                 why = f"restart: back to the LR lrsup last decided ({command.lr:g}){started}"

@@ -214,3 +214,6 @@ def test_only_meaningful_commands_are_resent_after_a_restart():
     assert moot_after_restart(RollbackCommand("epoch-0009", from_run="/runs/peer"), known) is None  # a PBT donor's
     assert "schedule" in moot_after_restart(RAMP, known)
     assert moot_after_restart(SetLRCommand(0.1), known) is None and moot_after_restart(StopCommand(), known) is None
+    # The restart sets the LR lrsup last decided itself: an LR change in flight is not applied on top.
+    assert "the restart sets the LR" in moot_after_restart(ScaleLRCommand(0.5), known, lr_set=True)
+    assert moot_after_restart(RollbackCommand("epoch-0003", lr=0.1), known, lr_set=True) is None
