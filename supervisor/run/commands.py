@@ -114,6 +114,11 @@ class CommandChannel:
         if seq is not None:
             self.unacked.pop(seq, None)
 
+    def sent_command(self, seq: int | None) -> Command | None:
+        """The command sent as ``seq`` while it is not yet acknowledged (None once settled, or for a verdict)."""
+        obj = self.unacked.get(seq) if seq is not None else None
+        return decode_command(obj).command if obj is not None else None
+
     def resend_unacked(self, moot: Callable[[Command], str | None] | None = None) -> list[tuple[int, int | None, str]]:
         """Re-send the unacknowledged commands (same content, new seq), each once; moot ones dropped.
 

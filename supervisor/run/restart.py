@@ -204,10 +204,10 @@ def moot_after_restart(command: Command, checkpoints: set[str], *, lr_set: bool 
     A rollback to a checkpoint lrsup no longer knows (pruned, refused, abandoned) has nothing
     to go to; a schedule belongs to the attempt it was sent to (a policy whose schedule still
     holds sends it again on the new start record; an experiment's is over). ``lr_set``: the
-    restart sets the LR lrsup last decided itself (:meth:`DecidedLr.after_restart`), so an LR
-    change in flight is part of it (a ``scale_lr`` re-sent on top would scale it twice).
+    restart sets the LR lrsup last decided itself (:meth:`DecidedLr.after_restart`), which a
+    ``scale_lr`` in flight is part of (re-sent on top, it would scale it twice).
     """
-    if lr_set and isinstance(command, (SetLRCommand, ScaleLRCommand)):
+    if lr_set and isinstance(command, ScaleLRCommand):
         return "moot: the restart sets the LR lrsup last decided"
     if isinstance(command, RollbackCommand) and command.from_run is None and command.checkpoint not in checkpoints:
         return f"moot: checkpoint {command.checkpoint!r} no longer exists"

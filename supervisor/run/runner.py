@@ -469,6 +469,7 @@ class Runner:
         def moot(command: Command) -> str | None:
             return moot_after_restart(command, known, lr_set=lr_set)
 
+        resent_lr = None  # the LR the last re-sent set_lr sets
         for old, new, what in self.channel.resend_unacked(moot):
             self.event(
                 "resent",
@@ -476,7 +477,12 @@ class Runner:
                 seq=new,
                 original_seq=old,
             )
+            command = self.channel.sent_command(new)
+            if isinstance(command, SetLRCommand):
+                resent_lr = command.lr
         for command in fixes:
+            if isinstance(command, SetLRCommand) and resent_lr == command.lr:
+                continue  # the dead attempt's set_lr, re-sent, already sets it
             if isinstance(command, SetLRCommand):
                 started = f"; the attempt started at {record.lr:g}" if record.lr is not None else ""
                 why = f"restart: back to the LR lrsup last decided ({command.lr:g}){started}"

@@ -95,24 +95,51 @@ class PlateauWithCheckpoint(Engine):
     known_good_checkpoint = "epoch-0001"
 
 
+def losses(trainer, values):
+    trainer.val_losses = values  # read lazily by the scripted trainer's generator
+    return trainer
+
+
 def test_a_restarted_attempt_trains_at_the_lr_lrsup_last_decided(tmp_path):
-    # Plateau cuts 0.1 -> 0.05 -> 0.025 at epochs 2 and 3 (acked); the trainer crashes in epoch 4; the
-    # checkpoint it restores holds an LR before the cuts (0.1): the restart is sent the last cut LR, once.
+    # Plateau cuts 0.1 -> 0.05 at epoch 2 (acked); epoch 3 improves; the trainer crashes in epoch 4. The
+    # checkpoint it restores holds the LR before the cut (0.1): the restart is sent the cut LR, once,
+    # before its start barrier opens.
     engine = PlateauWithCheckpoint([Plateau(factor=0.5, patience=1)])
-    runner, spawner = make(
+    runner, _ = make(
         tmp_path,
-        [lambda r: Crashing(r, 2), lambda r: FreshAgent(r, [1.0, 1.0], lr=0.1)],
+        [lambda r: losses(Crashing(r, 3), [1.0, 1.0, 0.5, 0.4]), lambda r: FreshAgent(r, [0.3], lr=0.1)],
         engine=engine,
         clock=TickingClock(),
     )
     assert runner.run() == 0
     lines = journal(runner)
     restarted = next(i for i, x in enumerate(lines) if x.get("event") == "restarted")
-    assert [x["lr"] for x in lines[:restarted] if x["type"] == "decision"] == pytest.approx([0.05, 0.025])
+    assert [x["lr"] for x in lines[:restarted] if x["type"] == "decision"] == pytest.approx([0.05])
     restart_lr = [e for e in journal(runner, "event") if e["event"] == "restart_lr"]
     assert len(restart_lr) == 1
-    assert "back to the LR lrsup last decided (0.025); the attempt started at 0.1" in restart_lr[0]["detail"]
+    assert "back to the LR lrsup last decided (0.05); the attempt started at 0.1" in restart_lr[0]["detail"]
     control = list(iter_objects(runner.paths.control))
     index = next(i for i, c in enumerate(control) if c["seq"] == restart_lr[0]["seq"])
-    assert control[index]["cmd"] == "set_lr" and control[index]["lr"] == pytest.approx(0.025)
+    assert control[index]["cmd"] == "set_lr" and control[index]["lr"] == pytest.approx(0.05)
     assert control[index + 1]["cmd"] == "verdict" and control[index + 1]["epoch"] == -1  # before the start barrier
+
+
+def test_a_cut_in_flight_at_the_crash_is_resent_once_not_doubled(tmp_path):
+    # The cut decided on epoch 3 (0.025) was never acknowledged: it is re-sent, and nothing else sets the LR.
+    engine = PlateauWithCheckpoint([Plateau(factor=0.5, patience=1)])
+    runner, _ = make(
+        tmp_path,
+        [lambda r: Crashing(r, 2), lambda r: FreshAgent(r, [1.0], lr=0.1)],
+        engine=engine,
+        clock=TickingClock(),
+    )
+    assert runner.run() == 0
+    control = list(iter_objects(runner.paths.control))
+    (resent,) = [e for e in journal(runner, "event") if e["event"] == "resent"]
+    by_seq = {c["seq"]: c for c in control}
+    assert by_seq[resent["original_seq"]]["lr"] == by_seq[resent["seq"]]["lr"] == pytest.approx(0.025)
+    # The re-sent cut is the only LR command before the new attempt's start barrier: no second set_lr.
+    first = next(i for i, c in enumerate(control) if c["seq"] == resent["seq"])
+    barrier = next(i for i, c in enumerate(control) if i > first and c["cmd"] == "verdict")
+    assert control[barrier]["epoch"] == -1 and [c["cmd"] for c in control[first + 1 : barrier]] == []
+    assert "restart_lr" not in events(runner)

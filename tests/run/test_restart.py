@@ -217,3 +217,4 @@ def test_only_meaningful_commands_are_resent_after_a_restart():
     # The restart sets the LR lrsup last decided itself: an LR change in flight is not applied on top.
     assert "the restart sets the LR" in moot_after_restart(ScaleLRCommand(0.5), known, lr_set=True)
     assert moot_after_restart(RollbackCommand("epoch-0003", lr=0.1), known, lr_set=True) is None
+    assert moot_after_restart(SetLRCommand(0.1), known, lr_set=True) is None  # re-sent as it was (same LR)
