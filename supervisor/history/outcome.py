@@ -7,13 +7,29 @@ wrote. Exit statuses come from an event's fields or its detail text (a signal N
 counts as 128 + N). Whether a pid still runs is asked through ``pid_alive``, the
 system-call seam (``load_run`` passes :func:`lrsup.supervisor.rundir.liveness.pid_alive`),
 so tests need no real process.
+
+A run that ended but whose model did not learn is never called a plain success:
+:func:`dead_model` is the one rule, used by the run's end line, the journal, the report and
+the notification alike. It looks at the last epoch's logs (the validation metrics when
+there are any, else the training ones) and names:
+
+- a non-finite loss (``nan``, ``inf``): the model diverged;
+- chance level: a loss within 5% of ``ln k`` for a whole ``k >= 2`` (the cross-entropy of
+  predicting ``k`` classes uniformly) together with an accuracy of at most ``1.2 / k``
+  (what guessing among ``k`` balanced classes gets). Both must hold, so a model still
+  learning (loss 1.5 at accuracy 0.6) is not flagged; a model without an accuracy metric
+  (a regression) is judged by the non-finite rule only.
+
+The exit status stays the script's: the outcome stays ``completed`` (or ``stopped``) and
+its detail says it (``training completed; the model ended at chance level: ...``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Tuple
 
 from lrsup.supervisor.history.rows import Event, Outcome, as_float, as_int
 from lrsup.supervisor.protocol.wire import EndRecord
@@ -21,7 +37,55 @@ from lrsup.supervisor.protocol.wire import EndRecord
 if TYPE_CHECKING:
     from lrsup.supervisor.history.runinfo import RunInfo
 
-__all__ = ["decide_outcome"]
+__all__ = ["DEAD_MODEL_MARK", "dead_model", "decide_outcome", "with_dead_model"]
+
+# Accuracy metrics as Keras names them (compile(metrics=["accuracy"]) logs "accuracy"), in preference order.
+_ACCURACY = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy", "binary_accuracy", "acc")
+CHANCE_LOSS_TOLERANCE = 0.05  # |loss - ln k| <= 5% of ln k
+CHANCE_ACCURACY_FACTOR = 1.2  # accuracy <= 1.2 / k
+DEAD_MODEL_MARK = "the model ended"  # every note of dead_model starts so (not added twice)
+
+
+def dead_model(logs: Mapping[str, Any]) -> str | None:
+    """Why the model whose last epoch logged ``logs`` did not learn (diverged, at chance level), or None.
+
+    Example::
+
+        dead_model({"val_loss": 2.3026, "val_accuracy": 0.1})
+        # 'the model ended at chance level: val_loss 2.303, near ln 10, and val_accuracy 0.100, near 1/10 ...'
+    """
+    prefix = "val_" if "val_loss" in logs else ""  # held-out data decides when there is some
+    loss = _number(logs.get(f"{prefix}loss"))
+    if loss is None:
+        return None
+    if not math.isfinite(loss):
+        return f"{DEAD_MODEL_MARK} diverged: its {prefix}loss is {loss}"
+    name = next((f"{prefix}{n}" for n in _ACCURACY if _number(logs.get(f"{prefix}{n}")) is not None), None)
+    if name is None or loss <= 0:
+        return None
+    accuracy = float(logs[name])
+    k = round(math.exp(min(loss, 50.0)))
+    if k < 2 or abs(loss - math.log(k)) > CHANCE_LOSS_TOLERANCE * math.log(k):
+        return None
+    if accuracy <= CHANCE_ACCURACY_FACTOR / k:
+        return (
+            f"{DEAD_MODEL_MARK} at chance level: {prefix}loss {loss:.3f}, near ln {k}, and {name} "
+            f"{accuracy:.3f}, near 1/{k} (what guessing among {k} classes gives)"
+        )
+    return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def with_dead_model(detail: str, logs: Mapping[str, Any] | None) -> str:
+    """``detail``, with :func:`dead_model`'s note appended when the model did not learn (once)."""
+    note = dead_model(logs) if logs else None
+    if note is None or DEAD_MODEL_MARK in detail:
+        return detail
+    return f"{detail}; {note}" if detail else note
+
 
 # Journal events that mean the supervisor gave up on the trainer (restarts used up, ...).
 _GIVE_UP_EVENTS = ("fatal", "give_up", "gave_up")
@@ -63,6 +127,8 @@ def decide_outcome(info: RunInfo, *, now: float, pid_alive: Callable[[int, int |
         found = case(evidence)
         if found is not None:
             info.outcome, info.outcome_detail = found
+            if info.outcome in (Outcome.COMPLETED, Outcome.STOPPED) and info.epochs:
+                info.outcome_detail = with_dead_model(info.outcome_detail, info.epochs[-1].logs)
             return
 
 

@@ -13,6 +13,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from lrsup.supervisor.history.outcome import DEAD_MODEL_MARK
 from lrsup.supervisor.history.runinfo import RunInfo, fmt_lr
 
 REPORT_MD = "report.md"
@@ -75,6 +76,8 @@ def _outcome_text(info: RunInfo) -> str:
     text = info.outcome.value
     if info.gave_up and "gave up" not in info.outcome_detail:
         text += " (gave up)"
+    if DEAD_MODEL_MARK in info.outcome_detail:
+        text += " (the model did not learn)"  # never a plain success: history.outcome.dead_model
     return f"{text}: {info.outcome_detail}" if info.outcome_detail else text
 
 

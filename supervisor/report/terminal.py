@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from lrsup.supervisor.history.outcome import DEAD_MODEL_MARK
 from lrsup.supervisor.history.runinfo import RunInfo
 from lrsup.supervisor.report.tables import (
     COMPARE_HEADER,
@@ -30,6 +31,8 @@ def render_terminal(info: RunInfo, console: Any) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     style = {"completed": "green", "stopped": "yellow", "running": "cyan"}.get(info.outcome.value, "red")
+    if DEAD_MODEL_MARK in info.outcome_detail:
+        style = "red"  # completed, but the model did not learn
     for label, value in summary_rows(info):
         grid.add_row(label, f"[{style}]{escape_markup(value)}[/]" if label == "Outcome" else escape_markup(value))
     console.print(Panel(grid, title=f"lrsup report: {escape_markup(info.name)}", expand=False))

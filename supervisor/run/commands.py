@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Any, Callable
 
 from lrsup.supervisor.protocol.commands import (
     Command,
@@ -114,9 +114,15 @@ class CommandChannel:
         if seq is not None:
             self.unacked.pop(seq, None)
 
-    def resend_unacked(self) -> list[tuple[int, int | None, str]]:
+    def sent_command(self, seq: int | None) -> Command | None:
+        """The command sent as ``seq`` while it is not yet acknowledged (None once settled, or for a verdict)."""
+        obj = self.unacked.get(seq) if seq is not None else None
+        return decode_command(obj).command if obj is not None else None
+
+    def resend_unacked(self, moot: Callable[[Command], str | None] | None = None) -> list[tuple[int, int | None, str]]:
         """Re-send the unacknowledged commands (same content, new seq), each once; moot ones dropped.
 
+        ``moot``: why a command is no longer meaningful (None: it is), asked of each.
         Returns (old seq, new seq or None, what happened) for the journal.
         """
         old = [decode_command(self.unacked[s]) for s in sorted(self.unacked)]
@@ -124,6 +130,10 @@ class CommandChannel:
         out: list[tuple[int, int | None, str]] = []
         for i, line in enumerate(old):
             command = line.command
+            why = moot(command) if moot is not None else None
+            if why is not None:
+                out.append((line.seq, None, why))
+                continue
             later_commands = [o.command for o in old[i + 1 :]]
             if isinstance(command, (SetLRCommand, ScaleLRCommand)) and any(
                 isinstance(o, SetLRCommand) for o in later_commands

@@ -14,7 +14,8 @@ States (supervisord style)::
                                                    restarted (BACKOFF --terminate--> FAILED)
     STARTING/RUNNING/STOPPING --exit 0--> EXITED
     STARTING/RUNNING/STOPPING --exit != 0 or signal, restartable--> BACKOFF
-    STARTING/RUNNING/STOPPING --exit != 0 or signal, restarts used up / fast failures--> FATAL
+    STARTING/RUNNING/STOPPING --exit != 0 or signal, restarts used up / fast failures /
+                                                   the same crash twice--> FATAL
     STARTING/RUNNING/STOPPING --exit != 0 or signal, no restart policy--> FAILED
     BACKOFF --backoff elapsed--> STARTING          (a new attempt: spawned again)
     BACKOFF --request_stop--> FAILED / --request_graceful_stop--> EXITED
@@ -53,7 +54,7 @@ from lrsup.supervisor.protocol.wire import (
     StartRecord,
 )
 from lrsup.supervisor.run.process import Handle, Spawner
-from lrsup.supervisor.run.restart import RestartPolicy
+from lrsup.supervisor.run.restart import Crash, RestartPolicy
 from lrsup.supervisor.rundir.progress import RunProgress
 
 EXIT_FATAL = EXIT_GIVE_UP  # restarts used up
@@ -123,6 +124,8 @@ class Lifecycle:
             read here: did training start, did this attempt get through an epoch, how its fit ended).
         disk_full: callable() -> str | None, a phrase when the run directory's disk is full
             (asked when an attempt fails, so the give-up names the disk, not the program).
+        crash: callable() -> Crash | None, how the attempt that just failed died (its
+            traceback's exception and frame, its fit and epoch), asked when it fails.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Lifecycle:
         drain: Callable[[], None] | None = None,
         progress: RunProgress | None = None,
         disk_full: Callable[[], str | None] | None = None,
+        crash: Callable[[], Crash | None] | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
@@ -145,6 +149,8 @@ class Lifecycle:
         self.drain = drain
         self.progress = progress if progress is not None else RunProgress()
         self.disk_full = disk_full
+        self.crash = crash
+        self.repeated_crash: Crash | None = None  # set when the run was given up on the same crash twice
         self.attempt = 0
         self.time_lost = 0.0  # seconds spent in failed attempts and backoff
         self.fatal_reason: str | None = None
@@ -269,7 +275,14 @@ class Lifecycle:
             self.time_lost += max(0.0, now - self._spawned_at)
         cause = f"{self.kill_reason}; {detail}" if self.kill_reason else detail
         full = self.disk_full() if self.disk_full is not None else None
-        verdict = self.restart.on_failure(now, reached_epoch=self.progress.attempt_progressed, disk_full=full)
+        crash = self.crash() if self.crash is not None and returncode > 0 and not self.kill_reason else None
+        verdict = self.restart.on_failure(
+            now,
+            reached_epoch=self.progress.attempt_progressed,
+            disk_full=full,
+            crash=crash,
+            resumed=self.progress.progressed,
+        )
         if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
             # What the dead attempt left in its group (a data loader, a forked child): not kept
             # alive beside the next attempt.
@@ -281,8 +294,9 @@ class Lifecycle:
                 )
             )
         if verdict.give_up:
-            # STARTING/RUNNING/STOPPING -> FATAL: restarts used up, or failing before any epoch.
+            # STARTING/RUNNING/STOPPING -> FATAL: restarts used up, failing before any epoch, the same crash twice.
             self.fatal_reason = f"{cause}; {verdict.reason}"
+            self.repeated_crash = verdict.repeated
             self.change_state(State.FATAL, self.fatal_reason)
             return
         # STARTING/RUNNING/STOPPING -> BACKOFF: restart after the delay.

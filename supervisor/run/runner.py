@@ -32,6 +32,7 @@ notification nor a failed report changes the exit status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -40,7 +41,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol.commands import Command, RetainCommand, SetLRCommand, StopCommand, VerdictCommand
+from lrsup.supervisor.history.outcome import dead_model, with_dead_model
+from lrsup.supervisor.protocol.commands import (
+    Command,
+    RetainCommand,
+    SetLRCommand,
+    SetScheduleCommand,
+    StopCommand,
+    VerdictCommand,
+)
 from lrsup.supervisor.protocol.doorbell import ControlWriter
 from lrsup.supervisor.protocol.journal import (
     MISSING_METRIC,
@@ -85,7 +94,15 @@ from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_
     install_signal_handlers,
     write_private,
 )
-from lrsup.supervisor.run.restart import RestartPolicy, Watchdog
+from lrsup.supervisor.run.restart import (
+    AttemptPlace,
+    Crash,
+    DecidedLr,
+    RestartPolicy,
+    Watchdog,
+    crash_from_log,
+    moot_after_restart,
+)
 from lrsup.supervisor.run.space import SPACE_WAIT, disk_full, is_enospc, wait_for_space
 from lrsup.supervisor.run.terminal import Terminal, say
 from lrsup.supervisor.rundir.layout import RunDir, RunDirError, RunPaths, check_run_file, remove_temp_files
@@ -189,7 +206,12 @@ class Runner:
             drain=self._read_records,
             progress=self.progress,
             disk_full=lambda: disk_full(self.paths.root),
+            crash=self._crash,
         )
+        self.place = AttemptPlace()  # where the current attempt is (its crash's place)
+        self._final_logs: dict[str, Any] | None = None  # the last epoch record's logs (did the model learn?)
+        self.decided = DecidedLr()  # the LR lrsup last decided, per fit: where a restarted attempt trains
+        self._log_offset: int | None = None  # trainer.log's size when the current attempt was spawned
         self.watchdog = Watchdog(settings.hang_timeout, settings.stall_timeout, settings.start_timeout)
         self.restore_point = restore_point or (lambda: engine_restore_point(engine))
         self.space_wait = space_wait  # longest wait for space for the last writes (state, report)
@@ -204,6 +226,8 @@ class Runner:
         self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
         self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
         self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
+        self._catching_up = False  # resume: deciding on records written while no supervisor ran
+        self._catch_up_lr: float | None = None  # the LR decided during the catch-up (later records predate it)
         self._trainer: tuple[int | None, int | None] = (None, None)  # (pid, start time) in supervisor.json
         self._restore: str | None = None  # the checkpoint the current attempt restores
         self.signals: list[int] = []  # appended by the signal handler, consumed by the loop
@@ -224,6 +248,8 @@ class Runner:
     def _env_for(self, attempt: int) -> dict[str, str]:
         """Attempt ``attempt``'s environment: LRSUP_ATTEMPT, and LRSUP_RESTORE when a good checkpoint is known."""
         remove_temp_files(self.paths.root)  # what a killed attempt left half written (none is alive now)
+        self.place.reset()
+        self._log_offset = _size(self.paths.trainer_log)  # this attempt's output starts here
         env = dict(self.env)
         env[ENV_ATTEMPT] = str(attempt)
         restore = self.restore_point() if attempt > 1 else None
@@ -270,6 +296,9 @@ class Runner:
                 outcome = type(outcome)(gave_up, f"{outcome.reason}; a policy gave the run up")
             if self.lifecycle.state is State.FATAL:
                 self._fatal_report(outcome.reason)
+            if outcome.status == 0 and (note := dead_model(self._final_logs or {})) is not None:
+                self.event("dead_model", note)  # never a plain "completed" for a model that did not learn
+                outcome = type(outcome)(0, with_dead_model(outcome.reason, self._final_logs))
             self.event("finished", f"{outcome.reason} (exit status {outcome.status})", status=outcome.status)
             self._write_last_state(outcome.status, outcome.reason)
             ended = True
@@ -388,21 +417,31 @@ class Runner:
             if live:
                 self.event("unbelievable", f"a record in {protocol.METRICS_FILE} not believed: {doubt}")
             return
+        lr_before = self.progress.lr
         self.progress.on_record(record)
+        self.place.on_record(record)
         self.lifecycle.on_record(record)
+        if isinstance(record, EpochRecord):
+            self._final_logs = record.logs
+        if isinstance(record, StartRecord):
+            self.decided.on_start(record)
         if isinstance(record, (AckRecord, ErrorRecord)):
             self.channel.settled(record.seq)
         if not live:
             for decision in self.engine.feed(record):
                 self._note_retain(decision)
+                if decision.command is not None:  # sent before the crash
+                    self._note_sent(decision.command, decision.lr, lr_before)
             self.engine.take_notes()  # journaled by the supervisor that read the record first
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.terminal.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
+        sets_lr = False
         for decision in self.engine.feed(record):
-            self._on_decision(decision)
+            self._on_decision(decision, lr_before)
+            sets_lr = sets_lr or decision.lr is not None or isinstance(decision.command, SetScheduleCommand)
         for note in self.engine.take_notes():  # who owns the LR (lr_owner entries)
             self.journal(note)
             self.terminal.on_note(note.detail)
@@ -411,13 +450,7 @@ class Runner:
             self.send(VerdictCommand(record.epoch))
         if isinstance(record, StartRecord) and self._resend_on_start:
             self._resend_on_start = False  # the new attempt's agent is up: it reads what comes now
-            for old, new, what in self.channel.resend_unacked():
-                self.event(
-                    "resent",
-                    f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
-                    seq=new,
-                    original_seq=old,
-                )
+            self._after_restart(record, sets_lr)
         if isinstance(record, StartRecord):
             # The start barrier: decisions on the start record (and resent commands) go first.
             self.send(VerdictCommand(record.initial_epoch - 1))
@@ -428,6 +461,46 @@ class Runner:
             self.journal(AppliedEntry(record.seq, record.cmd, record.epoch, record.step, record.lr, record.late))
         else:
             self.journal(CommandErrorEntry(record.seq, record.cmd, record.message))
+
+    def _after_restart(self, record: StartRecord, sets_lr: bool) -> None:
+        """A restarted attempt started: re-send what is still meaningful, and bring back the LR lrsup last decided.
+
+        ``sets_lr``: a decision on this start record set the LR or a schedule (then that is
+        the LR lrsup decided, and nothing is added).
+        """
+        checkpoints = getattr(self.engine, "checkpoints", ())
+        restored = next((c for c in checkpoints if c.name == self._restore), None)
+        fixes = [] if sets_lr else self.decided.after_restart(record, None if restored is None else restored.multiplier)
+        known, lr_set = {c.name for c in checkpoints}, any(isinstance(c, SetLRCommand) for c in fixes)
+
+        def moot(command: Command) -> str | None:
+            return moot_after_restart(command, known, lr_set=lr_set)
+
+        resent_lr = None  # the LR the last re-sent set_lr sets
+        for old, new, what in self.channel.resend_unacked(moot):
+            self.event(
+                "resent",
+                f"command seq {old}: {what}" + (f" as seq {new}" if new else ""),
+                seq=new,
+                original_seq=old,
+            )
+            command = self.channel.sent_command(new)
+            if isinstance(command, SetLRCommand):
+                resent_lr = command.lr
+        for command in fixes:
+            if isinstance(command, SetLRCommand) and resent_lr == command.lr:
+                continue  # the dead attempt's set_lr, re-sent, already sets it
+            if isinstance(command, SetLRCommand):
+                started = f"; the attempt started at {record.lr:g}" if record.lr is not None else ""
+                why = f"restart: back to the LR lrsup last decided ({command.lr:g}){started}"
+            else:
+                why = "restart: the checkpoint brought back an lrsup schedule no policy holds any more"
+            seq = self.send(command, reason=why)
+            self.event("restart_lr", f"command seq {seq}: {command.cmd}: {why}", seq=seq)
+
+    def _note_sent(self, command: Command, lr: float | None, lr_before: float | None) -> None:
+        probing = any(getattr(policy, "probing", None) for policy in getattr(self.engine, "policies", ()))
+        self.decided.on_sent(command, lr, probing=probing, lr_before=lr_before)
 
     def _note_retain(self, decision: Decision) -> None:
         if isinstance(decision.command, RetainCommand):
@@ -444,17 +517,25 @@ class Runner:
                 return sent["seq"]
         return None
 
-    def _on_decision(self, decision: Decision) -> None:
+    def _on_decision(self, decision: Decision, lr_before: float | None = None) -> None:
         if decision.action.kind == MISSING_METRIC:
             self._say_missing_metric(decision)
             return
         self._note_retain(decision)
         sent = self._already_sent(decision)
+        if sent is not None and decision.command is not None:
+            self._note_sent(decision.command, decision.lr, lr_before)
         if sent is not None and sent in self._journaled_seqs:
             return  # decided, sent and journaled before the crash: nothing left to do
         action, seq, suppressed = decision.action, sent, decision.suppressed
         if decision.command is not None and sent is None:
             seq, suppressed = self._send_decided(decision)
+            if seq is not None:
+                self._note_sent(decision.command, decision.lr, lr_before)
+                if self._catching_up and decision.lr is not None:
+                    self._catch_up_lr = decision.lr
+                elif self._catching_up and decision.command.cmd in ("set_schedule", "clear_schedule"):
+                    self._catch_up_lr = None  # the LR follows a schedule the records cannot show yet
         self.journal(
             DecisionEntry(
                 seq, action.policy, action.kind, decision.lr, action.reason, decision.epoch, decision.step, suppressed
@@ -547,6 +628,8 @@ class Runner:
     def _override(self, request: Request, because: str) -> None:
         assert request.lr is not None  # a set_lr request's (parse_request)
         seq = self.send(SetLRCommand(request.lr), reason=f"operator override by {request.who}{because}")
+        if seq is not None:
+            self.decided.on_sent(SetLRCommand(request.lr), request.lr, probing=False, lr_before=None)
         suppressed = None if seq is not None else f"not sent: {self.channel.degraded}"
         self.journal(OverrideEntry(request.who, request.why, request.lr, seq, suppressed))
         self.event("override", f"{request.who} set the learning rate to {request.lr:g}{because}", seq=seq)
@@ -608,14 +691,32 @@ class Runner:
         self.started = plan.started or self.started
         now = self.clock.monotonic()
         if plan.alive and pid is not None:
+            self._log_offset = _size(self.paths.trainer_log)  # an older attempt's traceback is not this one's
             life.attach(AttachedHandle(pid, start_time, self.paths.trainer_log, self._on_output), now)
             self.watchdog.arm(now, self.progress)
             self._attempt_seen = life.attempt
         self._apply_requests(now)  # what the operator asked meanwhile (a hold) comes before any decision
-        for record in plan.live:
-            self._on_record(record)
+        self._catch_up(plan.live)
         if not plan.alive:
             self._restart_after_crash(now)
+
+    def _catch_up(self, records: Sequence[Record]) -> None:
+        """Decide on the records the trainer wrote while no supervisor ran (after the last verdict), in order.
+
+        Each is decided once. The trainer wrote all of them before it could read any command sent
+        now: once an LR has been decided on one of them, the LR the later ones carry is the old one,
+        and is read as the LR decided (as if each decision had reached the trainer before its next
+        epoch), so that a policy does not decide the same cut again on every epoch the trainer went
+        through alone (a ``scale_lr`` applied five times over).
+        """
+        self._catching_up, self._catch_up_lr = True, None
+        try:
+            for record in records:
+                if self._catch_up_lr is not None and getattr(record, "lr", None) is not None:
+                    record = dataclasses.replace(record, lr=self._catch_up_lr)
+                self._on_record(record)
+        finally:
+            self._catching_up = False
 
     def _restore_requests(self, plan: TakeOver) -> None:
         """Go on reading requests.jsonl after the last request acted on (its command written, if it has one)."""
@@ -700,6 +801,10 @@ class Runner:
                 f"lrsup: disk full: supervisor.json or the journal's last lines not written within {self.space_wait:g} s"
             )
 
+    def _crash(self) -> Crash | None:
+        """How the attempt that just exited died: the traceback in its part of trainer.log, and its place."""
+        return crash_from_log(_log_lines(self.paths.trainer_log, self._log_offset), self.place)
+
     def _fatal_report(self, reason: str) -> None:
         """Tell the person reading stderr in the morning why the run was given up."""
         say(fatal_report(self.lifecycle, self.paths.trainer_log, reason))
@@ -715,7 +820,10 @@ class Runner:
 
     def _drain_events(self) -> None:
         for event in self.lifecycle.pop_events():
-            extra = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
+            extra: dict[str, Any] = {"returncode": self.lifecycle.returncode} if event.name == "trainer_exited" else {}
+            crash = self.lifecycle.repeated_crash
+            if event.name == "fatal" and crash is not None:  # the script's own words, for the journal's reader
+                extra = {"exception": crash.exception, "frame": crash.frame, "traceback": list(crash.traceback)}
             self.event(event.name, event.detail, event.state, **extra)
         stats = self.follower.stats
         new, self._garbage_seen = stats.garbage - self._garbage_seen, stats.garbage
@@ -898,3 +1006,21 @@ def resume(run_dir: str | os.PathLike[str], **options: Any) -> int:
 
     options.setdefault("report", True)
     return resume_run(Path(run_dir), **options)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _log_lines(path: Path, offset: int | None, limit: int = 1 << 16) -> list[str]:
+    """The last ``limit`` bytes of ``path`` from ``offset`` on (None: the last ``limit`` bytes), as lines."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(offset or 0, end - limit))
+            return f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
