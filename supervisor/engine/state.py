@@ -67,6 +67,7 @@ class EngineState:
     keeps: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each policy's Keep
     retained: tuple[str, ...] = ()  # what the last retain command kept
     exit_status: int | None = None
+    probe_checkpoints: list[str] | None = None  # inside a probe: the checkpoints taken in it, else None
 
     def __post_init__(self) -> None:
         self.cadence = dict(self.initial_cadence)
@@ -84,6 +85,13 @@ class EngineState:
         self.keeps = {}
         self.retained = ()
         self.exit_status = None
+        self.probe_checkpoints = None
+
+    def probe_stage(self, probe: bool) -> None:
+        """A start record: a probe begins (``probe``), or a fit, which forgets the checkpoints of a probe before it."""
+        for name in self.probe_checkpoints or ():
+            self.book.drop(name)
+        self.probe_checkpoints = [] if probe else None
 
     # -- retention ---------------------------------------------------------------------
 
@@ -115,6 +123,7 @@ class EngineState:
                 "keeps": {k: list(v) for k, v in self.keeps.items()},
                 "retained": list(self.retained),
                 "exit_status": self.exit_status,
+                "probe_checkpoints": self.probe_checkpoints,
             },
         }
 
@@ -154,3 +163,5 @@ class EngineState:
         self.keeps = {k: tuple(v) for k, v in s["keeps"].items()}
         self.retained = tuple(s["retained"])
         self.exit_status = s["exit_status"]
+        probe = s.get("probe_checkpoints")  # absent before probes
+        self.probe_checkpoints = None if probe is None else [str(name) for name in probe]

@@ -35,6 +35,9 @@ ENV_RUN_DIR = "LRSUP_RUN_DIR"
 ENV_RETAIN = "LRSUP_RETAIN"
 ENV_RESTORE = "LRSUP_RESTORE"
 ENV_ATTEMPT = "LRSUP_ATTEMPT"
+# Set ("1") when the supervisor's stack wants an LR range test run as a probe before the first
+# fit (lr_find, not yet done): the launcher then runs the probe; unset, it never does.
+ENV_PROBE = "LRSUP_PROBE"
 # A notification command gets the event and its JSON payload (besides ENV_RUN_DIR).
 ENV_NOTIFY_EVENT = "LRSUP_EVENT"
 ENV_NOTIFY_PAYLOAD = "LRSUP_PAYLOAD"
@@ -333,6 +336,10 @@ class StartRecord(Record):
     # The ordinal (1-based) of this fit among the process's fit calls, in the script's order:
     # the same number for the same fit in every attempt. A stage of the run is one fit.
     fit: int = 1
+    # True for the launcher's LR range test probe: a hidden fit on the same model and data
+    # before fit ``fit``, whose state is restored exactly afterwards. Not a fit of the script:
+    # ``fit`` is the number of the fit it precedes, and its steps are not the run's.
+    probe: bool = False
 
 
 @dataclass(frozen=True)
@@ -435,6 +442,7 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
             "backend": "str?",
             "agent": "str?",
             "fit": "int",
+            "probe": "bool",
         },
         {"pid"},
     ),
