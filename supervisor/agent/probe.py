@@ -123,6 +123,11 @@ class Snapshot:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            # As the first step would (Keras builds it there): fresh slots (zeros) and step 0,
+            # now, so that they are in the snapshot and the fit starts with a fresh optimizer.
+            optimizer.build(model.trainable_variables)
         self.variables = _state_variables(model)
         self.values = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.variables]
         optimizer = getattr(model, "optimizer", None)
@@ -148,7 +153,8 @@ class Snapshot:
                 multiplier.assign(1.0)  # wrapped by the probe's handle: as a fresh wrapper
         random.setstate(self.python_random)
         np.random.set_state(self.numpy_random)
-        known = {id(v) for v in self.variables}
+        # Metrics made by the first step are left out: fit resets them at every epoch's start.
+        known = {id(v) for v in [*self.variables, *getattr(self.model, "metrics_variables", ())]}
         return [getattr(v, "path", getattr(v, "name", "?")) for v in _state_variables(self.model) if id(v) not in known]
 
 

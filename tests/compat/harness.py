@@ -535,7 +535,11 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def check_lr(sup: Run) -> list[str]:
     """Every epoch's LR is lrsup's last applied one, or the script's own where it owns the LR."""
-    out = [f"the agent refused a command: {e.get('cmd')}: {e.get('message', '')[:200]}" for e in sup.records("error")]
+    out = [
+        f"the agent refused a command: {e.get('cmd')}: {e.get('message', '')[:200]}"
+        for e in sup.records("error")
+        if e.get("seq") is not None  # an agent's notice (no command) is no refusal
+    ]
     s = sup.result
     owner = s.get("lr_owner")
     if owner:
