@@ -1,13 +1,38 @@
-"""Find a learning rate with the LR range test (Smith 2017), inside the run, then go back and use it.
+"""Find a learning rate with the LR range test (Smith 2017) before the run's first fit, and use it.
 
 What a person does before a long run: train a few hundred steps while raising the LR
 exponentially, watch where the loss falls fastest and where it blows up, pick an LR
-from the curve, and start again from the same weights. The policy, on the first start
-record:
+from the curve, and start again from the same weights.
+
+**As a probe** (``probe = true``, the default; what ``lrsup run`` does). The supervisor
+tells the trainer (``$LRSUP_PROBE``) that this policy wants a range test; the launcher
+then runs a hidden *probe* fit before the script's first fit: the same model and training
+data, no callback of the script's, and afterwards it puts the weights, the optimizer
+(slots, step count, LR) and the random states back exactly
+(``lrsup.supervisor.agent.probe``). The probe's start record says ``probe``. On it the
+policy asks for a batch record every step (``Configure``) and sends the ramp
+(``SetSchedule``, inside the probe's start barrier, so its first step runs at ``min_lr``);
+it follows the probe's batch records as below and ends the test with ``ClearSchedule``
+(the probe stops when its ramp is gone) and the cadence back. No checkpoint, no rollback:
+the trainer puts the start back itself. On the start record of the fit that follows (from
+the probe's step: also a restarted attempt that starts that fit afresh) it sends the LR it
+picked as a ``SetLR``, in force from the fit's first batch. So the test costs the script
+no step, and History, EarlyStopping, ModelCheckpoint, CSVLogger and the script's own
+callbacks never see it; its price is the probe's time. Which fits get a probe: the first
+fit of the run only; never a restored attempt's fit (``$LRSUP_RESTORE``), never a later
+fit (the LR found holds for the run), never data that can be iterated only once (a Python
+generator: the trainer writes an error record saying so, and this policy records "no
+probe" and never tests inside the fit). A probe that ends before the test does (its data
+ran out, it raised) finishes the test with the points it has at the fit's start; a
+trainer that died inside its probe (issue 17) comes back as a new attempt without a probe:
+the test is called off and the fit starts at the script's own LR, from its own start.
+
+**Inside the fit** (``probe = false``, and always for ``lrsup lr-find``'s
+:class:`~lrsup.policies.lr_range_test.LRRangeTest`), on the first start record:
 
 1. asks for a checkpoint (``lr_find-<step>``) and asks the engine to keep it, and
    for a batch record every step (``Configure(batch_every=1, batch_min_interval=0)``);
-2. once that checkpoint's record has arrived, sends an exponential ramp
+2. sends an exponential ramp with it, inside the start barrier
    (``exponential_decay`` from ``min_lr`` with ``decay_rate = max_lr / min_lr`` over
    ``decay_steps = num_steps``: the LR grows by ``max_lr / min_lr`` over the test);
 3. from the ramp's acknowledgement on, pairs each batch loss with the LR of that step's
@@ -16,7 +41,8 @@ record:
    ``stop_factor`` (4) times its best or not finite;
 4. computes the suggestion (:func:`suggest`) and ends the test: ``ClearSchedule``, a
    ``Rollback`` to the checkpoint of step 1 with ``lr`` = the LR it picked, the batch
-   cadence back as it was, and the checkpoint released (``Keep(())``).
+   cadence back as it was, and the checkpoint released (``Keep(())``). The fit loses the
+   test's steps (the data is not rewound) and its callbacks see the test's epochs.
 
 If an epoch ends before the checkpoint arrives (the agent could not save one) the test
 is called off: without a way back, the high end of the ramp would damage the weights.
@@ -64,6 +90,7 @@ Config example (lrsup.toml)::
     suggestion = "valley"    # or "steepest", "min_loss"
     # min_lr = 1e-7          # default: by optimizer family
     # max_lr = 1.0
+    # probe = false          # inside the fit instead (it then loses the test's steps)
 
 Example (Python)::
 
@@ -279,7 +306,7 @@ def _g(x: float | None) -> str:
 
 
 class LRFind(Policy):
-    """The LR range test at the start of the run, then a rollback to its start with the LR it found.
+    """The LR range test before the run's first fit (a probe), or at its start with a rollback after.
 
     Example::
 
