@@ -25,10 +25,11 @@ fit starts where it would have started plainly: same weights, a fresh optimizer 
 the same random draws. The LR the test decided reaches the script's fit through its start
 barrier (the supervisor sends it on the fit's start record), in force from the first batch.
 
-Not put back, because nothing outside the model is known to lrsup: a data pipeline's own
-state (a ``tf.data`` shuffle is drawn afresh for each iteration, a ``PyDataset`` may
-reshuffle itself in ``on_epoch_end``), and whatever the script's model code keeps outside
-Keras variables. Data that can be iterated only once (a Python generator, an iterator) gets
+A ``keras.utils.PyDataset`` is served to the probe through :class:`QuietEpochs`, which
+never calls its ``on_epoch_begin``/``on_epoch_end``: a dataset that reshuffles itself there
+is left as it was. Not put back, because nothing else outside the model is known to lrsup:
+a data pipeline's own state (a ``tf.data`` shuffle is drawn afresh for each iteration) and
+whatever the script's model code keeps outside Keras variables. Data that can be iterated only once (a Python generator, an iterator) gets
 no probe: an error record says so, and the fit runs without a range test.
 """
 
@@ -79,6 +80,32 @@ def probe_arguments(arguments: Mapping[str, Any]) -> tuple[dict[str, Any] | None
     initial = initial if isinstance(initial, int) and not isinstance(initial, bool) else 0
     kwargs.update(epochs=max(1, epochs - initial), verbose=0, initial_epoch=0)
     return kwargs, ""
+
+
+class QuietEpochs(keras.utils.PyDataset):
+    """The batches of a script's PyDataset, without its epoch hooks: the probe leaves its state alone.
+
+    Args:
+        dataset: keras.utils.PyDataset, the script's (its workers and queue settings are kept).
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        super().__init__(
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    @property
+    def num_batches(self) -> int | None:
+        return self.dataset.num_batches
 
 
 def _state_variables(model: Any) -> list[Any]:
@@ -181,6 +208,8 @@ def run_probe(fit: Callable[..., Any], model: Any, arguments: Mapping[str, Any],
             None, None, f"LR range test: no probe before fit {agent.fits + 1}: {why_not}; no range test"
         )
         return False
+    if isinstance(kwargs.get("x"), keras.utils.PyDataset):
+        kwargs["x"] = QuietEpochs(kwargs["x"])
     probe = LrsupCallback(callback.run_dir, probe=True)
     probe._settings = dict(callback._settings)
     kwargs["callbacks"] = [probe]
@@ -196,4 +225,4 @@ def run_probe(fit: Callable[..., Any], model: Any, arguments: Mapping[str, Any],
     return True
 
 
-__all__ = ["NEVER", "Snapshot", "probe_arguments", "run_probe"]
+__all__ = ["NEVER", "QuietEpochs", "Snapshot", "probe_arguments", "run_probe"]

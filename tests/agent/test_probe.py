@@ -225,3 +225,34 @@ def test_one_pass_data_gets_no_probe_and_says_why(run_dir):
     assert not run_probe(keras.Model.fit, model, {"x": batches(), "epochs": 2}, LrsupCallback(str(run_dir)))
     [error] = [r for r in records(run_dir) if r["type"] == "error"]
     assert "no probe before fit 1" in error["message"] and "generator" in error["message"]
+
+
+class Shuffled(keras.utils.PyDataset):
+    """Batches of (x, y) in an order it reshuffles at each epoch end, as many scripts' datasets do."""
+
+    def __init__(self, x, y, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y = x, y
+        self.order = np.arange(len(x))
+        self.epoch_ends = 0
+
+    def __len__(self):
+        return len(self.x) // 16
+
+    def __getitem__(self, index):
+        rows = self.order[index * 16 : (index + 1) * 16]
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self):
+        self.epoch_ends += 1
+        np.random.shuffle(self.order)
+
+
+def test_a_pydataset_is_served_to_the_probe_without_its_epoch_hooks(run_dir):
+    x, y = data()
+    dataset = Shuffled(x, y, workers=2)
+    model = model_with_dropout(build=True)
+    with RampSupervisor(run_dir, stop_at=40):  # past the 16 batches of an epoch
+        assert run_probe(keras.Model.fit, model, {"x": dataset, "epochs": 4}, LrsupCallback(str(run_dir)))
+    assert dataset.epoch_ends == 0 and np.array_equal(dataset.order, np.arange(len(x)))
+    assert max(r["step"] for r in records(run_dir) if r["type"] == "batch") > 16
