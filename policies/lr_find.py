@@ -21,8 +21,9 @@ no step, and History, EarlyStopping, ModelCheckpoint, CSVLogger and the script's
 callbacks never see it; its price is the probe's time. Which fits get a probe: the first
 fit of the run only; never a restored attempt's fit (``$LRSUP_RESTORE``), never a later
 fit (the LR found holds for the run), never data that can be iterated only once (a Python
-generator: the trainer writes an error record saying so, and this policy records "no
-probe" and never tests inside the fit). A probe that ends before the test does (its data
+generator), never a model whose weights its first step makes (a subclassed model never
+called before fit, on TensorFlow): the trainer writes an error record saying why, and
+this policy records "no probe" and never tests inside the fit. A probe that ends before the test does (its data
 ran out, it raised) finishes the test with the points it has at the fit's start; a
 trainer that died inside its probe (issue 17) comes back as a new attempt without a probe:
 the test is called off and the fit starts at the script's own LR, from its own start.

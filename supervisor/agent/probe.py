@@ -29,8 +29,10 @@ A ``keras.utils.PyDataset`` is served to the probe through :class:`QuietEpochs`,
 never calls its ``on_epoch_begin``/``on_epoch_end``: a dataset that reshuffles itself there
 is left as it was. Not put back, because nothing else outside the model is known to lrsup:
 a data pipeline's own state (a ``tf.data`` shuffle is drawn afresh for each iteration) and
-whatever the script's model code keeps outside Keras variables. Data that can be iterated only once (a Python generator, an iterator) gets
-no probe: an error record says so, and the fit runs without a range test.
+whatever the script's model code keeps outside Keras variables. Data that can be iterated
+only once (a Python generator, an iterator) gets no probe, and neither does a model whose layers make their weights at the first training
+step (a subclassed model never called before fit, on TensorFlow): an error record says
+why, and the fit runs without a range test.
 """
 
 from __future__ import annotations
@@ -135,6 +137,22 @@ def _state_variables(model: Any) -> list[Any]:
     return out
 
 
+class ProbeRefused(Exception):
+    """Raised by the probe's callback before its first batch when the probe could not be put back."""
+
+
+def unbuilt_layers(model: Any) -> list[str]:
+    """The names of the model's layers whose variables do not exist yet (made by the first step).
+
+    Keras's TensorFlow trainer (without a distribution strategy) builds a model, its
+    metrics and its optimizer while tracing the first step, not before ``on_train_begin``:
+    a subclassed model that was never called has no weights yet there. A probe would make
+    and train them, and no snapshot holds their initial values: such a fit gets no probe.
+    """
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else model.layers
+    return [layer.name for layer in layers if not layer.built]
+
+
 class Snapshot:
     """A model's and its optimizer's state and the random states, to put back exactly.
 
@@ -150,6 +168,13 @@ class Snapshot:
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        unbuilt = unbuilt_layers(model)
+        if unbuilt:
+            raise ProbeRefused(
+                f"the model's layers {', '.join(unbuilt[:3])}{' ...' if len(unbuilt) > 3 else ''} make their "
+                "weights at the first training step, which a probe could not put back (call the model once, "
+                "or build it, before fit to have one)"
+            )
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # As the first step would (Keras builds it there): fresh slots (zeros) and step 0,
@@ -215,6 +240,10 @@ def run_probe(fit: Callable[..., Any], model: Any, arguments: Mapping[str, Any],
     kwargs["callbacks"] = [probe]
     try:
         fit(model, **kwargs)
+    except ProbeRefused as exc:
+        agent.records.error(None, None, f"LR range test: no probe before fit {agent.fits + 1}: {exc}; no range test")
+        probe.end_probe()
+        return False
     except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"[:300]
         agent.records.error(None, None, f"LR range test: the probe failed ({text}); the fit runs without it")
@@ -225,4 +254,4 @@ def run_probe(fit: Callable[..., Any], model: Any, arguments: Mapping[str, Any],
     return True
 
 
-__all__ = ["NEVER", "QuietEpochs", "Snapshot", "probe_arguments", "run_probe"]
+__all__ = ["NEVER", "ProbeRefused", "QuietEpochs", "Snapshot", "probe_arguments", "run_probe", "unbuilt_layers"]

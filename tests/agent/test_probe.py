@@ -256,3 +256,27 @@ def test_a_pydataset_is_served_to_the_probe_without_its_epoch_hooks(run_dir):
         assert run_probe(keras.Model.fit, model, {"x": dataset, "epochs": 4}, LrsupCallback(str(run_dir)))
     assert dataset.epoch_ends == 0 and np.array_equal(dataset.order, np.arange(len(x)))
     assert max(r["step"] for r in records(run_dir) if r["type"] == "batch") > 16
+
+
+class LazyMLP(keras.Model):
+    """A subclassed model never called before fit: on TensorFlow its weights are made at the first step."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16, activation="relu")
+        self.out = keras.layers.Dense(2)
+
+    def call(self, inputs, training=False):
+        return self.out(self.hidden(inputs))
+
+
+def test_a_model_whose_weights_the_first_step_makes_gets_no_probe_and_is_left_untouched(run_dir):
+    x, y = data()
+    model = LazyMLP()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with RampSupervisor(run_dir):
+        assert not run_probe(keras.Model.fit, model, {"x": x, "y": y, "epochs": 2}, LrsupCallback(str(run_dir)))
+    assert not model.hidden.built and not model.optimizer.built  # nothing made, nothing trained
+    errors = [r["message"] for r in records(run_dir) if r["type"] == "error"]
+    assert len(errors) == 1 and "no probe before fit 1" in errors[0] and "first training step" in errors[0]
+    assert not [r for r in records(run_dir) if r["type"] in ("start", "batch")]
