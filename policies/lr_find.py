@@ -1,13 +1,39 @@
-"""Find a learning rate with the LR range test (Smith 2017), inside the run, then go back and use it.
+"""Find a learning rate with the LR range test (Smith 2017) before the run's first fit, and use it.
 
 What a person does before a long run: train a few hundred steps while raising the LR
 exponentially, watch where the loss falls fastest and where it blows up, pick an LR
-from the curve, and start again from the same weights. The policy, on the first start
-record:
+from the curve, and start again from the same weights.
+
+**As a probe** (``probe = true``, the default; what ``lrsup run`` does). The supervisor
+tells the trainer (``$LRSUP_PROBE``) that this policy wants a range test; the launcher
+then runs a hidden *probe* fit before the script's first fit: the same model and training
+data, no callback of the script's, and afterwards it puts the weights, the optimizer
+(slots, step count, LR) and the random states back exactly
+(``lrsup.supervisor.agent.probe``). The probe's start record says ``probe``. On it the
+policy asks for a batch record every step (``Configure``) and sends the ramp
+(``SetSchedule``, inside the probe's start barrier, so its first step runs at ``min_lr``);
+it follows the probe's batch records as below and ends the test with ``ClearSchedule``
+(the probe stops when its ramp is gone) and the cadence back. No checkpoint, no rollback:
+the trainer puts the start back itself. On the start record of the fit that follows (from
+the probe's step: also a restarted attempt that starts that fit afresh) it sends the LR it
+picked as a ``SetLR``, in force from the fit's first batch. So the test costs the script
+no step, and History, EarlyStopping, ModelCheckpoint, CSVLogger and the script's own
+callbacks never see it; its price is the probe's time. Which fits get a probe: the first
+fit of the run only; never a restored attempt's fit (``$LRSUP_RESTORE``), never a later
+fit (the LR found holds for the run), never data that can be iterated only once (a Python
+generator), never a model whose weights its first step makes (a subclassed model never
+called before fit, on TensorFlow): the trainer writes an error record saying why, and
+this policy records "no probe" and never tests inside the fit. A probe that ends before the test does (its data
+ran out, it raised) finishes the test with the points it has at the fit's start; a
+trainer that died inside its probe (issue 17) comes back as a new attempt without a probe:
+the test is called off and the fit starts at the script's own LR, from its own start.
+
+**Inside the fit** (``probe = false``, and always for ``lrsup lr-find``'s
+:class:`~lrsup.policies.lr_range_test.LRRangeTest`), on the first start record:
 
 1. asks for a checkpoint (``lr_find-<step>``) and asks the engine to keep it, and
    for a batch record every step (``Configure(batch_every=1, batch_min_interval=0)``);
-2. once that checkpoint's record has arrived, sends an exponential ramp
+2. sends an exponential ramp with it, inside the start barrier
    (``exponential_decay`` from ``min_lr`` with ``decay_rate = max_lr / min_lr`` over
    ``decay_steps = num_steps``: the LR grows by ``max_lr / min_lr`` over the test);
 3. from the ramp's acknowledgement on, pairs each batch loss with the LR of that step's
@@ -16,7 +42,8 @@ record:
    ``stop_factor`` (4) times its best or not finite;
 4. computes the suggestion (:func:`suggest`) and ends the test: ``ClearSchedule``, a
    ``Rollback`` to the checkpoint of step 1 with ``lr`` = the LR it picked, the batch
-   cadence back as it was, and the checkpoint released (``Keep(())``).
+   cadence back as it was, and the checkpoint released (``Keep(())``). The fit loses the
+   test's steps (the data is not rewound) and its callbacks see the test's epochs.
 
 If an epoch ends before the checkpoint arrives (the agent could not save one) the test
 is called off: without a way back, the high end of the ramp would damage the weights.
@@ -64,6 +91,7 @@ Config example (lrsup.toml)::
     suggestion = "valley"    # or "steepest", "min_loss"
     # min_lr = 1e-7          # default: by optimizer family
     # max_lr = 1.0
+    # probe = false          # inside the fit instead (it then loses the test's steps)
 
 Example (Python)::
 
@@ -77,7 +105,16 @@ from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from lrsup.policies.actions import Action, ClearSchedule, Configure, Keep, Rollback, SaveCheckpoint, SetSchedule
+from lrsup.policies.actions import (
+    Action,
+    ClearSchedule,
+    Configure,
+    Keep,
+    Rollback,
+    SaveCheckpoint,
+    SetLR,
+    SetSchedule,
+)
 from lrsup.policies.base import Policy, PolicySettings, RunView
 from lrsup.policies.divergence import RunningMeanLoss
 from lrsup.policies.presets import preset
@@ -241,6 +278,9 @@ class LRFindSettings(PolicySettings):
         stop_factor: float. End early once the smoothed loss is above this times its
             best (> 1). Default 4.0.
         suggestion: str. ``"valley"``, ``"steepest"`` or ``"min_loss"``. Default ``"valley"``.
+        probe: bool. Run the test as a probe before the run's first fit (the launcher of
+            ``lrsup run`` does it; free for the script). False: inside the first fit's first
+            steps, then a rollback to its start (the fit loses those steps). Default True.
     """
 
     mode: Literal["always", "raise_only", "auto"] = "always"
@@ -253,6 +293,7 @@ class LRFindSettings(PolicySettings):
     beta: float = Field(0.98, strict=True, ge=0, lt=1)
     stop_factor: float = Field(4.0, strict=True, gt=1, allow_inf_nan=False)
     suggestion: Literal["valley", "steepest", "min_loss"] = "valley"
+    probe: bool = Field(True, strict=True)
 
     @model_validator(mode="after")
     def _range(self) -> "LRFindSettings":
@@ -266,7 +307,7 @@ def _g(x: float | None) -> str:
 
 
 class LRFind(Policy):
-    """The LR range test at the start of the run, then a rollback to its start with the LR it found.
+    """The LR range test before the run's first fit (a probe), or at its start with a rollback after.
 
     Example::
 
@@ -280,6 +321,8 @@ class LRFind(Policy):
     lr_role: ClassVar[str] = "tunes"
     Settings: ClassVar[type[PolicySettings]] = LRFindSettings
     settings: LRFindSettings
+    # The test runs inside the fit whatever ``probe`` says (``LRRangeTest``: the run stops after it).
+    in_fit: ClassVar[bool] = False
 
     # Phases: idle -> ramp (checkpoint and ramp sent together at the start; waiting for the
     # ramp's ack) -> test -> done. "checkpoint" (waiting for the checkpoint before ramping)
@@ -300,27 +343,58 @@ class LRFind(Policy):
         self.losses = RunningMeanLoss()
         self.result: dict[str, Any] | None = None
         self.steps = self.settings.num_steps  # the ramp's length for this run (see max_share)
+        self.probe = False  # the test runs in a probe (a start record marked probe)
+        self.fit: int | None = None  # the probe's fit: the number of the fit it precedes
+        self.pid: int | None = None  # the probe's trainer process
+        self.start_step: int | None = None  # the step the probe (and so its fit) starts at
 
     @property
     def probing(self) -> bool:
         return self.phase in ("ramp", "test")
 
+    @property
+    def wants_probe(self) -> bool:
+        """True while the run's first fit should be preceded by the probe (the supervisor tells the launcher)."""
+        return self.phase == "idle" and self.settings.probe and not self.in_fit
+
     def on_start(self, record: StartRecord, run: RunView) -> Sequence[Action]:
+        if record.probe:
+            return self._start(record, run) if self.phase == "idle" else ()
+        if self.probe:
+            return self._after_probe(record, run)
         if self.phase != "idle":
             return ()  # once per run: a later fit keeps the LR found
-        self.phase = "checkpoint"
+        if self.settings.probe and not self.in_fit:
+            # Never inside the script's fit: without its probe this run has no range test.
+            self.phase = "done"
+            why = f"fit {record.fit} started without the probe that runs the test (see the trainer's error records)"
+            self.result = {"suggestion": None, "lr": None, "why": why, "points": 0}
+            return ()
+        return self._start(record, run)
+
+    def _start(self, record: StartRecord, run: RunView) -> Sequence[Action]:
+        """Begin the test: in the probe that ``record`` starts, or inside its fit (with a checkpoint to go back to)."""
         self.steps = self._ramp_steps(record, run)
-        self.checkpoint = f"lr_find-{record.step}"
         self.batch_every = run.batch_every
         self.batch_min_interval = run.batch_min_interval
         self.lr = record.lr if record.lr is not None else run.lr
-        actions: list[Action] = [
-            SaveCheckpoint(name=self.checkpoint, reason="LR range test: the weights to come back to"),
-            Keep(checkpoints=(self.checkpoint,), reason="LR range test: keep the weights to come back to"),
-        ]
+        actions: list[Action] = []
         every_step: dict[str, Any] = {"batch_every": 1} if run.batch_every != 1 else {}
         if run.batch_min_interval != 0:  # None (not known) included
             every_step["batch_min_interval"] = 0.0
+        if record.probe:
+            # The trainer puts the probe's start state back itself: no checkpoint, no rollback.
+            self.probe, self.fit, self.pid, self.start_step = True, record.fit, record.pid, record.step
+            if every_step:
+                actions.append(Configure(**every_step, reason="LR range test: a batch record every step"))
+            actions.extend(self._start_ramp(record.step, run))
+            return actions
+        self.phase = "checkpoint"
+        self.checkpoint = f"lr_find-{record.step}"
+        actions += [
+            SaveCheckpoint(name=self.checkpoint, reason="LR range test: the weights to come back to"),
+            Keep(checkpoints=(self.checkpoint,), reason="LR range test: keep the weights to come back to"),
+        ]
         if every_step:
             actions.append(Configure(**every_step, reason="LR range test: a batch record every step"))
         # The ramp goes out with the checkpoint, inside the start barrier: the trainer saves the
@@ -328,6 +402,30 @@ class LRFind(Policy):
         # the ramp's LR. Waiting for the checkpoint's record would let the script's own LR train
         # (and, when it is far too high, wreck) the first steps the test measures.
         actions.extend(self._start_ramp(record.step, run))
+        return actions
+
+    def _after_probe(self, record: StartRecord, run: RunView) -> Sequence[Action]:
+        """A fit's start after the probe: end a test the probe left unfinished, and hand its fit the LR found.
+
+        The probe ended before the test did when its data ran out, it raised, or its trainer
+        died (another ``pid``: called off, whatever it had measured). The fit the probe
+        preceded gets the LR the test chose, as a ``SetLR`` decided on its start record (in
+        force from its first batch), whenever it starts from the probe's step: also in a
+        restarted attempt that starts it afresh. Later fits keep their own LR.
+        """
+        actions: list[Action] = []
+        if self.phase in ("checkpoint", "ramp", "test"):
+            if record.pid != self.pid:
+                why = f"the trainer restarted during its probe (pid {self.pid} -> {record.pid}); the fit starts afresh"
+                actions.extend(self._call_off(why, run))
+            elif self.phase == "test" and self.lrs:
+                actions.extend(self._finish(f"its probe ended after {len(self.lrs)} of {self.steps} steps", run))
+            else:
+                actions.extend(self._call_off("its probe ended before the ramp was in force", run))
+        lr = (self.result or {}).get("lr")
+        if lr is not None and record.fit == self.fit and record.step == self.start_step:
+            verdict = (self.result or {}).get("verdict") or f"LR {lr:.3g}"
+            actions.append(SetLR(lr=lr, reason=f"LR range test (run as a probe before fit {self.fit}): {verdict}"))
         return actions
 
     def on_ack(self, record: AckRecord, run: RunView) -> Sequence[Action]:
@@ -386,6 +484,11 @@ class LRFind(Policy):
         self.result = {"suggestion": None, "lr": None, "why": why, "points": len(self.lrs)}
         reason = f"LR range test called off: {why}"
         actions: list[Action] = []
+        if self.probe:  # the trainer puts the probe's start state back; the fit keeps its own LR
+            if run.schedule is not None:
+                actions.append(ClearSchedule(reason=f"{reason}; the fit starts at its own LR"))
+            actions.extend(self._cadence_back(reason))
+            return actions
         if ramped:
             actions.append(self._back(run, lr=None, reason=f"{reason}; back to its start"))
         actions.extend(self._cadence_back(reason))
@@ -450,7 +553,12 @@ class LRFind(Policy):
         self.phase = "done"
         self.result = {"suggestion": suggestion, "lr": lr, "why": why, "points": len(self.lrs), "blow_up": blow_up}
         text = f"LR range test over {len(self.lrs)} steps ended: {why}; {verdict}"
-        actions: list[Action] = [
+        actions: list[Action]
+        if self.probe:  # the probe ends when its ramp does; the fit it precedes gets the LR at its start
+            self.result["verdict"] = verdict
+            actions = [ClearSchedule(reason=text)] if run.schedule is not None else []
+            return actions + self._cadence_back("LR range test over: batch records as before")
+        actions = [
             ClearSchedule(reason="LR range test over: its ramp ends"),
             self._back(run, lr=lr, reason=text),
         ]
@@ -461,10 +569,11 @@ class LRFind(Policy):
     def _choose(self, suggestion: float | None, blow_up: float | None = None) -> tuple[float | None, str]:
         """(the LR to roll back with, None for the run's own; a sentence saying why)."""
         s = self.settings
+        start = "the fit starts" if self.probe else "back to the start"
         if suggestion is None:
-            return None, f"too few points for a suggestion: back to the start at the run's LR {_g(self.lr)}"
+            return None, f"too few points for a suggestion: {start} at the run's LR {_g(self.lr)}"
         found = f"{s.suggestion} suggests {suggestion:.3g}"
-        back = f"back to the start with LR {suggestion:.3g}"
+        back = f"{start} with LR {suggestion:.3g}"
         if s.mode == "always":
             return suggestion, f"{found}: {back}"
         if self.lr is None or suggestion > s.raise_threshold * self.lr:
@@ -481,11 +590,10 @@ class LRFind(Policy):
                 )
             return None, (
                 f"{found}; the run's LR {_g(self.lr)} is neither more than {s.raise_threshold:g} x below "
-                f"it nor more than {s.lower_threshold:g} x above it: back to the start at the run's LR"
+                f"it nor more than {s.lower_threshold:g} x above it: {start} at the run's LR"
             )
         return None, (
-            f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: back to the start "
-            f"at the run's LR"
+            f"{found}, not more than {s.raise_threshold:g} x the run's LR {_g(self.lr)}: {start} at the run's LR"
         )
 
     _STATE = (
@@ -501,6 +609,10 @@ class LRFind(Policy):
         "avg",
         "result",
         "steps",
+        "probe",
+        "fit",
+        "pid",
+        "start_step",
     )
 
     def state_dict(self) -> dict[str, Any]:
@@ -510,7 +622,9 @@ class LRFind(Policy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # saved before max_share: the full length; before batch_min_interval: none to restore
-        state = {"steps": self.settings.num_steps, "batch_min_interval": None, **state}
+        # ... before the probe: an in-fit test
+        probe = {"probe": False, "fit": None, "pid": None, "start_step": None}
+        state = {"steps": self.settings.num_steps, "batch_min_interval": None, **probe, **state}
         expected = {*self._STATE, "losses"}
         if set(state) != expected:
             raise ValueError(f"policy 'lr_find' state must have keys {sorted(expected)}; got {sorted(state)}")

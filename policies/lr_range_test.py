@@ -36,7 +36,12 @@ class LRRangeTest(LRFind):
 
     Args:
         settings: LRFindSettings, or the same fields as keyword arguments.
+
+    The test always runs inside the fit (``in_fit``), whatever ``probe`` says: the run stops
+    once it is over, so there is no fit of the script's to spare.
     """
+
+    in_fit = True
 
     def _finish(self, why: str, run: RunView, blow_up: float | None = None) -> Sequence[Action]:
         return [

@@ -68,10 +68,13 @@ DEFAULTS_SOURCE = "(built-in defaults)"
 # - divergence: on NaN/inf, a loss spike, a collapse or an exploding val_loss, roll back to
 #   the newest known-good checkpoint with a cut LR (x0.1 SGD, x0.5 Adam-family); give up
 #   (exit status 3) after 5 rollbacks in 10 epochs.
-# - lr_find (auto): an LR range test on the first 100 steps; when it suggests an LR more
-#   than 10x the script's, or the script's LR is more than 10x its suggestion or at or past
-#   where the test's loss blew up, go back to the start with the suggestion (rescues a run
-#   that learns far too slowly, and one whose LR is far too high before it collapses).
+# - lr_find (auto): an LR range test of 100 steps run as a probe before the first fit (a hidden
+#   fit whose state the launcher puts back exactly: it takes no step from the script's fit and
+#   its callbacks never see it); when it suggests an LR more than 10x the script's, or the
+#   script's LR is more than 10x its suggestion or at or past where the test's loss blew up,
+#   the fit starts at the suggestion (rescues a run that learns far too slowly, and one whose
+#   LR is far too high before it collapses). It stays in the default because it is free: a
+#   well-tuned LR is left alone and its fit is the plain one; the price is the probe's time.
 # - plateau: halve the LR after 3 epochs without val_loss improvement, down to 1e-6.
 # They rely on the agent's checkpoints: [agent] checkpoint_every_epochs = 1, keep_last = 3.
 DEFAULT_STACK: list[dict[str, Any]] = [

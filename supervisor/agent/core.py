@@ -169,6 +169,9 @@ class Agent:
         self.commands.skip_history()
         # How many fits this process has started (the start record's ``fit``: a stage of the run).
         self.fits = 0
+        # Inside the launcher's LR range test probe (a hidden fit before fit ``fits + 1``; see ``start``).
+        self.probing = False
+        self._probe_over = False  # a probe ended and the fit it precedes has not started yet
         # Where training is: (epoch, step), replaced whole so the heartbeat thread reads a pair.
         self._position: tuple[int | None, int] = (None, 0)
         # The next step at which batch_end has more to do than a poll (a batch record or a checkpoint).
@@ -243,6 +246,7 @@ class Agent:
         barrier: bool = True,
         lr_callbacks: Sequence[str] = (),
         lr_callbacks_left_out: bool = False,
+        probe: bool = False,
     ) -> None:
         """Begin one fit: apply what is pending, write the start record, start heartbeats,
         checkpoint, then wait for the supervisor's verdict on the start record (the start barrier).
@@ -266,10 +270,18 @@ class Agent:
                 effect from the first batch. False for a fit that will run no batch.
             lr_callbacks: the class names of the script's own LR callbacks in this fit.
             lr_callbacks_left_out: bool, they were left out of this fit (lrsup owns the LR).
+            probe: bool, this is the launcher's LR range test probe (``end_probe`` ends it): its
+                start record says ``probe`` and carries the number of the fit it precedes (not
+                counted in ``fits``); no start checkpoint, no step checkpoints, no epoch records.
         """
         self.commands.poll(handle)
+        if not probe and self.lr_control.schedule is not None and self._probe_over:
+            self.lr_control.clear()  # a schedule that reached the probe late never carries into the fit
+        self._probe_over = False
         self.commands.begin_fit(initial_epoch)
-        self.fits += 1
+        self.probing = probe
+        if not probe:
+            self.fits += 1
         self._position = (initial_epoch, step)
         self._reset_buckets(step)
         if self.lr_control.schedule is not None:
@@ -292,13 +304,14 @@ class Agent:
                 keras_version=keras_version,
                 backend=backend,
                 agent=AGENT_NAME,
-                fit=self.fits,
+                fit=self.fits + 1 if probe else self.fits,
                 lr_callbacks=list(lr_callbacks),
                 lr_callbacks_left_out=lr_callbacks_left_out,
+                probe=probe,
             )
         )
         self.heartbeats.start()
-        if checkpoint:
+        if checkpoint and not probe:
             self.checkpointer.save(handle, epoch=None, step=step, pin=True)
         if barrier:
             self._barrier(handle, initial_epoch - 1, "the start of training")
@@ -348,7 +361,7 @@ class Agent:
                         "batch",
                     )
             every = self.settings.checkpoint_every_steps
-            if every and step // every > self._ckpt_bucket:
+            if every and step // every > self._ckpt_bucket and not self.probing:  # never mid-ramp
                 self._ckpt_bucket = step // every
                 self.checkpointer.save(handle, epoch=epoch, step=step)
             self._plan_next_event()
@@ -386,6 +399,22 @@ class Agent:
             EpochRecord(time=time.time(), epoch=epoch, step=step, lr=lr, logs=metrics_of(logs), lr_moved_from=moved)
         )
         self._barrier(handle, epoch, f"epoch {epoch + 1}")
+
+    def end_probe(self, handle: OptimizerHandle) -> None:
+        """The LR range test probe is over (its fit returned or raised); the script's fit comes next.
+
+        If the probe's start barrier timed out, first wait (at most ``verdict_timeout``) for its
+        verdict, so that every command decided on the probe's start record (the ramp) is applied
+        now and not inside the script's fit; then drop lrsup's schedule (the ramp). The caller
+        restores the model and optimizer as they were before the probe. No end record: the
+        probe is not a fit, and the next start record ends its stage.
+        """
+        late = self.commands.late_epoch
+        if late is not None:
+            self.commands.wait_for_verdict(handle, late)
+        self.lr_control.clear()
+        self.probing = False
+        self._probe_over = True
 
     def _barrier(self, handle: OptimizerHandle, epoch: int, what: str) -> None:
         """Apply commands until the verdict for ``epoch`` arrives; on timeout, mark later ones late.

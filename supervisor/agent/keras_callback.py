@@ -366,6 +366,11 @@ class LrsupCallback(keras.callbacks.Callback):
             config.json or 0.1; 0: a record every ``batch_every`` steps).
         verdict_timeout: float or None, seconds to wait for each epoch's verdict (None: config.json or 10.0).
         heartbeat_interval: float or None, seconds between heartbeats (None: config.json or 5.0).
+        probe: bool, the launcher's LR range test probe (``lrsup.supervisor.agent.probe``): the
+            callback takes a ``Snapshot`` before the first batch, writes a start record marked
+            ``probe``, no checkpoints and no epoch records, stops the fit once lrsup's ramp is
+            over (or when none came at the start barrier), and ``end_probe`` puts the snapshot
+            back. Not for scripts.
 
     The global step is ``optimizer.iterations`` read once at train begin plus the batches run
     since (counted, not read: reading the variable costs about 20 us a batch). With
@@ -386,8 +391,10 @@ class LrsupCallback(keras.callbacks.Callback):
         batch_min_interval: float | None = None,
         verdict_timeout: float | None = None,
         heartbeat_interval: float | None = None,
+        probe: bool = False,
     ) -> None:
         super().__init__()
+        self.probe = probe
         self._settings = {
             name: check_setting(name, value, "LrsupCallback") if value is not None else None
             for name, value in (
@@ -414,6 +421,8 @@ class LrsupCallback(keras.callbacks.Callback):
         self._step = 0
         self._running = False
         self._restored = False
+        self._ramped = False  # a probe: lrsup's ramp has been seen in force
+        self.snapshot: Any = None  # a probe: the state to put back (probe.Snapshot)
 
     @property
     def agent(self) -> Agent | None:
@@ -426,6 +435,10 @@ class LrsupCallback(keras.callbacks.Callback):
             return
         model = self.model
         optimizer = model.optimizer
+        if self.probe:  # before anything of lrsup's touches the optimizer
+            from lrsup.supervisor.agent.probe import Snapshot
+
+            self.snapshot = Snapshot(model)
         config = json_safe(optimizer.get_config())
         self._handle = handle = KerasOptimizerHandle(optimizer, model=model)
         if handle.wrapped and getattr(model, "train_function", None) is not None:
@@ -433,7 +446,7 @@ class LrsupCallback(keras.callbacks.Callback):
         self._agent = agent = _shared_agent(self.run_dir, self._settings)
         plan = _restore_plan()
         self._restored = False
-        if plan.name and not plan.used:
+        if plan.name and not plan.used and not self.probe:
             plan.used = True  # the first fit of the process only
             self._restored = agent.restore(handle, plan.name) is not None
         self._step = self._epoch_base = int(_to_float(optimizer.iterations))
@@ -460,7 +473,12 @@ class LrsupCallback(keras.callbacks.Callback):
         assert self._agent is not None and self._handle is not None  # set with _start_info
         self._epoch = initial_epoch
         self._agent.start(
-            self._handle, initial_epoch=initial_epoch, checkpoint=not self._restored, barrier=barrier, **info
+            self._handle,
+            initial_epoch=initial_epoch,
+            checkpoint=not self._restored,
+            barrier=barrier,
+            probe=self.probe,
+            **info,
         )
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -489,9 +507,14 @@ class LrsupCallback(keras.callbacks.Callback):
             self._step = handle.rewound_to
             self._epoch_base = handle.rewound_to - batch - 1
             handle.rewound_to = None
+        if self.probe:
+            if agent.lr_control.schedule is not None:
+                self._ramped = True
+            else:  # the ramp is over (cleared), or none came at the start barrier
+                self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._agent is None:
+        if self._agent is None or self.probe:  # a probe's epochs are no epochs of the run
             return
         self._agent.epoch_end(self._handle, epoch=epoch, step=self._step, logs=logs)
         if self._handle.rewound_to is not None:
@@ -501,12 +524,31 @@ class LrsupCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        if not self._running:
+        if not self._running or self.probe:  # a probe ends in end_probe
             return
         self._running = False
         self._write_start((self.params or {}).get("epochs") or 0, barrier=False)  # fit ran no epoch
         reason = "stopped" if self._handle.stop_requested else "completed"
         self._agent.end(reason=reason, epoch=self._epoch, step=self._step)
+
+    def end_probe(self) -> list[str]:
+        """A probe's fit returned or raised: end its stage and put the snapshot back.
+
+        Returns the paths of variables the probe created, which keep the values it gave them
+        (an error record names them); none for a model Keras builds before the first batch.
+        """
+        self._running = False
+        if self._agent is not None and self._handle is not None and self._start_info is None:
+            self._agent.end_probe(self._handle)
+        if self.snapshot is None:
+            return []
+        snapshot, self.snapshot = self.snapshot, None
+        kept = snapshot.restore()
+        if kept and self._agent is not None:
+            self._agent.records.error(
+                None, None, f"LR range test: the probe created variables it cannot put back: {', '.join(kept[:5])}"
+            )
+        return kept
 
     def report_exception(self) -> None:
         """Write the end record with reason "exception" if fit raised while this callback ran."""

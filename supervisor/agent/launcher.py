@@ -11,6 +11,13 @@ Instead an import hook waits for the top-level ``keras`` module to finish import
 keras``, ``from keras import ...``, or ``tf.keras``, which imports ``keras`` in TF >= 2.16) and
 then wraps ``keras.Model.fit``.
 
+The LR range test probe: when the supervisor sets ``$LRSUP_PROBE`` (its stack holds an
+``lr_find`` that has not run yet) and ``$LRSUP_RESTORE`` is unset (not a restored attempt),
+the process's first ``fit`` call is preceded by a hidden probe fit on the same model and
+data, after which model, optimizer and random states are put back exactly
+(``lrsup.supervisor.agent.probe``). Later fits, and every fit of a restored attempt, get
+none: the LR found holds for the run.
+
 Exit status: the script's ``SystemExit`` passes through; an exception prints its traceback
 to stderr and exits 1, as ``python`` does; otherwise 0.
 """
@@ -25,12 +32,26 @@ import os
 import runpy
 import sys
 import traceback
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from lrsup.supervisor.protocol.wire import ENV_PROBE, ENV_RESTORE
 
 USAGE = "usage: python -m lrsup.supervisor.agent.launcher SCRIPT [ARGS...]"
 
 # Set on the wrapped fit so that keras.Model.fit is never wrapped twice.
 _PATCHED = "__lrsup_patched__"
+
+# The process's calls of the wrapped fit so far (the first may get the LR range test probe).
+_calls = {"fit": 0}
+
+
+def probe_wanted(environ: Mapping[str, str], calls: int) -> bool:
+    """True when fit call number ``calls`` (1-based) gets the LR range test probe.
+
+    The supervisor asks for it (``$LRSUP_PROBE`` is "1"), this is the process's first fit
+    call, and the attempt restores no checkpoint (``$LRSUP_RESTORE`` unset).
+    """
+    return calls == 1 and environ.get(ENV_PROBE) == "1" and not environ.get(ENV_RESTORE)
 
 
 class _FitPatchLoader(importlib.abc.Loader):
@@ -123,6 +144,11 @@ def patch_keras_fit(keras: Any) -> None:
         resumed = restore_initial_epoch(initial_epoch)
         if resumed != initial_epoch:  # $LRSUP_RESTORE: continue the epoch numbering
             bound.arguments["initial_epoch"] = resumed
+        _calls["fit"] += 1
+        if probe_wanted(os.environ, _calls["fit"]):
+            from lrsup.supervisor.agent.probe import run_probe
+
+            run_probe(original, self, bound.arguments, callback)
         try:
             return original(*bound.args, **bound.kwargs)
         except BaseException:

@@ -23,6 +23,12 @@ Checkpoints and retention are tracked by a
 :class:`~lrsup.supervisor.engine.checkpoint_book.CheckpointBook` (its module docstring has
 the rules: known good, start checkpoints, best, what is retained).
 
+A probe (a start record marked ``probe``: the launcher's hidden LR range test fit, whose
+state the trainer puts back afterwards) is a stage of its own: it sets the LR, step and
+schedule like any start record, and the next start record forgets every checkpoint taken
+inside it (never a rollback target, a restart's restore point or "known good" for the
+fit that follows).
+
 Rollbacks in flight: from a rollback decision until the trainer's ``ack`` (or
 ``error``) for it, batch and epoch records describe the run being abandoned: the
 engine passes them to no policy and takes no LR from them, and checkpoint records
@@ -242,6 +248,13 @@ class Engine:
         notes, self._notes = self._notes, []
         return notes
 
+    def wants_probe(self) -> bool:
+        """True when a policy wants the run's first fit preceded by a probe (lr_find's range test, not yet run).
+
+        The runner tells the trainer so at launch (``$LRSUP_PROBE``).
+        """
+        return any(getattr(policy, "wants_probe", False) for policy in self.policies)
+
     # -- feeding -----------------------------------------------------------------------
 
     def feed(self, record: Record) -> list[Decision]:
@@ -273,6 +286,7 @@ class Engine:
             state.start_step = record.step  # type: ignore[attr-defined]
             state.schedule, state.multiplier, state.pending = None, None, None
             self._metric_check.on_start(record)  # type: ignore[arg-type]
+            state.probe_stage(record.probe)  # type: ignore[attr-defined]
         if kind in (StartRecord, BatchRecord, EpochRecord, AckRecord):
             state.step = record.step  # type: ignore[attr-defined]
         epoch, step = getattr(record, "epoch", None), getattr(record, "step", 0)
@@ -379,7 +393,9 @@ class Engine:
     def _on_fit_start(self, record: StartRecord) -> None:
         """A new fit: who owns its LR, from what the start record says of the script's LR logic."""
         state = self.state
-        state.fit, state.lr_movers, state.lr_noted = record.fit, (), ()
+        if record.fit != state.fit:  # (a probe and the fit it precedes, or a restart of it: one fit)
+            state.lr_noted = ()
+        state.fit, state.lr_movers = record.fit, ()
         callbacks = tuple(record.lr_callbacks)
         schedule = (f"{record.lr_schedule} (the optimizer's LearningRateSchedule)",) if record.lr_schedule else ()
         if self.lr_owner == "script":
@@ -518,6 +534,8 @@ class Engine:
         if state.pending is not None and record.step > state.pending.step:
             return []  # taken in the run being abandoned
         state.book.add(record, lr=state.lr, multiplier=state.multiplier, start=record.step == state.start_step)
+        if state.probe_checkpoints is not None:
+            state.probe_checkpoints.append(record.name)
         return self._retain_decisions(record.epoch, record.step)
 
     def _on_error(self, record: ErrorRecord) -> None:

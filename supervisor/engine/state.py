@@ -75,6 +75,7 @@ class EngineState:
     lr_movers: tuple[str, ...] = ()
     lr_noted: tuple[str, ...] = ()
     lr_rescue: tuple[float, float] | None = None  # the last rescue's (base LR, LR sent) while the script owns the LR
+    probe_checkpoints: list[str] | None = None  # inside a probe: the checkpoints taken in it, else None
 
     def __post_init__(self) -> None:
         self.cadence = dict(self.initial_cadence)
@@ -96,6 +97,7 @@ class EngineState:
         self.lr_movers = ()
         self.lr_noted = ()
         self.lr_rescue = None
+        self.probe_checkpoints = None
 
     def script_lr_base(self) -> float | None:
         """While the script owns the LR: the LR a rescue's ``lr_factor`` cuts (None: the checkpoint's).
@@ -110,6 +112,12 @@ class EngineState:
         if rescue is not None and math.isclose(self.lr, rescue[1], rel_tol=1e-5):
             return rescue[0]
         return self.lr
+
+    def probe_stage(self, probe: bool) -> None:
+        """A start record: a probe begins (``probe``), or a fit, which forgets the checkpoints of a probe before it."""
+        for name in self.probe_checkpoints or ():
+            self.book.drop(name)
+        self.probe_checkpoints = [] if probe else None
 
     # -- retention ---------------------------------------------------------------------
 
@@ -145,6 +153,7 @@ class EngineState:
                 "lr_movers": list(self.lr_movers),
                 "lr_noted": list(self.lr_noted),
                 "lr_rescue": None if self.lr_rescue is None else list(self.lr_rescue),
+                "probe_checkpoints": self.probe_checkpoints,
             },
         }
 
@@ -190,3 +199,5 @@ class EngineState:
         self.lr_noted = tuple(s.get("lr_noted") or ())
         rescue = s.get("lr_rescue")
         self.lr_rescue = None if rescue is None else (float(rescue[0]), float(rescue[1]))
+        probe = s.get("probe_checkpoints")  # absent before probes
+        self.probe_checkpoints = None if probe is None else [str(name) for name in probe]

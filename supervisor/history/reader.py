@@ -181,6 +181,7 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
     last_batch_line: bytes | None = None
     first = last = None
     last_step = None
+    probe = False  # inside a probe's stage (from its start record to the next one)
     for line in iter_lines(path, stats, tracker):
         stats.lines += 1
         if line.startswith(BATCH_LINE_PREFIX):
@@ -198,6 +199,12 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
         step = getattr(record, "step", None)
         if isinstance(step, int) and not isinstance(record, StartRecord):
             last_step = step if last_step is None else max(last_step, step)
+        if isinstance(record, StartRecord):
+            probe = record.probe  # the LR range test's probe: its records are no training of the run's
+            if probe:
+                continue
+        elif probe and not isinstance(record, (AckRecord, ErrorRecord)):
+            continue
         if isinstance(record, BatchRecord):
             loss = record.logs.get("loss")
             batches.add(

@@ -172,15 +172,24 @@ class RunInfo:
 
     @property
     def final_lr(self) -> float | None:
-        """The newest LR known: the last epoch's, or a later acknowledged change."""
-        best: tuple[int, int, float] | None = None  # (step, after-the-step, lr)
+        """The newest LR known: the last epoch's, or a later acknowledged change.
+
+        "Later" by time when both are timed (steps start again in a new fit, after a rollback
+        and after the LR range test's probe), else by step.
+        """
+        best: tuple[float | None, int, int, float] | None = None  # (time, step, after-the-step, lr)
         if self.final is not None and self.final.lr is not None:
-            best = (self.final.step, 0, self.final.lr)
+            best = (self.final.time, self.final.step, 0, self.final.lr)
         for d in self.decisions:
             if d.applied is not None and d.applied.lr is not None and d.applied.step is not None:
-                candidate = (d.applied.step, 1, d.applied.lr)
-                best = candidate if best is None or candidate[:2] >= best[:2] else best
-        return best[2] if best is not None else self.initial_lr
+                candidate = (d.applied.time, d.applied.step, 1, d.applied.lr)
+                if best is None:
+                    best = candidate
+                elif candidate[0] is not None and best[0] is not None:
+                    best = candidate if candidate[0] >= best[0] else best
+                elif candidate[1:3] >= best[1:3]:
+                    best = candidate
+        return best[3] if best is not None else self.initial_lr
 
     @property
     def wall_time(self) -> float | None:

@@ -35,6 +35,9 @@ ENV_RUN_DIR = "LRSUP_RUN_DIR"
 ENV_RETAIN = "LRSUP_RETAIN"
 ENV_RESTORE = "LRSUP_RESTORE"
 ENV_ATTEMPT = "LRSUP_ATTEMPT"
+# Set ("1") when the supervisor's stack wants an LR range test run as a probe before the first
+# fit (lr_find, not yet done): the launcher then runs the probe; unset, it never does.
+ENV_PROBE = "LRSUP_PROBE"
 # A notification command gets the event and its JSON payload (besides ENV_RUN_DIR).
 ENV_NOTIFY_EVENT = "LRSUP_EVENT"
 ENV_NOTIFY_PAYLOAD = "LRSUP_PAYLOAD"
@@ -338,6 +341,10 @@ class StartRecord(Record):
     # (``[run] lr_owner = "lrsup"``: lrsup owns the LR; the script's list itself is untouched).
     lr_callbacks: list = field(default_factory=list)
     lr_callbacks_left_out: bool = False
+    # True for the launcher's LR range test probe: a hidden fit on the same model and data
+    # before fit ``fit``, whose state is restored exactly afterwards. Not a fit of the script:
+    # ``fit`` is the number of the fit it precedes, and its steps are not the run's.
+    probe: bool = False
 
 
 @dataclass(frozen=True)
@@ -446,6 +453,7 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
             "fit": "int",
             "lr_callbacks": "names",
             "lr_callbacks_left_out": "bool",
+            "probe": "bool",
         },
         {"pid"},
     ),

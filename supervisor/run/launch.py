@@ -38,6 +38,7 @@ def trainer_env(run_dir: Path, base: dict[str, str] | None = None) -> dict[str, 
     env.pop(ENV_RESTORE, None)
     env.pop(ENV_ATTEMPT, None)
     env.pop(protocol.ENV_RETAIN, None)
+    env.pop(protocol.ENV_PROBE, None)
     return env
 
 

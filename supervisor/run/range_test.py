@@ -55,7 +55,8 @@ def range_test_config(num_steps: int = 100, min_lr: float | None = None, max_lr:
     Raises:
         ValueError: a setting is invalid; the message names the option (``--steps: ...``).
     """
-    raw: dict[str, Any] = {"mode": "always", "num_steps": num_steps, "max_share": 1.0}  # asked for: all of it
+    # max_share: asked for, all of it; inside the fit (LRRangeTest stops the run after the test)
+    raw: dict[str, Any] = {"mode": "always", "num_steps": num_steps, "max_share": 1.0, "probe": False}
     if min_lr is not None:
         raw["min_lr"] = float(min_lr)
     if max_lr is not None:

@@ -257,6 +257,8 @@ class Runner:
             env[ENV_RESTORE] = restore
         if attempt > 1 and self.retained:  # an experiment's checkpoints survive the restart's pruning
             env[protocol.ENV_RETAIN] = json.dumps(self.retained)
+        if not restore and getattr(self.engine, "wants_probe", False):  # the LR range test, before fit 1
+            env[protocol.ENV_PROBE] = "1"
         self._restore = restore
         return env
 

@@ -96,6 +96,8 @@ def describe_record(record: Record, epochs: int | None) -> str | None:
         lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
         shape = f", {record.epochs} epochs" if record.epochs else ""
         shape += f" x {record.steps_per_epoch} steps" if record.steps_per_epoch else ""
+        if record.probe:  # the LR range test's hidden fit: put back before the script's fit
+            return f"LR range test probe started (before fit {record.fit}, undone after it): {opt}{lr}"
         return f"training started: {opt}{lr}{shape}"
     if isinstance(record, AckRecord):
         late = " (late)" if record.late else ""

@@ -335,22 +335,37 @@ class Ramp:
     top_lr: float | None
 
 
-def fits_of(run: Run) -> list[list[dict[str, Any]]]:
-    """The records of each fit of the last trainer attempt, split at its start records."""
+def is_start(record: dict[str, Any], probe: bool | None = None) -> bool:
+    """A start record (of a fit, or of the launcher's LR range test probe, or either: ``probe`` None)."""
+    return record.get("type") == "start" and (probe is None or bool(record.get("probe")) == probe)
+
+
+def stages_of(run: Run) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(fit index, or -1 for a range test probe; its records) of the last trainer attempt, split at start records."""
     records = run.metrics
-    starts = [i for i, r in enumerate(records) if r.get("type") == "start"]
+    starts = [i for i, r in enumerate(records) if is_start(r)]
     if not starts:
         return []
     last_pid = records[starts[-1]].get("pid")
     mine = [i for i in starts if records[i].get("pid") == last_pid]
     bounds = mine + [len(records)]
-    return [records[bounds[k] : bounds[k + 1]] for k in range(len(mine))]
+    out, fit = [], 0
+    for k in range(len(mine)):
+        probe = bool(records[mine[k]].get("probe"))
+        out.append((-1 if probe else fit, records[bounds[k] : bounds[k + 1]]))
+        fit += 0 if probe else 1
+    return out
+
+
+def fits_of(run: Run) -> list[list[dict[str, Any]]]:
+    """The records of each fit of the last trainer attempt (a probe's left out), split at its start records."""
+    return [records for k, records in stages_of(run) if k >= 0]
 
 
 def ramps(run: Run) -> list[Ramp]:
-    """The range tests of the last attempt: from the set_schedule ack to the ack that ended it."""
+    """The range tests of the last attempt: from the set_schedule ack to the ack that ended it (``fit`` -1: a probe's)."""
     out = []
-    for k, records in enumerate(fits_of(run)):
+    for k, records in stages_of(run):
         begin = None
         top = None
         for r in records:
@@ -520,7 +535,11 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def check_lr(sup: Run) -> list[str]:
     """Every epoch's LR is lrsup's last applied one, or the script's own where it owns the LR."""
-    out = [f"the agent refused a command: {e.get('cmd')}: {e.get('message', '')[:200]}" for e in sup.records("error")]
+    out = [
+        f"the agent refused a command: {e.get('cmd')}: {e.get('message', '')[:200]}"
+        for e in sup.records("error")
+        if e.get("seq") is not None  # an agent's notice (no command) is no refusal
+    ]
     s = sup.result
     owner = s.get("lr_owner")
     if owner:
@@ -546,7 +565,7 @@ def _stage_at(run: Run, when: float) -> tuple[Any, int] | None:
     for r in run.metrics:
         if r.get("time", 0) > when:
             break
-        if r.get("type") == "start":
+        if is_start(r, probe=False):
             stage = (r.get("pid"), 0 if r.get("pid") != pid else stage[1] + 1)
             pid = r.get("pid")
     return stage
@@ -602,6 +621,9 @@ def _epoch_lrs(sup: Run) -> list[str]:
     fit = -1
     for r in records:
         kind = r.get("type")
+        if is_start(r, probe=True):  # the probe's records: until the fit's start record
+            expected, scheduled = None, True
+            continue
         if kind == "start":
             native = r.get("lr_schedule") is not None
             if r.get("pid") != pid:
@@ -643,7 +665,7 @@ def _recorder_lrs(sup: Run) -> dict[tuple[int, int], float]:
 def _own_plateau_steps(sup: Run, owner: dict[str, Any]) -> list[str]:
     """Outside the range test, each change of the LR the script saw is its ReduceLROnPlateau's factor."""
     out = []
-    ramp_epochs = {e for r in ramps(sup) for e in r.epochs}
+    ramp_epochs = {e for r in ramps(sup) if r.fit == 0 for e in r.epochs}
     fit = sup.result["fits"][0]
     pairs = list(zip(fit["epochs_seen"], fit["lr_end"]))
     for (e0, a), (e1, b) in zip(pairs, pairs[1:]):
@@ -664,8 +686,15 @@ def check_restart_lr(sup: Run) -> list[str]:
     expected = None
     scheduled = False
     pid = None
+    probe = False
     for r in sup.metrics:
         kind = r.get("type")
+        if kind == "start":
+            probe = bool(r.get("probe"))  # a probe's start and acks: the range test's, put back after it
+            if probe:
+                continue
+        elif probe:
+            continue
         if kind == "start":
             if pid is not None and r.get("pid") != pid and expected is not None and not _close(r.get("lr"), expected):
                 out.append(

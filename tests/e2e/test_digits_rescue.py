@@ -4,8 +4,8 @@ Each test runs the supervisor CLI in a subprocess (``python -m lrsup.supervisor.
 with ``--run-dir`` under tmp_path and reads the run's journal.jsonl and metrics.jsonl:
 
 - SGD at lr 1.0 and Adam at lr 1.0 collapse on their own; the default stack's range test
-  (lr_find, auto) sees the LR far above its suggestion and goes back to the start with the
-  suggestion: > 85%;
+  (lr_find, auto, run as a probe before the fit) sees the LR far above its suggestion and
+  the fit starts at the suggestion: > 85%;
 - SGD at lr 1e-4 barely learns; the default stack's range test raises it: > 90%;
 - a NaN injected mid-run (``--poison-epoch``) is rolled back; the final accuracy is within
   2 points of the clean run's;
@@ -97,13 +97,18 @@ def records(run: dict, kind: str) -> list[dict]:
 def test_an_lr_far_too_high_is_lowered_by_the_range_test_and_learns(tmp_path, optimizer, epochs):
     run = lrsup_run(tmp_path, "--optimizer", optimizer, "--lr", "1.0", "--epochs", epochs)
     assert run["rc"] == 0, run["out"][-3000:]
-    rollbacks = decisions(run, "rollback")
-    assert rollbacks, run["journal"]
-    first = rollbacks[0]
-    assert first["policy"] == "lr_find" and "the run's LR 1 is more than 10 x that" in first["reason"], first
+    # the range test runs as a probe before the fit; the fit starts at its suggestion (a set_lr on its start record)
+    chosen = [d for d in decisions(run, "set_lr") if d["policy"] == "lr_find"]
+    assert chosen, run["journal"]
+    first = chosen[0]
+    assert "the run's LR 1 is more than 10 x that" in first["reason"], first
     assert first["lr"] is not None and first["lr"] < 0.1
-    acks = [a for a in records(run, "ack") if a["cmd"] == "rollback"]
+    acks = [a for a in records(run, "ack") if a["seq"] == first["seq"]]
     assert acks and acks[0]["lr"] == pytest.approx(first["lr"], rel=1e-4)  # the trainer runs at the suggestion
+    [fit] = [r for r in records(run, "start") if not r.get("probe")]
+    assert records(run, "epoch")[0]["lr"] == pytest.approx(first["lr"], rel=1e-4)  # from the fit's first epoch
+    if not decisions(run, "rollback"):  # no step of the fit's went to the test
+        assert records(run, "epoch")[-1]["step"] == fit["epochs"] * fit["steps_per_epoch"]
     assert run["accuracy"] is not None and run["accuracy"] > 0.85, run["out"][-3000:]
 
 

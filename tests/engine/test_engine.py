@@ -1225,7 +1225,9 @@ def test_the_view_fields_kept_between_records_are_never_stale():
     from lrsup.policies.lr_find import LRFind
 
     checker = ViewChecker()
-    engine = Engine([checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)], batch_every=5)
+    engine = Engine(
+        [checker, Divergence(), LRFind(mode="always", max_share=1.0, probe=False), Plateau(patience=1)], batch_every=5
+    )
     checker.engine = engine
     sim = SimTrainer(
         engine,
@@ -1244,7 +1246,8 @@ def test_the_view_fields_kept_between_records_are_never_stale():
     # and after a state reload
     clone_checker = ViewChecker()
     clone = Engine(
-        [clone_checker, Divergence(), LRFind(mode="always", max_share=1.0), Plateau(patience=1)], batch_every=5
+        [clone_checker, Divergence(), LRFind(mode="always", max_share=1.0, probe=False), Plateau(patience=1)],
+        batch_every=5,
     )
     clone_checker.engine = clone
     clone.feed(BatchRecord(epoch=0, batch=0, step=1, lr=0.5, logs={"loss": 1.0}))  # fills the kept fields

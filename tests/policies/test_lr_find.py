@@ -119,7 +119,7 @@ def commands(sim, policy="lr_find"):
 
 
 def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
-    policy = LRFind(max_share=1.0, mode="raise_only")
+    policy = LRFind(probe=False, max_share=1.0, mode="raise_only")
     sim = run(policy, lr=1e-4)
     assert commands(sim) == [
         "checkpoint",
@@ -157,7 +157,7 @@ def test_a_far_too_low_lr_is_raised_and_the_run_restarts_from_the_test_start():
 
 
 def test_raise_only_leaves_a_good_lr_alone_and_restores_the_start():
-    policy = LRFind(max_share=1.0, mode="raise_only")
+    policy = LRFind(probe=False, max_share=1.0, mode="raise_only")
     sim = run(policy, lr=0.05)
     rollback = sim.decided("rollback")[0]
     assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0)
@@ -167,7 +167,7 @@ def test_raise_only_leaves_a_good_lr_alone_and_restores_the_start():
 
 def test_auto_lowers_a_far_too_high_lr_to_the_suggestion_and_the_run_converges():
     # h = 10: stable below 0.2. LR 1 makes every step blow up; the test measures the curve from 1e-5.
-    policy = LRFind(max_share=1.0, mode="auto")
+    policy = LRFind(probe=False, max_share=1.0, mode="auto")
     sim = run(policy, lr=1.0)
     suggestion = policy.result["suggestion"]
     assert 1e-3 < suggestion < 0.1  # 1.0 is more than 10 x it
@@ -179,13 +179,13 @@ def test_auto_lowers_a_far_too_high_lr_to_the_suggestion_and_the_run_converges()
     assert sim.lr == suggestion and policy.result["lr"] == suggestion
     assert [r for r in sim.records if isinstance(r, EpochRecord)][-1].logs["loss"] < 0.2
     # the same run in raise_only mode keeps the LR that blows up
-    keep = LRFind(max_share=1.0, mode="raise_only")
+    keep = LRFind(probe=False, max_share=1.0, mode="raise_only")
     sim = run(keep, lr=1.0)
     assert keep.result["lr"] is None and sim.lr == 1.0
 
 
 def test_auto_lowers_an_lr_at_or_past_the_blow_up_even_within_the_threshold():
-    policy = LRFind(max_share=1.0, mode="auto", lower_threshold=1e4)  # only the blow-up rule can lower it
+    policy = LRFind(probe=False, max_share=1.0, mode="auto", lower_threshold=1e4)  # only the blow-up rule can lower it
     sim = run(policy, lr=5.0)
     blow_up = policy.result["blow_up"]
     assert "passed 4 x its best" in policy.result["why"] and blow_up is not None and blow_up <= 5.0
@@ -195,11 +195,11 @@ def test_auto_lowers_an_lr_at_or_past_the_blow_up_even_within_the_threshold():
 
 
 def test_auto_raises_a_far_too_low_lr_and_leaves_a_reasonable_one_alone():
-    policy = LRFind(max_share=1.0, mode="auto")
+    policy = LRFind(probe=False, max_share=1.0, mode="auto")
     run(policy, lr=1e-4)
     assert policy.result["lr"] == policy.result["suggestion"] > 1e-3
     for lr in (0.005, 0.05):  # within a decade either side of the suggestion (about 0.007)
-        policy = LRFind(max_share=1.0, mode="auto")
+        policy = LRFind(probe=False, max_share=1.0, mode="auto")
         sim = run(policy, lr=lr)
         rollback = sim.decided("rollback")[0]
         assert rollback.command == RollbackCommand(checkpoint="lr_find-0", skip_batches=0)
@@ -221,7 +221,7 @@ def test_auto_raises_a_far_too_low_lr_and_leaves_a_reasonable_one_alone():
     ],
 )
 def test_choose_raises_lowers_or_keeps(mode, lr, suggestion, blow_up, chosen):
-    policy = LRFind(max_share=1.0, mode=mode)
+    policy = LRFind(probe=False, max_share=1.0, mode=mode)
     policy.lr = lr
     assert policy._choose(suggestion, blow_up)[0] == chosen
 
@@ -229,7 +229,7 @@ def test_choose_raises_lowers_or_keeps(mode, lr, suggestion, blow_up, chosen):
 def test_an_lr_find_in_auto_mode_pickles_mid_test():
     import pickle
 
-    policy = LRFind(mode="auto")
+    policy = LRFind(probe=False, mode="auto")
     policy.on_start(
         StartRecord(pid=1, lr=1.0, optimizer="SGD", epochs=10, steps_per_epoch=50),
         RunView(lr=1.0, optimizer="SGD", batch_every=10),
@@ -240,10 +240,10 @@ def test_an_lr_find_in_auto_mode_pickles_mid_test():
 
 
 def test_always_takes_the_suggestion_and_an_adam_run_searches_lower():
-    policy = LRFind(max_share=1.0, mode="always", suggestion="steepest")
+    policy = LRFind(probe=False, max_share=1.0, mode="always", suggestion="steepest")
     sim = run(policy, lr=0.05)
     assert sim.decided("rollback")[0].command.lr == policy.result["suggestion"] == sim.lr
-    engine = Engine([LRFind(max_share=1.0)], batch_every=10)
+    engine = Engine([LRFind(probe=False, max_share=1.0)], batch_every=10)
     sim = SimTrainer(engine, noisy(10.0), lr=1e-3, optimizer="Adam", steps_per_epoch=50, epochs=3, batch_every=10).run()
     ramp = sim.decided("set_schedule")[0].command.schedule
     assert (ramp["initial_learning_rate"], ramp["decay_rate"]) == (1e-7, pytest.approx(1e7))  # Adam-family: 1e-7 .. 1
@@ -258,7 +258,7 @@ def test_while_testing_divergence_stands_down_and_others_cannot_change_the_lr():
 
             return [ScaleLR(factor=0.5, reason="cut")]
 
-    policy = LRFind(max_share=1.0, mode="raise_only")
+    policy = LRFind(probe=False, max_share=1.0, mode="raise_only")
     sim = run(policy, lr=1e-4, stack=(Divergence(), CutEveryBatch()))
     assert sim.decided("rollback")[0].action.policy == "lr_find"  # divergence did not react to the ramp's blow-up
     probing = [
@@ -271,7 +271,7 @@ def test_while_testing_divergence_stands_down_and_others_cannot_change_the_lr():
 
 
 def test_the_ramp_goes_out_with_its_checkpoint_and_falls_back_when_that_never_arrives():
-    policy = LRFind(max_share=1.0)
+    policy = LRFind(probe=False, max_share=1.0)
     engine = Engine([policy], batch_every=10)
     decisions = engine.feed(StartRecord(pid=1, lr=0.01, optimizer="SGD"))
     # Inside the start barrier, in this order: the trainer saves, then ramps from step 0.
@@ -284,7 +284,7 @@ def test_the_ramp_goes_out_with_its_checkpoint_and_falls_back_when_that_never_ar
 
 
 def test_runs_once_per_run():
-    policy = LRFind(max_share=1.0)
+    policy = LRFind(probe=False, max_share=1.0)
     view = RunView(lr=0.1, batch_every=1, batch_min_interval=0.0)
     assert len(policy.on_start(StartRecord(pid=1, lr=0.1), view)) == 3  # no Configure: already every batch
     policy.phase = "done"
@@ -293,7 +293,7 @@ def test_runs_once_per_run():
 
 def test_state_round_trips_in_the_middle_of_the_test():
     def drive(split):
-        policy = LRFind(max_share=1.0, mode="always")
+        policy = LRFind(probe=False, max_share=1.0, mode="always")
         engine = Engine([policy], batch_every=10)
 
         class Resuming(SimTrainer):
@@ -303,7 +303,7 @@ def test_state_round_trips_in_the_middle_of_the_test():
                 Resuming.count += 1
                 if Resuming.count == split:
                     state = loads(dumps(self.engine.state_dict()))
-                    self.engine = Engine([LRFind(max_share=1.0, mode="always")], batch_every=10)
+                    self.engine = Engine([LRFind(probe=False, max_share=1.0, mode="always")], batch_every=10)
                     self.engine.load_state_dict(state)
                 super().emit(record)
 
@@ -317,7 +317,7 @@ def test_state_round_trips_in_the_middle_of_the_test():
 
 def test_actions_end_with_clear_schedule_before_the_rollback():
     # the order matters to the agent: clear the ramp, then restore (LR state included), then set lr
-    policy = LRFind(max_share=1.0, mode="always")
+    policy = LRFind(probe=False, max_share=1.0, mode="always")
     sim = run(policy, lr=1e-3)
     ending = [d.action for d in sim.journal if d.action.policy == "lr_find"][-4:]
     assert [type(a) for a in ending] == [ClearSchedule, Rollback, Configure, Keep]
@@ -333,7 +333,7 @@ def test_the_test_is_called_off_when_its_ramp_is_not_in_force():
         def on_start(self, record, run):
             return [Stop(reason="enough")]
 
-    policy = LRFind(max_share=1.0)
+    policy = LRFind(probe=False, max_share=1.0)
     engine = Engine([StopAtStart(), policy], batch_every=10)
     sim = SimTrainer(engine, noisy(10.0), w=5.0, lr=0.01, steps_per_epoch=50, epochs=2, batch_every=10).run()
     [schedule] = [d for d in sim.journal if d.action.kind == "set_schedule"]
@@ -361,7 +361,7 @@ def test_steepest_skips_points_at_one_lr():
     ],
 )
 def test_the_ramp_takes_at_most_max_share_of_the_run(epochs, per_epoch, initial, expected):
-    policy = LRFind(mode="auto")
+    policy = LRFind(probe=False, mode="auto")
     [_, _, _, ramp] = policy.on_start(
         StartRecord(pid=1, lr=0.1, optimizer="SGD", epochs=epochs, steps_per_epoch=per_epoch, initial_epoch=initial),
         RunView(lr=0.1, optimizer="SGD", batch_every=10),
@@ -370,6 +370,6 @@ def test_the_ramp_takes_at_most_max_share_of_the_run(epochs, per_epoch, initial,
     assert f"over {expected} steps" in ramp.reason and policy.state_dict()["steps"] == expected
     state = policy.state_dict()
     del state["steps"]  # saved before max_share existed: the full length
-    older = LRFind(mode="auto")
+    older = LRFind(probe=False, mode="auto")
     older.load_state_dict(state)
     assert older.steps == 100

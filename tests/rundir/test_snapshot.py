@@ -36,12 +36,18 @@ def default_engine(tmp_path: Path) -> Engine:
     return Engine.from_config(config)
 
 
-def stream(epochs: int = 12, steps: int = 40, spike_at: int | None = 170) -> list:
+def stream(epochs: int = 12, steps: int = 40, spike_at: int | None = 170, probe: bool = False) -> list:
     """A run as the default stack sees it: a start, batch records every step, epoch records, checkpoints.
 
     The loss falls and then flattens (plateau cuts), with one spike (divergence) and one NaN.
+    ``probe``: the LR range test's probe before the fit (a few ramp steps, then the fit's start).
     """
-    records = [StartRecord(time=0.0, pid=1, optimizer="SGD", lr=0.1, steps_per_epoch=steps, epochs=epochs)]
+    shape = dict(time=0.0, pid=1, optimizer="SGD", lr=0.1, steps_per_epoch=steps, epochs=epochs)
+    records: list = []
+    if probe:
+        records.append(StartRecord(**shape, probe=True))
+        records += [BatchRecord(time=0.0, epoch=0, batch=i, step=i + 1, lr=1e-4, logs={"loss": 2.0}) for i in range(5)]
+    records.append(StartRecord(**shape))
     records.append(
         CheckpointRecord(time=0.0, name="start-0", epoch=None, step=0, lr=0.1, file="checkpoints/s.keras", sha256=SHA)
     )
@@ -90,7 +96,7 @@ def run(engine: Engine, records: list) -> list[tuple]:
 
 @pytest.mark.parametrize("split", [1, 2, 30, 45, 171, 200, 231, 260, 400, 499])
 def test_an_engine_restored_from_a_snapshot_goes_on_as_if_never_stopped(tmp_path, split):
-    records = stream()
+    records = stream(probe=True)
     whole = default_engine(tmp_path)
     decided = run(whole, records)
     assert {kind for kind, *_ in decided} >= {"scale_lr", "rollback", "set_schedule", "stop"}  # the stack was exercised
