@@ -8,7 +8,8 @@ Recorded 2026-12-03 before the fixes (docs/compat.md has the table and the cause
 every cell was run. JAX: the cells of the first four scripts, and the default stack of
 subclassed_lazy, sequential_noval, reduce_lr_plateau, mixed_precision, lr_schedule, functional_split and
 regression; entries whose reason starts with "predicted, not yet run on jax" follow from the
-same mechanism and were not run. PyTorch: own_callbacks (both stacks).
+same mechanism and were not run. PyTorch: own_callbacks (both stacks), and lr_schedule and
+mixed_precision on the default stack (run after the fixes of the agent's backends).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ KNOWN: dict[tuple[str, str, str, str], str] = {
     ('helper_module', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
     ('lr_schedule', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 0.998); fit: the optimizer took 375 steps, plainly 476 (79%) (the ramp runs since lrsup's schedules drive a LearningRateSchedule's multiplier)",
     ('lr_schedule', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 0.998); fit: the optimizer took 374 steps, plainly 476 (79%) (the ramp runs since lrsup's schedules drive a LearningRateSchedule's multiplier)",
+    ('lr_schedule', 'torch', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 0.998); fit: the optimizer took 374 steps, plainly 476 (79%)",
     ('mixed_precision', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
     ('mixed_precision', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 375 steps, plainly 476 (79%)",
+    ('mixed_precision', 'torch', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 375 steps, plainly 476 (79%)",
     ('multi_output', 'jax', 'default', 'callbacks'): "predicted, not yet run on jax (as on own_callbacks): the script's callbacks saw epochs 0-2 trained inside lrsup's LR range test",
     ('multi_output', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 306 steps, plainly 408 (75%)",
     ('own_callbacks', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 634 steps, plainly 735 (86%)",
