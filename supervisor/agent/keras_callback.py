@@ -295,8 +295,8 @@ class KerasOptimizerHandle:
         learning rate, slots) in one ``.weights.h5``; returns the schedule multiplier, if any.
 
         Raises:
-            ValueError: the model's layers are not built yet and cannot be built from the
-                shape given to ``model.build`` (the checkpoint could hold no weights).
+            ValueError: the model has no variables yet and no shape given to ``model.build``
+                to build its layers from (the checkpoint could hold no weights).
         """
         self._sync()
         self._build_optimizer()
@@ -342,13 +342,14 @@ class KerasOptimizerHandle:
         model = self.model
         if not _layers_built(model):
             shape = _build_shape(model)
-            if shape is None:
+            if shape is not None:
+                model.compute_output_spec(keras.KerasTensor(shape))
+            elif not model.trainable_variables:  # (with some, an unbuilt layer may be one call() never uses)
                 raise ValueError(
                     f"the layers of {type(model).__name__} are not built before the first step and no "
                     "input shape is known to build them: no checkpoint before the first step (call the "
                     "model on a batch, or give it a build() method)"
                 )
-            model.compute_output_spec(keras.KerasTensor(shape))
         optimizer = model.optimizer
         if not optimizer.built:
             optimizer.build(model.trainable_variables)

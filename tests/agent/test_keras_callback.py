@@ -557,3 +557,25 @@ def test_a_subclassed_model_built_lazily_trains_and_rolls_back_to_its_start(run_
         w += v
     assert float(model.dense.kernel.numpy()[0, 0]) == pytest.approx(w, rel=1e-5)
     assert int(model.optimizer.iterations.numpy()) == STEPS
+
+
+def test_a_subclassed_model_never_built_before_fit_trains_without_a_start_checkpoint(run_dir):
+    # No shape to build its layers from: the start checkpoint is refused (an error record says
+    # why) and Keras builds the optimizer at the first step, from the complete variables.
+    class Lazy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Lazy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=lambda y, p: keras.ops.mean(p))
+    with MiniSupervisor(run_dir):
+        fit(model, LrsupCallback(run_dir), epochs=2)
+    (error,) = records(run_dir, "error")
+    assert "no checkpoint before the first step" in error["message"]
+    assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
+    assert float(model.dense.kernel.numpy()[0, 0]) == pytest.approx(-0.1 * 2 * STEPS, rel=1e-5)
+    assert [c["name"] for c in records(run_dir, "checkpoint")] == ["epoch-0001", "epoch-0002"]
