@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[tensorflow,plots,tensorboard,test,lint,ray]'
+	$(PY) -m pip install -q -e '.[tensorflow,jax,plots,tensorboard,test,lint,ray]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,7 +24,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not keras"
 
 # compat: the whole compatibility matrix of issue 13 (tests/compat) for one backend:
-# make compat BACKEND=jax (needs jax installed: pip install -e '.[jax,test]').
+# make compat BACKEND=jax (make install installs jax; PyTorch: .venv/bin/pip install torch==2.13.0, see docs/compat.md).
 BACKEND ?= tensorflow
 compat: $(VENV)/.installed
 	$(PY) -m tests.compat --backend $(BACKEND)

@@ -419,7 +419,7 @@ class Divergence(Policy):
             self.near = 0
         if self.learned_step is None and s.stuck_epochs > 0:
             self.stuck = self.stuck + 1 if loss >= (1 - s.stuck_tol) * untrained else 0
-            high = s.stuck_min_lr if s.stuck_min_lr is not None else preset(run.optimizer).high_lr
+            high = s.stuck_min_lr if s.stuck_min_lr is not None else preset(run.optimizer, run.optimizer_config).high_lr
             lr = record.lr if record.lr is not None else run.lr
             if self.stuck >= s.stuck_epochs and lr is not None and lr >= high:
                 why = (
@@ -457,7 +457,7 @@ class Divergence(Policy):
             self.gave_up = True
             return [Stop(give_up=True, reason=self._diagnosis(why, recent, run))]
         target, where = pick_checkpoint(run.checkpoints, before_step)
-        cut = s.cut if s.cut is not None else preset(run.optimizer).cut
+        cut = s.cut if s.cut is not None else preset(run.optimizer, run.optimizer_config).cut
         if target is None:
             self.gave_up = True
             rollback = Rollback(

@@ -523,7 +523,7 @@ class LRFind(Policy):
 
     def _start_ramp(self, step: int, run: RunView) -> Sequence[Action]:
         s = self.settings
-        low, high = preset(run.optimizer).range
+        low, high = preset(run.optimizer, run.optimizer_config).range
         min_lr = s.min_lr if s.min_lr is not None else low
         max_lr = s.max_lr if s.max_lr is not None else high
         if max_lr <= min_lr:  # a min_lr set above the family's max_lr: keep the family's span

@@ -10,9 +10,12 @@ family        Keras optimizers                         cut       range test     
 ``adaptive``  Adam, AdamW, Adamax, Nadam, RMSprop,      x0.5      1e-7 .. 1        0.01
               Adagrad, Adadelta, Adafactor, Lamb,
               Lion, Ftrl
-``unknown``   anything else (a custom class, a          x0.5      1e-7 .. 10       0.01
-              LossScaleOptimizer wrapper, Muon)
+``unknown``   anything else (a custom class, Muon)       x0.5      1e-7 .. 10       0.01
 ============  =======================================  ========  ===============  =========
+
+A wrapper (``LossScaleOptimizer``, mixed precision) has its inner optimizer's family: the
+start record's ``optimizer_config`` names it (``inner_optimizer.class_name``), and the LR
+lrsup drives is the inner optimizer's.
 
 - **cut**: the factor a rollback after a divergence applies to the checkpoint's LR.
   Plain SGD's step is the LR times the gradient: a run that diverged has an LR above
@@ -46,7 +49,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 Family = Literal["sgd", "adaptive", "unknown"]
 
@@ -96,24 +99,37 @@ PRESETS: dict[Family, Preset] = {
 }
 
 
-def family_of(optimizer: str | None) -> Family:
+# Optimizers that wrap another and drive its learning rate; their config names the inner one.
+_WRAPPERS = frozenset({"lossscaleoptimizer"})
+
+
+def family_of(optimizer: str | None, config: Mapping[str, Any] | None = None) -> Family:
     """The family of an optimizer class name (``"SGD"``, ``"AdamW"``...); ``"unknown"`` when not known.
+
+    A wrapper (``LossScaleOptimizer``) has the family of the inner optimizer its config names.
 
     Example::
 
         family_of("SGD")      # "sgd"
         family_of("Nadam")    # "adaptive"
+        family_of("LossScaleOptimizer", {"inner_optimizer": {"class_name": "Adam"}})   # "adaptive"
 
     Args:
         optimizer: str or None. The start record's ``optimizer``.
+        config: dict or None. The start record's ``optimizer_config``.
     """
     if not optimizer:
         return "unknown"
-    return _FAMILIES.get(optimizer.strip().lower(), "unknown")
+    name = optimizer.strip().lower()
+    if name in _WRAPPERS and isinstance(config, Mapping):
+        inner = config.get("inner_optimizer")
+        if isinstance(inner, Mapping) and isinstance(inner.get("class_name"), str):
+            return family_of(inner["class_name"], inner.get("config"))
+    return _FAMILIES.get(name, "unknown")
 
 
-def preset(optimizer: str | None) -> Preset:
-    """The :class:`Preset` of an optimizer class name.
+def preset(optimizer: str | None, config: Mapping[str, Any] | None = None) -> Preset:
+    """The :class:`Preset` of an optimizer class name (and config, for a wrapper's inner optimizer).
 
     Example::
 
@@ -121,8 +137,9 @@ def preset(optimizer: str | None) -> Preset:
 
     Args:
         optimizer: str or None. The start record's ``optimizer``.
+        config: dict or None. The start record's ``optimizer_config``.
     """
-    return PRESETS[family_of(optimizer)]
+    return PRESETS[family_of(optimizer, config)]
 
 
 __all__ = ["PRESETS", "Family", "Preset", "family_of", "preset"]

@@ -258,7 +258,7 @@ class CommandHandler:
             elif cmd == "set_schedule":
                 self._lr.set_schedule(handle, obj["schedule"], step)
             elif cmd == "clear_schedule":
-                self._lr.clear()
+                self._lr.clear(handle)
             elif cmd == "retain":
                 self._checkpointer.retain(obj["keep"])
             elif cmd == "configure":

@@ -110,7 +110,9 @@ class Agent:
     - ``set_schedule`` makes the LR ``schedule(step) * multiplier`` at every ``batch_begin``
       (the caller calls it only while ``schedule_active``); ``set_lr`` then sets the multiplier
       to ``lr / schedule(step)``, ``scale_lr`` multiplies it, ``clear_schedule`` keeps the LR
-      where it is. Refused (error record) for a handle whose ``native_schedule`` is set.
+      where it is. Over the optimizer's own schedule (``native_schedule``) lrsup's schedule
+      drives the multiplier over it, and ``clear_schedule`` restores the script's schedule
+      exactly (its multiplier as before).
     - What else moves the LR: ``start`` records the script's LR callbacks it is told of
       (``lr_callbacks``: the launcher sees fit's callbacks), and each epoch record carries
       ``lr_moved_from`` when the LR differs from the one lrsup last left (at the start, after

@@ -41,8 +41,12 @@ class OptimizerHandle(Protocol):
 
     @property
     def native_schedule(self) -> str | None:
-        """The class name of the optimizer's own LR schedule, or None for a plain float LR
-        (lrsup's ``set_schedule`` drives float learning rates only); read-only for the agent."""
+        """The class name of the optimizer's own LR schedule, or None for a plain float LR;
+        read-only for the agent."""
+
+    # Required when ``native_schedule`` is set (lrsup's ``set_schedule`` over the optimizer's own
+    # schedule drives its multiplier, and ``clear_schedule`` puts the multiplier back):
+    # ``native_multiplier() -> float`` and ``set_native_multiplier(value: float) -> None``.
 
     def save_state(self, path: str) -> Mapping[str, Any] | None:
         """Write the weights and the optimizer state to ``path``; return extra meta to keep

@@ -164,9 +164,27 @@ class KerasOptimizerHandle:
             self.wrapped = True
         else:
             self.schedule = None
+        if self.schedule is not None and keras.backend.backend() == "jax":
+            _track_in_state(self.optimizer, self.schedule.multiplier)
+
+    def _sync(self) -> None:
+        """Bring the variables up to date before reading or assigning them (JAX, inside an epoch).
+
+        Keras's JAX trainer keeps the model's and the optimizer's state outside their variables
+        during an epoch (the variables are purged) and writes it back at the epoch's end, so an
+        assignment made in between would be overwritten and a read would see nothing.
+        ``jax_state_sync()`` writes the state back now and makes the next step read the
+        variables again (``_jax_state_synced``), so what the agent reads is what trains and
+        what it assigns is trained with. A no-op between epochs and on the other backends
+        (TensorFlow and PyTorch train on the variables themselves).
+        """
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
 
     def get_lr(self) -> float:
         """The effective learning rate (the schedule's value at the current step times the multiplier)."""
+        self._sync()
         lr = _to_float(self.optimizer.learning_rate)
         self._lr_seen = (lr, time.monotonic())
         return lr
@@ -189,6 +207,7 @@ class KerasOptimizerHandle:
 
     def set_lr(self, lr: float) -> None:
         """Set the effective learning rate; under a schedule, multiplier = lr / schedule(step)."""
+        self._sync()
         if self.schedule is not None:
             base = _to_float(self.schedule.inner(self.optimizer._iterations))
             if not (math.isfinite(base) and base > 0):
@@ -210,6 +229,7 @@ class KerasOptimizerHandle:
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the effective learning rate (under a schedule: the multiplier) by ``factor``."""
+        self._sync()
         if self.schedule is not None:
             self.schedule.multiplier.assign(_to_float(self.schedule.multiplier) * factor)
         else:
@@ -223,6 +243,7 @@ class KerasOptimizerHandle:
                 iterations...), or one that is 0 now (the optimizer may have built no state
                 for it, as SGD does for momentum 0).
         """
+        self._sync()
         kind = type(self.optimizer).__name__
         if name.startswith("_") or name in _NOT_HPARAMS:
             raise ValueError(f"{kind}: {name!r} cannot be set with set_hparam")
@@ -254,9 +275,30 @@ class KerasOptimizerHandle:
         """The class name of the optimizer's LearningRateSchedule, or None for a float LR."""
         return type(self.schedule.inner).__name__ if self.schedule is not None else None
 
+    def native_multiplier(self) -> float:
+        """The multiplier over the optimizer's own schedule (1.0 without one)."""
+        if self.schedule is None:
+            return 1.0
+        self._sync()
+        return _to_float(self.schedule.multiplier)
+
+    def set_native_multiplier(self, value: float) -> None:
+        """Set the multiplier over the optimizer's own schedule (lrsup's schedule is cleared: the
+        script's schedule comes back exactly as it was scaled before)."""
+        if self.schedule is None:
+            return
+        self._sync()
+        self.schedule.multiplier.assign(value)
+
     def save_state(self, path: str) -> dict[str, Any]:
         """``model.save_weights(path)``: the weights and the optimizer's variables (iterations,
-        learning rate, slots) in one ``.weights.h5``; returns the schedule multiplier, if any."""
+        learning rate, slots) in one ``.weights.h5``; returns the schedule multiplier, if any.
+
+        Raises:
+            ValueError: the model has no variables yet and no shape given to ``model.build``
+                to build its layers from (the checkpoint could hold no weights).
+        """
+        self._sync()
         self._build_optimizer()
         self.model.save_weights(path)
         return {"multiplier": _to_float(self.schedule.multiplier)} if self.schedule is not None else {}
@@ -265,6 +307,7 @@ class KerasOptimizerHandle:
         """``model.load_weights(path)`` after building the optimizer if no step has built it yet;
         then the schedule multiplier from ``meta``."""
         self._lr_seen = None  # the checkpoint's learning rate: read it again
+        self._sync()
         self._build_optimizer()
         self.model.load_weights(path)
         if self.schedule is not None and meta.get("multiplier") is not None:
@@ -273,6 +316,7 @@ class KerasOptimizerHandle:
     def set_step(self, step: int) -> None:
         """After a rollback: ``optimizer.iterations = step``, reset the model's metrics (later batch
         logs are means since the rollback) and leave ``rewound_to`` for the callback."""
+        self._sync()
         self.optimizer.iterations.assign(step)
         self._lr_seen = None
         if self.model is not None:
@@ -280,17 +324,66 @@ class KerasOptimizerHandle:
         self.rewound_to = step
 
     def _build_optimizer(self) -> None:
-        """Build the optimizer's slots (momentum, moments) if no step has built them yet.
+        """Build the model's layers and the optimizer's slots (momentum, moments) if no step has yet.
 
         A checkpoint taken before the first step must hold the optimizer's initial state:
         without the slots, restoring it would keep whatever momentum the run built since
         (after an LR range test that ramped to LR 10, enough to wreck the restored weights).
+
+        The optimizer is built only from the model's complete variables: an optimizer built
+        from fewer variables than train refuses the others at the first step ("Unknown
+        variable"). On TensorFlow, Keras builds the layers of a subclassed model whose
+        ``build()`` it does not define only when the train function is first traced;
+        ``model.build(shape)`` then recorded the shape, and the layers are built from it here
+        as Keras's own symbolic build would (``compute_output_spec`` over that shape).
         """
         if self.model is None:
             raise ValueError("this KerasOptimizerHandle has no model: checkpoints need one")
-        optimizer = self.model.optimizer
+        model = self.model
+        if not _layers_built(model):
+            shape = _build_shape(model)
+            if shape is not None:
+                model.compute_output_spec(keras.KerasTensor(shape))
+            elif not model.trainable_variables:  # (with some, an unbuilt layer may be one call() never uses)
+                raise ValueError(
+                    f"the layers of {type(model).__name__} are not built before the first step and no "
+                    "input shape is known to build them: no checkpoint before the first step (call the "
+                    "model on a batch, or give it a build() method)"
+                )
+        optimizer = model.optimizer
         if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
+            optimizer.build(model.trainable_variables)
+
+
+def _layers_built(model: Any) -> bool:
+    """Whether every layer of ``model`` has its variables (Keras's own test before fit's symbolic build)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return bool(getattr(model, "built", True))
+    return all(layer.built for layer in flatten())
+
+
+def _build_shape(model: Any) -> Any:
+    """The one input shape ``model.build(shape)`` recorded, or None."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if isinstance(shapes, Mapping) and len(shapes) == 1:
+        (shape,) = shapes.values()
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
+            return tuple(shape)
+    return None
+
+
+def _track_in_state(optimizer: Any, variable: Any) -> None:
+    """Make ``variable`` one of the optimizer's variables (once).
+
+    Keras's JAX train step is a pure function of the state it is handed (the model's and the
+    optimizer's variables); any other variable it reads, as a ScaledSchedule's multiplier, is a
+    constant traced into it, and changing it would change the records but not the training.
+    As an optimizer variable the multiplier travels in that state (and in checkpoints).
+    """
+    if any(v is variable for v in optimizer.variables):
+        return
+    optimizer._track_variable(variable)
 
 
 class _RestorePlan:

@@ -106,6 +106,8 @@ class LrControl:
         if left is None or lr is None or abs(lr - left) <= LR_RTOL * max(abs(left), abs(lr)):
             return None
         return left
+        # Over an optimizer's own schedule: its multiplier before lrsup's schedule (clear puts it back).
+        self.native_multiplier: float | None = None
 
     def apply(self, handle: OptimizerHandle, step: int) -> None:
         """Set the LR to ``schedule(step) * multiplier`` (only while a schedule is active)."""
@@ -131,27 +133,37 @@ class LrControl:
         self.apply(handle, step)
 
     def set_schedule(self, handle: OptimizerHandle, spec: Mapping[str, Any], step: int) -> None:
-        """Drive the LR by ``spec`` from ``step`` on (ValueError for a handle with a native schedule)."""
-        native = getattr(handle, "native_schedule", None)
-        if native is not None:
-            raise ValueError(
-                f"the optimizer's learning rate is a {native}; lrsup schedules drive a float learning "
-                "rate only (use set_lr / scale_lr, which scale the optimizer's own schedule)"
-            )
-        self.schedule = Schedule(spec)
+        """Drive the LR by ``spec`` from ``step`` on.
+
+        Over an optimizer's own LearningRateSchedule (``handle.native_schedule``) the effective
+        LR follows lrsup's schedule all the same: ``handle.set_lr`` sets the multiplier over the
+        script's schedule to ``lrsup's LR / schedule(step)`` at each step. The multiplier in
+        force before is kept (``native_multiplier``) and put back by ``clear``, so that the
+        script's own schedule resumes exactly as it was.
+        """
+        schedule = Schedule(spec)
+        if self.schedule is None and getattr(handle, "native_schedule", None) is not None:
+            self.native_multiplier = float(handle.native_multiplier())  # type: ignore[attr-defined]
+        self.schedule = schedule
         self.multiplier = 1.0
         self.apply(handle, step)
 
-    def clear(self) -> None:
-        """Drop the schedule; the LR stays where it is."""
+    def clear(self, handle: OptimizerHandle | None = None) -> None:
+        """Drop the schedule. A float LR stays where it is; over the optimizer's own schedule
+        the multiplier goes back to what it was before lrsup's schedule (the script's schedule,
+        as it was scaled)."""
+        if self.schedule is not None and self.native_multiplier is not None and handle is not None:
+            handle.set_native_multiplier(self.native_multiplier)  # type: ignore[attr-defined]
         self.schedule = None
         self.multiplier = 1.0
+        self.native_multiplier = None
 
     def meta(self) -> dict[str, Any]:
         """What a checkpoint keeps of it (``restore`` reads it back)."""
         return {
             "lrsup_schedule": self.schedule.spec if self.schedule is not None else None,
             "lrsup_multiplier": self.multiplier,
+            "lrsup_native_multiplier": self.native_multiplier,
         }
 
     def restore(self, entry: CheckpointEntry) -> None:
@@ -160,3 +172,5 @@ class LrControl:
         self.schedule = Schedule(spec) if spec else None
         multiplier = entry.meta.get("lrsup_multiplier")
         self.multiplier = float(multiplier) if multiplier is not None else 1.0
+        native = entry.meta.get("lrsup_native_multiplier") if self.schedule is not None else None
+        self.native_multiplier = float(native) if native is not None else None

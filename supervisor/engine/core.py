@@ -248,6 +248,7 @@ class Engine:
         notes, self._notes = self._notes, []
         return notes
 
+    @property
     def wants_probe(self) -> bool:
         """True when a policy wants the run's first fit preceded by a probe (lr_find's range test, not yet run).
 

@@ -339,19 +339,60 @@ def test_set_schedule_drives_lr_per_step_and_scale_sets_multiplier(run_dir):
     assert handle.lr_history[3:] == pytest.approx([0.25 * s(5), 0.25 * s(6)])
 
 
-def test_set_schedule_refused_under_a_native_schedule(run_dir):
-    handle = StateHandle()
-    handle.native_schedule = "ExponentialDecay"
+class NativeScheduleHandle(StateHandle):
+    """An optimizer on its own schedule ``native(it) = 0.1 * 0.5 ** it`` times a multiplier
+    (what KerasOptimizerHandle does with a LearningRateSchedule: ScaledSchedule)."""
+
+    native_schedule = "ExponentialDecay"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.multiplier = 1.0
+
+    def native(self) -> float:
+        return 0.1 * 0.5**self.iterations
+
+    def get_lr(self) -> float:
+        return self.native() * self.multiplier
+
+    def set_lr(self, lr: float) -> None:
+        self.multiplier = lr / self.native()
+
+    def scale_lr(self, factor: float) -> None:
+        self.multiplier *= factor
+
+    def step(self) -> None:
+        self.lr = self.get_lr()
+        super().step()
+
+    def native_multiplier(self) -> float:
+        return self.multiplier
+
+    def set_native_multiplier(self, value: float) -> None:
+        self.multiplier = value
+
+
+def test_set_schedule_over_a_native_schedule_drives_its_multiplier_and_clear_gives_it_back(run_dir):
+    spec = {"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 2}
+    handle = NativeScheduleHandle()
     control = Control(run_dir)
     with make_agent(run_dir) as agent:
         agent.start(handle, step=0)
-        seq = control.send(
-            "set_schedule",
-            schedule={"kind": "step_decay", "initial_learning_rate": 0.1, "factor": 0.5, "every_steps": 2},
-        )
-        agent.batch_end(handle, epoch=0, batch=0, step=1)
+        control.send("scale_lr", factor=0.25)  # the script's schedule, scaled (from the first batch end)
+        step = train(agent, handle, epochs=1, steps=2)
+        control.send("set_schedule", schedule=spec)
+        agent.batch_end(handle, epoch=0, batch=1, step=step)
+        assert agent.schedule_active
+        step = train(agent, handle, epochs=1, steps=3, first_epoch=1, step=step)
+        control.send("clear_schedule")
+        agent.batch_end(handle, epoch=1, batch=2, step=step)
         assert not agent.schedule_active
-    assert [r["seq"] for r in records(run_dir, "error")] == [seq]
+        train(agent, handle, epochs=1, steps=2, first_epoch=2, step=step)
+    s = Schedule(spec)
+    native = [0.1 * 0.5**k for k in range(7)]
+    expected = [native[0], 0.25 * native[1], s(2), s(3), s(4), 0.25 * native[5], 0.25 * native[6]]
+    assert handle.lr_history == pytest.approx(expected)
+    assert records(run_dir, "error") == []
 
 
 def test_rollback_restores_schedule_state_of_the_checkpoint(run_dir):

@@ -528,3 +528,54 @@ def test_batch_min_interval_from_config_json_or_the_callback_thins_batch_records
         )
         fit(make_model(0.1), LrsupCallback(run, **kwargs), epochs=2)
         assert [b["step"] for b in records(run, "batch")] == expected, name
+
+
+def test_a_subclassed_model_built_lazily_trains_and_rolls_back_to_its_start(run_dir):
+    # No build() of its own: model.build(shape) records the shape and builds no layer below the
+    # model; TensorFlow would build them at the first traced step. An optimizer built before
+    # then from no variables refuses them ("Unknown variable"); the start checkpoint would hold
+    # no weights.
+    class Lazy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Lazy()
+    with pytest.warns(UserWarning, match="does not have a `build\\(\\)` method"):
+        model.build((None, 1))
+    assert not model.dense.built
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5), loss=lambda y, p: keras.ops.mean(p))
+    with MiniSupervisor(run_dir, {1: [("rollback", {"checkpoint": "step-0000000"})]}):
+        fit(model, LrsupCallback(run_dir), epochs=3)
+    assert records(run_dir, "error") == []
+    w = v = 0.0
+    for _ in range(STEPS):  # epoch 2 trains from the start's weights and momentum, as epoch 0 did
+        v = 0.5 * v - 0.1
+        w += v
+    assert float(model.dense.kernel.numpy()[0, 0]) == pytest.approx(w, rel=1e-5)
+    assert int(model.optimizer.iterations.numpy()) == STEPS
+
+
+def test_a_subclassed_model_never_built_before_fit_trains_without_a_start_checkpoint(run_dir):
+    # No shape to build its layers from: the start checkpoint is refused (an error record says
+    # why) and Keras builds the optimizer at the first step, from the complete variables.
+    class Lazy(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Lazy()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=lambda y, p: keras.ops.mean(p))
+    with MiniSupervisor(run_dir):
+        fit(model, LrsupCallback(run_dir), epochs=2)
+    (error,) = records(run_dir, "error")
+    assert "no checkpoint before the first step" in error["message"]
+    assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
+    assert float(model.dense.kernel.numpy()[0, 0]) == pytest.approx(-0.1 * 2 * STEPS, rel=1e-5)
+    assert [c["name"] for c in records(run_dir, "checkpoint")] == ["epoch-0001", "epoch-0002"]

@@ -30,3 +30,10 @@ def test_a_backend_extra_brings_keras_and_its_framework_without_tensorflow(extra
 def test_the_supervisor_alone_needs_no_framework():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not _names(deps) & {"keras", "tensorflow", "jax", "torch"}
+
+
+def test_make_install_brings_tensorflow_and_jax_so_make_test_runs_both_backends():
+    # tests/agent/test_backends.py runs per backend; CI's make test must have both (torch is by hand).
+    install = re.search(r"pip install -q -e '\.\[([a-z,]+)\]'", (ROOT / "Makefile").read_text())
+    assert install is not None
+    assert {"tensorflow", "jax"} <= set(install.group(1).split(","))

@@ -42,3 +42,14 @@ def test_every_preset_is_sane():
         low, high = p.range
         assert 0 < low < high
         assert low < p.high_lr < high
+
+
+def test_a_loss_scale_optimizer_has_its_inner_optimizers_family():
+    # The start record's optimizer_config of keras.optimizers.LossScaleOptimizer(Adam()) (mixed precision).
+    config = {"name": "loss_scale_optimizer", "inner_optimizer": {"module": "keras.optimizers", "class_name": "Adam"}}
+    assert family_of("LossScaleOptimizer", config) == "adaptive"
+    assert preset("LossScaleOptimizer", config).range == (1e-7, 1.0)
+    sgd = {"inner_optimizer": {"class_name": "SGD", "config": {"momentum": 0.9}}}
+    assert preset("LossScaleOptimizer", sgd).cut == 0.1
+    assert family_of("LossScaleOptimizer", {}) == "unknown"  # no inner optimizer named
+    assert family_of("MyOptimizer", config) == "unknown"  # only a wrapper's config is looked into
