@@ -92,6 +92,8 @@ class LrControl:
         self.multiplier = 1.0
         self.watch = True
         self.left: float | None = None
+        # Over an optimizer's own schedule: its multiplier before lrsup's schedule (clear puts it back).
+        self.native_multiplier: float | None = None
 
     def leave(self, lr: float | None) -> None:
         """The LR is ``lr`` as lrsup leaves it (a fit's start, a command applied)."""
@@ -106,8 +108,6 @@ class LrControl:
         if left is None or lr is None or abs(lr - left) <= LR_RTOL * max(abs(left), abs(lr)):
             return None
         return left
-        # Over an optimizer's own schedule: its multiplier before lrsup's schedule (clear puts it back).
-        self.native_multiplier: float | None = None
 
     def apply(self, handle: OptimizerHandle, step: int) -> None:
         """Set the LR to ``schedule(step) * multiplier`` (only while a schedule is active)."""
