@@ -107,6 +107,7 @@ class EngineState:
                 "start_step": self.start_step,
                 "checkpoints": self.book.state(),
                 "last_epoch": self.book.last_epoch,
+                "fit": self.book.fit,
                 "pending": None if self.pending is None else self.pending.to_json(),
                 "schedule": self.schedule,
                 "multiplier": self.multiplier,
@@ -139,7 +140,7 @@ class EngineState:
     def _load_supervision(self, s: Mapping[str, Any]) -> None:
         self.step = s["step"]
         self.start_step = int(s["start_step"])
-        self.book.load(s["checkpoints"], s["last_epoch"])
+        self.book.load(s["checkpoints"], s["last_epoch"], s.get("fit", 1))  # a state from before stages: fit 1
         self.pending = None if s["pending"] is None else PendingRollback.from_json(s["pending"])
         self.schedule = s["schedule"]
         self.multiplier = s["multiplier"]
