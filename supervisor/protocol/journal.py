@@ -1,8 +1,8 @@
 """The journal's line kinds (``journal.jsonl``): one frozen dataclass each, one writer, one reader.
 
 The supervisor writes one line per decision (suppressed ones included), per command the
-trainer applied or refused, per operator override and per event (started, restart,
-hold, garbage, ...). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
+trainer applied or refused, per operator override, per fit the trainer begins (``stage``:
+each ``fit`` call is a stage of the run) and per event (started, restart, hold, garbage, ...). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
 ``time`` (the supervisor's wall clock) and the entry's fields, in the order below; a line
 journaled late because the disk was full also carries ``late`` (why; read back among the
 entry's extra fields, or for ``applied``, over its own ``late``). People and
@@ -33,6 +33,7 @@ COMMAND_ERROR = "command_error"
 OVERRIDE = "override"
 EVENT = "event"
 REQUEST = "request"
+STAGE = "stage"
 
 # Keys every line has besides its entry's fields.
 _COMMON = ("v", "type", "time")
@@ -214,6 +215,42 @@ class RequestEntry:
 
 
 @dataclass(frozen=True)
+class StageEntry:
+    """A fit (a stage of the run) began: the trainer's start record of fit ``fit`` (1-based, in the
+    script's order), with its optimizer, LR and epoch budget as the script set them.
+
+    ``initial_epoch`` and ``step`` say where it begins (a restarted attempt resumes a fit past
+    0); ``pid`` is the trainer's. One line per start record, so a restarted attempt journals its
+    fits again.
+    """
+
+    kind: ClassVar[str] = STAGE
+    fit: int | None
+    optimizer: str | None
+    lr: float | None
+    epochs: int | None
+    initial_epoch: int | None
+    step: int | None
+    pid: int | None
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "StageEntry":
+        return cls(
+            as_int(obj.get("fit")) or 1,  # a line without it: the first fit
+            _str_or_none(obj.get("optimizer")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("epochs")),
+            as_int(obj.get("initial_epoch")),
+            as_int(obj.get("step")),
+            as_int(obj.get("pid")),
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
 class UnknownEntry:
     """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
 
@@ -226,11 +263,12 @@ class UnknownEntry:
         return self.type if isinstance(self.type, str) else ""
 
 
-KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry]
+KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, StageEntry]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
 ENTRY_TYPES: dict[str, type[KnownEntry]] = {
-    cls.kind: cls for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry)
+    cls.kind: cls
+    for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, StageEntry)
 }
 
 # Fields of each kind that are the line's own (not in ``extra``), in the order they are written.
@@ -241,6 +279,7 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     OverrideEntry: ("who", "why", "lr", "seq", "suppressed"),
     EventEntry: ("event", "detail"),
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
+    StageEntry: ("fit", "optimizer", "lr", "epochs", "initial_epoch", "step", "pid"),
 }
 
 

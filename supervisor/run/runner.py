@@ -50,6 +50,7 @@ from lrsup.supervisor.protocol.journal import (
     JournalEntry,
     OverrideEntry,
     RequestEntry,
+    StageEntry,
 )
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import (
@@ -397,6 +398,18 @@ class Runner:
         self.terminal.on_record(record)
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
+        if isinstance(record, StartRecord):  # a fit begins: a stage of the run
+            self.journal(
+                StageEntry(
+                    record.fit,
+                    record.optimizer,
+                    record.lr,
+                    record.epochs,
+                    record.initial_epoch,
+                    record.step,
+                    record.pid,
+                )
+            )
         for decision in self.engine.feed(record):
             self._on_decision(decision)
         if isinstance(record, EpochRecord):

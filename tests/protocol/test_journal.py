@@ -11,6 +11,7 @@ from lrsup.supervisor.protocol.journal import (
     DecisionEntry,
     EventEntry,
     OverrideEntry,
+    StageEntry,
     UnknownEntry,
     journal_line,
     read_entry,
@@ -26,6 +27,7 @@ ENTRIES = [
     OverrideEntry("ana@gpu3", None, 0.02, None, "not sent: disk full"),
     EventEntry("started", "trainer pid 12"),
     EventEntry("trainer_exited", "status 1", {"returncode": 1}),
+    StageEntry(2, "Adam", 5.0, 8, 0, 0, 4242),
 ]
 
 
@@ -55,7 +57,16 @@ def test_the_reader_reads_what_the_writer_wrote(entry) -> None:
 
 
 def test_every_kind_has_its_own_type() -> None:
-    assert set(ENTRY_TYPES) == {"decision", "applied", "command_error", "override", "event", "request"}
+    assert set(ENTRY_TYPES) == {"decision", "applied", "command_error", "override", "event", "request", "stage"}
+
+
+def test_a_stage_line_says_which_fit_began_and_a_line_without_fit_is_the_first() -> None:
+    assert dumps(journal_line(ENTRIES[8], 1.0)) == (
+        '{"v":1,"type":"stage","time":1.0,"fit":2,"optimizer":"Adam","lr":5.0,"epochs":8,"initial_epoch":0,'
+        '"step":0,"pid":4242}'
+    )
+    old = read_entry({"v": 1, "type": "stage", "time": 2.0, "optimizer": "SGD", "lr": "x"})
+    assert isinstance(old, StageEntry) and (old.fit, old.optimizer, old.lr) == (1, "SGD", None)
 
 
 def test_unknown_kinds_are_kept_as_generic_entries() -> None:
