@@ -1,7 +1,8 @@
 """The report's facts as rows of text, shared by the Markdown, HTML and terminal renderers.
 
 Owns the number, duration, epoch and time formats, the summary (label, value) pairs,
-the metric, decision, interruption and event tables, the configuration text, and the
+the stage (one row per fit of a script that fits several times), metric, decision,
+interruption and event tables, the configuration text, and the
 comparison table of several runs, so that every renderer says the same thing; and the
 file names the report writes. Pure: no IO, no rich, no matplotlib.
 """
@@ -172,6 +173,37 @@ def decision_rows(info: RunInfo) -> list[list[str]]:
 
 
 DECISION_HEADER = ["seq", "epoch", "step", "policy", "action", "new LR", "reason", "what became of it"]
+
+
+def stage_rows(info: RunInfo) -> list[list[str]]:
+    """One row per fit of the script (a stage): epochs, LR at its start and end, its rescues.
+
+    Empty for a single-fit run (the summary says it all).
+    """
+    stages = info.stages
+    if len(stages) < 2:
+        return []
+    rows = []
+    for stage in stages:
+        epochs = f"{stage.epochs_done} of {stage.epochs}" if stage.epochs else str(stage.epochs_done)
+        rescues = "; ".join(
+            f"{d.label} at epoch {fmt_epoch(d.epoch)}" + (f" (LR {fmt_lr(d.lr)})" if d.lr is not None else "")
+            for d in stage.rescues
+        )
+        rows.append(
+            [
+                f"fit {stage.fit}",
+                stage.optimizer or "?",
+                epochs,
+                fmt_lr(stage.lr_start),
+                fmt_lr(stage.lr_end),
+                rescues or "none",
+            ]
+        )
+    return rows
+
+
+STAGE_HEADER = ["stage", "optimizer", "epochs", "LR at start", "LR at the end", "rescues"]
 
 
 def interruption_rows(info: RunInfo) -> list[list[str]]:
