@@ -176,7 +176,11 @@ class RunInfo:
         best: tuple[int, int, float] | None = None  # (step, after-the-step, lr)
         if self.final is not None and self.final.lr is not None:
             best = (self.final.step, 0, self.final.lr)
+        # Steps count afresh in a later fit (a new optimizer): only the last fit's changes compare.
+        since = self.starts[-1].time if len({s.fit for s in self.starts}) > 1 else None
         for d in self.decisions:
+            if since and d.applied is not None and (d.applied.time or d.time or 0.0) < since:
+                continue
             if d.applied is not None and d.applied.lr is not None and d.applied.step is not None:
                 candidate = (d.applied.step, 1, d.applied.lr)
                 best = candidate if best is None or candidate[:2] >= best[:2] else best

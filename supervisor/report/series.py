@@ -100,7 +100,7 @@ def lr_series(info: RunInfo) -> tuple[list[float], list[float]]:
     offsets = fit_offsets(info)
     for later in info.starts:  # each later fit begins at the LR the script gave it
         if later.fit > 1 and later.fit in offsets and is_finite_number(later.lr) and later.lr > 0:
-            points.append((offsets[later.fit] + later.initial_epoch, 1, later.lr))  # after fit 1's last epoch
+            points.append((offsets[later.fit] + later.initial_epoch, 2, later.lr))  # after all of the last fit
     _, _, lx, ly = batch_xy(info)
     points += [(x, 0, y) for x, y in zip(lx, ly)]
     points += [

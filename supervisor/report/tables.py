@@ -79,6 +79,11 @@ def _outcome_text(info: RunInfo) -> str:
     return f"{text}: {info.outcome_detail}" if info.outcome_detail else text
 
 
+def _of_fit(info: RunInfo, row: Any) -> str:
+    """ " of fit N" for an epoch row of a run whose script fits several times ("" otherwise)."""
+    return f" of fit {info.fit_of(row)}" if len({start.fit for start in info.starts}) > 1 else ""
+
+
 def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     """The summary as (label, value) pairs: the same facts in md, html and terminal."""
     rows = [
@@ -94,6 +99,12 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     rows.append(("Learning rate", f"{fmt_lr(info.initial_lr)} at start, {fmt_lr(info.final_lr)} at the end"))
     done = len({(r.attempt, r.epoch) for r in info.epochs if not r.superseded})
     budget = info.epochs_budget
+    stages = info.stages
+    if len(stages) > 1:  # a script that fits several times: each fit's epochs count (see Stages)
+        done = sum(stage.epochs_done for stage in stages)
+        budgets = [stage.epochs for stage in stages]
+        budget = sum(b for b in budgets if b) if all(budgets) else None
+        rows.append(("Stages", f"{len(stages)} fits (see Stages)"))
     rows.append(("Epochs", f"{done} of {budget}" if budget else str(done)))
     if info.steps_per_epoch:
         rows.append(("Steps per epoch", str(info.steps_per_epoch)))
@@ -101,7 +112,7 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Best epoch",
-                f"{fmt_epoch(info.best.epoch)} ({info.monitor} = "
+                f"{fmt_epoch(info.best.epoch)}{_of_fit(info, info.best)} ({info.monitor} = "
                 f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})",
             )
         )
