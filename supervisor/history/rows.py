@@ -97,7 +97,8 @@ class Stage:
 class BatchPoint:
     """One kept batch record: where it was, the loss (None if not logged) and the LR.
 
-    ``fit`` counts the fits that had ended before it; ``superseded`` is set like
+    ``fit`` is the key of its fit (``-fit`` for a later fit of the script, else the count of
+    fits ended before it: runs from before stages number every fit 1); ``superseded`` is set like
     :class:`EpochRow`'s: a later batch of the same fit redid this part of training.
     """
 

@@ -63,3 +63,36 @@ def test_a_single_fit_run_has_no_stage_table_and_no_offsets(tmp_path: Path) -> N
     info = load_run(tmp_path / "one")
     assert stage_rows(info) == [] and fit_boundaries(info) == [] and x_of_row(info.epochs[0], info) == 1.0
     assert "## Stages" not in render_markdown(info)
+
+
+def test_a_restart_in_fit_two_supersedes_only_fit_twos_redone_epochs(tmp_path: Path) -> None:
+    w = RunWriter(tmp_path / "run")
+    w.start(0, lr=0.01, epochs=3)
+    for e in range(3):
+        w.epoch(10 * (e + 1), e, 0.01, loss=1.5 - 0.2 * e, val_loss=1.4 - 0.2 * e)
+    w.end(31, "completed", 2)
+    w.start(40, lr=0.005, epochs=4, fit=2)
+    w.epoch(50, 0, 0.005, loss=0.8, val_loss=0.75)
+    w.epoch(60, 1, 0.005, loss=0.7, val_loss=0.7)
+    w.end(61, "exception", 1)
+    # The restarted attempt: fit 1 is skipped (no epoch), fit 2 resumes after its epoch-0001 checkpoint.
+    w.start(80, lr=0.01, epochs=3, initial_epoch=3, pid=4343)
+    w.end(81, "completed", 2)
+    w.start(82, lr=0.005, epochs=4, initial_epoch=1, pid=4343, fit=2)
+    for e in (1, 2, 3):
+        w.epoch(90 + 10 * e, e, 0.005, loss=0.7 - 0.05 * e, val_loss=0.7 - 0.05 * e)
+    w.end(131, "completed", 3)
+    w.close()
+    info = load_run(tmp_path / "run")
+    kept = [(info.fit_of(r), r.epoch) for r in info.epochs if not r.superseded]
+    assert kept == [
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+    ]  # attempt 1's second epoch of fit 2 was redone
+    first, second = info.stages
+    assert (first.epochs_done, first.attempts, second.epochs_done, second.attempts) == (3, 2, 4, 2)
