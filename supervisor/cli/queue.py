@@ -424,10 +424,10 @@ def report_group(group: str, runs: list[str] | None, out: Path | None, runs_dir:
 
 
 def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Path) -> None:
-    """A PBT group's lineage (who copied whom, when, with which LR) and best curve: printed and population.md."""
+    """A PBT group's lineage (who copied whom, when, with which LR) and best curve: printed, population.md/.png."""
     from lrsup.supervisor.config import PopulationSettings
     from lrsup.supervisor.history.runinfo import RunInfoError, load_run
-    from lrsup.supervisor.queue.group import best_curve, lineage, lineage_markdown
+    from lrsup.supervisor.queue.group import write_population
     from lrsup.supervisor.queue.population import population_path
 
     path = population_path(Path(runs_dir), group)
@@ -439,8 +439,9 @@ def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Pa
     except RunInfoError as err:
         print(f"lrsup: population lineage not drawn: {err}", file=sys.stderr)
         return
-    events = lineage(infos)
-    curve = best_curve(infos, settings.metric, settings.direction)
+    events, curve, note = write_population(out, infos, settings.metric, settings.direction)
+    if note:
+        print(f"lrsup: {note}", file=sys.stderr)
     for e in events:
         lr = e["new"].get("lr")
         print(
@@ -452,5 +453,3 @@ def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Pa
         print(
             f"population best {settings.metric}: {value:.6g} at epoch {n} ({who}); {len(events)} exploit(s), no restart"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "population.md").write_text(lineage_markdown(events, curve, settings.metric), encoding="utf-8")

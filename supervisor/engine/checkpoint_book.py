@@ -8,7 +8,10 @@ one with ``step > s``, or the epoch record at ``step == s`` when it has ``val_lo
 (evaluated on exactly those weights). A checkpoint taken at a start record's step is a
 **start checkpoint**. When a rollback is decided, every checkpoint taken after its
 target is dropped (it belongs to the abandoned run), and so is the target if the
-trainer refuses the rollback.
+trainer refuses the rollback. A checkpoint named ``exploit-...`` (:data:`EXPLOIT_BASE`: the
+checkpoint a PBT member takes right after it loaded a donor's state, lrsup.supervisor.run.operator)
+is a new origin: every checkpoint tracked before it is forgotten (it holds the abandoned
+weights), and it is a start checkpoint, known good once an epoch record vouches for it.
 
 Stages: each checkpoint belongs to the fit (stage) it was taken in: the start record's
 ``fit`` at the time its record came (:meth:`CheckpointBook.begin_fit`). Only the current
@@ -43,6 +46,8 @@ from lrsup.supervisor.protocol.wire import CheckpointRecord, EpochRecord
 
 # One reason to retain: (the names it keeps, what the retain decision's reason says of it).
 RetentionPart = tuple[tuple[str, ...], str]
+# The name prefix of the checkpoint a PBT member takes right after an exploit: its new origin.
+EXPLOIT_BASE = "exploit-"
 
 
 @dataclass
@@ -189,6 +194,10 @@ class CheckpointBook:
             start=start,
             fit=self.fit,
         )
+        if record.name.startswith(EXPLOIT_BASE):  # a PBT exploit: the donor's state is the new origin
+            self._entries.clear()
+            self.last_epoch = None  # it describes the abandoned weights
+            checkpoint.start = True
         last = self.last_epoch
         if last is not None and last["step"] == record.step and record.epoch in (None, last["epoch"]):
             # The epoch record at its step came first: its logs are this checkpoint's.

@@ -327,6 +327,17 @@ class Engine:
 
     # -- checkpoints -------------------------------------------------------------------
 
+    def keep(self, owner: str, names: Sequence[str]) -> list[Decision]:
+        """Retain ``names`` for ``owner``, not a policy (a PBT donation), until replaced; ``()`` releases them.
+
+        Returns the retain decision when what is retained changed (the caller sends it).
+        """
+        if names:
+            self.state.keeps[owner] = tuple(names)
+        else:
+            self.state.keeps.pop(owner, None)
+        return self._retain_decisions(None, self.state.step or 0)
+
     def _on_checkpoint(self, record: CheckpointRecord) -> list[Decision]:
         state = self.state
         if state.pending is not None and record.step > state.pending.step:

@@ -90,9 +90,17 @@ def best_curve(infos: Sequence[Any], metric: str, mode: str) -> list[tuple[int, 
     return [(n, v, who) for n, (v, who) in sorted(best.items())]
 
 
-def lineage_markdown(events: Sequence[dict[str, Any]], curve: Sequence[tuple[int, float, str]], metric: str) -> str:
+def lineage_markdown(
+    events: Sequence[dict[str, Any]],
+    curve: Sequence[tuple[int, float, str]],
+    metric: str,
+    png_name: str | None = None,
+) -> str:
     """The lineage and the best curve as Markdown (``population.md`` of ``report --group``)."""
-    lines = ["# Population", "", "## Lineage (exploits)", ""]
+    lines = ["# Population", ""]
+    if png_name is not None:
+        lines += [f"![the population: each member's {metric}, the best, and who copied whom]({png_name})", ""]
+    lines += ["## Lineage (exploits)", ""]
     if events:
         lines += ["| epoch | member | copied | checkpoint | old | new |", "|---|---|---|---|---|---|"]
         for e in events:
@@ -104,3 +112,35 @@ def lineage_markdown(events: Sequence[dict[str, Any]], curve: Sequence[tuple[int
     lines += ["", f"## Best {metric} of the population per epoch", "", "| epoch | best | member |", "|---|---|---|"]
     lines += [f"| {n} | {v:.6g} | {who} |" for n, v, who in curve]
     return "\n".join(lines) + "\n"
+
+
+POPULATION_MD, POPULATION_PNG = "population.md", "population.png"
+COMPARE_SECTION = "## Population (PBT)"
+
+
+def write_population(
+    out: Path, infos: Sequence[Any], metric: str, mode: str
+) -> tuple[list[dict[str, Any]], list[tuple[int, float, str]], str | None]:
+    """``report --group`` of a PBT group: population.png and population.md in ``out``, linked from compare.md.
+
+    Returns (the lineage, the best curve, why the figure was not drawn or None).
+    """
+    from lrsup.supervisor.history.runinfo import MissingExtraError
+    from lrsup.supervisor.report.population import plot_population
+
+    events = lineage(infos)
+    curve = best_curve(infos, metric, mode)
+    out.mkdir(parents=True, exist_ok=True)
+    png: str | None = POPULATION_PNG
+    note = None
+    try:
+        (out / POPULATION_PNG).write_bytes(plot_population(infos, events, curve, metric))
+    except MissingExtraError as exc:
+        png, note = None, f"{POPULATION_PNG} not written: {exc}"
+    (out / POPULATION_MD).write_text(lineage_markdown(events, curve, metric, png), encoding="utf-8")
+    compare = out / "compare.md"
+    if compare.is_file() and COMPARE_SECTION not in compare.read_text("utf-8"):
+        figure = f"![population]({png})\n\n" if png else ""
+        with compare.open("a", encoding="utf-8") as f:
+            f.write(f"\n{COMPARE_SECTION}\n\n{figure}Lineage and best curve: [{POPULATION_MD}]({POPULATION_MD})\n")
+    return events, curve, note

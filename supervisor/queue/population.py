@@ -7,7 +7,14 @@ member's ``metrics.jsonl`` (the protocol's Follower, incrementally), builds one
 :class:`~lrsup.supervisor.queue.pbt.Coordinator`, saves its state, then sends each decision
 through the members' operator channel: ``exploit`` to the member (its supervisor sends the
 ``rollback`` to the donor's checkpoint and the new hyperparameters: no pause, no restart) and
-``donate`` to the donor (journaled). A member is alive while its entry is ``running``.
+``donate`` to the donor (journaled; the donor keeps the checkpoint). A member is alive while its
+entry is ``running``.
+
+Donations: the donor's supervisor retains a donated checkpoint (its ``keep_last`` would prune
+it otherwise) until ``donation_done``, which the coordinator sends once the member has answered
+a rollback since the exploit (an ack: loaded; an error: refused), has stopped running, or
+``DONATION_TIMEOUT`` seconds have passed. Open donations are saved in the group's file with the
+coordinator's state, so a ``queue run`` that dies releases them when it comes back.
 
 Example::
 
@@ -20,17 +27,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
+from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
 from lrsup.supervisor.queue.pbt import Coordinator, Exploit, MemberView
 from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
 from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.operator import send_request
 
 PBT_DIR = "pbt"
+DONATION_TIMEOUT = 600.0  # seconds a donor keeps a donated checkpoint for a member that never answers
 
 
 def population_path(runs_dir: Path, group: str) -> Path:
@@ -61,6 +71,7 @@ class _Member:
         self.score: float | None = None
         self.lr: float | None = None
         self.checkpoints: list[tuple[str, int | None, int]] = []  # (name, epoch, step)
+        self.rollbacks = 0  # the rollback commands it answered (ack or error): a donation's end
 
     def read(self, metric: str) -> None:
         for record in self.follower.read():
@@ -69,9 +80,13 @@ class _Member:
                 self.epochs, self.step, self.lr = record.epoch + 1, record.step, record.lr
                 self.score = float(value) if isinstance(value, (int, float)) else math.nan
             elif isinstance(record, protocol.CheckpointRecord):
+                if record.name.startswith(EXPLOIT_BASE):  # its new origin: the older ones hold abandoned weights
+                    self.checkpoints.clear()
                 self.checkpoints.append((record.name, record.epoch, record.step))
             elif isinstance(record, protocol.AckRecord) and record.lr is not None:
                 self.lr = record.lr
+            if isinstance(record, (protocol.AckRecord, protocol.ErrorRecord)) and record.cmd == "rollback":
+                self.rollbacks += 1
 
     def known_good(self) -> str | None:
         """The newest checkpoint taken at or before the scored epoch's step (its score vouches for it)."""
@@ -92,6 +107,7 @@ class Population:
         if data.get("state"):
             self.coordinator.load_state_dict(data["state"])
         self.hparams: dict[str, dict[str, float]] = data.get("hparams") or {}
+        self.donations: list[dict[str, Any]] = data.get("donations") or []  # open: see the module docstring
         self.members: dict[str, _Member] = {}
 
     def save(self) -> None:
@@ -102,6 +118,7 @@ class Population:
                 "settings": self.settings.model_dump(mode="json"),
                 "state": self.coordinator.state_dict(),
                 "hparams": self.hparams,
+                "donations": self.donations,
             },
         )
 
@@ -128,16 +145,23 @@ class Population:
             dirs[name] = run_dir.resolve()
         return views, dirs
 
-    def tick(self, entries: list[Entry], emit: Callable[[str, Any, str], None]) -> list[Exploit]:
+    def tick(
+        self, entries: list[Entry], emit: Callable[[str, Any, str], None], now: float | None = None
+    ) -> list[Exploit]:
         views, dirs = self.views(entries)
+        now = time.time() if now is None else now
+        self._end_donations(views, dirs, emit, now)
         decisions = self.coordinator.decide(views)
         if not decisions:
             return []
         for d in decisions:
             self.hparams[d.member] = {k: v for k, v in d.new.items() if k != "lr"}
+            rollbacks = self.members[d.member].rollbacks  # the member's answer to this exploit makes it the next
+            self.donations.append({**self.request_fields(d), "member": d.member, "donor": d.donor,
+                                   "rollbacks": rollbacks, "time": now})  # fmt: skip
         self.save()  # before sending: a coordinator that dies now loses an exploit, never repeats one
         for d in decisions:
-            fields: dict[str, Any] = {"checkpoint": d.checkpoint, "epoch": d.epoch, "hparams": d.new, "old": d.old}
+            fields = self.request_fields(d)
             why = f"population {self.group}: {self.settings.metric} {d.score:g} vs {d.donor_score:g}"
             try:
                 send_request(dirs[d.member], "exploit", who="lrsup-pbt", why=why, peer=str(dirs[d.donor]), **fields)
@@ -153,6 +177,39 @@ class Population:
                 + (f", lr {lr:g}" if lr is not None else ""),
             )
         return decisions
+
+    @staticmethod
+    def request_fields(d: Exploit) -> dict[str, Any]:
+        return {"checkpoint": d.checkpoint, "epoch": d.epoch, "hparams": d.new, "old": d.old}
+
+    def _end_donations(
+        self, views: list[MemberView], dirs: dict[str, Path], emit: Callable[[str, Any, str], None], now: float
+    ) -> None:
+        """``donation_done`` to each donor whose member answered a rollback since, stopped, or timed out."""
+        alive = {v.name for v in views if v.alive}
+        kept = []
+        for d in self.donations:
+            member = self.members.get(d["member"])
+            if member is not None and member.rollbacks > d["rollbacks"]:
+                why = "the member answered its rollback"
+            elif d["member"] not in alive:
+                why = "the member is not running"
+            elif now - d["time"] > DONATION_TIMEOUT:
+                why = f"no answer within {DONATION_TIMEOUT:g} s"
+            else:
+                kept.append(d)
+                continue
+            if d["donor"] not in dirs or d["member"] not in dirs:
+                continue  # no run directory to tell: nothing is kept there
+            fields = {k: d[k] for k in ("checkpoint", "epoch", "hparams", "old")}
+            try:
+                send_request(dirs[d["donor"]], "donation_done", who="lrsup-pbt", why=why,
+                             peer=str(dirs[d["member"]]), **fields)  # fmt: skip
+            except Exception as exc:  # the donor's run directory is gone: nothing is kept there
+                emit("pbt_error", None, f"{self.group}: releasing {d['donor']}'s {d['checkpoint']}: {exc}")
+        if len(kept) != len(self.donations):
+            self.donations = kept
+            self.save()
 
 
 def _num(value: Any) -> bool:

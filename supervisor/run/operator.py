@@ -16,8 +16,18 @@ file first, then its effect, so that ``lrsup resume`` goes on after it):
   training (lrsup.supervisor.queue.population). A ``rollback`` command to the checkpoint of the
   donor run ``peer`` (the agent verifies it by the donor's manifest), with ``hparams["lr"]`` as
   its LR, then one ``set_hparam`` per other hyperparameter; journaled as an ``exploit`` event.
-- ``donate`` (same fields, ``peer`` the member that copied this run): journaled only, as a
-  ``donated`` event, so that both runs' journals hold the exploit.
+  A ``checkpoint`` command named ``exploit-EEEE-<checkpoint>`` follows: the member's new origin
+  (its engine forgets every older checkpoint of its own on that record:
+  lrsup.supervisor.engine.checkpoint_book, ``EXPLOIT_BASE``).
+- ``donate`` (same fields, ``peer`` the member that copied this run): a ``donated`` event, so
+  that both runs' journals hold the exploit, and the donated checkpoint retained (an engine
+  keep, ``pbt donation to <member>``) so that ``keep_last`` cannot prune it before the member
+  has loaded it.
+- ``donation_done`` (same fields): the member has loaded it, refused it or gone, or the
+  donation timed out (the population coordinator says which): the keep is released.
+
+Each of these requests' commands is planned before its ``request`` journal line, whose ``seq``
+is the seq its last command is to get (exactly once: docs/protocol.md, Delivery).
 
 A request line::
 
@@ -40,14 +50,24 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lrsup.supervisor import protocol
-from lrsup.supervisor.protocol.commands import RollbackCommand, SetHparamCommand, is_valid_lr
+from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
+from lrsup.supervisor.protocol.commands import (
+    CheckpointCommand,
+    Command,
+    RetainCommand,
+    RollbackCommand,
+    SetHparamCommand,
+    is_valid_lr,
+)
+from lrsup.supervisor.protocol.journal import DecisionEntry
 from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
 REQUESTS_FILE = protocol.REQUESTS_FILE
-OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate")
+OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done")
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
-_PBT_OPS = ("exploit", "donate")
+PBT_OPS = ("exploit", "donate", "donation_done")
+DONATION = "pbt donation to "  # + the member's name: the owner of the donor's engine keep
 
 
 class RequestError(ValueError):
@@ -103,7 +123,7 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
         lr = float(lr)
     elif lr is not None:
         raise RequestError(f"{op} takes no lr (got {lr!r})")
-    if op in _PBT_OPS:
+    if op in PBT_OPS:
         return _validate_pbt(obj, Request(op=op, who=who, time=float(when), why=why))
     extra = sorted(k for k in ("peer", "checkpoint", "epoch", "hparams", "old") if k in obj)
     if extra:
@@ -112,7 +132,7 @@ def validate_request(obj: Mapping[str, Any]) -> Request:
 
 
 def _validate_pbt(obj: Mapping[str, Any], base: Request) -> Request:
-    """``exploit``/``donate``: peer (an absolute run directory), checkpoint, epoch, hparams, old."""
+    """``exploit``/``donate``/``donation_done``: peer (an absolute run directory), checkpoint, epoch, hparams, old."""
     op, peer, name, epoch = base.op, obj.get("peer"), obj.get("checkpoint"), obj.get("epoch")
     if not isinstance(peer, str) or not os.path.isabs(peer) or "\x00" in peer:
         raise RequestError(f"{op} needs peer, an absolute run directory, got {peer!r}")
@@ -223,29 +243,84 @@ class RequestReader:
         return out
 
 
-def apply_pbt(runner: Any, request: Request) -> None:
-    """``exploit``: rollback to the donor's checkpoint with the new LR, then the other hyperparameters."""
+@dataclass(frozen=True)
+class Planned:
+    """One command a PBT request is to send, its reason, and the engine decision it carries (a retain)."""
+
+    command: Command
+    reason: str
+    decision: Any = None
+
+
+def base_name(request: Request) -> str:
+    """The name of the checkpoint a member takes right after an exploit (its new origin)."""
+    return f"{EXPLOIT_BASE}{request.epoch or 0:04d}-{request.checkpoint}"[:100]
+
+
+def plan_pbt(runner: Any, request: Request) -> list[Planned]:
+    """The commands an ``exploit``/``donate``/``donation_done`` request is to send, in order.
+
+    Planned before the request's journal line, which carries the seq of the last one. For
+    ``donate``/``donation_done`` this changes the engine's keep (the retain decision, if any).
+    """
+    peer = os.path.basename(request.peer or "")
+    if request.op == "exploit":
+        assert request.checkpoint is not None  # validate_request refuses an exploit without one
+        new = request.hparams or {}
+        reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
+        rollback = RollbackCommand(checkpoint=request.checkpoint, lr=new.get("lr"), from_run=request.peer)
+        hparams = [SetHparamCommand(name=k, value=v) for k, v in new.items() if k != "lr"]
+        base = CheckpointCommand(name=base_name(request))
+        origin = f"population: the new origin after exploiting {peer}'s {request.checkpoint}"
+        return [Planned(rollback, reason)] + [Planned(c, reason) for c in hparams] + [Planned(base, origin)]
+    keep = getattr(runner.engine, "keep", None)
+    if keep is None:  # an engine that tracks no checkpoints
+        return []
+    names = (request.checkpoint,) if request.op == "donate" else ()
+    return [Planned(d.command, d.action.reason, d) for d in keep(DONATION + peer, names) if d.command is not None]
+
+
+def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int = 0) -> None:
+    """Send ``planned`` (but the first ``skip``, written before a supervisor's death), then journal the event.
+
+    ``exploit``: the rollback to the donor's checkpoint with the new LR, the other
+    hyperparameters, the new origin's checkpoint. ``donate``/``donation_done``: the retain
+    decision that keeps or releases the donated checkpoint.
+    """
     new, old = request.hparams or {}, request.old or {}
     peer = os.path.basename(request.peer or "")
     fields = {"peer": request.peer, "checkpoint": request.checkpoint, "at_epoch": request.epoch, "old": old, "new": new}
+    first = runner.channel.seq + 1 - skip  # the seq planned[0] got or gets
+    seqs: list[int | None] = []
+    for index, plan in enumerate(planned):
+        seq = first + index if index < skip else runner.send(plan.command, reason=plan.reason)
+        seqs.append(seq)
+        if plan.decision is not None:  # the engine's retain: journaled as its decisions are
+            d = plan.decision
+            suppressed = None if seq is not None else f"not sent: {runner.channel.degraded}"
+            runner.journal(
+                DecisionEntry(seq, d.action.policy, d.action.kind, None, plan.reason, d.epoch, d.step, suppressed)
+            )
+            if isinstance(plan.command, RetainCommand):
+                runner.retained = list(plan.command.keep)
     if request.op == "donate":
-        runner.event("donated", f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}", **fields)
+        runner.event(
+            "donated",
+            f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}; kept until it is loaded",
+            **fields,
+        )
         return
-    reason = f"population: exploit {peer}'s {request.checkpoint} ({request.who})"
-    assert request.checkpoint is not None  # validate_request refuses an exploit without one
-    rollback = RollbackCommand(checkpoint=request.checkpoint, lr=new.get("lr"), from_run=request.peer)
-    seq = runner.send(rollback, reason=reason)
-    seqs = [seq] + [
-        runner.send(SetHparamCommand(name=name, value=value), reason=reason)
-        for name, value in new.items()
-        if name != "lr"
-    ]
+    if request.op == "donation_done":
+        runner.event("donation_released", f"{peer} is done with checkpoint {request.checkpoint}", **fields)
+        return
+    seq = seqs[0] if seqs else None
     changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
     runner.event(
         "exploit",
         f"copied {peer}'s checkpoint {request.checkpoint} at epoch {request.epoch}; {changes}",
         seq=seq,
         seqs=seqs,
+        base=base_name(request),
         suppressed=None if seq is not None else f"not sent: {runner.channel.degraded}",
         **fields,
     )

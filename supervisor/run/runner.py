@@ -75,7 +75,7 @@ from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runne
     trainer_env,
 )
 from lrsup.supervisor.run.lifecycle import Lifecycle, State
-from lrsup.supervisor.run.operator import Request, RequestReader, apply_pbt
+from lrsup.supervisor.run.operator import PBT_OPS, Request, RequestReader, apply_pbt, plan_pbt
 from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_signal_handlers: re-exported)
     AttachedHandle,
     ProcessSpawner,
@@ -199,6 +199,7 @@ class Runner:
         self.retained: list[str] = []  # the checkpoints the engine keeps (the last retain decided)
         self._requests_done: tuple[int, int] | None = None  # resume: (offset, index) of the last request acted on
         self._request_journaled: tuple[int, int] | None = None  # resume: the last request's journal line
+        self._request_missing = 0  # resume: how many of that request's commands control.jsonl lacks
         self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
         self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
         self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
@@ -512,14 +513,20 @@ class Runner:
         """Apply one operator request, exactly once: a ``request`` journal line first, then its effect.
 
         ``position``: (offset, index), where the request's batch of requests.jsonl starts and
-        its place in it; the journal line carries it, and the seq its command is to get, so
-        that ``lrsup resume`` goes on after it and knows whether the command was written.
+        its place in it; the journal line carries it, and the seq its (last) command is to get,
+        so that ``lrsup resume`` goes on after it and knows whether its commands were written
+        (a PBT request's are planned first: lrsup.supervisor.run.operator.plan_pbt).
         """
-        sends = request.op in ("set_lr", "stop")
+        pbt = request.op in PBT_OPS
+        planned = plan_pbt(self, request) if pbt else []
+        count = len(planned) if pbt else int(request.op in ("set_lr", "stop"))  # the commands it sends
         offset, index = position if position is not None else (None, None)
-        if position is None or position != self._request_journaled:  # else: journaled, then the supervisor died
-            seq = self.channel.seq + 1 if sends else None
+        skip = 0  # its commands written before the supervisor died (a PBT request sends several)
+        if position is None or position != self._request_journaled:
+            seq = self.channel.seq + count if count else None  # its last command's
             self.journal(RequestEntry(request.op, request.who, request.why, request.lr, seq, offset, index))
+        else:  # journaled, then the supervisor died before its last command was written
+            skip = max(0, count - self._request_missing)
         because = f" ({request.why})" if request.why else ""
         if request.op == "hold":
             self.hold(request.who, request.why)
@@ -531,8 +538,8 @@ class Runner:
             self.send(StopCommand(), reason=f"stop requested by {request.who}{because}")
             reason = f"stopped by {request.who}{because}"
             self.lifecycle.request_graceful_stop(now, reason, self.config.run.stop_timeout)
-        elif request.op in ("exploit", "donate"):  # population-based training (lrsup.supervisor.queue.population)
-            apply_pbt(self, request)
+        elif pbt:  # population-based training (lrsup.supervisor.queue.population)
+            apply_pbt(self, request, planned, skip)
 
     def _override(self, request: Request, because: str) -> None:
         assert request.lr is not None  # a set_lr request's (parse_request)
@@ -614,7 +621,8 @@ class Runner:
             return
         index = last.index
         if last.seq is not None and last.seq > plan.seq:
-            index -= 1  # journaled, but its command never reached control.jsonl: act on it again
+            index -= 1  # journaled, but its (last) command never reached control.jsonl: act on it again
+            self._request_missing = last.seq - plan.seq  # its commands are written in a row: the last ones are missing
         self.requests = RequestReader(self.paths.requests, last.offset)
         self._requests_done = (last.offset, index)
         self._request_journaled = (last.offset, last.index)

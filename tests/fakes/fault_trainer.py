@@ -13,8 +13,9 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
                           and SIGTERM (a data loader that outlives its parent); it prints
                           ``fault: child pid C``
     --request E:OP[:LR]   play the operator: append an ``OP`` request (set_lr with LR, hold,
-                          release) to requests.jsonl at the end of epoch E, before its epoch
-                          record (repeatable; only in attempt 1)
+                          release; exploit with LR: a PBT exploit of its own epoch-0001) to
+                          requests.jsonl at the end of epoch E, before its epoch record
+                          (repeatable; only in attempt 1)
     --leave-temp          print the checkpoints/.tmp-* files it finds at its start (``fault: temp [...]``),
                           then leave one of its own there, as a trainer killed mid-save does
     --session-child       start a child in a session of its own (``start_new_session=True``),
@@ -74,7 +75,13 @@ def operator_request(spec: str, epoch: int) -> None:
         return
     from lrsup.supervisor.run.operator import send_request
 
-    send_request(os.environ["LRSUP_RUN_DIR"], op, lr=float(lr[0]) if lr else None, who="ops@fault", why=f"epoch {at}")
+    run_dir = os.environ["LRSUP_RUN_DIR"]
+    if op == "exploit":  # PBT's request, copying the run's own epoch-0001 (refused: this trainer keeps none)
+        hparams = {"lr": float(lr[0]), "momentum": 0.9}
+        peer = os.path.abspath(run_dir)
+        send_request(run_dir, op, who="ops@fault", peer=peer, checkpoint="epoch-0001", epoch=int(at), hparams=hparams)
+        return
+    send_request(run_dir, op, lr=float(lr[0]) if lr else None, who="ops@fault", why=f"epoch {at}")
 
 
 def main(argv: list[str] | None = None) -> int:

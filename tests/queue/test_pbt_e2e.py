@@ -1,5 +1,7 @@
 """``lrsup sweep --pbt`` then ``queue run``: a population of 4 fake trainers (real supervisors)
-in which the worst member copies the best one's checkpoint in place, with no process restart."""
+in which the worst member copies the best one's checkpoint in place, with no process restart;
+the member takes its new origin, the donor keeps the donated checkpoint (``keep_last = 1``
+would prune it) until the member has loaded it."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.timeout(180)
 
 PBT = (
     NO_POLICIES
+    + "[agent]\nkeep_last = 1\n"
     + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
 )
 
@@ -23,11 +26,14 @@ def lines(path: Path) -> list[dict]:
 
 
 def test_a_population_exploits_in_place(tmp_path: Path) -> None:
+    # Epochs of 0.6 s, 8 of them: the donor is still running when the coordinator's donate
+    # request reaches it at the epoch-2 boundary, even on a loaded machine (with 0.2 s epochs
+    # the donor could finish first and never journal the donation).
     (tmp_path / "lrsup.toml").write_text(PBT)
     out = lrsup(
         tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
         "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
-        "--epochs", "5", "--steps", "4", "--sleep", "0.05", "--checkpoints", "--lr", "0.02",
+        "--epochs", "8", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     group = out.stdout.split()[0]
@@ -54,9 +60,23 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     assert acks and not [r for r in metrics if r.get("type") == "error"]
     assert acks[0]["lr"] == exploits[0]["new"]["lr"]
     assert len([r for r in metrics if r.get("type") == "start"]) == 1  # one process: no restart
+    # the member's new origin: a checkpoint right after the rollback's ack, the only one it kept then
+    at = metrics.index(acks[0])
+    base = metrics[at + 1]
+    assert base["type"] == "checkpoint" and base["name"] == exploits[0]["base"], metrics[at : at + 3]
+    before = {r["name"] for r in metrics[:at] if r.get("type") == "checkpoint"}
+    retains = [c["keep"] for c in lines(worst / "control.jsonl") if c["cmd"] == "retain" and base["name"] in c["keep"]]
+    assert retains and not before & set(retains[0]), (before, retains)
+    # the donor kept the donated checkpoint from the donate request on
+    donor_control = lines(donor / "control.jsonl")
+    kept = [c for c in donor_control if c["cmd"] == "retain" and "pbt donation to" in c.get("reason", "")]
+    assert kept and exploits[0]["checkpoint"] in kept[0]["keep"], donor_control
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)
     assert report.returncode == 0, report.stderr
     assert f"{worst.name} copied {donor.name}" in report.stdout and "population best val_loss: 0.5" in report.stdout
-    assert "## Lineage" in (tmp_path / "runs" / f"{group}-report" / "population.md").read_text()
+    folder = tmp_path / "runs" / f"{group}-report"
+    assert "## Lineage" in (folder / "population.md").read_text()
+    assert (folder / "population.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "(population.png)" in (folder / "compare.md").read_text()

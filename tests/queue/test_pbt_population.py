@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
-from lrsup.supervisor.queue.population import Population, create_population, population_path
+from lrsup.supervisor.queue.population import DONATION_TIMEOUT, Population, create_population, population_path
 from lrsup.supervisor.queue.store import NewEntry, QueueStore, Status
 
 SHA = "0" * 64
@@ -66,3 +66,65 @@ def test_population_sends_exploit_and_donate_and_survives_its_death(tmp_path: Pa
     assert again.tick(store.entries(group="g"), emit) == []
     assert len(requests(d_dir)) == 1
     store.close()
+
+
+def test_the_donor_is_told_when_the_member_answered_its_rollback_or_gave_no_answer_in_time(tmp_path: Path):
+    runs = tmp_path / "runs"
+    store = QueueStore.open(runs)
+    losses = {"a": [0.5, 0.3], "b": [0.6, 0.5], "c": [0.7, 0.6], "d": [2.0, 1.9]}
+    for name, vals in losses.items():
+        entry_id = store.add(NewEntry("train.py", name=name, group="g", params={"lr": 0.1}))
+        write_member(runs / f"q{entry_id}-{name}", vals, lr=0.1)
+        store.claim(entry_id, run_dir=str(runs / f"q{entry_id}-{name}"), gpus="")
+    settings = PopulationSettings(interval=2, mutations={"lr": {"values": [0.025, 0.05, 0.1]}})
+    path = create_population(runs, "g", settings)
+    population = Population(path, json.loads(path.read_text()))
+    (decision,) = population.tick(store.entries(group="g"), lambda *a: None, now=100.0)
+    d_dir, a_dir = runs / "q4-d", runs / "q1-a"
+    assert [r["op"] for r in requests(a_dir)] == ["donate"]
+    assert json.loads(path.read_text())["donations"][0]["donor"] == "q1-a"  # saved: survives the coordinator
+    population.tick(store.entries(group="g"), lambda *a: None, now=200.0)
+    assert [r["op"] for r in requests(a_dir)] == ["donate"]  # no answer yet: still kept
+    ack = {"v": 1, "type": "ack", "time": 2.0, "seq": 5, "cmd": "rollback", "epoch": 1, "step": 20, "lr": 0.05}
+    with (d_dir / protocol.METRICS_FILE).open("a") as f:
+        f.write(protocol.dumps(ack) + "\n")
+    again = Population(path, json.loads(path.read_text()))  # a new coordinator reads the open donation back
+    again.tick(store.entries(group="g"), lambda *a: None, now=201.0)
+    done = requests(a_dir)[-1]
+    assert done["op"] == "donation_done" and done["peer"] == str(d_dir.resolve())
+    assert done["checkpoint"] == decision.checkpoint and json.loads(path.read_text())["donations"] == []
+    # a member that never answers: released after the timeout
+    again.donations.append({**again.request_fields(decision), "member": "q4-d", "donor": "q1-a",
+                            "rollbacks": 99, "time": 0.0})  # fmt: skip
+    again.tick(store.entries(group="g"), lambda *a: None, now=DONATION_TIMEOUT - 1)
+    assert len(requests(a_dir)) == 2
+    again.tick(store.entries(group="g"), lambda *a: None, now=DONATION_TIMEOUT + 1)
+    assert requests(a_dir)[-1]["op"] == "donation_done" and not again.donations
+    store.close()
+
+
+def test_a_member_never_donates_a_checkpoint_from_before_its_own_exploit(tmp_path: Path):
+    from lrsup.supervisor.queue.population import _Member
+
+    run_dir = tmp_path / "q1-a"
+    write_member(run_dir, [0.9, 0.8, 0.7, 0.6], lr=0.1)  # epoch-0000..0003 at steps 10..40
+    base = {"v": 1, "type": "checkpoint", "time": 2.0, "name": "exploit-0004-epoch-0005", "epoch": 3, "step": 60,
+            "file": "checkpoints/exploit-0004-epoch-0005.json", "sha256": SHA}  # fmt: skip
+    ack = {"v": 1, "type": "ack", "time": 2.0, "seq": 9, "cmd": "rollback", "epoch": 3, "step": 60, "lr": 0.05}
+    epoch = {"v": 1, "type": "epoch", "time": 3.0, "epoch": 4, "step": 70, "lr": 0.05, "logs": {"val_loss": 0.5}}
+    member = _Member(run_dir)
+    try:
+        member.read("val_loss")
+        assert member.known_good() == "epoch-0003"
+        with (run_dir / protocol.METRICS_FILE).open("a") as f:
+            f.write(protocol.dumps(ack) + "\n" + protocol.dumps(base) + "\n")
+        member.read("val_loss")
+        # it loaded a donor's state at step 60: its checkpoints up to step 40 hold abandoned weights,
+        # and its last score (step 40) vouches for none of its checkpoints now
+        assert member.known_good() is None and member.rollbacks == 1
+        with (run_dir / protocol.METRICS_FILE).open("a") as f:
+            f.write(protocol.dumps(epoch) + "\n")
+        member.read("val_loss")
+        assert member.known_good() == "exploit-0004-epoch-0005"
+    finally:
+        member.follower.stop()
