@@ -132,6 +132,11 @@ class RunView:
             purpose (an LR range test), or None. Other policies should not react to
             the loss meanwhile; the engine suppresses their LR changes and rollbacks.
         start_step: the step of the latest start record (where this fit began).
+        script_lr: what of the script's own moves the LR in this fit while the script owns
+            it (``[run] lr_owner = "script"``, the default): its LR callbacks
+            (``ReduceLROnPlateau``...), its optimizer's LearningRateSchedule, an LR change lrsup
+            did not command. Empty while lrsup alone moves it. While it is not empty the engine
+            consults no policy whose ``lr_role`` is ``"tunes"``.
     """
 
     lr: float | None = None
@@ -147,6 +152,7 @@ class RunView:
     batch_min_interval: float | None = None
     probing: str | None = None
     start_step: int = 0
+    script_lr: tuple[str, ...] = ()
 
 
 class Policy:
@@ -154,6 +160,11 @@ class Policy:
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type[PolicySettings]] = PolicySettings
+    # What the policy does to the learning rate, for the engine's one-owner rule (a declaration,
+    # not a decision): "tunes" (moves it to train better: stands down in a fit whose LR the
+    # script's own logic owns, ``RunView.script_lr``), "rescues" (moves it to save the run: stays
+    # on), "" (does not move it).
+    lr_role: ClassVar[str] = ""
 
     def __init__(self, settings: PolicySettings | None = None, **kwargs: Any) -> None:
         if settings is not None and kwargs:
@@ -182,6 +193,16 @@ class Policy:
 
         After a ``rollback`` ack the trainer's step is back at the checkpoint's step, and
         the records that follow describe the restored run.
+        """
+        return ()
+
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """The epoch-log keys this policy decides on (e.g. ``("val_loss",)``); () for none.
+
+        The engine checks them against the first epoch record of each fit and says when one
+        is missing (a ``missing_metric`` decision, journaled and shown): a policy whose metric
+        never appears does nothing, and must not do it silently. Pure: from the settings.
         """
         return ()
 

@@ -272,6 +272,7 @@ class Divergence(Policy):
     """
 
     name: ClassVar[str] = "divergence"
+    lr_role: ClassVar[str] = "rescues"
     Settings: ClassVar[type[PolicySettings]] = DivergenceSettings
     settings: DivergenceSettings
 

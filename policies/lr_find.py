@@ -277,6 +277,7 @@ class LRFind(Policy):
     """
 
     name: ClassVar[str] = "lr_find"
+    lr_role: ClassVar[str] = "tunes"
     Settings: ClassVar[type[PolicySettings]] = LRFindSettings
     settings: LRFindSettings
 

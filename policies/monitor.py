@@ -318,6 +318,11 @@ class MonitorPolicy(Policy):
     def reset(self) -> None:
         self._history: list[tuple[int, dict[str, Any]]] = []  # (epoch record's step, own state after it)
 
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """The monitored key (``settings.monitor``): what the engine checks each fit's epoch logs for."""
+        return (self.settings.monitor,)
+
     def decide_epoch(self, record: EpochRecord, run: RunView) -> Sequence[Action]:
         raise NotImplementedError  # abstract
 

@@ -84,6 +84,7 @@ class Plateau(MonitorPolicy):
     """
 
     name: ClassVar[str] = "plateau"
+    lr_role: ClassVar[str] = "tunes"
     Settings: ClassVar[type[PolicySettings]] = PlateauSettings
     settings: PlateauSettings
 

@@ -69,6 +69,7 @@ class SchedulePolicy(Policy):
     """
 
     Settings = ScheduleSettings
+    lr_role = "tunes"
 
     def reset(self) -> None:
         self._schedule: dict[str, Any] | None = None

@@ -149,6 +149,11 @@ class WarmRestart(SchedulePolicy):
         self._wait = 0
         self._cycle = 0
 
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """``monitor`` when it restarts on a plateau, else nothing."""
+        return (self.settings.monitor,) if self.settings.on_plateau else ()
+
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         s = self.settings
         lr0, lr_text = self._lr(s.initial_lr, "initial_lr", record, run)

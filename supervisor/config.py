@@ -238,6 +238,14 @@ class RunSettings(BaseModel):
         snapshot_interval: float. Seconds between two snapshots of the policies' state
             (snapshot.json), from which ``lrsup resume`` continues without replaying the
             whole run (>= 0; 0 writes none: resume replays every record). Default 30.
+        lr_owner: ``"script"`` or ``"lrsup"``. Who owns the learning rate in a fit where the
+            script moves it itself (its ReduceLROnPlateau or LearningRateScheduler callbacks,
+            its optimizer's LearningRateSchedule, a callback that assigns the LR). ``"script"``
+            (default): the script's own LR logic keeps it; lrsup's LR-tuning policies (plateau,
+            schedules, warm restarts, the LR range test) stand down for that fit, journaled
+            once; the rescues (divergence) stay on. ``"lrsup"``: lrsup takes the LR over; the
+            script's LR callbacks are left out of each fit (the script's list is untouched),
+            and a LearningRateSchedule is driven through lrsup's multiplier.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -253,6 +261,7 @@ class RunSettings(BaseModel):
     stop_timeout: float = Field(120.0, gt=0, allow_inf_nan=False, le=MAX_SECONDS)
     start_timeout: float = Field(1800.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
     snapshot_interval: float = Field(30.0, ge=0, allow_inf_nan=False, le=MAX_SECONDS)
+    lr_owner: Literal["script", "lrsup"] = "script"
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> "RunSettings":

@@ -268,6 +268,7 @@ class CommandHandler:
             return
         epoch, step = self._position()  # a rollback moved it
         lr = lr_of(handle)
+        self._lr.leave(lr)  # what lrsup left: an epoch's LR other than this was moved by something else
         self._records.write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
         if cmd not in HOUSEKEEPING_COMMANDS:  # checkpoints and cadence: the ack record is enough
             warn(describe_command(obj, epoch, step, lr, late))

@@ -38,7 +38,7 @@ import math
 import os
 import time
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lrsup.supervisor.agent.checkpointing import Checkpointer
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointStore
@@ -111,6 +111,11 @@ class Agent:
       (the caller calls it only while ``schedule_active``); ``set_lr`` then sets the multiplier
       to ``lr / schedule(step)``, ``scale_lr`` multiplies it, ``clear_schedule`` keeps the LR
       where it is. Refused (error record) for a handle whose ``native_schedule`` is set.
+    - What else moves the LR: ``start`` records the script's LR callbacks it is told of
+      (``lr_callbacks``: the launcher sees fit's callbacks), and each epoch record carries
+      ``lr_moved_from`` when the LR differs from the one lrsup last left (at the start, after
+      each command, at each step of lrsup's schedule): an LR change lrsup did not command, such
+      as a callback of the script assigning it. Not compared under a ``native_schedule``.
 
     Raises:
         AgentError: the run directory is missing or metrics.jsonl cannot be opened for writing.
@@ -236,6 +241,8 @@ class Agent:
         backend: str | None = None,
         checkpoint: bool = True,
         barrier: bool = True,
+        lr_callbacks: Sequence[str] = (),
+        lr_callbacks_left_out: bool = False,
     ) -> None:
         """Begin one fit: apply what is pending, write the start record, start heartbeats,
         checkpoint, then wait for the supervisor's verdict on the start record (the start barrier).
@@ -257,6 +264,8 @@ class Agent:
                 initial_epoch - 1}``, at most ``verdict_timeout``), applying commands as they
                 come, so that decisions on the start record (an LR range test, a schedule) are in
                 effect from the first batch. False for a fit that will run no batch.
+            lr_callbacks: the class names of the script's own LR callbacks in this fit.
+            lr_callbacks_left_out: bool, they were left out of this fit (lrsup owns the LR).
         """
         self.commands.poll(handle)
         self.commands.begin_fit(initial_epoch)
@@ -266,13 +275,16 @@ class Agent:
         self._reset_buckets(step)
         if self.lr_control.schedule is not None:
             self.lr_control.apply(handle, step)
+        lr = lr_of(handle)
+        self.lr_control.watch = getattr(handle, "native_schedule", None) is None
+        self.lr_control.leave(lr)
         self.records.write(
             StartRecord(
                 time=time.time(),
                 pid=os.getpid(),
                 optimizer=optimizer,
                 optimizer_config=dict(optimizer_config or {}),
-                lr=lr_of(handle),
+                lr=lr,
                 lr_schedule=lr_schedule,
                 steps_per_epoch=steps_per_epoch,
                 epochs=epochs,
@@ -282,6 +294,8 @@ class Agent:
                 backend=backend,
                 agent=AGENT_NAME,
                 fit=self.fits,
+                lr_callbacks=list(lr_callbacks),
+                lr_callbacks_left_out=lr_callbacks_left_out,
             )
         )
         self.heartbeats.start()
@@ -304,7 +318,7 @@ class Agent:
         """
         lr = self.lr_control
         if lr.schedule is not None:
-            handle.set_lr(lr.schedule(step) * lr.multiplier)
+            lr.apply(handle, step)
 
     def batch_end(self, handle: OptimizerHandle, *, epoch: int, batch: int, step: int, logs: Logs = None) -> None:
         """After each batch: a batch record when ``step`` enters a new block of ``batch_every``
@@ -367,8 +381,10 @@ class Agent:
         every = self.settings.checkpoint_every_epochs
         if every and (epoch + 1) % every == 0:
             self.checkpointer.save(handle, epoch=epoch, step=step, epoch_end=True)
+        lr = lr_of(handle)
+        moved = self.lr_control.moved_from(lr)  # a callback of the script moved it during the epoch
         self.records.write(
-            EpochRecord(time=time.time(), epoch=epoch, step=step, lr=lr_of(handle), logs=metrics_of(logs))
+            EpochRecord(time=time.time(), epoch=epoch, step=step, lr=lr, logs=metrics_of(logs), lr_moved_from=moved)
         )
         self._barrier(handle, epoch, f"epoch {epoch + 1}")
 

@@ -464,6 +464,9 @@ class LrsupCallback(keras.callbacks.Callback):
         self.run_dir = os.fspath(run_dir) if run_dir is not None else (os.environ.get(ENV_RUN_DIR) or None)
         if self.run_dir is None:
             _warn_standalone()
+        # The script's LR callbacks in the coming fit and whether they were left out of it:
+        # set by the launcher before each fit (it sees fit's callbacks; this callback does not).
+        self.lr_callbacks: tuple[list[str], bool] = ([], False)
         self._reset()
 
     def _reset(self) -> None:
@@ -514,6 +517,8 @@ class LrsupCallback(keras.callbacks.Callback):
             step=self._step,
             keras_version=keras.version(),
             backend=keras.backend.backend(),
+            lr_callbacks=list(self.lr_callbacks[0]),
+            lr_callbacks_left_out=self.lr_callbacks[1],
         )
         self._running = True
 

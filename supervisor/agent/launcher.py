@@ -117,6 +117,7 @@ def patch_keras_fit(keras: Any) -> None:
         from lrsup.supervisor.agent.keras_callback import LrsupCallback, restore_initial_epoch, skipped_history
 
         callbacks, callback = with_lrsup_callback(bound.arguments.get("callbacks"), self, LrsupCallback)
+        callbacks = arrange_lr_callbacks(callbacks, callback)
         bound.arguments["callbacks"] = callbacks
         initial_epoch = bound.arguments.get("initial_epoch", 0)
         resumed = restore_initial_epoch(initial_epoch, bound.arguments.get("epochs", 1))
@@ -167,6 +168,23 @@ def with_lrsup_callback(callbacks: Any, model: Any, cls: type) -> tuple[Any, Any
         return callbacks, existing
     callback = cls()
     return items + [callback], callback
+
+
+def arrange_lr_callbacks(callbacks: Any, callback: Any) -> Any:
+    """``callbacks`` for this fit under the run's ``[run] lr_owner``; ``callback.lr_callbacks`` says what was found.
+
+    ``"script"`` (default): the script's LR callbacks stay (lrsup's LR tuning stands down).
+    ``"lrsup"``: they are left out of this fit (a new list; the script's own is untouched).
+    """
+    from lrsup.supervisor.agent.lr_control import leave_out_lr_callbacks, lr_callback_names
+    from lrsup.supervisor.agent.settings import load_lr_owner
+
+    names = lr_callback_names(callbacks)
+    left_out = False
+    if names and getattr(callback, "run_dir", None) and load_lr_owner(callback.run_dir) == "lrsup":
+        callbacks, left_out = leave_out_lr_callbacks(callbacks)
+    callback.lr_callbacks = (names, left_out)
+    return callbacks
 
 
 def _find(items: Sequence[Any], cls: type) -> Any:

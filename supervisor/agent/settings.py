@@ -119,3 +119,21 @@ def load_settings(run_dir: str | os.PathLike[str], **overrides: Any) -> Settings
         if value is not None:
             values[name] = check_setting(name, value, "Agent")
     return Settings(**values)
+
+
+LR_OWNERS = ("script", "lrsup")
+
+
+def load_lr_owner(run_dir: str | os.PathLike[str] | None) -> str:
+    """``[run] lr_owner`` from ``run_dir/config.json``: ``"script"`` (the default, also when it cannot
+    be read: the script's own LR logic is left alone) or ``"lrsup"`` (lrsup takes the LR over)."""
+    if run_dir is None:
+        return "script"
+    try:
+        with open(os.path.join(os.fspath(run_dir), CONFIG_FILE), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return "script"
+    run = config.get("run") if isinstance(config, dict) else None
+    owner = run.get("lr_owner") if isinstance(run, dict) else None
+    return owner if owner in LR_OWNERS else "script"

@@ -72,13 +72,21 @@ def replay(
         None, "--config", help="Replay under this configuration instead of the run's own."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per decision per line, instead of a table."),
+    show_all: bool = typer.Option(
+        False, "--all", help="Also list checkpoint bookkeeping (retain, keep, checkpoint, configure)."
+    ),
     runs_dir: Path = RunsDirOption,
 ) -> None:
-    """Feed a finished run's records to the policies again and print what they decide (what-if)."""
-    raise typer.Exit(_replay(resolve(run, runs_dir), config, as_json))
+    """What would this stack have decided on a run's metrics, at its own LR? (a what-if)
+
+    The recorded metrics are fed to the policies with the LR the replayed stack's own
+    decisions give (its cuts, its schedule); the what-if ends at the first rollback or stop
+    it sends, after which the records describe a run that would not have happened.
+    """
+    raise typer.Exit(_replay(resolve(run, runs_dir), config, as_json, show_all))
 
 
-def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
+def _replay(run_dir: Path, config_path: Path | None, as_json: bool, housekeeping: bool = False) -> int:
     import json
 
     resolved = load_config(config_path, Path.cwd()) if config_path is not None else None
@@ -91,7 +99,7 @@ def _replay(run_dir: Path, config_path: Path | None, as_json: bool) -> int:
         if bar.progress is not None:
             bar.progress.update(bar.task, total=None)  # no byte counts from replay: a pulsing bar
         try:
-            for item in replay_run(run_dir, resolved):
+            for item in replay_run(run_dir, resolved, housekeeping=housekeeping):
                 if as_json:
                     print(protocol.dumps(item) if isinstance(item, dict) else json.dumps(str(item)), flush=False)
                 else:

@@ -124,13 +124,26 @@ def _feed(display: Any, obj: dict) -> None:
 
 
 def _feed_journal(display: Any, obj: dict) -> None:
-    from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry, read_entry
+    from types import SimpleNamespace
+
+    from lrsup.supervisor.protocol.journal import (
+        DecisionEntry,
+        EventEntry,
+        LrOwnerEntry,
+        MissingMetricEntry,
+        read_entry,
+    )
 
     entry = read_entry(obj)
     if isinstance(entry, DecisionEntry):
         display.on_decision(_decision_view(entry))
+    elif isinstance(entry, MissingMetricEntry):  # shown as the live run showed it
+        action = SimpleNamespace(kind=entry.kind, policy=entry.policy, reason=entry.message)
+        display.on_decision(SimpleNamespace(action=action, lr=None, suppressed=None, epoch=entry.epoch))
     elif isinstance(entry, EventEntry):
         display.on_state(entry.event or "event", str(entry.detail or entry.event))
+    elif isinstance(entry, LrOwnerEntry) and hasattr(display, "on_note"):
+        display.on_note(entry.detail)  # who owns the LR
 
 
 def _watch(run_dir: Path, poll: float = 0.25, display: Any = None) -> int:
@@ -143,7 +156,7 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
 
     from lrsup.supervisor import protocol
     from lrsup.supervisor.history.runs import TailReader, head_objects, summarize, tail_objects
-    from lrsup.supervisor.protocol.journal import DecisionEntry, read_entry
+    from lrsup.supervisor.protocol.journal import DecisionEntry, LrOwnerEntry, read_entry
     from lrsup.supervisor.view.display import make_display
 
     metrics, journal = run_dir / protocol.METRICS_FILE, run_dir / protocol.JOURNAL_FILE
@@ -165,7 +178,11 @@ def _watch_until(run_dir: Path, poll: float, display: Any, stop: threading.Event
         last_epoch = next((r for r in reversed(tail) if r.get("type") == "epoch"), None)
         if last_epoch is not None and (start is None or (last_epoch.get("time") or 0) >= (start.get("time") or 0)):
             _feed(display, last_epoch)
-        decided = [e for e in map(read_entry, tail_objects(journal)) if isinstance(e, DecisionEntry)]
+        entries = list(map(read_entry, tail_objects(journal)))
+        owner = [e for e in entries if isinstance(e, LrOwnerEntry)]
+        if owner and hasattr(display, "on_note"):
+            display.on_note(owner[-1].detail)  # who owns the LR, as last said
+        decided = [e for e in entries if isinstance(e, DecisionEntry)]
         for entry in decided[-5:]:
             display.on_decision(_decision_view(entry))
         if summary.state != "running":

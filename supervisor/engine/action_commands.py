@@ -58,8 +58,12 @@ def _no_lr_plan(why: str) -> LRPlan:
     return LRPlan(None, None, None, why)
 
 
-def rollback_plan(action: Rollback, book: CheckpointBook) -> RollbackPlan:
-    """The checkpoint ``action`` goes to and the LR after it, or why it cannot be sent."""
+def rollback_plan(action: Rollback, book: CheckpointBook, lr_now: float | None = None) -> RollbackPlan:
+    """The checkpoint ``action`` goes to and the LR after it, or why it cannot be sent.
+
+    ``lr_now``: given while the script owns the LR, ``lr_factor`` cuts the lower of the
+    script's LR now (the LR that failed) and the checkpoint's.
+    """
     if action.lr is not None and not is_valid_lr(action.lr):
         return RollbackPlan(None, None, f"invalid: lr must be finite and >= 0 (got {action.lr!r})")
     if action.lr_factor is not None and not (math.isfinite(action.lr_factor) and action.lr_factor > 0):
@@ -83,6 +87,9 @@ def rollback_plan(action: Rollback, book: CheckpointBook) -> RollbackPlan:
         target = book.get(info.name)
     if action.lr is not None:
         lr = float(action.lr)
+    elif action.lr_factor is not None and lr_now is not None:
+        base = lr_now if target.lr is None else min(lr_now, target.lr)  # type: ignore[union-attr]
+        lr = base * action.lr_factor
     elif action.lr_factor is not None and target.lr is not None:  # type: ignore[union-attr]
         lr = target.lr * action.lr_factor  # type: ignore[union-attr]
     else:

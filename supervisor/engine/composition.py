@@ -16,7 +16,9 @@ Composition rules, per record:
    checkpoint with the best ``monitor`` value (the engine's, default ``val_loss``,
    falling back to ``loss``); a name is taken as given if the checkpoint is known. The
    LR after it: ``lr``, else the checkpoint's LR times ``lr_factor``, else none given
-   (the checkpoint's own). Others are suppressed: "no checkpoint to roll back to: ...",
+   (the checkpoint's own); while the script owns the LR (``RunView.script_lr``), ``lr_factor``
+   cuts the script's LR now where it is lower than the checkpoint's (never restoring more
+   than the LR that failed, cut; ``EngineState.script_lr_base``). Others are suppressed: "no checkpoint to roll back to: ...",
    "another rollback (policy X) already decided at step N", "a rollback to X decided at
    step N is not applied yet", or "invalid: ...". A rollback suppresses every SetLR,
    ScaleLR and SetSchedule on the record ("rollback (policy X) decided at step N").
@@ -201,7 +203,7 @@ def pick_winners(r: Round, actions: list[Action]) -> Winners:
     state = r.state
     for action in actions:
         if isinstance(action, Rollback) and w.rollback is None and r.pending is None and not r.probed(action):
-            target, lr, problem = rollback_plan(action, state.book)
+            target, lr, problem = rollback_plan(action, state.book, state.script_lr_base())
             if problem is not None:
                 w.problems[id(action)] = problem
             else:

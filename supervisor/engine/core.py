@@ -35,13 +35,28 @@ engine passes them to no policy and takes no LR from them, and checkpoint record
 taken after the target are ignored. After the ack the trainer's step is the
 checkpoint's step again.
 
+One owner per learning rate (issue 13): the start record names the script's own LR
+callbacks (``lr_callbacks``) and its optimizer's LearningRateSchedule (``lr_schedule``);
+an epoch record whose ``lr_moved_from`` is set shows an LR change lrsup did not command.
+With ``lr_owner="script"`` (the default) any of these makes the script the owner of the LR
+for that fit (``RunView.script_lr``): the policies whose ``lr_role`` is ``"tunes"`` (plateau,
+schedules, warm restarts, the LR range test) are not consulted until the next start record
+(one that is probing finishes its probe first; an lrsup schedule still in force is cleared,
+once, by the engine's own ClearSchedule), the rescues (``"rescues"``: divergence) stay
+on and cut the script's LR now, and the journal says so once per fit
+(:class:`~lrsup.supervisor.protocol.journal.LrOwnerEntry`, from :meth:`Engine.take_notes`).
+With ``lr_owner="lrsup"`` the agent leaves the script's LR callbacks out of the fit, the
+policies go on, and the journal says what was taken over.
+
 Composition rules: how the actions of one record become decisions (safety first:
 Rollback > Stop > LR changes > schedules; probing; checkpoints, configuration and
 retention) are in :mod:`lrsup.supervisor.engine.composition`'s docstring, with
 :func:`~lrsup.supervisor.engine.composition.compose`, which the engine calls with its
 :class:`~lrsup.supervisor.engine.state.EngineState` (all it knows, in one object). Suppressed
 decisions have ``command=None`` and ``lr=None``. Decisions come back in the order the
-actions were returned, then the engine's retain decision.
+actions were returned, then the engine's missing-metric decisions (no command: a monitored
+metric a fit's first epoch lacks, see :mod:`~lrsup.supervisor.engine.metric_check`), then
+its retain decision.
 
 Example::
 
@@ -57,12 +72,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from lrsup.policies.actions import Action, Retain
+from lrsup.policies.actions import Action, ClearSchedule, Retain
 from lrsup.policies.base import CheckpointInfo, Policy, RunView
 from lrsup.policies.monitor import Monitor
 from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
 from lrsup.supervisor.engine.composition import compose
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
+from lrsup.supervisor.engine.metric_check import MetricCheck
 from lrsup.supervisor.engine.state import RUN_FIELDS, EngineState
 from lrsup.supervisor.protocol.commands import (
     ClearScheduleCommand,
@@ -70,6 +86,7 @@ from lrsup.supervisor.protocol.commands import (
     RollbackCommand,
     SetScheduleCommand,
 )
+from lrsup.supervisor.protocol.journal import LrOwnerEntry
 from lrsup.supervisor.protocol.wire import (
     DEFAULT_BATCH_MIN_INTERVAL,
     AckRecord,
@@ -96,6 +113,13 @@ HOOKS: dict[type[Record], str] = {
 # The ``policy`` of the engine's own decisions (retain).
 ENGINE = "engine"
 
+# ``[run] lr_owner``: who owns the LR in a fit whose script moves it itself.
+LR_OWNERS = ("script", "lrsup")
+
+
+def _lr(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4g}"
+
 
 class Engine:
     """Runs a stack of policies over the trainer's records.
@@ -114,6 +138,8 @@ class Engine:
         monitor: str. The metric that makes a checkpoint "best" (retained, and the
             target of ``Rollback(best=True)``); ``loss`` when no checkpoint has it.
         mode: str. ``"auto"``, ``"min"`` or ``"max"`` for ``monitor``.
+        lr_owner: str. ``"script"`` (default) or ``"lrsup"``: who owns the LR in a fit whose
+            script moves it itself (``[run] lr_owner``; see "One owner per learning rate").
     """
 
     def __init__(
@@ -126,7 +152,11 @@ class Engine:
         checkpoint_every_steps: int = 0,
         monitor: str = "val_loss",
         mode: str = "auto",
+        lr_owner: str = "script",
     ) -> None:
+        if lr_owner not in LR_OWNERS:
+            raise ValueError(f"lr_owner must be one of {LR_OWNERS}; got {lr_owner!r}")
+        self.lr_owner = lr_owner
         for index, policy in enumerate(policies):
             if not isinstance(policy, Policy):
                 raise TypeError(f"policies[{index}] must be a Policy instance; got {policy!r}")
@@ -138,6 +168,15 @@ class Engine:
             for record_type, hook in HOOKS.items()
         }
         self._probers = tuple(p for p in self.policies if type(p).overrides("probing"))
+        # One owner per LR: the hooks and probers consulted now (the LR tuners left out while the
+        # script owns the LR), whether a tuner still probing is to stand down when it is done,
+        # and the journal entries the runner has not taken yet.
+        self._tuners = tuple(p for p in self.policies if p.lr_role == "tunes")
+        self._rescuers = frozenset(p.name for p in self.policies if p.lr_role == "rescues")
+        self._active_hooks = self._hooks
+        self._active_probers = self._probers
+        self._recheck = False
+        self._notes: list[LrOwnerEntry] = []
         initial_cadence = {
             "batch_every": batch_every,
             "batch_min_interval": float(batch_min_interval),
@@ -146,6 +185,7 @@ class Engine:
         }
         self.state = EngineState(CheckpointBook(Monitor(monitor, mode)), initial_cadence)
         self._view_fields: dict[str, Any] | None = None  # see _view
+        self._metric_check = MetricCheck(self.policies)  # monitored metrics a fit lacks (metric_check)
 
     @classmethod
     def from_config(cls, config: Any) -> "Engine":
@@ -162,6 +202,7 @@ class Engine:
             batch_min_interval=agent.batch_min_interval,
             checkpoint_every_epochs=agent.checkpoint_every_epochs,
             checkpoint_every_steps=agent.checkpoint_every_steps,
+            lr_owner=config.run.lr_owner,
         )
 
     # -- what the runner and tests read ------------------------------------------------
@@ -209,6 +250,16 @@ class Engine:
         """The lrsup schedule in force as the engine knows it, or None."""
         return self.state.schedule
 
+    @property
+    def script_lr(self) -> tuple[str, ...]:
+        """What of the script owns the LR in this fit (empty: lrsup does): ``RunView.script_lr``."""
+        return self.state.lr_movers
+
+    def take_notes(self) -> list[LrOwnerEntry]:
+        """The journal entries about the LR's owner decided since the last call (the runner journals them)."""
+        notes, self._notes = self._notes, []
+        return notes
+
     # -- feeding -----------------------------------------------------------------------
 
     def feed(self, record: Record) -> list[Decision]:
@@ -240,19 +291,31 @@ class Engine:
             state.run = {name: getattr(record, name) for name in RUN_FIELDS}
             state.start_step = record.step  # type: ignore[attr-defined]
             state.schedule, state.multiplier, state.pending = None, None, None
+            self._metric_check.on_start(record)  # type: ignore[arg-type]
         if kind in (StartRecord, BatchRecord, EpochRecord, AckRecord):
             state.step = record.step  # type: ignore[attr-defined]
         epoch, step = getattr(record, "epoch", None), getattr(record, "step", 0)
-        if kind is EpochRecord:
+        if kind is StartRecord:
+            self._on_fit_start(record)  # type: ignore[arg-type]
+        elif kind is EpochRecord:
             state.book.vouch(record)  # type: ignore[arg-type]
-        hooks = self._hooks.get(kind)
+            if record.lr_moved_from is not None:  # type: ignore[attr-defined]
+                self._on_lr_moved(record)  # type: ignore[arg-type]
+        if self._recheck:
+            self._stand_down()
+        hooks = self._active_hooks.get(kind)
         decisions: list[Decision] = []
-        if hooks:
+        release = self._release_schedule()
+        if hooks or release:
             view = self._view()
-            actions = self._ask(hooks, kind, record, view)
+            actions = self._ask(hooks, kind, record, view) + release if hooks else release
             if actions:
+                lr_before = state.lr
                 decisions = compose(state, actions, epoch, step, view.probing or self._probing())
                 self._view_fields = None
+                self._note_rescues(decisions, lr_before)
+        if kind is EpochRecord:
+            decisions.extend(Decision(w, None, None, epoch, step) for w in self._metric_check.on_epoch(record))  # type: ignore[arg-type]
         if decisions or kind is not BatchRecord:  # a batch record changes retention only by a decision
             decisions.extend(self._retain_decisions(epoch, step))
         return decisions
@@ -263,15 +326,19 @@ class Engine:
         if record.lr is not None:
             state.lr = float(record.lr)
         state.step = record.step
-        hooks = self._hooks.get(BatchRecord)
+        if self._recheck:
+            self._stand_down()
+        hooks = self._active_hooks.get(BatchRecord)
         if not hooks:
             return []
         view = self._view()
         actions = self._ask(hooks, BatchRecord, record, view)
         if not actions:
             return []
+        lr_before = state.lr
         decisions = compose(state, actions, record.epoch, record.step, view.probing or self._probing())
         self._view_fields = None
+        self._note_rescues(decisions, lr_before)
         if decisions:
             decisions.extend(self._retain_decisions(record.epoch, record.step))
         return decisions
@@ -310,6 +377,7 @@ class Engine:
                 "batch_every": state.cadence["batch_every"],
                 "batch_min_interval": state.cadence["batch_min_interval"],
                 "start_step": state.start_step,
+                "script_lr": state.lr_movers,
             }
         view = object.__new__(RunView)
         values = view.__dict__
@@ -320,10 +388,136 @@ class Engine:
         return view
 
     def _probing(self) -> str | None:
-        for policy in self._probers:
+        for policy in self._active_probers:
             if policy.probing:
                 return policy.name
         return None
+
+    # -- one owner per learning rate ----------------------------------------------------
+
+    def _on_fit_start(self, record: StartRecord) -> None:
+        """A new fit: who owns its LR, from what the start record says of the script's LR logic."""
+        state = self.state
+        state.fit, state.lr_movers, state.lr_noted = record.fit, (), ()
+        callbacks = tuple(record.lr_callbacks)
+        schedule = (f"{record.lr_schedule} (the optimizer's LearningRateSchedule)",) if record.lr_schedule else ()
+        if self.lr_owner == "script":
+            kept = () if record.lr_callbacks_left_out else callbacks
+            self._script_owns(kept + schedule, record, f"at the start of fit {record.fit}")
+            return
+        self._stand_down()
+        if not (callbacks or schedule):
+            return
+        parts = []
+        if callbacks:
+            which = ", ".join(callbacks)
+            parts.append(
+                f"the script's {which} left out of this fit"
+                if record.lr_callbacks_left_out
+                else f"the script's {which} could not be left out (a CallbackList): two owners of one LR"
+            )
+        if record.lr_schedule:
+            parts.append(f"its {record.lr_schedule} driven through lrsup's multiplier")
+        detail = f'fit {record.fit}: lrsup owns the LR ([run] lr_owner = "lrsup"): ' + "; ".join(parts)
+        self._note("take_over", "lrsup", callbacks + schedule, (), None, None, record.step, detail)
+
+    def _on_lr_moved(self, record: EpochRecord) -> None:
+        """The LR moved during the epoch and lrsup did not move it: something of the script did."""
+        state = self.state
+        was, now = record.lr_moved_from, record.lr
+        moved = f"an LR change lrsup did not command (epoch {record.epoch + 1}: {_lr(was)} -> {_lr(now)})"
+        if self.lr_owner == "script":
+            if not state.lr_movers:
+                self._script_owns((moved,), record, f"from epoch {record.epoch + 1} of fit {state.fit}")
+            return
+        detail = (
+            f'fit {state.fit}: {moved}, though lrsup owns the LR ([run] lr_owner = "lrsup"): a callback of the '
+            "script that lrsup cannot leave out assigns the LR; lrsup's policies go on from the LR it set"
+        )
+        self._note("moved", "lrsup", (moved,), (), now, record.epoch, record.step, detail)
+
+    def _script_owns(self, movers: tuple[str, ...], record: StartRecord | EpochRecord, when: str) -> None:
+        """The script's own LR logic keeps the LR from now to the end of the fit: the tuners stand down."""
+        self.state.lr_movers = movers
+        self._view_fields = None
+        self._stand_down()
+        if not movers or not self._tuners:
+            return
+        tuners = tuple(p.name for p in self._tuners)
+        rescues = ", ".join(sorted(self._rescuers))
+        detail = (
+            f"{when}: the script's own LR logic keeps the LR ({', '.join(movers)}): lrsup's "
+            f"{', '.join(tuners)} stand{'s' if len(tuners) == 1 else ''} down for this fit"
+            + (f"; {rescues} stay{'s' if len(self._rescuers) == 1 else ''} on as a rescue" if rescues else "")
+            + ' ([run] lr_owner = "lrsup" lets lrsup take the LR over)'
+        )
+        self._note("stand_down", "script", movers, tuners, None, getattr(record, "epoch", None), record.step, detail)
+
+    def _release_schedule(self) -> list[Action]:
+        """An lrsup schedule still in force when the script took the LR over mid-fit: clear it (the LR stays)."""
+        state = self.state
+        if not state.lr_movers or state.schedule is None or self._probing() is not None:
+            return []
+        if "release" in state.lr_noted:
+            return []
+        state.lr_noted = (*state.lr_noted, "release")
+        why = f"the script's own LR logic keeps the LR ({', '.join(state.lr_movers)}): lrsup's schedule stops here"
+        return [ClearSchedule(policy=ENGINE, reason=why)]
+
+    def _stand_down(self) -> None:
+        """Consult no LR tuner while the script owns the LR; one probing stands down when its probe ends."""
+        down: set[int] = set()
+        self._recheck = False
+        if self.state.lr_movers:
+            for policy in self._tuners:
+                if policy.probing:
+                    self._recheck = True
+                else:
+                    down.add(id(policy))
+        if not down:
+            self._active_hooks, self._active_probers = self._hooks, self._probers
+            return
+        self._active_hooks = {
+            kind: tuple(h for h in hooks if id(h[0]) not in down) for kind, hooks in self._hooks.items()
+        }
+        self._active_probers = tuple(p for p in self._probers if id(p) not in down)
+
+    def _note_rescues(self, decisions: list[Decision], lr_before: float | None) -> None:
+        """While the script owns the LR: say what LR a rescue restores (the script's, cut)."""
+        movers = self.state.lr_movers
+        if not movers:
+            return
+        for d in decisions:
+            if d.command is None or d.lr is None or d.action.policy not in self._rescuers:
+                continue
+            factor = getattr(d.action, "lr_factor", None)
+            if factor:
+                self.state.lr_rescue = (d.lr / factor, d.lr)
+            cut = f" cut x{d.lr / lr_before:.3g}" if lr_before else ""
+            detail = (
+                f"fit {self.state.fit}: {d.action.policy}'s {d.action.kind} restores LR {_lr(d.lr)}: the script's "
+                f"LR {_lr(lr_before)}{cut}; the script's {', '.join(movers)} goes on from there"
+            )
+            self._note("rescue", "script", movers, (d.action.policy,), d.lr, d.epoch, d.step, detail)
+
+    def _note(
+        self,
+        event: str,
+        owner: str,
+        movers: tuple[str, ...],
+        policies: tuple[str, ...],
+        lr: float | None,
+        epoch: int | None,
+        step: int | None,
+        detail: str,
+    ) -> None:
+        """One lr_owner journal entry; ``stand_down``, ``take_over`` and ``moved`` once per fit."""
+        state = self.state
+        if event != "rescue":
+            if event in state.lr_noted:
+                return
+            state.lr_noted = (*state.lr_noted, event)
+        self._notes.append(LrOwnerEntry(event, owner, state.fit, movers, policies, lr, epoch, step, detail))
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -372,7 +566,8 @@ class Engine:
         """JSON-safe state: the engine's LR, run info and supervision (checkpoints, schedule...), and each policy's."""
         own = self.state.state_dict()
         policies = {key: policy.state_dict() for key, policy in zip(self._keys(), self.policies)}
-        return {"lr": own["lr"], "run": own["run"], "policies": policies, "supervision": own["supervision"]}
+        supervision = {**own["supervision"], "metric_check": self._metric_check.state()}
+        return {"lr": own["lr"], "run": own["run"], "policies": policies, "supervision": supervision}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict`; the stack must be the same policies in the same order.
@@ -407,3 +602,5 @@ class Engine:
             policy.load_state_dict(saved[key])
         self._view_fields = None
         self.state.load_state_dict(state)
+        self._metric_check.load((supervision or {}).get("metric_check"))
+        self._stand_down()

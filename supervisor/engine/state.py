@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -67,6 +68,14 @@ class EngineState:
     keeps: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each policy's Keep
     retained: tuple[str, ...] = ()  # what the last retain command kept
     exit_status: int | None = None
+    # One owner per learning rate (issue 13), per fit: the start record's ``fit``, what of the
+    # script moves the LR while the script owns it (RunView.script_lr; empty: lrsup alone), and
+    # the journal's lr_owner events already written for this fit (each once). The checkpoint
+    # book keeps the same fit as its stage (``book.fit``, 1 before any start record).
+    fit: int | None = None
+    lr_movers: tuple[str, ...] = ()
+    lr_noted: tuple[str, ...] = ()
+    lr_rescue: tuple[float, float] | None = None  # the last rescue's (base LR, LR sent) while the script owns the LR
 
     def __post_init__(self) -> None:
         self.cadence = dict(self.initial_cadence)
@@ -84,6 +93,24 @@ class EngineState:
         self.keeps = {}
         self.retained = ()
         self.exit_status = None
+        self.fit = None
+        self.lr_movers = ()
+        self.lr_noted = ()
+        self.lr_rescue = None
+
+    def script_lr_base(self) -> float | None:
+        """While the script owns the LR: the LR a rescue's ``lr_factor`` cuts (None: the checkpoint's).
+
+        The script's LR now; but where it is still the LR the last rescue set, that rescue's
+        base, so that a repeated rescue compounds its cut from the same LR as divergence's
+        rule does, and not twice.
+        """
+        if not self.lr_movers or self.lr is None:
+            return None
+        rescue = self.lr_rescue
+        if rescue is not None and math.isclose(self.lr, rescue[1], rel_tol=1e-5):
+            return rescue[0]
+        return self.lr
 
     # -- retention ---------------------------------------------------------------------
 
@@ -107,7 +134,6 @@ class EngineState:
                 "start_step": self.start_step,
                 "checkpoints": self.book.state(),
                 "last_epoch": self.book.last_epoch,
-                "fit": self.book.fit,
                 "pending": None if self.pending is None else self.pending.to_json(),
                 "schedule": self.schedule,
                 "multiplier": self.multiplier,
@@ -116,6 +142,10 @@ class EngineState:
                 "keeps": {k: list(v) for k, v in self.keeps.items()},
                 "retained": list(self.retained),
                 "exit_status": self.exit_status,
+                "fit": self.fit,
+                "lr_movers": list(self.lr_movers),
+                "lr_noted": list(self.lr_noted),
+                "lr_rescue": None if self.lr_rescue is None else list(self.lr_rescue),
             },
         }
 
@@ -140,7 +170,8 @@ class EngineState:
     def _load_supervision(self, s: Mapping[str, Any]) -> None:
         self.step = s["step"]
         self.start_step = int(s["start_step"])
-        self.book.load(s["checkpoints"], s["last_epoch"], s.get("fit", 1))  # a state from before stages: fit 1
+        # The book's stage is the current fit (None before any start record; a state from before stages: 1).
+        self.book.load(s["checkpoints"], s["last_epoch"], s.get("fit") or 1)
         self.pending = None if s["pending"] is None else PendingRollback.from_json(s["pending"])
         self.schedule = s["schedule"]
         self.multiplier = s["multiplier"]
@@ -155,3 +186,9 @@ class EngineState:
         self.keeps = {k: tuple(v) for k, v in s["keeps"].items()}
         self.retained = tuple(s["retained"])
         self.exit_status = s["exit_status"]
+        # (a snapshot from before the one-owner rule has none of these: none known yet)
+        self.fit = s.get("fit")
+        self.lr_movers = tuple(s.get("lr_movers") or ())
+        self.lr_noted = tuple(s.get("lr_noted") or ())
+        rescue = s.get("lr_rescue")
+        self.lr_rescue = None if rescue is None else (float(rescue[0]), float(rescue[1]))

@@ -23,6 +23,8 @@ from lrsup.supervisor.protocol.journal import (
     CommandErrorEntry,
     DecisionEntry,
     EventEntry,
+    LrOwnerEntry,
+    MissingMetricEntry,
     OverrideEntry,
     read_entry,
 )
@@ -305,4 +307,8 @@ def read_journal(info: RunInfo, path: Path, tracker: ReadProgress) -> None:
                 stats.bad("event line without an event name")
                 continue
             info.events.append(Event(t, entry.event, entry.detail, dict(entry.fields)))
+        elif isinstance(entry, MissingMetricEntry):
+            info.missing_metrics.append(entry)
+        elif isinstance(entry, LrOwnerEntry):
+            info.lr_owner.append(entry)
         # UnknownEntry: a newer kind this reader does not know: skipped, as the protocol allows.

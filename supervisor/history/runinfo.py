@@ -71,7 +71,7 @@ from lrsup.supervisor.history.rows import (
     monitor_direction,
     order_metric_keys,
 )
-from lrsup.supervisor.protocol.journal import OVERRIDE
+from lrsup.supervisor.protocol.journal import OVERRIDE, LrOwnerEntry, MissingMetricEntry
 from lrsup.supervisor.protocol.jsonl import ReadStats
 from lrsup.supervisor.protocol.wire import AckRecord, EndRecord, ErrorRecord, StartRecord
 from lrsup.supervisor.rundir.liveness import pid_alive as _default_pid_alive
@@ -114,6 +114,7 @@ class RunInfo:
     batches: BatchSeries = field(default_factory=BatchSeries)
     decisions: list[DecisionRow] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    missing_metrics: list[MissingMetricEntry] = field(default_factory=list)  # monitored metrics a fit lacked
     interruptions: list[Interruption] = field(default_factory=list)
     end: EndRecord | None = None  # the end record of the last fit, if it ended
     agent_errors: list[ErrorRecord] = field(default_factory=list)
@@ -132,6 +133,7 @@ class RunInfo:
     best: EpochRow | None = None
     metrics_stats: ReadStats = field(default_factory=ReadStats)
     journal_stats: ReadStats = field(default_factory=ReadStats)
+    lr_owner: list[LrOwnerEntry] = field(default_factory=list)  # who owned the LR, per fit (the journal's)
 
     # -- convenience views ------------------------------------------------------
     @property
@@ -270,8 +272,8 @@ class RunInfo:
 
     @property
     def warnings(self) -> list[str]:
-        """Skipped lines and unreadable files, for a note in the report."""
-        out = []
+        """Monitored metrics a fit lacked, skipped lines and unreadable files, for a note in the report."""
+        out = [m.message for m in self.missing_metrics if m.message]
         for label, stats in ((protocol.METRICS_FILE, self.metrics_stats), (protocol.JOURNAL_FILE, self.journal_stats)):
             if stats.garbage:
                 first = f" (first: {stats.errors[0]})" if stats.errors else ""

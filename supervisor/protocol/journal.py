@@ -2,7 +2,9 @@
 
 The supervisor writes one line per decision (suppressed ones included), per command the
 trainer applied or refused, per operator override, per fit the trainer begins (``stage``:
-each ``fit`` call is a stage of the run) and per event (started, restart, hold, garbage, ...). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
+each ``fit`` call is a stage of the run), per event (started, restart, hold, garbage, ...)
+and per monitored metric a fit lacks (``missing_metric``). Each line is a JSON object with
+``v``, ``type`` (the entry's kind),
 ``time`` (the supervisor's wall clock) and the entry's fields, in the order below; a line
 journaled late because the disk was full also carries ``late`` (why; read back among the
 entry's extra fields, or for ``applied``, over its own ``late``). People and
@@ -33,6 +35,8 @@ COMMAND_ERROR = "command_error"
 OVERRIDE = "override"
 EVENT = "event"
 REQUEST = "request"
+MISSING_METRIC = "missing_metric"
+LR_OWNER = "lr_owner"
 STAGE = "stage"
 
 # Keys every line has besides its entry's fields.
@@ -215,6 +219,89 @@ class RequestEntry:
 
 
 @dataclass(frozen=True)
+class MissingMetricEntry:
+    """A policy monitors ``metric``, which fit ``fit``'s first epoch record (``epoch``, ``step``) lacked.
+
+    ``available`` lists the keys that epoch's logs had; ``message`` is the sentence shown.
+    Written once per fit and policy (the engine's missing-metric check).
+    """
+
+    kind: ClassVar[str] = MISSING_METRIC
+    policy: str
+    metric: str
+    available: tuple[str, ...]
+    fit: int | None
+    epoch: int | None
+    step: int | None
+    message: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "MissingMetricEntry":
+        available = obj.get("available")
+        keys = tuple(k for k in available if isinstance(k, str)) if isinstance(available, list) else ()
+        return cls(
+            as_str(obj.get("policy")),
+            as_str(obj.get("metric")),
+            keys,
+            as_int(obj.get("fit")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("message")),
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
+class LrOwnerEntry:
+    """Who owns the learning rate in fit ``fit`` (issue 13: one owner per learning rate), and what it changed.
+
+    ``event``: ``stand_down`` (the script's own LR logic keeps the LR: lrsup's LR-tuning
+    ``policies`` stand down for the fit; the rescues stay on), ``take_over`` (``[run] lr_owner
+    = "lrsup"``: lrsup owns the LR, the script's LR callbacks left out of the fit where they
+    could be), ``rescue`` (a rescue moved the script's LR: ``lr`` is the LR it restores) or
+    ``moved`` (under lrsup's ownership, an LR change lrsup did not command). ``owner`` is
+    ``script`` or ``lrsup``; ``movers`` what of the script moves the LR (its LR callbacks,
+    its optimizer's LearningRateSchedule, an uncommanded change); ``detail`` says it in a sentence.
+    """
+
+    kind: ClassVar[str] = LR_OWNER
+    event: str
+    owner: str
+    fit: int | None
+    movers: tuple[str, ...]
+    policies: tuple[str, ...]
+    lr: float | None
+    epoch: int | None
+    step: int | None
+    detail: str
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "LrOwnerEntry":
+        return cls(
+            as_str(obj.get("event")),
+            as_str(obj.get("owner")),
+            as_int(obj.get("fit")),
+            _strs(obj.get("movers")),
+            _strs(obj.get("policies")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("epoch")),
+            as_int(obj.get("step")),
+            as_str(obj.get("detail")),
+            time,
+            extra,
+        )
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+@dataclass(frozen=True)
 class StageEntry:
     """A fit (a stage of the run) began: the trainer's start record of fit ``fit`` (1-based, in the
     script's order), with its optimizer, LR and epoch budget as the script set them.
@@ -263,12 +350,32 @@ class UnknownEntry:
         return self.type if isinstance(self.type, str) else ""
 
 
-KnownEntry = Union[DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, StageEntry]
+KnownEntry = Union[
+    DecisionEntry,
+    AppliedEntry,
+    CommandErrorEntry,
+    OverrideEntry,
+    EventEntry,
+    RequestEntry,
+    MissingMetricEntry,
+    LrOwnerEntry,
+    StageEntry,
+]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
 ENTRY_TYPES: dict[str, type[KnownEntry]] = {
     cls.kind: cls
-    for cls in (DecisionEntry, AppliedEntry, CommandErrorEntry, OverrideEntry, EventEntry, RequestEntry, StageEntry)
+    for cls in (
+        DecisionEntry,
+        AppliedEntry,
+        CommandErrorEntry,
+        OverrideEntry,
+        EventEntry,
+        RequestEntry,
+        MissingMetricEntry,
+        LrOwnerEntry,
+        StageEntry,
+    )
 }
 
 # Fields of each kind that are the line's own (not in ``extra``), in the order they are written.
@@ -279,6 +386,8 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     OverrideEntry: ("who", "why", "lr", "seq", "suppressed"),
     EventEntry: ("event", "detail"),
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
+    MissingMetricEntry: ("policy", "metric", "available", "fit", "epoch", "step", "message"),
+    LrOwnerEntry: ("event", "owner", "fit", "movers", "policies", "lr", "epoch", "step", "detail"),
     StageEntry: ("fit", "optimizer", "lr", "epochs", "initial_epoch", "step", "pid"),
 }
 
@@ -294,7 +403,8 @@ def journal_line(entry: JournalEntry, time: float) -> dict[str, Any]:
         return {"v": PROTOCOL_VERSION, "type": entry.type, "time": time, **entry.fields}
     obj: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": entry.kind, "time": time}
     for name in _WRITTEN[type(entry)]:
-        obj[name] = getattr(entry, name)
+        value = getattr(entry, name)
+        obj[name] = list(value) if isinstance(value, tuple) else value
     obj.update(entry.fields if isinstance(entry, EventEntry) else entry.extra)
     return obj
 

@@ -333,6 +333,11 @@ class StartRecord(Record):
     # The ordinal (1-based) of this fit among the process's fit calls, in the script's order:
     # the same number for the same fit in every attempt. A stage of the run is one fit.
     fit: int = 1
+    # The script's own LR callbacks in this fit's callbacks (class names: ReduceLROnPlateau,
+    # LearningRateScheduler, or a subclass's name), and whether lrsup left them out of the fit
+    # (``[run] lr_owner = "lrsup"``: lrsup owns the LR; the script's list itself is untouched).
+    lr_callbacks: list = field(default_factory=list)
+    lr_callbacks_left_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -356,6 +361,10 @@ class EpochRecord(Record):
     step: int = 0
     lr: float | None = None
     logs: dict = field(default_factory=dict)
+    # The LR as lrsup last left it, when ``lr`` differs from it: something lrsup did not
+    # command (a callback of the script) moved the LR during this epoch. None otherwise, and
+    # under the optimizer's own LearningRateSchedule (which moves the LR at every step).
+    lr_moved_from: float | None = None
 
 
 @dataclass(frozen=True)
@@ -435,6 +444,8 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
             "backend": "str?",
             "agent": "str?",
             "fit": "int",
+            "lr_callbacks": "names",
+            "lr_callbacks_left_out": "bool",
         },
         {"pid"},
     ),
@@ -443,7 +454,7 @@ _RECORD_SPECS: dict[type[Record], tuple[dict[str, str], set[str]]] = {
         {"epoch", "step"},
     ),
     EpochRecord: (
-        {"epoch": "int", "step": "int", "lr": "float?", "logs": "metrics"},
+        {"epoch": "int", "step": "int", "lr": "float?", "logs": "metrics", "lr_moved_from": "float?"},
         {"epoch", "step"},
     ),
     HeartbeatRecord: ({"epoch": "int?", "step": "int"}, set()),

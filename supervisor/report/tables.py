@@ -135,6 +135,8 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
             + (f"; {bookkeeping} on checkpoint bookkeeping (in the journal)" if bookkeeping else ""),
         )
     )
+    if info.lr_owner:
+        rows.append(("LR owner", "; ".join(entry.detail for entry in info.lr_owner)))
     lost = info.time_lost
     approx = "≈ " if any(i.estimated for i in info.interruptions) else ""
     rows.append(

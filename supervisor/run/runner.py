@@ -43,11 +43,13 @@ from lrsup.supervisor import protocol
 from lrsup.supervisor.protocol.commands import Command, RetainCommand, SetLRCommand, StopCommand, VerdictCommand
 from lrsup.supervisor.protocol.doorbell import ControlWriter
 from lrsup.supervisor.protocol.journal import (
+    MISSING_METRIC,
     AppliedEntry,
     CommandErrorEntry,
     DecisionEntry,
     EventEntry,
     JournalEntry,
+    MissingMetricEntry,
     OverrideEntry,
     RequestEntry,
     StageEntry,
@@ -394,6 +396,7 @@ class Runner:
         if not live:
             for decision in self.engine.feed(record):
                 self._note_retain(decision)
+            self.engine.take_notes()  # journaled by the supervisor that read the record first
             return
         self.watchdog.on_record(record, self.clock.monotonic())
         self.terminal.on_record(record)
@@ -413,6 +416,9 @@ class Runner:
             )
         for decision in self.engine.feed(record):
             self._on_decision(decision)
+        for note in self.engine.take_notes():  # who owns the LR (lr_owner entries)
+            self.journal(note)
+            self.terminal.on_note(note.detail)
         if isinstance(record, EpochRecord):
             # Everything decided on this epoch is written: release the trainer.
             self.send(VerdictCommand(record.epoch))
@@ -452,6 +458,9 @@ class Runner:
         return None
 
     def _on_decision(self, decision: Decision) -> None:
+        if decision.action.kind == MISSING_METRIC:
+            self._say_missing_metric(decision)
+            return
         self._note_retain(decision)
         sent = self._already_sent(decision)
         if sent is not None and sent in self._journaled_seqs:
@@ -478,6 +487,13 @@ class Runner:
                     "checkpoint": getattr(decision.command, "checkpoint", None),
                 },
             )
+
+    def _say_missing_metric(self, decision: Decision) -> None:
+        """A metric a policy monitors is missing from a fit's epoch logs: journaled and shown (engine.metric_check)."""
+        a: Any = decision.action
+        entry = MissingMetricEntry(a.policy, a.metric, a.available, a.fit, decision.epoch, decision.step, a.reason)
+        self.journal(entry)
+        self.terminal.on_decision(decision)
 
     def _send_decided(self, decision: Decision) -> tuple[int | None, str | None]:
         """Send a decision's command unless held or degraded: (its seq, None) or (None, why not)."""

@@ -111,6 +111,9 @@ class Terminal:
     def on_time_lost(self, seconds: float) -> None:
         self._call("on_time_lost", seconds)
 
+    def on_note(self, text: str) -> None:
+        self._call("on_note", text)
+
     def close(self) -> None:
         self._call("close")
 

@@ -1,7 +1,7 @@
 """What the user sees while a run is supervised.
 
 Two displays with one small interface (``on_record``, ``on_decision``,
-``on_output_line``, ``on_state``, ``close``, and the optional ``on_time_lost``):
+``on_output_line``, ``on_state``, ``close``, and the optional ``on_time_lost`` and ``on_note``):
 
 - ``LiveDisplay`` (a terminal): a rich Live area under the scrolling trainer output,
   redrawn at most 4 times a second, showing
@@ -13,10 +13,12 @@ Two displays with one small interface (``on_record``, ``on_decision``,
   - a table of every metric of the latest epoch logs (``val_*`` beside its train twin):
     last batch value, current value, best value and the epoch of the best (min for
     loss-like names, max for accuracy/auc-like ones: lrsup.policies.monitor.metric_direction);
-    the current LR, with ``x multiplier`` when one is known and the schedule's name;
+    the current LR, with ``x multiplier`` when one is known, the schedule's name and the
+    script's own LR callbacks (``[script: ReduceLROnPlateau]``);
   - sparklines of loss, val_loss and LR (log scale) over the last 40 epochs (``×``: NaN);
   - the last decisions, newest first; rollbacks, restarts and give-ups in bold colour,
-    suppressed decisions dimmed.
+    suppressed decisions dimmed; who owns the LR (``on_note``: lrsup's LR tuning standing
+    down while the script's own LR logic keeps it, a rescue of the script's LR).
 
 - ``PlainDisplay`` (a pipe or file): one line per event, e.g.
   ``epoch 3/15 loss=0.41 val_loss=0.43 lr=0.01`` and
@@ -37,6 +39,7 @@ from typing import Any, Protocol, Sequence, TextIO
 
 from lrsup.policies.monitor import metric_direction
 from lrsup.supervisor.history.rows import fmt_lr
+from lrsup.supervisor.protocol.journal import MISSING_METRIC
 from lrsup.supervisor.protocol.wire import (
     HOUSEKEEPING_ACTIONS,
     AckRecord,
@@ -59,6 +62,8 @@ class Display(Protocol):
     # Optional (callers check with getattr): seconds of training lost so far to
     # restarts and rollbacks (a running total, not an increment).
     # def on_time_lost(self, seconds: float) -> None: ...
+    # Optional: a sentence the supervisor wants seen (who owns the LR: an lr_owner journal entry).
+    # def on_note(self, text: str) -> None: ...
 
 
 def format_metrics(logs: dict) -> str:
@@ -69,6 +74,8 @@ def format_metrics(logs: dict) -> str:
 def format_decision(decision: Any) -> str:
     """``decision plateau scale_lr 0.005: <reason>`` (the new LR when there is one)."""
     action = decision.action
+    if action.kind == MISSING_METRIC:
+        return f"warning: {action.reason}"
     value = decision.lr if decision.lr is not None else getattr(action, "lr", None)
     what = f"{action.kind} {fmt_lr(value)}" if value is not None else action.kind
     if action.kind == "set_hparam":
@@ -243,6 +250,8 @@ def _decision_style(decision: Any) -> tuple[str, str]:
     kind = getattr(action, "kind", "?")
     if decision.suppressed:
         return "", "dim"
+    if kind == MISSING_METRIC:
+        return "WARNING", "bold yellow"
     if kind in ("give_up",) or (kind == "stop" and getattr(action, "give_up", False)):
         return "GIVE UP", "bold red"
     if kind == "rollback":
@@ -310,6 +319,9 @@ class PlainDisplay:
     def on_state(self, event: str, detail: str) -> None:
         self._print(f"lrsup: {detail}")
 
+    def on_note(self, text: str) -> None:
+        self._print(f"lrsup: {text}")
+
     def on_time_lost(self, seconds: float) -> None:
         """A line when the total grows by a second or more (a restart or rollback happened)."""
         if seconds >= self.time_lost + 1.0:
@@ -340,6 +352,7 @@ class LiveDisplay:
         self.time_lost: float | None = None
         self.optimizer: str | None = None
         self.lr_schedule: str | None = None
+        self.lr_owner: str | None = None  # the script's LR callbacks in this fit, as the LR row shows them
         self.multiplier: float | None = None
         self.epochs: int | None = None
         self.steps_per_epoch: int | None = None
@@ -444,6 +457,12 @@ class LiveDisplay:
         """The total seconds lost to restarts and rollbacks so far (shown in the state line)."""
         self.time_lost = float(seconds)
 
+    def on_note(self, text: str) -> None:
+        """A sentence about who owns the LR: in the feed and above the live area."""
+        with self._lock:
+            self._push_feed(f"{' ' * 7}{text}", "cyan")
+        self._print(f"lrsup: {text}", "cyan")
+
     def close(self) -> None:
         if self._started:
             self._started = False
@@ -462,6 +481,8 @@ class LiveDisplay:
         self.initial_epoch, self.step = record.initial_epoch, record.step
         self.lr = record.lr if record.lr is not None else self.lr
         self.optimizer, self.lr_schedule = record.optimizer, record.lr_schedule
+        callbacks = [] if record.lr_callbacks_left_out else list(record.lr_callbacks)
+        self.lr_owner = f"script: {', '.join(callbacks)}" if callbacks else None
         self.epoch, self.batch, self._last_batch, self._epoch_done = None, 0, None, False
         self._anchor = (record.time, record.step) if record.time else None
         self._epoch_seconds = None
@@ -610,6 +631,8 @@ class LiveDisplay:
             text += f" x{self.multiplier:.4g}"
         if self.lr_schedule:
             text += f" ({self.lr_schedule})"
+        if self.lr_owner:
+            text += f" [{self.lr_owner}]"
         return text
 
     def _metrics_table(self) -> Any:

@@ -158,6 +158,27 @@ def test_watch_a_finished_run_shows_its_last_state_and_returns(runs):
     assert "epoch 6/6" in out and "decision plateau scale_lr 0.05" in out and "is not running: completed" in out
 
 
+def test_watch_shows_who_owns_the_lr(runs):
+    run = make_run(runs, "r")
+    with Appender(run / "journal.jsonl") as j:
+        j.write(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": "lr_owner",
+                "time": T0 + 1,
+                "event": "stand_down",
+                "owner": "script",
+                "fit": 1,
+                "movers": ["ReduceLROnPlateau"],
+                "policies": ["plateau"],
+                "detail": "at the start of fit 1: the script's own LR logic keeps the LR: lrsup's plateau stands down",
+            }
+        )
+    result = invoke("watch", "r")
+    assert result.exit_code == 0, result.output
+    assert "lrsup's plateau stands down" in result.stdout
+
+
 def test_watch_follows_a_live_run_until_it_ends(runs):
     run = make_run(runs, "r", outcome=None, epochs=8, epochs_done=2, state=live_state(), trainer_log="old\n")
 
@@ -304,8 +325,10 @@ def test_resume_refuses_a_running_run(runs):
 
 
 def fake_replay(monkeypatch, seen):
-    def replay(run_dir, config):
+    def replay(run_dir, config, housekeeping=False):
         seen.append((run_dir, config))
+        if housekeeping:
+            yield {"epoch": 3, "step": 16, "policy": "engine", "action": "retain", "lr": None, "reason": "kept"}
         yield {
             "epoch": 3,
             "step": 16,
@@ -334,6 +357,10 @@ def test_replay_table_and_json(runs, monkeypatch, tmp_path):
     (line,) = result.stdout.splitlines()
     assert json.loads(line)["lr"] == 0.05
     assert seen[-1][1].policies[0][2].patience == 7
+    # checkpoint bookkeeping only with --all
+    assert "retain" not in invoke("replay", "r").stdout
+    result = invoke("replay", "r", "--all", "--json")
+    assert [json.loads(line)["action"] for line in result.stdout.splitlines()] == ["retain", "scale_lr"]
 
 
 def test_replay_with_an_invalid_config_exits_2(runs, monkeypatch, tmp_path):
@@ -408,3 +435,33 @@ def test_export_tensorboard_or_its_missing_extra(runs, tmp_path):
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_replay_is_a_what_if_through_the_cli(runs, tmp_path):
+    # the real replay: the run's recorded LRs (0.1, then its own cut to 0.05) do not count,
+    # each cut of the replayed stack starts from its previous one
+    make_run(runs, "r")
+    (tmp_path / "what-if.toml").write_text('[[policy]]\nuse = "plateau"\nfactor = 0.5\npatience = 1\n')
+    result = invoke("replay", "r", "--json", "--config", "what-if.toml")
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.stdout.splitlines()]
+    cuts = [(i["epoch"], round(i["lr"], 6)) for i in items if i["action"] == "scale_lr"]
+    assert cuts and all(i["policy"] == "plateau" for i in items)
+    assert [lr for _, lr in cuts] == [round(0.1 * 0.5 ** (n + 1), 6) for n in range(len(cuts))]
+    table = invoke("replay", "r", "--config", "what-if.toml")
+    assert table.exit_code == 0 and "scale_lr" in table.stdout and "retain" not in table.stdout
+
+
+def test_watch_shows_a_journaled_missing_metric_as_the_live_run_did():
+    import io
+
+    from lrsup.supervisor.cli.watch import _feed_journal
+    from lrsup.supervisor.protocol.journal import MissingMetricEntry, journal_line
+    from lrsup.supervisor.view.display import PlainDisplay
+
+    out = io.StringIO()
+    entry = MissingMetricEntry(
+        "plateau", "val_loss", ("loss",), 1, 0, 10, "plateau monitors val_loss, which is missing"
+    )
+    _feed_journal(PlainDisplay(out), journal_line(entry, T0))
+    assert out.getvalue() == "warning: plateau monitors val_loss, which is missing\n"

@@ -161,6 +161,7 @@ def test_to_json(tmp_path):
             "stop_timeout": 120.0,
             "start_timeout": 1800.0,
             "snapshot_interval": 30.0,
+            "lr_owner": "script",
         },
         "policies": [
             {

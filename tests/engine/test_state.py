@@ -59,13 +59,15 @@ def test_a_malformed_supervision_is_refused_and_forgotten() -> None:
     assert state.pending is None and state.cadence == CADENCE
 
 
-def test_the_engine_snapshot_is_its_state_plus_the_policies() -> None:
+def test_the_engine_snapshot_is_its_state_plus_the_policies_and_the_metric_check() -> None:
     engine = Engine([])
     engine.feed(StartRecord(pid=1, lr=0.1, optimizer="SGD", epochs=3, steps_per_epoch=10))
     engine.feed(EpochRecord(epoch=0, step=10, lr=0.1, logs={"loss": 1.0}))
     saved = engine.state_dict()
     assert list(saved) == ["lr", "run", "policies", "supervision"]
-    assert {k: v for k, v in saved.items() if k != "policies"} == engine.state.state_dict()
+    own = json.loads(json.dumps(saved))
+    assert own["supervision"].pop("metric_check") == {"fit": 1, "checked": []}  # no policy monitors a metric
+    assert {k: v for k, v in own.items() if k != "policies"} == engine.state.state_dict()
     clone = Engine([])
     clone.load_state_dict(json.loads(json.dumps(saved)))
     assert clone.state_dict() == saved and clone.lr == 0.1

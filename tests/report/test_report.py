@@ -113,6 +113,26 @@ def test_report_of_a_run_with_only_a_start(tmp_path: Path) -> None:
     png_size(paths.png.read_bytes())
 
 
+def test_the_report_says_who_owned_the_lr(tmp_path: Path) -> None:
+    from lrsup.supervisor.protocol.journal import LrOwnerEntry, journal_line
+
+    w = RunWriter(tmp_path / "owned")
+    w.start(0.0)
+    w.epoch(10.0, 0, 0.1, loss=1.0)
+    detail = (
+        "at the start of fit 1: the script's own LR logic keeps the LR (ReduceLROnPlateau): lrsup's plateau stands down"
+    )
+    note = journal_line(
+        LrOwnerEntry("stand_down", "script", 1, ("ReduceLROnPlateau",), ("plateau",), None, None, 0, detail), 0.0
+    )
+    w.journal(1.0, "lr_owner", **{k: v for k, v in note.items() if k not in ("v", "type", "time")})
+    w.close()
+    info = load_run(w.root)
+    assert [e.event for e in info.lr_owner] == ["stand_down"]
+    md = write_report(w.root).md.read_text()
+    assert "LR owner" in md and "plateau stands down" in md
+
+
 def test_without_matplotlib_md_and_html_are_still_written(synthetic_run: Path, monkeypatch) -> None:
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError

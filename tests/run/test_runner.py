@@ -270,6 +270,9 @@ class FakeEngine:
             return list(self.decisions)
         return []
 
+    def take_notes(self) -> list:
+        return []
+
 
 def decision(action, command, lr=None, suppressed=None):
     return Decision(action=action, command=command, lr=lr, epoch=0, step=10, suppressed=suppressed)
@@ -391,6 +394,9 @@ class BrokenEngine:
     def feed(self, record):
         if isinstance(record, EpochRecord):
             raise RuntimeError("engine bug")
+        return []
+
+    def take_notes(self) -> list:
         return []
 
 
@@ -782,6 +788,9 @@ class RollbackOnFirstEpoch:
             ]
         return []
 
+    def take_notes(self) -> list:
+        return []
+
 
 def test_a_sent_rollback_and_the_end_are_notified(tmp_path):
     runner, _, _ = make_runner(tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9]), engine=RollbackOnFirstEpoch())
@@ -864,3 +873,32 @@ def test_restarts_and_the_watchdog_come_from_the_config_with_no_defaults_of_thei
     paths = RunDir.prepare(Path("partial"), script=Path("t.py"), cwd=tmp_path).create()
     with pytest.raises(AttributeError, match="max_restarts"):
         Runner(partial, Engine(config.build_policies()), paths, ["python", "t.py"], {}, tmp_path, use_watchdog=False)
+
+
+def test_a_monitored_metric_the_trainer_never_reports_is_said_once_journaled_and_reported(tmp_path):
+    # issue 13, item 7: plateau on a metric the logs lack does nothing, and says so
+    out = io.StringIO()
+    toml = '[[policy]]\nuse = "plateau"\nmonitor = "val_accuracy"\npatience = 1\n'
+    runner, _, _ = make_runner(
+        tmp_path, lambda root: ScriptedTrainer(root, [1.0, 0.9, 0.9]), toml=toml, display=PlainDisplay(out)
+    )
+    assert runner.run() == 0
+    (entry,) = journal(runner, "missing_metric")
+    assert {k: entry[k] for k in ("policy", "metric", "available", "fit", "epoch", "step")} == {
+        "policy": "plateau",
+        "metric": "val_accuracy",
+        "available": ["loss", "val_loss"],
+        "fit": 1,
+        "epoch": 0,
+        "step": 10,
+    }
+    assert journal(runner, "decision") == []  # a warning, not a decision of the policy's
+    text = out.getvalue()
+    assert text.count("warning: plateau monitors val_accuracy, which is missing") == 1
+    from lrsup.supervisor.history.runinfo import load_run
+    from lrsup.supervisor.report.markdown import render_markdown
+
+    info = load_run(runner.paths.root)
+    (note,) = info.warnings
+    assert note == entry["message"] and "(the metrics are: loss, val_loss)" in note
+    assert f"## Notes\n\n- {note}" in render_markdown(info, png_name=None, notes=info.warnings)

@@ -19,6 +19,7 @@ from lrsup.supervisor.view.display import (
     PlainDisplay,
     describe_record,
     display_state,
+    format_decision,
     format_duration,
     metric_direction,
     sparkline,
@@ -202,6 +203,24 @@ def test_live_multiplier_and_schedule(live):
     assert "lr 0.001 x0.5 (CosineDecay)" in " ".join(render(live).split())
 
 
+def test_live_shows_the_scripts_lr_callbacks_and_who_owns_the_lr(live):
+    live.on_record(StartRecord(pid=1, optimizer="Adam", lr=0.001, lr_callbacks=["ReduceLROnPlateau"], epochs=3))
+    assert "lr 0.001 [script: ReduceLROnPlateau]" in " ".join(render(live).split())
+    live.on_note("at the start of fit 1: the script's own LR logic keeps the LR: lrsup's plateau stands down")
+    assert "plateau stands down" in " ".join(render(live).split())  # in the feed
+    # Left out of the fit (lrsup owns the LR): not shown as the script's.
+    live.on_record(
+        StartRecord(pid=1, lr=0.001, lr_callbacks=["ReduceLROnPlateau"], lr_callbacks_left_out=True, fit=2, epochs=3)
+    )
+    assert "[script:" not in render(live)
+
+
+def test_plain_display_prints_a_note():
+    out = io.StringIO()
+    PlainDisplay(out).on_note("fit 1: lrsup owns the LR")
+    assert out.getvalue() == "lrsup: fit 1: lrsup owns the LR\n"
+
+
 def test_live_without_epochs_or_steps_and_before_any_record(live):
     text = render(live)
     assert "● starting" in text and "epoch –" in text
@@ -336,3 +355,15 @@ def test_a_later_fit_shows_as_a_stage_live_and_plain(live):
     assert "fit 2/?" in render(live)
     start = StartRecord(pid=1, optimizer="Adam", lr=5.0, epochs=8, steps_per_epoch=10, fit=2)
     assert describe_record(start, None) == "training started (fit 2): Adam lr=5, 8 epochs x 10 steps"
+
+
+def test_a_missing_metric_is_a_warning_line_not_a_decision():
+    from lrsup.policies.plateau import Plateau
+    from lrsup.supervisor.engine.metric_check import MetricCheck
+
+    (warning,) = MetricCheck([Plateau()]).on_epoch(EpochRecord(epoch=0, step=10, logs={"loss": 1.0}))
+    decision = Decision(warning, None, None, 0, 10)
+    assert format_decision(decision) == f"warning: {warning.reason}"
+    out = io.StringIO()
+    PlainDisplay(out).on_decision(decision)
+    assert out.getvalue().startswith("warning: plateau monitors val_loss, which is missing from the epoch logs")
