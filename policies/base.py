@@ -111,6 +111,9 @@ def _describe(checkpoint: CheckpointInfo) -> str:
 class RunView:
     """What the engine tells a policy about the run besides the record itself.
 
+    Everything here is the current fit's (a stage of the run): a start record begins it
+    afresh with that fit's LR, optimizer, epochs and checkpoints.
+
     Args:
         lr: the effective learning rate now, after every change decided so far.
         optimizer: the optimizer's class name from the start record (e.g. ``"SGD"``).
@@ -119,7 +122,8 @@ class RunView:
         epochs: the epoch budget ``fit`` was called with.
         step: the optimizer step of the record being decided on (None before any).
         checkpoints: the checkpoints a rollback may go to, oldest first (see
-            :class:`CheckpointInfo`); abandoned and unusable ones are left out.
+            :class:`CheckpointInfo`); abandoned and unusable ones are left out, and so are
+            earlier fits' (each ``fit`` of the script is a stage: its own checkpoints).
         schedule: the lrsup schedule spec in force (SetSchedule), or None.
         multiplier: lrsup's LR multiplier while a schedule is in force, else None.
         batch_every: the agent's batch-record cadence, as last configured.

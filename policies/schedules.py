@@ -4,8 +4,11 @@ Each policy here answers the start record with one :class:`SetSchedule` action a
 decides nothing per record: the agent evaluates the spec at every batch (records come
 only every few batches). LR settings left out are taken from the start record's ``lr``;
 epoch-based settings are turned into steps with its ``steps_per_epoch``. The spec starts
-at the start record's ``step``. A later start record (the trainer started again, or a
-second ``fit``) gets the same spec again, so the schedule goes on in global steps.
+at the start record's ``step``. A later start record of the same fit (the trainer started
+again) gets the same spec again, so the schedule goes on in global steps. A start record of
+another fit (the script's second ``fit``, a stage of its own: often a recompiled model whose
+new optimizer counts from step 0 at another LR) gets a schedule built afresh from it: the
+LR and epochs the script gave that fit, never the first fit's.
 Reactive policies (plateau cuts) compose on top: they scale the schedule's multiplier.
 
 Example (lrsup.toml)::
@@ -70,6 +73,7 @@ class SchedulePolicy(Policy):
 
     def reset(self) -> None:
         self._schedule: dict[str, Any] | None = None
+        self._fit = 1  # the fit (stage) the schedule was built for
 
     def build(self, record: StartRecord, run: RunView) -> tuple[dict[str, Any], str]:
         """The spec (without ``start_step``) for this run, and a sentence saying what it does."""
@@ -81,10 +85,13 @@ class SchedulePolicy(Policy):
         return self._schedule
 
     def on_start(self, record: StartRecord, run: RunView) -> Sequence[Action]:
-        if self._schedule is None:
+        if self._schedule is None or record.fit != self._fit:
+            self.reset()  # a new fit is a stage of its own: nothing of the last fit's schedule carries over
             spec, what = self.build(record, run)
             self._schedule = validate_spec({**spec, "start_step": record.step})
-            reason = f"{what}, from step {record.step}"
+            self._fit = record.fit
+            stage = f" (fit {record.fit})" if record.fit > 1 else ""
+            reason = f"{what}, from step {record.step}{stage}"
         else:
             reason = (
                 f"the trainer started again at step {record.step}: sending again the schedule "
@@ -93,14 +100,18 @@ class SchedulePolicy(Policy):
         return [SetSchedule(schedule=self._schedule, reason=reason)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"schedule": self._schedule}
+        return {"schedule": self._schedule, "fit": self._fit}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = sorted(set(state) - {"schedule"})
+        unknown = sorted(set(state) - {"schedule", "fit"})
         if unknown:
             raise ValueError(f"policy {self.name!r}: unknown state key(s) {unknown}")
         schedule = state.get("schedule")
         self._schedule = None if schedule is None else validate_spec(schedule)
+        fit = state.get("fit", 1)  # a state from before stages: fit 1
+        if not isinstance(fit, int) or isinstance(fit, bool) or fit < 1:
+            raise ValueError(f"policy {self.name!r}: fit must be an integer >= 1; got {fit!r}")
+        self._fit = fit
 
     # Helpers for build().
     def _lr(self, value: float | None, setting: str, record: StartRecord, run: RunView) -> tuple[float, str]:

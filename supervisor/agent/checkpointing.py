@@ -36,6 +36,7 @@ class Checkpointer:
         self._retain: frozenset[str] = frozenset()
         self._pinned: str | None = None  # the latest start (or restored) checkpoint: never pruned
         self._warned_no_state = False
+        self.fit = 1  # the agent's current fit (``Agent.fits``), stamped on each manifest entry
 
     def save(
         self,
@@ -90,6 +91,7 @@ class Checkpointer:
                 multiplier=None,
                 epoch_end=epoch_end,
                 meta=meta,
+                fit=self.fit,
             )
         except (CheckpointError, Exception) as exc:
             self._records.error(seq, "checkpoint", f"checkpoint failed: {type(exc).__name__}: {exc}")

@@ -29,10 +29,12 @@ Example::
     store.prune(keep_last=3, retain={"step-0000000"})
 
 The manifest is ``{"v": 1, "checkpoints": [entry, ...]}`` in save order, each entry
-``{name, file, sha256, size, epoch, step, lr, multiplier, time, epoch_end, meta}``:
+``{name, file, sha256, size, epoch, step, lr, multiplier, time, epoch_end, meta, fit}``:
 ``file`` relative to the run directory, ``epoch_end`` True when it was taken at the end
 of epoch ``epoch`` (so training resumes at ``epoch + 1``), ``meta`` what the handle and
-the agent need to restore (LR multiplier, lrsup schedule).
+the agent need to restore (LR multiplier, lrsup schedule), ``fit`` the ordinal of the
+process's fit it was taken in (the start record's ``fit``; an entry without it: 1), which
+a restarted attempt restores it into.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class CheckpointEntry:
     time: float
     epoch_end: bool = False
     meta: dict = field(default_factory=dict)
+    fit: int = 1  # the fit (stage) it was taken in
 
     def resume_epoch(self) -> int | None:
         """The epoch a restarted fit should begin with; None for a checkpoint taken before any epoch.
@@ -214,6 +217,7 @@ class CheckpointStore:
         multiplier: float | None,
         epoch_end: bool = False,
         meta: Mapping[str, Any] | None = None,
+        fit: int = 1,
     ) -> CheckpointEntry:
         """Write, fsync, rename, hash and enter checkpoint ``name``; return its entry.
 
@@ -224,6 +228,7 @@ class CheckpointStore:
             suffix: str, the file name's ending (".weights.h5" for Keras).
             epoch, step, lr, multiplier, epoch_end: what the entry records.
             meta: mapping or None, more meta from the agent (merged over the writer's).
+            fit: int, the ordinal of the process's fit it is taken in.
 
         Raises:
             CheckpointError: an invalid name, or an OSError while saving (the message names
@@ -258,6 +263,7 @@ class CheckpointStore:
                 time=time.time(),
                 epoch_end=epoch_end,
                 meta=extra,
+                fit=fit,
             )
             entries = [e for e in self.entries() if e.name != name]
             self._write_manifest(entries + [entry])

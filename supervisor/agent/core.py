@@ -284,6 +284,7 @@ class Agent:
         self.probing = probe
         if not probe:
             self.fits += 1
+            self.checkpointer.fit = self.fits  # its checkpoints belong to this fit (their manifest entries say so)
         self._position = (initial_epoch, step)
         self._reset_buckets(step)
         if self.lr_control.schedule is not None:

@@ -37,7 +37,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 from lrsup.supervisor.agent.checkpoints import CheckpointEntry, CheckpointError, CheckpointStore
 from lrsup.supervisor.agent.core import Agent
 from lrsup.supervisor.agent.settings import check_setting
-from lrsup.supervisor.protocol.wire import ENV_RESTORE, ENV_RUN_DIR
+from lrsup.supervisor.protocol.wire import ENV_RESTORE, ENV_RUN_DIR, METRICS_FILE
 
 # Attributes that look like numbers but are structure, not hyperparameters.
 _NOT_HPARAMS = frozenset({"learning_rate", "iterations", "gradient_accumulation_steps", "ema_overwrite_frequency"})
@@ -387,18 +387,33 @@ def _track_in_state(optimizer: Any, variable: Any) -> None:
 
 
 class _RestorePlan:
-    """``$LRSUP_RESTORE`` as read once per process: the checkpoint the first fit starts from."""
+    """``$LRSUP_RESTORE`` as read once per process: the checkpoint a restarted attempt resumes from.
+
+    The checkpoint belongs to fit ``fit`` of the script (its manifest entry's ``fit``; 1 for an
+    entry without it, or when it cannot be verified). That fit restores it and resumes after
+    it. The process's fits before it completed in an earlier attempt: under ``lrsup run`` they
+    are skipped (``restore_initial_epoch`` makes them run no epoch, and ``skipped_history``
+    gives the script the History their recorded epochs rebuild); called without the launcher,
+    they train again and fit ``fit`` then restores over what they trained.
+    """
 
     def __init__(self) -> None:
         self.name = os.environ.get(ENV_RESTORE) or None
-        run_dir = os.environ.get(ENV_RUN_DIR) or None
+        self.run_dir = os.environ.get(ENV_RUN_DIR) or None
         self.entry: CheckpointEntry | None = None
         self.used = False
-        if self.name and run_dir:
+        self.skipping = False  # the fit being run now is one the restart skips
+        if self.name and self.run_dir:
             try:
-                self.entry = CheckpointStore(run_dir).verify(self.name)
+                self.entry = CheckpointStore(self.run_dir).verify(self.name)
             except CheckpointError:
                 self.entry = None  # the agent reports it when it tries the restore
+        self.fit = self.entry.fit if self.entry is not None else 1
+
+    def next_fit(self) -> int:
+        """The ordinal of the fit about to begin: the process's agent's ``fits`` + 1."""
+        agent = _agents.get(os.path.realpath(self.run_dir)) if self.run_dir else None
+        return 1 if agent is None else agent.fits + 1
 
 
 _plan: _RestorePlan | None = None
@@ -411,21 +426,70 @@ def _restore_plan() -> _RestorePlan:
     return _plan
 
 
-def restore_initial_epoch(initial_epoch: int) -> int:
-    """The ``initial_epoch`` for the process's first fit under ``$LRSUP_RESTORE``.
+def restore_initial_epoch(initial_epoch: int, epochs: int | None = None) -> int:
+    """The ``initial_epoch`` for the fit about to begin under ``$LRSUP_RESTORE``.
 
-    The epoch after the checkpoint's (an epoch-end checkpoint of epoch 4 resumes at 5; one
-    taken inside epoch 4 runs epoch 4 again; a step-0 checkpoint changes nothing), unless the
-    script asked for a later one. Without a verified checkpoint to restore: ``initial_epoch``.
+    For the fit the checkpoint belongs to: the epoch after the checkpoint's (an epoch-end
+    checkpoint of epoch 4 resumes at 5; one taken inside epoch 4 runs epoch 4 again; a step-0
+    checkpoint changes nothing), unless the script asked for a later one. For an earlier fit
+    of the process (given its ``epochs``): ``epochs``, so that it runs no epoch (it completed
+    in an earlier attempt; the checkpoint holds what it trained). Otherwise, or without a
+    verified checkpoint to restore: ``initial_epoch``.
 
     Args:
         initial_epoch: int, what the script passed to fit (0 by default).
+        epochs: int or None, what the script passed to fit (1 by default).
     """
     plan = _restore_plan()
+    plan.skipping = False
     if plan.used or plan.entry is None:
+        return initial_epoch
+    upcoming = plan.next_fit()
+    if upcoming < plan.fit and epochs is not None:
+        plan.skipping = True
+        return max(initial_epoch, epochs)
+    if upcoming != plan.fit:
         return initial_epoch
     resume = plan.entry.resume_epoch()
     return initial_epoch if resume is None else max(initial_epoch, resume)
+
+
+def skipped_history(history: Any) -> Any:
+    """What fit returns: for a fit a restart skipped, its History rebuilt from its recorded epochs.
+
+    The epochs are the epoch records of that fit (the start records' ``fit``) in
+    ``metrics.jsonl``, the last of each epoch number winning (a rollback or a restart ran it
+    again). Any other fit's History is returned as it is.
+    """
+    plan = _restore_plan()
+    if not plan.skipping or plan.run_dir is None or not hasattr(history, "history"):
+        return history
+    plan.skipping = False
+    fit = plan.next_fit() - 1  # the skipped fit wrote its start record
+    epochs = recorded_epochs(plan.run_dir, fit)
+    history.epoch = sorted(epochs)
+    history.history = {}
+    for epoch in history.epoch:
+        for key, value in epochs[epoch].items():
+            history.history.setdefault(key, []).append(value)
+    return history
+
+
+def recorded_epochs(run_dir: str, fit: int) -> dict[int, dict[str, Any]]:
+    """The logs of each epoch of fit ``fit`` recorded in ``run_dir``'s metrics.jsonl (0-based epoch keys)."""
+    from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
+
+    epochs: dict[int, dict[str, Any]] = {}
+    current = 1
+    for obj in iter_objects(os.path.join(run_dir, METRICS_FILE), ReadStats()):
+        kind = obj.get("type")
+        if kind == "start":
+            value = obj.get("fit", 1)
+            current = value if isinstance(value, int) else 1
+        elif kind == "epoch" and current == fit and isinstance(obj.get("epoch"), int):
+            logs = obj.get("logs")
+            epochs[obj["epoch"]] = dict(logs) if isinstance(logs, dict) else {}
+    return epochs
 
 
 def _shared_agent(run_dir: str, settings: Mapping[str, Any]) -> Agent:
@@ -516,6 +580,7 @@ class LrsupCallback(keras.callbacks.Callback):
         self._restored = False
         self._ramped = False  # a probe: lrsup's ramp has been seen in force
         self.snapshot: Any = None  # a probe: the state to put back (probe.Snapshot)
+        self._skipped = False  # a fit a restarted attempt skips (it completed in an earlier attempt)
 
     @property
     def agent(self) -> Agent | None:
@@ -540,8 +605,12 @@ class LrsupCallback(keras.callbacks.Callback):
         plan = _restore_plan()
         self._restored = False
         if plan.name and not plan.used and not self.probe:
-            plan.used = True  # the first fit of the process only
-            self._restored = agent.restore(handle, plan.name) is not None
+            upcoming = agent.fits + 1
+            if upcoming >= plan.fit:
+                plan.used = True  # the fit the checkpoint belongs to (a later one: it was never reached)
+                if upcoming == plan.fit:
+                    self._restored = agent.restore(handle, plan.name) is not None
+            self._skipped = plan.skipping
         self._step = self._epoch_base = int(_to_float(optimizer.iterations))
         params = self.params or {}
         # Written at the first on_epoch_begin, right after this, which knows fit's initial_epoch.
@@ -568,7 +637,7 @@ class LrsupCallback(keras.callbacks.Callback):
         self._agent.start(
             self._handle,
             initial_epoch=initial_epoch,
-            checkpoint=not self._restored,
+            checkpoint=not (self._restored or self._skipped),
             barrier=barrier,
             probe=self.probe,
             **info,

@@ -135,14 +135,14 @@ def patch_keras_fit(keras: Any) -> None:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError:
             return original(self, *args, **kwargs)  # let fit raise its own error
-        from lrsup.supervisor.agent.keras_callback import LrsupCallback, restore_initial_epoch
+        from lrsup.supervisor.agent.keras_callback import LrsupCallback, restore_initial_epoch, skipped_history
 
         callbacks, callback = with_lrsup_callback(bound.arguments.get("callbacks"), self, LrsupCallback)
         callbacks = arrange_lr_callbacks(callbacks, callback)
         bound.arguments["callbacks"] = callbacks
         initial_epoch = bound.arguments.get("initial_epoch", 0)
-        resumed = restore_initial_epoch(initial_epoch)
-        if resumed != initial_epoch:  # $LRSUP_RESTORE: continue the epoch numbering
+        resumed = restore_initial_epoch(initial_epoch, bound.arguments.get("epochs", 1))
+        if resumed != initial_epoch:  # $LRSUP_RESTORE: continue the epoch numbering (or skip a completed fit)
             bound.arguments["initial_epoch"] = resumed
         _calls["fit"] += 1
         if probe_wanted(os.environ, _calls["fit"]):
@@ -150,7 +150,7 @@ def patch_keras_fit(keras: Any) -> None:
 
             run_probe(original, self, bound.arguments, callback)
         try:
-            return original(*bound.args, **bound.kwargs)
+            return skipped_history(original(*bound.args, **bound.kwargs))
         except BaseException:
             try:
                 callback.report_exception()

@@ -59,6 +59,12 @@ def state_text(summary: Any) -> str:
     return summary.state
 
 
+def fit_text(summary: Any) -> str:
+    """The stage: "2/?" while the run goes on (the script's number of fits is known only at its end), "2/2" after."""
+    fit = getattr(summary, "fit", 1)
+    return f"{fit}/{fit}" if summary.finished else f"{fit}/?"
+
+
 def epoch_text(summary: Any) -> str:
     if summary.epoch is None:
         return "-" if summary.epochs is None else f"0/{summary.epochs}"

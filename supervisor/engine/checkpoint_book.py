@@ -13,9 +13,17 @@ checkpoint a PBT member takes right after it loaded a donor's state, lrsup.super
 is a new origin: every checkpoint tracked before it is forgotten (it holds the abandoned
 weights), and it is a start checkpoint, known good once an epoch record vouches for it.
 
+Stages: each checkpoint belongs to the fit (stage) it was taken in: the start record's
+``fit`` at the time its record came (:meth:`CheckpointBook.begin_fit`). Only the current
+fit's checkpoints are seen (``infos``), known good, best, rolled back to or dropped: a
+later fit recompiles the model (another trainable set, another optimizer whose steps
+count from 0 again), so an earlier fit's checkpoint is no state of this fit to go back to.
+An epoch record vouches only for checkpoints of its own fit. Earlier fits' entries stay in
+the book (a restart's report names them) but nothing aims at them.
+
 Retention (what the engine asks the agent to keep): the newest known-good, the best
-known-good by ``monitor``, the newest start checkpoint while none is known good, the
-target of a rollback in flight, and every name a policy asked to keep.
+known-good by ``monitor``, the newest start checkpoint while none is known good (all of
+the current fit), the target of a rollback in flight, and every name a policy asked to keep.
 
 Example::
 
@@ -54,6 +62,7 @@ class TrackedCheckpoint:
     good: bool = False
     start: bool = False
     metrics: dict | None = None
+    fit: int = 1  # the fit (stage) it was taken in; a state from before stages: 1
 
     def info(self) -> CheckpointInfo:
         return CheckpointInfo(
@@ -90,28 +99,55 @@ class CheckpointBook:
         self._entries: dict[str, TrackedCheckpoint] = {}
         self._infos: tuple[CheckpointInfo, ...] | None = None
         self.last_epoch: dict[str, Any] | None = None  # {"epoch", "step", "logs"} of the newest epoch record
+        self.fit = 1  # the current fit (stage): the start record's ``fit``
+
+    def begin_fit(self, fit: int) -> None:
+        """A start record of fit ``fit``: from now on only that fit's checkpoints count.
+
+        The same fit again (a restarted attempt resuming it) keeps its checkpoints.
+        """
+        if fit != self.fit:
+            self.fit = fit
+            self.last_epoch = None
+            self._infos = None
+
+    def _current(self) -> list[TrackedCheckpoint]:
+        """The current fit's checkpoints, in the order they were tracked."""
+        return [c for c in self._entries.values() if c.fit == self.fit]
 
     # -- reading -----------------------------------------------------------------------
 
     def infos(self) -> tuple[CheckpointInfo, ...]:
-        """The checkpoints as policies see them, oldest first (cached until the next change)."""
+        """The current fit's checkpoints as policies see them, oldest first (cached until the next change)."""
         if self._infos is None:
-            ordered = sorted(self._entries.values(), key=lambda c: c.step)
+            ordered = sorted(self._current(), key=lambda c: c.step)
             self._infos = tuple(c.info() for c in ordered)
         return self._infos
 
     def get(self, name: str) -> TrackedCheckpoint | None:
+        """The current fit's checkpoint ``name``, or None (another fit's is not there to go back to)."""
+        found = self._entries.get(name)
+        return found if found is not None and found.fit == self.fit else None
+
+    def entry(self, name: str) -> TrackedCheckpoint | None:
+        """The checkpoint ``name`` whatever its fit, or None."""
         return self._entries.get(name)
 
     def newest_good(self) -> TrackedCheckpoint | None:
-        good = [c for c in self._entries.values() if c.good]
+        """The current fit's newest known-good checkpoint, or None."""
+        good = [c for c in self._current() if c.good]
         return max(good, key=lambda c: c.step) if good else None
 
+    def newest_start(self) -> TrackedCheckpoint | None:
+        """The current fit's newest start checkpoint, or None."""
+        start = [c for c in self._current() if c.start]
+        return max(start, key=lambda c: c.step) if start else None
+
     def best(self) -> tuple[TrackedCheckpoint | None, str]:
-        """(the known-good checkpoint with the best monitored value or None, why)."""
-        good = sorted((c for c in self._entries.values() if c.good), key=lambda c: c.step)
+        """(the current fit's known-good checkpoint with the best monitored value or None, why)."""
+        good = sorted((c for c in self._current() if c.good), key=lambda c: c.step)
         if not good:
-            return None, "no checkpoint is known good yet"
+            return None, "no checkpoint of this fit is known good yet"
         for monitor in (self._monitor, Monitor("loss", "min")):
             best, best_value = None, None
             for checkpoint in good:
@@ -134,9 +170,9 @@ class CheckpointBook:
             if best is not None:
                 parts.append(((best.name,), f"best {best.name}"))
         else:
-            start = [c for c in self._entries.values() if c.start]
-            if start:
-                name = max(start, key=lambda c: c.step).name
+            start = self.newest_start()
+            if start is not None:
+                name = start.name
                 parts.append(((name,), f"start checkpoint {name} (none known good yet)"))
         if pending is not None:
             parts.append(((pending,), f"rollback target {pending}"))
@@ -156,6 +192,7 @@ class CheckpointBook:
             lr=float(record.lr) if record.lr is not None else lr,
             multiplier=record.multiplier if record.multiplier is not None else multiplier,
             start=start,
+            fit=self.fit,
         )
         if record.name.startswith(EXPLOIT_BASE):  # a PBT exploit: the donor's state is the new origin
             self._entries.clear()
@@ -175,7 +212,7 @@ class CheckpointBook:
         logs = record.logs
         self.last_epoch = {"epoch": record.epoch, "step": record.step, "logs": dict(logs)}
         finite = finite_losses(logs)
-        for checkpoint in self._entries.values():
+        for checkpoint in self._current():
             if checkpoint.step == record.step and checkpoint.epoch in (None, record.epoch):
                 checkpoint.metrics = dict(logs)
                 self._infos = None
@@ -190,8 +227,8 @@ class CheckpointBook:
         self._infos = None
 
     def drop_after(self, step: int) -> None:
-        """Forget every checkpoint taken after ``step`` (the abandoned run's, after a rollback)."""
-        for name in [c.name for c in self._entries.values() if c.step > step]:
+        """Forget every checkpoint of the current fit taken after ``step`` (the abandoned run's, after a rollback)."""
+        for name in [c.name for c in self._current() if c.step > step]:
             del self._entries[name]
         self._infos = None
 
@@ -201,10 +238,14 @@ class CheckpointBook:
         """The checkpoints as JSON-safe dicts, in the order they were tracked."""
         return [dataclasses.asdict(c) for c in self._entries.values()]
 
-    def load(self, checkpoints: list[dict[str, Any]], last_epoch: dict[str, Any] | None) -> None:
-        """Continue from :meth:`state` and a saved ``last_epoch`` (TypeError/KeyError on malformed input)."""
+    def load(self, checkpoints: list[dict[str, Any]], last_epoch: dict[str, Any] | None, fit: int = 1) -> None:
+        """Continue from :meth:`state`, a saved ``last_epoch`` and the current ``fit`` (entries without
+        ``fit`` are fit 1's; TypeError/KeyError/ValueError on malformed input)."""
+        if not isinstance(fit, int) or isinstance(fit, bool) or fit < 1:
+            raise ValueError(f"fit must be an integer >= 1; got {fit!r}")
         self._entries = {c["name"]: TrackedCheckpoint(**c) for c in checkpoints}
         self.last_epoch = last_epoch
+        self.fit = fit
         self._infos = None
 
 

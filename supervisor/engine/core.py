@@ -29,6 +29,12 @@ schedule like any start record, and the next start record forgets every checkpoi
 inside it (never a rollback target, a restart's restore point or "known good" for the
 fit that follows).
 
+Stages: each fit is a stage (the start record's ``fit``, 1 for a record without it). A
+start record of another fit than the current one begins a new stage of the book: the
+checkpoints policies see, the rollback targets, known good and best are that fit's only,
+so a rollback never aims across fits; in a fit with no known-good checkpoint yet it goes
+to the fit's start checkpoint, at that checkpoint's LR (the fit's LR) times the cut.
+
 Rollbacks in flight: from a rollback decision until the trainer's ``ack`` (or
 ``error``) for it, batch and epoch records describe the run being abandoned: the
 engine passes them to no policy and takes no LR from them, and checkpoint records
@@ -223,9 +229,21 @@ class Engine:
         return self.state.book.infos()
 
     @property
+    def fit(self) -> int:
+        """The current fit (stage): the last start record's ``fit`` (1 before any)."""
+        return self.state.book.fit
+
+    @property
     def known_good_checkpoint(self) -> str | None:
-        """The name of the newest known-good checkpoint (a restart's restore point), or None."""
-        newest = self.state.book.newest_good()
+        """A restart's restore point: the current fit's newest known-good checkpoint, or None.
+
+        In a later fit (2, 3, ...) with none known good yet: its start checkpoint, which holds
+        what the earlier fits trained (a restart resumes that fit instead of training them again).
+        """
+        book = self.state.book
+        newest = book.newest_good()
+        if newest is None and book.fit > 1:
+            newest = book.newest_start()
         return None if newest is None else newest.name
 
     @property
@@ -282,6 +300,7 @@ class Engine:
         if lr is not None:
             state.lr = float(lr)
         if kind is StartRecord:  # a new fit: nothing carries over from the last one
+            state.book.begin_fit(record.fit)  # type: ignore[attr-defined]
             state.lr = None if lr is None else float(lr)
             state.run = {name: getattr(record, name) for name in RUN_FIELDS}
             state.start_step = record.step  # type: ignore[attr-defined]

@@ -70,7 +70,8 @@ class EngineState:
     exit_status: int | None = None
     # One owner per learning rate (issue 13), per fit: the start record's ``fit``, what of the
     # script moves the LR while the script owns it (RunView.script_lr; empty: lrsup alone), and
-    # the journal's lr_owner events already written for this fit (each once).
+    # the journal's lr_owner events already written for this fit (each once). The checkpoint
+    # book keeps the same fit as its stage (``book.fit``, 1 before any start record).
     fit: int | None = None
     lr_movers: tuple[str, ...] = ()
     lr_noted: tuple[str, ...] = ()
@@ -178,7 +179,8 @@ class EngineState:
     def _load_supervision(self, s: Mapping[str, Any]) -> None:
         self.step = s["step"]
         self.start_step = int(s["start_step"])
-        self.book.load(s["checkpoints"], s["last_epoch"])
+        # The book's stage is the current fit (None before any start record; a state from before stages: 1).
+        self.book.load(s["checkpoints"], s["last_epoch"], s.get("fit") or 1)
         self.pending = None if s["pending"] is None else PendingRollback.from_json(s["pending"])
         self.schedule = s["schedule"]
         self.multiplier = s["multiplier"]

@@ -168,7 +168,7 @@ class MetricsExtras:
 
     acks: dict[int, AckRecord] = field(default_factory=dict)
     refusals: dict[int, str] = field(default_factory=dict)
-    fits: list[int] = field(default_factory=list)  # per epoch row: how many fits had ended before it
+    fits: list[int] = field(default_factory=list)  # per epoch row: the key of its fit (see ``read_metrics``)
 
 
 def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExtras:
@@ -176,7 +176,12 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
     batches = info.batches
     extras = MetricsExtras()
     attempt = -1
-    fit = 0  # completed or stopped fits so far: a new fit may legitimately start again at epoch 0
+    # The key of the fit a row belongs to, so that only a redo within one fit supersedes: a start
+    # record's ``fit`` when it is a later fit (as -fit: the same in every attempt, also after a
+    # restart that skipped the fits before it), else the fits ended so far (a run from before
+    # stages numbers every fit 1: a new fit may legitimately start again at epoch 0).
+    ended = 0
+    fit = 0
     previous_time: float | None = None  # end of the previous epoch of this attempt (or its start)
     last_batch_line: bytes | None = None
     first = last = None
@@ -231,11 +236,13 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
             info.starts.append(record)
             info.end = None
             attempt += 1
+            fit = -record.fit if record.fit > 1 else ended
             previous_time = record.time or None
         elif isinstance(record, EndRecord):
             info.end = record
             if record.reason in ("completed", "stopped"):
-                fit += 1
+                ended += 1
+                fit = ended
         elif isinstance(record, AckRecord):
             extras.acks[record.seq] = record
         elif isinstance(record, ErrorRecord):

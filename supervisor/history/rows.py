@@ -68,11 +68,37 @@ class EpochRow:
     superseded: bool = False
 
 
+@dataclass
+class Stage:
+    """One ``fit`` call of the script: a stage of the run (its start records' ``fit``).
+
+    Args:
+        fit: int, the fit's ordinal (1-based, in the script's order).
+        optimizer: str or None, its optimizer's class name (from its first start record).
+        lr_start: float or None, the LR it began with (the script's, from its first start record).
+        lr_end: float or None, the LR of its last epoch (its start LR when it recorded none).
+        epochs_done: int, the distinct epochs it recorded (in any attempt).
+        epochs: int or None, the epoch budget the script gave it.
+        rescues: list of DecisionRow, the rollbacks and give-ups sent while it ran.
+        attempts: int, its start records (a restarted attempt begins it again, or skips it).
+    """
+
+    fit: int
+    optimizer: str | None
+    lr_start: float | None
+    lr_end: float | None
+    epochs_done: int
+    epochs: int | None
+    rescues: list[DecisionRow] = field(default_factory=list)
+    attempts: int = 1
+
+
 @dataclass(frozen=True)
 class BatchPoint:
     """One kept batch record: where it was, the loss (None if not logged) and the LR.
 
-    ``fit`` counts the fits that had ended before it; ``superseded`` is set like
+    ``fit`` is the key of its fit (``-fit`` for a later fit of the script, else the count of
+    fits ended before it: runs from before stages number every fit 1); ``superseded`` is set like
     :class:`EpochRow`'s: a later batch of the same fit redid this part of training.
     """
 

@@ -65,6 +65,7 @@ from lrsup.supervisor.history.rows import (
     MissingExtraError,
     Outcome,
     RunInfoError,
+    Stage,
     fmt_lr,
     is_finite_number,
     monitor_direction,
@@ -92,6 +93,7 @@ __all__ = [
     "ProgressFn",
     "RunInfo",
     "RunInfoError",
+    "Stage",
     "fmt_lr",
     "is_finite_number",
     "iter_lines",
@@ -180,7 +182,11 @@ class RunInfo:
         best: tuple[float | None, int, int, float] | None = None  # (time, step, after-the-step, lr)
         if self.final is not None and self.final.lr is not None:
             best = (self.final.time, self.final.step, 0, self.final.lr)
+        # Steps count afresh in a later fit (a new optimizer): only the last fit's changes compare.
+        since = self.starts[-1].time if len({s.fit for s in self.starts}) > 1 else None
         for d in self.decisions:
+            if since and d.applied is not None and (d.applied.time or d.time or 0.0) < since:
+                continue
             if d.applied is not None and d.applied.lr is not None and d.applied.step is not None:
                 candidate = (d.applied.time, d.applied.step, 1, d.applied.lr)
                 if best is None:
@@ -202,6 +208,42 @@ class RunInfo:
         """Median seconds per epoch (rollbacks and restarts do not skew a median)."""
         durations = [r.duration for r in self.epochs if r.duration is not None and r.duration > 0]
         return statistics.median(durations) if durations else None
+
+    def fit_of(self, row: EpochRow) -> int:
+        """The fit (stage) an epoch row belongs to: its start record's ``fit``."""
+        return self.starts[row.attempt].fit if row.attempt < len(self.starts) else 1
+
+    @property
+    def stages(self) -> list[Stage]:
+        """One :class:`Stage` per fit of the script, in order (a single-fit run has one).
+
+        A decision belongs to the fit whose start record came last before it (by time).
+        """
+        by_fit: dict[int, Stage] = {}
+        for start in self.starts:
+            stage = by_fit.get(start.fit)
+            if stage is None:
+                by_fit[start.fit] = Stage(start.fit, start.optimizer, start.lr, start.lr, 0, start.epochs, [], 1)
+            else:
+                stage.attempts += 1
+                stage.epochs = start.epochs if start.epochs is not None else stage.epochs
+        done: dict[int, set[int]] = {}
+        for row in self.epochs:
+            fit = self.fit_of(row)
+            done.setdefault(fit, set()).add(row.epoch)
+            if fit in by_fit and not row.superseded and row.lr is not None:
+                by_fit[fit].lr_end = row.lr
+        for fit, epochs in done.items():
+            if fit in by_fit:
+                by_fit[fit].epochs_done = len(epochs)
+        times = [(start.time, start.fit) for start in self.starts if start.time]
+        for d in self.decisions:
+            if d.suppressed or d.label not in ("rollback", "give up") or d.time is None:
+                continue
+            fits = [fit for t, fit in times if t <= d.time]
+            if fits and fits[-1] in by_fit:
+                by_fit[fits[-1]].rescues.append(d)
+        return [by_fit[fit] for fit in sorted(by_fit)]
 
     @property
     def restarts(self) -> list[Interruption]:

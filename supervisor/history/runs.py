@@ -187,6 +187,7 @@ class RunSummary:
     alive: bool | None = None
     epoch: int | None = None  # 1-based: epochs finished
     epochs: int | None = None
+    fit: int = 1  # the current (or last) fit: a stage of the run (start records' and stage lines' ``fit``)
     step: int | None = None
     lr: float | None = None
     last_logs: dict = field(default_factory=dict)
@@ -358,6 +359,7 @@ def summarize(
     _progress(s, head, tail)
     entries = list(iter_objects(journal)) if full_journal else head_objects(journal, 4096) + tail_objects(journal)
     events = [e for e in entries if e.get("type") == "event"]
+    _stage(s, head + tail, entries)
     s.decisions = _decisions(entries)
     _monitor_and_best(s, run_dir, tail, scan_best)
     _times(s, state, head, entries, events)
@@ -387,6 +389,16 @@ def _progress(s: RunSummary, head: list[dict], tail: list[dict]) -> None:
         seen = [r for r in head if r.get("type") == "epoch"]
         if seen:
             _last_epoch(s, seen[-1])
+
+
+def _stage(s: RunSummary, records: list[dict], entries: list[dict]) -> None:
+    """The current fit: the newest of the start records read and the journal's stage lines."""
+    found = [
+        (_num(r.get("time")) or 0.0, r.get("fit", 1)) for r in records + entries if r.get("type") in ("start", "stage")
+    ]
+    if found:
+        fit = max(found, key=lambda f: f[0])[1]
+        s.fit = fit if _int(fit) is not None and fit >= 1 else 1
 
 
 def _last_epoch(s: RunSummary, record: dict) -> None:

@@ -1,8 +1,10 @@
 """The journal's line kinds (``journal.jsonl``): one frozen dataclass each, one writer, one reader.
 
 The supervisor writes one line per decision (suppressed ones included), per command the
-trainer applied or refused, per operator override, per event (started, restart,
-hold, garbage, ...) and per monitored metric a fit lacks (``missing_metric``). Each line is a JSON object with ``v``, ``type`` (the entry's kind),
+trainer applied or refused, per operator override, per fit the trainer begins (``stage``:
+each ``fit`` call is a stage of the run), per event (started, restart, hold, garbage, ...)
+and per monitored metric a fit lacks (``missing_metric``). Each line is a JSON object with
+``v``, ``type`` (the entry's kind),
 ``time`` (the supervisor's wall clock) and the entry's fields, in the order below; a line
 journaled late because the disk was full also carries ``late`` (why; read back among the
 entry's extra fields, or for ``applied``, over its own ``late``). People and
@@ -35,6 +37,7 @@ EVENT = "event"
 REQUEST = "request"
 MISSING_METRIC = "missing_metric"
 LR_OWNER = "lr_owner"
+STAGE = "stage"
 
 # Keys every line has besides its entry's fields.
 _COMMON = ("v", "type", "time")
@@ -299,6 +302,42 @@ def _strs(value: Any) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class StageEntry:
+    """A fit (a stage of the run) began: the trainer's start record of fit ``fit`` (1-based, in the
+    script's order), with its optimizer, LR and epoch budget as the script set them.
+
+    ``initial_epoch`` and ``step`` say where it begins (a restarted attempt resumes a fit past
+    0); ``pid`` is the trainer's. One line per start record, so a restarted attempt journals its
+    fits again.
+    """
+
+    kind: ClassVar[str] = STAGE
+    fit: int | None
+    optimizer: str | None
+    lr: float | None
+    epochs: int | None
+    initial_epoch: int | None
+    step: int | None
+    pid: int | None
+    time: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _read(cls, obj: Mapping[str, Any], time: float | None, extra: dict) -> "StageEntry":
+        return cls(
+            as_int(obj.get("fit")) or 1,  # a line without it: the first fit
+            _str_or_none(obj.get("optimizer")),
+            as_float(obj.get("lr")),
+            as_int(obj.get("epochs")),
+            as_int(obj.get("initial_epoch")),
+            as_int(obj.get("step")),
+            as_int(obj.get("pid")),
+            time,
+            extra,
+        )
+
+
+@dataclass(frozen=True)
 class UnknownEntry:
     """A line of a kind this reader does not know (a newer supervisor's, or garbage): kept, not read."""
 
@@ -320,6 +359,7 @@ KnownEntry = Union[
     RequestEntry,
     MissingMetricEntry,
     LrOwnerEntry,
+    StageEntry,
 ]
 JournalEntry = Union[KnownEntry, UnknownEntry]
 
@@ -334,6 +374,7 @@ ENTRY_TYPES: dict[str, type[KnownEntry]] = {
         RequestEntry,
         MissingMetricEntry,
         LrOwnerEntry,
+        StageEntry,
     )
 }
 
@@ -347,6 +388,7 @@ _WRITTEN: dict[type, tuple[str, ...]] = {
     RequestEntry: ("op", "who", "why", "lr", "seq", "offset", "index"),
     MissingMetricEntry: ("policy", "metric", "available", "fit", "epoch", "step", "message"),
     LrOwnerEntry: ("event", "owner", "fit", "movers", "policies", "lr", "epoch", "step", "detail"),
+    StageEntry: ("fit", "optimizer", "lr", "epochs", "initial_epoch", "step", "pid"),
 }
 
 

@@ -11,11 +11,13 @@ from lrsup.supervisor.report.tables import (
     DECISION_HEADER,
     INTERRUPTION_HEADER,
     MAX_EVENTS,
+    STAGE_HEADER,
     config_text,
     decision_rows,
     event_rows,
     interruption_rows,
     metric_table,
+    stage_rows,
     summary_rows,
 )
 
@@ -76,6 +78,10 @@ def render_html(info: RunInfo, png: bytes | None, *, notes: Sequence[str] = ()) 
             f'<p><img id="plot" alt="loss, val_loss and learning rate per epoch" '
             f'src="data:image/png;base64,{data}"></p>'
         )
+    stages = stage_rows(info)
+    if stages:
+        parts.append("<h2>Stages</h2>")
+        parts.append(_html_table(STAGE_HEADER, stages, table_id="stages"))
     parts.append("<h2>Metrics</h2>")
     header, rows = metric_table(info)
     parts.append(_html_table(header, rows, table_id="metrics") if rows else "<p>No epoch was recorded.</p>")

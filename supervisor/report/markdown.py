@@ -17,6 +17,7 @@ from lrsup.supervisor.report.tables import (
     INTERRUPTION_HEADER,
     MAX_EVENTS,
     REPORT_PNG,
+    STAGE_HEADER,
     compare_rows,
     config_text,
     decision_rows,
@@ -24,6 +25,7 @@ from lrsup.supervisor.report.tables import (
     interruption_rows,
     metric_table,
     run_labels,
+    stage_rows,
     summary_rows,
 )
 
@@ -47,6 +49,10 @@ def render_markdown(info: RunInfo, *, png_name: str | None = REPORT_PNG, notes: 
     lines.append("")
     if png_name:
         lines += [f"![loss, val_loss and learning rate per epoch]({png_name})", ""]
+    stages = stage_rows(info)
+    if stages:
+        lines += ["## Stages", "", "Each `fit` call of the script is a stage; rescues never cross stages.", ""]
+        lines += md_table(STAGE_HEADER, stages) + [""]
     lines += ["## Metrics", ""]
     header, rows = metric_table(info)
     lines += (md_table(header, rows) if rows else ["No epoch was recorded."]) + [""]

@@ -18,9 +18,11 @@ from lrsup.supervisor.report.series import (
     Marker,
     batch_xy,
     decision_markers,
+    fit_boundaries,
     loss_limits,
     lr_series,
     metric_series,
+    offset_at,
     plotted_metric,
     x_of_row,
 )
@@ -85,6 +87,7 @@ def plot_run(info: RunInfo) -> bytes:
     _draw_work_lost(ax, info, xmin, xmax, band, handles)
     _draw_lr(ax, info, handles)
     _draw_decisions(ax, info, band, handles)
+    _draw_fit_boundaries(ax, info, band, handles)
     _finish(fig, ax, info, plotted, bool(by), handles)
     return _png(fig, Canvas)
 
@@ -140,7 +143,7 @@ def _set_ylim(
         ax.set_yscale("log")
     ax.set_ylim(bottom, top)
     off = [
-        (x_of_row(r), r.logs[k])
+        (x_of_row(r, info), r.logs[k])
         for r in info.epochs
         for k in plotted
         if is_finite_number(r.logs.get(k)) and r.logs[k] > top
@@ -167,7 +170,7 @@ def _draw_best(ax: Any, info: RunInfo, plotted: list[str], handles: list[Any]) -
     if info.best is None or info.monitor not in plotted:
         return
     (star,) = ax.plot(
-        [x_of_row(info.best)],
+        [x_of_row(info.best, info)],
         [info.best.logs[info.monitor]],
         marker="*",
         markersize=13,
@@ -184,7 +187,9 @@ def _draw_nan_epochs(ax: Any, info: RunInfo, plotted: list[str], band: Any, hand
     """NaN / inf epochs: a cross at the bottom edge."""
     from matplotlib.lines import Line2D
 
-    nan_x = [x_of_row(r) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)]
+    nan_x = [
+        x_of_row(r, info) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)
+    ]
     if not nan_x:
         return
     ax.plot(
@@ -203,7 +208,7 @@ def _draw_nan_epochs(ax: Any, info: RunInfo, plotted: list[str], band: Any, hand
 
 def _set_xlim(ax: Any, info: RunInfo, bx: list[float]) -> tuple[float, float]:
     """x from the first fit's initial epoch to the last point drawn; returns (xmin, xmax)."""
-    xs = [x_of_row(r) for r in info.epochs] + bx
+    xs = [x_of_row(r, info) for r in info.epochs] + bx
     xmin = float(info.start.initial_epoch) if info.start is not None else 0.0
     xmax = max(xs + [xmin + 1.0])
     ax.set_xlim(xmin, xmax + max(0.3, 0.01 * (xmax - xmin)))
@@ -217,7 +222,8 @@ def _draw_work_lost(ax: Any, info: RunInfo, xmin: float, xmax: float, band: Any,
     spans = [(i, i.span) for i in info.interruptions if i.span is not None]
     min_width = 0.008 * (xmax - xmin + 1)
     for item, (x0, x1) in spans:
-        x1 = max(x1, x0 + min_width)
+        shift = offset_at(info, item.time)
+        x0, x1 = x0 + shift, max(x1, x0 + min_width) + shift
         ax.axvspan(x0, x1, color="#d62728", alpha=0.1, zorder=0, linewidth=0)
         if item.time_lost is not None:
             ax.text(
@@ -246,6 +252,18 @@ def _draw_decisions(ax: Any, info: RunInfo, band: Any, handles: list[Any]) -> No
         handles.append(Line2D([], [], color=_LABEL_COLORS.get(label, "#444"), linestyle=":", linewidth=1.4, label=name))
     if any(m.late for m in markers):
         handles.append(Line2D([], [], linestyle="none", label="*: applied late"))
+
+
+def _draw_fit_boundaries(ax: Any, info: RunInfo, band: Any, handles: list[Any]) -> None:
+    """Where each later fit of the script (a stage) begins: a dashed grey line labelled "fit N"."""
+    from matplotlib.lines import Line2D
+
+    boundaries = fit_boundaries(info)
+    for x, fit in boundaries:
+        ax.axvline(x, color="#666", linestyle="--", linewidth=1.2, alpha=0.8, zorder=4)
+        ax.text(x, 0.99, f" fit {fit}", transform=band, ha="left", va="top", fontsize=8, color="#444")
+    if boundaries:
+        handles.append(Line2D([], [], color="#666", linestyle="--", linewidth=1.2, label="a new fit (stage) begins"))
 
 
 def _finish(fig: Any, ax: Any, info: RunInfo, plotted: list[str], any_batch: bool, handles: list[Any]) -> None:

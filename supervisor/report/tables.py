@@ -1,7 +1,8 @@
 """The report's facts as rows of text, shared by the Markdown, HTML and terminal renderers.
 
 Owns the number, duration, epoch and time formats, the summary (label, value) pairs,
-the metric, decision, interruption and event tables, the configuration text, and the
+the stage (one row per fit of a script that fits several times), metric, decision,
+interruption and event tables, the configuration text, and the
 comparison table of several runs, so that every renderer says the same thing; and the
 file names the report writes. Pure: no IO, no rich, no matplotlib.
 """
@@ -81,6 +82,11 @@ def _outcome_text(info: RunInfo) -> str:
     return f"{text}: {info.outcome_detail}" if info.outcome_detail else text
 
 
+def _of_fit(info: RunInfo, row: Any) -> str:
+    """ " of fit N" for an epoch row of a run whose script fits several times ("" otherwise)."""
+    return f" of fit {info.fit_of(row)}" if len({start.fit for start in info.starts}) > 1 else ""
+
+
 def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     """The summary as (label, value) pairs: the same facts in md, html and terminal."""
     rows = [
@@ -96,6 +102,12 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
     rows.append(("Learning rate", f"{fmt_lr(info.initial_lr)} at start, {fmt_lr(info.final_lr)} at the end"))
     done = len({(r.attempt, r.epoch) for r in info.epochs if not r.superseded})
     budget = info.epochs_budget
+    stages = info.stages
+    if len(stages) > 1:  # a script that fits several times: each fit's epochs count (see Stages)
+        done = sum(stage.epochs_done for stage in stages)
+        budgets = [stage.epochs for stage in stages]
+        budget = sum(b for b in budgets if b) if all(budgets) else None
+        rows.append(("Stages", f"{len(stages)} fits (see Stages)"))
     rows.append(("Epochs", f"{done} of {budget}" if budget else str(done)))
     if info.steps_per_epoch:
         rows.append(("Steps per epoch", str(info.steps_per_epoch)))
@@ -103,7 +115,7 @@ def summary_rows(info: RunInfo) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Best epoch",
-                f"{fmt_epoch(info.best.epoch)} ({info.monitor} = "
+                f"{fmt_epoch(info.best.epoch)}{_of_fit(info, info.best)} ({info.monitor} = "
                 f"{fmt_num(info.best.logs.get(info.monitor))}, {info.mode})",
             )
         )
@@ -177,6 +189,37 @@ def decision_rows(info: RunInfo) -> list[list[str]]:
 
 
 DECISION_HEADER = ["seq", "epoch", "step", "policy", "action", "new LR", "reason", "what became of it"]
+
+
+def stage_rows(info: RunInfo) -> list[list[str]]:
+    """One row per fit of the script (a stage): epochs, LR at its start and end, its rescues.
+
+    Empty for a single-fit run (the summary says it all).
+    """
+    stages = info.stages
+    if len(stages) < 2:
+        return []
+    rows = []
+    for stage in stages:
+        epochs = f"{stage.epochs_done} of {stage.epochs}" if stage.epochs else str(stage.epochs_done)
+        rescues = "; ".join(
+            f"{d.label} at epoch {fmt_epoch(d.epoch)}" + (f" (LR {fmt_lr(d.lr)})" if d.lr is not None else "")
+            for d in stage.rescues
+        )
+        rows.append(
+            [
+                f"fit {stage.fit}",
+                stage.optimizer or "?",
+                epochs,
+                fmt_lr(stage.lr_start),
+                fmt_lr(stage.lr_end),
+                rescues or "none",
+            ]
+        )
+    return rows
+
+
+STAGE_HEADER = ["stage", "optimizer", "epochs", "LR at start", "LR at the end", "rescues"]
 
 
 def interruption_rows(info: RunInfo) -> list[list[str]]:

@@ -11,10 +11,12 @@ from lrsup.supervisor.report.tables import (
     DECISION_HEADER,
     INTERRUPTION_HEADER,
     REPORT_MD,
+    STAGE_HEADER,
     compare_rows,
     decision_rows,
     interruption_rows,
     metric_table,
+    stage_rows,
     summary_rows,
 )
 
@@ -36,6 +38,15 @@ def render_terminal(info: RunInfo, console: Any) -> None:
     for label, value in summary_rows(info):
         grid.add_row(label, f"[{style}]{escape_markup(value)}[/]" if label == "Outcome" else escape_markup(value))
     console.print(Panel(grid, title=f"lrsup report: {escape_markup(info.name)}", expand=False))
+
+    stages = stage_rows(info)
+    if stages:
+        table = Table(title="Stages (one per fit)", title_justify="left")
+        for h in STAGE_HEADER:
+            table.add_column(h, overflow="fold")
+        for row in stages:
+            table.add_row(*(escape_markup(c) for c in row))
+        console.print(table)
 
     header, rows = metric_table(info)
     if rows:

@@ -61,6 +61,7 @@ from lrsup.supervisor.protocol.journal import (
     MissingMetricEntry,
     OverrideEntry,
     RequestEntry,
+    StageEntry,
 )
 from lrsup.supervisor.protocol.jsonl import Appender
 from lrsup.supervisor.protocol.wire import (
@@ -441,6 +442,18 @@ class Runner:
         if isinstance(record, (AckRecord, ErrorRecord)) and record.seq not in self._applied_seqs:
             self._journal_answer(record)  # (a resumed run's dead supervisor may have journaled it)
         sets_lr = False
+        if isinstance(record, StartRecord) and not record.probe:  # a fit begins: a stage of the run
+            self.journal(
+                StageEntry(
+                    record.fit,
+                    record.optimizer,
+                    record.lr,
+                    record.epochs,
+                    record.initial_epoch,
+                    record.step,
+                    record.pid,
+                )
+            )
         for decision in self.engine.feed(record):
             self._on_decision(decision, lr_before)
             sets_lr = sets_lr or decision.lr is not None or isinstance(decision.command, SetScheduleCommand)

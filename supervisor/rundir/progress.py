@@ -38,6 +38,7 @@ class RunProgress:
         epoch: int | None, the last epoch record's epoch (0-based, as on the wire).
         end_reason: str | None, the current attempt's last end record's reason.
         lr: float | None, the learning rate as last applied (a record's ``lr``).
+        fit: int, the current fit (stage): the last start record's ``fit`` (1 before any).
     """
 
     records: int = 0
@@ -49,6 +50,7 @@ class RunProgress:
     epoch: int | None = None
     end_reason: str | None = None
     lr: float | None = None
+    fit: int = 1
 
     def on_record(self, record: Record) -> None:
         """One record, as the runner handles it (replayed or live)."""
@@ -57,6 +59,8 @@ class RunProgress:
         if kind is StartRecord or kind is EpochRecord:
             self.verdicts += 1
             self.started = True
+            if kind is StartRecord:
+                self.fit = record.fit  # type: ignore[attr-defined]
             if kind is EpochRecord:
                 self.progressed = self.attempt_progressed = True
                 self.epoch = record.epoch  # type: ignore[attr-defined]
@@ -99,6 +103,8 @@ class RunProgress:
             raise ValueError(f"progress.end_reason must be a string or null; got {progress.end_reason!r}")
         if progress.epoch is not None and (not isinstance(progress.epoch, int) or isinstance(progress.epoch, bool)):
             raise ValueError(f"progress.epoch must be an integer or null; got {progress.epoch!r}")
+        if not isinstance(progress.fit, int) or isinstance(progress.fit, bool) or progress.fit < 1:
+            raise ValueError(f"progress.fit must be an integer >= 1; got {progress.fit!r}")
         if progress.lr is not None and (not isinstance(progress.lr, (int, float)) or isinstance(progress.lr, bool)):
             raise ValueError(f"progress.lr must be a number or null; got {progress.lr!r}")
         return progress

@@ -98,7 +98,8 @@ def describe_record(record: Record, epochs: int | None) -> str | None:
         shape += f" x {record.steps_per_epoch} steps" if record.steps_per_epoch else ""
         if record.probe:  # the LR range test's hidden fit: put back before the script's fit
             return f"LR range test probe started (before fit {record.fit}, undone after it): {opt}{lr}"
-        return f"training started: {opt}{lr}{shape}"
+        stage = f" (fit {record.fit})" if record.fit > 1 else ""  # a later fit of the script: a stage
+        return f"training started{stage}: {opt}{lr}{shape}"
     if isinstance(record, AckRecord):
         late = " (late)" if record.late else ""
         lr = f" lr={fmt_lr(record.lr)}" if record.lr is not None else ""
@@ -357,6 +358,7 @@ class LiveDisplay:
         self.multiplier: float | None = None
         self.epochs: int | None = None
         self.steps_per_epoch: int | None = None
+        self.fit = 1  # the current fit (stage): the last start record's
         self.initial_epoch = 0
         self.epoch: int | None = None
         self.batch = 0
@@ -476,6 +478,7 @@ class LiveDisplay:
         self.feed = ((text, style), *self.feed)[: self.feed_size]
 
     def _on_start(self, record: StartRecord) -> None:
+        self.fit = record.fit
         self.epochs, self.steps_per_epoch = record.epochs, record.steps_per_epoch
         self.initial_epoch, self.step = record.initial_epoch, record.step
         self.lr = record.lr if record.lr is not None else self.lr
@@ -547,6 +550,8 @@ class LiveDisplay:
         text = Text()
         text.append("lrsup ", style="bold")
         text.append(f"● {self.state}", style=_STATE_STYLES.get(self.state, "bold"))
+        if self.fit > 1:  # the stage: the script's number of fits is known only when it ends
+            text.append(f"  fit {self.fit}/?", style="bold magenta")
         if self.optimizer:
             text.append(f"  {self.optimizer}", style="cyan")
         if self.time_lost:

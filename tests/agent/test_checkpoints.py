@@ -247,6 +247,27 @@ def test_agent_checkpoints_at_start_and_epoch_end_before_the_epoch_record(run_di
     assert state["w"] == pytest.approx(-0.3) and state["iterations"] == 3
 
 
+def test_each_manifest_entry_carries_the_fit_it_was_taken_in(run_dir):
+    handle = StateHandle()
+    with make_agent(run_dir, keep_last=10) as agent:
+        agent.start(handle, step=0)
+        train(agent, handle, epochs=1, steps=3)
+        agent.start(handle, step=handle.iterations)  # the script's second fit
+        train(agent, handle, epochs=1, steps=3)
+    entries = CheckpointStore(run_dir).entries()
+    assert [(e.name, e.fit) for e in entries] == [
+        ("step-0000000", 1),
+        ("epoch-0001", 1),
+        ("step-0000003", 2),
+        ("epoch-0001.2", 2),
+    ]
+    manifest = json.loads((run_dir / "checkpoints" / "manifest.json").read_text())
+    for item in manifest["checkpoints"]:
+        del item["fit"]  # a manifest from before stages
+    (run_dir / "checkpoints" / "manifest.json").write_text(json.dumps(manifest))
+    assert {e.fit for e in CheckpointStore(run_dir).entries()} == {1}
+
+
 def test_step_cadence_and_retention_in_the_agent(run_dir):
     handle = StateHandle()
     with make_agent(run_dir, checkpoint_every_epochs=0, checkpoint_every_steps=4, keep_last=2) as agent:

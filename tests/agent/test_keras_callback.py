@@ -440,6 +440,41 @@ def test_restore_at_start_continues_weights_step_and_epochs(run_dir, monkeypatch
     assert kernel(second) == pytest.approx(kernel(third), rel=1e-5)
 
 
+def test_a_restart_resumes_the_fit_its_checkpoint_belongs_to_and_skips_the_fits_before(
+    run_dir, monkeypatch, patched_fit
+):
+    from lrsup.supervisor.agent.checkpoints import CheckpointStore
+
+    monkeypatch.setenv(ENV_RUN_DIR, str(run_dir))
+    (run_dir / "config.json").write_text(json.dumps({"agent": {"verdict_timeout": 0}}))
+
+    def script():  # freeze-and-fine-tune's shape: fit, recompile at another LR, fit again
+        model = make_model(0.1)
+        head = fit(model, epochs=2)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=lambda y, p: keras.ops.mean(p))
+        tune = fit(model, epochs=3)
+        return model, head, tune
+
+    plain, head, tune = script()
+    entries = CheckpointStore(run_dir).entries()
+    assert {e.fit for e in entries if e.epoch is not None and e.epoch_end and e.lr == pytest.approx(0.05)} == {2}
+    target = next(e for e in entries if e.fit == 2 and e.epoch == 0 and e.epoch_end)
+    keras_callback._close_agents()
+    monkeypatch.setenv("LRSUP_RESTORE", target.name)  # the trainer died in fit 2's second epoch
+    monkeypatch.setattr(keras_callback, "_plan", None)
+    again, head2, tune2 = script()
+    # fit 1 completed in the first attempt: it runs no epoch, and its History is the recorded one
+    assert head2.epoch == [0, 1]
+    assert head2.history["loss"] == pytest.approx(head.history["loss"])
+    # fit 2 restores its own checkpoint and resumes after it
+    assert tune2.epoch == [1, 2]
+    assert kernel(again) == pytest.approx(kernel(plain), rel=1e-5)
+    first, second = records(run_dir, "start")[-2:]
+    assert (first["fit"], first["initial_epoch"], second["fit"], second["initial_epoch"]) == (1, 2, 2, 1)
+    assert second["step"] == STEPS and second["lr"] == pytest.approx(0.05)
+    assert len([e for e in CheckpointStore(run_dir).entries() if e.fit == 1 and e.epoch is None]) <= 1  # no new start
+
+
 # -- the learning rate in batch records (KerasOptimizerHandle.recent_lr) -------------------
 
 

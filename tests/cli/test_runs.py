@@ -205,3 +205,19 @@ def test_tail_reader_keeps_partial_lines_and_starts_at_the_end(tmp_path):
     assert from_start.read() == [{"a": 2}, {"a": 3}]
     assert from_end.read() == [{"a": 3}]  # the line being written when it started is skipped
     assert TailReader(tmp_path / "missing").read() == []
+
+
+def test_the_current_fit_is_the_newest_start_or_stage_line(runs):
+    from lrsup.supervisor.cli.format import fit_text
+    from lrsup.supervisor.protocol.journal import StageEntry, journal_line
+    from lrsup.supervisor.protocol.wire import StartRecord
+
+    run = make_run(runs, "two", outcome=None)
+    s = summarize(run, full_journal=True)
+    assert (s.fit, fit_text(s)) == (1, "1/?")
+    with Appender(run / "metrics.jsonl") as m, Appender(run / "journal.jsonl") as j:
+        m.write(StartRecord(time=T0 + 100, pid=4242, optimizer="Adam", lr=5.0, epochs=8, fit=2).to_json())
+        j.write(journal_line(StageEntry(2, "Adam", 5.0, 8, 0, 0, 4242), T0 + 100.1))
+    s = summarize(run, full_journal=True)
+    assert (s.fit, fit_text(s)) == (2, "2/?")
+    assert fit_text(summarize(make_run(runs, "done"))) == "1/1"

@@ -13,6 +13,7 @@ from lrsup.supervisor.protocol.journal import (
     LrOwnerEntry,
     MissingMetricEntry,
     OverrideEntry,
+    StageEntry,
     UnknownEntry,
     journal_line,
     read_entry,
@@ -30,6 +31,7 @@ ENTRIES = [
     EventEntry("trainer_exited", "status 1", {"returncode": 1}),
     MissingMetricEntry("plateau", "val_loss", ("loss", "accuracy"), 1, 0, 10, "plateau monitors val_loss, ..."),
     LrOwnerEntry("stand_down", "script", 1, ("ReduceLROnPlateau",), ("plateau",), None, None, 0, "fit 1: ..."),
+    StageEntry(2, "Adam", 5.0, 8, 0, 0, 4242),
 ]
 
 
@@ -68,6 +70,7 @@ def test_every_kind_has_its_own_type() -> None:
         "request",
         "missing_metric",
         "lr_owner",
+        "stage",
     }
     assert dumps(journal_line(ENTRIES[8], 1.0)) == (
         '{"v":1,"type":"missing_metric","time":1.0,"policy":"plateau","metric":"val_loss",'
@@ -113,3 +116,13 @@ def test_a_request_line_round_trips_through_the_one_writer_and_reader() -> None:
         "lr": 0.01, "seq": 7, "offset": 120, "index": 2,
     }  # fmt: skip
     assert read_entry(line) == RequestEntry("set_lr", "ana", "too slow", 0.01, 7, 120, 2, time=5.0)
+
+
+def test_a_stage_line_says_which_fit_began_and_a_line_without_fit_is_the_first() -> None:
+    stage = next(e for e in ENTRIES if isinstance(e, StageEntry))
+    assert dumps(journal_line(stage, 1.0)) == (
+        '{"v":1,"type":"stage","time":1.0,"fit":2,"optimizer":"Adam","lr":5.0,"epochs":8,"initial_epoch":0,'
+        '"step":0,"pid":4242}'
+    )
+    old = read_entry({"v": 1, "type": "stage", "time": 2.0, "optimizer": "SGD", "lr": "x"})
+    assert isinstance(old, StageEntry) and (old.fit, old.optimizer, old.lr) == (1, "SGD", None)

@@ -51,9 +51,11 @@ class RunWriter:
         pid: int = 4242,
         initial_epoch: int = 0,
         step: int = 0,
+        fit: int = 1,
     ) -> None:
         self.metrics.write(
             StartRecord(
+                fit=fit,
                 time=T0 + t,
                 pid=pid,
                 optimizer="SGD",

@@ -128,6 +128,11 @@ def test_progress_counts_what_the_lifecycle_and_resume_need():
     assert RunProgress.from_json({"records": 1, "verdicts": 0, "max_step": 0}) == RunProgress(
         records=1
     )  # older snapshots
+    assert progress.fit == 1
+    progress.on_record(StartRecord(pid=2, lr=5.0, step=0, fit=2))  # the script's second fit: a stage
+    assert progress.fit == 2 and RunProgress.from_json(json.loads(json.dumps(progress.__dict__))).fit == 2
+    with pytest.raises(ValueError, match="fit"):
+        RunProgress.from_json({**progress.__dict__, "fit": 0})
 
 
 class FakeEngine:

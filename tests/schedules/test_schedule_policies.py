@@ -25,8 +25,10 @@ def start(
     steps_per_epoch: int | None = SPE,
     epochs: int | None = 10,
     initial_epoch: int = 0,
+    fit: int = 1,
 ) -> StartRecord:
     return StartRecord(
+        fit=fit,
         pid=1,
         lr=lr,
         step=step,
@@ -168,9 +170,21 @@ def test_no_per_record_hooks_and_names(make):
 def test_a_later_start_sends_the_same_schedule_again(make):
     policy = make()
     first = started(policy)
-    # The trainer came back (another attempt, or a second fit) at step 700 with another LR.
+    # The trainer came back (another attempt of the same fit) at step 700 with another LR.
     again = started(policy, start(lr=0.05, step=700))
     assert again == first and again["start_step"] == 0
+
+
+@pytest.mark.parametrize("make", SCHEDULE_POLICIES)
+def test_a_second_fit_gets_its_own_schedule_from_its_own_start(make):
+    policy = make()
+    first = started(policy, start(lr=0.1))
+    # The script recompiled at another LR and fit again: a new optimizer, its steps from 0 again.
+    second = started(policy, start(lr=0.05, step=0, fit=2))
+    assert second != first and second["start_step"] == 0
+    assert started(make(), start(lr=0.05, step=0)) == second  # exactly what a fresh policy builds for it
+    assert started(policy, start(lr=0.3, step=40, fit=2)) == second  # a restart of fit 2 resends fit 2's
+    assert policy.state_dict()["fit"] == 2
 
 
 @pytest.mark.parametrize("make", SCHEDULE_POLICIES)

@@ -17,6 +17,7 @@ from lrsup.supervisor.protocol.wire import AckRecord, BatchRecord, EndRecord, Ep
 from lrsup.supervisor.view.display import (
     LiveDisplay,
     PlainDisplay,
+    describe_record,
     display_state,
     format_decision,
     format_duration,
@@ -345,6 +346,15 @@ def test_metric_direction_and_duration():
     assert metric_direction("lr_seen") is None
     assert format_duration(42) == "0:42" and format_duration(3723) == "1:02:03"
     assert format_duration(None) == "–" and format_duration(math.inf) == "–"
+
+
+def test_a_later_fit_shows_as_a_stage_live_and_plain(live):
+    live.on_record(StartRecord(pid=1, optimizer="Adam", lr=0.001, epochs=3, steps_per_epoch=10))
+    assert "fit " not in render(live)  # a single-fit run is not cluttered with stages
+    live.on_record(StartRecord(pid=1, optimizer="Adam", lr=5.0, epochs=8, steps_per_epoch=10, fit=2))
+    assert "fit 2/?" in render(live)
+    start = StartRecord(pid=1, optimizer="Adam", lr=5.0, epochs=8, steps_per_epoch=10, fit=2)
+    assert describe_record(start, None) == "training started (fit 2): Adam lr=5, 8 epochs x 10 steps"
 
 
 def test_a_missing_metric_is_a_warning_line_not_a_decision():
