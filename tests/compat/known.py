@@ -34,7 +34,6 @@ KNOWN: dict[tuple[str, str, str, str], str] = {
     ('save_model', 'jax', 'default', 'callbacks'): "predicted, not yet run on jax (as on own_callbacks): the script's callbacks saw epochs 0-2 trained inside lrsup's LR range test",
     ('sequential_noval', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 414 steps, plainly 516 (80%)",
     ('subclassed_lazy', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
-    ('subclassed_lazy', 'tensorflow', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 374 steps, plainly 476 (79%)",
     ('tfdata_pipeline', 'jax', 'default', 'callbacks'): "fit: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit: the optimizer took 387 steps, plainly 490 (79%)",
     ('transfer_fit2_diverges', 'jax', 'default', 'callbacks'): "predicted, not yet run on jax (as on own_callbacks): the script's callbacks saw epochs 0-2 trained inside lrsup's LR range test",
     ('transfer_two_fits', 'jax', 'default', 'callbacks'): "fit 1: the script's callbacks saw 3 epoch(s) (0-2) trained inside lrsup's LR range test (LR up to 1); fit 1: the optimizer took 253 steps, plainly 340 (74%)",

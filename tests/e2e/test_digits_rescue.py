@@ -147,7 +147,11 @@ min_delta = 10.0
 @pytest.mark.parametrize("schedule", [False, True], ids=["float_lr", "exponential_decay"])
 def test_plateau_cut_shows_at_exactly_the_decided_step(tmp_path, schedule):
     args = ["--optimizer", "sgd", "--lr", "0.01", "--epochs", "3"] + (["--schedule"] if schedule else [])
-    run = lrsup_run(tmp_path, *args, config=PLATEAU)
+    # An optimizer on a LearningRateSchedule is the script's own LR logic: by default lrsup's
+    # plateau stands down for it (one owner per LR); taking the LR over drives the schedule
+    # through lrsup's multiplier, which is what this test checks.
+    config = PLATEAU + ('[run]\nlr_owner = "lrsup"\n' if schedule else "")
+    run = lrsup_run(tmp_path, *args, config=config)
     assert run["rc"] == 0, run["out"][-3000:]
     cuts = [d for d in decisions(run) if d.get("lr") is not None]
     assert cuts, run["journal"]

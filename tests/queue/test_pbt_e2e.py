@@ -70,7 +70,8 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     # the donor kept the donated checkpoint from the donate request on
     donor_control = lines(donor / "control.jsonl")
     kept = [c for c in donor_control if c["cmd"] == "retain" and "pbt donation to" in c.get("reason", "")]
-    assert kept and exploits[0]["checkpoint"] in kept[0]["keep"], donor_control
+    # (with 8 epochs there are several rounds: the donation of this exploit is one of them)
+    assert any(exploits[0]["checkpoint"] in c["keep"] for c in kept), donor_control
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)
