@@ -133,6 +133,7 @@ class CommandHandler:
         rewind: Callable[[int], None],
         reconfigure: Callable[[Mapping[str, Any]], None],
         verdict_timeout: Callable[[], float],
+        probing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.reader = reader
         self.next_seq = 1  # the only seq accepted next
@@ -145,6 +146,7 @@ class CommandHandler:
         self._rewind = rewind
         self._reconfigure = reconfigure
         self._verdict_timeout = verdict_timeout
+        self._probing = probing  # inside the range test's probe: its steps are not the run's
         self._warned_garbage = False
         self._overlong_seen = 0
 
@@ -271,7 +273,7 @@ class CommandHandler:
         self._lr.leave(lr)  # what lrsup left: an epoch's LR other than this was moved by something else
         self._records.write(AckRecord(time=time.time(), seq=seq, cmd=cmd, epoch=epoch, step=step, lr=lr, late=late))
         if cmd not in HOUSEKEEPING_COMMANDS:  # checkpoints and cadence: the ack record is enough
-            warn(describe_command(obj, epoch, step, lr, late))
+            warn(describe_command(obj, None if self._probing() else epoch, step, lr, late, probe=self._probing()))
         if cmd == "stop":
             handle.request_stop()
 

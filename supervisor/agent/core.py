@@ -167,6 +167,7 @@ class Agent:
             rewind=self._rewind,
             reconfigure=self._reconfigure,
             verdict_timeout=lambda: self.settings.verdict_timeout,
+            probing=lambda: self.probing,
         )
         self.commands.skip_history()
         # How many fits this process has started (the start record's ``fit``: a stage of the run).

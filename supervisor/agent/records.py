@@ -122,10 +122,13 @@ def warn(message: str) -> None:
     print(f"lrsup: {message}", file=sys.stderr, flush=True)
 
 
-def describe_command(obj: Mapping[str, Any], epoch: int | None, step: int, lr: float | None, late: bool) -> str:
+def describe_command(
+    obj: Mapping[str, Any], epoch: int | None, step: int, lr: float | None, late: bool, probe: bool = False
+) -> str:
     """One line for the trainer's log: what was applied, where, and the supervisor's reason.
 
-    The epoch is shown 1-based, as Keras's progress bar and lrsup's display show it.
+    The epoch is shown 1-based, as Keras's progress bar and lrsup's display show it; inside
+    the LR range test's probe (``probe``) the step is the probe's, which is undone after it.
     """
 
     def shown(value: Any) -> str:
@@ -137,6 +140,8 @@ def describe_command(obj: Mapping[str, Any], epoch: int | None, step: int, lr: f
         if obj.get(k) is not None
     )
     where = f"epoch {epoch + 1} step {step}" if epoch is not None else f"step {step}"
+    if probe:
+        where = f"LR range test probe, step {step}"
     text = f"{where}: {obj['cmd']}{' ' + args if args else ''}"
     if lr is not None:
         text += f" (lr now {lr:.6g})"

@@ -448,6 +448,8 @@ def describe_returncode(returncode: int) -> str:
 
 
 def _describe_start(record: StartRecord) -> str:
+    if record.probe:  # the LR range test's hidden fit: undone before the script's own fit starts
+        return f"LR range test probe started (pid {record.pid}, before fit {record.fit}; undone after it)"
     parts = [f"training started (pid {record.pid}"]
     if record.optimizer:
         parts.append(f", {record.optimizer}")
