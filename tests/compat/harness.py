@@ -472,6 +472,11 @@ def check_callbacks(plain: Run, sup: Run) -> list[str]:
         out.append(f"{len(s['fits'])} fits seen by the script's callbacks, plainly {len(p['fits'])}")
         return out
     ramp_epochs = {(r.fit, e): r for r in ramps(sup) for e in r.epochs}
+    # A rescue's rollback puts the checkpoint's step count back: a fit that was rolled back ends
+    # with fewer optimizer steps by design (the leak of a range test is the check above).
+    rolled = {
+        k for k, records in stages_of(sup) for r in records if r.get("type") == "ack" and r.get("cmd") == "rollback"
+    }
     for k, (pf, sf) in enumerate(zip(p["fits"], s["fits"])):
         name = f"fit {k + 1}" if len(p["fits"]) > 1 else "fit"
         seen, hist = sf["epochs_seen"], s["history_epochs"][k]
@@ -491,7 +496,8 @@ def check_callbacks(plain: Run, sup: Run) -> list[str]:
                 else f"{name}: the script's callbacks saw epochs {_span(leaked)} trained inside lrsup's LR range test"
             )
         pi, si = pf.get("iterations_end"), sf.get("iterations_end")
-        if pi and si is not None and si != pi and (early is False or len(seen) == len(pf["epochs_seen"])):
+        full = early is False or len(seen) == len(pf["epochs_seen"])
+        if pi and si is not None and si != pi and full and k not in rolled:
             out.append(f"{name}: the optimizer took {si} steps, plainly {pi} ({100 * si / pi:.0f}%)")
         best = _best_epoch(sf)
         if s.get("early_stopping") and (k, s["early_stopping"]["best_epoch"]) in ramp_epochs:

@@ -8,14 +8,13 @@ First recorded 2026-12-03 before the fixes of issue 13 (docs/compat.md keeps tha
 its causes); each fix removed the entries it flipped. Re-measured after the fixes, the same
 day: the whole matrix on JAX (every script, both stacks) and on TensorFlow, and on PyTorch the
 cells of own_callbacks, lr_schedule, mixed_precision and subclassed_lazy. What is left below is
-what those runs still show.
+what those runs still show: nothing.
 """
 
 from __future__ import annotations
 
 # fmt: off
 KNOWN: dict[tuple[str, str, str, str], str] = {
-    ('transfer_fit2_diverges', 'jax', 'default', 'callbacks'): "fit 2: the optimizer took 68 steps, plainly 272 (25%): fit 2 (Adam at 5) is not rescued, and what the default stack did in it cost steps (final 0.136, plainly 0.113)",
 }
 # fmt: on
 
