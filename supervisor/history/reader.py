@@ -205,8 +205,11 @@ def read_metrics(info: RunInfo, path: Path, tracker: ReadProgress) -> MetricsExt
         if isinstance(step, int) and not isinstance(record, StartRecord):
             last_step = step if last_step is None else max(last_step, step)
         if isinstance(record, StartRecord):
+            if info.probes and info.probes[-1][1] is None:  # the stage after a probe begins
+                info.probes[-1] = (info.probes[-1][0], record.time)
             probe = record.probe  # the LR range test's probe: its records are no training of the run's
             if probe:
+                info.probes.append((record.time, None))
                 continue
         elif probe and not isinstance(record, (AckRecord, ErrorRecord)):
             continue

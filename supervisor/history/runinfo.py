@@ -110,6 +110,9 @@ class RunInfo:
 
     run_dir: Path
     starts: list[StartRecord] = field(default_factory=list)
+    # The LR range test's probes: (time of the probe's start record, time of the next start
+    # record or None); what was decided in between belongs to the probe, not to an epoch.
+    probes: list[tuple[float, float | None]] = field(default_factory=list)
     epochs: list[EpochRow] = field(default_factory=list)
     batches: BatchSeries = field(default_factory=BatchSeries)
     decisions: list[DecisionRow] = field(default_factory=list)
@@ -171,6 +174,12 @@ class RunInfo:
     @property
     def final(self) -> EpochRow | None:
         return self.epochs[-1] if self.epochs else None
+
+    def in_probe(self, time: float | None) -> bool:
+        """True when ``time`` falls inside one of the LR range test's probes."""
+        if time is None:
+            return False
+        return any(begin <= time and (end is None or time < end) for begin, end in self.probes)
 
     @property
     def final_lr(self) -> float | None:

@@ -176,7 +176,7 @@ def decision_rows(info: RunInfo) -> list[list[str]]:
         rows.append(
             [
                 "–" if d.seq is None else str(d.seq),
-                fmt_epoch(d.epoch),
+                "probe" if info.in_probe(d.time) else fmt_epoch(d.epoch),  # the range test's, undone after it
                 "–" if d.step is None else str(d.step),
                 d.policy or "–",
                 action,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lrsup.supervisor.history.runinfo import load_run
 from lrsup.supervisor.protocol.wire import BatchRecord, StartRecord
+from lrsup.supervisor.report.tables import decision_rows
 
 from .conftest import SPE, T0, RunWriter
 
@@ -36,3 +37,6 @@ def test_the_probe_is_neither_a_start_nor_training_and_the_lr_at_the_end_is_the_
     assert info.final is not None and info.final.step == SPE  # below the probe's step 80
     assert info.final_lr == 0.001  # not the ramp's 1.0, though its ack is at a later step
     assert all(p.lr == 0.001 for p in info.batches.points)
+    # the report's decision table puts the range test's decisions in the probe, not in an epoch of the run
+    rows = decision_rows(info)
+    assert [r[1] for r in rows if r[3] == "lr_find"] == ["probe", "probe"]
