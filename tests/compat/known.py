@@ -6,9 +6,8 @@ group); ``"*"`` as the backend matches every backend.
 
 First recorded 2026-12-03 before the fixes of issue 13 (docs/compat.md keeps that table and
 its causes); each fix removed the entries it flipped. Re-measured after the fixes, the same
-day: the whole matrix on JAX (every script, both stacks) and on TensorFlow, and on PyTorch the
-cells of own_callbacks, lr_schedule, mixed_precision and subclassed_lazy. What is left below is
-what those runs still show: nothing.
+day: the whole matrix on TensorFlow, JAX and PyTorch (every script, both stacks). What is
+left below is what those runs still show: nothing.
 """
 
 from __future__ import annotations
