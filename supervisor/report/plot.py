@@ -136,7 +136,6 @@ def _set_ylim(
     ax: Any, info: RunInfo, plotted: list[str], limits: tuple[float, float, bool], band: Any, handles: list[Any]
 ) -> None:
     """The y range (log when the values span decades); values above it: a triangle at the top edge, with the value."""
-    from matplotlib.lines import Line2D
 
     bottom, top, log = limits
     if log:
@@ -150,20 +149,29 @@ def _set_ylim(
     ]
     if not off:
         return
+    _edge_markers(ax, [x for x, _ in off], 0.995, band, "^", 6, "off the chart", handles)
+    for x, v in off[:10]:
+        ax.text(x, 0.96, fmt_num(v, 2), transform=band, ha="left", va="top", fontsize=7, color="#a50f15")
+
+
+def _edge_markers(
+    ax: Any, xs: list[float], y: float, band: Any, marker: str, size: int, label: str, handles: list[Any]
+) -> None:
+    """Red markers at height ``y`` of the axes band (0 bottom, 1 top) at each x, with their legend entry."""
+    from matplotlib.lines import Line2D
+
     ax.plot(
-        [x for x, _ in off],
-        [0.995] * len(off),
+        xs,
+        [y] * len(xs),
         transform=band,
-        marker="^",
+        marker=marker,
         color="#d62728",
-        markersize=6,
+        markersize=size,
         linestyle="none",
         clip_on=False,
         zorder=6,
     )
-    handles.append(Line2D([], [], marker="^", color="#d62728", linestyle="none", label="off the chart"))
-    for x, v in off[:10]:
-        ax.text(x, 0.96, fmt_num(v, 2), transform=band, ha="left", va="top", fontsize=7, color="#a50f15")
+    handles.append(Line2D([], [], marker=marker, color="#d62728", linestyle="none", label=label))
 
 
 def _draw_best(ax: Any, info: RunInfo, plotted: list[str], handles: list[Any]) -> None:
@@ -185,25 +193,13 @@ def _draw_best(ax: Any, info: RunInfo, plotted: list[str], handles: list[Any]) -
 
 def _draw_nan_epochs(ax: Any, info: RunInfo, plotted: list[str], band: Any, handles: list[Any]) -> None:
     """NaN / inf epochs: a cross at the bottom edge."""
-    from matplotlib.lines import Line2D
 
     nan_x = [
         x_of_row(r, info) for r in info.epochs if any(k in r.logs and not is_finite_number(r.logs[k]) for k in plotted)
     ]
     if not nan_x:
         return
-    ax.plot(
-        nan_x,
-        [0.02] * len(nan_x),
-        transform=band,
-        marker="X",
-        color="#d62728",
-        markersize=8,
-        linestyle="none",
-        clip_on=False,
-        zorder=6,
-    )
-    handles.append(Line2D([], [], marker="X", color="#d62728", linestyle="none", label="NaN / inf loss"))
+    _edge_markers(ax, nan_x, 0.02, band, "X", 8, "NaN / inf loss", handles)
 
 
 def _set_xlim(ax: Any, info: RunInfo, bx: list[float]) -> tuple[float, float]:
