@@ -305,9 +305,10 @@ def _run(
     notify = load_config(config, cwd).notify
     root = Path(cwd, runs_dir)
     spawner: Any
+    populations: Any = None  # without --ray: the coordinators run in queue run, reading the members' files
     if ray is not None:
         try:
-            from lrsup.supervisor.queue.ray_backend import RaySpawner, connect
+            from lrsup.supervisor.queue.ray_backend import RayPopulations, RaySpawner, connect
         except ImportError as err:
             print(f"lrsup: --ray needs Ray: pip install 'lrsup[ray]' ({err})", file=sys.stderr)
             return 2
@@ -315,7 +316,8 @@ def _run(
             cluster = connect(ray)
         except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError...
             fail(f"cannot join the Ray cluster at {ray!r}: {err}")
-        spawner = RaySpawner(queue_dir(root) / "logs")
+        populations = RayPopulations(root)  # PBT coordinators: a Ray actor the members report to
+        spawner = RaySpawner(queue_dir(root) / "logs", populations)
         device_ids: list[str] = []  # Ray places GPUs itself
         slots = slots or max(1, int(cluster.get("CPU", 1)))
     else:
@@ -327,7 +329,7 @@ def _run(
         place_gpus=ray is None,
     )  # fmt: skip
     try:
-        return run_queue(options, spawner)
+        return run_queue(options, spawner, populations=populations)
     except QueueBusyError as err:
         fail(str(err))
 

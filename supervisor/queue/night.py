@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from lrsup.supervisor.queue.daemon import Scheduler, Spawner
-from lrsup.supervisor.queue.population import Populations
+from lrsup.supervisor.queue.population import CoordinatorHost, Populations
 from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
 
 LOCK_NAME = "daemon.lock"
@@ -114,8 +114,13 @@ def run_queue(
     out: TextIO | None = sys.stdout,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    populations: CoordinatorHost | None = None,
 ) -> int:
-    """Run the queue until it is empty (or drained); 0, or 2 when another daemon holds it."""
+    """Run the queue until it is empty (or drained); 0, or 2 when another daemon holds it.
+
+    ``populations``: where the PBT groups' coordinators run (``queue run --ray``: a Ray actor);
+    by default here, reading the members' records from their run directories.
+    """
     qdir = queue_dir(options.runs_dir)
     lock = DaemonLock(qdir / LOCK_NAME)
     lock.acquire()
@@ -131,7 +136,8 @@ def run_queue(
         emit=journal,
         place_gpus=options.place_gpus,
     )
-    populations = Populations(options.runs_dir, store, journal)  # PBT groups (lrsup sweep --pbt)
+    if populations is None:  # PBT groups (lrsup sweep --pbt), their members' records read here
+        populations = Populations(options.runs_dir)
     signals: list[int] = []
     restore = _record_signals(signals)
     handled = 0
@@ -151,7 +157,7 @@ def run_queue(
                 )
                 scheduler.drain(finish=options.finish and first)
             scheduler.tick(clock())
-            populations.tick()
+            populations.tick(store.entries(), journal)
             if scheduler.idle() and (not options.follow or scheduler.draining):
                 break
             sleep(options.poll_interval)

@@ -18,8 +18,8 @@ coordinator's state, so a ``queue run`` that dies releases them when it comes ba
 
 Example::
 
-    populations = Populations(Path("runs"), store, emit)
-    populations.tick()        # once per queue tick
+    populations = Populations(Path("runs"))
+    populations.tick(store.entries(), emit)   # once per queue tick
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
 from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
 from lrsup.supervisor.queue.pbt import Coordinator, Exploit, MemberView
-from lrsup.supervisor.queue.store import Entry, QueueStore, Status, queue_dir
+from lrsup.supervisor.queue.store import Entry, Status, queue_dir
 from lrsup.supervisor.run.follower import Follower
 from lrsup.supervisor.run.operator import send_request
 
@@ -62,19 +62,22 @@ def _write(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-class _Member:
-    """What one member's records said so far (read incrementally)."""
+# What the coordinator needs of a member's records; batch records and heartbeats never leave the member.
+COORDINATED = (protocol.EpochRecord, protocol.CheckpointRecord, protocol.AckRecord, protocol.ErrorRecord)
 
-    def __init__(self, run_dir: Path) -> None:
-        self.follower = Follower(run_dir / protocol.METRICS_FILE, use_watchdog=False)
+
+class MemberRecords:
+    """What one member's records said so far (fed incrementally, from any source)."""
+
+    def __init__(self) -> None:
         self.epochs, self.step = 0, 0
         self.score: float | None = None
         self.lr: float | None = None
         self.checkpoints: list[tuple[str, int | None, int]] = []  # (name, epoch, step)
         self.rollbacks = 0  # the rollback commands it answered (ack or error): a donation's end
 
-    def read(self, metric: str) -> None:
-        for record in self.follower.read():
+    def feed(self, records: list[protocol.Record], metric: str) -> None:
+        for record in records:
             if isinstance(record, protocol.EpochRecord):
                 value = record.logs.get(metric)
                 self.epochs, self.step, self.lr = record.epoch + 1, record.step, record.lr
@@ -96,11 +99,66 @@ class _Member:
         return good[-1] if good else None
 
 
+class RecordSource(Protocol):
+    """Where a population's coordinator gets its members' new records."""
+
+    def read(self, name: str, run_dir: Path) -> list[protocol.Record]: ...
+
+    def close(self, name: str) -> None: ...
+
+
+class FollowedRecords:
+    """Members' records read from their run directories (``queue run`` on one machine)."""
+
+    def __init__(self) -> None:
+        self.followers: dict[str, Follower] = {}
+
+    def read(self, name: str, run_dir: Path) -> list[protocol.Record]:
+        follower = self.followers.get(name)
+        if follower is None:
+            follower = self.followers[name] = Follower(run_dir / protocol.METRICS_FILE, use_watchdog=False)
+        return follower.read()
+
+    def close(self, name: str) -> None:
+        follower = self.followers.pop(name, None)
+        if follower is not None:
+            follower.stop()
+
+
+class ReportedRecords:
+    """Members' records as their reporters send them (``queue run --ray``: the coordinator actor's inbox).
+
+    Each member's reporter sends its coordinated records in order, saying how many it sent
+    before (``start``). The answer is how many this inbox holds, so a report that was lost, or an
+    inbox that was started again (the actor restarted), is answered with a smaller count and the
+    reporter sends again from there: every record arrives once, in order.
+    """
+
+    def __init__(self) -> None:
+        self.received: dict[str, int] = {}
+        self.inbox: dict[str, list[protocol.Record]] = {}
+
+    def report(self, name: str, start: int, records: list[protocol.Record]) -> int:
+        have = self.received.get(name, 0)
+        if start != have:
+            return have
+        self.inbox.setdefault(name, []).extend(records)
+        self.received[name] = have + len(records)
+        return self.received[name]
+
+    def read(self, name: str, run_dir: Path) -> list[protocol.Record]:
+        return self.inbox.pop(name, [])
+
+    def close(self, name: str) -> None:
+        self.inbox.pop(name, None)
+
+
 class Population:
     """One PBT group: its coordinator, its members' records, its file."""
 
-    def __init__(self, path: Path, data: dict) -> None:
+    def __init__(self, path: Path, data: dict, source: RecordSource | None = None) -> None:
         self.path = path
+        self.source: RecordSource = source if source is not None else FollowedRecords()
         self.group = data["group"]
         self.settings = PopulationSettings.model_validate(data["settings"])
         self.coordinator = Coordinator(self.settings)
@@ -108,7 +166,7 @@ class Population:
             self.coordinator.load_state_dict(data["state"])
         self.hparams: dict[str, dict[str, float]] = data.get("hparams") or {}
         self.donations: list[dict[str, Any]] = data.get("donations") or []  # open: see the module docstring
-        self.members: dict[str, _Member] = {}
+        self.members: dict[str, MemberRecords] = {}
 
     def save(self) -> None:
         _write(
@@ -123,8 +181,8 @@ class Population:
         )
 
     def close(self) -> None:
-        for member in self.members.values():
-            member.follower.stop()
+        for name in self.members:
+            self.source.close(name)
         self.members.clear()
 
     def views(self, entries: list[Entry]) -> tuple[list[MemberView], dict[str, Path]]:
@@ -134,8 +192,8 @@ class Population:
                 continue
             run_dir = Path(entry.run_dir)
             name = run_dir.name
-            member = self.members.setdefault(name, _Member(run_dir))
-            member.read(self.settings.metric)
+            member = self.members.setdefault(name, MemberRecords())
+            member.feed(self.source.read(name, run_dir), self.settings.metric)
             hparams = {k: float(v) for k, v in (entry.params or {}).items() if k in self.settings.mutations and _num(v)}
             hparams.update(self.hparams.get(name, {}))
             if member.lr is not None:
@@ -216,16 +274,83 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class Populations:
-    """Every PBT group of a queue, ticked by ``queue run``; an error journals and never stops the queue."""
+class MemberReporter:
+    """A member's side of :class:`ReportedRecords`: follows its ``metrics.jsonl`` where it runs and sends
+    the coordinated records (never batch records) to the coordinator, each once, in order.
 
-    def __init__(self, runs_dir: Path, store: QueueStore, emit: Callable[[str, Any, str], None]) -> None:
-        self.runs_dir, self.store, self.emit = runs_dir, store, emit
+    Args:
+        run_dir: Path, the member's run directory (read on the node the member runs on).
+        send: ``send(name, start, records) -> int``, the coordinator's ``report`` (a Ray actor call);
+            it may raise (the actor is restarting): the records are sent again at the next ``poll``.
+
+    Example::
+
+        reporter = MemberReporter(run_dir, lambda *a: ray.get(actor.report.remote(*a), timeout=30))
+        while trainer_running:
+            reporter.poll()
+            time.sleep(1.0)
+        reporter.poll(); reporter.close()
+    """
+
+    PING = 10.0  # seconds between reports with nothing new, which find an inbox that started again
+
+    def __init__(self, run_dir: Path, send: Callable[[str, int, list[protocol.Record]], int]) -> None:
+        self.name = run_dir.name
+        self.follower = Follower(run_dir / protocol.METRICS_FILE, use_watchdog=False)
+        self.send = send
+        self.sent: list[protocol.Record] = []  # every coordinated record so far (an inbox that restarts wants them all)
+        self.acked = 0
+        self.last = -math.inf
+
+    def poll(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.sent.extend(r for r in self.follower.read() if isinstance(r, COORDINATED))
+        if self.acked >= len(self.sent) and now - self.last < self.PING:
+            return
+        self.last = now
+        try:
+            # A second send when the inbox holds fewer (it started again): the rest at once. It may
+            # hold more: this reporter is a resumed member's, whose file still has the records the
+            # first reporter sent; they are not sent again.
+            for _ in range(2):
+                self.acked = self.send(self.name, self.acked, self.sent[self.acked :])
+                if self.acked >= len(self.sent):
+                    break
+        except Exception:  # the coordinator is away (restarting, or its driver is gone): next poll
+            return
+
+    def close(self) -> None:
+        self.follower.stop()
+
+
+Emit = Callable[[str, Any, str], None]  # (event, entry, detail): the queue's journal
+
+
+class CoordinatorHost(Protocol):
+    """Where a queue's population coordinators run: in ``queue run`` (:class:`Populations`) or in a
+    Ray actor (``queue run --ray``: ``ray_backend.RayPopulations``); ticked once per queue tick."""
+
+    def tick(self, entries: list[Entry], emit: Emit) -> None: ...
+
+
+class Populations:
+    """Every PBT group of a queue, ticked by ``queue run``; an error journals and never stops the queue.
+
+    Args:
+        runs_dir: Path, the queue's runs directory (the groups' files are in ``runs/.queue/pbt``).
+        source: RecordSource, where the members' records come from: their files (the default),
+            or what their reporters sent (``queue run --ray``: the coordinator actor).
+    """
+
+    def __init__(self, runs_dir: Path, source: RecordSource | None = None) -> None:
+        self.runs_dir = runs_dir
+        self.source: RecordSource = source if source is not None else FollowedRecords()
         self.groups: dict[str, Population] = {}
         self.broken: set[str] = set()
         self.ended: set[str] = set()  # every member finished (in this queue run)
 
-    def tick(self) -> None:
+    def tick(self, entries: list[Entry], emit: Emit) -> None:
+        """One round over every group: ``entries`` is the whole queue (its groups' members)."""
         folder = queue_dir(self.runs_dir) / PBT_DIR
         if not folder.is_dir():
             return
@@ -235,14 +360,15 @@ class Populations:
             try:
                 population = self.groups.get(path.stem)
                 if population is None:
-                    population = self.groups[path.stem] = Population(path, json.loads(path.read_text("utf-8")))
-                entries = self.store.entries(group=population.group)
-                if entries and not any(e.status in (Status.QUEUED, Status.RUNNING) for e in entries):
+                    data = json.loads(path.read_text("utf-8"))
+                    population = self.groups[path.stem] = Population(path, data, self.source)
+                members = [e for e in entries if e.group == population.group]
+                if members and not any(e.status in (Status.QUEUED, Status.RUNNING) for e in members):
                     population.close()  # the population has ended: its files are no longer followed
                     del self.groups[path.stem]
                     self.ended.add(path.stem)
                     continue
-                population.tick(entries, self.emit)
+                population.tick(members, emit)
             except Exception as exc:
                 self.broken.add(path.stem)  # journaled once; the queue goes on without this population
-                self.emit("pbt_error", None, f"{path.stem}: {type(exc).__name__}: {exc}; population stopped")
+                emit("pbt_error", None, f"{path.stem}: {type(exc).__name__}: {exc}; population stopped")

@@ -81,3 +81,29 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     assert "## Lineage" in (folder / "population.md").read_text()
     assert (folder / "population.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "(population.png)" in (folder / "compare.md").read_text()
+
+
+def test_members_that_crash_are_restarted_and_rejoin_the_population(tmp_path: Path) -> None:
+    # Every member's trainer crashes once in epoch 3 (0-based): its supervisor restarts it from its
+    # newest checkpoint, and the coordinator compares it again once it reports: rounds go on after.
+    (tmp_path / "lrsup.toml").write_text(PBT)
+    out = lrsup(
+        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
+        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+        "--epochs", "10", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
+        "--crash-once-at-epoch", "3",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    try:
+        run = lrsup(tmp_path, "queue", "run", "--slots", "4", timeout=170)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        kill_runs(tmp_path / "runs")
+    found = [Path(e["run_dir"]) for e in entries(tmp_path)]
+    assert all(e["status"] == "done" for e in entries(tmp_path)), run.stdout
+    for run_dir in found:  # each crashed once and was restarted by its own supervisor
+        assert len([r for r in lines(run_dir / "metrics.jsonl") if r.get("type") == "start"]) == 2
+    exploits = [j for d in found for j in lines(d / "journal.jsonl") if j.get("event") == "exploit"]
+    assert any(j["at_epoch"] >= 4 for j in exploits), [(j["peer"], j["at_epoch"]) for j in exploits]
+    daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
+    assert not any(d["event"] == "pbt_error" for d in daemon), daemon

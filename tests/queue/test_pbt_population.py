@@ -8,7 +8,16 @@ from pathlib import Path
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
-from lrsup.supervisor.queue.population import DONATION_TIMEOUT, Population, create_population, population_path
+from lrsup.supervisor.queue.population import (
+    DONATION_TIMEOUT,
+    FollowedRecords,
+    MemberRecords,
+    MemberReporter,
+    Population,
+    ReportedRecords,
+    create_population,
+    population_path,
+)
 from lrsup.supervisor.queue.store import NewEntry, QueueStore, Status
 
 SHA = "0" * 64
@@ -104,27 +113,104 @@ def test_the_donor_is_told_when_the_member_answered_its_rollback_or_gave_no_answ
 
 
 def test_a_member_never_donates_a_checkpoint_from_before_its_own_exploit(tmp_path: Path):
-    from lrsup.supervisor.queue.population import _Member
-
     run_dir = tmp_path / "q1-a"
     write_member(run_dir, [0.9, 0.8, 0.7, 0.6], lr=0.1)  # epoch-0000..0003 at steps 10..40
     base = {"v": 1, "type": "checkpoint", "time": 2.0, "name": "exploit-0004-epoch-0005", "epoch": 3, "step": 60,
             "file": "checkpoints/exploit-0004-epoch-0005.json", "sha256": SHA}  # fmt: skip
     ack = {"v": 1, "type": "ack", "time": 2.0, "seq": 9, "cmd": "rollback", "epoch": 3, "step": 60, "lr": 0.05}
     epoch = {"v": 1, "type": "epoch", "time": 3.0, "epoch": 4, "step": 70, "lr": 0.05, "logs": {"val_loss": 0.5}}
-    member = _Member(run_dir)
+    member, source = MemberRecords(), FollowedRecords()
     try:
-        member.read("val_loss")
+        member.feed(source.read("q1-a", run_dir), "val_loss")
         assert member.known_good() == "epoch-0003"
         with (run_dir / protocol.METRICS_FILE).open("a") as f:
             f.write(protocol.dumps(ack) + "\n" + protocol.dumps(base) + "\n")
-        member.read("val_loss")
+        member.feed(source.read("q1-a", run_dir), "val_loss")
         # it loaded a donor's state at step 60: its checkpoints up to step 40 hold abandoned weights,
         # and its last score (step 40) vouches for none of its checkpoints now
         assert member.known_good() is None and member.rollbacks == 1
         with (run_dir / protocol.METRICS_FILE).open("a") as f:
             f.write(protocol.dumps(epoch) + "\n")
-        member.read("val_loss")
+        member.feed(source.read("q1-a", run_dir), "val_loss")
         assert member.known_good() == "exploit-0004-epoch-0005"
     finally:
-        member.follower.stop()
+        source.close("q1-a")
+
+
+def test_reported_records_arrive_once_and_in_order_even_when_the_inbox_starts_again():
+    epochs = [
+        protocol.EpochRecord(time=1.0, epoch=e, step=10 * (e + 1), lr=0.1, logs={"val_loss": 1.0}) for e in range(4)
+    ]
+    inbox = ReportedRecords()
+    assert inbox.report("q1-a", 0, epochs[:2]) == 2
+    assert inbox.report("q1-a", 0, epochs[:2]) == 2  # a repeat (its answer was lost): not taken twice
+    assert inbox.report("q1-a", 3, epochs[3:]) == 2  # a gap: the reporter is told to send from 2
+    assert inbox.report("q1-a", 2, epochs[2:]) == 4
+    assert inbox.read("q1-a", Path("unused")) == epochs and inbox.read("q1-a", Path("unused")) == []
+    restarted = ReportedRecords()  # the actor came back with an empty inbox: everything is sent again
+    assert restarted.report("q1-a", 4, []) == 0
+    assert restarted.report("q1-a", 0, epochs) == 4
+
+
+def test_a_population_fed_by_reports_decides_as_one_that_reads_the_files(tmp_path: Path):
+    runs = tmp_path / "runs"
+    store = QueueStore.open(runs)
+    losses = {"a": [0.5, 0.3], "b": [0.6, 0.5], "c": [0.7, 0.6], "d": [2.0, 1.9]}
+    for name, vals in losses.items():
+        entry_id = store.add(NewEntry("train.py", name=name, group="g", params={"lr": 0.1}))
+        run_dir = runs / f"q{entry_id}-{name}"
+        write_member(run_dir, vals, lr=0.1)
+        store.claim(entry_id, run_dir=str(run_dir), gpus="")
+    settings = PopulationSettings(interval=2, mutations={"lr": {"values": [0.025, 0.05, 0.1]}})
+    path = create_population(runs, "g", settings)
+    inbox = ReportedRecords()
+    for entry in store.entries(group="g"):  # what each member's reporter would send: no batch records
+        source = FollowedRecords()
+        name = Path(entry.run_dir).name
+        inbox.report(name, 0, source.read(name, Path(entry.run_dir)))
+        source.close(name)
+    fed = Population(path, json.loads(path.read_text()), inbox)
+    (decision,) = fed.tick(store.entries(group="g"), lambda *a: None)
+    assert (decision.member, decision.donor, decision.checkpoint) == ("q4-d", "q1-a", "epoch-0001")
+    assert [r["op"] for r in requests(runs / "q4-d")] == ["exploit"]
+    store.close()
+
+
+def test_a_reporter_sends_coordinated_records_once_and_again_to_an_inbox_that_restarted(tmp_path: Path):
+    run_dir = tmp_path / "q1-a"
+    write_member(run_dir, [0.9, 0.8], lr=0.1)  # 2 epochs, 2 checkpoints
+    with (run_dir / protocol.METRICS_FILE).open("a") as f:
+        f.write(protocol.dumps({"v": 1, "type": "batch", "time": 1.0, "epoch": 2, "batch": 0, "step": 21,
+                                "lr": 0.1, "logs": {"loss": 0.5}}) + "\n")  # fmt: skip
+    calls = []
+    inbox = ReportedRecords()
+    down = False
+
+    def send(name, start, records):
+        calls.append((name, start, len(records)))
+        if down:
+            raise ConnectionError("the actor is restarting")
+        return inbox.report(name, start, records)
+
+    reporter = MemberReporter(run_dir, send)
+    try:
+        reporter.poll(now=0.0)
+        assert calls == [("q1-a", 0, 4)]  # 2 epochs + 2 checkpoints; the batch record stays home
+        reporter.poll(now=1.0)
+        assert len(calls) == 1  # nothing new, and no ping yet
+        down = True
+        with (run_dir / protocol.METRICS_FILE).open("a") as f:
+            f.write(protocol.dumps({"v": 1, "type": "epoch", "time": 1.0, "epoch": 2, "step": 30, "lr": 0.1,
+                                    "logs": {"val_loss": 0.7}}) + "\n")  # fmt: skip
+        reporter.poll(now=2.0)  # lost: sent again later
+        down, inbox = False, ReportedRecords()  # the actor came back empty
+        reporter.poll(now=3.0)
+        assert calls[-2:] == [("q1-a", 4, 1), ("q1-a", 0, 5)]  # told it has 0: everything again
+        assert len(inbox.read("q1-a", run_dir)) == 5
+        # a resumed member's new reporter reads the same file: the inbox has those records already
+        again = MemberReporter(run_dir, send)
+        again.poll(now=20.0)
+        assert calls[-1] == ("q1-a", 0, 5) and again.acked == 5 and inbox.read("q1-a", run_dir) == []
+        again.close()
+    finally:
+        reporter.close()
