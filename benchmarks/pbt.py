@@ -1,18 +1,22 @@
 """Population-based training: lrsup (in place) vs Ray Tune's PopulationBasedTraining vs the plain grid.
 
     pip install "ray[tune]"                       # benchmark-only dependency
-    python -m benchmarks.pbt                      # 3 seeds x 3 methods; updates docs/benchmarks.md
-    python -m benchmarks.pbt --seeds 1 --epochs 6 # a reduced run (say so when quoting it)
+    python -m benchmarks.pbt --epochs 20                  # 3 seeds x 3 methods, population 4 (about 12 min)
+    python -m benchmarks.pbt --epochs 20 --population 8   # the grid's 4 values twice each
+    python -m benchmarks.pbt --seeds 1 --epochs 6         # a reduced run (say so when quoting it)
+
+Each updates its own section of docs/benchmarks.md (``pbt-4``, ``pbt-8``).
 
 The same model and budget for all three: ``examples/digits/train.py`` (the small Keras CNN on
 scikit-learn's digits, SGD with momentum 0.9, batch 32), a population of 4 started at
-lr = 0.0003, 0.001, 0.3, 1.0 (two too slow, two too fast), ``--epochs`` epochs each, on 2 CPUs:
-both run the 4 members together (Ray: 0.5 CPU a trial; lrsup: ``--slots 4``), as a population
+lr = 0.0003, 0.001, 0.3, 1.0 (two too slow, two too fast; ``--population 8``: each twice), ``--epochs``
+epochs each, on 2 CPUs: both run the whole population together (Ray: 2/N CPU a trial; lrsup:
+``--slots N``), as a population
 has to be alive at once to be compared. PBT settings shared by lrsup and Ray: metric ``val_loss`` (min),
 interval 2 epochs, quantile 0.25, ``lr`` log-uniform in [1e-4, 1] (resample probability 0.25,
 else x1.2 / x0.8). lrsup runs with no policy stack (``policy = []``), so only PBT changes the LR.
 
-- **lrsup**: ``lrsup sweep --pbt --population 4`` then ``lrsup queue run --slots 2``.
+- **lrsup**: ``lrsup sweep --pbt --population N`` then ``lrsup queue run --slots N``.
 - **Ray Tune**: a function trainable (the same model and data) that reports every epoch with a
   checkpoint (``model.keras``: weights and optimizer state); PBT pauses a losing trial and
   restarts it from the donor's checkpoint with the new config (each restart counted).
@@ -64,16 +68,19 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def run_lrsup(seed: int, epochs: int, pbt: bool) -> dict:
+def run_lrsup(seed: int, epochs: int, pbt: bool, population: int = 4) -> dict:
     with tempfile.TemporaryDirectory(prefix="lrsup-pbt-") as tmp:
         cwd = Path(tmp)
         (cwd / "pbt.toml").write_text(CONFIG.format(seed=seed))
         grid = "lr=" + ",".join(str(x) for x in LRS)
-        pbt_args = ["--pbt", "--population", "4"] if pbt else []
+        # the grid without PBT: the same members (the grid's values in turn), each trained alone
+        pbt_args = ["--pbt", "--population", str(population)] if pbt else []
+        if not pbt and population != len(LRS):
+            grid = "lr=" + ",".join(str(LRS[i % len(LRS)]) for i in range(population))
         group = _lrsup(cwd, "sweep", *pbt_args, "--config", "pbt.toml", "--grid", grid, str(DIGITS), "--",
                        "--epochs", str(epochs), "--seed", str(seed)).split()[0]  # fmt: skip
         t0 = time.monotonic()
-        _lrsup(cwd, "queue", "run", "--slots", "4", "--gpus", "none")  # a population runs together
+        _lrsup(cwd, "queue", "run", "--slots", str(population), "--gpus", "none")  # a population runs together
         wall = time.monotonic() - t0
         finals, exploits, restarts = [], 0, 0
         for run_dir in sorted((cwd / "runs").glob("q*")):
@@ -130,7 +137,7 @@ def _ray_trainable(config: dict) -> None:
             )
 
 
-def run_ray(seed: int, epochs: int) -> dict:
+def run_ray(seed: int, epochs: int, population: int = 4) -> dict:
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -148,9 +155,12 @@ def run_ray(seed: int, epochs: int) -> dict:
         )
         with tempfile.TemporaryDirectory(prefix="ray-pbt-") as storage:
             tuner = tune.Tuner(
-                tune.with_resources(_ray_trainable, {"cpu": 0.5}),  # 4 trials together on 2 CPUs, as lrsup
+                # all trials together on 2 CPUs, as lrsup; the grid's values in turn (num_samples repeats it)
+                tune.with_resources(_ray_trainable, {"cpu": 2 / population}),
                 param_space={"lr": tune.grid_search(list(LRS)), "seed": seed, "epochs": epochs},
-                tune_config=tune.TuneConfig(scheduler=pbt, metric="val_loss", mode="min"),
+                tune_config=tune.TuneConfig(
+                    scheduler=pbt, metric="val_loss", mode="min", num_samples=max(1, population // len(LRS))
+                ),
                 run_config=tune.RunConfig(storage_path=storage, verbose=0),
             )
             t0 = time.monotonic()
@@ -172,8 +182,8 @@ def run_ray(seed: int, epochs: int) -> dict:
 NOTE = (
     "The digits CNN (SGD, momentum 0.9), members started at lr 0.0003, 0.001, 0.3, 1.0; metric val_loss, "
     "interval 2 epochs, quantile 0.25, lr log-uniform [1e-4, 1] (resample 0.25, else x1.2/x0.8). "
-    "Best final val_loss: the best member's last epoch (mean ± sd over seeds). Both run the 4 members "
-    "together on 2 CPUs (Ray: 0.5 CPU a trial). lrsup exploits in place (process restarts: trainers started "
+    "Best final val_loss: the best member's last epoch (mean ± sd over seeds). Both run the whole population "
+    "together on 2 CPUs (Ray: 2/N CPU a trial). lrsup exploits in place (process restarts: trainers started "
     "again); Ray restarts a trial from the donor's checkpoint for every exploit (restarts counted by the "
     "trainable itself). Same seeds give the same members until the first exploit, in both."
 )
@@ -188,14 +198,15 @@ def _cell(values: list[float], fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", default="lrsup,ray,grid")
+    parser.add_argument("--population", type=int, default=4, help="a multiple of 4 (the grid's 4 values in turn)")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md")
     args = parser.parse_args(argv)
     runners = {
-        "lrsup PBT (in place)": lambda s: run_lrsup(s, args.epochs, pbt=True),
-        "Ray Tune PBT": lambda s: run_ray(s, args.epochs),
-        "grid, no PBT (best run)": lambda s: run_lrsup(s, args.epochs, pbt=False),
+        "lrsup PBT (in place)": lambda s: run_lrsup(s, args.epochs, pbt=True, population=args.population),
+        "Ray Tune PBT": lambda s: run_ray(s, args.epochs, population=args.population),
+        "grid, no PBT (best run)": lambda s: run_lrsup(s, args.epochs, pbt=False, population=args.population),
     }
     keys = {"lrsup": "lrsup PBT (in place)", "ray": "Ray Tune PBT", "grid": "grid, no PBT (best run)"}
     rows = []
@@ -214,15 +225,15 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     header = ["method", "best final val_loss", "its val_accuracy", "wall time", "exploits", "process restarts"]
-    title = f"PBT, population 4, {args.epochs} epochs, {args.seeds} seed(s), 2 CPUs"
+    title = f"PBT, population {args.population}, {args.epochs} epochs, {args.seeds} seed(s), 2 CPUs"
     print_table(title, header, rows)
     if not args.no_doc:
         body = (
-            f"## 6. Population-based training: in place vs Ray Tune\n\n`python -m benchmarks.pbt "
-            f"--seeds {args.seeds} --epochs {args.epochs}`. {title}. {NOTE}\n\n{machine_line()}\n\n"
+            f"### Population {args.population}\n\n`python -m benchmarks.pbt --seeds {args.seeds} --epochs "
+            f"{args.epochs} --population {args.population}`. {title}. {NOTE}\n\n{machine_line()}\n\n"
             f"{md_table(header, rows)}\n"
         )
-        update_section("pbt", body)
+        update_section(f"pbt-{args.population}", body)
     return 0
 
 
