@@ -61,12 +61,15 @@ def inspect_run_dir(run_dir: Path) -> RunState:
     return RunState(True, status if isinstance(status, int) else None, state.get("reason"))
 
 
-def live_supervisor(run_dir: Path) -> tuple[int, int] | None:
-    """(pid, start time) of the run's supervisor when it is alive, else None."""
+def live_supervisor(run_dir: Path) -> tuple[int, int | None] | None:
+    """(pid, start time) of the run's supervisor when it is alive, else None (start time None: unknown here)."""
     state = _state(run_dir) or {}
     pid, start = state.get("supervisor_pid"), state.get("supervisor_start_time")
-    if state.get("exit_status") is None and pid_alive(pid, start):
-        return int(pid), int(start)
+    if not isinstance(pid, int):
+        return None  # no supervisor has written its pid yet
+    start_time = int(start) if isinstance(start, (int, float)) else None
+    if state.get("exit_status") is None and pid_alive(pid, start_time):
+        return pid, start_time
     return None
 
 
@@ -94,7 +97,7 @@ class AdoptedHandle:
 
     worker = "local"
 
-    def __init__(self, pid: int, start_time: int) -> None:
+    def __init__(self, pid: int, start_time: int | None) -> None:
         self.pid, self.start_time = pid, start_time
 
     def poll(self) -> Ended | None:

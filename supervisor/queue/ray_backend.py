@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -65,9 +66,9 @@ def connect(address: str) -> dict[str, float]:
     """Join the Ray cluster at ``address`` (``local``: start one on this machine); its resources."""
     if not ray.is_initialized():
         if address == "local":
-            ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(address=address, logging_level="warning", log_to_driver=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     return dict(ray.cluster_resources())
 
 

@@ -103,7 +103,10 @@ def apply_overrides(table: dict[str, Any], overrides: dict[tuple[str, ...], Any]
     for path, value in overrides.items():
         head, rest = path[0], path[1:]
         if head in _TABLES:
-            _set(out.setdefault(head, {}), rest, value)
+            section = out.setdefault(head, {})
+            if not isinstance(section, dict):
+                raise GridError(f"{head} is not a table in the configuration, so {'.'.join(path)} cannot be set")
+            _set(section, rest, value)
             continue
         targets = [p for p in out["policy"] if p.get("use") == head]
         if not targets:
