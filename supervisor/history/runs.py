@@ -499,6 +499,8 @@ def _state(
     if final is not None:
         s.state = final
         s.detail = str((finished or {}).get("detail") or state.get("reason") or "")
+    elif s.alive and claimed == "parked":  # a PBT member waiting for its turn: its supervisor answers requests
+        s.state, s.detail = "running", "parked: no trainer until its turn (its population takes turns for the slots)"
     elif s.alive:
         s.state, s.detail = "running", claimed or ""
     elif s.alive is False:

@@ -14,6 +14,12 @@ One tick:
 2. start: while fewer than ``slots`` run, the queued entries in priority then arrival order
    that fit on the free GPUs are claimed (queued -> running, with their run directory, in one
    guarded UPDATE) and started; an entry that cannot fit this machine at all fails at once.
+3. turns: a run whose supervisor is **parked** (a PBT member put aside by its population so that
+   members take turns, as Ray's PBT pauses trials: its supervisor waits with no trainer) does not
+   hold a slot or its GPUs. Once no queued entry can start, free slots go to parked runs, the one
+   parked longest first (the least progress, as Ray's PBT picks), each sent an ``unpark``
+   request (a new attempt from its newest known-good checkpoint); on GPUs only when its own
+   GPUs have room again, since its supervisor's environment names them.
 
 ``recover()`` runs once before the first tick: entries left ``running`` by a daemon that died
 are adopted (their supervisor is alive), settled (it finished), resumed (it died), or started
@@ -21,8 +27,8 @@ are adopted (their supervisor is alive), settled (it finished), resumed (it died
 is started twice and none is lost. ``drain(finish)`` (SIGTERM): no new runs; running ones are
 asked to stop cleanly (or, with ``finish``, left to end).
 
-A coordinator (population-based training, issue 16) will sit beside the start step: it gets
-each tick's group view and may add or stop entries through the same store.
+Population-based training's coordinators sit beside the scheduler (lrsup.supervisor.queue.population):
+they park members through the runs' operator channel; the scheduler unparks them.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class RunState:
     exists: bool  # the run directory has a supervisor.json
     exit_status: int | None = None
     reason: str | None = None
+    parked: bool = False  # its supervisor is alive with no trainer, waiting for ``unpark``
 
 
 class Handle(Protocol):
@@ -77,6 +84,10 @@ class Spawner(Protocol):
 
     def inspect(self, run_dir: Path) -> RunState: ...
 
+    def request(self, run_dir: Path, op: str, why: str) -> None:
+        """An operator request to the run's supervisor (``unpark``)."""
+        ...
+
 
 Emit = Callable[[str, Entry, str], None]
 
@@ -89,6 +100,13 @@ class Running:
     handle: Handle | None  # None: recovered, waiting for its supervisor.json to appear
     gpus: list[str] = field(default_factory=list)
     stopped_by_drain: bool = False
+    parked_since: float | None = None  # its supervisor is parked (no trainer): since when
+    unparking: bool = False  # sent ``unpark``; holds its slot until its supervisor has taken it
+
+    @property
+    def busy(self) -> bool:
+        """Holds a slot and its GPUs: anything but a parked run that has not been unparked yet."""
+        return self.parked_since is None or self.unparking
 
 
 class Scheduler:
@@ -158,9 +176,12 @@ class Scheduler:
             ended = item.handle.poll()
             if ended is not None:
                 self._ended(item, ended, now)
+            else:
+                self._look_parked(item, now)
         if not self.draining:
             self._start_queued(now)
-        self.peak = max(self.peak, len(self.running))
+            self._unpark(now)
+        self.peak = max(self.peak, self._busy())
 
     def drain(self, finish: bool = False) -> None:
         """Start nothing new; ask running supervisors to stop cleanly (``finish``: let them end)."""
@@ -234,10 +255,47 @@ class Scheduler:
         self.running.pop(item.entry.id, None)
         self.emit(status.value, item.entry, reason if exit_status is None else f"exit {exit_status}: {reason}")
 
+    # -- turns (parked PBT members) ---------------------------------------------------
+    def _look_parked(self, item: Running, now: float) -> None:
+        entry = item.entry
+        parked = self.spawner.inspect(Path(entry.run_dir or self._run_dir(entry))).parked
+        if parked and item.parked_since is None:
+            item.parked_since = now
+            self.emit("parked", entry, "its supervisor waits with no trainer: its slot is free")
+        elif not parked and item.parked_since is not None:  # unparked (or stopped meanwhile)
+            item.parked_since, item.unparking = None, False
+
+    def _busy(self) -> int:
+        return sum(1 for item in self.running.values() if item.busy)
+
+    def _unpark(self, now: float) -> None:
+        """Free slots to parked runs, the one parked longest first (see the module docstring)."""
+        waiting = sorted(
+            (i for i in self.running.values() if i.parked_since is not None and not i.unparking),
+            key=lambda i: (i.parked_since, i.entry.id),
+        )
+        for item in waiting:
+            if self._busy() >= self.slots:
+                return
+            if not self._room_for(item.gpus):
+                continue
+            run_dir = Path(item.entry.run_dir or self._run_dir(item.entry))
+            try:
+                self.spawner.request(run_dir, "unpark", "a slot is free: its turn")
+            except (OSError, ValueError) as err:  # its run directory is gone: reaped when its supervisor ends
+                self.emit("unpark_failed", item.entry, str(err))
+                continue
+            item.unparking = True
+            self.emit("unparking", item.entry, "a slot is free: its turn (a new attempt from its checkpoint)")
+
+    def _room_for(self, gpus: list[str]) -> bool:
+        use = self._gpu_use()
+        return all(use.get(g, 0) < self.per_gpu for g in gpus)
+
     # -- starting ------------------------------------------------------------------
     def _start_queued(self, now: float) -> None:
         for entry in self.store.next_queued():
-            if len(self.running) >= self.slots:
+            if self._busy() >= self.slots:
                 return
             want = self._gpus_wanted(entry)
             if want > len(self.gpus) and (self.gpus or entry.gpus):
@@ -279,12 +337,18 @@ class Scheduler:
 
     def _free_gpus(self, want: int) -> list[str] | None:
         """``want`` GPUs with room (least used first), or None when there are not enough now."""
-        use = {g: 0 for g in self.gpus}
-        for item in self.running.values():
-            for g in item.gpus:
-                use[g] = use.get(g, 0) + 1
+        use = self._gpu_use()
         free = sorted((g for g in self.gpus if use[g] < self.per_gpu), key=lambda g: (use[g], self.gpus.index(g)))
         return free[:want] if len(free) >= want else None
+
+    def _gpu_use(self) -> dict[str, int]:
+        """Runs on each GPU now (a parked run's trainer is gone: it uses none until unparked)."""
+        use = {g: 0 for g in self.gpus}
+        for item in self.running.values():
+            if item.busy:
+                for g in item.gpus:
+                    use[g] = use.get(g, 0) + 1
+        return use
 
     def _env(self, entry: Entry, gpus: list[str]) -> dict[str, str]:
         env = {"LRSUP_QUEUE_ID": str(entry.id)}

@@ -23,8 +23,11 @@ from pathlib import Path
 from lrsup.supervisor import protocol
 from lrsup.supervisor.queue.daemon import Ended, RunState
 from lrsup.supervisor.queue.store import Entry
+from lrsup.supervisor.run.operator import send_request
 from lrsup.supervisor.rundir.liveness import pid_alive, process_start_time
 from lrsup.supervisor.rundir.statefile import read_state
+
+QUEUE_WHO = "lrsup-queue"  # who the queue's operator requests (unpark) are from
 
 
 def lrsup_argv(*args: str) -> list[str]:
@@ -58,7 +61,8 @@ def inspect_run_dir(run_dir: Path) -> RunState:
     if state is None:
         return RunState(False)
     status = state.get("exit_status")
-    return RunState(True, status if isinstance(status, int) else None, state.get("reason"))
+    parked = state.get("state") == "parked" and status is None
+    return RunState(True, status if isinstance(status, int) else None, state.get("reason"), parked)
 
 
 def live_supervisor(run_dir: Path) -> tuple[int, int | None] | None:
@@ -133,6 +137,9 @@ class LocalSpawner:
 
     def inspect(self, run_dir: Path) -> RunState:
         return inspect_run_dir(run_dir)
+
+    def request(self, run_dir: Path, op: str, why: str) -> None:
+        send_request(run_dir, op, who=QUEUE_WHO, why=why)
 
     def _spawn(self, entry: Entry, argv: list[str], env: dict[str, str]) -> ChildHandle:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -15,6 +15,14 @@ What Ray leaves open, decided here:
 - **Dead members** (``alive=False``) are left out of the ranking and of donors until they
   report alive again; their boundary bookkeeping is kept, so a member that rejoins goes on.
 - A donor without a checkpoint is not chosen; with no top member that has one, no exploit.
+- **Turns** (:meth:`Coordinator.step`): with more members than slots, a member at a boundary
+  is **parked** while other members wait (queued, never started, or parked), as Ray's PBT pauses
+  a trial at its perturbation when others are pending or paused; at most as many as wait, those
+  that keep their own weights first (an exploiting member's supervisor parks it only once the
+  exploit's commands have been acknowledged).
+  A parked member is still ranked with its last score and may donate: it is alive, its
+  supervisor is running. Which parked member goes next is the queue's choice (the one parked
+  longest: lrsup.supervisor.queue.daemon).
 
 No IO, no clock: views in, :class:`Exploit` decisions out. Randomness comes from ``seed`` and
 the (member, epoch) of the decision, so a coordinator rebuilt from :meth:`state_dict` after its
@@ -48,6 +56,8 @@ class MemberView:
         checkpoint: str or None, its latest known-good checkpoint (what a donor gives).
         hparams: dict, its current hyperparameters (``lr`` and the mutated ones it has).
         alive: bool, its run is running (False: left out until it rejoins).
+        parked: bool, its supervisor waits for its turn with no trainer (still alive and ranked).
+        ending: bool, it has run its fit's last epoch (never parked: it is about to end anyway).
     """
 
     name: str
@@ -56,6 +66,16 @@ class MemberView:
     checkpoint: str | None = None
     hparams: Mapping[str, float] = field(default_factory=dict)
     alive: bool = True
+    parked: bool = False
+    ending: bool = False
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one look at the population decided: exploits, and the members to park (turns)."""
+
+    exploits: list["Exploit"]
+    parks: list[str]
 
 
 @dataclass(frozen=True)
@@ -152,18 +172,35 @@ class Coordinator:
         self.history: list[dict[str, Any]] = []  # every exploit decided, in order
 
     def due(self, view: MemberView) -> bool:
-        """True when ``view`` is at a boundary: alive, scored, ``interval`` epochs past its last one."""
-        if not view.alive or view.score is None or view.epochs < max(self.settings.burn_in, 1):
+        """True when ``view`` is at a boundary: alive, running, scored, ``interval`` epochs past its last one."""
+        if not view.alive or view.parked or view.score is None or view.epochs < max(self.settings.burn_in, 1):
             return False
         return view.epochs - self._last.get(view.name, 0) >= self.settings.interval
 
     def decide(self, views: Sequence[MemberView]) -> list[Exploit]:
         """The exploits of the members at a boundary now (each boundary is decided once)."""
+        return self.step(views).exploits
+
+    def step(self, views: Sequence[MemberView], queued: int = 0) -> Round:
+        """The exploits of the members at a boundary now, and which of them to park.
+
+        ``queued``: the group's members waiting for a slot that never started (no view yet).
+        Each boundary is decided once.
+        """
+        due = [v for v in views if self.due(v)]
+        exploits = self._exploits(views, due)
+        waiting = queued + sum(1 for v in views if v.alive and v.parked)
+        exploited = {e.member for e in exploits}
+        # those that keep their weights give way first; an exploiting member's supervisor parks it
+        # once its rollback has landed (lrsup.supervisor.run.runner)
+        due = [v for v in due if not v.ending]
+        order = [v.name for v in due if v.name not in exploited] + [v.name for v in due if v.name in exploited]
+        return Round(exploits, order[:waiting])
+
+    def _exploits(self, views: Sequence[MemberView], due: Sequence[MemberView]) -> list[Exploit]:
         by_name = {v.name: v for v in views}
         out: list[Exploit] = []
-        for view in views:
-            if not self.due(view):
-                continue
+        for view in due:
             self._last[view.name] = view.epochs
             bottom, top = quantiles(views, self.settings.quantile, self.mode)
             if view.name not in bottom:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol
 from lrsup.supervisor import protocol
 from lrsup.supervisor.config import PopulationSettings
 from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
+from lrsup.supervisor.queue.local import inspect_run_dir
 from lrsup.supervisor.queue.pbt import Coordinator, Exploit, MemberView
 from lrsup.supervisor.queue.store import Entry, Status, queue_dir
 from lrsup.supervisor.run.follower import Follower
@@ -63,7 +64,13 @@ def _write(path: Path, obj: dict) -> None:
 
 
 # What the coordinator needs of a member's records; batch records and heartbeats never leave the member.
-COORDINATED = (protocol.EpochRecord, protocol.CheckpointRecord, protocol.AckRecord, protocol.ErrorRecord)
+COORDINATED = (
+    protocol.StartRecord,
+    protocol.EpochRecord,
+    protocol.CheckpointRecord,
+    protocol.AckRecord,
+    protocol.ErrorRecord,
+)
 
 
 class MemberRecords:
@@ -75,10 +82,13 @@ class MemberRecords:
         self.lr: float | None = None
         self.checkpoints: list[tuple[str, int | None, int]] = []  # (name, epoch, step)
         self.rollbacks = 0  # the rollback commands it answered (ack or error): a donation's end
+        self.planned: int | None = None  # the epochs its fit runs (its start record's), when known
 
     def feed(self, records: list[protocol.Record], metric: str) -> None:
         for record in records:
-            if isinstance(record, protocol.EpochRecord):
+            if isinstance(record, protocol.StartRecord) and not record.probe:
+                self.planned = record.epochs
+            elif isinstance(record, protocol.EpochRecord):
                 value = record.logs.get(metric)
                 self.epochs, self.step, self.lr = record.epoch + 1, record.step, record.lr
                 self.score = float(value) if isinstance(value, (int, float)) else math.nan
@@ -156,8 +166,9 @@ class ReportedRecords:
 class Population:
     """One PBT group: its coordinator, its members' records, its file."""
 
-    def __init__(self, path: Path, data: dict, source: RecordSource | None = None) -> None:
+    def __init__(self, path: Path, data: dict, source: RecordSource | None = None, take_turns: bool = True) -> None:
         self.path = path
+        self.take_turns = take_turns  # park members at boundaries while others wait for a slot
         self.source: RecordSource = source if source is not None else FollowedRecords()
         self.group = data["group"]
         self.settings = PopulationSettings.model_validate(data["settings"])
@@ -199,7 +210,11 @@ class Population:
             if member.lr is not None:
                 hparams["lr"] = member.lr
             alive = entry.status is Status.RUNNING
-            views.append(MemberView(name, member.epochs, member.score, member.known_good(), hparams, alive))
+            parked = alive and inspect_run_dir(run_dir).parked
+            ending = member.planned is not None and member.epochs >= member.planned  # its fit's last epoch
+            views.append(
+                MemberView(name, member.epochs, member.score, member.known_good(), hparams, alive, parked, ending)
+            )
             dirs[name] = run_dir.resolve()
         return views, dirs
 
@@ -209,8 +224,11 @@ class Population:
         views, dirs = self.views(entries)
         now = time.time() if now is None else now
         self._end_donations(views, dirs, emit, now)
-        decisions = self.coordinator.decide(views)
-        if not decisions:
+        queued = sum(1 for e in entries if e.status is Status.QUEUED) if self.take_turns else 0
+        step = self.coordinator.step(views, queued)
+        decisions = step.exploits
+        parks = step.parks if self.take_turns else []
+        if not decisions and not parks:
             return []
         for d in decisions:
             self.hparams[d.member] = {k: v for k, v in d.new.items() if k != "lr"}
@@ -218,6 +236,15 @@ class Population:
             self.donations.append({**self.request_fields(d), "member": d.member, "donor": d.donor,
                                    "rollbacks": rollbacks, "time": now})  # fmt: skip
         self.save()  # before sending: a coordinator that dies now loses an exploit, never repeats one
+        for name in parks:
+            waiting = queued + sum(1 for v in views if v.parked)
+            why = f"population {self.group}: {waiting} member(s) wait for a slot; members take turns"
+            try:
+                send_request(dirs[name], "park", who="lrsup-pbt", why=why)
+            except Exception as exc:  # gone meanwhile: its next boundary decides again
+                emit("pbt_error", None, f"{self.group}: parking {name}: {exc}")
+                continue
+            emit("pbt_park", None, f"{self.group}: {name} gives way at epoch {self._epochs(views, name)} ({why})")
         for d in decisions:
             fields = self.request_fields(d)
             why = f"population {self.group}: {self.settings.metric} {d.score:g} vs {d.donor_score:g}"
@@ -235,6 +262,10 @@ class Population:
                 + (f", lr {lr:g}" if lr is not None else ""),
             )
         return decisions
+
+    @staticmethod
+    def _epochs(views: list[MemberView], name: str) -> int:
+        return next(v.epochs for v in views if v.name == name)
 
     @staticmethod
     def request_fields(d: Exploit) -> dict[str, Any]:
@@ -340,11 +371,14 @@ class Populations:
         runs_dir: Path, the queue's runs directory (the groups' files are in ``runs/.queue/pbt``).
         source: RecordSource, where the members' records come from: their files (the default),
             or what their reporters sent (``queue run --ray``: the coordinator actor).
+        take_turns: bool, park members at boundaries while others of their group wait for a slot
+            (False on Ray: a parked supervisor's task would keep its resources).
     """
 
-    def __init__(self, runs_dir: Path, source: RecordSource | None = None) -> None:
+    def __init__(self, runs_dir: Path, source: RecordSource | None = None, take_turns: bool = True) -> None:
         self.runs_dir = runs_dir
         self.source: RecordSource = source if source is not None else FollowedRecords()
+        self.take_turns = take_turns
         self.groups: dict[str, Population] = {}
         self.broken: set[str] = set()
         self.ended: set[str] = set()  # every member finished (in this queue run)
@@ -361,7 +395,8 @@ class Populations:
                 population = self.groups.get(path.stem)
                 if population is None:
                     data = json.loads(path.read_text("utf-8"))
-                    population = self.groups[path.stem] = Population(path, data, self.source)
+                    population = Population(path, data, self.source, self.take_turns)
+                    self.groups[path.stem] = population
                 members = [e for e in entries if e.group == population.group]
                 if members and not any(e.status in (Status.QUEUED, Status.RUNNING) for e in members):
                     population.close()  # the population has ended: its files are no longer followed

@@ -49,7 +49,7 @@ import ray
 from ray import exceptions as ray_errors
 
 from lrsup.supervisor.queue.daemon import Ended, RunState
-from lrsup.supervisor.queue.local import inspect_run_dir, resume_argv, run_argv
+from lrsup.supervisor.queue.local import QUEUE_WHO, inspect_run_dir, resume_argv, run_argv
 from lrsup.supervisor.queue.population import (
     Emit,
     MemberReporter,
@@ -58,6 +58,7 @@ from lrsup.supervisor.queue.population import (
     population_path,
 )
 from lrsup.supervisor.queue.store import Entry
+from lrsup.supervisor.run.operator import send_request
 
 _PR_SET_PDEATHSIG = 1
 
@@ -177,7 +178,8 @@ class PopulationActor:
 
     def __init__(self, runs_dir: str) -> None:
         self.inbox = ReportedRecords()
-        self.populations = Populations(Path(runs_dir), self.inbox)
+        # no turns on Ray: a parked supervisor's task would keep its CPUs and GPUs from the waiting members
+        self.populations = Populations(Path(runs_dir), self.inbox, take_turns=False)
 
     def report(self, name: str, start: int, records: list) -> int:
         """A member's records from ``start`` on; how many of its records this actor holds."""
@@ -255,6 +257,9 @@ class RaySpawner:
 
     def inspect(self, run_dir: Path) -> RunState:
         return inspect_run_dir(run_dir)
+
+    def request(self, run_dir: Path, op: str, why: str) -> None:
+        send_request(run_dir, op, who=QUEUE_WHO, why=why)  # the runs directory is shared
 
     def _submit(self, kind: str, entry: Entry, run_dir: Path, env: dict[str, str]) -> RayHandle:
         options: dict[str, Any] = {"num_cpus": entry.cpus, "num_gpus": entry.gpus or 0}

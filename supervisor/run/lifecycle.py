@@ -19,6 +19,11 @@ States (supervisord style)::
     STARTING/RUNNING/STOPPING --exit != 0 or signal, no restart policy--> FAILED
     BACKOFF --backoff elapsed--> STARTING          (a new attempt: spawned again)
     BACKOFF --request_stop--> FAILED / --request_graceful_stop--> EXITED
+    STARTING/RUNNING --park--> STOPPING (SIGTERM to the group, SIGKILL after ``grace``; a PBT
+                                                   member whose population takes turns for the slots)
+    STOPPING --exit, parking--> PARKED             (no trainer; not a failure, no restart counted)
+    PARKED --unpark--> STARTING                    (a new attempt from the newest known-good checkpoint)
+    PARKED --request_stop/terminate--> FAILED / --request_graceful_stop--> EXITED
     (spawn) --cannot start--> FAILED (first attempt) / FATAL (a restart)
 
 A failure is restartable when a restart policy is given, nobody asked to stop, and
@@ -65,6 +70,7 @@ class State(Enum):
     RUNNING = "running"  # the trainer announced training (start record)
     STOPPING = "stopping"  # asked to stop (or killed as hung); signals escalate on a timer
     BACKOFF = "backoff"  # the attempt failed; waiting to restart it
+    PARKED = "parked"  # no trainer: its population's turn-taking put it aside until ``unpark``
     EXITED = "exited"  # the trainer exited with status 0
     FAILED = "failed"  # non-zero status, killed by a signal, or never started (no restart)
     FATAL = "fatal"  # restarts used up, or a trainer failing fast: given up
@@ -87,6 +93,7 @@ _EVENTS = {
     State.RUNNING: "started",
     State.STOPPING: "stop_requested",
     State.BACKOFF: "backoff",
+    State.PARKED: "parked",
     State.EXITED: "trainer_exited",
     State.FAILED: "trainer_exited",
     State.FATAL: "fatal",
@@ -155,6 +162,8 @@ class Lifecycle:
         self.time_lost = 0.0  # seconds spent in failed attempts and backoff
         self.fatal_reason: str | None = None
         self.kill_reason: str | None = None  # set by kill(): hung/stalled, restart after the exit
+        self.park_reason: str | None = None  # set by park(): PARKED after the exit, no restart counted
+        self.turns = 0  # attempts started by unpark (not restarts)
         self.operator_stop: str | None = None  # set by request_graceful_stop
         self.shutdown_reason: str | None = None  # set by terminate: the supervisor is going away
         self._argv: list[str] = []
@@ -239,6 +248,7 @@ class Lifecycle:
         self._spawned_at = now
         self.progress.new_attempt()
         self.returncode, self.kill_reason, self.phase, self._deadline = None, None, None, None
+        self.park_reason = None
         self._events.append(
             Event(
                 "spawned",
@@ -259,7 +269,7 @@ class Lifecycle:
 
     def on_exit(self, returncode: int, now: float | None = None) -> None:
         """The trainer exited (``returncode`` < 0: killed by that signal)."""
-        if self.state.done or self.state is State.BACKOFF:
+        if self.state.done or self.state in (State.BACKOFF, State.PARKED):
             return
         now = self._now if now is None else now
         self.returncode = returncode
@@ -267,6 +277,11 @@ class Lifecycle:
         detail = describe_returncode(returncode)
         clean = self.progress.end_reason in ("completed", "stopped") and self.kill_reason is None
         asked = any(why is not None for why in (self.stop_reason, self.operator_stop, self.shutdown_reason))
+        if self.park_reason is not None and not asked and not clean:
+            # STOPPING -> PARKED: put aside at its population's request; a new attempt on unpark.
+            self._kill_leftovers()
+            self.change_state(State.PARKED, f"{self.park_reason}; {detail}")
+            return
         if (returncode == 0 and self.kill_reason is None) or asked or clean or self.restart is None:
             # STARTING/RUNNING/STOPPING -> EXITED on status 0, FAILED otherwise (no restart wanted).
             self.change_state(State.EXITED if returncode == 0 else State.FAILED, detail)
@@ -283,16 +298,7 @@ class Lifecycle:
             crash=crash,
             resumed=self.progress.progressed,
         )
-        if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
-            # What the dead attempt left in its group (a data loader, a forked child): not kept
-            # alive beside the next attempt.
-            self._events.append(
-                Event(
-                    "leftovers",
-                    f"SIGKILL to what attempt {self.attempt} left in its process group (pgid {self.handle.pid})",
-                    self.state,
-                )
-            )
+        self._kill_leftovers()
         if verdict.give_up:
             # STARTING/RUNNING/STOPPING -> FATAL: restarts used up, failing before any epoch, the same crash twice.
             self.fatal_reason = f"{cause}; {verdict.reason}"
@@ -303,6 +309,40 @@ class Lifecycle:
         self._deadline = now + verdict.delay
         self.time_lost += verdict.delay
         self.change_state(State.BACKOFF, f"{cause}; {verdict.reason}")
+
+    def _kill_leftovers(self) -> None:
+        if self.handle is not None and self.handle.signal_group(signal.SIGKILL):
+            # What the dead attempt left in its group (a data loader, a forked child): not kept
+            # alive beside the next attempt.
+            self._events.append(
+                Event(
+                    "leftovers",
+                    f"SIGKILL to what attempt {self.attempt} left in its process group (pgid {self.handle.pid})",
+                    self.state,
+                )
+            )
+
+    def park(self, now: float, reason: str) -> None:
+        """Its population takes turns for the slots: end the trainer now (SIGTERM, SIGKILL after grace), then PARKED.
+
+        The checkpoints stay; ``unpark`` starts a new attempt from the newest known-good one. Not a
+        failure: no restart is counted, and a trainer that ends its training meanwhile just ends.
+        """
+        if self.state not in (State.STARTING, State.RUNNING) or self.handle is None:
+            return
+        self.park_reason = reason
+        # STARTING/RUNNING -> STOPPING (its exit goes to PARKED).
+        self.change_state(State.STOPPING, reason, event="parking")
+        self._signal(StopPhase.TERMINATE, now)
+
+    def unpark(self, now: float, reason: str) -> None:
+        """Its turn has come: a new attempt from the newest known-good checkpoint (PARKED only)."""
+        if self.state is not State.PARKED:
+            return
+        self.turns += 1
+        # PARKED -> STARTING: a new attempt.
+        self.change_state(State.STARTING, f"{reason} (attempt {self.attempt + 1})", event="unparked")
+        self._spawn(now)
 
     def kill(self, now: float, reason: str) -> None:
         """The trainer is hung or stalled: SIGTERM its group now, SIGKILL after grace, then restart."""
@@ -318,10 +358,10 @@ class Lifecycle:
         if self.state.done or self.state is State.STOPPING:
             return
         self.operator_stop = reason
-        if self.state is State.BACKOFF or self.handle is None:
-            # BACKOFF -> EXITED: nothing is running; do not restart it.
+        if self.state in (State.BACKOFF, State.PARKED) or self.handle is None:
+            # BACKOFF/PARKED -> EXITED: nothing is running; do not restart it.
             self._deadline = None
-            self.change_state(State.EXITED, f"{reason} (during backoff)")
+            self.change_state(State.EXITED, f"{reason} (during {self.state.value})")
             return
         # STARTING/RUNNING -> STOPPING: the trainer finishes its epoch and ends cleanly.
         self.change_state(State.STOPPING, reason)
@@ -330,8 +370,8 @@ class Lifecycle:
 
     def request_stop(self, now: float, reason: str = "interrupted by the user") -> None:
         """The user asked to stop (Ctrl-C / SIGTERM). A second request escalates at once."""
-        if self.state is State.BACKOFF:
-            # BACKOFF -> FAILED: interrupted while waiting to restart.
+        if self.state in (State.BACKOFF, State.PARKED):
+            # BACKOFF/PARKED -> FAILED: interrupted while waiting to restart (or for its turn).
             self.stop_reason, self._deadline = reason, None
             self.change_state(State.FAILED, reason)
             return
@@ -356,10 +396,10 @@ class Lifecycle:
         if self.state.done or self.handle is None:
             return
         self.shutdown_reason = reason
-        if self.state is State.BACKOFF:
-            # BACKOFF -> FAILED: shutting down while waiting to restart; nothing is running.
+        if self.state in (State.BACKOFF, State.PARKED):
+            # BACKOFF/PARKED -> FAILED: shutting down while waiting to restart; nothing is running.
             self._deadline = None
-            self.change_state(State.FAILED, f"{reason} (during backoff)")
+            self.change_state(State.FAILED, f"{reason} (during {self.state.value})")
             return
         # STARTING/RUNNING/STOPPING -> STOPPING, skipping the polite SIGINT (or keeping a later phase).
         self.change_state(State.STOPPING, reason)
@@ -377,7 +417,7 @@ class Lifecycle:
                 )
                 self._spawn(now)
             return self.state
-        if self.state.done or self.handle is None:
+        if self.state.done or self.state is State.PARKED or self.handle is None:
             return self.state
         returncode = self.handle.poll()
         if returncode is not None:
@@ -406,8 +446,9 @@ class Lifecycle:
     # -- result ---------------------------------------------------------------
     @property
     def restarts(self) -> int:
-        """Restarts decided so far (attempts beyond the first)."""
-        return max(0, self.attempt - 1) if self.restart is None else max(self.restart.total, self.attempt - 1)
+        """Restarts decided so far (attempts beyond the first, but those a turn started: ``turns``)."""
+        beyond = self.attempt - 1 - self.turns
+        return max(0, beyond) if self.restart is None else max(self.restart.total, beyond)
 
     def outcome(self) -> RunExit:
         """The supervisor's exit status and why; meaningful once ``state.done``."""

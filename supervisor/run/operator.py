@@ -25,6 +25,11 @@ file first, then its effect, so that ``lrsup resume`` goes on after it):
   has loaded it.
 - ``donation_done`` (same fields): the member has loaded it, refused it or gone, or the
   donation timed out (the population coordinator says which): the keep is released.
+- ``park`` / ``unpark``: a population with more members than the queue's slots takes turns
+  (as Ray's PBT pauses trials): ``park`` ends the trainer now and leaves the supervisor waiting
+  with no trainer (state ``parked``: its slot is free), ``unpark`` starts a new attempt from the
+  newest known-good checkpoint. The population parks a member at a boundary; the queue's
+  scheduler unparks it when a slot is free (lrsup.supervisor.run.lifecycle, ``PARKED``).
 
 Each of these requests' commands is planned before its ``request`` journal line, whose ``seq``
 is the seq its last command is to get (exactly once: docs/protocol.md, Delivery).
@@ -64,7 +69,7 @@ from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
 REQUESTS_FILE = protocol.REQUESTS_FILE
-OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done")
+OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done", "park", "unpark")
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
 PBT_OPS = ("exploit", "donate", "donation_done")
 DONATION = "pbt donation to "  # + the member's name: the owner of the donor's engine keep

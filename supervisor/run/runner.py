@@ -118,6 +118,7 @@ if TYPE_CHECKING:
     from lrsup.supervisor.config import ResolvedConfig
     from lrsup.supervisor.engine.core import Decision, Engine
 
+PARK_WAIT = 30.0  # seconds a park request waits for the commands before it to be acknowledged
 NOTIFY_FLUSH = 10.0  # longest wait, in seconds, for notifications in flight when the run ends
 
 # Journal events that name a condition the display shows instead of the lifecycle state.
@@ -220,6 +221,7 @@ class Runner:
         self.snapshots = SnapshotWriter(paths.root, settings.snapshot_interval)
         self.requests = RequestReader(paths.requests)
         self.held_by: str | None = None
+        self._parking: tuple[str, float] | None = None  # a park request waiting for its acks: (reason, deadline)
         self.retained: list[str] = []  # the checkpoints the engine keeps (the last retain decided)
         self._requests_done: tuple[int, int] | None = None  # resume: (offset, index) of the last request acted on
         self._request_journaled: tuple[int, int] | None = None  # resume: the last request's journal line
@@ -324,6 +326,7 @@ class Runner:
             self.hangups.clear()
             self.terminal.hang_up()
         self._apply_requests(now)
+        self._park(now)
         if self.lifecycle.state in (State.STARTING, State.RUNNING):
             reason = self.watchdog.check(now)
             if reason is not None:
@@ -337,6 +340,20 @@ class Runner:
         self._snapshot()
         self.write_state()
         return self.lifecycle.state.done
+
+    def _park(self, now: float) -> None:
+        """A ``park`` request, carried out once the commands sent before it are acknowledged (an
+        exploit's rollback lands first), or after PARK_WAIT seconds; moot once the trainer is gone."""
+        if self._parking is None:
+            return
+        reason, deadline = self._parking
+        if self.lifecycle.state not in (State.STARTING, State.RUNNING):
+            self._parking = None
+            return
+        if self.channel.unacked and now < deadline:
+            return
+        self._parking = None
+        self.lifecycle.park(now, reason)
 
     def _on_new_attempt(self) -> None:
         """A new attempt was spawned: time it afresh, re-send (on its start) what the last one never acked."""
@@ -637,6 +654,10 @@ class Runner:
             self.send(StopCommand(), reason=f"stop requested by {request.who}{because}")
             reason = f"stopped by {request.who}{because}"
             self.lifecycle.request_graceful_stop(now, reason, self.config.run.stop_timeout)
+        elif request.op == "park":  # its population takes turns for the queue's slots: once its commands landed
+            self._parking = (f"parked by {request.who}{because}", now + PARK_WAIT)
+        elif request.op == "unpark":
+            self.lifecycle.unpark(now, f"unparked by {request.who}{because}")
         elif pbt:  # population-based training (lrsup.supervisor.queue.population)
             apply_pbt(self, request, planned, skip)
 
@@ -922,7 +943,7 @@ class Runner:
         closed stdout) ends the polite stop early, never the reaping.
         """
         try:
-            live = self.lifecycle.state not in (State.BACKOFF,) and not self.lifecycle.state.done
+            live = self.lifecycle.state not in (State.BACKOFF, State.PARKED) and not self.lifecycle.state.done
             if self.lifecycle.handle is not None and live:
                 try:
                     self.lifecycle.terminate(self.clock.monotonic(), "the supervisor is shutting down after an error")

@@ -155,3 +155,33 @@ def test_operator_requests_from_another_process(workdir, procs):
     assert override["lr"] == 0.0125 and override["why"] == "by hand" and "@" in override["who"]
     assert any(r["type"] == "ack" and r["seq"] == override["seq"] and r["lr"] == 0.0125 for r in records)
     assert events(run_dir)[-1]["detail"].endswith("(morning) (exit status 0)")
+
+
+def test_park_ends_the_trainer_keeps_the_supervisor_and_unpark_starts_a_new_attempt(workdir, procs):
+    # A PBT population's turns (lrsup.supervisor.queue.population): park leaves a live supervisor
+    # with no trainer (its slot is free); unpark starts a new attempt; neither is a restart.
+    from lrsup.supervisor.run.operator import send_request
+    from lrsup.supervisor.rundir.liveness import pid_alive
+
+    proc = procs.lrsup_run(workdir, "r", "--epochs", "4", "--sleep", "0.3")
+    procs.add(proc.pid)
+    run_dir = workdir / "r"
+    first = wait_for(lambda: trainer_pids(run_dir), 30, "the trainer to start")[0]
+    procs.add(first)
+    wait_for(lambda: epoch_records(run_dir) >= 1, 30, "an epoch record")
+    send_request(run_dir, "park", who="lrsup-pbt", why="population g: 1 member(s) wait for a slot")
+    wait_for(lambda: read_jsonl_state(run_dir)["state"] == "parked", 30, "the supervisor to park")
+    wait_for(lambda: not pid_alive(first), 10, "the trainer to end")
+    assert proc.poll() is None  # the supervisor waits, with no trainer
+    time.sleep(1.0)
+    assert read_jsonl_state(run_dir)["state"] == "parked" and trainer_pids(run_dir) == [first]
+    send_request(run_dir, "unpark", who="lrsup-queue", why="a slot is free: its turn")
+    out, err = finish(proc, 60)
+    assert proc.returncode == 0, out + err
+    procs.add(*trainer_pids(run_dir))
+    assert len(trainer_pids(run_dir)) == 2
+    names = [e["event"] for e in events(run_dir)]
+    assert names.index("parking") < names.index("parked") < names.index("unparked") and names[-1] == "finished"
+    assert "backoff" not in names
+    state = read_jsonl_state(run_dir)
+    assert (state["state"], state["attempt"], state["restarts"], state["exit_status"]) == ("exited", 2, 0, 0)

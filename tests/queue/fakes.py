@@ -30,6 +30,7 @@ class FakeSpawner:
         self.launched: list[FakeSupervisor] = []
         self.states: dict[Path, RunState] = {}
         self.live: dict[Path, FakeSupervisor] = {}  # what adopt() finds
+        self.requests: list[tuple[Path, str]] = []  # operator requests sent (unpark)
 
     def start(self, entry: Entry, run_dir: Path, env: dict[str, str]) -> FakeSupervisor:
         return self._launch(entry, run_dir, env, "start")
@@ -42,6 +43,9 @@ class FakeSpawner:
 
     def inspect(self, run_dir: Path) -> RunState:
         return self.states.get(Path(run_dir), RunState(False))
+
+    def request(self, run_dir: Path, op: str, why: str) -> None:
+        self.requests.append((Path(run_dir), op))
 
     def _launch(self, entry: Entry, run_dir: Path, env: dict[str, str], kind: str) -> FakeSupervisor:
         sup = FakeSupervisor(entry.id, Path(run_dir), dict(env), kind)
@@ -57,6 +61,10 @@ class FakeSpawner:
         """The run ended and its supervisor recorded it."""
         self.states[sup.run_dir] = RunState(True, status, reason)
         sup.result = Ended(status)
+
+    def park(self, sup: FakeSupervisor, parked: bool = True) -> None:
+        """Its supervisor is parked (no trainer) or, with ``parked=False``, took its unpark."""
+        self.states[sup.run_dir] = RunState(True, parked=parked)
 
     def die(self, sup: FakeSupervisor, lost: str | None = None) -> None:
         """The supervisor died (SIGKILL, a lost node) without recording an exit status."""

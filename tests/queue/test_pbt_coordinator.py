@@ -136,3 +136,35 @@ def test_settings_refuse_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="log_uniform"):
         PopulationSettings.model_validate({"mutations": {"lr": {"log_uniform": [0, 1]}}})
     assert PopulationSettings().direction == "min" and PopulationSettings(metric="val_accuracy").direction == "max"
+
+
+def test_turns_park_members_at_a_boundary_while_others_wait_those_that_exploit_last():
+    from dataclasses import replace
+
+    c = Coordinator(settings())
+    views = [view("a", 2, 0.1), view("b", 2, 0.5), view("c", 2, 0.4), view("d", 2, 0.9)]
+    assert c.step(views).parks == []  # nobody waits: nobody is parked
+    c = Coordinator(settings())
+    r = c.step(views, queued=2)  # two members never started: two of the four at the boundary give way
+    assert [e.member for e in r.exploits] == ["d"] and r.parks == ["a", "b"]  # d exploits: it goes last
+    assert Coordinator(settings()).step(views, queued=4).parks == ["a", "b", "c", "d"]
+    assert c.step(views, queued=2).parks == []  # that boundary is decided once
+    # a parked member waits (it is not at a boundary while parked) and is still ranked and a donor
+    c = Coordinator(settings())
+    parked = [replace(views[0], parked=True, epochs=4), view("b", 4, 0.5), view("c", 4, 0.4), view("d", 4, 0.9)]
+    r = c.step(parked)
+    assert "a" not in r.parks and [(e.member, e.donor) for e in r.exploits] == [("d", "a")]
+    assert r.parks == ["b"]  # one waits (a): one gives way
+    assert not c.due(parked[0])
+
+
+def test_turns_park_at_most_as_many_as_wait_and_none_without_a_boundary():
+    c = Coordinator(settings())
+    views = [view("a", 1, 0.1), view("b", 2, 0.5), view("c", 3, 0.4)]
+    r = c.step(views, queued=1)  # a is before its boundary; b (the worst) exploits a; one waits: c parks first
+    assert [e.member for e in r.exploits] == ["b"] and r.parks == ["c"]
+    assert c.step([view("a", 1, 0.1), view("b", 3, 0.5), view("c", 3, 0.4)], queued=3).parks == []
+    # a member at its fit's last epoch is about to end: it is not parked
+    c = Coordinator(settings())
+    last = [view("a", 2, 0.1), MemberView("b", 2, 0.4, "epoch-0001", {"lr": 0.01}, ending=True)]
+    assert c.step(last, queued=2).parks == ["a"]

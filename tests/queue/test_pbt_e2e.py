@@ -107,3 +107,40 @@ def test_members_that_crash_are_restarted_and_rejoin_the_population(tmp_path: Pa
     assert any(j["at_epoch"] >= 4 for j in exploits), [(j["peer"], j["at_epoch"]) for j in exploits]
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert not any(d["event"] == "pbt_error" for d in daemon), daemon
+
+
+def test_a_population_larger_than_the_slots_takes_turns(tmp_path: Path) -> None:
+    # 4 members, 2 slots (the issue's `--population 8 ... --slots 4`, halved): at each boundary a
+    # running member gives way while others wait (parked: its supervisor stays, its trainer ends),
+    # and the queue gives the free slot to the member parked longest, which goes on from its
+    # checkpoint. Every member finishes all its epochs; turns are not restarts.
+    (tmp_path / "lrsup.toml").write_text(PBT)
+    out = lrsup(
+        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
+        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+        "--epochs", "6", "--steps", "4", "--sleep", "0.1", "--checkpoints", "--lr", "0.02",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    try:
+        run = lrsup(tmp_path, "queue", "run", "--slots", "2", timeout=170)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        kill_runs(tmp_path / "runs")
+    assert all(e["status"] == "done" for e in entries(tmp_path)), run.stdout
+    daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
+    events = [d["event"] for d in daemon]
+    assert "pbt_park" in events and "parked" in events and "unparking" in events, run.stdout
+    assert "pbt_error" not in events, run.stdout
+    started = [d for d in daemon if d["event"] == "started"]
+    assert len(started) == 4
+    turns = 0
+    for e in entries(tmp_path):
+        run_dir = Path(e["run_dir"])
+        metrics = lines(run_dir / "metrics.jsonl")
+        epochs = {r["epoch"] for r in metrics if r.get("type") == "epoch"}
+        assert epochs == set(range(6)), (run_dir.name, sorted(epochs))  # every epoch, once parked or not
+        journal = lines(run_dir / "journal.jsonl")
+        turns += sum(1 for j in journal if j.get("event") == "unparked")
+        state = json.loads((run_dir / "supervisor.json").read_text())
+        assert state["restarts"] == 0, (run_dir.name, state)  # a turn is not a restart
+    assert turns >= 1

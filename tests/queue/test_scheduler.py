@@ -202,3 +202,52 @@ def test_on_ray_gpus_are_left_to_ray(store: QueueStore, tmp_path: Path) -> None:
     spawner = FakeSpawner()
     scheduler(store, spawner, tmp_path, place_gpus=False).tick(0.0)
     assert len(spawner.running()) == 1 and "CUDA_VISIBLE_DEVICES" not in spawner.running()[0].env
+
+
+def test_a_parked_run_frees_its_slot_and_is_unparked_longest_parked_first_once_nothing_queued_fits(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    ids = [store.add(NewEntry(f"m{i}.py", group="g")) for i in range(4)]
+    spawner = FakeSpawner()
+    sched = scheduler(store, spawner, tmp_path, slots=2)
+    sched.tick(0.0)
+    first, second = spawner.running()
+    assert [s.entry_id for s in (first, second)] == ids[:2]
+    spawner.park(second)  # its population parked it at a boundary: no trainer, the slot is free
+    sched.tick(1.0)
+    assert [s.entry_id for s in spawner.running()] == [ids[0], ids[1], ids[2]] and sched.peak == 2
+    spawner.park(first)
+    sched.tick(2.0)  # the last queued one starts; nothing else may
+    assert [s.entry_id for s in spawner.running()][-1] == ids[3] and not spawner.requests
+    third, fourth = spawner.running()[2:]
+    spawner.park(third)
+    sched.tick(3.0)  # nothing queued: the run parked longest (the second, at 1.0) gets the slot
+    assert spawner.requests == [(second.run_dir, "unpark")]
+    sched.tick(4.0)  # sent, not taken yet: it holds the slot, nothing more is unparked
+    assert spawner.requests == [(second.run_dir, "unpark")]
+    spawner.park(second, parked=False)  # its supervisor started a new attempt
+    spawner.finish(fourth)
+    sched.tick(5.0)
+    assert spawner.requests[1:] == [(first.run_dir, "unpark")]
+    assert [e for e, i, _ in sched.events if i == ids[1]] == ["started", "parked", "unparking"]
+    for sup in (first, second, third):
+        spawner.park(sup, parked=False)
+        spawner.finish(sup)
+    sched.tick(6.0)
+    assert sched.idle() and statuses(store) == ["done"] * 4 and sched.peak == 2
+
+
+def test_a_parked_run_goes_back_only_to_its_own_gpus(store: QueueStore, tmp_path: Path) -> None:
+    for i in range(3):
+        store.add(NewEntry(f"m{i}.py", group="g"))
+    spawner = FakeSpawner()
+    sched = scheduler(store, spawner, tmp_path, slots=2, gpus=["0", "1"])
+    sched.tick(0.0)
+    on0, on1 = spawner.running()
+    spawner.park(on0)
+    sched.tick(1.0)  # GPU 0 is free while its run is parked: the third run takes it
+    third = spawner.running()[2]
+    assert third.env["CUDA_VISIBLE_DEVICES"] == "0"
+    spawner.park(on1)
+    sched.tick(2.0)  # a slot is free on GPU 1, but the run parked longest needs GPU 0: GPU 1's own run goes
+    assert spawner.requests == [(on1.run_dir, "unpark")]

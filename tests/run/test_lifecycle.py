@@ -374,3 +374,55 @@ def test_attached_trainer_vanishing_without_end_record_is_restarted():
     life2.attach(Gone(), 0.0)
     feed(life2, EpochRecord(epoch=3, step=40))
     assert life2.transition(1.0) is State.BACKOFF and life2.returncode == EXIT_UNKNOWN
+
+
+def test_park_ends_the_trainer_then_waits_with_no_trainer_until_unpark_and_counts_no_restart():
+    life, spawner, envs = restartable(max_restarts=1)
+    spawner.handle.exit_on = {}
+    feed(life, START)
+    feed(life, EpochRecord(epoch=0, step=10))
+    life.park(10.0, "parked by lrsup-pbt (population g: 2 members waiting)")
+    assert life.state is State.STOPPING and spawner.handle.group_signals == [signal.SIGTERM]
+    spawner.handle.exit(-15)
+    assert life.transition(10.5) is State.PARKED
+    assert life.transition(10_000.0) is State.PARKED and len(spawner.spawned) == 1  # no backoff clock: waits
+    names = events(life)
+    assert "parking" in names and names[-1] == "parked" and "backoff" not in names
+    life.park(10_001.0, "again")  # nothing to park
+    life.unpark(10_002.0, "unparked by lrsup-queue")
+    assert life.state is State.STARTING and len(spawner.spawned) == 2 and envs == [1, 2]
+    assert events(life)[-2:] == ["unparked", "spawned"]
+    assert life.restarts == 0 and life.turns == 1  # a turn is not a restart: max_restarts 1 is all left
+    feed(life, START)
+    feed(life, EpochRecord(epoch=1, step=20))
+    spawner.handle.exit(1)  # a real crash after the turn: the one restart it has
+    assert life.transition(10_100.0) is State.BACKOFF and life.restarts == 1
+
+
+def test_a_trainer_that_ends_its_training_while_being_parked_just_ends():
+    drained = []
+    life, spawner, _ = restartable(drain=lambda: (drained.append(1), feed(life, EndRecord(reason="completed"))))
+    spawner.handle.exit_on = {}
+    feed(life, START)
+    life.park(1.0, "parked")
+    spawner.handle.exit(0)
+    assert life.transition(2.0) is State.EXITED and life.outcome().status == 0
+
+
+def test_stop_and_terminate_of_a_parked_run_end_it_with_no_trainer_to_signal():
+    for verb, final in (("graceful", State.EXITED), ("stop", State.FAILED), ("terminate", State.FAILED)):
+        life, spawner, _ = restartable()
+        spawner.handle.exit_on = {}
+        feed(life, START)
+        life.park(1.0, "parked")
+        spawner.handle.exit(-15)
+        assert life.transition(2.0) is State.PARKED
+        if verb == "graceful":
+            life.request_graceful_stop(3.0, "stopped by ana", timeout=30.0)
+        elif verb == "stop":
+            life.request_stop(3.0, "interrupted by the user (SIGTERM)")
+        else:
+            life.terminate(3.0, "the supervisor failed")
+        assert life.state is final and len(spawner.spawned) == 1, verb
+        life.unpark(4.0, "too late")
+        assert life.state is final and len(spawner.spawned) == 1, verb
