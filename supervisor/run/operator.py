@@ -47,7 +47,7 @@ import socket
 import time as _time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
@@ -59,7 +59,7 @@ from lrsup.supervisor.protocol.commands import (
     SetHparamCommand,
     is_valid_lr,
 )
-from lrsup.supervisor.protocol.journal import DecisionEntry
+from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry
 from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
@@ -68,6 +68,8 @@ OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done"
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
 PBT_OPS = ("exploit", "donate", "donation_done")
 DONATION = "pbt donation to "  # + the member's name: the owner of the donor's engine keep
+# The journal event each donation request leaves (apply_pbt), which ``lrsup resume`` reads back.
+DONATION_EVENTS = {"donated": "donate", "donation_released": "donation_done"}
 
 
 class RequestError(ValueError):
@@ -276,8 +278,56 @@ def plan_pbt(runner: Any, request: Request) -> list[Planned]:
     keep = getattr(runner.engine, "keep", None)
     if keep is None:  # an engine that tracks no checkpoints
         return []
-    names = (request.checkpoint,) if request.op == "donate" else ()
-    return [Planned(d.command, d.action.reason, d) for d in keep(DONATION + peer, names) if d.command is not None]
+    owner, names = donation_keep(request.op, request.peer, request.checkpoint)
+    return [Planned(d.command, d.action.reason, d) for d in keep(owner, names) if d.command is not None]
+
+
+def donation_keep(op: str, peer: str | None, checkpoint: str | None) -> tuple[str, tuple[str, ...]]:
+    """The engine keep a ``donate``/``donation_done`` sets: its owner and what it keeps (``()``: released).
+
+    One keep per member (``pbt donation to <member's name>``): a later donation to the same
+    member replaces it.
+    """
+    owner = DONATION + os.path.basename(peer or "")
+    return owner, ((checkpoint,) if op == "donate" and checkpoint else ())
+
+
+def journaled_donations(events: Iterable[EventEntry]) -> dict[str, tuple[str, ...]]:
+    """The donation keeps the journal's ``donated``/``donation_released`` events leave, by owner.
+
+    The last event per member decides (donated: its checkpoint is kept; released: nothing);
+    an event without a valid peer or checkpoint (not written by apply_pbt) is skipped.
+
+    Example::
+
+        journaled_donations([EventEntry("donated", fields={"peer": "/q/m1", "checkpoint": "epoch-0002"})])
+        # {"pbt donation to m1": ("epoch-0002",)}
+    """
+    keeps: dict[str, tuple[str, ...]] = {}
+    for event in events:
+        op, peer, name = DONATION_EVENTS.get(event.event), event.fields.get("peer"), event.fields.get("checkpoint")
+        if op is None or not isinstance(peer, str) or not peer or not protocol.is_checkpoint_name(name):
+            continue
+        owner, names = donation_keep(op, peer, name)
+        keeps[owner] = names
+    return keeps
+
+
+def restore_donations(engine: Any, events: Iterable[EventEntry]) -> None:
+    """Give an engine rebuilt by ``lrsup resume`` the donation keeps its journal holds (``events``).
+
+    The journal is written as each donation is handled, the snapshot only every
+    ``snapshot_interval`` seconds: a snapshot older than the last donation event (or none)
+    must not lose the keep, nor keep a released one. The retain each change implies is not
+    sent: apply_pbt wrote it to control.jsonl before it journaled the event, so the agent
+    already has it (and a new attempt gets it with the last retain).
+    """
+    keep = getattr(engine, "keep", None)
+    if keep is None:  # an engine that tracks no checkpoints
+        return
+    for owner, names in journaled_donations(events).items():
+        if engine.state.keeps.get(owner, ()) != names:  # the snapshot (if any) is behind the journal
+            keep(owner, names)
 
 
 def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int = 0) -> None:

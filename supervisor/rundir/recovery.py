@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from lrsup.supervisor.protocol.journal import EventEntry, RequestEntry, read_entry
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
@@ -112,6 +112,8 @@ class JournalHistory:
         decision_seqs: set[int], seqs whose decision line is journaled.
         applied_seqs: set[int], seqs whose ack (``applied``) or refusal (``command_error``) is journaled.
         finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
+        events: list[EventEntry], the events of the names ``read_journal`` was asked for, oldest
+            first (``lrsup resume``: the PBT donations, lrsup.supervisor.run.operator).
     """
 
     request: RequestEntry | None = None
@@ -121,10 +123,14 @@ class JournalHistory:
     decision_seqs: set[int] = field(default_factory=set)
     applied_seqs: set[int] = field(default_factory=set)
     finished: dict[str, Any] | None = None
+    events: list[EventEntry] = field(default_factory=list)
 
 
-def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
-    """Scan journal.jsonl for what must not be done twice (torn tail and garbage skipped)."""
+def read_journal(path: str | os.PathLike[str], events: Collection[str] = ()) -> JournalHistory:
+    """Scan journal.jsonl for what must not be done twice (torn tail and garbage skipped).
+
+    ``events``: the names of the events to keep in ``JournalHistory.events`` (none by default).
+    """
     journal = JournalHistory()
     seqs = {
         "decision": journal.decision_seqs,
@@ -147,6 +153,8 @@ def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
                 journal.resent_seqs.add(seq)
         elif isinstance(entry, EventEntry) and entry.event == "finished":
             journal.finished = obj
+        elif isinstance(entry, EventEntry) and entry.event in events:
+            journal.events.append(entry)
         elif entry.kind in seqs and seq is not None:
             seqs[entry.kind].add(seq)
     return journal
