@@ -27,7 +27,10 @@ file first, then its effect, so that ``lrsup resume`` goes on after it):
   donation timed out (the population coordinator says which): the keep is released.
 
 Each of these requests' commands is planned before its ``request`` journal line, whose ``seq``
-is the seq its last command is to get (exactly once: docs/protocol.md, Delivery).
+is the seq its last command is to get, and its event is journaled last: ``lrsup resume`` acts
+again on a request whose command or event is missing (exactly once: docs/protocol.md, Delivery;
+``pbt_done``). A donor's resumed supervisor rebuilds its donation keeps from the journal's
+events (``restore_donations``), whatever its snapshot saw.
 
 A request line::
 
@@ -68,8 +71,10 @@ OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done"
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
 PBT_OPS = ("exploit", "donate", "donation_done")
 DONATION = "pbt donation to "  # + the member's name: the owner of the donor's engine keep
-# The journal event each donation request leaves (apply_pbt), which ``lrsup resume`` reads back.
-DONATION_EVENTS = {"donated": "donate", "donation_released": "donation_done"}
+# The journal event each PBT request leaves last (apply_pbt): until it is journaled, ``lrsup resume``
+# acts on the request again (pbt_done); the donations' events rebuild the donor's keeps.
+PBT_EVENTS = {"exploit": "exploit", "donate": "donated", "donation_done": "donation_released"}
+DONATION_EVENTS = {PBT_EVENTS["donate"]: "donate", PBT_EVENTS["donation_done"]: "donation_done"}
 
 
 class RequestError(ValueError):
@@ -330,6 +335,16 @@ def restore_donations(engine: Any, events: Iterable[EventEntry]) -> None:
             keep(owner, names)
 
 
+def pbt_done(op: str, events: Iterable[str]) -> bool:
+    """Whether a request journaled before a supervisor's death was carried out to its end.
+
+    ``events``: the names of the events journaled after its ``request`` line. A PBT request
+    ends with its event (PBT_EVENTS): before that, ``lrsup resume`` acts on it again, sending
+    only the commands control.jsonl lacks (``apply_pbt``'s ``skip``). Other requests: True.
+    """
+    return op not in PBT_EVENTS or PBT_EVENTS[op] in events
+
+
 def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int = 0) -> None:
     """Send ``planned`` (but the first ``skip``, written before a supervisor's death), then journal the event.
 
@@ -345,8 +360,8 @@ def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int =
     for index, plan in enumerate(planned):
         seq = first + index if index < skip else runner.send(plan.command, reason=plan.reason)
         seqs.append(seq)
-        if plan.decision is not None:  # the engine's retain: journaled as its decisions are
-            d = plan.decision
+        if plan.decision is not None and not (index < skip and runner.decision_journaled(seq)):
+            d = plan.decision  # the engine's retain: journaled as its decisions are, once
             suppressed = None if seq is not None else f"not sent: {runner.channel.degraded}"
             runner.journal(
                 DecisionEntry(seq, d.action.policy, d.action.kind, None, plan.reason, d.epoch, d.step, suppressed)
@@ -355,18 +370,18 @@ def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int =
                 runner.retained = list(plan.command.keep)
     if request.op == "donate":
         runner.event(
-            "donated",
+            PBT_EVENTS["donate"],
             f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}; kept until it is loaded",
             **fields,
         )
         return
     if request.op == "donation_done":
-        runner.event("donation_released", f"{peer} is done with checkpoint {request.checkpoint}", **fields)
+        runner.event(PBT_EVENTS["donation_done"], f"{peer} is done with checkpoint {request.checkpoint}", **fields)
         return
     seq = seqs[0] if seqs else None
     changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
     runner.event(
-        "exploit",
+        PBT_EVENTS["exploit"],
         f"copied {peer}'s checkpoint {request.checkpoint} at epoch {request.epoch}; {changes}",
         seq=seq,
         seqs=seqs,

@@ -24,7 +24,8 @@
 
 Exactly once (docs/protocol.md, "Delivery"): the hold in force and the operator requests
 already acted on come from journal.jsonl's ``request`` lines (requests.jsonl is read on
-from the last one, never from byte 0); on the records after the last verdict, a command
+from the last one, never from byte 0; a PBT request is acted on again until its event is
+journaled); on the records after the last verdict, a command
 already in control.jsonl is not sent again; the keep-list (the last ``retain``) is given
 to every new attempt. Nothing is made up: the run's progress comes from the snapshot and
 the records themselves.
@@ -46,7 +47,7 @@ from lrsup.supervisor import protocol
 from lrsup.supervisor.config import run_config
 from lrsup.supervisor.protocol.wire import EXIT_USAGE, EpochRecord, Record, StartRecord
 from lrsup.supervisor.run.lifecycle import EXIT_FATAL, State
-from lrsup.supervisor.run.operator import DONATION_EVENTS, restore_donations
+from lrsup.supervisor.run.operator import PBT_EVENTS, restore_donations
 from lrsup.supervisor.rundir.layout import RunDirError, RunPaths, check_existing_run_dir
 from lrsup.supervisor.rundir.liveness import pid_alive
 from lrsup.supervisor.rundir.progress import RunProgress
@@ -94,7 +95,7 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise RunDirError(f"{protocol.STATE_FILE} has no valid argv (got {argv!r})")
     torn = {name: truncate_torn_tail(paths.root / name) for name in (protocol.CONTROL_FILE, protocol.JOURNAL_FILE)}
-    journal = read_journal(paths.journal, events=DONATION_EVENTS)
+    journal = read_journal(paths.journal, events=PBT_EVENTS.values())
     if journal.finished is not None:  # died after the run's end was journaled: only supervisor.json is behind
         return _record_finish(paths, state, journal.finished)
     history = read_control(paths.control)
@@ -187,7 +188,7 @@ def rebuild(
         except ValueError as exc:
             snap, why, engine = None, f"snapshot does not fit this stack ({exc})", build_engine(config)
     if journal is None:
-        journal = read_journal(paths.journal, events=DONATION_EVENTS)
+        journal = read_journal(paths.journal, events=PBT_EVENTS.values())
     restore_donations(engine, journal.events)
     records, offset = read_records(paths.metrics, start=snap.offset if snap is not None else 0)
     if snap is None:

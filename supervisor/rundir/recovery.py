@@ -113,7 +113,9 @@ class JournalHistory:
         applied_seqs: set[int], seqs whose ack (``applied``) or refusal (``command_error``) is journaled.
         finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
         events: list[EventEntry], the events of the names ``read_journal`` was asked for, oldest
-            first (``lrsup resume``: the PBT donations, lrsup.supervisor.run.operator).
+            first (``lrsup resume``: PBT's, lrsup.supervisor.run.operator).
+        after_request: list[str], the names of those of ``events`` journaled after the last
+            ``request`` line (whether that request was carried out to its end).
     """
 
     request: RequestEntry | None = None
@@ -124,6 +126,7 @@ class JournalHistory:
     applied_seqs: set[int] = field(default_factory=set)
     finished: dict[str, Any] | None = None
     events: list[EventEntry] = field(default_factory=list)
+    after_request: list[str] = field(default_factory=list)
 
 
 def read_journal(path: str | os.PathLike[str], events: Collection[str] = ()) -> JournalHistory:
@@ -142,7 +145,7 @@ def read_journal(path: str | os.PathLike[str], events: Collection[str] = ()) -> 
         entry = read_entry(obj)
         seq = getattr(entry, "seq", None)
         if isinstance(entry, RequestEntry):
-            journal.request = entry
+            journal.request, journal.after_request = entry, []
             if entry.op in ("hold", "release"):
                 journal.held_by = entry.who if entry.op == "hold" else None
             if seq is not None:
@@ -155,6 +158,7 @@ def read_journal(path: str | os.PathLike[str], events: Collection[str] = ()) -> 
             journal.finished = obj
         elif isinstance(entry, EventEntry) and entry.event in events:
             journal.events.append(entry)
+            journal.after_request.append(entry.event)
         elif entry.kind in seqs and seq is not None:
             seqs[entry.kind].add(seq)
     return journal

@@ -81,7 +81,8 @@ def operator_request(spec: str, epoch: int) -> None:
     if op in ("donate", "donation_done"):  # to a donor: keep (release) CHECKPOINT for the member
         member, name = lr
         peer = os.path.join(os.path.dirname(os.path.abspath(run_dir)), member)
-        send_request(run_dir, op, who="lrsup-pbt", peer=peer, checkpoint=name, epoch=int(at), hparams={"lr": 0.01})
+        fields = {"peer": peer, "checkpoint": name, "epoch": int(at), "hparams": {"lr": 0.01}}
+        send_request(run_dir, op, who="lrsup-pbt", why=f"epoch {at}", **fields)
         return
     if op == "exploit":  # PBT's request, copying the run's own epoch-0001 (refused: this trainer keeps none)
         hparams = {"lr": float(lr[0]), "momentum": 0.9}

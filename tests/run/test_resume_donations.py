@@ -11,8 +11,10 @@ from lrsup.supervisor.protocol.journal import EventEntry, RequestEntry, journal_
 from lrsup.supervisor.run.operator import (
     DONATION,
     DONATION_EVENTS,
+    PBT_EVENTS,
     apply_pbt,
     journaled_donations,
+    pbt_done,
     plan_pbt,
     restore_donations,
 )
@@ -112,6 +114,24 @@ def test_read_journal_keeps_the_events_asked_for_in_order(tmp_path: Path):
     journal = read_journal(path, events=DONATION_EVENTS)
     assert [e.event for e in journal.events] == ["donated", "donation_released"]
     assert journal.request is not None and journal.request.op == "donation_done"
+    assert journal.after_request == ["donation_released"]  # the request was carried out to its end
+
+
+def test_a_pbt_request_is_done_once_its_event_is_journaled(tmp_path: Path):
+    assert pbt_done("donate", ["donated"]) and pbt_done("exploit", ["donated", "exploit"])
+    assert not pbt_done("donate", []) and not pbt_done("donation_done", ["donated"])
+    assert not pbt_done("exploit", ["donation_released"])
+    assert pbt_done("set_lr", []) and pbt_done("hold", [])  # the others end with their command (or none)
+    path = tmp_path / "journal.jsonl"
+    entries = [
+        RequestEntry("donate", "lrsup-pbt", None, None, 3, 0, 0),
+        event("donated", "m1", "epoch-0001"),
+        RequestEntry("donate", "lrsup-pbt", None, None, None, 0, 1),  # cut off before its event
+    ]
+    path.write_text("".join(json.dumps(obj) + "\n" for obj in journaled(entries)))
+    journal = read_journal(path, events=PBT_EVENTS.values())
+    assert journal.request is not None and journal.request.index == 1
+    assert journal.after_request == [] and not pbt_done(journal.request.op, journal.after_request)
 
 
 def test_rebuild_without_a_snapshot_has_the_journals_donations(tmp_path: Path):
