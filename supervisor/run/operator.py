@@ -32,7 +32,10 @@ file first, then its effect, so that ``lrsup resume`` goes on after it):
   scheduler unparks it when a slot is free (lrsup.supervisor.run.lifecycle, ``PARKED``).
 
 Each of these requests' commands is planned before its ``request`` journal line, whose ``seq``
-is the seq its last command is to get (exactly once: docs/protocol.md, Delivery).
+is the seq its last command is to get, and its event is journaled last: ``lrsup resume`` acts
+again on a request whose command or event is missing (exactly once: docs/protocol.md, Delivery;
+``pbt_done``). A donor's resumed supervisor rebuilds its donation keeps from the journal's
+events (``restore_donations``), whatever its snapshot saw.
 
 A request line::
 
@@ -52,7 +55,7 @@ import socket
 import time as _time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from lrsup.supervisor import protocol
 from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE
@@ -64,7 +67,7 @@ from lrsup.supervisor.protocol.commands import (
     SetHparamCommand,
     is_valid_lr,
 )
-from lrsup.supervisor.protocol.journal import DecisionEntry
+from lrsup.supervisor.protocol.journal import DecisionEntry, EventEntry
 from lrsup.supervisor.protocol.jsonl import JsonlReader, ReadStats
 from lrsup.supervisor.rundir.layout import RunDirError, check_run_file
 
@@ -73,6 +76,10 @@ OPS = ("set_lr", "hold", "release", "stop", "exploit", "donate", "donation_done"
 _FIELDS = {"v", "op", "lr", "who", "why", "time", "peer", "checkpoint", "epoch", "hparams", "old"}
 PBT_OPS = ("exploit", "donate", "donation_done")
 DONATION = "pbt donation to "  # + the member's name: the owner of the donor's engine keep
+# The journal event each PBT request leaves last (apply_pbt): until it is journaled, ``lrsup resume``
+# acts on the request again (pbt_done); the donations' events rebuild the donor's keeps.
+PBT_EVENTS = {"exploit": "exploit", "donate": "donated", "donation_done": "donation_released"}
+DONATION_EVENTS = {PBT_EVENTS["donate"]: "donate", PBT_EVENTS["donation_done"]: "donation_done"}
 
 
 class RequestError(ValueError):
@@ -281,8 +288,66 @@ def plan_pbt(runner: Any, request: Request) -> list[Planned]:
     keep = getattr(runner.engine, "keep", None)
     if keep is None:  # an engine that tracks no checkpoints
         return []
-    names = (request.checkpoint,) if request.op == "donate" else ()
-    return [Planned(d.command, d.action.reason, d) for d in keep(DONATION + peer, names) if d.command is not None]
+    owner, names = donation_keep(request.op, request.peer, request.checkpoint)
+    return [Planned(d.command, d.action.reason, d) for d in keep(owner, names) if d.command is not None]
+
+
+def donation_keep(op: str, peer: str | None, checkpoint: str | None) -> tuple[str, tuple[str, ...]]:
+    """The engine keep a ``donate``/``donation_done`` sets: its owner and what it keeps (``()``: released).
+
+    One keep per member (``pbt donation to <member's name>``): a later donation to the same
+    member replaces it.
+    """
+    owner = DONATION + os.path.basename(peer or "")
+    return owner, ((checkpoint,) if op == "donate" and checkpoint else ())
+
+
+def journaled_donations(events: Iterable[EventEntry]) -> dict[str, tuple[str, ...]]:
+    """The donation keeps the journal's ``donated``/``donation_released`` events leave, by owner.
+
+    The last event per member decides (donated: its checkpoint is kept; released: nothing);
+    an event without a valid peer or checkpoint (not written by apply_pbt) is skipped.
+
+    Example::
+
+        journaled_donations([EventEntry("donated", fields={"peer": "/q/m1", "checkpoint": "epoch-0002"})])
+        # {"pbt donation to m1": ("epoch-0002",)}
+    """
+    keeps: dict[str, tuple[str, ...]] = {}
+    for event in events:
+        op, peer, name = DONATION_EVENTS.get(event.event), event.fields.get("peer"), event.fields.get("checkpoint")
+        if op is None or not isinstance(peer, str) or not peer or not protocol.is_checkpoint_name(name):
+            continue
+        owner, names = donation_keep(op, peer, name)
+        keeps[owner] = names
+    return keeps
+
+
+def restore_donations(engine: Any, events: Iterable[EventEntry]) -> None:
+    """Give an engine rebuilt by ``lrsup resume`` the donation keeps its journal holds (``events``).
+
+    The journal is written as each donation is handled, the snapshot only every
+    ``snapshot_interval`` seconds: a snapshot older than the last donation event (or none)
+    must not lose the keep, nor keep a released one. The retain each change implies is not
+    sent: apply_pbt wrote it to control.jsonl before it journaled the event, so the agent
+    already has it (and a new attempt gets it with the last retain).
+    """
+    keep = getattr(engine, "keep", None)
+    if keep is None:  # an engine that tracks no checkpoints
+        return
+    for owner, names in journaled_donations(events).items():
+        if engine.state.keeps.get(owner, ()) != names:  # the snapshot (if any) is behind the journal
+            keep(owner, names)
+
+
+def pbt_done(op: str, events: Iterable[str]) -> bool:
+    """Whether a request journaled before a supervisor's death was carried out to its end.
+
+    ``events``: the names of the events journaled after its ``request`` line. A PBT request
+    ends with its event (PBT_EVENTS): before that, ``lrsup resume`` acts on it again, sending
+    only the commands control.jsonl lacks (``apply_pbt``'s ``skip``). Other requests: True.
+    """
+    return op not in PBT_EVENTS or PBT_EVENTS[op] in events
 
 
 def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int = 0) -> None:
@@ -300,8 +365,8 @@ def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int =
     for index, plan in enumerate(planned):
         seq = first + index if index < skip else runner.send(plan.command, reason=plan.reason)
         seqs.append(seq)
-        if plan.decision is not None:  # the engine's retain: journaled as its decisions are
-            d = plan.decision
+        if plan.decision is not None and not (index < skip and runner.decision_journaled(seq)):
+            d = plan.decision  # the engine's retain: journaled as its decisions are, once
             suppressed = None if seq is not None else f"not sent: {runner.channel.degraded}"
             runner.journal(
                 DecisionEntry(seq, d.action.policy, d.action.kind, None, plan.reason, d.epoch, d.step, suppressed)
@@ -310,18 +375,18 @@ def apply_pbt(runner: Any, request: Request, planned: list[Planned], skip: int =
                 runner.retained = list(plan.command.keep)
     if request.op == "donate":
         runner.event(
-            "donated",
+            PBT_EVENTS["donate"],
             f"{peer} copied checkpoint {request.checkpoint} at its epoch {request.epoch}; kept until it is loaded",
             **fields,
         )
         return
     if request.op == "donation_done":
-        runner.event("donation_released", f"{peer} is done with checkpoint {request.checkpoint}", **fields)
+        runner.event(PBT_EVENTS["donation_done"], f"{peer} is done with checkpoint {request.checkpoint}", **fields)
         return
     seq = seqs[0] if seqs else None
     changes = ", ".join(f"{k} {old.get(k, float('nan')):g} -> {v:g}" for k, v in new.items())
     runner.event(
-        "exploit",
+        PBT_EVENTS["exploit"],
         f"copied {peer}'s checkpoint {request.checkpoint} at epoch {request.epoch}; {changes}",
         seq=seq,
         seqs=seqs,

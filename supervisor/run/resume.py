@@ -13,7 +13,9 @@
    number of verdicts in control.jsonl, were decided on before the crash: they are
    replayed silently (no command, no journal line). Records after them are handled live.
    The seq counter continues from the highest seq in control.jsonl, and commands
-   already there are never re-sent to the same trainer.
+   already there are never re-sent to the same trainer. The PBT donations a donor keeps
+   come from journal.jsonl (its ``donated``/``donation_released`` events), which is never
+   behind the snapshot (lrsup.supervisor.run.operator.restore_donations).
 4. If the trainer is alive (pid exists and its start time matches) reattach: poll it
    with ``os.kill(pid, 0)`` + start time (it is not our child), follow metrics.jsonl
    from where the replay ended. Otherwise restart it (attempt + 1) from the newest
@@ -22,7 +24,8 @@
 
 Exactly once (docs/protocol.md, "Delivery"): the hold in force and the operator requests
 already acted on come from journal.jsonl's ``request`` lines (requests.jsonl is read on
-from the last one, never from byte 0); on the records after the last verdict, a command
+from the last one, never from byte 0; a PBT request is acted on again until its event is
+journaled); on the records after the last verdict, a command
 already in control.jsonl is not sent again; the keep-list (the last ``retain``) is given
 to every new attempt. Nothing is made up: the run's progress comes from the snapshot and
 the records themselves.
@@ -44,6 +47,7 @@ from lrsup.supervisor import protocol
 from lrsup.supervisor.config import run_config
 from lrsup.supervisor.protocol.wire import EXIT_USAGE, EpochRecord, Record, StartRecord
 from lrsup.supervisor.run.lifecycle import EXIT_FATAL, State
+from lrsup.supervisor.run.operator import PBT_EVENTS, restore_donations
 from lrsup.supervisor.rundir.layout import RunDirError, RunPaths, check_existing_run_dir
 from lrsup.supervisor.rundir.liveness import pid_alive
 from lrsup.supervisor.rundir.progress import RunProgress
@@ -91,11 +95,11 @@ def _resume(run_dir: Path, *, display: Any, spawner: Any, clock: Any, handle_sig
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise RunDirError(f"{protocol.STATE_FILE} has no valid argv (got {argv!r})")
     torn = {name: truncate_torn_tail(paths.root / name) for name in (protocol.CONTROL_FILE, protocol.JOURNAL_FILE)}
-    journal = read_journal(paths.journal)
+    journal = read_journal(paths.journal, events=PBT_EVENTS.values())
     if journal.finished is not None:  # died after the run's end was journaled: only supervisor.json is behind
         return _record_finish(paths, state, journal.finished)
     history = read_control(paths.control)
-    rebuilt = rebuild(paths, config, history, build_engine)
+    rebuilt = rebuild(paths, config, history, build_engine, journal)
     plan = take_over_plan(state, history, journal, rebuilt, torn)
     options.setdefault("grace", config.run.grace_period)
     options.setdefault("poll_interval", config.run.poll_interval)
@@ -165,8 +169,17 @@ class Rebuilt:
     how: str
 
 
-def rebuild(paths: RunPaths, config: ResolvedConfig, history: ControlHistory, build_engine: Callable) -> Rebuilt:
-    """The engine for resuming ``paths``: from its snapshot if that fits, else from a full replay to come."""
+def rebuild(
+    paths: RunPaths,
+    config: ResolvedConfig,
+    history: ControlHistory,
+    build_engine: Callable,
+    journal: JournalHistory | None = None,
+) -> Rebuilt:
+    """The engine for resuming ``paths``: from its snapshot if that fits, else from a full replay to come.
+
+    Either way, with the PBT donations the journal holds (``journal``: read here if not given).
+    """
     engine = build_engine(config)
     snap, why = load_snapshot(paths.root, history)
     if snap is not None:
@@ -174,6 +187,9 @@ def rebuild(paths: RunPaths, config: ResolvedConfig, history: ControlHistory, bu
             engine.load_state_dict(snap.engine)
         except ValueError as exc:
             snap, why, engine = None, f"snapshot does not fit this stack ({exc})", build_engine(config)
+    if journal is None:
+        journal = read_journal(paths.journal, events=PBT_EVENTS.values())
+    restore_donations(engine, journal.events)
     records, offset = read_records(paths.metrics, start=snap.offset if snap is not None else 0)
     if snap is None:
         return Rebuilt(engine, records, offset, RunProgress(), None, f"full replay ({why})")

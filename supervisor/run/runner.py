@@ -86,7 +86,7 @@ from lrsup.supervisor.run.launch import (  # noqa: F401  (re-exported: the runne
     trainer_env,
 )
 from lrsup.supervisor.run.lifecycle import Lifecycle, State
-from lrsup.supervisor.run.operator import PBT_OPS, Request, RequestReader, apply_pbt, plan_pbt
+from lrsup.supervisor.run.operator import PBT_OPS, Request, RequestReader, apply_pbt, pbt_done, plan_pbt
 from lrsup.supervisor.run.process import (  # noqa: F401  (SystemClock, install_signal_handlers: re-exported)
     AttachedHandle,
     ProcessSpawner,
@@ -225,7 +225,7 @@ class Runner:
         self.retained: list[str] = []  # the checkpoints the engine keeps (the last retain decided)
         self._requests_done: tuple[int, int] | None = None  # resume: (offset, index) of the last request acted on
         self._request_journaled: tuple[int, int] | None = None  # resume: the last request's journal line
-        self._request_missing = 0  # resume: how many of that request's commands control.jsonl lacks
+        self._request_missing: int | None = 0  # resume: that request's commands control.jsonl lacks (None: all)
         self._presend: list[dict[str, Any]] = []  # resume: commands already sent on records still to handle
         self._journaled_seqs: set[int] = set()  # resume: seqs whose decision line is journaled
         self._applied_seqs: set[int] = set()  # resume: seqs whose ack/refusal is journaled
@@ -641,8 +641,8 @@ class Runner:
         if position is None or position != self._request_journaled:
             seq = self.channel.seq + count if count else None  # its last command's
             self.journal(RequestEntry(request.op, request.who, request.why, request.lr, seq, offset, index))
-        else:  # journaled, then the supervisor died before its last command was written
-            skip = max(0, count - self._request_missing)
+        else:  # journaled, then the supervisor died before its last command (or a PBT request's event) was written
+            skip = 0 if self._request_missing is None else max(0, count - self._request_missing)
         because = f" ({request.why})" if request.why else ""
         if request.op == "hold":
             self.hold(request.who, request.why)
@@ -760,9 +760,11 @@ class Runner:
         if last is None or last.offset is None or last.index is None:
             return
         index = last.index
-        if last.seq is not None and last.seq > plan.seq:
-            index -= 1  # journaled, but its (last) command never reached control.jsonl: act on it again
-            self._request_missing = last.seq - plan.seq  # its commands are written in a row: the last ones are missing
+        missing = None if last.seq is None else max(0, last.seq - plan.seq)  # None: it had no command
+        if missing or not pbt_done(last.op, plan.journal.after_request):
+            index -= 1  # journaled, but its (last) command never reached control.jsonl, or a PBT request's
+            # event never reached the journal: act on it again
+            self._request_missing = missing  # its commands are written in a row: the last ones are missing
         self.requests = RequestReader(self.paths.requests, last.offset)
         self._requests_done = (last.offset, index)
         self._request_journaled = (last.offset, last.index)
@@ -783,6 +785,10 @@ class Runner:
     def journal(self, entry: JournalEntry) -> None:
         """Append one line to journal.jsonl (kept in memory while the disk is full)."""
         self.channel.journal(entry)
+
+    def decision_journaled(self, seq: int | None) -> bool:
+        """Whether the decision line of command ``seq`` was journaled before a supervisor's death (resume)."""
+        return seq is not None and seq in self._journaled_seqs
 
     def write_state(self, exit_status: int | None = None, reason: str | None = None) -> None:
         """Rewrite supervisor.json when something it shows changed (best effort: a full disk is tolerated)."""

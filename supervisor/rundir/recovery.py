@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from lrsup.supervisor.protocol.journal import EventEntry, RequestEntry, read_entry
 from lrsup.supervisor.protocol.jsonl import ReadStats, iter_objects
@@ -112,6 +112,10 @@ class JournalHistory:
         decision_seqs: set[int], seqs whose decision line is journaled.
         applied_seqs: set[int], seqs whose ack (``applied``) or refusal (``command_error``) is journaled.
         finished: dict | None, the ``finished`` event, if the dead supervisor got that far.
+        events: list[EventEntry], the events of the names ``read_journal`` was asked for, oldest
+            first (``lrsup resume``: PBT's, lrsup.supervisor.run.operator).
+        after_request: list[str], the names of those of ``events`` journaled after the last
+            ``request`` line (whether that request was carried out to its end).
     """
 
     request: RequestEntry | None = None
@@ -121,10 +125,15 @@ class JournalHistory:
     decision_seqs: set[int] = field(default_factory=set)
     applied_seqs: set[int] = field(default_factory=set)
     finished: dict[str, Any] | None = None
+    events: list[EventEntry] = field(default_factory=list)
+    after_request: list[str] = field(default_factory=list)
 
 
-def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
-    """Scan journal.jsonl for what must not be done twice (torn tail and garbage skipped)."""
+def read_journal(path: str | os.PathLike[str], events: Collection[str] = ()) -> JournalHistory:
+    """Scan journal.jsonl for what must not be done twice (torn tail and garbage skipped).
+
+    ``events``: the names of the events to keep in ``JournalHistory.events`` (none by default).
+    """
     journal = JournalHistory()
     seqs = {
         "decision": journal.decision_seqs,
@@ -136,7 +145,7 @@ def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
         entry = read_entry(obj)
         seq = getattr(entry, "seq", None)
         if isinstance(entry, RequestEntry):
-            journal.request = entry
+            journal.request, journal.after_request = entry, []
             if entry.op in ("hold", "release"):
                 journal.held_by = entry.who if entry.op == "hold" else None
             if seq is not None:
@@ -147,6 +156,9 @@ def read_journal(path: str | os.PathLike[str]) -> JournalHistory:
                 journal.resent_seqs.add(seq)
         elif isinstance(entry, EventEntry) and entry.event == "finished":
             journal.finished = obj
+        elif isinstance(entry, EventEntry) and entry.event in events:
+            journal.events.append(entry)
+            journal.after_request.append(entry.event)
         elif entry.kind in seqs and seq is not None:
             seqs[entry.kind].add(seq)
     return journal

@@ -15,7 +15,9 @@ Like fake_trainer.py (no TensorFlow; one float learning rate) but without checkp
     --request E:OP[:LR]   play the operator: append an ``OP`` request (set_lr with LR, hold,
                           release; exploit with LR: a PBT exploit of its own epoch-0001) to
                           requests.jsonl at the end of epoch E, before its epoch record
-                          (repeatable; only in attempt 1)
+                          (repeatable; only in attempt 1). ``E:donate:MEMBER:CHECKPOINT`` and
+                          ``E:donation_done:MEMBER:CHECKPOINT``: the PBT coordinator's requests to
+                          a donor (MEMBER: the name of a run directory beside this one)
     --leave-temp          print the checkpoints/.tmp-* files it finds at its start (``fault: temp [...]``),
                           then leave one of its own there, as a trainer killed mid-save does
     --session-child       start a child in a session of its own (``start_new_session=True``),
@@ -76,6 +78,12 @@ def operator_request(spec: str, epoch: int) -> None:
     from lrsup.supervisor.run.operator import send_request
 
     run_dir = os.environ["LRSUP_RUN_DIR"]
+    if op in ("donate", "donation_done"):  # to a donor: keep (release) CHECKPOINT for the member
+        member, name = lr
+        peer = os.path.join(os.path.dirname(os.path.abspath(run_dir)), member)
+        fields = {"peer": peer, "checkpoint": name, "epoch": int(at), "hparams": {"lr": 0.01}}
+        send_request(run_dir, op, who="lrsup-pbt", why=f"epoch {at}", **fields)
+        return
     if op == "exploit":  # PBT's request, copying the run's own epoch-0001 (refused: this trainer keeps none)
         hparams = {"lr": float(lr[0]), "momentum": 0.9}
         peer = os.path.abspath(run_dir)

@@ -43,6 +43,9 @@ class FakeRunner:
     def journal(self, entry):
         self.journaled.append(entry)
 
+    def decision_journaled(self, seq):
+        return any(getattr(entry, "seq", None) == seq for entry in self.journaled)
+
     def event(self, name, detail, **extra):
         self.events.append((name, extra))
 
