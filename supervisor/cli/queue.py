@@ -429,7 +429,7 @@ def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Pa
     """A PBT group's lineage (who copied whom, when, with which LR) and best curve: printed, population.md/.png."""
     from lrsup.supervisor.config import PopulationSettings
     from lrsup.supervisor.history.runinfo import RunInfoError, load_run
-    from lrsup.supervisor.queue.group import write_population
+    from lrsup.supervisor.queue.group import turns, write_population
     from lrsup.supervisor.queue.population import population_path
 
     path = population_path(Path(runs_dir), group)
@@ -450,8 +450,10 @@ def _report_population(group: str, run_dirs: list[Path], out: Path, runs_dir: Pa
             f"epoch {e['epoch']}: {e['member']} copied {e['donor']} ({e['checkpoint']})"
             + (f", lr {lr:g}" if lr is not None else "")
         )
+    parked = sum(turns(infos).values())
     if curve:
         n, value, who = curve[-1]
+        restarts = f"{parked} turn(s) (members parked for others: more members than slots)" if parked else "no restart"
         print(
-            f"population best {settings.metric}: {value:.6g} at epoch {n} ({who}); {len(events)} exploit(s), no restart"
+            f"population best {settings.metric}: {value:.6g} at epoch {n} ({who}); {len(events)} exploit(s), {restarts}"
         )

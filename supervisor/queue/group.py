@@ -72,6 +72,11 @@ def lineage(infos: Sequence[Any]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: (e["time"] or 0.0, e["member"]))
 
 
+def turns(infos: Sequence[Any]) -> dict[str, int]:
+    """How often each member was parked so that others could run (more members than slots)."""
+    return {info.name: n for info in infos if (n := sum(1 for e in info.events if e.event == "parked"))}
+
+
 def best_curve(infos: Sequence[Any], metric: str, mode: str) -> list[tuple[int, float, str]]:
     """The population's best curve: for each epoch (1-based), the best ``metric`` of any member and whose.
 
@@ -95,8 +100,9 @@ def lineage_markdown(
     curve: Sequence[tuple[int, float, str]],
     metric: str,
     png_name: str | None = None,
+    parked: dict[str, int] | None = None,
 ) -> str:
-    """The lineage and the best curve as Markdown (``population.md`` of ``report --group``)."""
+    """The lineage, the turns and the best curve as Markdown (``population.md`` of ``report --group``)."""
     lines = ["# Population", ""]
     if png_name is not None:
         lines += [f"![the population: each member's {metric}, the best, and who copied whom]({png_name})", ""]
@@ -109,6 +115,11 @@ def lineage_markdown(
             lines.append(f"| {e['epoch']} | {e['member']} | {e['donor']} | {e['checkpoint']} | {old} | {new} |")
     else:
         lines.append("No exploit yet.")
+    if parked:
+        lines += ["", "## Turns", "", "More members than slots: these members were parked (their trainer ended, "
+                  "their supervisor waited) so that others could run, then went on from their checkpoint.", "",
+                  "| member | times parked |", "|---|---|"]  # fmt: skip
+        lines += [f"| {name} | {n} |" for name, n in parked.items()]
     lines += ["", f"## Best {metric} of the population per epoch", "", "| epoch | best | member |", "|---|---|---|"]
     lines += [f"| {n} | {v:.6g} | {who} |" for n, v, who in curve]
     return "\n".join(lines) + "\n"
@@ -130,6 +141,7 @@ def write_population(
 
     events = lineage(infos)
     curve = best_curve(infos, metric, mode)
+    parked = turns(infos)
     out.mkdir(parents=True, exist_ok=True)
     png: str | None = POPULATION_PNG
     note = None
@@ -137,7 +149,7 @@ def write_population(
         (out / POPULATION_PNG).write_bytes(plot_population(infos, events, curve, metric))
     except MissingExtraError as exc:
         png, note = None, f"{POPULATION_PNG} not written: {exc}"
-    (out / POPULATION_MD).write_text(lineage_markdown(events, curve, metric, png), encoding="utf-8")
+    (out / POPULATION_MD).write_text(lineage_markdown(events, curve, metric, png, parked), encoding="utf-8")
     compare = out / "compare.md"
     if compare.is_file() and COMPARE_SECTION not in compare.read_text("utf-8"):
         figure = f"![population]({png})\n\n" if png else ""

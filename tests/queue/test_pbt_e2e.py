@@ -144,3 +144,9 @@ def test_a_population_larger_than_the_slots_takes_turns(tmp_path: Path) -> None:
         state = json.loads((run_dir / "supervisor.json").read_text())
         assert state["restarts"] == 0, (run_dir.name, state)  # a turn is not a restart
     assert turns >= 1
+    group = out.stdout.split()[0]
+    report = lrsup(tmp_path, "report", "--group", group, timeout=120)
+    assert report.returncode == 0, report.stderr
+    parked = sum(1 for d in daemon if d["event"] == "parked")
+    assert f"{parked} turn(s)" in report.stdout, report.stdout
+    assert "## Turns" in (tmp_path / "runs" / f"{group}-report" / "population.md").read_text()
