@@ -227,9 +227,13 @@ def _ls(runs_dir: Path, as_json: bool, group: str | None) -> int:
     table = Table(title=f"lrsup queue in {runs_dir}", title_justify="left")
     for column in ("id", "name", "group", "status", "prio", "run dir", "exit", "reason", "started"):
         table.add_column(column, overflow="fold")
-    styles = {"running": "cyan", "done": "green", "failed": "red", "cancelled": "dim"}
+    from lrsup.supervisor.queue.local import inspect_run_dir
+
+    styles = {"running": "cyan", "parked": "yellow", "done": "green", "failed": "red", "cancelled": "dim"}
     for e in entries:
         status = e.status.value
+        if status == "running" and e.run_dir and inspect_run_dir(Path(e.run_dir)).parked:
+            status = "parked"  # a PBT member waiting for its turn: its supervisor runs, its trainer does not
         table.add_row(
             str(e.id), escape(e.name or e.script), escape(e.group or "-"),
             f"[{styles[status]}]{status}[/]" if status in styles else status, str(e.priority),

@@ -72,3 +72,19 @@ def test_ray_without_ray_says_how_to_install(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "pip install 'lrsup[ray]'" in out.stderr
+
+
+def test_ls_shows_a_parked_pbt_member_as_parked(cli, tmp_path: Path) -> None:
+    from lrsup.supervisor.queue.store import QueueStore
+
+    assert cli("queue", "add", "--name", "m", "train.py").exit_code == 0
+    run_dir = tmp_path / "runs" / "q1-m"
+    run_dir.mkdir(parents=True)
+    store = QueueStore.open(tmp_path / "runs")
+    store.claim(1, run_dir=str(run_dir), gpus=None)
+    store.close()
+    (run_dir / "supervisor.json").write_text(json.dumps({"v": 1, "state": "parked", "exit_status": None}))
+    table = cli("queue", "ls").stdout
+    assert "parked" in table and "running" not in table
+    (run_dir / "supervisor.json").write_text(json.dumps({"v": 1, "state": "running", "exit_status": None}))
+    assert "running" in cli("queue", "ls").stdout
