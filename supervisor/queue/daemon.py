@@ -180,7 +180,7 @@ class Scheduler:
                 self._look_parked(item, now)
         if not self.draining:
             self._start_queued(now)
-            self._unpark(now)
+        self._unpark(now)  # also while draining with --finish: a parked run must get its turn to finish
         self.peak = max(self.peak, self._busy())
 
     def drain(self, finish: bool = False) -> None:
@@ -271,7 +271,11 @@ class Scheduler:
     def _unpark(self, now: float) -> None:
         """Free slots to parked runs, the one parked longest first (see the module docstring)."""
         waiting = sorted(
-            (i for i in self.running.values() if i.parked_since is not None and not i.unparking),
+            (
+                i
+                for i in self.running.values()
+                if i.parked_since is not None and not i.unparking and not i.stopped_by_drain
+            ),
             key=lambda i: (i.parked_since, i.entry.id),
         )
         for item in waiting:

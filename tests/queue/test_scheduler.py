@@ -251,3 +251,39 @@ def test_a_parked_run_goes_back_only_to_its_own_gpus(store: QueueStore, tmp_path
     spawner.park(on1)
     sched.tick(2.0)  # a slot is free on GPU 1, but the run parked longest needs GPU 0: GPU 1's own run goes
     assert spawner.requests == [(on1.run_dir, "unpark")]
+
+
+def test_draining_with_finish_still_gives_parked_runs_their_turn_and_stopping_unparks_none(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    for i in range(3):
+        store.add(NewEntry(f"m{i}.py", group="g"))
+    spawner = FakeSpawner()
+    sched = scheduler(store, spawner, tmp_path, slots=2)
+    sched.tick(0.0)
+    first, second = spawner.running()
+    spawner.park(first)
+    sched.tick(1.0)  # the third starts in the parked run's slot
+    sched.drain(finish=True)
+    spawner.finish(second)
+    sched.tick(2.0)  # nothing new starts, but the parked run is an old one: it gets the free slot
+    assert spawner.requests == [(first.run_dir, "unpark")] and len(spawner.launched) == 3
+    spawner.park(first, parked=False)
+    for sup in spawner.running():
+        spawner.finish(sup)
+    sched.tick(3.0)
+    assert sched.idle() and statuses(store) == ["done"] * 3
+    # a drain that stops runs sends no unpark: the parked run is stopped with the rest
+    store2 = QueueStore.open(tmp_path / "runs2")
+    for i in range(3):
+        store2.add(NewEntry(f"n{i}.py", group="h"))
+    spawner2 = FakeSpawner()
+    sched2 = scheduler(store2, spawner2, tmp_path / "two", slots=2)
+    sched2.tick(0.0)
+    spawner2.park(spawner2.running()[0])
+    sched2.tick(1.0)
+    sched2.drain()
+    spawner2.finish(spawner2.running()[1])
+    sched2.tick(2.0)
+    assert spawner2.requests == [] and all(s.stopped for s in spawner2.running())
+    store2.close()
