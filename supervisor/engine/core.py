@@ -81,7 +81,7 @@ from typing import Any, Sequence
 from lrsup.policies.actions import Action, ClearSchedule, Retain
 from lrsup.policies.base import CheckpointInfo, Policy, RunView
 from lrsup.policies.monitor import Monitor
-from lrsup.supervisor.engine.checkpoint_book import CheckpointBook, retained_names, retention_reason
+from lrsup.supervisor.engine.checkpoint_book import EXPLOIT_BASE, CheckpointBook, retained_names, retention_reason
 from lrsup.supervisor.engine.composition import compose
 from lrsup.supervisor.engine.decision import GIVE_UP_STATUS, Decision
 from lrsup.supervisor.engine.metric_check import MetricCheck
@@ -239,11 +239,17 @@ class Engine:
 
         In a later fit (2, 3, ...) with none known good yet: its start checkpoint, which holds
         what the earlier fits trained (a restart resumes that fit instead of training them again).
+        Likewise after a PBT exploit, before an epoch has vouched for it: the new origin
+        (``exploit-...``), the donor's state that the donor's score vouched for; the member's
+        older checkpoints hold the weights the exploit abandoned, and its first checkpoint-less
+        start would throw away what the population learned.
         """
         book = self.state.book
         newest = book.newest_good()
-        if newest is None and book.fit > 1:
-            newest = book.newest_start()
+        if newest is None:
+            start = book.newest_start()
+            if start is not None and (book.fit > 1 or start.name.startswith(EXPLOIT_BASE)):
+                newest = start
         return None if newest is None else newest.name
 
     @property

@@ -105,6 +105,9 @@ def test_after_an_exploit_no_rollback_goes_to_a_checkpoint_from_before_it():
     engine.feed(checkpoint(base, 2, 20))  # at the donor's step: the member's epoch 2 record was at step 30
     assert [c.name for c in engine.checkpoints] == [base]
     assert engine.checkpoints[0].start and not engine.checkpoints[0].good
+    # a restart (a crash, or a PBT turn) before an epoch vouched for it restores the new origin,
+    # never the member's abandoned weights and never nothing (training from scratch)
+    assert engine.known_good_checkpoint == base
     decisions = engine.feed(epoch(3, 30, float("nan")))  # not vouched by a NaN epoch...
     (rollback,) = [d for d in decisions if isinstance(d.command, RollbackCommand)]
     assert rollback.command.checkpoint == base  # ...and still the only target: the start fallback
