@@ -68,7 +68,7 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def run_lrsup(seed: int, epochs: int, pbt: bool, population: int = 4) -> dict:
+def run_lrsup(seed: int, epochs: int, pbt: bool, population: int = 4, slots: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lrsup-pbt-") as tmp:
         cwd = Path(tmp)
         (cwd / "pbt.toml").write_text(CONFIG.format(seed=seed))
@@ -80,9 +80,10 @@ def run_lrsup(seed: int, epochs: int, pbt: bool, population: int = 4) -> dict:
         group = _lrsup(cwd, "sweep", *pbt_args, "--config", "pbt.toml", "--grid", grid, str(DIGITS), "--",
                        "--epochs", str(epochs), "--seed", str(seed)).split()[0]  # fmt: skip
         t0 = time.monotonic()
-        _lrsup(cwd, "queue", "run", "--slots", str(population), "--gpus", "none")  # a population runs together
+        # a population runs together, or takes turns on fewer slots
+        _lrsup(cwd, "queue", "run", "--slots", str(slots or population), "--gpus", "none")
         wall = time.monotonic() - t0
-        finals, exploits, restarts = [], 0, 0
+        finals, exploits, restarts, turns = [], 0, 0, 0
         for run_dir in sorted((cwd / "runs").glob("q*")):
             metrics = _lines(run_dir / "metrics.jsonl")
             epochs_seen = [r for r in metrics if r.get("type") == "epoch"]
@@ -92,11 +93,14 @@ def run_lrsup(seed: int, epochs: int, pbt: bool, population: int = 4) -> dict:
                     (float(logs.get("val_loss", float("nan"))), float(logs.get("val_accuracy", float("nan"))))
                 )
             restarts += max(0, len([r for r in metrics if r.get("type") == "start"]) - 1)
-            exploits += sum(1 for j in _lines(run_dir / "journal.jsonl") if j.get("event") == "exploit")
+            journal = _lines(run_dir / "journal.jsonl")
+            exploits += sum(1 for j in journal if j.get("event") == "exploit")
+            turns += sum(1 for j in journal if j.get("event") == "unparked")
         finite = [f for f in finals if f[0] == f[0]]
         best = min(finite) if finite else (float("nan"), float("nan"))
+        # restarts: trainers started again (turns included: each unpark is a new trainer)
         return {"group": group, "val_loss": best[0], "val_accuracy": best[1], "wall": wall,
-                "exploits": exploits, "restarts": restarts, "members": finals}  # fmt: skip
+                "exploits": exploits, "restarts": restarts, "turns": turns, "members": finals}  # fmt: skip
 
 
 def _ray_trainable(config: dict) -> None:
@@ -111,14 +115,16 @@ def _ray_trainable(config: dict) -> None:
 
     keras.utils.set_random_seed(config["seed"])
     x_train, x_val, y_train, y_val = load_data(config["seed"])
-    start, restarts = 0, 0
+    start = 0
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a restart: an exploit (the donor's checkpoint) or a paused trial resumed
         with checkpoint.as_directory() as d:
             model = keras.models.load_model(Path(d, "model.keras"))
             state = json.loads(Path(d, "state.json").read_text())
-        start, restarts = state["epoch"], state["restarts"] + 1
+        start = state["epoch"]
         model.optimizer.learning_rate.assign(config["lr"])
+        with open(config["count_file"], "a") as f:  # counted here: a checkpoint's own count is the donor's
+            f.write("1\n")
     else:
         model = build_model()
         model.compile(
@@ -130,14 +136,12 @@ def _ray_trainable(config: dict) -> None:
         h = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=32, verbose=0)
         with tempfile.TemporaryDirectory() as d:
             model.save(Path(d, "model.keras"))
-            Path(d, "state.json").write_text(json.dumps({"epoch": epoch + 1, "restarts": restarts}))
+            Path(d, "state.json").write_text(json.dumps({"epoch": epoch + 1}))
             logs = {k: float(v[-1]) for k, v in h.history.items()}
-            tune.report(
-                {**logs, "restarts": restarts, "lr": config["lr"]}, checkpoint=tune.Checkpoint.from_directory(d)
-            )
+            tune.report({**logs, "lr": config["lr"]}, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def run_ray(seed: int, epochs: int, population: int = 4) -> dict:
+def run_ray(seed: int, epochs: int, population: int = 4, slots: int | None = None) -> dict:
     import ray
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
@@ -154,10 +158,16 @@ def run_ray(seed: int, epochs: int, population: int = 4) -> dict:
             synch=False,
         )
         with tempfile.TemporaryDirectory(prefix="ray-pbt-") as storage:
+            count_file = str(Path(storage, "restarts.txt"))
             tuner = tune.Tuner(
                 # all trials together on 2 CPUs, as lrsup; the grid's values in turn (num_samples repeats it)
-                tune.with_resources(_ray_trainable, {"cpu": 2 / population}),
-                param_space={"lr": tune.grid_search(list(LRS)), "seed": seed, "epochs": epochs},
+                tune.with_resources(_ray_trainable, {"cpu": 2 / (slots or population)}),
+                param_space={
+                    "lr": tune.grid_search(list(LRS)),
+                    "seed": seed,
+                    "epochs": epochs,
+                    "count_file": count_file,
+                },  # fmt: skip
                 tune_config=tune.TuneConfig(
                     scheduler=pbt, metric="val_loss", mode="min", num_samples=max(1, population // len(LRS))
                 ),
@@ -166,15 +176,13 @@ def run_ray(seed: int, epochs: int, population: int = 4) -> dict:
             t0 = time.monotonic()
             results = tuner.fit()
             wall = time.monotonic() - t0
-            finals = [
-                (r.metrics.get("val_loss"), r.metrics.get("val_accuracy"), r.metrics.get("restarts", 0))
-                for r in results
-            ]
+            finals = [(r.metrics.get("val_loss"), r.metrics.get("val_accuracy")) for r in results]
+            path = Path(count_file)
+            restarts = len(path.read_text().splitlines()) if path.exists() else 0
     finally:
         ray.shutdown()
     finite = [f for f in finals if f[0] is not None and f[0] == f[0]]
-    best = min(finite)[:2] if finite else (float("nan"), float("nan"))
-    restarts = sum(int(f[2] or 0) for f in finals)
+    best = min(finite) if finite else (float("nan"), float("nan"))
     return {"val_loss": best[0], "val_accuracy": best[1], "wall": wall, "exploits": None, "restarts": restarts,
             "members": finals}  # fmt: skip
 
@@ -184,8 +192,8 @@ NOTE = (
     "interval 2 epochs, quantile 0.25, lr log-uniform [1e-4, 1] (resample 0.25, else x1.2/x0.8). "
     "Best final val_loss: the best member's last epoch (mean ± sd over seeds). Both run the whole population "
     "together on 2 CPUs (Ray: 2/N CPU a trial). lrsup exploits in place (process restarts: trainers started "
-    "again); Ray restarts a trial from the donor's checkpoint for every exploit (restarts counted by the "
-    "trainable itself). Same seeds give the same members until the first exploit, in both."
+    "again); Ray restarts a trial from a checkpoint for every exploit (restarts: the trainable's starts "
+    "from a checkpoint, counted in a shared file). Same seeds give the same members until the first exploit, in both."
 )
 
 
@@ -201,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", default="lrsup,ray,grid")
     parser.add_argument("--population", type=int, default=4, help="a multiple of 4 (the grid's 4 values in turn)")
+    parser.add_argument(
+        "--slots", type=int, default=None, help="members at once (default: the population); fewer: they take turns"
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md")
     args = parser.parse_args(argv)
     runners = {
-        "lrsup PBT (in place)": lambda s: run_lrsup(s, args.epochs, pbt=True, population=args.population),
-        "Ray Tune PBT": lambda s: run_ray(s, args.epochs, population=args.population),
-        "grid, no PBT (best run)": lambda s: run_lrsup(s, args.epochs, pbt=False, population=args.population),
+        "lrsup PBT (in place)": lambda s: run_lrsup(s, args.epochs, True, args.population, args.slots),
+        "Ray Tune PBT": lambda s: run_ray(s, args.epochs, args.population, args.slots),
+        "grid, no PBT (best run)": lambda s: run_lrsup(s, args.epochs, False, args.population, args.slots),
     }
     keys = {"lrsup": "lrsup PBT (in place)", "ray": "Ray Tune PBT", "grid": "grid, no PBT (best run)"}
     rows = []
@@ -225,15 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     header = ["method", "best final val_loss", "its val_accuracy", "wall time", "exploits", "process restarts"]
-    title = f"PBT, population {args.population}, {args.epochs} epochs, {args.seeds} seed(s), 2 CPUs"
+    at_once = f", {args.slots} at a time (turns)" if args.slots and args.slots < args.population else ""
+    title = f"PBT, population {args.population}{at_once}, {args.epochs} epochs, {args.seeds} seed(s), 2 CPUs"
     print_table(title, header, rows)
+    slots_arg = f" --slots {args.slots}" if args.slots else ""
     if not args.no_doc:
         body = (
-            f"### Population {args.population}\n\n`python -m benchmarks.pbt --seeds {args.seeds} --epochs "
-            f"{args.epochs} --population {args.population}`. {title}. {NOTE}\n\n{machine_line()}\n\n"
+            f"### Population {args.population}{at_once}\n\n`python -m benchmarks.pbt --seeds {args.seeds} --epochs "
+            f"{args.epochs} --population {args.population}{slots_arg}`. {title}. {NOTE}\n\n{machine_line()}\n\n"
             f"{md_table(header, rows)}\n"
         )
-        update_section(f"pbt-{args.population}", body)
+        update_section(f"pbt-{args.population}" + (f"-slots-{args.slots}" if at_once else ""), body)
     return 0
 
 

@@ -57,7 +57,8 @@ class MemberView:
         hparams: dict, its current hyperparameters (``lr`` and the mutated ones it has).
         alive: bool, its run is running (False: left out until it rejoins).
         parked: bool, its supervisor waits for its turn with no trainer (still alive and ranked).
-        ending: bool, it has run its fit's last epoch (never parked: it is about to end anyway).
+        ending: bool, it has run its fit's last epoch: about to end, so neither parked nor made to
+            exploit (nothing would be trained from the copy); it is still ranked and may donate.
     """
 
     name: str
@@ -203,7 +204,7 @@ class Coordinator:
         for view in due:
             self._last[view.name] = view.epochs
             bottom, top = quantiles(views, self.settings.quantile, self.mode)
-            if view.name not in bottom:
+            if view.name not in bottom or view.ending:  # at its fit's last epoch a copy would train no more
                 continue
             sign = 1.0 if self.mode == "max" else -1.0
             donors = [

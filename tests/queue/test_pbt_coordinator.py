@@ -167,4 +167,5 @@ def test_turns_park_at_most_as_many_as_wait_and_none_without_a_boundary():
     # a member at its fit's last epoch is about to end: it is not parked
     c = Coordinator(settings())
     last = [view("a", 2, 0.1), MemberView("b", 2, 0.4, "epoch-0001", {"lr": 0.01}, ending=True)]
-    assert c.step(last, queued=2).parks == ["a"]
+    r = c.step(last, queued=2)
+    assert r.parks == ["a"] and r.exploits == []  # b is the worst, but a copy at its last epoch trains nothing
