@@ -320,10 +320,10 @@ def _run(
             cluster = connect(ray)
         except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError...
             fail(f"cannot join the Ray cluster at {ray!r}: {err}")
-        populations = RayPopulations(root)  # PBT coordinators: a Ray actor the members report to
-        spawner = RaySpawner(queue_dir(root) / "logs", populations)
         device_ids: list[str] = []  # Ray places GPUs itself
         slots = slots or max(1, int(cluster.get("CPU", 1)))
+        populations = RayPopulations(root, slots)  # PBT coordinators: a Ray actor the members report to
+        spawner = RaySpawner(queue_dir(root) / "logs", populations)
     else:
         device_ids = _gpu_ids(gpus) if gpus is not None else detect_gpus()
         spawner = LocalSpawner(queue_dir(root) / "logs")

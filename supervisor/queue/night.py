@@ -137,7 +137,7 @@ def run_queue(
         place_gpus=options.place_gpus,
     )
     if populations is None:  # PBT groups (lrsup sweep --pbt), their members' records read here
-        populations = Populations(options.runs_dir)
+        populations = Populations(options.runs_dir, slots=options.slots)
     signals: list[int] = []
     restore = _record_signals(signals)
     handled = 0

@@ -357,6 +357,20 @@ class MemberReporter:
 Emit = Callable[[str, Any, str], None]  # (event, entry, detail): the queue's journal
 
 
+def slots_note(group: str, members: int, slots: int, take_turns: bool) -> str:
+    """What a population with more members than the queue's slots will do (journaled once)."""
+    head = f"population {group}: {members} members, {slots} slot(s): "
+    if take_turns:
+        return head + (
+            "members take turns at their boundaries (each turn ends a trainer and starts it again from its "
+            f"checkpoint); --slots {members} runs them all at once, with no restart"
+        )
+    return head + (
+        "members beyond the slots wait until others end and are compared only with those running then "
+        f"(turns are not supported with --ray yet): give the population {members} slots and the resources for them"
+    )
+
+
 class CoordinatorHost(Protocol):
     """Where a queue's population coordinators run: in ``queue run`` (:class:`Populations`) or in a
     Ray actor (``queue run --ray``: ``ray_backend.RayPopulations``); ticked once per queue tick."""
@@ -373,15 +387,24 @@ class Populations:
             or what their reporters sent (``queue run --ray``: the coordinator actor).
         take_turns: bool, park members at boundaries while others of their group wait for a slot
             (False on Ray: a parked supervisor's task would keep its resources).
+        slots: int or None, the queue's slots: a group with more members is told about once.
     """
 
-    def __init__(self, runs_dir: Path, source: RecordSource | None = None, take_turns: bool = True) -> None:
+    def __init__(
+        self, runs_dir: Path, source: RecordSource | None = None, take_turns: bool = True, slots: int | None = None
+    ) -> None:
         self.runs_dir = runs_dir
         self.source: RecordSource = source if source is not None else FollowedRecords()
         self.take_turns = take_turns
+        self.slots = slots
         self.groups: dict[str, Population] = {}
         self.broken: set[str] = set()
         self.ended: set[str] = set()  # every member finished (in this queue run)
+
+    def _note_slots(self, group: str, members: list[Entry], emit: Emit) -> None:
+        live = [e for e in members if e.status in (Status.QUEUED, Status.RUNNING)]
+        if self.slots is not None and len(live) > self.slots:
+            emit("pbt_note", None, slots_note(group, len(members), self.slots, self.take_turns))
 
     def tick(self, entries: list[Entry], emit: Emit) -> None:
         """One round over every group: ``entries`` is the whole queue (its groups' members)."""
@@ -397,6 +420,7 @@ class Populations:
                     data = json.loads(path.read_text("utf-8"))
                     population = Population(path, data, self.source, self.take_turns)
                     self.groups[path.stem] = population
+                    self._note_slots(population.group, [e for e in entries if e.group == population.group], emit)
                 members = [e for e in entries if e.group == population.group]
                 if members and not any(e.status in (Status.QUEUED, Status.RUNNING) for e in members):
                     population.close()  # the population has ended: its files are no longer followed

@@ -176,10 +176,10 @@ class PopulationActor:
             read and saved there, and the exploit requests written into the members' run directories).
     """
 
-    def __init__(self, runs_dir: str) -> None:
+    def __init__(self, runs_dir: str, slots: int | None = None) -> None:
         self.inbox = ReportedRecords()
         # no turns on Ray: a parked supervisor's task would keep its CPUs and GPUs from the waiting members
-        self.populations = Populations(Path(runs_dir), self.inbox, take_turns=False)
+        self.populations = Populations(Path(runs_dir), self.inbox, take_turns=False, slots=slots)
 
     def report(self, name: str, start: int, records: list) -> int:
         """A member's records from ``start`` on; how many of its records this actor holds."""
@@ -201,10 +201,12 @@ class RayPopulations:
 
     Args:
         runs_dir: Path, the queue's runs directory.
+        slots: int or None, the queue's slots (a group with more members is told about once).
     """
 
-    def __init__(self, runs_dir: Path) -> None:
+    def __init__(self, runs_dir: Path, slots: int | None = None) -> None:
         self.runs_dir = Path(runs_dir).resolve()
+        self.slots = slots
         self.name = "lrsup-pbt-" + hashlib.sha1(str(self.runs_dir).encode()).hexdigest()[:10]
         self.actor: Any = None
         self.where = ""
@@ -215,7 +217,7 @@ class RayPopulations:
             return None
         if self.actor is None:
             self.actor = _RemotePopulation.options(name=self.name, namespace="lrsup", get_if_exists=True).remote(
-                str(self.runs_dir)
+                str(self.runs_dir), self.slots
             )
         return self.actor
 

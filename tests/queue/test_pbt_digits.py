@@ -27,9 +27,11 @@ mutations = { lr = { values = [0.01, 0.02, 0.05] } }
 
 
 def test_a_digits_population_exploits_in_place(tmp_path: Path) -> None:
+    # 6 epochs of about half a second: boundaries at epochs 2 to 5 (none at the last, where a copy
+    # would train nothing), so the queue's half-second ticks see the losers at one of them.
     (tmp_path / "pbt.toml").write_text(CONFIG)
     out = lrsup(tmp_path, "sweep", "--pbt", "--population", "4", "--group", "pop", "--config", "pbt.toml",
-                "--grid", "lr=0.00001,0.00002,0.02,0.05", str(SCRIPT), "--", "--epochs", "4")  # fmt: skip
+                "--grid", "lr=0.00001,0.00002,0.02,0.05", str(SCRIPT), "--", "--epochs", "6")  # fmt: skip
     assert out.returncode == 0, out.stderr
     night = lrsup(tmp_path, "queue", "run", "--slots", "4", "--gpus", "none", timeout=450)
     assert night.returncode == 0, night.stdout + night.stderr

@@ -74,6 +74,7 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     assert any(exploits[0]["checkpoint"] in c["keep"] for c in kept), donor_control
     daemon = lines(tmp_path / "runs" / ".queue" / "daemon.jsonl")
     assert any(d["event"] == "pbt_exploit" for d in daemon) and not any(d["event"] == "pbt_error" for d in daemon)
+    assert not any(d["event"] in ("pbt_note", "pbt_park") for d in daemon)  # slots for all: no turns
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)
     assert report.returncode == 0, report.stderr
     assert f"{worst.name} copied {donor.name}" in report.stdout and "population best val_loss: 0.5" in report.stdout
@@ -131,6 +132,8 @@ def test_a_population_larger_than_the_slots_takes_turns(tmp_path: Path) -> None:
     events = [d["event"] for d in daemon]
     assert "pbt_park" in events and "parked" in events and "unparking" in events, run.stdout
     assert "pbt_error" not in events, run.stdout
+    (note,) = [d["detail"] for d in daemon if d["event"] == "pbt_note"]  # said once, at the start
+    assert "4 members, 2 slot(s): members take turns" in note and "--slots 4" in note
     started = [d for d in daemon if d["event"] == "started"]
     assert len(started) == 4
     turns = 0
