@@ -23,6 +23,7 @@ States (supervisord style)::
                                                    member whose population takes turns for the slots)
     STOPPING --exit, parking--> PARKED             (no trainer; not a failure, no restart counted)
     PARKED --unpark--> STARTING                    (a new attempt from the newest known-good checkpoint)
+    STARTING --resume_parked--> PARKED             (a resumed supervisor of a parked run: no trainer yet)
     PARKED --request_stop/terminate--> FAILED / --request_graceful_stop--> EXITED
     (spawn) --cannot start--> FAILED (first attempt) / FATAL (a restart)
 
@@ -343,6 +344,12 @@ class Lifecycle:
         # PARKED -> STARTING: a new attempt.
         self.change_state(State.STARTING, f"{reason} (attempt {self.attempt + 1})", event="unparked")
         self._spawn(now)
+
+    def resume_parked(self, reason: str) -> None:
+        """A resumed supervisor of a parked run (no trainer): PARKED again, until ``unpark``."""
+        if self.state is State.STARTING:
+            # STARTING -> PARKED: nothing to spawn before its turn.
+            self.change_state(State.PARKED, reason)
 
     def kill(self, now: float, reason: str) -> None:
         """The trainer is hung or stalled: SIGTERM its group now, SIGKILL after grace, then restart."""

@@ -222,6 +222,8 @@ def take_over_plan(
         started=state.get("started"),
         how=rebuilt.how,
         torn=dropped,
+        parked=state.get("state") == "parked",
+        turns=int(state.get("turns") or 0),
     )
 
 

@@ -709,7 +709,7 @@ class Runner:
         self._presend = list(plan.presend)
         self._journaled_seqs, self._applied_seqs = plan.journal.decision_seqs, plan.journal.applied_seqs
         life = self.lifecycle
-        life.attempt = plan.attempt
+        life.attempt, life.turns = plan.attempt, plan.turns
         for record in plan.replay:
             self._on_record(record, live=False)
         life.pop_events()
@@ -718,7 +718,13 @@ class Runner:
             "resumed",
             f"supervisor resumed after a crash: state {plan.how}, replayed {len(plan.replay)} record(s) "
             f"({plan.torn}); "
-            + (f"reattaching to trainer pid {pid}" if plan.alive else f"trainer pid {pid} is gone: restarting it"),
+            + (
+                f"reattaching to trainer pid {pid}"
+                if plan.alive
+                else "parked: waiting for its turn"
+                if plan.parked
+                else f"trainer pid {pid} is gone: restarting it"
+            ),
             replayed=len(plan.replay),
             seq=self.channel.seq,
             snapshot_records=plan.progress.records,
@@ -733,7 +739,10 @@ class Runner:
             self._attempt_seen = life.attempt
         self._apply_requests(now)  # what the operator asked meanwhile (a hold) comes before any decision
         self._catch_up(plan.live)
-        if not plan.alive:
+        if not plan.alive and plan.parked and not life.state.done:  # its turn has not come: no trainer yet
+            life.set_command(self.argv, self.env, self.cwd)
+            life.resume_parked("the supervisor died while parked: waiting for its turn again")
+        elif not plan.alive:
             self._restart_after_crash(now)
 
     def _catch_up(self, records: Sequence[Record]) -> None:
@@ -815,6 +824,7 @@ class Runner:
             "state": life.state.value,
             "attempt": life.attempt,
             "restarts": life.restarts,
+            "turns": life.turns,
             "time_lost": round(life.time_lost, 3),
             "exit_status": exit_status,
             "reason": reason,

@@ -184,6 +184,9 @@ class TakeOver:
         started: float | None, when the run started (wall clock).
         how: str, where the engine's state came from, for the journal.
         torn: str, which torn tails were dropped, for the journal.
+        parked: bool, the supervisor died parked (a PBT member waiting for its turn, no trainer):
+            the new one waits parked too, instead of restarting the trainer.
+        turns: int, attempts a turn started so far (not restarts).
     """
 
     seq: int
@@ -200,6 +203,8 @@ class TakeOver:
     started: float | None
     how: str
     torn: str
+    parked: bool = False
+    turns: int = 0
 
 
 def read_records(

@@ -5,8 +5,9 @@ Rewritten atomically (temporary file, fsync, rename) on every state change
 
     {"v": 1, "supervisor_pid": 123, "supervisor_start_time": 4567,  # /proc/<pid>/stat field 22
      "trainer_pid": 124, "trainer_start_time": 4570,
-     "state": "running",          # starting running stopping backoff exited failed fatal
-     "attempt": 1, "restarts": 0, "time_lost": 0.0,   # seconds in failed attempts + backoff
+     "state": "running",          # starting running stopping backoff parked exited failed fatal
+     "attempt": 1, "restarts": 0, "turns": 0,         # turns: attempts a PBT turn started (unpark)
+     "time_lost": 0.0,                               # seconds in failed attempts + backoff
      "exit_status": null, "reason": null,              # set when the supervisor finished
      "held": null,                # "user@host" while an operator holds the policies
      "degraded": null,            # why, while the disk is full

@@ -185,3 +185,31 @@ def test_park_ends_the_trainer_keeps_the_supervisor_and_unpark_starts_a_new_atte
     assert "backoff" not in names
     state = read_jsonl_state(run_dir)
     assert (state["state"], state["attempt"], state["restarts"], state["exit_status"]) == ("exited", 2, 0, 0)
+
+
+def test_a_supervisor_killed_while_parked_is_resumed_parked_and_goes_on_at_unpark(workdir, procs):
+    from lrsup.supervisor.run.operator import send_request
+
+    proc = procs.lrsup_run(workdir, "r", "--epochs", "4", "--sleep", "0.3")
+    procs.add(proc.pid)
+    run_dir = workdir / "r"
+    first = wait_for(lambda: trainer_pids(run_dir), 30, "the trainer to start")[0]
+    procs.add(first)
+    wait_for(lambda: epoch_records(run_dir) >= 1, 30, "an epoch record")
+    send_request(run_dir, "park", who="lrsup-pbt", why="population g: 1 member(s) wait for a slot")
+    wait_for(lambda: read_jsonl_state(run_dir)["state"] == "parked", 30, "the supervisor to park")
+    os.kill(proc.pid, signal.SIGKILL)  # the supervisor dies while its run waits for its turn
+    proc.wait(10)
+    again = procs.resume(workdir, run_dir)
+    procs.add(again.pid)
+    wait_for(lambda: read_jsonl_state(run_dir).get("supervisor_pid") == again.pid, 30, "the resumed supervisor")
+    time.sleep(1.5)
+    state = read_jsonl_state(run_dir)
+    assert state["state"] == "parked" and trainer_pids(run_dir) == [first]  # no trainer before its turn
+    send_request(run_dir, "unpark", who="lrsup-queue", why="a slot is free: its turn")
+    out, err = finish(again, 60)
+    assert again.returncode == 0, out + err
+    procs.add(*trainer_pids(run_dir))
+    assert len(trainer_pids(run_dir)) == 2
+    state = read_jsonl_state(run_dir)
+    assert (state["state"], state["restarts"], state["turns"], state["exit_status"]) == ("exited", 0, 1, 0)
