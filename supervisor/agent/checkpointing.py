@@ -98,6 +98,11 @@ class Checkpointer:
             return None
         if pin:
             self._pinned = entry.name
+        if seq is not None:
+            # Asked for by the supervisor (a PBT exploit's new origin...): kept until its next
+            # ``retain`` says otherwise. An epoch-end checkpoint taken right after it, before that
+            # retain arrives, would otherwise prune it with the stale list.
+            self._retain = self._retain | {entry.name}
         multiplier = self._lr.multiplier if self._lr.schedule is not None else entry.meta.get("multiplier")
         self._records.write(
             CheckpointRecord(

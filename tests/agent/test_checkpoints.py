@@ -455,6 +455,23 @@ def test_retain_and_configure(run_dir):
     assert len(records(run_dir, "ack")) == 3
 
 
+def test_a_commanded_checkpoint_is_kept_until_the_next_retain_says_otherwise(run_dir):
+    # A PBT exploit's new origin is taken by command; the epoch-end checkpoint right after it came
+    # before the supervisor's retain naming it, and pruned it (keep_last 1): a later restart found
+    # no such checkpoint and trained from scratch.
+    handle = StateHandle()
+    control = Control(run_dir)
+    with make_agent(run_dir, keep_last=1) as agent:
+        agent.start(handle, step=0)
+        control.send("checkpoint", name="exploit-0001-epoch-0001")
+        train(agent, handle, epochs=1, steps=2)  # its epoch-end checkpoint, before any retain
+        names = [e.name for e in CheckpointStore(run_dir).entries()]
+        assert names == ["step-0000000", "exploit-0001-epoch-0001", "epoch-0001"]
+        control.send("retain", keep=[])  # the supervisor's list replaces it: pruned now
+        agent.batch_end(handle, epoch=1, batch=0, step=handle.iterations)
+    assert [e.name for e in CheckpointStore(run_dir).entries()] == ["step-0000000", "epoch-0001"]
+
+
 def test_restore_at_start_loads_state_and_reports_resume_epoch(run_dir):
     handle = StateHandle()
     with make_agent(run_dir, keep_last=10) as agent:
