@@ -42,8 +42,8 @@ def test_a_digits_population_exploits_in_place(tmp_path: Path) -> None:
         assert len([r for r in metrics if r["type"] == "start"]) == 1  # no process restart
         acks = [r for r in metrics if r["type"] == "ack" and r["cmd"] == "rollback"]
         if acks:
-            exploited += 1
-            assert run_dir.name.endswith(("-m1", "-m2"))  # the members started at lr 1e-5 and 2e-5
+            # the members started at lr 1e-5 and 2e-5 (over 6 epochs a good member may copy later too)
+            exploited += run_dir.name.endswith(("-m1", "-m2"))
             assert not [r for r in metrics if r["type"] == "error"]
             last = [r for r in metrics if r["type"] == "epoch"][-1]
             assert last["logs"]["val_accuracy"] > 0.5  # the donor's weights: an LR of 1e-5 alone stays near chance
