@@ -278,7 +278,9 @@ class Lifecycle:
         detail = describe_returncode(returncode)
         clean = self.progress.end_reason in ("completed", "stopped") and self.kill_reason is None
         asked = any(why is not None for why in (self.stop_reason, self.operator_stop, self.shutdown_reason))
-        if self.park_reason is not None and not asked and not clean:
+        finished = returncode == 0 and self.progress.end_reason == "completed"
+        if self.park_reason is not None and not asked and not finished:
+            # (a trainer that answers the SIGTERM with an end record "stopped" is still parked)
             # STOPPING -> PARKED: put aside at its population's request; a new attempt on unpark.
             self._kill_leftovers()
             self.change_state(State.PARKED, f"{self.park_reason}; {detail}")
