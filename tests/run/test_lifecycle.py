@@ -426,3 +426,12 @@ def test_stop_and_terminate_of_a_parked_run_end_it_with_no_trainer_to_signal():
         assert life.state is final and len(spawner.spawned) == 1, verb
         life.unpark(4.0, "too late")
         assert life.state is final and len(spawner.spawned) == 1, verb
+
+
+def test_a_trainer_that_answers_the_park_sigterm_with_an_end_record_stopped_is_parked():
+    life, spawner, _ = restartable(drain=lambda: feed(life, EndRecord(reason="stopped")))
+    spawner.handle.exit_on = {}
+    feed(life, START)
+    life.park(1.0, "parked")
+    spawner.handle.exit(-15)
+    assert life.transition(2.0) is State.PARKED
