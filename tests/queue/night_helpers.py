@@ -108,3 +108,25 @@ def overlap(found: list[dict]) -> int:
         now += d
         most = max(most, now)
     return most
+
+
+PBT_CONFIG = (
+    NO_POLICIES
+    + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
+)
+
+
+def lines(path: Path) -> list[dict]:
+    """The JSON lines of ``path`` (none when it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def pbt_sweep(cwd: Path, config: str, *trainer_args: str) -> str:
+    """``lrsup sweep --pbt`` of 4 fake-trainer members (val-loss 0.5, 0.6, 0.7, 2.0); the group's name."""
+    (cwd / "lrsup.toml").write_text(config)
+    out = lrsup(
+        cwd, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
+        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--", *trainer_args,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[0]

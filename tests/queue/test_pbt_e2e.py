@@ -10,33 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.queue.night_helpers import FAKE, NO_POLICIES, entries, kill_runs, lrsup
+from tests.queue.night_helpers import PBT_CONFIG, entries, kill_runs, lines, lrsup, pbt_sweep
 
 pytestmark = pytest.mark.timeout(180)
 
-PBT = (
-    NO_POLICIES
-    + "[agent]\nkeep_last = 1\n"
-    + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
-)
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+PBT = PBT_CONFIG + "[agent]\nkeep_last = 1\n"
 
 
 def test_a_population_exploits_in_place(tmp_path: Path) -> None:
     # Epochs of 0.6 s, 8 of them: the donor is still running when the coordinator's donate
     # request reaches it at the epoch-2 boundary, even on a loaded machine (with 0.2 s epochs
     # the donor could finish first and never journal the donation).
-    (tmp_path / "lrsup.toml").write_text(PBT)
-    out = lrsup(
-        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
-        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+    group = pbt_sweep(
+        tmp_path, PBT,
         "--epochs", "8", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    group = out.stdout.split()[0]
     assert (tmp_path / "runs" / ".queue" / "pbt" / f"{group}.json").is_file()
     try:
         run = lrsup(tmp_path, "queue", "run", "--slots", "4", timeout=150)
@@ -89,14 +77,11 @@ def test_a_population_exploits_in_place(tmp_path: Path) -> None:
 def test_members_that_crash_are_restarted_and_rejoin_the_population(tmp_path: Path) -> None:
     # Every member's trainer crashes once in epoch 3 (0-based): its supervisor restarts it from its
     # newest checkpoint, and the coordinator compares it again once it reports: rounds go on after.
-    (tmp_path / "lrsup.toml").write_text(PBT)
-    out = lrsup(
-        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
-        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+    pbt_sweep(
+        tmp_path, PBT,
         "--epochs", "10", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
         "--crash-once-at-epoch", "3",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
     try:
         run = lrsup(tmp_path, "queue", "run", "--slots", "4", timeout=170)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -117,13 +102,10 @@ def test_a_population_larger_than_the_slots_takes_turns(tmp_path: Path) -> None:
     # running member gives way while others wait (parked: its supervisor stays, its trainer ends),
     # and the queue gives the free slot to the member parked longest, which goes on from its
     # checkpoint. Every member finishes all its epochs; turns are not restarts.
-    (tmp_path / "lrsup.toml").write_text(PBT)
-    out = lrsup(
-        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
-        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+    group = pbt_sweep(
+        tmp_path, PBT,
         "--epochs", "6", "--steps", "4", "--sleep", "0.1", "--checkpoints", "--lr", "0.02",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
     try:
         run = lrsup(tmp_path, "queue", "run", "--slots", "2", timeout=170)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -151,7 +133,6 @@ def test_a_population_larger_than_the_slots_takes_turns(tmp_path: Path) -> None:
         state = json.loads((run_dir / "supervisor.json").read_text())
         assert state["restarts"] == 0, (run_dir.name, state)  # a turn is not a restart
     assert turns >= 1
-    group = out.stdout.split()[0]
     report = lrsup(tmp_path, "report", "--group", group, timeout=120)
     assert report.returncode == 0, report.stderr
     parked = sum(1 for d in daemon if d["event"] == "parked")

@@ -6,7 +6,6 @@ Skipped without ray (``pip install 'lrsup[ray]'``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,28 +19,16 @@ import ray
 from ray.cluster_utils import Cluster
 
 from lrsup.supervisor.queue.ray_backend import RayPopulations
-from tests.queue.night_helpers import FAKE, NO_POLICIES, entries, kill_runs, lrsup, wait_for
+from tests.queue.night_helpers import PBT_CONFIG, entries, kill_runs, lines, pbt_sweep, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
-PBT = (
-    NO_POLICIES
-    + "[population]\ninterval = 2\nquantile = 0.25\nseed = 1\nmutations = { lr = { values = [0.01, 0.02, 0.04] } }\n"
-)
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
 
 def test_the_coordinator_is_a_ray_actor_that_survives_its_death(tmp_path: Path) -> None:
-    (tmp_path / "lrsup.toml").write_text(PBT)
-    out = lrsup(
-        tmp_path, "sweep", "--pbt", "--population", "4", "--config", "lrsup.toml",
-        "--grid", "val-loss=0.5,0.6,0.7,2.0", str(FAKE), "--",
+    pbt_sweep(
+        tmp_path, PBT_CONFIG,
         "--epochs", "14", "--steps", "4", "--sleep", "0.15", "--checkpoints", "--lr", "0.02",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
     daemon = None
     daemon_log = tmp_path / "runs" / ".queue" / "daemon.jsonl"
